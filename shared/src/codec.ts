@@ -1,0 +1,294 @@
+/**
+ * Frames exchanged on Herald's topics, encoded and decoded without I/O ([FRAME-*] in docs/protocol.md).
+ * The first byte of every frame is its type. Event frames are binary, so a payload's bytes travel from
+ * raise() to the client's handler without being parsed or re-encoded; control frames are JSON.
+ */
+import { BinaryReader, BinaryWriter } from './binary.js'
+import { CATEGORY_BY_CODE, CATEGORY_CODE, PayloadKind, type Category, type RaisedEvent, type StoredEvent } from './event.js'
+import { ProtocolError } from './errors.js'
+
+/** Frame type bytes ([FRAME-TYPE-1]). */
+export const FrameType = {
+  UP: 1,
+  ACK: 2,
+  REQUEST: 3,
+  EVENTS: 4,
+  CONTROL: 5
+} as const
+export type FrameType = (typeof FrameType)[keyof typeof FrameType]
+
+/** Hard bounds of the decoder, independent of the site's own limits. */
+export const FRAME_LIMITS = {
+  /** Largest frame accepted on any Herald topic. */
+  maxFrameBytes: 16 * 1024 * 1024,
+  /** Most events in one UP or EVENTS frame. */
+  maxEventsPerFrame: 10_000,
+  /** Longest name or id string. */
+  maxStringBytes: 256,
+  /** Largest single payload the decoder will read (the site's limit is usually far lower). */
+  maxPayloadBytes: 16 * 1024 * 1024
+} as const
+
+const MAX_STR = FRAME_LIMITS.maxStringBytes
+
+function flags (category: Category, isNull: boolean, kind: PayloadKind): number {
+  return CATEGORY_CODE[category] | (isNull ? 4 : 0) | (kind << 3)
+}
+
+function readFlags (r: BinaryReader): { category: Category, isNull: boolean, payloadKind: PayloadKind } {
+  const f = r.u8('flags')
+  const category = CATEGORY_BY_CODE[f & 3]
+  const kind = (f >> 3) & 3
+  if (category === undefined || kind > 2 || f > 31) throw new ProtocolError(`invalid event flags ${f}`)
+  return { category, isNull: (f & 4) !== 0, payloadKind: kind as PayloadKind }
+}
+
+function checkCount (n: number): number {
+  if (n > FRAME_LIMITS.maxEventsPerFrame) throw new ProtocolError(`${n} events in one frame is over the limit of ${FRAME_LIMITS.maxEventsPerFrame}`)
+  return n
+}
+
+function checkFrame (buf: Buffer, expected: FrameType, what: string): BinaryReader {
+  if (buf.length > FRAME_LIMITS.maxFrameBytes) throw new ProtocolError(`${what} frame of ${buf.length} bytes is over the limit of ${FRAME_LIMITS.maxFrameBytes}`)
+  const r = new BinaryReader(buf)
+  const type = r.u8('frame type')
+  if (type !== expected) throw new ProtocolError(`expected a ${what} frame (type ${expected}), got type ${type}`)
+  return r
+}
+
+/** Reads the type byte of a frame, or throws a ProtocolError for an empty one. */
+export function frameType (buf: Buffer): number {
+  if (buf.length === 0) throw new ProtocolError('empty frame')
+  return buf[0] as number
+}
+
+// ---------------------------------------------------------------- UP (service -> broker)
+
+/** A batch of events a service uploads ([FRAME-UP-1]). */
+export interface UpFrame {
+  /** The persistence instance the events come from. */
+  readonly instance: string
+  /**
+   * The sequence number of the last event this instance sent before this frame, or 0. The broker
+   * refuses the frame as OUT_OF_ORDER if it has not yet handled that sequence number ([SVC-ORDER-1]).
+   */
+  readonly after: number
+  readonly events: readonly RaisedEvent[]
+}
+
+export function encodeUp (frame: UpFrame): Buffer {
+  const w = new BinaryWriter(64 + frame.events.length * 64)
+  w.u8(FrameType.UP).string(frame.instance).varint(frame.after).varint(frame.events.length)
+  for (const e of frame.events) {
+    w.varint(e.seq).string(e.name).u8(flags(e.category, e.isNull, e.payloadKind)).varint(e.raisedAt)
+    if (e.category === 'private') w.string(e.recipient ?? '')
+    w.bytes(e.payload)
+  }
+  return w.finish()
+}
+
+export function decodeUp (buf: Buffer): UpFrame {
+  const r = checkFrame(buf, FrameType.UP, 'UP')
+  const instance = r.string('instance', MAX_STR)
+  const after = r.varint('after')
+  const n = checkCount(r.varint('event count'))
+  const events: RaisedEvent[] = new Array<RaisedEvent>(n)
+  for (let i = 0; i < n; i++) {
+    const seq = r.varint('seq')
+    const name = r.string('event name', MAX_STR)
+    const { category, isNull, payloadKind } = readFlags(r)
+    const raisedAt = r.varint('raisedAt')
+    const recipient = category === 'private' ? r.string('recipient', MAX_STR) : null
+    const payload = r.bytes('payload', FRAME_LIMITS.maxPayloadBytes)
+    events[i] = { seq, name, category, isNull, payloadKind, raisedAt, recipient, payload }
+  }
+  r.end('UP')
+  return { instance, after, events }
+}
+
+// ---------------------------------------------------------------- ACK (broker -> service)
+
+/** One event the broker refused; it counts as handled and is not sent again ([SVC-REJECT-1]). */
+export interface Rejection {
+  readonly seq: number
+  readonly code: string
+  readonly message: string
+}
+
+/**
+ * The broker's answer to UP frames ([FRAME-ACK-1]). `acked` is cumulative: every event of `instance`
+ * with seq <= acked is durably stored at the broker (fsync'd) or rejected, and will never be stored
+ * again. `error` is set when a whole frame was refused (malformed, out of order, not authorized).
+ */
+export interface AckFrame {
+  readonly instance: string
+  readonly acked: number
+  readonly rejections: readonly Rejection[]
+  readonly error: { readonly code: string, readonly message: string } | null
+}
+
+export function encodeAck (frame: AckFrame): Buffer {
+  const w = new BinaryWriter(32 + frame.rejections.length * 64)
+  w.u8(FrameType.ACK).string(frame.instance).varint(frame.acked).varint(frame.rejections.length)
+  for (const rj of frame.rejections) w.varint(rj.seq).string(rj.code).string(rj.message)
+  if (frame.error === null) w.u8(0)
+  else w.u8(1).string(frame.error.code).string(frame.error.message)
+  return w.finish()
+}
+
+export function decodeAck (buf: Buffer): AckFrame {
+  const r = checkFrame(buf, FrameType.ACK, 'ACK')
+  const instance = r.string('instance', MAX_STR)
+  const acked = r.varint('acked')
+  const n = checkCount(r.varint('rejection count'))
+  const rejections: Rejection[] = []
+  for (let i = 0; i < n; i++) rejections.push({ seq: r.varint('seq'), code: r.string('code', MAX_STR), message: r.string('message', 4096) })
+  const error = r.u8('error flag') === 1 ? { code: r.string('code', MAX_STR), message: r.string('message', 4096) } : null
+  r.end('ACK')
+  return { instance, acked, rejections, error }
+}
+
+// ---------------------------------------------------------------- REQUEST (client -> broker), JSON
+
+/** Where a subscription starts when the client has no position yet ([CLI-START-1]). */
+export type StartFrom = 'all' | 'new'
+
+/** Client requests ([FRAME-REQUEST-1]). */
+export type Request =
+  | {
+    readonly op: 'sub'
+    /** The client's id for this subscription, unique per connection. */
+    readonly sub: number
+    readonly event: string
+    /** Only events from these services; null for all. */
+    readonly services: readonly string[] | null
+    /** The position of the last event the client handled; 0 with `start` for a first subscription. */
+    readonly position: number
+    readonly start: StartFrom
+    /** Most events in flight (sent, not yet acknowledged) for this subscription. */
+    readonly window: number
+  }
+  | { readonly op: 'ack', readonly sub: number, readonly position: number }
+  | { readonly op: 'unsub', readonly sub: number }
+
+export function encodeRequest (req: Request): Buffer {
+  return Buffer.concat([Buffer.of(FrameType.REQUEST), Buffer.from(JSON.stringify(req))])
+}
+
+function isInt (v: unknown, min = 0): v is number {
+  return typeof v === 'number' && Number.isSafeInteger(v) && v >= min
+}
+
+export function decodeRequest (buf: Buffer): Request {
+  const r = checkFrame(buf, FrameType.REQUEST, 'REQUEST')
+  void r
+  if (buf.length > 64 * 1024) throw new ProtocolError(`REQUEST frame of ${buf.length} bytes is over the limit of 65536`)
+  let v: unknown
+  try {
+    v = JSON.parse(buf.toString('utf8', 1))
+  } catch (err) {
+    throw new ProtocolError('REQUEST frame is not valid JSON', { cause: err })
+  }
+  const o = v as Record<string, unknown>
+  if (typeof v !== 'object' || v === null) throw new ProtocolError('REQUEST frame is not a JSON object')
+  if (!isInt(o.sub, 1)) throw new ProtocolError('REQUEST: "sub" must be a positive integer')
+  switch (o.op) {
+    case 'sub': {
+      if (typeof o.event !== 'string') throw new ProtocolError('REQUEST sub: "event" must be a string')
+      if (!isInt(o.position)) throw new ProtocolError('REQUEST sub: "position" must be a non-negative integer')
+      if (o.start !== 'all' && o.start !== 'new') throw new ProtocolError('REQUEST sub: "start" must be "all" or "new"')
+      if (!isInt(o.window, 1)) throw new ProtocolError('REQUEST sub: "window" must be a positive integer')
+      let services: string[] | null = null
+      if (o.services !== null && o.services !== undefined) {
+        if (!Array.isArray(o.services) || o.services.length > 1000 || !o.services.every((s) => typeof s === 'string')) {
+          throw new ProtocolError('REQUEST sub: "services" must be null or an array of at most 1000 strings')
+        }
+        services = o.services as string[]
+      }
+      return { op: 'sub', sub: o.sub, event: o.event, services, position: o.position, start: o.start, window: o.window }
+    }
+    case 'ack':
+      if (!isInt(o.position)) throw new ProtocolError('REQUEST ack: "position" must be a non-negative integer')
+      return { op: 'ack', sub: o.sub, position: o.position }
+    case 'unsub':
+      return { op: 'unsub', sub: o.sub }
+    default:
+      throw new ProtocolError(`REQUEST: unknown op ${JSON.stringify(o.op)}`)
+  }
+}
+
+// ---------------------------------------------------------------- EVENTS (broker -> client)
+
+/** Events delivered to one subscription, in position order ([FRAME-EVENTS-1]). */
+export interface EventsFrame {
+  readonly sub: number
+  readonly events: readonly StoredEvent[]
+}
+
+/** Encodes an EVENTS frame; the event name is the subscription's and is not repeated. */
+export function encodeEvents (sub: number, events: readonly StoredEvent[]): Buffer {
+  const w = new BinaryWriter(32 + events.length * 96)
+  w.u8(FrameType.EVENTS).varint(sub).varint(events.length)
+  for (const e of events) {
+    w.varint(e.position).string(e.serviceId).string(e.instance).varint(e.seq)
+      .u8(flags(e.category, e.isNull, e.payloadKind)).varint(e.raisedAt).varint(e.receivedAt)
+      .varint(e.expiresAt ?? 0)
+    if (e.category === 'private') w.string(e.recipient ?? '')
+    w.bytes(e.payload)
+  }
+  return w.finish()
+}
+
+/** Decodes an EVENTS frame; `name` is the subscription's event name. */
+export function decodeEvents (buf: Buffer, nameOf: (sub: number) => string): EventsFrame {
+  const r = checkFrame(buf, FrameType.EVENTS, 'EVENTS')
+  const sub = r.varint('sub')
+  const name = nameOf(sub)
+  const n = checkCount(r.varint('event count'))
+  const events: StoredEvent[] = new Array<StoredEvent>(n)
+  for (let i = 0; i < n; i++) {
+    const position = r.varint('position')
+    const serviceId = r.string('serviceId', MAX_STR)
+    const instance = r.string('instance', MAX_STR)
+    const seq = r.varint('seq')
+    const { category, isNull, payloadKind } = readFlags(r)
+    const raisedAt = r.varint('raisedAt')
+    const receivedAt = r.varint('receivedAt')
+    const exp = r.varint('expiresAt')
+    const recipient = category === 'private' ? r.string('recipient', MAX_STR) : null
+    const payload = r.bytes('payload', FRAME_LIMITS.maxPayloadBytes)
+    events[i] = { position, serviceId, instance, seq, name, category, isNull, payloadKind, raisedAt, receivedAt, expiresAt: exp === 0 ? null : exp, recipient, payload }
+  }
+  r.end('EVENTS')
+  return { sub, events }
+}
+
+// ---------------------------------------------------------------- CONTROL (broker -> client), JSON
+
+/** Broker answers to client requests ([FRAME-CONTROL-1]). */
+export type Control =
+  | { readonly op: 'subscribed', readonly sub: number, readonly category: Category, readonly head: number }
+  | { readonly op: 'error', readonly sub: number | null, readonly code: string, readonly message: string }
+
+export function encodeControl (c: Control): Buffer {
+  return Buffer.concat([Buffer.of(FrameType.CONTROL), Buffer.from(JSON.stringify(c))])
+}
+
+export function decodeControl (buf: Buffer): Control {
+  checkFrame(buf, FrameType.CONTROL, 'CONTROL')
+  let v: unknown
+  try {
+    v = JSON.parse(buf.toString('utf8', 1))
+  } catch (err) {
+    throw new ProtocolError('CONTROL frame is not valid JSON', { cause: err })
+  }
+  const o = v as Record<string, unknown>
+  if (typeof v !== 'object' || v === null) throw new ProtocolError('CONTROL frame is not a JSON object')
+  if (o.op === 'subscribed' && isInt(o.sub, 1) && isInt(o.head) && typeof o.category === 'string' && (CATEGORY_BY_CODE as readonly string[]).includes(o.category)) {
+    return { op: 'subscribed', sub: o.sub, category: o.category as Category, head: o.head }
+  }
+  if (o.op === 'error' && (o.sub === null || isInt(o.sub, 1)) && typeof o.code === 'string' && typeof o.message === 'string') {
+    return { op: 'error', sub: o.sub as number | null, code: o.code, message: o.message }
+  }
+  throw new ProtocolError('CONTROL frame has an unknown shape')
+}

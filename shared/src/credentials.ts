@@ -1,0 +1,64 @@
+/**
+ * Hashed credentials ([SITE-CRED-1]): `scrypt$<N>$<r>$<p>$<salt b64>$<hash b64>`, made with node:crypto.
+ * Plain secrets are hashed when the site is loaded and never kept.
+ */
+import { randomBytes, scrypt as scryptCb, timingSafeEqual, type ScryptOptions } from 'node:crypto'
+import { ConfigError } from './errors.js'
+
+function scrypt (password: string, salt: Buffer, keylen: number, opts: ScryptOptions): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    scryptCb(password, salt, keylen, opts, (err, key) => { if (err) reject(err); else resolve(key) })
+  })
+}
+
+/** Default scrypt cost: N=2^14, r=8, p=1 (about 16 MiB and tens of milliseconds per check). */
+export const SCRYPT_DEFAULTS = { N: 16384, r: 8, p: 1 } as const
+
+/** A verified-at-load, opaque hashed credential. `toString()` and JSON never show the hash. */
+export class HashedSecret {
+  readonly #N: number
+  readonly #r: number
+  readonly #p: number
+  readonly #salt: Buffer
+  readonly #hash: Buffer
+
+  private constructor (N: number, r: number, p: number, salt: Buffer, hash: Buffer) {
+    this.#N = N; this.#r = r; this.#p = p; this.#salt = salt; this.#hash = hash
+  }
+
+  /** Parses `scrypt$N$r$p$salt$hash`; throws a ConfigError naming `what`. */
+  static parse (text: string, what: string): HashedSecret {
+    const parts = text.split('$')
+    const [alg, n, r, p, salt, hash] = parts
+    const N = Number(n); const R = Number(r); const P = Number(p)
+    if (parts.length !== 6 || alg !== 'scrypt' || !Number.isInteger(N) || N < 2 || (N & (N - 1)) !== 0 ||
+        !Number.isInteger(R) || R < 1 || !Number.isInteger(P) || P < 1 || salt === undefined || hash === undefined) {
+      throw new ConfigError(`${what}: not a hash of the form scrypt$N$r$p$salt$hash (make one with "herald hash-secret")`)
+    }
+    const h = Buffer.from(hash, 'base64')
+    if (h.length < 16) throw new ConfigError(`${what}: hash is too short`)
+    return new HashedSecret(N, R, P, Buffer.from(salt, 'base64'), h)
+  }
+
+  /** Hashes a plain secret with a fresh random salt. */
+  static async hash (secret: string, cost: { N: number, r: number, p: number } = SCRYPT_DEFAULTS): Promise<HashedSecret> {
+    const salt = randomBytes(16)
+    const hash = await scrypt(secret, salt, 32, { N: cost.N, r: cost.r, p: cost.p, maxmem: 256 * cost.N * cost.r })
+    return new HashedSecret(cost.N, cost.r, cost.p, salt, hash)
+  }
+
+  /** True if `secret` matches; constant time in the comparison. */
+  async verify (secret: string): Promise<boolean> {
+    const key = await scrypt(secret, this.#salt, this.#hash.length, { N: this.#N, r: this.#r, p: this.#p, maxmem: 256 * this.#N * this.#r })
+    return timingSafeEqual(key, this.#hash)
+  }
+
+  /** The storable form `scrypt$N$r$p$salt$hash`. */
+  encode (): string {
+    return `scrypt$${this.#N}$${this.#r}$${this.#p}$${this.#salt.toString('base64')}$${this.#hash.toString('base64')}`
+  }
+
+  toString (): string { return '[HashedSecret]' }
+  toJSON (): string { return '[HashedSecret]' }
+  [Symbol.for('nodejs.util.inspect.custom')] (): string { return '[HashedSecret]' }
+}

@@ -1,0 +1,260 @@
+/**
+ * The site structure ([SITE-*] in docs/protocol.md): the events a site knows, their categories,
+ * limits and access rules, the services that may raise them, the users and their roles, and whether
+ * guests may connect. Loaded from one YAML or JSON file and validated with errors naming the entry.
+ */
+import { readFile } from 'node:fs/promises'
+import { parse as parseYaml } from 'yaml'
+import { HashedSecret } from './credentials.js'
+import { parseByteSize, parseDuration, formatDuration } from './duration.js'
+import { ConfigError, ErrorCode } from './errors.js'
+import { Category } from './event.js'
+import { isValidName } from './names.js'
+
+/** Bounds the site file may choose within ([SITE-LIMITS-1]). */
+export const SITE_LIMITS = {
+  minLifetimeMs: 1000,
+  maxLifetimeMs: 365 * 86_400_000,
+  maxQueueSize: 10_000_000,
+  maxPerRecipient: 1_000_000,
+  maxPayloadBytes: 16 * 1024 * 1024
+} as const
+
+/** Defaults for what an event entry leaves out ([SITE-DEFAULTS-1]). */
+export const SITE_DEFAULTS = {
+  lifetimeMs: 7 * 86_400_000,
+  maxQueueSize: 10_000,
+  maxPerRecipient: 1000,
+  maxPayloadBytes: 64 * 1024
+} as const
+
+/** Who may subscribe to an event ([SITE-ACCESS-1]). */
+export type AccessRule =
+  | { readonly kind: 'everyone' }
+  | { readonly kind: 'authenticated' }
+  | { readonly kind: 'roles', readonly roles: ReadonlySet<string> }
+
+/** One event of the site. */
+export interface EventDefinition {
+  readonly name: string
+  readonly category: Category
+  /** Lifetime in ms (queueing and private); null for replacing events, which live until replaced. */
+  readonly lifetimeMs: number | null
+  /** Most events kept per (service, event) for queueing; 1 for replacing. */
+  readonly maxQueueSize: number
+  /** Most events kept per (service, event, recipient) for private events. */
+  readonly maxPerRecipient: number
+  readonly maxPayloadBytes: number
+  readonly access: AccessRule
+}
+
+/** A service that may connect and raise events. */
+export interface ServiceDefinition {
+  readonly id: string
+  readonly secret: HashedSecret
+  readonly events: ReadonlySet<string>
+}
+
+/** A user that client endpoints may connect as. */
+export interface UserDefinition {
+  readonly name: string
+  readonly secret: HashedSecret
+  readonly roles: ReadonlySet<string>
+}
+
+/** A validated site structure. */
+export interface Site {
+  readonly guests: boolean
+  readonly events: ReadonlyMap<string, EventDefinition>
+  readonly services: ReadonlyMap<string, ServiceDefinition>
+  readonly users: ReadonlyMap<string, UserDefinition>
+}
+
+/** Whether a connected principal may subscribe to `event` ([SITE-ACCESS-2]). */
+export function mayReceive (event: EventDefinition, user: UserDefinition | null): boolean {
+  switch (event.access.kind) {
+    case 'everyone': return true
+    case 'authenticated': return user !== null
+    case 'roles': {
+      if (user === null) return false
+      for (const r of user.roles) if (event.access.roles.has(r)) return true
+      return false
+    }
+  }
+}
+
+function siteError (message: string): ConfigError {
+  return new ConfigError(message, { code: ErrorCode.SITE_INVALID })
+}
+
+type Obj = Record<string, unknown>
+
+function isObj (v: unknown): v is Obj {
+  return typeof v === 'object' && v !== null && !Array.isArray(v)
+}
+
+function onlyKeys (o: Obj, allowed: readonly string[], where: string): void {
+  for (const k of Object.keys(o)) {
+    if (!allowed.includes(k)) throw siteError(`${where}: unknown key "${k}" (allowed: ${allowed.join(', ')})`)
+  }
+}
+
+function list (v: unknown, where: string): unknown[] {
+  if (v === undefined || v === null) return []
+  if (!Array.isArray(v)) throw siteError(`${where} must be a list`)
+  return v
+}
+
+function names (v: unknown, where: string): string[] {
+  return list(v, where).map((x, i) => {
+    if (!isValidName(x)) throw siteError(`${where}[${i}]: ${JSON.stringify(x)} is not a valid name`)
+    return x
+  })
+}
+
+function intIn (v: unknown, min: number, max: number, where: string): number {
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min || v > max) {
+    throw siteError(`${where}: ${JSON.stringify(v)} must be a whole number from ${min} to ${max}`)
+  }
+  return v
+}
+
+async function secretOf (o: Obj, plainKey: string, where: string): Promise<HashedSecret> {
+  const hashKey = `${plainKey}Hash`
+  const plain = o[plainKey]
+  const hashed = o[hashKey]
+  if ((plain === undefined) === (hashed === undefined)) throw siteError(`${where}: give exactly one of "${plainKey}" or "${hashKey}"`)
+  if (hashed !== undefined) {
+    if (typeof hashed !== 'string') throw siteError(`${where}: "${hashKey}" must be a string`)
+    try {
+      return HashedSecret.parse(hashed, `${where}.${hashKey}`)
+    } catch (err) {
+      throw siteError((err as Error).message)
+    }
+  }
+  if (typeof plain !== 'string' || plain.length < 8) throw siteError(`${where}: "${plainKey}" must be a string of at least 8 characters`)
+  return await HashedSecret.hash(plain)
+}
+
+function parseEvent (raw: unknown, where: string): EventDefinition {
+  if (!isObj(raw)) throw siteError(`${where} must be a mapping`)
+  onlyKeys(raw, ['name', 'category', 'lifetime', 'maxQueueSize', 'maxPerRecipient', 'maxPayload', 'access'], where)
+  if (!isValidName(raw.name)) throw siteError(`${where}: name ${JSON.stringify(raw.name)} is not a valid name (1-64 of A-Z a-z 0-9 _ - ., starting with a letter or digit)`)
+  const at = `${where} (${raw.name})`
+  const category = raw.category
+  if (category !== 'replacing' && category !== 'queueing' && category !== 'private') {
+    throw siteError(`${at}: category ${JSON.stringify(category)} must be one of replacing, queueing, private`)
+  }
+  let lifetimeMs: number | null = null
+  if (category === Category.replacing) {
+    if (raw.lifetime !== undefined) throw siteError(`${at}: a replacing event has no lifetime (it lives until replaced)`)
+    if (raw.maxQueueSize !== undefined) throw siteError(`${at}: a replacing event keeps one instance; maxQueueSize does not apply`)
+  } else {
+    lifetimeMs = raw.lifetime === undefined ? SITE_DEFAULTS.lifetimeMs : parseDurationAt(raw.lifetime, `${at}: lifetime`)
+    if (lifetimeMs < SITE_LIMITS.minLifetimeMs || lifetimeMs > SITE_LIMITS.maxLifetimeMs) {
+      throw siteError(`${at}: lifetime ${formatDuration(lifetimeMs)} must be from ${formatDuration(SITE_LIMITS.minLifetimeMs)} to ${formatDuration(SITE_LIMITS.maxLifetimeMs)}`)
+    }
+  }
+  if (category !== Category.queueing && raw.maxQueueSize !== undefined && category !== Category.replacing) {
+    throw siteError(`${at}: maxQueueSize applies to queueing events; private events use maxPerRecipient`)
+  }
+  if (category !== Category.private && raw.maxPerRecipient !== undefined) throw siteError(`${at}: maxPerRecipient applies to private events only`)
+  const maxQueueSize = category === Category.replacing
+    ? 1
+    : raw.maxQueueSize === undefined ? SITE_DEFAULTS.maxQueueSize : intIn(raw.maxQueueSize, 1, SITE_LIMITS.maxQueueSize, `${at}: maxQueueSize`)
+  const maxPerRecipient = raw.maxPerRecipient === undefined ? SITE_DEFAULTS.maxPerRecipient : intIn(raw.maxPerRecipient, 1, SITE_LIMITS.maxPerRecipient, `${at}: maxPerRecipient`)
+  let maxPayloadBytes: number = SITE_DEFAULTS.maxPayloadBytes
+  if (raw.maxPayload !== undefined) {
+    try {
+      maxPayloadBytes = parseByteSize(raw.maxPayload, `${at}: maxPayload`)
+    } catch (err) {
+      throw siteError((err as Error).message)
+    }
+    if (maxPayloadBytes > SITE_LIMITS.maxPayloadBytes) throw siteError(`${at}: maxPayload ${maxPayloadBytes} is over the limit of ${SITE_LIMITS.maxPayloadBytes} bytes`)
+  }
+  return { name: raw.name, category, lifetimeMs, maxQueueSize, maxPerRecipient, maxPayloadBytes, access: parseAccess(raw.access, at) }
+}
+
+function parseDurationAt (v: unknown, where: string): number {
+  try {
+    return parseDuration(v, where)
+  } catch (err) {
+    throw siteError((err as Error).message)
+  }
+}
+
+function parseAccess (v: unknown, where: string): AccessRule {
+  if (v === undefined || v === 'authenticated') return { kind: 'authenticated' }
+  if (v === 'everyone') return { kind: 'everyone' }
+  if (isObj(v) && Array.isArray(v.roles) && Object.keys(v).length === 1) {
+    const roles = names(v.roles, `${where}: access.roles`)
+    if (roles.length === 0) throw siteError(`${where}: access.roles must name at least one role`)
+    return { kind: 'roles', roles: new Set(roles) }
+  }
+  throw siteError(`${where}: access must be "everyone", "authenticated" or { roles: [ ... ] }`)
+}
+
+/** Validates a parsed site document. Plain secrets are hashed here and dropped. */
+export async function parseSite (doc: unknown): Promise<Site> {
+  if (!isObj(doc)) throw siteError('site: the document must be a mapping with events, services, users, guests')
+  onlyKeys(doc, ['events', 'services', 'users', 'guests'], 'site')
+  if (doc.guests !== undefined && typeof doc.guests !== 'boolean') throw siteError('site: guests must be true or false')
+  const events = new Map<string, EventDefinition>()
+  list(doc.events, 'events').forEach((raw, i) => {
+    const e = parseEvent(raw, `events[${i}]`)
+    if (events.has(e.name)) throw siteError(`events[${i}]: event name "${e.name}" is defined twice`)
+    events.set(e.name, e)
+  })
+  const services = new Map<string, ServiceDefinition>()
+  for (const [i, raw] of list(doc.services, 'services').entries()) {
+    const where = `services[${i}]`
+    if (!isObj(raw)) throw siteError(`${where} must be a mapping`)
+    onlyKeys(raw, ['id', 'secret', 'secretHash', 'events'], where)
+    if (!isValidName(raw.id)) throw siteError(`${where}: id ${JSON.stringify(raw.id)} is not a valid name`)
+    const at = `${where} (${raw.id})`
+    if (services.has(raw.id)) throw siteError(`${at}: service id is defined twice`)
+    const evs = names(raw.events, `${at}: events`)
+    for (const e of evs) if (!events.has(e)) throw siteError(`${at}: events: "${e}" is not an event of this site`)
+    services.set(raw.id, { id: raw.id, secret: await secretOf(raw, 'secret', at), events: new Set(evs) })
+  }
+  const users = new Map<string, UserDefinition>()
+  for (const [i, raw] of list(doc.users, 'users').entries()) {
+    const where = `users[${i}]`
+    if (!isObj(raw)) throw siteError(`${where} must be a mapping`)
+    onlyKeys(raw, ['name', 'password', 'passwordHash', 'roles'], where)
+    if (!isValidName(raw.name)) throw siteError(`${where}: name ${JSON.stringify(raw.name)} is not a valid name`)
+    const at = `${where} (${raw.name})`
+    if (users.has(raw.name)) throw siteError(`${at}: user name is defined twice`)
+    users.set(raw.name, { name: raw.name, secret: await secretOf(raw, 'password', at), roles: new Set(names(raw.roles, `${at}: roles`)) })
+  }
+  return { guests: doc.guests ?? false, events, services, users }
+}
+
+/** Reads and validates a site file (`.json`, otherwise YAML). */
+export async function loadSite (path: string): Promise<Site> {
+  let text: string
+  try {
+    text = await readFile(path, 'utf8')
+  } catch (err) {
+    throw new ConfigError(`site file ${path}: ${(err as Error).message}`, { code: ErrorCode.SITE_INVALID, cause: err })
+  }
+  let doc: unknown
+  try {
+    doc = path.endsWith('.json') ? JSON.parse(text) : parseYaml(text)
+  } catch (err) {
+    throw new ConfigError(`site file ${path}: not valid ${path.endsWith('.json') ? 'JSON' : 'YAML'}: ${(err as Error).message}`, { code: ErrorCode.SITE_INVALID, cause: err })
+  }
+  try {
+    return await parseSite(doc)
+  } catch (err) {
+    if (err instanceof ConfigError) throw new ConfigError(`site file ${path}: ${err.message}`, { code: ErrorCode.SITE_INVALID, cause: err })
+    throw err
+  }
+}
+
+/** The event definitions a service may raise: what a service endpoint needs to raise offline. */
+export function eventsOfService (site: Site, serviceId: string): EventDefinition[] {
+  const svc = site.services.get(serviceId)
+  if (svc === undefined) throw new ConfigError(`service "${serviceId}" is not in the site`)
+  return [...svc.events].map((n) => site.events.get(n)).filter((e): e is EventDefinition => e !== undefined)
+}
