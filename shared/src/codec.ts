@@ -4,7 +4,8 @@
  * raise() to the client's handler without being parsed or re-encoded; control frames are JSON.
  */
 import { BinaryReader, BinaryWriter } from './binary.js'
-import { CATEGORY_BY_CODE, CATEGORY_CODE, PayloadKind, type Category, type RaisedEvent, type StoredEvent } from './event.js'
+import type { PayloadKind} from './event.js';
+import { CATEGORY_BY_CODE, CATEGORY_CODE, type Category, type RaisedEvent, type StoredEvent } from './event.js'
 import { ProtocolError } from './errors.js'
 
 /** Frame type bytes ([FRAME-TYPE-1]). */
@@ -203,7 +204,7 @@ export function decodeRequest (buf: Buffer): Request {
         if (!Array.isArray(o.services) || o.services.length > 1000 || !o.services.every((s) => typeof s === 'string')) {
           throw new ProtocolError('REQUEST sub: "services" must be null or an array of at most 1000 strings')
         }
-        services = o.services as string[]
+        services = o.services
       }
       return { op: 'sub', sub: o.sub, event: o.event, services, position: o.position, start: o.start, window: o.window }
     }
@@ -288,7 +289,7 @@ export function decodeControl (buf: Buffer): Control {
     return { op: 'subscribed', sub: o.sub, category: o.category as Category, head: o.head }
   }
   if (o.op === 'error' && (o.sub === null || isInt(o.sub, 1)) && typeof o.code === 'string' && typeof o.message === 'string') {
-    return { op: 'error', sub: o.sub as number | null, code: o.code, message: o.message }
+    return { op: 'error', sub: o.sub, code: o.code, message: o.message }
   }
   throw new ProtocolError('CONTROL frame has an unknown shape')
 }

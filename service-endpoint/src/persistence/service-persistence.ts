@@ -1,0 +1,66 @@
+/**
+ * Service persistence ([SVC-PERSIST-*] in docs/protocol.md): where a service endpoint keeps raised
+ * events until the broker has durably acknowledged them. Every backend passes
+ * `describeServicePersistenceConformance` in `../testing/`.
+ */
+import type { RaisedEvent } from '@herald/shared'
+
+/** What to do when a level is full ([SVC-CAPACITY-1]). */
+export const OverflowPolicy = {
+  /** Drop the oldest unacknowledged events to make room (default); they are reported. */
+  dropOldest: 'dropOldest',
+  /** Refuse the new event: raise() rejects with CAPACITY_EXCEEDED. */
+  reject: 'reject'
+} as const
+export type OverflowPolicy = (typeof OverflowPolicy)[keyof typeof OverflowPolicy]
+
+/** What one append did besides storing the new events. */
+export interface AppendOutcome {
+  /** Older events removed to make room under the dropOldest policy, in seq order. */
+  readonly dropped: readonly RaisedEvent[]
+}
+
+/** Counters a persistence exposes. */
+export interface PersistenceStats {
+  /** Unacknowledged events held. */
+  readonly count: number
+  /** Bytes they occupy by `eventSize`. */
+  readonly bytes: number
+  /** The capacity in bytes. */
+  readonly capacityBytes: number
+  /** Whether events held here survive a restart of the process. */
+  readonly durable: boolean
+}
+
+/**
+ * Storage of unacknowledged events, in seq order.
+ *
+ * - [SVC-PERSIST-1] `instance` identifies this store's lifetime: a new file (or a new memory store)
+ *   gets a new random instance id; reopening the same file gives the same one.
+ * - [SVC-PERSIST-2] `lastSeq()` is the highest seq ever appended in this instance (0 if none); it
+ *   never goes back, even when every event has been acknowledged or dropped, and survives reopening.
+ * - [SVC-PERSIST-3] `append` resolves when the events are durable (fsync'd for a durable backend);
+ *   concurrent calls share one transaction and one sync (group commit). Seqs must be greater than
+ *   `lastSeq()` and increasing, else it rejects with INVALID_ARGUMENT and stores nothing.
+ *   `supersede` lists seqs of older unsent events to delete in the same transaction.
+ * - [SVC-PERSIST-4] When an append would take the held bytes over `capacityBytes`: under dropOldest,
+ *   the oldest events are removed in the same transaction and returned in `dropped`; under reject, it
+ *   rejects with a PersistenceError CAPACITY_EXCEEDED and stores nothing. A single event larger than
+ *   the whole capacity is always rejected.
+ * - [SVC-PERSIST-5] `read(after, limit)` returns held events with seq > after, in seq order: only
+ *   events whose append has resolved.
+ * - [SVC-PERSIST-6] `acknowledge(upTo)` removes every event with seq <= upTo; `remove(seqs)` removes
+ *   those events (expired before upload, or rejected by the broker). Neither needs a sync of its own:
+ *   losing one in a crash only means the broker sees a duplicate, which it discards.
+ * - A failing backend rejects with a PersistenceError PERSISTENCE_FAILED carrying the cause.
+ */
+export interface ServicePersistence {
+  readonly instance: string
+  lastSeq (): number
+  append (events: readonly RaisedEvent[], supersede?: readonly number[]): Promise<AppendOutcome>
+  read (after: number, limit: number): Promise<RaisedEvent[]>
+  acknowledge (upTo: number): Promise<void>
+  remove (seqs: readonly number[]): Promise<void>
+  stats (): PersistenceStats
+  close (): Promise<void>
+}
