@@ -1,0 +1,77 @@
+/**
+ * Checks and derivations every EventStore backend shares, so that memory and SQLite judge a batch
+ * and a query the same way. Internal to the event-store folder.
+ */
+import { Category, ErrorCode, RequestError } from '@herald/shared'
+import type { AppendBatch, LimitsOf, QueueLimits, ReadQuery } from './event-store.js'
+
+/** The recipient key of an event that has none (replacing and queueing events). */
+export const NO_RECIPIENT = ''
+
+/** How many events a queue keeps: 1 for replacing ([STORE-REPLACE-1]), else its limit ([STORE-QUEUE-1]). */
+export function capOf (limits: QueueLimits): number {
+  switch (limits.category) {
+    case Category.replacing: return 1
+    case Category.queueing: return Math.max(1, limits.maxQueueSize)
+    default: return Math.max(1, limits.maxPerRecipient)
+  }
+}
+
+/** When an event received at `receivedAt` expires, or null if it never does. */
+export function expiresAtOf (limits: QueueLimits, receivedAt: number): number | null {
+  return limits.lifetimeMs === null ? null : receivedAt + limits.lifetimeMs
+}
+
+function invalid (message: string): RequestError {
+  return new RequestError(ErrorCode.INVALID_ARGUMENT, `event store: ${message}`)
+}
+
+/**
+ * Checks a batch before it is queued and returns each event's limits (same order as `batch.events`).
+ * Throws a RequestError (UNKNOWN_EVENT, WRONG_CATEGORY or INVALID_ARGUMENT); a rejected batch
+ * changes nothing, not even the dedup record.
+ */
+export function checkBatch (batch: AppendBatch, limitsOf: LimitsOf): QueueLimits[] {
+  if (typeof batch.serviceId !== 'string' || batch.serviceId === '') throw invalid('serviceId must be a non-empty string')
+  if (typeof batch.instance !== 'string' || batch.instance === '') throw invalid('instance must be a non-empty string')
+  if (!Number.isSafeInteger(batch.handledUpTo) || batch.handledUpTo < 0) throw invalid(`handledUpTo must be a whole number >= 0, got ${batch.handledUpTo}`)
+  if (!Number.isSafeInteger(batch.receivedAt)) throw invalid(`receivedAt must be a whole number of ms, got ${batch.receivedAt}`)
+  const out: QueueLimits[] = []
+  let prev = 0
+  for (const e of batch.events) {
+    if (!Number.isSafeInteger(e.seq) || e.seq <= prev) throw invalid(`seqs must be whole numbers >= 1 and increasing, got ${e.seq} after ${prev}`)
+    prev = e.seq
+    const limits = limitsOf(e.name)
+    if (limits === undefined) throw new RequestError(ErrorCode.UNKNOWN_EVENT, `event store: unknown event "${e.name}"`)
+    if (limits.category !== e.category) {
+      throw new RequestError(ErrorCode.WRONG_CATEGORY, `event store: event "${e.name}" is ${limits.category}, got ${e.category}`)
+    }
+    if ((e.category === Category.private) !== (e.recipient !== null)) {
+      throw invalid(`event "${e.name}" seq ${e.seq}: a private event needs a recipient and only a private event has one`)
+    }
+    if (e.recipient === NO_RECIPIENT) throw invalid(`event "${e.name}" seq ${e.seq}: recipient must not be empty`)
+    if (!(e.payload instanceof Uint8Array)) throw invalid(`event "${e.name}" seq ${e.seq}: payload must be a Uint8Array`)
+    out.push(limits)
+  }
+  if (batch.handledUpTo < prev) throw invalid(`handledUpTo ${batch.handledUpTo} is below the last seq of the batch ${prev}`)
+  return out
+}
+
+/**
+ * Checks a query and returns the recipient key to match: the query's recipient for private events
+ * (required), NO_RECIPIENT for the others (a recipient given for them is ignored). For an event
+ * name the site no longer knows, the query's recipient or NO_RECIPIENT.
+ */
+export function recipientKeyOf (query: ReadQuery, limitsOf: LimitsOf): string {
+  if (typeof query.event !== 'string') throw invalid('query.event must be a string')
+  if (typeof query.after !== 'number' || Number.isNaN(query.after)) throw invalid(`query.after must be a number, got ${query.after}`)
+  if (typeof query.now !== 'number' || Number.isNaN(query.now)) throw invalid(`query.now must be a number, got ${query.now}`)
+  if (!Number.isSafeInteger(query.limit) || query.limit < 0) throw invalid(`query.limit must be a whole number >= 0, got ${query.limit}`)
+  const limits = limitsOf(query.event)
+  if (limits === undefined) return query.recipient ?? NO_RECIPIENT
+  if (limits.category !== Category.private) return NO_RECIPIENT
+  if (query.recipient === null || query.recipient === NO_RECIPIENT) {
+    throw invalid(`reading private event "${query.event}" needs a recipient`)
+  }
+  return query.recipient
+}

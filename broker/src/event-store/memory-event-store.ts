@@ -1,0 +1,161 @@
+/**
+ * An EventStore in memory: the same rules as the durable backends ([STORE-*]), nothing survives the
+ * process. For tests and for brokers that need no durability.
+ */
+import { ClosedError, ConfigError } from '@herald/shared'
+import type { StoredEvent } from '@herald/shared'
+import type { AppendBatch, AppendResult, EventStore, LimitsOf, ReadQuery } from './event-store.js'
+import { capOf, checkBatch, expiresAtOf, NO_RECIPIENT, recipientKeyOf } from './event-store-rules.js'
+
+/** What a MemoryEventStore is built from. */
+export interface MemoryEventStoreOptions {
+  /** Each event name's category and limits (from the site). Required. */
+  readonly limitsOf: LimitsOf
+}
+
+/** Key of a queue: (service, event, recipient). */
+function queueKey (serviceId: string, name: string, recipient: string): string {
+  return `${serviceId}\u0000${name}\u0000${recipient}`
+}
+
+/** Key of a dedup record: (service, instance). */
+function seqKey (serviceId: string, instance: string): string {
+  return `${serviceId}\u0000${instance}`
+}
+
+/**
+ * An in-memory EventStore. `append` applies the batch at once and resolves on a later tick, so
+ * results come back in call order; payloads are copied so a caller may reuse its buffers.
+ */
+export class MemoryEventStore implements EventStore {
+  readonly #limitsOf: LimitsOf
+  /** Per event name: its events by position, in position order (Maps keep insertion order). */
+  readonly #byEvent = new Map<string, Map<number, StoredEvent>>()
+  /** Per queue: its events by position, oldest first. */
+  readonly #queues = new Map<string, Map<number, StoredEvent>>()
+  readonly #seqs = new Map<string, number>()
+  #head = 0
+  #count = 0
+  #closed = false
+
+  constructor (options: MemoryEventStoreOptions) {
+    if (typeof options?.limitsOf !== 'function') throw new ConfigError('MemoryEventStore: option "limitsOf" must be a function')
+    this.#limitsOf = options.limitsOf
+  }
+
+  async append (batch: AppendBatch): Promise<AppendResult> {
+    this.#checkOpen()
+    const limits = checkBatch(batch, this.#limitsOf)
+    const key = seqKey(batch.serviceId, batch.instance)
+    let last = this.#seqs.get(key) ?? 0
+    const stored: StoredEvent[] = []
+    let duplicates = 0
+    for (let i = 0; i < batch.events.length; i++) {
+      const e = batch.events[i]!
+      const lim = limits[i]!
+      // [STORE-DEDUP-1]
+      if (e.seq <= last) { duplicates++; continue }
+      last = e.seq
+      const s: StoredEvent = {
+        seq: e.seq,
+        name: e.name,
+        category: e.category,
+        raisedAt: e.raisedAt,
+        isNull: e.isNull,
+        recipient: e.recipient,
+        payloadKind: e.payloadKind,
+        payload: new Uint8Array(e.payload),
+        position: ++this.#head, // [STORE-POS-1]
+        serviceId: batch.serviceId,
+        instance: batch.instance,
+        receivedAt: batch.receivedAt,
+        expiresAt: expiresAtOf(lim, batch.receivedAt)
+      }
+      this.#insert(s, capOf(lim))
+      stored.push(s)
+    }
+    this.#seqs.set(key, Math.max(last, batch.handledUpTo))
+    return { stored, duplicates, lastSeq: Math.max(last, batch.handledUpTo) }
+  }
+
+  lastSeq (serviceId: string, instance: string): number {
+    this.#checkOpen()
+    return this.#seqs.get(seqKey(serviceId, instance)) ?? 0
+  }
+
+  async read (query: ReadQuery): Promise<StoredEvent[]> {
+    this.#checkOpen()
+    const recipient = recipientKeyOf(query, this.#limitsOf)
+    const out: StoredEvent[] = []
+    if (query.limit === 0) return out
+    for (const e of this.#byEvent.get(query.event)?.values() ?? []) {
+      if (e.position <= query.after) continue
+      if (e.expiresAt !== null && e.expiresAt <= query.now) continue // [STORE-EXPIRE-1]
+      if ((e.recipient ?? NO_RECIPIENT) !== recipient) continue
+      if (query.services !== null && !query.services.has(e.serviceId)) continue
+      out.push(e)
+      if (out.length >= query.limit) break
+    }
+    return out
+  }
+
+  head (): number {
+    this.#checkOpen()
+    return this.#head
+  }
+
+  count (): number {
+    this.#checkOpen()
+    return this.#count
+  }
+
+  async purgeExpired (now: number): Promise<number> {
+    this.#checkOpen()
+    let n = 0
+    for (const events of this.#byEvent.values()) {
+      for (const e of events.values()) {
+        if (e.expiresAt !== null && e.expiresAt <= now) {
+          this.#remove(e)
+          n++
+        }
+      }
+    }
+    return n
+  }
+
+  /** Idempotent: a second call resolves at once. */
+  async close (): Promise<void> {
+    this.#closed = true
+  }
+
+  #insert (e: StoredEvent, cap: number): void {
+    let events = this.#byEvent.get(e.name)
+    if (events === undefined) this.#byEvent.set(e.name, events = new Map<number, StoredEvent>())
+    events.set(e.position, e)
+    const key = queueKey(e.serviceId, e.name, e.recipient ?? NO_RECIPIENT)
+    let queue = this.#queues.get(key)
+    if (queue === undefined) this.#queues.set(key, queue = new Map<number, StoredEvent>())
+    queue.set(e.position, e)
+    this.#count++
+    // [STORE-REPLACE-1] [STORE-QUEUE-1]: push out the oldest beyond the cap.
+    for (const old of queue.values()) {
+      if (queue.size <= cap) break
+      this.#remove(old)
+    }
+  }
+
+  #remove (e: StoredEvent): void {
+    const events = this.#byEvent.get(e.name)
+    if (events?.delete(e.position) !== true) return
+    if (events.size === 0) this.#byEvent.delete(e.name)
+    const key = queueKey(e.serviceId, e.name, e.recipient ?? NO_RECIPIENT)
+    const queue = this.#queues.get(key)
+    queue?.delete(e.position)
+    if (queue?.size === 0) this.#queues.delete(key)
+    this.#count--
+  }
+
+  #checkOpen (): void {
+    if (this.#closed) throw new ClosedError('event store is closed')
+  }
+}

@@ -1,0 +1,457 @@
+/**
+ * The durable EventStore: one SQLite file in WAL mode ([STORE-*]).
+ *
+ * Layout
+ * - `meta(key, value)`: `schema` (version) and `head` (the highest position ever assigned). Positions
+ *   come from an in-memory counter that is written to `head` in the transaction that uses them, so
+ *   they are never reused even when the newest rows are deleted ([STORE-POS-1]).
+ * - `dedup(service, instance, last_seq)`: [STORE-DEDUP-1], cached in a Map.
+ * - `events(position, ...)`: one row per stored event; `recipient` is '' for non-private events so
+ *   that every lookup is a plain equality on an index:
+ *   `events_read (event, recipient, position)` serves `read`,
+ *   `events_queue (service, event, recipient, position)` serves replacement and push-out,
+ *   `events_expiry (expires_at)` (partial, non-null only) serves `purgeExpired`.
+ *
+ * Group commit ([STORE-ACK-1]): `append` queues the batch and schedules one flush with
+ * setImmediate; the flush writes every queued batch in one transaction (one fsync with
+ * `synchronous = FULL`) and then resolves each call in order. Batches that arrive while a commit
+ * blocks the process go into the next flush. No `await` ever runs inside a transaction, and the
+ * in-memory caches (head, dedup, queue counts) change only after a commit succeeded.
+ */
+import Database from 'better-sqlite3'
+import { CATEGORY_BY_CODE, CATEGORY_CODE, ClosedError, ConfigError, ErrorCode, PersistenceError, RequestError, silentLogger } from '@herald/shared'
+import type { Category, Logger, PayloadKind, StoredEvent } from '@herald/shared'
+import type { AppendBatch, AppendResult, EventStore, LimitsOf, QueueLimits, ReadQuery } from './event-store.js'
+import { capOf, checkBatch, expiresAtOf, NO_RECIPIENT, recipientKeyOf } from './event-store-rules.js'
+
+/** How each commit reaches the disk. */
+export const SqliteSynchronous = {
+  /** fsync on every commit: an append that resolved survives a power loss. The default. */
+  FULL: 'FULL',
+  /**
+   * No fsync per commit in WAL mode: survives a crash of the process, but the last commits may be
+   * lost on a power loss or OS crash. Breaks [STORE-ACK-1]; for tests and benchmarks only.
+   */
+  NORMAL: 'NORMAL'
+} as const
+export type SqliteSynchronous = (typeof SqliteSynchronous)[keyof typeof SqliteSynchronous]
+
+/** What `createSqliteEventStore` takes. */
+export interface SqliteEventStoreOptions {
+  /** The database file; created if missing (its directory must exist). Required. */
+  readonly path: string
+  /** Each event name's category and limits (from the site). Required. */
+  readonly limitsOf: LimitsOf
+  /** Where the store logs opening, purges and failed commits. Default: silent. */
+  readonly logger?: Logger
+  /** 'FULL' (default, durable) or 'NORMAL' (not durable on power loss: tests and benchmarks only). */
+  readonly synchronous?: SqliteSynchronous
+  /**
+   * Largest the database file may grow, in bytes (rounded down to whole pages; SQLite keeps it at
+   * least the current size). A commit that needs more fails with a PersistenceError whose cause has
+   * code SQLITE_FULL. Default: null, SQLite's own limit.
+   */
+  readonly maxSizeBytes?: number | null
+}
+
+/** Defaults of the optional options. */
+export const SQLITE_EVENT_STORE_DEFAULTS: Readonly<{ logger: Logger, synchronous: SqliteSynchronous, maxSizeBytes: number | null }> = Object.freeze({
+  logger: silentLogger,
+  synchronous: SqliteSynchronous.FULL,
+  maxSizeBytes: null
+})
+
+const SCHEMA_VERSION = 1
+/** Expired events deleted per transaction by purgeExpired; appends run between chunks. */
+const PURGE_CHUNK = 10_000
+const FLAG_NULL = 1
+const COLUMNS = 'position, service, instance, seq, event, category, recipient, raised_at, received_at, expires_at, flags, payload_kind, payload'
+
+type Row = [
+  position: number, service: string, instance: string, seq: number, event: string, category: number, recipient: string,
+  raisedAt: number, receivedAt: number, expiresAt: number | null, flags: number, payloadKind: number, payload: Buffer
+]
+
+interface Pending {
+  readonly batch: AppendBatch
+  readonly limits: readonly QueueLimits[]
+  readonly resolve: (r: AppendResult) => void
+  readonly reject: (err: unknown) => void
+}
+
+/** A queue touched by a flush: its count including the new rows, before push-out. */
+interface QueueDelta { service: string, event: string, recipient: string, cap: number, count: number }
+
+interface SeqDelta { service: string, instance: string, last: number, before: number }
+
+interface FlushOutcome {
+  results: AppendResult[]
+  head: number
+  seqs: Map<string, SeqDelta>
+  queues: Map<string, QueueDelta>
+  added: number
+  removed: number
+}
+
+function queueKey (service: string, event: string, recipient: string): string {
+  return `${service}\u0000${event}\u0000${recipient}`
+}
+
+function seqKey (service: string, instance: string): string {
+  return `${service}\u0000${instance}`
+}
+
+function checkOptions (options: SqliteEventStoreOptions): Required<SqliteEventStoreOptions> {
+  const where = 'SqliteEventStore'
+  if (options === null || typeof options !== 'object') throw new ConfigError(`${where}: options must be an object`)
+  for (const k of Object.keys(options)) {
+    if (!['path', 'limitsOf', 'logger', 'synchronous', 'maxSizeBytes'].includes(k)) throw new ConfigError(`${where}: unknown option "${k}"`)
+  }
+  if (typeof options.path !== 'string' || options.path === '' || options.path === ':memory:') {
+    throw new ConfigError(`${where}: option "path" must be a file path`)
+  }
+  if (typeof options.limitsOf !== 'function') throw new ConfigError(`${where}: option "limitsOf" must be a function`)
+  const logger = options.logger ?? SQLITE_EVENT_STORE_DEFAULTS.logger
+  if (typeof logger !== 'object' || logger === null || typeof logger.error !== 'function') {
+    throw new ConfigError(`${where}: option "logger" must be a pino-compatible logger`)
+  }
+  const synchronous = options.synchronous ?? SQLITE_EVENT_STORE_DEFAULTS.synchronous
+  if (synchronous !== 'FULL' && synchronous !== 'NORMAL') {
+    throw new ConfigError(`${where}: option "synchronous" must be 'FULL' or 'NORMAL', got ${String(synchronous)}`)
+  }
+  const maxSizeBytes = options.maxSizeBytes ?? SQLITE_EVENT_STORE_DEFAULTS.maxSizeBytes
+  if (maxSizeBytes !== null && (!Number.isSafeInteger(maxSizeBytes) || maxSizeBytes < 65_536)) {
+    throw new ConfigError(`${where}: option "maxSizeBytes" must be null or a whole number >= 65536, got ${maxSizeBytes}`)
+  }
+  return { path: options.path, limitsOf: options.limitsOf, logger, synchronous, maxSizeBytes }
+}
+
+/** Opens (creating if needed) the store at `options.path` and loads its caches. */
+export async function createSqliteEventStore (options: SqliteEventStoreOptions): Promise<SqliteEventStore> {
+  const opts = checkOptions(options)
+  let db: Database.Database | undefined
+  try {
+    db = new Database(opts.path)
+    return new SqliteEventStore(db, opts)
+  } catch (err) {
+    db?.close()
+    if (err instanceof ConfigError || err instanceof PersistenceError) throw err
+    throw new PersistenceError(`event store: cannot open ${opts.path}: ${(err as Error).message}`, { cause: err })
+  }
+}
+
+/** The SQLite EventStore; made by `createSqliteEventStore`. */
+export class SqliteEventStore implements EventStore {
+  readonly #db: Database.Database
+  readonly #limitsOf: LimitsOf
+  readonly #logger: Logger
+  readonly #path: string
+  readonly #seqs = new Map<string, number>()
+  /** Rows per queue (service, event, recipient), expired-but-unpurged ones included. */
+  readonly #counts = new Map<string, number>()
+  #head = 0
+  #count = 0
+  #pending: Pending[] = []
+  #timer: NodeJS.Immediate | null = null
+  #closed = false
+
+  readonly #insert: Database.Statement
+  readonly #pushOut: Database.Statement
+  readonly #putSeq: Database.Statement
+  readonly #putHead: Database.Statement
+  readonly #read: Database.Statement
+  readonly #readServices: Database.Statement
+  readonly #purge: Database.Statement
+  readonly #flushTxn: (pending: readonly Pending[]) => FlushOutcome
+  readonly #purgeTxn: (now: number) => Map<string, number>
+
+  /** Use `createSqliteEventStore`; takes ownership of `db`. */
+  constructor (db: Database.Database, opts: Required<SqliteEventStoreOptions>) {
+    this.#db = db
+    this.#limitsOf = opts.limitsOf
+    this.#logger = opts.logger
+    this.#path = opts.path
+
+    const mode = db.pragma('journal_mode = WAL', { simple: true }) as string
+    if (mode.toLowerCase() !== 'wal') throw new PersistenceError(`event store: ${opts.path} cannot use WAL mode (got ${mode})`)
+    db.pragma(`synchronous = ${opts.synchronous}`)
+    db.pragma('cache_size = -32768') // 32 MiB
+    db.pragma('temp_store = MEMORY')
+    this.#migrate()
+    if (opts.maxSizeBytes !== null) {
+      const pageSize = db.pragma('page_size', { simple: true }) as number
+      db.pragma(`max_page_count = ${Math.floor(opts.maxSizeBytes / pageSize)}`)
+    }
+
+    this.#insert = db.prepare(`INSERT INTO events (${COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+    this.#pushOut = db.prepare(`DELETE FROM events WHERE position IN (
+      SELECT position FROM events WHERE service = ? AND event = ? AND recipient = ? ORDER BY position LIMIT ?)`)
+    this.#putSeq = db.prepare(`INSERT INTO dedup (service, instance, last_seq) VALUES (?, ?, ?)
+      ON CONFLICT (service, instance) DO UPDATE SET last_seq = excluded.last_seq`)
+    this.#putHead = db.prepare(`UPDATE meta SET value = ? WHERE key = 'head'`)
+    const where = `event = ? AND recipient = ? AND position > ? AND (expires_at IS NULL OR expires_at > ?)`
+    this.#read = db.prepare(`SELECT ${COLUMNS} FROM events WHERE ${where} ORDER BY position LIMIT ?`).raw(true)
+    this.#readServices = db.prepare(`SELECT ${COLUMNS} FROM events INDEXED BY events_read
+      WHERE ${where} AND service IN (SELECT value FROM json_each(?)) ORDER BY position LIMIT ?`).raw(true)
+    this.#purge = db.prepare(`DELETE FROM events WHERE position IN (
+      SELECT position FROM events WHERE expires_at <= ? LIMIT ${PURGE_CHUNK}) RETURNING service, event, recipient`).raw(true)
+    this.#flushTxn = db.transaction((pending: readonly Pending[]) => this.#write(pending))
+    this.#purgeTxn = db.transaction((now: number) => this.#purgeChunk(now))
+
+    this.#load()
+    this.#logger.info({ path: opts.path, synchronous: opts.synchronous, head: this.#head, events: this.#count }, 'event store opened')
+  }
+
+  async append (batch: AppendBatch): Promise<AppendResult> {
+    this.#checkOpen()
+    const limits = checkBatch(batch, this.#limitsOf)
+    return await new Promise<AppendResult>((resolve, reject) => {
+      this.#pending.push({ batch, limits, resolve, reject })
+      this.#timer ??= setImmediate(() => { this.#flush() })
+    })
+  }
+
+  lastSeq (serviceId: string, instance: string): number {
+    this.#checkOpen()
+    return this.#seqs.get(seqKey(serviceId, instance)) ?? 0
+  }
+
+  async read (query: ReadQuery): Promise<StoredEvent[]> {
+    this.#checkOpen()
+    const recipient = recipientKeyOf(query, this.#limitsOf)
+    if (query.limit === 0 || query.services?.size === 0) return []
+    let rows: Row[]
+    try {
+      rows = (query.services === null
+        ? this.#read.all(query.event, recipient, query.after, query.now, query.limit)
+        : this.#readServices.all(query.event, recipient, query.after, query.now, JSON.stringify([...query.services]), query.limit)) as Row[]
+    } catch (err) {
+      throw new PersistenceError(`event store: reading "${query.event}" failed: ${(err as Error).message}`, { cause: err })
+    }
+    return rows.map(toStored)
+  }
+
+  head (): number {
+    this.#checkOpen()
+    return this.#head
+  }
+
+  count (): number {
+    this.#checkOpen()
+    return this.#count
+  }
+
+  /** Deletes in chunks of PURGE_CHUNK, one transaction each, letting appends in between. */
+  async purgeExpired (now: number): Promise<number> {
+    this.#checkOpen()
+    if (typeof now !== 'number' || Number.isNaN(now)) throw new RequestError(ErrorCode.INVALID_ARGUMENT, `event store: purgeExpired needs a time, got ${now}`)
+    let total = 0
+    for (;;) {
+      let removed: Map<string, number>
+      try {
+        removed = this.#purgeTxn(now)
+      } catch (err) {
+        this.#logger.error({ err, path: this.#path }, 'event store purge failed')
+        throw new PersistenceError(`event store: purging expired events failed: ${(err as Error).message}`, { cause: err })
+      }
+      let n = 0
+      for (const [key, gone] of removed) {
+        n += gone
+        const left = (this.#counts.get(key) ?? 0) - gone
+        if (left > 0) this.#counts.set(key, left)
+        else this.#counts.delete(key)
+      }
+      this.#count -= n
+      total += n
+      if (n < PURGE_CHUNK) break
+      await new Promise((resolve) => setImmediate(resolve))
+      if (this.#closed) break
+    }
+    if (total > 0) this.#logger.debug({ purged: total, now }, 'event store purged expired events')
+    return total
+  }
+
+  /** Commits pending appends, then closes the file. Idempotent: a second call resolves at once. */
+  async close (): Promise<void> {
+    if (this.#closed) return
+    if (this.#timer !== null) clearImmediate(this.#timer)
+    this.#flush()
+    this.#closed = true
+    this.#db.close()
+    this.#logger.info({ path: this.#path, head: this.#head }, 'event store closed')
+  }
+
+  #flush (): void {
+    this.#timer = null
+    const pending = this.#pending
+    if (pending.length === 0) return
+    this.#pending = []
+    let out: FlushOutcome
+    try {
+      out = this.#flushTxn(pending)
+    } catch (err) {
+      const events = pending.reduce((n, p) => n + p.batch.events.length, 0)
+      this.#logger.error({ err, path: this.#path, appends: pending.length, events }, 'event store commit failed')
+      const code = (err as { code?: unknown }).code
+      const message = `event store: commit of ${pending.length} append(s) with ${events} event(s) to ${this.#path} failed` +
+        `${typeof code === 'string' ? ` (${code})` : ''}: ${(err as Error).message}`
+      for (const p of pending) p.reject(new PersistenceError(message, { cause: err }))
+      return
+    }
+    // Committed: only now do the caches change.
+    this.#head = out.head
+    this.#count += out.added - out.removed
+    for (const [key, s] of out.seqs) this.#seqs.set(key, s.last)
+    for (const [key, q] of out.queues) {
+      if (q.count > 0) this.#counts.set(key, q.count)
+      else this.#counts.delete(key)
+    }
+    for (let i = 0; i < pending.length; i++) pending[i]!.resolve(out.results[i]!)
+  }
+
+  /** Runs inside the flush transaction: writes every pending batch, reads caches, changes none. */
+  #write (pending: readonly Pending[]): FlushOutcome {
+    const seqs = new Map<string, SeqDelta>()
+    const queues = new Map<string, QueueDelta>()
+    const results: AppendResult[] = []
+    let head = this.#head
+    let added = 0
+    for (const { batch, limits } of pending) {
+      const { serviceId, instance, receivedAt } = batch
+      const sk = seqKey(serviceId, instance)
+      let sd = seqs.get(sk)
+      if (sd === undefined) {
+        const before = this.#seqs.get(sk) ?? 0
+        seqs.set(sk, sd = { service: serviceId, instance, last: before, before })
+      }
+      let last = sd.last
+      const stored: StoredEvent[] = []
+      let duplicates = 0
+      for (let i = 0; i < batch.events.length; i++) {
+        const e = batch.events[i]!
+        // [STORE-DEDUP-1]
+        if (e.seq <= last) { duplicates++; continue }
+        last = e.seq
+        const lim = limits[i]!
+        const position = ++head // [STORE-POS-1]
+        const expiresAt = expiresAtOf(lim, receivedAt)
+        const recipient = e.recipient ?? NO_RECIPIENT
+        this.#insert.run(position, serviceId, instance, e.seq, e.name, CATEGORY_CODE[e.category], recipient,
+          e.raisedAt, receivedAt, expiresAt, e.isNull ? FLAG_NULL : 0, e.payloadKind, e.payload)
+        const qk = queueKey(serviceId, e.name, recipient)
+        const q = queues.get(qk)
+        if (q === undefined) {
+          queues.set(qk, { service: serviceId, event: e.name, recipient, cap: capOf(lim), count: (this.#counts.get(qk) ?? 0) + 1 })
+        } else {
+          q.count++
+        }
+        stored.push({
+          seq: e.seq,
+          name: e.name,
+          category: e.category,
+          raisedAt: e.raisedAt,
+          isNull: e.isNull,
+          recipient: e.recipient,
+          payloadKind: e.payloadKind,
+          payload: e.payload,
+          position,
+          serviceId,
+          instance,
+          receivedAt,
+          expiresAt
+        })
+      }
+      added += stored.length
+      sd.last = Math.max(last, batch.handledUpTo)
+      results.push({ stored, duplicates, lastSeq: sd.last })
+    }
+    // [STORE-REPLACE-1] [STORE-QUEUE-1]: one delete per queue that grew beyond its cap. Deleting the
+    // oldest extras at the end leaves the same rows as deleting after each insert.
+    let removed = 0
+    for (const q of queues.values()) {
+      if (q.count <= q.cap) continue
+      const gone = this.#pushOut.run(q.service, q.event, q.recipient, q.count - q.cap).changes
+      q.count -= gone
+      removed += gone
+    }
+    for (const s of seqs.values()) {
+      if (s.last !== s.before) this.#putSeq.run(s.service, s.instance, s.last)
+    }
+    if (head !== this.#head) this.#putHead.run(head)
+    return { results, head, seqs, queues, added, removed }
+  }
+
+  /** Runs inside a purge transaction: deletes up to PURGE_CHUNK expired rows; returns rows per queue. */
+  #purgeChunk (now: number): Map<string, number> {
+    const removed = new Map<string, number>()
+    for (const [service, event, recipient] of this.#purge.iterate(now) as IterableIterator<[string, string, string]>) {
+      const key = queueKey(service, event, recipient)
+      removed.set(key, (removed.get(key) ?? 0) + 1)
+    }
+    return removed
+  }
+
+  #migrate (): void {
+    this.#db.transaction(() => {
+      this.#db.exec(`
+        CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+        CREATE TABLE IF NOT EXISTS dedup (
+          service TEXT NOT NULL, instance TEXT NOT NULL, last_seq INTEGER NOT NULL,
+          PRIMARY KEY (service, instance)) WITHOUT ROWID;
+        CREATE TABLE IF NOT EXISTS events (
+          position INTEGER PRIMARY KEY,
+          service TEXT NOT NULL, instance TEXT NOT NULL, seq INTEGER NOT NULL,
+          event TEXT NOT NULL, category INTEGER NOT NULL, recipient TEXT NOT NULL,
+          raised_at INTEGER NOT NULL, received_at INTEGER NOT NULL, expires_at INTEGER,
+          flags INTEGER NOT NULL, payload_kind INTEGER NOT NULL, payload BLOB NOT NULL);
+        CREATE INDEX IF NOT EXISTS events_read ON events (event, recipient, position);
+        CREATE INDEX IF NOT EXISTS events_queue ON events (service, event, recipient, position);
+        CREATE INDEX IF NOT EXISTS events_expiry ON events (expires_at) WHERE expires_at IS NOT NULL;
+        INSERT OR IGNORE INTO meta (key, value) VALUES ('head', 0);
+      `)
+      const version = this.#db.prepare(`SELECT value FROM meta WHERE key = 'schema'`).pluck().get() as number | undefined
+      if (version === undefined) {
+        this.#db.prepare(`INSERT INTO meta (key, value) VALUES ('schema', ?)`).run(SCHEMA_VERSION)
+      } else if (version !== SCHEMA_VERSION) {
+        throw new PersistenceError(`event store: ${this.#path} has schema version ${version}; this broker reads version ${SCHEMA_VERSION}`)
+      }
+    })()
+  }
+
+  #load (): void {
+    const db = this.#db
+    const head = db.prepare(`SELECT value FROM meta WHERE key = 'head'`).pluck().get() as number
+    const maxPosition = (db.prepare('SELECT MAX(position) FROM events').pluck().get() as number | null) ?? 0
+    this.#head = Math.max(head, maxPosition)
+    for (const [service, instance, last] of db.prepare('SELECT service, instance, last_seq FROM dedup').raw(true).iterate() as IterableIterator<[string, string, number]>) {
+      this.#seqs.set(seqKey(service, instance), last)
+    }
+    const counts = db.prepare('SELECT service, event, recipient, COUNT(*) FROM events GROUP BY service, event, recipient').raw(true)
+    for (const [service, event, recipient, n] of counts.iterate() as IterableIterator<[string, string, string, number]>) {
+      this.#counts.set(queueKey(service, event, recipient), n)
+      this.#count += n
+    }
+  }
+
+  #checkOpen (): void {
+    if (this.#closed) throw new ClosedError('event store is closed')
+  }
+}
+
+function toStored (r: Row): StoredEvent {
+  return {
+    seq: r[3],
+    name: r[4],
+    category: CATEGORY_BY_CODE[r[5]] as Category,
+    raisedAt: r[7],
+    isNull: (r[10] & FLAG_NULL) !== 0,
+    recipient: r[6] === NO_RECIPIENT ? null : r[6],
+    payloadKind: r[11] as PayloadKind,
+    payload: r[12],
+    position: r[0],
+    serviceId: r[1],
+    instance: r[2],
+    receivedAt: r[8],
+    expiresAt: r[9]
+  }
+}

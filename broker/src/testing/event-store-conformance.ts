@@ -1,0 +1,549 @@
+/**
+ * The conformance suite every EventStore backend passes ([STORE-*] in event-store.ts). A backend's
+ * test file is one call to `describeEventStoreConformance`.
+ */
+import { describe, it, expect, beforeEach, afterEach } from 'vitest'
+import { Category, ClosedError, ErrorCode, PayloadKind, RequestError, encodePayload, NULL_PAYLOAD } from '@herald/shared'
+import type { RaisedEvent, StoredEvent } from '@herald/shared'
+import type { AppendBatch, AppendResult, EventStore, LimitsOf, QueueLimits, ReadQuery } from '../event-store/event-store.js'
+
+/** What a backend's factory hands the suite for one test. */
+export interface EventStoreFixture {
+  /** A fresh, empty store. */
+  readonly store: EventStore
+  /**
+   * For durable backends: opens a new store on the same storage. The suite closes the previous store
+   * before calling it, and closes every store it opened before `cleanup`.
+   */
+  readonly reopen?: () => Promise<EventStore>
+  /** Releases the storage (temp files, ...); called after the suite closed the stores. */
+  readonly cleanup: () => Promise<void>
+}
+
+/** Makes a fresh store that uses `limitsOf`. */
+export type EventStoreFactory = (limitsOf: LimitsOf) => Promise<EventStoreFixture>
+
+/** The events the suite's site knows. */
+export const CONFORMANCE_LIMITS: Readonly<Record<string, QueueLimits>> = Object.freeze({
+  /** replacing: one per (service, event), never expires */
+  door: { category: Category.replacing, lifetimeMs: null, maxQueueSize: 1, maxPerRecipient: 1 },
+  /** queueing, small queue */
+  temp: { category: Category.queueing, lifetimeMs: 60_000, maxQueueSize: 5, maxPerRecipient: 1 },
+  /** queueing, large queue, long life */
+  log: { category: Category.queueing, lifetimeMs: 3_600_000, maxQueueSize: 10_000, maxPerRecipient: 1 },
+  /** queueing, short life */
+  blip: { category: Category.queueing, lifetimeMs: 1_000, maxQueueSize: 100, maxPerRecipient: 1 },
+  /** private, small per-recipient queue */
+  msg: { category: Category.private, lifetimeMs: 60_000, maxQueueSize: 10_000, maxPerRecipient: 3 }
+})
+
+const limitsOf: LimitsOf = (name) => CONFORMANCE_LIMITS[name]
+const T0 = 1_700_000_000_000
+
+function limits (name: string): QueueLimits {
+  const l = CONFORMANCE_LIMITS[name]
+  if (l === undefined) throw new Error(`no limits for ${name}`)
+  return l
+}
+
+/** A raised event with a JSON payload naming its seq (or the payload given). */
+function ev (seq: number, name: string, opts: { recipient?: string, payload?: { kind: PayloadKind, bytes: Uint8Array }, isNull?: boolean } = {}): RaisedEvent {
+  const p = opts.payload ?? encodePayload({ seq, name })
+  return {
+    seq,
+    name,
+    category: limits(name).category,
+    raisedAt: T0 - 1000 + seq,
+    isNull: opts.isNull ?? false,
+    recipient: opts.recipient ?? null,
+    payloadKind: p.kind,
+    payload: p.bytes
+  }
+}
+
+/** Events `from`..`to` (inclusive) of one name. */
+function evs (from: number, to: number, name: string, opts: { recipient?: string } = {}): RaisedEvent[] {
+  const out: RaisedEvent[] = []
+  for (let s = from; s <= to; s++) out.push(ev(s, name, opts))
+  return out
+}
+
+function batch (serviceId: string, instance: string, events: RaisedEvent[], extra: { handledUpTo?: number, receivedAt?: number } = {}): AppendBatch {
+  return {
+    serviceId,
+    instance,
+    events,
+    handledUpTo: extra.handledUpTo ?? events.reduce((m, e) => Math.max(m, e.seq), 0),
+    receivedAt: extra.receivedAt ?? T0
+  }
+}
+
+function query (event: string, extra: Partial<ReadQuery> = {}): ReadQuery {
+  return { event, after: 0, services: null, recipient: null, now: T0, limit: 1_000_000, ...extra }
+}
+
+/** A stored event with its payload as plain numbers, so comparisons ignore Buffer vs Uint8Array. */
+function plain (e: StoredEvent): Record<string, unknown> {
+  return { ...e, payload: Array.from(e.payload) }
+}
+
+/** What the store must hold for `e` appended in `b` at `position`. */
+function expected (e: RaisedEvent, b: AppendBatch, position: number): Record<string, unknown> {
+  const l = limits(e.name)
+  return {
+    seq: e.seq,
+    name: e.name,
+    category: e.category,
+    raisedAt: e.raisedAt,
+    isNull: e.isNull,
+    recipient: e.recipient,
+    payloadKind: e.payloadKind,
+    payload: Array.from(e.payload),
+    position,
+    serviceId: b.serviceId,
+    instance: b.instance,
+    receivedAt: b.receivedAt,
+    expiresAt: l.lifetimeMs === null ? null : b.receivedAt + l.lifetimeMs
+  }
+}
+
+function seqsOf (events: readonly StoredEvent[]): number[] {
+  return events.map((e) => e.seq)
+}
+
+function positionsOf (events: readonly StoredEvent[]): number[] {
+  return events.map((e) => e.position)
+}
+
+function expectIncreasing (xs: readonly number[]): void {
+  for (let i = 1; i < xs.length; i++) expect(xs[i]!).toBeGreaterThan(xs[i - 1]!)
+}
+
+/** Runs every [STORE-*] rule against the backend `factory` makes. */
+export function describeEventStoreConformance (name: string, factory: EventStoreFactory): void {
+  describe(`EventStore conformance: ${name}`, () => {
+    let fixture: EventStoreFixture
+    let store: EventStore
+    let opened: EventStore[]
+
+    beforeEach(async () => {
+      fixture = await factory(limitsOf)
+      store = fixture.store
+      opened = [store]
+    })
+
+    afterEach(async () => {
+      for (const s of opened) await s.close()
+      await fixture.cleanup()
+    })
+
+    /** Closes the current store and opens the same storage again (durable backends only). */
+    async function reopen (): Promise<EventStore> {
+      if (fixture.reopen === undefined) throw new Error('backend is not durable')
+      await store.close()
+      store = await fixture.reopen()
+      opened.push(store)
+      return store
+    }
+
+    const durableIt = (title: string, fn: () => Promise<void>): void => {
+      it(title, async (ctx) => {
+        if (fixture.reopen === undefined) { ctx.skip(); return }
+        await fn()
+      })
+    }
+
+    describe('append and read', () => {
+      it('starts empty', async () => {
+        expect(store.head()).toBe(0)
+        expect(store.count()).toBe(0)
+        expect(store.lastSeq('svc', 'i1')).toBe(0)
+        expect(await store.read(query('log'))).toEqual([])
+      })
+
+      it('returns every field as appended, for JSON, bytes, null and private events', async () => {
+        const bytes = new Uint8Array([0, 1, 2, 127, 128, 254, 255])
+        const events = [
+          ev(1, 'log', { payload: encodePayload({ text: 'héllo', n: [1, 2.5, null], ok: true }) }),
+          ev(2, 'log', { payload: { kind: PayloadKind.bytes, bytes } }),
+          ev(3, 'log', { payload: { kind: PayloadKind.bytes, bytes: new Uint8Array(0) } }),
+          ev(4, 'door', { payload: NULL_PAYLOAD, isNull: true }),
+          ev(5, 'msg', { recipient: 'alice/phone', payload: encodePayload('for alice') })
+        ]
+        const b = batch('svc', 'i1', events, { receivedAt: T0 + 7 })
+        const r = await store.append(b)
+        expect(r.duplicates).toBe(0)
+        expect(r.lastSeq).toBe(5)
+        expect(r.stored.length).toBe(events.length)
+        const positions = positionsOf(r.stored)
+        expectIncreasing(positions)
+        expect(r.stored.map(plain)).toEqual(events.map((e, i) => expected(e, b, positions[i]!)))
+
+        const logs = await store.read(query('log'))
+        expect(logs.map(plain)).toEqual(events.slice(0, 3).map((e, i) => expected(e, b, positions[i]!)))
+        const doors = await store.read(query('door'))
+        expect(doors.map(plain)).toEqual([expected(events[3]!, b, positions[3]!)])
+        const msgs = await store.read(query('msg', { recipient: 'alice/phone' }))
+        expect(msgs.map(plain)).toEqual([expected(events[4]!, b, positions[4]!)])
+
+        expect(store.head()).toBe(positions[4])
+        expect(store.count()).toBe(events.length)
+        expect(store.lastSeq('svc', 'i1')).toBe(5)
+      })
+
+      it('keeps its own copy of the payload bytes', async () => {
+        const bytes = new Uint8Array([1, 2, 3])
+        await store.append(batch('svc', 'i1', [ev(1, 'log', { payload: { kind: PayloadKind.bytes, bytes } })]))
+        bytes.fill(9)
+        const [e] = await store.read(query('log'))
+        expect(Array.from(e!.payload)).toEqual([1, 2, 3])
+      })
+
+      it('rejects an unknown event name and stores nothing of that batch', async () => {
+        const bad = { ...ev(2, 'log'), name: 'nope' }
+        await expect(store.append(batch('svc', 'i1', [ev(1, 'log'), bad]))).rejects.toMatchObject({ code: ErrorCode.UNKNOWN_EVENT })
+        expect(store.count()).toBe(0)
+        expect(store.head()).toBe(0)
+        expect(store.lastSeq('svc', 'i1')).toBe(0)
+      })
+
+      it('rejects a read of a private event without a recipient', async () => {
+        await expect(store.read(query('msg'))).rejects.toBeInstanceOf(RequestError)
+      })
+    })
+
+    describe('[STORE-POS-1] positions', () => {
+      it('increase strictly across batches and calls, and head() is the highest', async () => {
+        const all: number[] = []
+        for (let b = 0; b < 5; b++) {
+          const r = await store.append(batch(`svc${b % 2}`, 'i1', evs(b * 3 + 1, b * 3 + 3, 'log')))
+          all.push(...positionsOf(r.stored))
+        }
+        expect(all.length).toBe(15)
+        expectIncreasing(all)
+        expect(store.head()).toBe(all[all.length - 1])
+        const read = await store.read(query('log'))
+        expect(positionsOf(read)).toEqual(all)
+      })
+
+      it('are never reused after the newest event is replaced', async () => {
+        const r1 = await store.append(batch('svc', 'i1', [ev(1, 'door')]))
+        const r2 = await store.append(batch('svc', 'i1', [ev(2, 'door')]))
+        const p2 = r2.stored[0]!.position
+        expect(p2).toBeGreaterThan(r1.stored[0]!.position)
+        expect(store.head()).toBe(p2)
+        const r3 = await store.append(batch('svc', 'i1', [ev(3, 'log')]))
+        expect(r3.stored[0]!.position).toBeGreaterThan(p2)
+      })
+
+      it('are never reused after the newest events are purged', async () => {
+        const r = await store.append(batch('svc', 'i1', evs(1, 3, 'blip')))
+        const newest = r.stored[2]!.position
+        expect(await store.purgeExpired(T0 + limits('blip').lifetimeMs!)).toBe(3)
+        expect(store.count()).toBe(0)
+        expect(store.head()).toBe(newest)
+        const r2 = await store.append(batch('svc', 'i1', [ev(4, 'log')]))
+        expect(r2.stored[0]!.position).toBeGreaterThan(newest)
+      })
+
+      durableIt('survive a reopen, together with the events', async () => {
+        const b = batch('svc', 'i1', [ev(1, 'log'), ev(2, 'door'), ev(3, 'msg', { recipient: 'bob/pc' })])
+        const r = await store.append(b)
+        const head = store.head()
+        const s = await reopen()
+        expect(s.head()).toBe(head)
+        expect(s.count()).toBe(3)
+        expect((await s.read(query('log'))).map(plain)).toEqual([expected(b.events[0]!, b, r.stored[0]!.position)])
+        expect((await s.read(query('door'))).map(plain)).toEqual([expected(b.events[1]!, b, r.stored[1]!.position)])
+        expect((await s.read(query('msg', { recipient: 'bob/pc' }))).map(plain)).toEqual([expected(b.events[2]!, b, r.stored[2]!.position)])
+        const r2 = await s.append(batch('svc', 'i1', [ev(4, 'log')]))
+        expect(r2.stored[0]!.position).toBeGreaterThan(head)
+      })
+
+      durableIt('are never reused after the newest events were replaced or purged and the store reopened', async () => {
+        await store.append(batch('svc', 'i1', [ev(1, 'door')]))
+        const r = await store.append(batch('svc', 'i1', [ev(2, 'door'), ...evs(3, 4, 'blip')]))
+        const head = store.head()
+        expect(head).toBe(r.stored[2]!.position)
+        expect(await store.purgeExpired(T0 + limits('blip').lifetimeMs!)).toBe(2)
+        let s = await reopen()
+        expect(s.head()).toBe(head)
+        const r2 = await s.append(batch('svc', 'i1', [ev(5, 'door')])) // replaces seq 2: the newest row is gone again
+        expect(r2.stored[0]!.position).toBeGreaterThan(head)
+        const head2 = r2.stored[0]!.position
+        expect(await s.purgeExpired(T0 + 1e12)).toBe(0) // replacing events never expire
+        s = await reopen()
+        expect(s.head()).toBe(head2)
+        expect(s.count()).toBe(1)
+        const r3 = await s.append(batch('svc', 'i1', [ev(6, 'log')]))
+        expect(r3.stored[0]!.position).toBeGreaterThan(head2)
+      })
+    })
+
+    describe('[STORE-DEDUP-1] duplicates', () => {
+      it('a resent batch stores nothing and counts its events as duplicates', async () => {
+        const b = batch('svc', 'i1', evs(1, 4, 'log'))
+        const first = await store.append(b)
+        expect(first.stored.length).toBe(4)
+        const head = store.head()
+        const again = await store.append(b)
+        expect(again).toEqual({ stored: [], duplicates: b.events.length, lastSeq: 4 })
+        expect(store.head()).toBe(head)
+        expect(store.count()).toBe(4)
+        expect(seqsOf(await store.read(query('log')))).toEqual([1, 2, 3, 4])
+      })
+
+      it('a partly resent batch stores only the new seqs', async () => {
+        await store.append(batch('svc', 'i1', evs(1, 4, 'log')))
+        const r = await store.append(batch('svc', 'i1', evs(3, 6, 'log')))
+        expect(seqsOf(r.stored)).toEqual([5, 6])
+        expect(r.duplicates).toBe(2)
+        expect(r.lastSeq).toBe(6)
+        expect(seqsOf(await store.read(query('log')))).toEqual([1, 2, 3, 4, 5, 6])
+      })
+
+      it('a new instance of the same service starts its own seqs', async () => {
+        await store.append(batch('svc', 'i1', evs(1, 3, 'log')))
+        const r = await store.append(batch('svc', 'i2', evs(1, 3, 'log')))
+        expect(seqsOf(r.stored)).toEqual([1, 2, 3])
+        expect(r.duplicates).toBe(0)
+        expect(store.lastSeq('svc', 'i1')).toBe(3)
+        expect(store.lastSeq('svc', 'i2')).toBe(3)
+        expect(store.lastSeq('other', 'i1')).toBe(0)
+        const read = await store.read(query('log'))
+        expect(read.map((e) => `${e.instance}-${e.seq}`)).toEqual(['i1-1', 'i1-2', 'i1-3', 'i2-1', 'i2-2', 'i2-3'])
+      })
+
+      it('handledUpTo beyond the stored seqs makes later resends of those seqs duplicates', async () => {
+        const r = await store.append(batch('svc', 'i1', evs(1, 2, 'log'), { handledUpTo: 5 }))
+        expect(r.lastSeq).toBe(5)
+        expect(store.lastSeq('svc', 'i1')).toBe(5)
+        const again = await store.append(batch('svc', 'i1', evs(3, 6, 'log')))
+        expect(seqsOf(again.stored)).toEqual([6])
+        expect(again.duplicates).toBe(3)
+        expect(again.lastSeq).toBe(6)
+      })
+
+      it('a batch with no events records handledUpTo', async () => {
+        const r = await store.append(batch('svc', 'i1', [], { handledUpTo: 7 }))
+        expect(r).toEqual({ stored: [], duplicates: 0, lastSeq: 7 })
+        expect(store.lastSeq('svc', 'i1')).toBe(7)
+        expect(store.head()).toBe(0)
+        expect(store.count()).toBe(0)
+      })
+
+      durableIt('lastSeq survives a reopen', async () => {
+        await store.append(batch('svc', 'i1', evs(1, 3, 'log'), { handledUpTo: 9 }))
+        await store.append(batch('svc', 'i2', [], { handledUpTo: 4 }))
+        const s = await reopen()
+        expect(s.lastSeq('svc', 'i1')).toBe(9)
+        expect(s.lastSeq('svc', 'i2')).toBe(4)
+        const r = await s.append(batch('svc', 'i1', evs(8, 10, 'log')))
+        expect(seqsOf(r.stored)).toEqual([10])
+        expect(r.duplicates).toBe(2)
+      })
+    })
+
+    describe('[STORE-REPLACE-1] replacing events', () => {
+      it('keep only the newest per (service, event); other services keep their own', async () => {
+        await store.append(batch('a', 'i1', [ev(1, 'door')]))
+        await store.append(batch('b', 'i1', [ev(1, 'door')]))
+        await store.append(batch('a', 'i1', [ev(2, 'door')]))
+        const last = await store.append(batch('a', 'i1', [ev(3, 'door', { payload: NULL_PAYLOAD, isNull: true })]))
+        const read = await store.read(query('door'))
+        expect(read.map((e) => `${e.serviceId}-${e.seq}`)).toEqual(['b-1', 'a-3'])
+        expect(read[1]!.position).toBe(last.stored[0]!.position)
+        expect(read[1]!.isNull).toBe(true)
+        expect(read[1]!.payloadKind).toBe(PayloadKind.none)
+        expect(store.count()).toBe(2)
+      })
+
+      it('within one batch only the last one stays, though each is reported stored', async () => {
+        const r = await store.append(batch('a', 'i1', [ev(1, 'door'), ev(2, 'door'), ev(3, 'door'), ev(4, 'log')]))
+        expect(seqsOf(r.stored)).toEqual([1, 2, 3, 4])
+        expect(seqsOf(await store.read(query('door')))).toEqual([3])
+        expect(store.count()).toBe(2)
+      })
+    })
+
+    describe('[STORE-QUEUE-1] push-out', () => {
+      it('a queueing event keeps the newest maxQueueSize of its (service, event), in order', async () => {
+        const max = limits('temp').maxQueueSize
+        const total = max + 3
+        await store.append(batch('b', 'i1', evs(1, 2, 'temp')))
+        // one at a time, then the rest in one batch
+        for (let s = 1; s <= 2; s++) await store.append(batch('a', 'i1', [ev(s, 'temp')]))
+        await store.append(batch('a', 'i1', evs(3, total, 'temp')))
+        const read = await store.read(query('temp', { services: new Set(['a']) }))
+        expect(seqsOf(read)).toEqual(evs(total - max + 1, total, 'temp').map((e) => e.seq))
+        expectIncreasing(positionsOf(read))
+        expect(seqsOf(await store.read(query('temp', { services: new Set(['b']) })))).toEqual([1, 2])
+        expect(store.count()).toBe(max + 2)
+        // a next event pushes out exactly one more
+        await store.append(batch('a', 'i1', [ev(total + 1, 'temp')]))
+        const after = await store.read(query('temp', { services: new Set(['a']) }))
+        expect(seqsOf(after)).toEqual(evs(total - max + 2, total + 1, 'temp').map((e) => e.seq))
+        expect(store.count()).toBe(max + 2)
+      })
+
+      it('a private event keeps the newest maxPerRecipient of its (service, event, recipient)', async () => {
+        const max = limits('msg').maxPerRecipient
+        const toAlice = evs(1, max + 2, 'msg', { recipient: 'alice/phone' })
+        await store.append(batch('a', 'i1', toAlice.slice(0, 2)))
+        await store.append(batch('a', 'i1', [...toAlice.slice(2), ev(max + 3, 'msg', { recipient: 'bob/pc' })]))
+        await store.append(batch('b', 'i1', [ev(1, 'msg', { recipient: 'alice/phone' })]))
+        const alice = await store.read(query('msg', { recipient: 'alice/phone' }))
+        const expectedAlice = [...toAlice.slice(-max).map((e) => `a-${e.seq}`), 'b-1']
+        expect(alice.map((e) => `${e.serviceId}-${e.seq}`)).toEqual(expectedAlice)
+        expect(alice.every((e) => e.recipient === 'alice/phone')).toBe(true)
+        const bob = await store.read(query('msg', { recipient: 'bob/pc' }))
+        expect(bob.map((e) => `${e.serviceId}-${e.seq}-${e.recipient}`)).toEqual([`a-${max + 3}-bob/pc`])
+        expect(await store.read(query('msg', { recipient: 'carol/tab' }))).toEqual([])
+        expect(store.count()).toBe(max + 2)
+      })
+    })
+
+    describe('read filters and paging', () => {
+      it('a services filter returns up to `limit` matching events, skipping the others', async () => {
+        // a and c are spread out between many b's
+        const positions = new Map<string, number[]>([['a', []], ['b', []], ['c', []]])
+        const seqs = new Map<string, number>()
+        for (const svc of ['a', 'b', 'b', 'c', 'b', 'b', 'b', 'a', 'b', 'b', 'b', 'b', 'c', 'b', 'a', 'b', 'c']) {
+          const seq = (seqs.get(svc) ?? 0) + 1
+          seqs.set(svc, seq)
+          const r = await store.append(batch(svc, 'i1', [ev(seq, 'log')]))
+          positions.get(svc)!.push(...positionsOf(r.stored))
+        }
+        const ac = [...positions.get('a')!, ...positions.get('c')!].sort((x, y) => x - y)
+        const read = await store.read(query('log', { services: new Set(['a', 'c']), limit: 4 }))
+        expect(positionsOf(read)).toEqual(ac.slice(0, 4))
+        expect(read.every((e) => e.serviceId === 'a' || e.serviceId === 'c')).toBe(true)
+        expect(positionsOf(await store.read(query('log', { services: new Set(['c']) })))).toEqual(positions.get('c'))
+        expect(await store.read(query('log', { services: new Set() }))).toEqual([])
+        expect(await store.read(query('log', { services: new Set(['zzz']) }))).toEqual([])
+        expect((await store.read(query('log'))).length).toBe(store.count())
+      })
+
+      it('pages with limit and after return every event once, in order', async () => {
+        const n = 23
+        const pageSize = 5
+        const r = await store.append(batch('svc', 'i1', evs(1, n, 'log')))
+        const pages: StoredEvent[][] = []
+        let after = 0
+        for (;;) {
+          const page = await store.read(query('log', { after, limit: pageSize }))
+          if (page.length === 0) break
+          expect(page.length).toBe(Math.min(pageSize, n - pages.length * pageSize))
+          pages.push(page)
+          after = page[page.length - 1]!.position
+        }
+        expect(pages.length).toBe(Math.ceil(n / pageSize))
+        expect(positionsOf(pages.flat())).toEqual(positionsOf(r.stored))
+        expect(await store.read(query('log', { limit: 0 }))).toEqual([])
+        const mid = r.stored[10]!.position
+        expect(seqsOf(await store.read(query('log', { after: mid })))).toEqual(seqsOf(r.stored.slice(11)))
+      })
+
+      it('reads only the asked event name', async () => {
+        await store.append(batch('svc', 'i1', [ev(1, 'log'), ev(2, 'temp'), ev(3, 'log')]))
+        expect(seqsOf(await store.read(query('log')))).toEqual([1, 3])
+        expect(seqsOf(await store.read(query('temp')))).toEqual([2])
+      })
+    })
+
+    describe('[STORE-EXPIRE-1] expiry', () => {
+      it('read hides events with expiresAt <= now; replacing events never expire', async () => {
+        const life = limits('blip').lifetimeMs!
+        const b = batch('svc', 'i1', [ev(1, 'blip'), ev(2, 'door')], { receivedAt: T0 })
+        const r = await store.append(b)
+        expect(r.stored[0]!.expiresAt).toBe(T0 + life)
+        expect(r.stored[1]!.expiresAt).toBe(null)
+        expect(seqsOf(await store.read(query('blip', { now: T0 + life - 1 })))).toEqual([1])
+        expect(await store.read(query('blip', { now: T0 + life }))).toEqual([])
+        expect(seqsOf(await store.read(query('door', { now: T0 + 1e12 })))).toEqual([2])
+        expect(store.count()).toBe(2) // expired but not yet purged
+      })
+
+      it('purgeExpired deletes exactly the expired events and returns how many', async () => {
+        const life = limits('blip').lifetimeMs!
+        await store.append(batch('svc', 'i1', evs(1, 3, 'blip'), { receivedAt: T0 }))
+        await store.append(batch('svc', 'i1', evs(4, 5, 'blip'), { receivedAt: T0 + 500 }))
+        await store.append(batch('svc', 'i1', [ev(6, 'log'), ev(7, 'door')], { receivedAt: T0 }))
+        expect(await store.purgeExpired(T0 + life - 1)).toBe(0)
+        expect(await store.purgeExpired(T0 + life)).toBe(3)
+        expect(store.count()).toBe(4)
+        expect(seqsOf(await store.read(query('blip', { now: T0 })))).toEqual([4, 5])
+        expect(await store.purgeExpired(T0 + life)).toBe(0)
+        expect(await store.purgeExpired(T0 + 500 + life)).toBe(2)
+        expect(store.count()).toBe(2)
+        expect(seqsOf(await store.read(query('log')))).toEqual([6])
+        expect(seqsOf(await store.read(query('door')))).toEqual([7])
+      })
+
+      it('a purged queue is empty for push-out: new events fill it up to maxQueueSize again', async () => {
+        const max = limits('temp').maxQueueSize
+        const life = limits('temp').lifetimeMs!
+        await store.append(batch('svc', 'i1', evs(1, max, 'temp'), { receivedAt: T0 }))
+        expect(await store.purgeExpired(T0 + life)).toBe(max)
+        const later = T0 + life
+        for (let s = max + 1; s <= 2 * max; s++) await store.append(batch('svc', 'i1', [ev(s, 'temp')], { receivedAt: later }))
+        expect(seqsOf(await store.read(query('temp', { now: later })))).toEqual(evs(max + 1, 2 * max, 'temp').map((e) => e.seq))
+        expect(store.count()).toBe(max)
+      })
+    })
+
+    describe('[STORE-ACK-1] concurrent appends', () => {
+      it('many appends in one tick resolve in call order with distinct increasing positions', async () => {
+        const calls = 60
+        const promises: Promise<AppendResult>[] = []
+        for (let i = 0; i < calls; i++) {
+          // three services, each with consecutive seqs across calls; every fifth call resends the previous one
+          const svc = `svc${i % 3}`
+          const k = Math.floor(i / 3)
+          const resend = k % 5 === 4
+          const from = resend ? (k - 1) * 2 + 1 : k * 2 + 1
+          promises.push(store.append(batch(svc, 'i1', evs(from, from + 1, 'log'))))
+        }
+        const order: number[] = []
+        promises.forEach((p, i) => { void p.then(() => order.push(i)) })
+        const results = await Promise.all(promises)
+        expect(order).toEqual(results.map((_, i) => i))
+        const positions = results.flatMap((r) => positionsOf(r.stored))
+        expectIncreasing(positions)
+        expect(store.head()).toBe(positions[positions.length - 1])
+        let stored = 0
+        results.forEach((r, i) => {
+          const k = Math.floor(i / 3)
+          const resend = k % 5 === 4
+          expect(r.stored.length).toBe(resend ? 0 : 2)
+          expect(r.duplicates).toBe(resend ? 2 : 0)
+          stored += r.stored.length
+        })
+        expect(store.count()).toBe(stored)
+        expect(positionsOf(await store.read(query('log')))).toEqual(positions)
+      })
+    })
+
+    describe('close', () => {
+      it('completes appends made before it, then every call fails with ClosedError', async () => {
+        const pending = store.append(batch('svc', 'i1', evs(1, 3, 'log')))
+        await store.close()
+        const r = await pending
+        expect(seqsOf(r.stored)).toEqual([1, 2, 3])
+        await expect(store.append(batch('svc', 'i1', [ev(4, 'log')]))).rejects.toBeInstanceOf(ClosedError)
+        await expect(store.read(query('log'))).rejects.toBeInstanceOf(ClosedError)
+        await expect(store.purgeExpired(T0)).rejects.toBeInstanceOf(ClosedError)
+        expect(() => store.head()).toThrow(ClosedError)
+        expect(() => store.count()).toThrow(ClosedError)
+        expect(() => store.lastSeq('svc', 'i1')).toThrow(ClosedError)
+        await expect(store.close()).resolves.toBeUndefined()
+        if (fixture.reopen !== undefined) {
+          store = await fixture.reopen()
+          opened.push(store)
+          expect(seqsOf(await store.read(query('log')))).toEqual([1, 2, 3])
+          expect(store.lastSeq('svc', 'i1')).toBe(3)
+        }
+      })
+    })
+  })
+}
