@@ -386,6 +386,16 @@ export function describeEventStoreConformance (name: string, factory: EventStore
         expect(store.count()).toBe(max + 2)
       })
 
+      durableIt('push-out still keeps exactly maxQueueSize after a reopen', async () => {
+        const max = limits('temp').maxQueueSize
+        await store.append(batch('svc', 'i1', evs(1, max + 2, 'temp')))
+        const s = await reopen()
+        expect(s.count()).toBe(max)
+        await s.append(batch('svc', 'i1', evs(max + 3, max + 4, 'temp')))
+        expect(seqsOf(await s.read(query('temp')))).toEqual(evs(max + 4 - max + 1, max + 4, 'temp').map((e) => e.seq))
+        expect(s.count()).toBe(max)
+      })
+
       it('a private event keeps the newest maxPerRecipient of its (service, event, recipient)', async () => {
         const max = limits('msg').maxPerRecipient
         const toAlice = evs(1, max + 2, 'msg', { recipient: 'alice/phone' })

@@ -1,0 +1,156 @@
+import { writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { describe, it, expect, beforeEach, afterEach } from 'vitest'
+import { Category, ConfigError, ErrorCode, PayloadKind, PersistenceError } from '@herald/shared'
+import type { RaisedEvent } from '@herald/shared'
+import { tempDir } from '@herald/shared/testing'
+import { describeEventStoreConformance } from '../testing/index.js'
+import type { AppendBatch, LimitsOf, QueueLimits } from './event-store.js'
+import { createSqliteEventStore } from './sqlite-event-store.js'
+import type { SqliteEventStore, SqliteEventStoreOptions } from './sqlite-event-store.js'
+
+describeEventStoreConformance('SqliteEventStore', async (limitsOf) => {
+  const dir = await tempDir('herald-event-store-')
+  const path = join(dir.path, 'events.db')
+  return {
+    store: await createSqliteEventStore({ path, limitsOf }),
+    reopen: async () => await createSqliteEventStore({ path, limitsOf }),
+    cleanup: dir.remove
+  }
+})
+
+const T0 = 1_700_000_000_000
+const LIMITS: Record<string, QueueLimits> = {
+  blob: { category: Category.queueing, lifetimeMs: 1000, maxQueueSize: 1_000_000, maxPerRecipient: 1 },
+  tick: { category: Category.queueing, lifetimeMs: null, maxQueueSize: 20_000, maxPerRecipient: 1 }
+}
+const limitsOf: LimitsOf = (name) => LIMITS[name]
+
+function ev (seq: number, name: string, size: number): RaisedEvent {
+  const payload = new Uint8Array(size).fill(seq % 251)
+  return { seq, name, category: Category.queueing, raisedAt: T0, isNull: false, recipient: null, payloadKind: PayloadKind.bytes, payload }
+}
+
+function batch (serviceId: string, events: RaisedEvent[], receivedAt = T0): AppendBatch {
+  return { serviceId, instance: 'i1', events, handledUpTo: events[events.length - 1]?.seq ?? 0, receivedAt }
+}
+
+describe('SqliteEventStore', () => {
+  let dir: { path: string, remove: () => Promise<void> }
+  let path: string
+  const open: SqliteEventStore[] = []
+
+  async function openStore (extra: Partial<SqliteEventStoreOptions> = {}): Promise<SqliteEventStore> {
+    const s = await createSqliteEventStore({ path, limitsOf, ...extra })
+    open.push(s)
+    return s
+  }
+
+  beforeEach(async () => {
+    dir = await tempDir('herald-event-store-')
+    path = join(dir.path, 'events.db')
+  })
+
+  afterEach(async () => {
+    for (const s of open.splice(0)) await s.close()
+    await dir.remove()
+  })
+
+  it('rejects wrong options with a ConfigError naming the option', async () => {
+    const cases: Array<[string, Record<string, unknown>]> = [
+      ['path', { path: '' }],
+      ['path', { path: ':memory:' }],
+      ['limitsOf', { limitsOf: undefined }],
+      ['synchronous', { synchronous: 'OFF' }],
+      ['maxSizeBytes', { maxSizeBytes: -1 }],
+      ['logger', { logger: 'console' }],
+      ['colour', { colour: 'blue' }]
+    ]
+    for (const [option, bad] of cases) {
+      const opts = { path, limitsOf, ...bad } as unknown as SqliteEventStoreOptions
+      const err: unknown = await createSqliteEventStore(opts).then(() => null, (e: unknown) => e)
+      expect(err).toBeInstanceOf(ConfigError)
+      expect((err as Error).message).toContain(`"${option}"`)
+    }
+  })
+
+  it('rejects a file that is not an event store with a PersistenceError', async () => {
+    await writeFile(path, 'this is not a database, just some text that is long enough to look like a header....')
+    await expect(createSqliteEventStore({ path, limitsOf })).rejects.toBeInstanceOf(PersistenceError)
+  })
+
+  it('a commit that fails (disk full) rejects every append of its flush and changes nothing; space freed, appends work again', async () => {
+    const store = await openStore({ maxSizeBytes: 256 * 1024 })
+    const size = 8 * 1024
+    let seq = 0
+    let failure: unknown = null
+    while (seq < 200) {
+      const before = { head: store.head(), count: store.count(), lastSeq: store.lastSeq('svc', 'i1') }
+      failure = await store.append(batch('svc', [ev(seq + 1, 'blob', size)])).then(() => null, (e: unknown) => e)
+      if (failure !== null) {
+        expect({ head: store.head(), count: store.count(), lastSeq: store.lastSeq('svc', 'i1') }).toEqual(before)
+        break
+      }
+      seq++
+    }
+    expect(seq).toBeGreaterThan(3) // a few fitted before the file was full
+    expect(failure).toBeInstanceOf(PersistenceError)
+    expect(failure).toMatchObject({ code: ErrorCode.PERSISTENCE_FAILED, cause: { code: 'SQLITE_FULL' } })
+    expect((failure as Error).message).toMatch(/commit of 1 append\(s\) with 1 event\(s\).*SQLITE_FULL/)
+
+    // still serves reads of everything committed
+    const stored = await store.read({ event: 'blob', after: 0, services: null, recipient: null, now: T0, limit: 1000 })
+    expect(stored.map((e) => e.seq)).toEqual(Array.from({ length: seq }, (_, i) => i + 1))
+    expect(stored.every((e) => e.payload.byteLength === size && e.payload[0] === e.seq % 251)).toBe(true)
+
+    // appends of one flush fail together, though the first alone might fit
+    const head = store.head()
+    const together = await Promise.allSettled(['a', 'b', 'c'].map((svc) => store.append(batch(svc, [1, 2, 3].map((s) => ev(s, 'blob', size))))))
+    expect(together.map((r) => r.status)).toEqual(['rejected', 'rejected', 'rejected'])
+    for (const r of together) expect((r as PromiseRejectedResult).reason).toMatchObject({ code: ErrorCode.PERSISTENCE_FAILED, message: expect.stringContaining('commit of 3 append(s) with 9 event(s)') as unknown })
+    expect(['a', 'b', 'c'].map((svc) => store.lastSeq(svc, 'i1'))).toEqual([0, 0, 0])
+    expect(store.head()).toBe(head)
+    expect(store.count()).toBe(seq)
+
+    // free space by purging, then the store takes appends again
+    expect(await store.purgeExpired(T0 + LIMITS.blob!.lifetimeMs!)).toBe(seq)
+    expect(store.count()).toBe(0)
+    const later = T0 + 5000
+    const ok = await store.append(batch('svc', [ev(seq + 1, 'blob', size), ev(seq + 2, 'blob', size)], later))
+    expect(ok.stored.map((e) => e.seq)).toEqual([seq + 1, seq + 2])
+    expect(ok.stored[0]!.position).toBe(head + 1)
+    expect(store.lastSeq('svc', 'i1')).toBe(seq + 2)
+
+    await store.close()
+    const again = await openStore()
+    expect(again.head()).toBe(head + 2)
+    expect(again.count()).toBe(2)
+    expect(again.lastSeq('svc', 'i1')).toBe(seq + 2)
+  })
+
+  it('pushes out of a 20,000-event queue without loading it, across flushes and a reopen', async () => {
+    const max = LIMITS.tick!.maxQueueSize
+    const total = max + 5000
+    const per = 500
+    let store = await openStore({ synchronous: 'NORMAL' })
+    // first half one batch at a time, second half all in one tick (one flush)
+    let seq = 0
+    while (seq < total / 2) {
+      await store.append(batch('svc', Array.from({ length: per }, () => ev(++seq, 'tick', 16))))
+    }
+    const concurrent: Array<Promise<unknown>> = []
+    while (seq < total) concurrent.push(store.append(batch('svc', Array.from({ length: per }, () => ev(++seq, 'tick', 16)))))
+    await Promise.all(concurrent)
+    expect(store.count()).toBe(max)
+    const first = await store.read({ event: 'tick', after: 0, services: null, recipient: null, now: T0, limit: 1 })
+    expect(first.map((e) => e.seq)).toEqual([total - max + 1])
+
+    await store.close()
+    store = await openStore({ synchronous: 'NORMAL' })
+    expect(store.count()).toBe(max)
+    await store.append(batch('svc', [ev(total + 1, 'tick', 16), ev(total + 2, 'tick', 16)]))
+    expect(store.count()).toBe(max)
+    const page = await store.read({ event: 'tick', after: 0, services: null, recipient: null, now: T0, limit: 3 })
+    expect(page.map((e) => e.seq)).toEqual([total - max + 3, total - max + 4, total - max + 5])
+  })
+})
