@@ -391,8 +391,9 @@ export function describeEventStoreConformance (name: string, factory: EventStore
         await store.append(batch('svc', 'i1', evs(1, max + 2, 'temp')))
         const s = await reopen()
         expect(s.count()).toBe(max)
-        await s.append(batch('svc', 'i1', evs(max + 3, max + 4, 'temp')))
-        expect(seqsOf(await s.read(query('temp')))).toEqual(evs(max + 4 - max + 1, max + 4, 'temp').map((e) => e.seq))
+        const newest = max + 4
+        await s.append(batch('svc', 'i1', evs(max + 3, newest, 'temp')))
+        expect(seqsOf(await s.read(query('temp')))).toEqual(evs(newest - max + 1, newest, 'temp').map((e) => e.seq))
         expect(s.count()).toBe(max)
       })
 
