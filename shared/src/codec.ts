@@ -78,7 +78,9 @@ export interface UpFrame {
 }
 
 export function encodeUp (frame: UpFrame): Buffer {
-  const w = new BinaryWriter(64 + frame.events.length * 64)
+  let size = 64
+  for (const e of frame.events) size += 48 + e.name.length + e.payload.byteLength
+  const w = new BinaryWriter(size)
   w.u8(FrameType.UP).string(frame.instance).varint(frame.after).varint(frame.events.length)
   for (const e of frame.events) {
     w.varint(e.seq).string(e.name).u8(flags(e.category, e.isNull, e.payloadKind)).varint(e.raisedAt)
@@ -223,13 +225,17 @@ export function decodeRequest (buf: Buffer): Request {
 /** Events delivered to one subscription, in position order ([FRAME-EVENTS-1]). */
 export interface EventsFrame {
   readonly sub: number
+  /** The broker's clock when it sent the frame: with receivedAt it gives each event's age without clock skew. */
+  readonly brokerNow: number
   readonly events: readonly StoredEvent[]
 }
 
 /** Encodes an EVENTS frame; the event name is the subscription's and is not repeated. */
-export function encodeEvents (sub: number, events: readonly StoredEvent[]): Buffer {
-  const w = new BinaryWriter(32 + events.length * 96)
-  w.u8(FrameType.EVENTS).varint(sub).varint(events.length)
+export function encodeEvents (sub: number, brokerNow: number, events: readonly StoredEvent[]): Buffer {
+  let size = 32
+  for (const e of events) size += 96 + e.payload.byteLength
+  const w = new BinaryWriter(size)
+  w.u8(FrameType.EVENTS).varint(sub).varint(brokerNow).varint(events.length)
   for (const e of events) {
     w.varint(e.position).string(e.serviceId).string(e.instance).varint(e.seq)
       .u8(flags(e.category, e.isNull, e.payloadKind)).varint(e.raisedAt).varint(e.receivedAt)
@@ -240,11 +246,16 @@ export function encodeEvents (sub: number, events: readonly StoredEvent[]): Buff
   return w.finish()
 }
 
-/** Decodes an EVENTS frame; `name` is the subscription's event name. */
-export function decodeEvents (buf: Buffer, nameOf: (sub: number) => string): EventsFrame {
+/**
+ * Decodes an EVENTS frame. `nameOf` gives the subscription's event name, or null for a subscription
+ * the client no longer has (a frame from before a resubscription): then the frame is skipped and null returned.
+ */
+export function decodeEvents (buf: Buffer, nameOf: (sub: number) => string | null): EventsFrame | null {
   const r = checkFrame(buf, FrameType.EVENTS, 'EVENTS')
   const sub = r.varint('sub')
+  const brokerNow = r.varint('brokerNow')
   const name = nameOf(sub)
+  if (name === null) return null
   const n = checkCount(r.varint('event count'))
   const events: StoredEvent[] = new Array<StoredEvent>(n)
   for (let i = 0; i < n; i++) {
@@ -261,14 +272,19 @@ export function decodeEvents (buf: Buffer, nameOf: (sub: number) => string): Eve
     events[i] = { position, serviceId, instance, seq, name, category, isNull, payloadKind, raisedAt, receivedAt, expiresAt: exp === 0 ? null : exp, recipient, payload }
   }
   r.end('EVENTS')
-  return { sub, events }
+  return { sub, brokerNow, events }
 }
 
 // ---------------------------------------------------------------- CONTROL (broker -> client), JSON
 
 /** Broker answers to client requests ([FRAME-CONTROL-1]). */
 export type Control =
-  | { readonly op: 'subscribed', readonly sub: number, readonly category: Category, readonly head: number }
+  /**
+   * The subscription is active. `head` is where it starts: the client records it as its position if
+   * it had none. `reset` is true when the client's position was ahead of everything the broker ever
+   * assigned (the broker's store was replaced): delivery restarts from the oldest event held.
+   */
+  | { readonly op: 'subscribed', readonly sub: number, readonly category: Category, readonly head: number, readonly reset: boolean }
   | { readonly op: 'error', readonly sub: number | null, readonly code: string, readonly message: string }
 
 export function encodeControl (c: Control): Buffer {
@@ -285,8 +301,8 @@ export function decodeControl (buf: Buffer): Control {
   }
   const o = v as Record<string, unknown>
   if (typeof v !== 'object' || v === null) throw new ProtocolError('CONTROL frame is not a JSON object')
-  if (o.op === 'subscribed' && isInt(o.sub, 1) && isInt(o.head) && typeof o.category === 'string' && (CATEGORY_BY_CODE as readonly string[]).includes(o.category)) {
-    return { op: 'subscribed', sub: o.sub, category: o.category as Category, head: o.head }
+  if (o.op === 'subscribed' && isInt(o.sub, 1) && isInt(o.head) && typeof o.reset === 'boolean' && typeof o.category === 'string' && (CATEGORY_BY_CODE as readonly string[]).includes(o.category)) {
+    return { op: 'subscribed', sub: o.sub, category: o.category as Category, head: o.head, reset: o.reset }
   }
   if (o.op === 'error' && (o.sub === null || isInt(o.sub, 1)) && typeof o.code === 'string' && typeof o.message === 'string') {
     return { op: 'error', sub: o.sub, code: o.code, message: o.message }

@@ -1,8 +1,11 @@
 /** Checks user options against a frozen defaults table; a wrong value throws a ConfigError naming the option. */
 import { ConfigError } from './errors.js'
 
+/** Widens literal types of a defaults table (`2000` -> `number`). */
+export type Widened<T> = { -readonly [K in keyof T]: T[K] extends number ? number : T[K] extends boolean ? boolean : T[K] }
+
 /** Merges `given` over `defaults`; unknown keys and values of the wrong type are ConfigErrors. */
-export function withDefaults<T extends object> (component: string, defaults: Readonly<T>, given: Partial<T> | undefined): T {
+export function withDefaults<T extends object> (component: string, defaults: T, given: { readonly [K in keyof T]?: Widened<T>[K] | undefined } | undefined): Widened<T> {
   const out = { ...defaults } as Record<string, unknown>
   for (const [k, v] of Object.entries(given ?? {})) {
     if (v === undefined) continue
@@ -11,7 +14,7 @@ export function withDefaults<T extends object> (component: string, defaults: Rea
     if (d !== null && d !== undefined && typeof d !== typeof v) throw new ConfigError(`${component}: option "${k}" must be a ${typeof d}, got ${typeof v}`)
     out[k] = v
   }
-  return out as T
+  return out as Widened<T>
 }
 
 /** Throws a ConfigError unless `value` is a whole number in [min, max]. */

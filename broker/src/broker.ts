@@ -1,0 +1,248 @@
+/**
+ * The Herald broker core: aedes inside, policy as hooks, no sockets ([CONN-*] in docs/protocol.md).
+ * Connections are handed in as duplex streams by listeners (listeners/tcp-listener.ts).
+ */
+import type { Duplex } from 'node:stream'
+import { Aedes, type Client } from 'aedes'
+import {
+  AuthError, ConfigError, ErrorCode, checkInt, clientMessageTopic, clientRequestTopic, serviceAckTopic, serviceUpTopic,
+  silentLogger, systemClock, withDefaults, type Clock, type Logger, type Site
+} from '@herald/shared'
+import { authenticate, type Principal } from './auth/principal.js'
+import { Delivery, type ClientSession } from './delivery/delivery.js'
+import type { EventStore } from './event-store/event-store.js'
+import { PacketSizeGuard } from './listeners/packet-size-guard.js'
+import { Uplink, type UplinkStats } from './uplink/uplink.js'
+
+/** Broker options; every limit has a default in BROKER_DEFAULTS. */
+export interface BrokerOptions {
+  /** The validated site structure (loadSite()). */
+  readonly site: Site
+  /** Where events are stored; the broker closes it on close(). */
+  readonly store: EventStore
+  /** Default: the system clock. */
+  readonly clock?: Clock
+  /** Default: silent. */
+  readonly logger?: Logger
+  /** Most simultaneous connections. Default 10,000. */
+  readonly maxConnections?: number
+  /** Largest MQTT packet accepted, in bytes. Default 17 MiB (a full UP frame of 16 MiB plus headers). */
+  readonly maxPacketBytes?: number
+  /** Largest in-flight window a client subscription may ask for. Default 10,000 events. */
+  readonly maxWindow?: number
+  /** Most events in one EVENTS frame. Default 500. */
+  readonly maxEventsPerFrame?: number
+  /** Most subscriptions on one client connection. Default 1,000. */
+  readonly maxSubscriptions?: number
+  /** How often expired events are purged, in ms. Default 60,000. */
+  readonly purgeIntervalMs?: number
+}
+
+/** The defaults of every BrokerOptions limit. */
+export const BROKER_DEFAULTS = Object.freeze({
+  maxConnections: 10_000,
+  maxPacketBytes: 17 * 1024 * 1024,
+  maxWindow: 10_000,
+  maxEventsPerFrame: 500,
+  maxSubscriptions: 1000,
+  purgeIntervalMs: 60_000
+})
+
+/** Counters a broker exposes. */
+export interface BrokerStats {
+  readonly connections: number
+  readonly clientSessions: number
+  readonly storedEvents: number
+  readonly head: number
+  readonly uplink: Readonly<UplinkStats>
+  readonly delivered: number
+}
+
+/** A running broker. */
+export interface Broker {
+  /** Serves one connection (a TCP socket, a WebSocket stream, ...). */
+  handle (stream: Duplex): void
+  stats (): BrokerStats
+  readonly store: EventStore
+  /** Closes every connection, stops timers and closes the store. */
+  close (): Promise<void>
+}
+
+interface AuthCodeError extends Error { returnCode: number }
+
+function connectError (err: unknown): AuthCodeError {
+  const e = new Error(err instanceof Error ? err.message : String(err)) as AuthCodeError
+  // MQTT 3.1.1 CONNACK codes: 4 bad user name or password, 5 not authorized, 3 server unavailable
+  e.returnCode = err instanceof AuthError ? (err.code === ErrorCode.BAD_CREDENTIALS ? 4 : 5) : 3
+  return e
+}
+
+/** Creates a broker around an event store. */
+export async function createBroker (options: BrokerOptions): Promise<Broker> {
+  if (options?.site === undefined || options.store === undefined) throw new ConfigError('createBroker: options "site" and "store" are required')
+  const { site, store } = options
+  const limits = withDefaults('createBroker', BROKER_DEFAULTS, {
+    maxConnections: options.maxConnections,
+    maxPacketBytes: options.maxPacketBytes,
+    maxWindow: options.maxWindow,
+    maxEventsPerFrame: options.maxEventsPerFrame,
+    maxSubscriptions: options.maxSubscriptions,
+    purgeIntervalMs: options.purgeIntervalMs
+  })
+  checkInt('createBroker', 'maxConnections', limits.maxConnections, 1, 1_000_000)
+  checkInt('createBroker', 'maxPacketBytes', limits.maxPacketBytes, 1024, 256 * 1024 * 1024)
+  checkInt('createBroker', 'maxWindow', limits.maxWindow, 1, 100_000)
+  checkInt('createBroker', 'maxEventsPerFrame', limits.maxEventsPerFrame, 1, 10_000)
+  checkInt('createBroker', 'maxSubscriptions', limits.maxSubscriptions, 1, 100_000)
+  checkInt('createBroker', 'purgeIntervalMs', limits.purgeIntervalMs, 100, 86_400_000)
+  const clock = options.clock ?? systemClock
+  const logger = options.logger ?? silentLogger
+
+  const principals = new WeakMap<Client, Principal>()
+  const sessions = new WeakMap<Client, ClientSession>()
+  const services = new Map<string, Client>()
+  let connections = 0
+
+  const publish = (topic: string, payload: Buffer): void => {
+    aedes.publish({ cmd: 'publish', topic, payload, qos: 0, retain: false, dup: false }, (err?: Error) => {
+      if (err) logger.warn({ err, topic }, 'publish to a connection failed')
+    })
+  }
+
+  const uplink = new Uplink({
+    site,
+    store,
+    clock,
+    logger,
+    sendToService: (serviceId, frame) => { publish(serviceAckTopic(serviceId), frame) },
+    onStored: (events) => { delivery.onStored(events) },
+    onStoreFailure: (serviceId) => { services.get(serviceId)?.close() }
+  })
+  const delivery = new Delivery({
+    site,
+    store,
+    clock,
+    logger,
+    limits: { maxWindow: limits.maxWindow, maxEventsPerFrame: limits.maxEventsPerFrame, maxSubscriptions: limits.maxSubscriptions },
+    sendToClient: (key, frame) => { publish(clientMessageTopic(key), frame) }
+  })
+
+  const sessionOf = (client: Client, principal: Principal): ClientSession | null => {
+    if (principal.kind !== 'client') return null
+    let s = sessions.get(client)
+    if (s === undefined) {
+      s = delivery.open(principal)
+      sessions.set(client, s)
+    }
+    return s
+  }
+
+  const aedes = await Aedes.createBroker({
+    maxClientsIdLength: 200,
+    // [CONN-LIMIT-1] connection count bound, checked before credentials
+    preConnect: (_client, _packet, done) => {
+      if (connections > limits.maxConnections) done(new Error(`connection limit of ${limits.maxConnections} reached`), false)
+      else done(null, true)
+    },
+    // [AUTH-CONNECT-1]
+    authenticate: (client, username, password, done) => {
+      authenticate(site, client.id, username, password).then((principal) => {
+        principals.set(client, principal)
+        if (principal.kind === 'service') services.set(principal.service.id, client)
+        done(null, true)
+      }, (err: unknown) => {
+        logger.info({ clientId: client.id, err: (err as Error).message }, 'connection refused')
+        done(connectError(err), false)
+      })
+    },
+    // [CONN-TOPIC-1] a connection subscribes to its own reply topic only
+    authorizeSubscribe: (client, sub, done) => {
+      const p = principals.get(client)
+      const own = p === undefined ? null : p.kind === 'service' ? serviceAckTopic(p.service.id) : clientMessageTopic(p.key)
+      if (sub.topic === own) done(null, sub)
+      else done(null, null)
+    },
+    // [CONN-TOPIC-2] a connection publishes on its own request topic only; frames are handled here,
+    // synchronously and in arrival order, and never forwarded
+    authorizePublish: (client, packet, done) => {
+      const p = client === null ? undefined : principals.get(client)
+      if (client === null || p === undefined) return done(new Error('not authorized'))
+      const payload = packet.payload as Buffer
+      if (p.kind === 'service' && packet.topic === serviceUpTopic(p.service.id)) {
+        uplink.handle(p.service, payload)
+        return done(null)
+      }
+      if (p.kind === 'client' && packet.topic === clientRequestTopic(p.key)) {
+        const s = sessionOf(client, p)
+        if (s !== null) delivery.handleRequest(s, payload)
+        return done(null)
+      }
+      logger.warn({ clientId: client.id, topic: packet.topic }, 'publish to a foreign topic; closing the connection')
+      done(new Error(`publishing on ${packet.topic} is not allowed`))
+    },
+    authorizeForward: (client, packet) => {
+      // frames on request topics are consumed by the broker, never delivered
+      return packet.topic.endsWith('/up') || packet.topic.endsWith('/req') ? null : packet
+    }
+  })
+  aedes.on('clientDisconnect', (client) => {
+    const s = sessions.get(client)
+    if (s !== undefined) delivery.close(s)
+    const p = principals.get(client)
+    if (p?.kind === 'service' && services.get(p.service.id) === client) services.delete(p.service.id)
+  })
+  aedes.on('clientError', (client, err) => { logger.debug({ clientId: client.id, err: err.message }, 'client error') })
+  aedes.on('connectionError', (_client, err) => { logger.debug({ err: err.message }, 'connection error') })
+
+  const purge = setInterval(() => {
+    store.purgeExpired(clock.now()).then((n) => {
+      if (n > 0) logger.info({ purged: n }, 'purged expired events')
+    }, (err: unknown) => { logger.error({ err }, 'purging expired events failed') })
+  }, limits.purgeIntervalMs)
+  purge.unref()
+
+  let closed = false
+  return {
+    store,
+    handle (stream: Duplex): void {
+      if (closed) {
+        stream.destroy()
+        return
+      }
+      connections++
+      const client = aedes.handle(stream)
+      // [CONN-LIMIT-2] aedes reads through 'readable'; read() also emits 'data' with each chunk
+      // before aedes parses it, so the guard sees every byte first without taking over the flow
+      const guard = new PacketSizeGuard(limits.maxPacketBytes)
+      stream.on('data', (chunk: Buffer) => {
+        const problem = guard.feed(chunk)
+        if (problem !== null) {
+          logger.warn({ problem }, 'closing a connection')
+          stream.destroy()
+        }
+      })
+      stream.once('close', () => {
+        connections--
+        const s = sessions.get(client)
+        if (s !== undefined) delivery.close(s)
+      })
+    },
+    stats (): BrokerStats {
+      return {
+        connections,
+        clientSessions: delivery.sessionCount,
+        storedEvents: store.count(),
+        head: store.head(),
+        uplink: { ...uplink.stats },
+        delivered: delivery.delivered
+      }
+    },
+    async close (): Promise<void> {
+      if (closed) return
+      closed = true
+      clearInterval(purge)
+      await new Promise<void>((resolve) => { aedes.close(() => { resolve() }) })
+      await store.close()
+    }
+  }
+}

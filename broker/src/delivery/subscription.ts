@@ -1,0 +1,62 @@
+/** One client subscription at the broker: its cursor, its in-flight window, its filters. */
+import type { EventDefinition, StoredEvent } from '@herald/shared'
+
+export class Subscription {
+  /** Position of the last event sent to the client. */
+  cursor: number
+  /** Positions sent and not yet acknowledged, oldest first (a ring bounded by `window`). */
+  private readonly sent: number[] = []
+  private sentHead = 0
+  /** True when the last read found nothing more: new events can go straight from memory. */
+  caughtUp = false
+  /** A read is under way. */
+  reading = false
+  /** Events were stored while a read was under way: read again. */
+  dirty = false
+  closed = false
+
+  constructor (
+    readonly id: number,
+    readonly def: EventDefinition,
+    readonly services: ReadonlySet<string> | null,
+    /** The recipient key for private events, else null. */
+    readonly recipient: string | null,
+    readonly window: number,
+    start: number
+  ) {
+    this.cursor = start
+  }
+
+  /** Events in flight (sent, not acknowledged). */
+  get inflight (): number {
+    return this.sent.length - this.sentHead
+  }
+
+  /** How many more events may be sent now. */
+  get credit (): number {
+    return this.window - this.inflight
+  }
+
+  matches (e: StoredEvent): boolean {
+    if (e.name !== this.def.name || e.position <= this.cursor) return false
+    if (this.services !== null && !this.services.has(e.serviceId)) return false
+    if (this.recipient !== null && e.recipient !== this.recipient) return false
+    return true
+  }
+
+  /** Records events as sent. */
+  markSent (events: readonly StoredEvent[]): void {
+    for (const e of events) this.sent.push(e.position)
+    const last = events[events.length - 1]
+    if (last !== undefined) this.cursor = last.position
+  }
+
+  /** The client acknowledged everything up to `position` ([CLI-ACK-1]). */
+  acknowledge (position: number): void {
+    while (this.sentHead < this.sent.length && (this.sent[this.sentHead] as number) <= position) this.sentHead++
+    if (this.sentHead > 1024 && this.sentHead * 2 > this.sent.length) {
+      this.sent.splice(0, this.sentHead)
+      this.sentHead = 0
+    }
+  }
+}

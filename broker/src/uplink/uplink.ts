@@ -1,0 +1,177 @@
+/**
+ * The broker's side of uploads ([SVC-*] in docs/protocol.md): decodes UP frames, judges each event
+ * against the site, appends the accepted ones to the store (group commit), and answers with
+ * cumulative ACK frames only after the store's commit ([SVC-ACK-1]).
+ */
+import {
+  decodeUp, encodeAck, ErrorCode, HeraldError, PayloadKind, isValidName, GUEST_PRINCIPAL,
+  type AckFrame, type Clock, type Logger, type RaisedEvent, type Rejection, type ServiceDefinition, type Site, type StoredEvent, type UpFrame
+} from '@herald/shared'
+import type { EventStore } from '../event-store/event-store.js'
+
+/** What the uplink needs from the broker around it. */
+export interface UplinkContext {
+  readonly site: Site
+  readonly store: EventStore
+  readonly clock: Clock
+  readonly logger: Logger
+  /** Sends a frame on the service's ack topic. */
+  sendToService (serviceId: string, frame: Buffer): void
+  /** Called with newly stored events, after their commit, in position order. */
+  onStored (events: readonly StoredEvent[]): void
+  /** Called when the store failed: the service's connection should be dropped so it resends. */
+  onStoreFailure (serviceId: string, err: unknown): void
+}
+
+/** Counters for status and tests. */
+export interface UplinkStats {
+  frames: number
+  stored: number
+  duplicates: number
+  rejected: number
+  malformed: number
+  outOfOrder: number
+}
+
+/** Rejections merged into one ACK frame at most (the codec accepts up to 10,000). */
+const MAX_REJECTIONS_PER_ACK = 1000
+
+interface PendingAck {
+  instance: string
+  acked: number
+  rejections: Rejection[]
+  error: { code: string, message: string } | null
+}
+
+function isRecipient (s: string | null): boolean {
+  if (s === null) return false
+  const slash = s.indexOf('/')
+  if (slash < 0) return false
+  const user = s.slice(0, slash)
+  return (user === GUEST_PRINCIPAL || isValidName(user)) && isValidName(s.slice(slash + 1))
+}
+
+export class Uplink {
+  /** Per (service, instance): the highest seq accepted into the store's queue (committed or not). */
+  private readonly accepted = new Map<string, number>()
+  private readonly pendingAcks = new Map<string, PendingAck>()
+  private ackScheduled = false
+  readonly stats: UplinkStats = { frames: 0, stored: 0, duplicates: 0, rejected: 0, malformed: 0, outOfOrder: 0 }
+
+  constructor (private readonly ctx: UplinkContext) {}
+
+  /** Handles one UP frame from an authenticated service. Synchronous up to the store's queue. */
+  handle (service: ServiceDefinition, payload: Buffer): void {
+    this.stats.frames++
+    let frame: UpFrame
+    try {
+      frame = decodeUp(payload)
+    } catch (err) {
+      // [SVC-MALFORMED-1] a frame that cannot be decoded is answered with an error; nothing is stored
+      this.stats.malformed++
+      this.ctx.logger.warn({ service: service.id, err }, 'malformed UP frame')
+      this.queueAck(service.id, { instance: '', acked: 0, rejections: [], error: { code: ErrorCode.MALFORMED_FRAME, message: (err as Error).message } })
+      return
+    }
+    const key = `${service.id}\u0000${frame.instance}`
+    const accepted = this.accepted.get(key) ?? this.ctx.store.lastSeq(service.id, frame.instance)
+    if (frame.after > accepted) {
+      // [SVC-ORDER-1] an earlier frame of this instance is missing: refuse, tell the service where we are
+      this.stats.outOfOrder++
+      this.queueAck(service.id, {
+        instance: frame.instance,
+        acked: this.ctx.store.lastSeq(service.id, frame.instance),
+        rejections: [],
+        error: { code: ErrorCode.OUT_OF_ORDER, message: `frame continues after seq ${frame.after}, but the broker has handled only up to ${accepted}` }
+      })
+      return
+    }
+    const judged = this.judge(service, frame, accepted)
+    if (judged instanceof HeraldError) {
+      this.stats.malformed++
+      this.queueAck(service.id, { instance: frame.instance, acked: this.ctx.store.lastSeq(service.id, frame.instance), rejections: [], error: { code: judged.code, message: judged.message } })
+      return
+    }
+    const { events, rejections, last } = judged
+    this.stats.rejected += rejections.length
+    if (last > accepted) this.accepted.set(key, last)
+    const receivedAt = this.ctx.clock.now()
+    this.ctx.store.append({ serviceId: service.id, instance: frame.instance, events, handledUpTo: last, receivedAt }).then((result) => {
+      this.stats.stored += result.stored.length
+      this.stats.duplicates += result.duplicates
+      this.queueAck(service.id, { instance: frame.instance, acked: result.lastSeq, rejections, error: null })
+      if (result.stored.length > 0) this.ctx.onStored(result.stored)
+    }, (err: unknown) => {
+      // [SVC-ORDER-2] nothing of this frame is stored: forget what was accepted after the last commit,
+      // so the resent frames are accepted again, and drop the connection so the service resends
+      this.accepted.set(key, this.ctx.store.lastSeq(service.id, frame.instance))
+      this.ctx.logger.error({ service: service.id, err }, 'event store append failed')
+      this.ctx.onStoreFailure(service.id, err)
+    })
+  }
+
+  /** Checks every event of a frame ([SVC-REJECT-1]); a broken sequence order rejects the whole frame. */
+  private judge (service: ServiceDefinition, frame: UpFrame, accepted: number): { events: RaisedEvent[], rejections: Rejection[], last: number } | HeraldError {
+    const events: RaisedEvent[] = []
+    const rejections: Rejection[] = []
+    let prev = frame.after
+    for (const e of frame.events) {
+      if (e.seq <= prev) return new HeraldError(ErrorCode.MALFORMED_FRAME, `seq ${e.seq} does not follow ${prev}: sequence numbers must increase within a frame and after "after"`)
+      prev = e.seq
+      if (e.seq <= accepted) continue // a duplicate: the store counts it
+      const reason = this.reject(service, e)
+      if (reason === null) events.push(e)
+      else rejections.push({ seq: e.seq, code: reason[0], message: reason[1] })
+    }
+    return { events, rejections, last: prev }
+  }
+
+  private reject (service: ServiceDefinition, e: RaisedEvent): [ErrorCode, string] | null {
+    const def = this.ctx.site.events.get(e.name)
+    if (def === undefined) return [ErrorCode.UNKNOWN_EVENT, `event "${e.name}" is not defined in the site`]
+    if (!service.events.has(e.name)) return [ErrorCode.NOT_AUTHORIZED, `service "${service.id}" may not raise "${e.name}"`]
+    if (def.category !== e.category) return [ErrorCode.WRONG_CATEGORY, `event "${e.name}" is ${def.category}, raised as ${e.category}`]
+    if (e.payload.byteLength > def.maxPayloadBytes) return [ErrorCode.PAYLOAD_TOO_LARGE, `payload of ${e.payload.byteLength} bytes is over the limit of ${def.maxPayloadBytes} for "${e.name}"`]
+    if (e.isNull !== (e.payloadKind === PayloadKind.none)) return [ErrorCode.INVALID_ARGUMENT, 'a null event has no payload, and only a null event has none']
+    if (e.isNull && def.category !== 'replacing') return [ErrorCode.INVALID_ARGUMENT, `only replacing events can be null; "${e.name}" is ${def.category}`]
+    if (def.category === 'private' && !isRecipient(e.recipient)) return [ErrorCode.INVALID_ARGUMENT, `recipient ${JSON.stringify(e.recipient)} is not a client key <user>/<clientName>`]
+    if (e.payloadKind === PayloadKind.json) {
+      try {
+        JSON.parse(Buffer.from(e.payload.buffer, e.payload.byteOffset, e.payload.byteLength).toString('utf8'))
+      } catch {
+        return [ErrorCode.MALFORMED_FRAME, `payload of seq ${e.seq} is marked JSON but is not valid JSON`]
+      }
+    }
+    return null
+  }
+
+  /** Merges acks per (service, instance) and sends them once per turn of the event loop. */
+  private queueAck (serviceId: string, ack: PendingAck): void {
+    const k = `${serviceId}\u0000${ack.instance}`
+    const prev = this.pendingAcks.get(k)
+    if (prev === undefined || ack.error !== null || prev.error !== null || prev.rejections.length + ack.rejections.length > MAX_REJECTIONS_PER_ACK) {
+      if (prev !== undefined) this.sendAck(serviceId, prev)
+      this.pendingAcks.set(k, ack)
+    } else {
+      prev.acked = Math.max(prev.acked, ack.acked)
+      for (const r of ack.rejections) prev.rejections.push(r)
+    }
+    if (!this.ackScheduled) {
+      this.ackScheduled = true
+      setImmediate(() => { this.flushAcks() })
+    }
+  }
+
+  private flushAcks (): void {
+    this.ackScheduled = false
+    for (const [k, ack] of this.pendingAcks) {
+      this.sendAck(k.slice(0, k.indexOf('\u0000')), ack)
+    }
+    this.pendingAcks.clear()
+  }
+
+  private sendAck (serviceId: string, ack: PendingAck): void {
+    const frame: AckFrame = ack
+    this.ctx.sendToService(serviceId, encodeAck(frame))
+  }
+}

@@ -1,0 +1,429 @@
+/**
+ * ClientEndpoint: subscribes to events from an application, keeps only positions, and hands each
+ * stored event to its handler exactly once per subscription (at most once more, flagged
+ * `redelivered`, after a crash between handler and commit; exactly once in transactional mode).
+ */
+import type Database from 'better-sqlite3'
+import {
+  AsyncQueue, ClosedError, ConfigError, ErrorCode, FrameType, HeraldError, Link, RequestError, TypedEmitter,
+  assertName, backoffDelay, checkInt, clientClientId, clientKey, clientMessageTopic, clientRequestTopic,
+  decodeControl, decodeEvents, encodeRequest, errorFromWire, frameType, isValidName, silentLogger, systemClock, withDefaults,
+  type Clock, type Logger, type Widened, type StartFrom
+} from '@herald/shared'
+import { ClientSubscription, type EventHandler } from './client-subscription.js'
+import { toHeraldEvent, type HeraldEvent } from './herald-event.js'
+import { MemoryPositionStore } from './positions/memory-position-store.js'
+import type { PositionStore } from './positions/position-store.js'
+import { SqlitePositionStore } from './positions/sqlite-position-store.js'
+
+export interface ClientEndpointOptions {
+  /** `mqtt://host:port` of the broker. */
+  readonly url: string
+  /** This client's name; with the user it forms the client key `<user>/<clientName>` private events are addressed to. */
+  readonly clientName: string
+  /** User name; leave out to connect as a guest (if the site admits guests). */
+  readonly user?: string
+  readonly password?: string
+  /** Where positions are kept. Default: memory (a restarted client starts over). */
+  readonly positions?: PositionStore
+  /** Default in-flight window per subscription, in events. Default 1,000. */
+  readonly window?: number
+  /** First delay before retrying a failed handler, ms. Default 100. */
+  readonly retryInitialMs?: number
+  /** Largest delay between handler retries, ms. Default 30,000. */
+  readonly retryMaxMs?: number
+  /** First reconnect delay in ms. Default 100. */
+  readonly reconnectInitialMs?: number
+  /** Largest reconnect delay in ms. Default 10,000. */
+  readonly reconnectMaxMs?: number
+  /** Connect timeout in ms. Default 10,000. */
+  readonly connectTimeoutMs?: number
+  /** MQTT keepalive in seconds. Default 30. */
+  readonly keepaliveSec?: number
+  readonly clock?: Clock
+  readonly logger?: Logger
+}
+
+/** Defaults of the numeric ClientEndpointOptions. */
+export const CLIENT_ENDPOINT_DEFAULTS = Object.freeze({
+  window: 1000,
+  retryInitialMs: 100,
+  retryMaxMs: 30_000,
+  reconnectInitialMs: 100,
+  reconnectMaxMs: 10_000,
+  connectTimeoutMs: 10_000,
+  keepaliveSec: 30
+})
+
+export interface SubscribeOptions {
+  /** Only events from these services. Default: all services. */
+  readonly services?: readonly string[]
+  /** Where to start when this subscription has no position yet: everything the broker holds (default) or only new events. */
+  readonly start?: StartFrom
+  /** The key its position is kept under. Default: the event name, plus `?services=a,b` when filtered. */
+  readonly key?: string
+  /** In-flight window for this subscription. Default: the endpoint's. */
+  readonly window?: number
+  /**
+   * Transactional mode ([CLI-TX-1]): the application's better-sqlite3 database. The handler must be
+   * synchronous; it runs inside a transaction on this database in which the position is committed too.
+   */
+  readonly transaction?: Database.Database
+}
+
+/** A live subscription. */
+export interface Subscription {
+  readonly key: string
+  readonly event: string
+  /** Events handled (committed) since subscribe(). */
+  readonly delivered: number
+  /** Of which were flagged redelivered. */
+  readonly redelivered: number
+  /** Handler failures retried. */
+  readonly retries: number
+  /** The position of the last committed event. */
+  readonly position: number
+  unsubscribe (): Promise<void>
+}
+
+export interface ClientStatus {
+  readonly state: 'connecting' | 'online' | 'offline' | 'closed'
+  readonly subscriptions: number
+  readonly lastError: HeraldError | null
+}
+
+export interface ClientEndpointEvents {
+  status: (status: ClientStatus) => void
+  /** A handler threw; the same event is retried after `retryInMs` ([CLI-RETRY-1]). */
+  handlerError: (info: { key: string, event: HeraldEvent, error: unknown, attempt: number, retryInMs: number }) => void
+  /** The broker ended a subscription after it was active (e.g. access revoked). */
+  subscriptionError: (info: { key: string, error: HeraldError }) => void
+  error: (error: HeraldError) => void
+}
+
+export class ClientEndpoint extends TypedEmitter<ClientEndpointEvents> {
+  /** `<user>/<clientName>`: the address of this client's private events. */
+  readonly key: string
+  readonly positions: PositionStore
+  private readonly opts: Widened<typeof CLIENT_ENDPOINT_DEFAULTS>
+  private readonly clock: Clock
+  private readonly logger: Logger
+  private readonly link: Link
+  private readonly reqTopic: string
+  private readonly subs = new Map<string, ClientSubscription>()
+  private readonly wire = new Map<number, ClientSubscription>()
+  private nextWireId = 0
+  private ackScheduled = false
+  private state: ClientStatus['state'] = 'connecting'
+  private lastError: HeraldError | null = null
+  private closed = false
+  private readonly statusQueues = new Set<AsyncQueue<ClientStatus>>()
+
+  constructor (options: ClientEndpointOptions) {
+    super()
+    if (options === undefined || options === null) throw new ConfigError('ClientEndpoint: options are required')
+    if (typeof options.url !== 'string') throw new ConfigError('ClientEndpoint: option "url" must be a string like mqtt://host:1883')
+    assertName(options.clientName, 'ClientEndpoint: clientName')
+    if (options.user !== undefined) assertName(options.user, 'ClientEndpoint: user')
+    if (options.user !== undefined && typeof options.password !== 'string') throw new ConfigError('ClientEndpoint: option "password" is required with "user"')
+    const { url: _u, clientName: _n, user: _us, password: _p, positions: _pos, clock: _c, logger: _l, ...numeric } = options
+    this.opts = withDefaults('ClientEndpoint', CLIENT_ENDPOINT_DEFAULTS, numeric)
+    checkInt('ClientEndpoint', 'window', this.opts.window, 1, 100_000)
+    this.clock = options.clock ?? systemClock
+    this.logger = options.logger ?? silentLogger
+    this.positions = options.positions ?? new MemoryPositionStore()
+    this.key = clientKey(options.user ?? null, options.clientName)
+    this.reqTopic = clientRequestTopic(this.key)
+    this.link = new Link({
+      url: options.url,
+      clientId: clientClientId(this.key),
+      username: options.user,
+      password: options.password,
+      replyTopic: clientMessageTopic(this.key),
+      reconnect: { initialMs: this.opts.reconnectInitialMs, maxMs: this.opts.reconnectMaxMs },
+      connectTimeoutMs: this.opts.connectTimeoutMs,
+      keepaliveSec: this.opts.keepaliveSec,
+      logger: this.logger
+    })
+    this.link.on('connecting', () => { this.setState('connecting') })
+    this.link.on('online', () => {
+      this.lastError = null
+      this.setState('online')
+      for (const sub of this.subs.values()) this.resubscribe(sub)
+    })
+    this.link.on('offline', (err) => {
+      this.wire.clear()
+      for (const sub of this.subs.values()) {
+        sub.wireId = 0
+        sub.clearQueue()
+      }
+      if (err !== null) {
+        this.lastError = err
+        // [CLI-AUTH-1] refused credentials fail the subscriptions waiting for the broker
+        if (err.code === ErrorCode.BAD_CREDENTIALS || err.code === ErrorCode.NOT_AUTHORIZED) {
+          for (const sub of this.subs.values()) this.failSettle(sub, err)
+        }
+      }
+      if (!this.closed) this.setState('offline')
+    })
+    this.link.on('frame', (payload) => { this.onFrame(payload) })
+  }
+
+  /** Starts connecting. Subscriptions made before are sent once online. */
+  start (): this {
+    if (this.closed) throw new ClosedError('ClientEndpoint is closed')
+    this.link.start()
+    return this
+  }
+
+  /**
+   * Subscribes to an event ([CLI-SUB-1]). Resolves once the broker accepted the subscription;
+   * rejects with a typed error (UNKNOWN_EVENT, NOT_AUTHORIZED, BAD_CREDENTIALS, ...) otherwise.
+   */
+  async subscribe (eventName: string, options: SubscribeOptions, handler: EventHandler): Promise<Subscription> {
+    if (this.closed) throw new ClosedError('ClientEndpoint is closed')
+    if (!isValidName(eventName)) throw new RequestError(ErrorCode.INVALID_ARGUMENT, `subscribe: ${JSON.stringify(eventName)} is not a valid event name`)
+    if (typeof handler !== 'function') throw new ConfigError('subscribe: handler must be a function')
+    const services = options.services === undefined ? null : [...options.services].sort()
+    if (services !== null) {
+      for (const s of services) assertName(s, 'subscribe: services[]')
+    }
+    const key = options.key ?? (services === null ? eventName : `${eventName}?services=${services.join(',')}`)
+    if (this.subs.has(key)) throw new ConfigError(`subscribe: a subscription with key "${key}" exists already`)
+    const start = options.start ?? 'all'
+    if (start !== 'all' && start !== 'new') throw new ConfigError('subscribe: option "start" must be "all" or "new"')
+    const window = options.window ?? this.opts.window
+    checkInt('subscribe', 'window', window, 1, 100_000)
+    const positions = options.transaction === undefined ? this.positions : new SqlitePositionStore({ database: options.transaction })
+    const sub = new ClientSubscription(key, eventName, services, start, window, handler, positions, options.transaction ?? null)
+    const recorded = positions.get(key)
+    sub.committed = recorded?.position ?? 0
+    sub.crashStarted = recorded?.started ?? null
+    this.subs.set(key, sub)
+    const settled = new Promise<void>((resolve, reject) => { sub.settle = { resolve, reject } })
+    if (this.link.online) this.resubscribe(sub)
+    try {
+      await settled
+    } catch (err) {
+      this.subs.delete(key)
+      throw err
+    }
+    return this.view(sub)
+  }
+
+  private view (sub: ClientSubscription): Subscription {
+    return {
+      key: sub.key,
+      event: sub.event,
+      get delivered () { return sub.delivered },
+      get redelivered () { return sub.redelivered },
+      get retries () { return sub.retries },
+      get position () { return sub.committed },
+      unsubscribe: async () => {
+        sub.closed = true
+        if (sub.wireId !== 0) {
+          this.link.send(this.reqTopic, encodeRequest({ op: 'unsub', sub: sub.wireId }))
+          this.wire.delete(sub.wireId)
+        }
+        this.subs.delete(sub.key)
+        await sub.idle()
+      }
+    }
+  }
+
+  /** (Re)sends a subscription once no handler of it is running, from its committed position ([CLI-RESUME-1]). */
+  private resubscribe (sub: ClientSubscription): void {
+    void sub.idle().then(() => {
+      if (sub.closed || !this.link.online || sub.wireId !== 0) return
+      const id = ++this.nextWireId
+      sub.wireId = id
+      this.wire.set(id, sub)
+      const recorded = sub.positions.get(sub.key)
+      sub.committed = recorded?.position ?? 0
+      this.link.send(this.reqTopic, encodeRequest({
+        op: 'sub', sub: id, event: sub.event, services: sub.services, position: sub.committed, start: sub.start, window: sub.window
+      }))
+    })
+  }
+
+  private failSettle (sub: ClientSubscription, err: HeraldError): void {
+    const s = sub.settle
+    if (s !== null) {
+      sub.settle = null
+      sub.closed = true
+      s.reject(err)
+    }
+  }
+
+  private onFrame (payload: Buffer): void {
+    try {
+      const type = frameType(payload)
+      if (type === FrameType.EVENTS) {
+        const frame = decodeEvents(payload, (id) => this.wire.get(id)?.event ?? null)
+        if (frame === null) return
+        const sub = this.wire.get(frame.sub) as ClientSubscription
+        const now = this.clock.now()
+        for (const e of frame.events) sub.queue.push({ event: e, ageAtSend: Math.max(0, frame.brokerNow - e.receivedAt), arrivedAt: now })
+        this.process(sub)
+      } else if (type === FrameType.CONTROL) {
+        const c = decodeControl(payload)
+        if (c.op === 'subscribed') {
+          const sub = this.wire.get(c.sub)
+          if (sub === undefined) return
+          const recorded = sub.positions.get(sub.key)
+          if (c.reset) {
+            // [CLI-RESET-1] the broker's store was replaced: our position means nothing there
+            this.logger.warn({ key: sub.key, position: sub.committed }, 'the broker has no events up to this position; starting over from what it holds')
+            sub.positions.commit(sub.key, 0)
+            sub.committed = 0
+          } else if (recorded === null || (recorded.position === 0 && c.head > 0)) {
+            // [CLI-START-1] remember where a first subscription started
+            sub.positions.commit(sub.key, c.head)
+            sub.committed = c.head
+          }
+          const s = sub.settle
+          sub.settle = null
+          s?.resolve()
+        } else {
+          const error = errorFromWire(c.code, c.message)
+          const sub = c.sub === null ? undefined : this.wire.get(c.sub)
+          if (sub === undefined) {
+            this.reportError(error)
+            return
+          }
+          this.wire.delete(sub.wireId)
+          sub.wireId = 0
+          if (error.code === ErrorCode.PERSISTENCE_FAILED) {
+            // the broker could not read: try again after a while
+            setTimeout(() => { if (!sub.closed) this.resubscribe(sub) }, this.opts.retryInitialMs * 10).unref()
+            return
+          }
+          sub.closed = true
+          this.subs.delete(sub.key)
+          if (sub.settle !== null) this.failSettle(sub, error)
+          else this.emit('subscriptionError', { key: sub.key, error })
+        }
+      } else {
+        this.reportError(new HeraldError(ErrorCode.MALFORMED_FRAME, `unexpected frame type ${type}`))
+      }
+    } catch (err) {
+      this.reportError(err)
+    }
+  }
+
+  /** Runs the handler over the queue, one event at a time, in order ([CLI-ORDER-1]). */
+  private process (sub: ClientSubscription): void {
+    if (sub.processing) return
+    sub.processing = true
+    this.loop(sub).catch((err: unknown) => { this.reportError(err) }).finally(() => { sub.markIdle() })
+  }
+
+  private async loop (sub: ClientSubscription): Promise<void> {
+    for (let item = sub.take(); item !== undefined && !sub.closed; item = sub.take()) {
+      const e = item.event
+      if (e.position <= sub.committed) continue // already handled (a frame from before a resubscription)
+      let redelivered = sub.crashStarted === e.position
+      if (redelivered) sub.crashStarted = null
+      for (let attempt = 1; ; attempt++) {
+        const event = toHeraldEvent(e, item.ageAtSend + (this.clock.now() - item.arrivedAt), redelivered)
+        try {
+          if (sub.transaction !== null) {
+            this.runTransactional(sub, event)
+          } else {
+            // [CLI-REDELIVER-1] recorded before the handler, so a crash inside it is known after restart
+            sub.positions.markStarted(sub.key, e.position)
+            await sub.handler(event)
+            sub.positions.commit(sub.key, e.position)
+          }
+          break
+        } catch (error) {
+          if (error instanceof ConfigError) throw error
+          const retryInMs = backoffDelay(attempt - 1, { initialMs: this.opts.retryInitialMs, maxMs: this.opts.retryMaxMs })
+          sub.retries++
+          // [CLI-RETRY-1] never skipped: reported and retried with backoff
+          if (this.listenerCount('handlerError') > 0) this.emit('handlerError', { key: sub.key, event, error, attempt, retryInMs })
+          else this.logger.warn({ key: sub.key, position: e.position, err: error, attempt }, 'handler failed; retrying')
+          await new Promise((resolve) => setTimeout(resolve, retryInMs))
+          if (sub.closed || this.closed) return
+          redelivered = sub.transaction === null
+        }
+      }
+      sub.committed = e.position
+      sub.delivered++
+      if (redelivered) sub.redelivered++
+      this.scheduleAck(sub)
+    }
+  }
+
+  /** [CLI-TX-1] the handler's writes and the position commit in one transaction. */
+  private runTransactional (sub: ClientSubscription, event: HeraldEvent): void {
+    const db = sub.transaction as Database.Database
+    db.transaction(() => {
+      const r = sub.handler(event) as unknown
+      if (r !== undefined && typeof (r as { then?: unknown }).then === 'function') {
+        throw new ConfigError(`subscription "${sub.key}": a transactional handler must be synchronous (it returned a promise)`)
+      }
+      sub.positions.commit(sub.key, event.position)
+    })()
+  }
+
+  /** Tells the broker what was committed, once per turn of the event loop ([CLI-ACK-1]). */
+  private scheduleAck (sub: ClientSubscription): void {
+    sub.ackDue = true
+    if (this.ackScheduled) return
+    this.ackScheduled = true
+    setImmediate(() => {
+      this.ackScheduled = false
+      for (const s of this.subs.values()) {
+        if (!s.ackDue) continue
+        s.ackDue = false
+        if (s.wireId !== 0) this.link.send(this.reqTopic, encodeRequest({ op: 'ack', sub: s.wireId, position: s.committed }))
+      }
+    })
+  }
+
+  get status (): ClientStatus {
+    return { state: this.state, subscriptions: this.subs.size, lastError: this.lastError }
+  }
+
+  /** A stream of status changes, starting with the current one; ends at close(). */
+  statusUpdates (): AsyncIterable<ClientStatus> {
+    const q = new AsyncQueue<ClientStatus>(100)
+    q.push(this.status)
+    this.statusQueues.add(q)
+    return q
+  }
+
+  private setState (state: ClientStatus['state']): void {
+    if (this.state === state) return
+    this.state = state
+    const s = this.status
+    for (const q of this.statusQueues) q.push(s)
+    this.emit('status', s)
+  }
+
+  private reportError (err: unknown): void {
+    const e = err instanceof HeraldError ? err : new HeraldError(ErrorCode.INTERNAL, String((err as Error)?.message ?? err), { cause: err })
+    if (this.listenerCount('error') > 0) this.emit('error', e)
+    else this.logger.error({ err: e }, 'client endpoint error')
+  }
+
+  /** Stops receiving, waits for running handlers, closes the position store. */
+  async close (): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    for (const sub of this.subs.values()) {
+      sub.closed = true
+      this.failSettle(sub, new ClosedError('ClientEndpoint closed'))
+    }
+    await this.link.close()
+    await Promise.all([...this.subs.values()].map((s) => s.idle()))
+    for (const sub of this.subs.values()) if (sub.transaction !== null) sub.positions.close()
+    this.positions.close()
+    this.state = 'closed'
+    for (const q of this.statusQueues) {
+      q.push(this.status)
+      q.end()
+    }
+  }
+}

@@ -1,0 +1,79 @@
+/** One subscription of a client endpoint: its filters, its queue of received events, its handler loop. */
+import type Database from 'better-sqlite3'
+import type { StartFrom, StoredEvent } from '@herald/shared'
+import type { HeraldEvent } from './herald-event.js'
+import type { PositionStore } from './positions/position-store.js'
+
+/** A handler: runs one event at a time per subscription, in order. Throwing means "retry this event". */
+export type EventHandler = (event: HeraldEvent) => void | Promise<void>
+
+/** A received event waiting for the handler, with what is needed to compute its age. */
+export interface QueuedEvent {
+  readonly event: StoredEvent
+  /** Age when the broker sent it (broker clock). */
+  readonly ageAtSend: number
+  /** Local clock when it arrived. */
+  readonly arrivedAt: number
+}
+
+export class ClientSubscription {
+  /** The id of the current wire subscription; 0 when none (offline or not yet sent). */
+  wireId = 0
+  /** The position of the last event committed (cached from the store). */
+  committed = 0
+  /** The position of an event whose handler started in an earlier run and never committed. */
+  crashStarted: number | null = null
+  readonly queue: QueuedEvent[] = []
+  queueHead = 0
+  processing = false
+  ackDue = false
+  closed = false
+  delivered = 0
+  redelivered = 0
+  retries = 0
+  private idleWaiters: Array<() => void> = []
+  settle: { resolve: () => void, reject: (err: Error) => void } | null = null
+
+  constructor (
+    readonly key: string,
+    readonly event: string,
+    readonly services: readonly string[] | null,
+    readonly start: StartFrom,
+    readonly window: number,
+    readonly handler: EventHandler,
+    readonly positions: PositionStore,
+    /** The application's database in transactional mode, else null. */
+    readonly transaction: Database.Database | null
+  ) {}
+
+  get pending (): number {
+    return this.queue.length - this.queueHead
+  }
+
+  take (): QueuedEvent | undefined {
+    if (this.queueHead >= this.queue.length) return undefined
+    const item = this.queue[this.queueHead++]
+    if (this.queueHead > 1024 && this.queueHead * 2 > this.queue.length) {
+      this.queue.splice(0, this.queueHead)
+      this.queueHead = 0
+    }
+    return item
+  }
+
+  /** Drops what was received but not handled: it is sent again after resubscribing. */
+  clearQueue (): void {
+    this.queue.length = 0
+    this.queueHead = 0
+  }
+
+  /** Resolves when no handler is running. */
+  idle (): Promise<void> {
+    if (!this.processing) return Promise.resolve()
+    return new Promise((resolve) => { this.idleWaiters.push(resolve) })
+  }
+
+  markIdle (): void {
+    this.processing = false
+    for (const w of this.idleWaiters.splice(0)) w()
+  }
+}

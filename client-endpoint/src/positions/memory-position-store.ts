@@ -1,0 +1,31 @@
+/** Positions in memory: a restarted client starts over (from everything the broker holds, or new events). */
+import type { PositionStore, SubscriptionPosition } from './position-store.js'
+
+export class MemoryPositionStore implements PositionStore {
+  readonly durable = false
+  private readonly map = new Map<string, { position: number, started: number | null }>()
+
+  get (key: string): SubscriptionPosition | null {
+    const r = this.map.get(key)
+    return r === undefined ? null : { position: r.position, started: r.started }
+  }
+
+  markStarted (key: string, position: number): void {
+    const r = this.map.get(key)
+    if (r === undefined) this.map.set(key, { position: 0, started: position })
+    else r.started = position
+  }
+
+  commit (key: string, position: number): void {
+    const r = this.map.get(key)
+    if (r === undefined) this.map.set(key, { position, started: null })
+    else {
+      r.position = position
+      r.started = null
+    }
+  }
+
+  close (): void {
+    this.map.clear()
+  }
+}

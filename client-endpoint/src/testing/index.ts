@@ -1,0 +1,1 @@
+export * from './position-store-conformance.js'

@@ -1,0 +1,135 @@
+/**
+ * The sending half of a service endpoint's uplink ([SVC-UPLOAD-1] .. [SVC-ORDER-1]): reads the
+ * backlog in seq order, skips events whose lifetime ran out, sends UP frames while the window has
+ * room, and applies the broker's cumulative acknowledgements.
+ */
+import type { RaisedEvent, UpFrame } from '@herald/shared'
+import type { ServicePersistence } from '../persistence/service-persistence.js'
+
+export interface SenderHooks {
+  /** Sends an UP frame; false if the link is down. */
+  send (frame: UpFrame): boolean
+  /** True if an event's lifetime ran out before upload. */
+  isExpired (e: RaisedEvent): boolean
+  /** Events removed because they expired before upload. */
+  onExpired (events: readonly RaisedEvent[]): void
+  onError (err: unknown): void
+}
+
+export class BacklogSender {
+  /** Highest seq the broker acknowledged (cumulative) for this instance. */
+  acked = 0
+  /** Highest seq read from the backlog on this connection (sent, or skipped as expired). */
+  private readUpTo = 0
+  /** Seq of the last event sent on this connection: the next frame's `after`. */
+  private lastSent = 0
+  /** Seqs and names in flight, oldest first. */
+  private readonly inflight: Array<{ seq: number, name: string }> = []
+  private inflightHead = 0
+  private pumping = false
+  private dirty = false
+  private active = false
+
+  constructor (
+    private readonly persistence: ServicePersistence,
+    private readonly hooks: SenderHooks,
+    private readonly window: number,
+    private readonly maxEventsPerFrame: number
+  ) {}
+
+  /** The highest seq read for sending on this connection: events above it are not on their way yet. */
+  get readHorizon (): number {
+    return this.readUpTo
+  }
+
+  get inflightCount (): number {
+    return this.inflight.length - this.inflightHead
+  }
+
+  /** The name of an in-flight event, for reports. */
+  nameOf (seq: number): string | undefined {
+    for (let i = this.inflightHead; i < this.inflight.length; i++) {
+      const f = this.inflight[i] as { seq: number, name: string }
+      if (f.seq === seq) return f.name
+    }
+    return undefined
+  }
+
+  /** A (new) connection is up: resend everything not acknowledged, starting after `acked`. */
+  start (): void {
+    this.active = true
+    this.readUpTo = this.acked
+    this.lastSent = this.acked
+    this.inflight.length = 0
+    this.inflightHead = 0
+    this.pump()
+  }
+
+  /** The connection is down: stop sending; what was in flight is resent by the next start(). */
+  stop (): void {
+    this.active = false
+  }
+
+  /** New events were appended to the backlog. */
+  notify (): void {
+    this.pump()
+  }
+
+  /** The broker acknowledged every seq <= `upTo` ([SVC-ACK-1]). */
+  acknowledge (upTo: number): void {
+    if (upTo <= this.acked) return
+    this.acked = upTo
+    while (this.inflightHead < this.inflight.length && (this.inflight[this.inflightHead] as { seq: number }).seq <= upTo) this.inflightHead++
+    if (this.inflightHead > 1024 && this.inflightHead * 2 > this.inflight.length) {
+      this.inflight.splice(0, this.inflightHead)
+      this.inflightHead = 0
+    }
+    if (this.readUpTo < upTo) {
+      this.readUpTo = upTo
+      this.lastSent = upTo
+    }
+    this.persistence.acknowledge(upTo).catch((err: unknown) => { this.hooks.onError(err) })
+    this.pump()
+  }
+
+  private pump (): void {
+    if (!this.active) return
+    if (this.pumping) {
+      this.dirty = true
+      return
+    }
+    this.pumping = true
+    this.dirty = false
+    this.loop().catch((err: unknown) => { this.hooks.onError(err) }).finally(() => {
+      this.pumping = false
+      if (this.dirty) this.pump()
+    })
+  }
+
+  private async loop (): Promise<void> {
+    while (this.active) {
+      const room = this.window - this.inflightCount
+      if (room <= 0) return
+      const batch = await this.persistence.read(this.readUpTo, Math.min(room, this.maxEventsPerFrame))
+      if (!this.active) return
+      if (batch.length === 0) return
+      const send: RaisedEvent[] = []
+      const expired: RaisedEvent[] = []
+      for (const e of batch) (this.hooks.isExpired(e) ? expired : send).push(e)
+      if (expired.length > 0) {
+        // [SVC-EXPIRE-1] never sent; removed and reported
+        await this.persistence.remove(expired.map((e) => e.seq))
+        this.hooks.onExpired(expired)
+      }
+      if (send.length > 0) {
+        if (!this.hooks.send({ instance: this.persistence.instance, after: this.lastSent, events: send })) {
+          this.active = false
+          return
+        }
+        for (const e of send) this.inflight.push({ seq: e.seq, name: e.name })
+        this.lastSent = (send[send.length - 1] as RaisedEvent).seq
+      }
+      this.readUpTo = (batch[batch.length - 1] as RaisedEvent).seq
+    }
+  }
+}
