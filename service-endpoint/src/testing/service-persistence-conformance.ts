@@ -399,7 +399,7 @@ export function describeServicePersistenceConformance (name: string, factory: Se
     })
 
     it('after reopening, holds exactly the unacknowledged events [SVC-PERSIST-2] [SVC-PERSIST-6]', async ({ skip }) => {
-      const { p, reopen } = await fresh(5_000, 'dropOldest')
+      const { p, reopen } = await fresh(3_000, 'dropOldest')
       if (reopen === undefined) {
         expect(p.stats().durable).toBe(false)
         skip()
@@ -410,10 +410,10 @@ export function describeServicePersistenceConformance (name: string, factory: Se
       await p.append(events.slice(0, 20))
       await p.acknowledge(5)
       await p.remove([8, 13])
-      const o = await p.append(events.slice(20), [15]) // 30 events > 5,000 bytes: drops the oldest
+      const o = await p.append(events.slice(20), [15]) // more than 3,000 bytes held: drops the oldest
       let expected = events.filter((e) => e.seq > 5 && e.seq !== 8 && e.seq !== 13 && e.seq !== 15)
       const dropped: RaisedEvent[] = []
-      while (bytesOf(expected) > 5_000) dropped.push(expected.shift() as RaisedEvent)
+      while (bytesOf(expected) > 3_000) dropped.push(expected.shift() as RaisedEvent)
       expect(seqsOf(o.dropped)).toEqual(seqsOf(dropped))
       expect(dropped.length).toBeGreaterThan(0)
       const before = await p.read(0, 1_000)
@@ -421,7 +421,7 @@ export function describeServicePersistenceConformance (name: string, factory: Se
       const q = await reopen()
       expect(q.instance).toBe(instance)
       expect(q.lastSeq()).toBe(30)
-      expect(q.stats()).toEqual({ count: expected.length, bytes: bytesOf(expected), capacityBytes: 5_000, durable: true })
+      expect(q.stats()).toEqual({ count: expected.length, bytes: bytesOf(expected), capacityBytes: 3_000, durable: true })
       await expectHeld(q, expected)
       expect(plainAll(await q.read(0, 1_000))).toEqual(plainAll(before))
       await q.acknowledge(expected[2]?.seq ?? 0)

@@ -1,0 +1,152 @@
+import { join } from 'node:path'
+import { writeFile } from 'node:fs/promises'
+import { describe, expect, it } from 'vitest'
+import Database from 'better-sqlite3'
+import { ErrorCode, PersistenceError } from '@herald/shared'
+import { tempDir } from '@herald/shared/testing'
+import { describeServicePersistenceConformance, sizedEvent } from '../testing/index.js'
+import { createSqliteServicePersistence } from './sqlite-service-persistence.js'
+
+describeServicePersistenceConformance('sqlite', async ({ capacityBytes, policy }) => {
+  const dir = await tempDir('herald-sp-')
+  const path = join(dir.path, 'persistence.db')
+  return {
+    persistence: await createSqliteServicePersistence({ path, capacityBytes, policy }),
+    reopen: async () => createSqliteServicePersistence({ path, capacityBytes, policy }),
+    cleanup: dir.remove
+  }
+})
+
+describe('SqliteServicePersistence', () => {
+  async function withDir<T> (fn: (dir: string) => Promise<T>): Promise<T> {
+    const dir = await tempDir('herald-sp-')
+    try {
+      return await fn(dir.path)
+    } finally {
+      await dir.remove()
+    }
+  }
+
+  async function openError (path: string): Promise<PersistenceError> {
+    const err = await createSqliteServicePersistence({ path }).then(async (p) => { await p.close(); return undefined }, (e: unknown) => e)
+    expect(err).toBeInstanceOf(PersistenceError)
+    expect((err as PersistenceError).code).toBe(ErrorCode.PERSISTENCE_FAILED)
+    expect((err as PersistenceError).message).toContain(path)
+    return err as PersistenceError
+  }
+
+  it('rejects appends with PERSISTENCE_FAILED when the disk is full, keeping its counters true to the file', async () => {
+    await withDir(async (dir) => {
+      const path = join(dir, 'full.db')
+      const p = await createSqliteServicePersistence({ path, maxSizeBytes: 64 * 1024 })
+      let seq = 0
+      let err: unknown
+      for (;;) {
+        const before = { stats: p.stats(), lastSeq: p.lastSeq() }
+        // four concurrent appends share one transaction: when it fails, all four reject
+        const results = await Promise.allSettled([1, 2, 3, 4].map(async (i) => p.append([sizedEvent(seq + i, 2_000)])))
+        const failed = results.filter((r) => r.status === 'rejected')
+        if (failed.length === 0) { seq += 4; continue }
+        expect(failed.length).toBe(4)
+        err = (failed[0] as PromiseRejectedResult).reason
+        expect(p.stats()).toEqual(before.stats)
+        expect(p.lastSeq()).toBe(before.lastSeq)
+        break
+      }
+      expect(seq).toBeGreaterThan(4)
+      expect(err).toBeInstanceOf(PersistenceError)
+      expect((err as PersistenceError).code).toBe(ErrorCode.PERSISTENCE_FAILED)
+      expect(((err as PersistenceError).cause as { code: string }).code).toBe('SQLITE_FULL')
+      const held = Array.from({ length: seq }, (_, i) => sizedEvent(i + 1, 2_000))
+      expect((await p.read(0, 1_000)).map((e) => e.seq)).toEqual(held.map((e) => e.seq))
+      expect(p.stats().count).toBe(seq)
+
+      // acknowledging frees pages: appends work again
+      await p.acknowledge(8)
+      await p.append([sizedEvent(seq + 1, 2_000)])
+      await p.close()
+
+      const q = await createSqliteServicePersistence({ path })
+      expect((await q.read(0, 1_000)).map((e) => e.seq)).toEqual([...held.slice(8), sizedEvent(seq + 1)].map((e) => e.seq))
+      expect(q.stats().count).toBe(seq - 8 + 1)
+      expect(q.stats().bytes).toBe((seq - 8 + 1) * 2_000)
+      expect(q.lastSeq()).toBe(seq + 1)
+      await q.close()
+    })
+  })
+
+  it('refuses a garbage file, naming its path', async () => {
+    await withDir(async (dir) => {
+      const path = join(dir, 'garbage.db')
+      const junk = Buffer.alloc(3 * 4096)
+      for (let i = 0; i < junk.length; i++) junk[i] = (i * 131 + 17) & 0xff
+      await writeFile(path, junk)
+      const err = await openError(path)
+      expect((err.cause as { code: string }).code).toBe('SQLITE_NOTADB')
+    })
+  })
+
+  it('refuses an SQLite file of something else, naming its path', async () => {
+    await withDir(async (dir) => {
+      const path = join(dir, 'other.db')
+      const db = new Database(path)
+      db.exec('CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)')
+      db.close()
+      const err = await openError(path)
+      expect(err.message).toContain('not a Herald service persistence file')
+    })
+  })
+
+  it('refuses a damaged persistence file, naming its path', async () => {
+    await withDir(async (dir) => {
+      const path = join(dir, 'damaged.db')
+      const p = await createSqliteServicePersistence({ path })
+      await p.append(Array.from({ length: 400 }, (_, i) => sizedEvent(i + 1, 500)))
+      await p.close()
+      // overwrite the b-tree pages after the first two (header, schema) with garbage
+      const db = new Database(path)
+      const pages = db.pragma('page_count', { simple: true }) as number
+      db.close()
+      expect(pages).toBeGreaterThan(10)
+      const { open } = await import('node:fs/promises')
+      const fh = await open(path, 'r+')
+      await fh.write(Buffer.alloc(4096 * (pages - 4), 0x5a), 0, 4096 * (pages - 4), 4096 * 3)
+      await fh.close()
+      const err = await openError(path)
+      expect(err.message).toMatch(/damaged|malformed|corrupt/i)
+    })
+  })
+
+  it('refuses a path in a missing directory, naming it', async () => {
+    await withDir(async (dir) => {
+      await openError(join(dir, 'no', 'such', 'dir', 'p.db'))
+    })
+  })
+
+  it('checks its options', async () => {
+    await withDir(async (dir) => {
+      const path = join(dir, 'p.db')
+      await expect(createSqliteServicePersistence({ path, capacityBytes: 0 })).rejects.toThrow(/capacityBytes/)
+      await expect(createSqliteServicePersistence({ path, policy: 'dropNewest' as 'reject' })).rejects.toThrow(/policy/)
+      await expect(createSqliteServicePersistence({ path, colour: 'blue' } as { path: string })).rejects.toThrow(/colour/)
+      await expect(createSqliteServicePersistence({ path: '' })).rejects.toThrow(/path/)
+    })
+  })
+
+  it('commits concurrent calls in one transaction, in call order (group commit)', async () => {
+    await withDir(async (dir) => {
+      const p = await createSqliteServicePersistence({ path: join(dir, 'p.db') })
+      const flushes: string[][] = []
+      p.observe({ committed: (ops) => flushes.push(ops.map((op) => op.kind)), failed: () => {} })
+      const calls: Array<Promise<unknown>> = []
+      for (let s = 1; s <= 500; s++) calls.push(p.append([sizedEvent(s)]))
+      calls.push(p.acknowledge(100), p.remove([200, 300]))
+      await Promise.all(calls)
+      expect(flushes.length).toBe(1)
+      expect(flushes[0]?.length).toBe(502)
+      expect(flushes[0]?.slice(-3)).toEqual(['append', 'ack', 'remove'])
+      expect(p.stats().count).toBe(398)
+      await p.close()
+    })
+  })
+})
