@@ -2,4 +2,4 @@ export { ServiceEndpoint, SERVICE_ENDPOINT_DEFAULTS, type ServiceEndpointOptions
 export { OverflowPolicy, type ServicePersistence, type AppendOutcome, type PersistenceStats } from './persistence/service-persistence.js'
 export { MemoryServicePersistence, type MemoryServicePersistenceOptions } from './persistence/memory-service-persistence.js'
 export { createSqliteServicePersistence, SqliteServicePersistence, type SqliteServicePersistenceOptions } from './persistence/sqlite-service-persistence.js'
-// PENDING export { createTwoLevelServicePersistence, TwoLevelServicePersistence, type TwoLevelServicePersistenceOptions } from './persistence/two-level-service-persistence.js'
+export { createTwoLevelServicePersistence, TwoLevelServicePersistence, type TwoLevelServicePersistenceOptions } from './persistence/two-level-service-persistence.js'

@@ -2,7 +2,7 @@
 import { join } from 'node:path'
 import { startBrokerServer, type BrokerServer } from '@herald/broker'
 import { ClientEndpoint, SqlitePositionStore, type ClientEndpointOptions } from '@herald/client-endpoint'
-import { ServiceEndpoint, createSqliteServicePersistence, type ServiceEndpointOptions } from '@herald/service-endpoint'
+import { ServiceEndpoint, createTwoLevelServicePersistence, type ServiceEndpointOptions } from '@herald/service-endpoint'
 import { eventsOfService } from '@herald/shared'
 import { tempDir } from '@herald/shared/testing'
 import { SECRETS, testSite } from './site.js'
@@ -31,7 +31,7 @@ export class Harness {
   async service (url: string, serviceId: 'svc-a' | 'svc-b', options: Partial<ServiceEndpointOptions> & { memoryOnly?: boolean } = {}): Promise<ServiceEndpoint> {
     const site = await testSite()
     const { memoryOnly, ...rest } = options
-    const persistence = memoryOnly === true ? undefined : await createSqliteServicePersistence({ path: join(this.dir, `${serviceId}.db`) })
+    const persistence = memoryOnly === true ? undefined : await createTwoLevelServicePersistence({ path: join(this.dir, `${serviceId}.db`) })
     const ep = new ServiceEndpoint({
       url, serviceId, secret: SECRETS[serviceId], events: eventsOfService(site, serviceId),
       reconnectInitialMs: 20, reconnectMaxMs: 200,
