@@ -3,7 +3,7 @@ import { join } from 'node:path'
 import { startBrokerServer, type BrokerServer } from '@herald/broker'
 import { ClientEndpoint, SqlitePositionStore, type ClientEndpointOptions } from '@herald/client-endpoint'
 import { ServiceEndpoint, createTwoLevelServicePersistence, type ServiceEndpointOptions } from '@herald/service-endpoint'
-import { eventsOfService } from '@herald/shared'
+import { eventsOfService, type Clock } from '@herald/shared'
 import { tempDir } from '@herald/shared/testing'
 import { SECRETS, testSite } from './site.js'
 
@@ -21,8 +21,9 @@ export class Harness {
   }
 
   /** A broker on the test site, storing in `<dir>/<name>`, on `port` (0: any). */
-  async broker (options: { name?: string, port?: number } = {}): Promise<BrokerServer> {
-    const server = await startBrokerServer({ site: await testSite(), dataDir: join(this.dir, options.name ?? 'broker'), port: options.port ?? 0 })
+  async broker (options: { name?: string, port?: number, clock?: Clock, maxPacketBytes?: number } = {}): Promise<BrokerServer> {
+    const { name, port, ...rest } = options
+    const server = await startBrokerServer({ ...rest, site: await testSite(), dataDir: join(this.dir, name ?? 'broker'), port: port ?? 0 })
     this.closers.push(() => server.close())
     return server
   }
