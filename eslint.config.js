@@ -1,4 +1,5 @@
 import js from '@eslint/js'
+import globals from 'globals'
 import tseslint from 'typescript-eslint'
 
 export default tseslint.config(
@@ -20,7 +21,8 @@ export default tseslint.config(
     }
   },
   {
-    files: ['**/*.js'],
-    ...tseslint.configs.disableTypeChecked
+    files: ['**/*.js', '**/*.mjs'],
+    ...tseslint.configs.disableTypeChecked,
+    languageOptions: { globals: globals.node }
   }
 )

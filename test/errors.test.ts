@@ -5,8 +5,9 @@
 import mqtt, { type MqttClient } from 'mqtt'
 import { describe, it, expect, afterEach } from 'vitest'
 import type { ServiceEndpoint } from '@herald/service-endpoint'
+import type { HeraldError} from '@herald/shared';
 import {
-  AuthError, ErrorCode, HeraldError, RequestError, decodeAck, decodeControl, encodeUp, serviceAckTopic, serviceUpTopic,
+  AuthError, ErrorCode, RequestError, decodeAck, decodeControl, encodeUp, serviceAckTopic, serviceUpTopic,
   clientMessageTopic, clientRequestTopic, PayloadKind, type AckFrame
 } from '@herald/shared'
 import { waitFor } from '@herald/shared/testing'
@@ -15,7 +16,7 @@ import { Harness } from './support/harness.js'
 import { SECRETS } from './support/site.js'
 
 async function raw (url: string, clientId: string, username: string | undefined, password: string | undefined, topic: string): Promise<{ c: MqttClient, frames: Buffer[] }> {
-  const c = mqtt.connect(url, { clientId, protocolVersion: 4, reconnectPeriod: 0, ...(username !== undefined ? { username, password } : {}) })
+  const c = mqtt.connect(url, { clientId, protocolVersion: 4, reconnectPeriod: 0, ...(username !== undefined && password !== undefined ? { username, password } : {}) })
   await new Promise<void>((resolve, reject) => { c.once('connect', () => { resolve() }); c.once('error', reject) })
   await c.subscribeAsync(topic, { qos: 0 })
   const frames: Buffer[] = []

@@ -142,7 +142,8 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
     checkInt('ServiceEndpoint', 'maxEventsPerFrame', this.opts.maxEventsPerFrame, 1, 10_000)
     checkInt('ServiceEndpoint', 'ackTimeoutMs', this.opts.ackTimeoutMs, 100, 3_600_000)
     const specs = new Map<string, ServiceEventSpec>()
-    for (const spec of options.events) {
+    const given: readonly ServiceEventSpec[] = options.events
+    for (const spec of given) {
       assertName(spec.name, 'ServiceEndpoint: events[].name')
       if (spec.category !== 'replacing' && spec.category !== 'queueing' && spec.category !== 'private') {
         throw new ConfigError(`ServiceEndpoint: event "${spec.name}": category must be replacing, queueing or private`)

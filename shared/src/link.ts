@@ -128,7 +128,7 @@ export class Link extends TypedEmitter<LinkEvents> {
     })
     client.on('message', (_topic, payload) => { this.emit('frame', payload) })
     client.on('error', (err) => {
-      this.lastError = connackError(err as Error & { code?: unknown })
+      this.lastError = connackError(err)
       this.logger.debug({ err: err.message }, 'connection error')
     })
     client.on('close', () => {
