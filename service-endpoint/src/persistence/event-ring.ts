@@ -3,7 +3,7 @@
  * and [SVC-PERSIST-4], and `EventRing`, an in-memory seq-ordered list of events with O(1) amortized
  * append and removal from the front. Not exported from the package.
  */
-import { ErrorCode, PersistenceError, RequestError, eventSize } from '@herald/shared'
+import { CATEGORY_CODE, ErrorCode, PayloadKind, PersistenceError, RequestError, eventSize } from '@herald/shared'
 import type { RaisedEvent } from '@herald/shared'
 import type { AppendOutcome, OverflowPolicy } from './service-persistence.js'
 
@@ -12,11 +12,15 @@ import type { AppendOutcome, OverflowPolicy } from './service-persistence.js'
  * [SVC-PERSIST-3] seqs are safe integers, greater than lastSeq and increasing, else INVALID_ARGUMENT.
  * [SVC-PERSIST-4] an event larger than the capacity, or a batch larger than the capacity, is
  * CAPACITY_EXCEEDED whatever the policy (dropping every held event would not make room).
+ * A malformed event is INVALID_ARGUMENT too: it must never reach a backend, where a failed insert
+ * would look like a storage failure.
  */
 export function checkAppend (events: readonly RaisedEvent[], lastSeq: number, capacityBytes: number): number {
   let prev = lastSeq
   let total = 0
   for (const e of events) {
+    const bad = malformed(e)
+    if (bad !== null) throw new RequestError(ErrorCode.INVALID_ARGUMENT, `append: event ${String(e?.seq)}: ${bad}`)
     if (!Number.isSafeInteger(e.seq) || e.seq <= prev) {
       throw new RequestError(ErrorCode.INVALID_ARGUMENT,
         `append: seq ${e.seq} must be an integer greater than ${prev} (lastSeq ${lastSeq}, seqs increasing)`)
@@ -34,6 +38,21 @@ export function checkAppend (events: readonly RaisedEvent[], lastSeq: number, ca
       { code: ErrorCode.CAPACITY_EXCEEDED })
   }
   return total
+}
+
+const KINDS = new Set<unknown>(Object.values(PayloadKind))
+
+/** What is wrong with an event's fields, or null. */
+function malformed (e: RaisedEvent): string | null {
+  if (e === null || typeof e !== 'object') return 'not an object'
+  if (typeof e.name !== 'string') return 'name must be a string'
+  if (typeof e.category !== 'string' || !Object.hasOwn(CATEGORY_CODE, e.category)) return `unknown category ${String(e.category)}`
+  if (typeof e.raisedAt !== 'number' || !Number.isFinite(e.raisedAt)) return 'raisedAt must be a finite number'
+  if (typeof e.isNull !== 'boolean') return 'isNull must be a boolean'
+  if (e.recipient !== null && typeof e.recipient !== 'string') return 'recipient must be a string or null'
+  if (!KINDS.has(e.payloadKind)) return `unknown payloadKind ${String(e.payloadKind)}`
+  if (!(e.payload instanceof Uint8Array)) return 'payload must be a Uint8Array'
+  return null
 }
 
 /** The CAPACITY_EXCEEDED error of the reject policy. */

@@ -122,6 +122,24 @@ describe('TwoLevelServicePersistence', () => {
     })
   })
 
+  it('refuses a malformed event with INVALID_ARGUMENT without giving up the file', async () => {
+    await withDir(async (dir) => {
+      const { p, failures } = await openSmallFile(dir)
+      await p.append([sizedEvent(1)])
+      const bad = [
+        { ...sizedEvent(3), category: 'sometimes' },
+        { ...sizedEvent(3), payload: 'text' },
+        { ...sizedEvent(3), payloadKind: 7 },
+        { ...sizedEvent(3), raisedAt: Number.NaN }
+      ] as unknown as RaisedEvent[]
+      for (const e of bad) expect(await rejectionCode(p.append([sizedEvent(2), e]))).toBe(ErrorCode.INVALID_ARGUMENT)
+      expect(p.level()).toBe('two-level')
+      expect(failures).toEqual([])
+      expect(seqsOf(await p.read(0, 10))).toEqual([1])
+      await p.close()
+    })
+  })
+
   it('serves a backlog larger than memory in order, refilling memory from the file', async () => {
     await withDir(async (dir) => {
       const path = join(dir, 'p.db')
