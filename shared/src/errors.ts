@@ -106,6 +106,9 @@ export function errorFromWire (code: string, message: string): HeraldError {
       return new ClosedError(message)
     case ErrorCode.TIMEOUT:
       return new TimeoutError(message)
+    case ErrorCode.PERSISTENCE_FAILED:
+    case ErrorCode.CAPACITY_EXCEEDED:
+      return new PersistenceError(message, { code })
     default:
       return new RequestError(code, message)
   }
