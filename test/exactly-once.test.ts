@@ -31,7 +31,8 @@ function expectExactlyOnceInOrder (got: readonly HeraldEvent[], n: number): void
   expect(is).toEqual(Array.from({ length: n }, (_, i) => i))
 }
 
-describe('exactly once, end to end', () => {
+// real processes on 2 shared cores: generous deadlines, since these prove counts, not speed
+describe('exactly once, end to end', { timeout: 240_000 }, () => {
   let h: Harness
   const procs: Proc[] = []
   afterEach(async () => {
@@ -54,7 +55,7 @@ describe('exactly once, end to end', () => {
     const got: HeraldEvent[] = []
     const client = h.client(url, 'alice', 'app')
     await client.subscribe('readings', {}, (e) => { got.push(e) })
-    await waitFor(() => got.length >= N, `${N} events at the client`, 60_000)
+    await waitFor(() => got.length >= N, `${N} events at the client`, 180_000)
     await svc.drained()
     expectExactlyOnceInOrder(got, N)
     expect(svc.status.backlog).toBe(0)
@@ -80,14 +81,14 @@ describe('exactly once, end to end', () => {
       }
     })()
     for (const threshold of [N / 4, N / 2, (3 * N) / 4]) {
-      await waitFor(() => got.length >= threshold, `${threshold} events before kill ${kills + 1}`, 60_000)
+      await waitFor(() => got.length >= threshold, `${threshold} events before kill ${kills + 1}`, 180_000)
       await broker.proc.kill()
       kills++
       broker = await startBrokerProcess(site, dataDir, port)
       procs.push(broker.proc)
     }
     await raising
-    await waitFor(() => got.length >= N, `${N} events at the client`, 60_000)
+    await waitFor(() => got.length >= N, `${N} events at the client`, 180_000)
     await svc.drained()
     expect(kills).toBe(3)
     expectExactlyOnceInOrder(got, N)
@@ -116,7 +117,7 @@ describe('exactly once, end to end', () => {
         await svc.kill()
         kills++
       } else {
-        await svc.waitLine((l) => l === 'done', 60_000)
+        await svc.waitLine((l) => l === 'done', 180_000)
       }
       const oks = svc.lines.filter((l) => l.startsWith('ok ')).map((l) => Number(l.slice(3)))
       for (const i of oks) confirmed.add(i)
@@ -130,7 +131,7 @@ describe('exactly once, end to end', () => {
       from = next
     }
     expect(instances.size).toBe(1) // the same SQLite file keeps its persistence instance
-    await waitFor(() => new Set(got.map((e) => (e.payload as { i: number }).i)).size >= N, 'every payload at the client', 60_000)
+    await waitFor(() => new Set(got.map((e) => (e.payload as { i: number }).i)).size >= N, 'every payload at the client', 180_000)
     const ids = got.map((e) => e.id)
     expect(new Set(ids).size).toBe(ids.length) // nothing stored twice
     const received = new Set(got.map((e) => (e.payload as { i: number }).i))
@@ -178,7 +179,7 @@ describe('exactly once, end to end', () => {
           await c.kill()
           kills++
         } else {
-          await waitFor(() => handled() >= N, `${N} events handled`, 60_000)
+          await waitFor(() => handled() >= N, `${N} events handled`, 180_000)
           await c.kill()
         }
       }

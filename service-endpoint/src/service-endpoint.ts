@@ -156,6 +156,11 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
     this.logger = options.logger ?? silentLogger
     this.persistence = options.persistence ?? new MemoryServicePersistence()
     this.seq = this.persistence.lastSeq()
+    this.persistence.onLevelFailure?.((info) => {
+      this.logger.error({ err: info.error, lost: info.lost }, 'service persistence failed; holding events in memory only')
+      this.emit('persistenceFailed', { error: info.error, lost: info.lost })
+      this.emitStatus()
+    })
     this.upTopic = serviceUpTopic(this.serviceId)
     this.sender = new BacklogSender(this.persistence, {
       send: (frame) => this.link.send(this.upTopic, encodeUp(frame)),

@@ -2,7 +2,7 @@
 import { join } from 'node:path'
 import { startBrokerServer, type BrokerServer } from '@herald/broker'
 import { ClientEndpoint, SqlitePositionStore, type ClientEndpointOptions } from '@herald/client-endpoint'
-import { ServiceEndpoint, createTwoLevelServicePersistence, type ServiceEndpointOptions } from '@herald/service-endpoint'
+import { ServiceEndpoint, createTwoLevelServicePersistence, type ServiceEndpointOptions, type TwoLevelServicePersistenceOptions } from '@herald/service-endpoint'
 import { eventsOfService, type Clock } from '@herald/shared'
 import { tempDir } from '@herald/shared/testing'
 import { SECRETS, testSite } from './site.js'
@@ -29,10 +29,10 @@ export class Harness {
   }
 
   /** A service endpoint for `serviceId` with two-level persistence in `<dir>/<serviceId>.db`. */
-  async service (url: string, serviceId: 'svc-a' | 'svc-b', options: Partial<ServiceEndpointOptions> & { memoryOnly?: boolean } = {}): Promise<ServiceEndpoint> {
+  async service (url: string, serviceId: 'svc-a' | 'svc-b', options: Partial<ServiceEndpointOptions> & { memoryOnly?: boolean, level2?: Partial<TwoLevelServicePersistenceOptions> } = {}): Promise<ServiceEndpoint> {
     const site = await testSite()
-    const { memoryOnly, ...rest } = options
-    const persistence = memoryOnly === true ? undefined : await createTwoLevelServicePersistence({ path: join(this.dir, `${serviceId}.db`) })
+    const { memoryOnly, level2, ...rest } = options
+    const persistence = memoryOnly === true ? undefined : await createTwoLevelServicePersistence({ ...level2, path: join(this.dir, `${serviceId}.db`) })
     const ep = new ServiceEndpoint({
       url, serviceId, secret: SECRETS[serviceId], events: eventsOfService(site, serviceId),
       reconnectInitialMs: 20, reconnectMaxMs: 200,

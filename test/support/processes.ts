@@ -36,7 +36,7 @@ export class Proc {
   }
 
   /** Resolves with the first line (already printed or to come) that passes `test`. */
-  waitLine (test: (line: string) => boolean, timeoutMs = 30_000): Promise<string> {
+  waitLine (test: (line: string) => boolean, timeoutMs = 120_000): Promise<string> {
     const seen = this.lines.find(test)
     if (seen !== undefined) return Promise.resolve(seen)
     return new Promise((resolve, reject) => {

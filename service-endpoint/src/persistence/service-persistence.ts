@@ -3,7 +3,7 @@
  * events until the broker has durably acknowledged them. Every backend passes
  * `describeServicePersistenceConformance` in `../testing/`.
  */
-import type { RaisedEvent } from '@herald/shared'
+import type { PersistenceError, RaisedEvent } from '@herald/shared'
 
 /** What to do when a level is full ([SVC-CAPACITY-1]). */
 export const OverflowPolicy = {
@@ -63,4 +63,9 @@ export interface ServicePersistence {
   remove (seqs: readonly number[]): Promise<void>
   stats (): PersistenceStats
   close (): Promise<void>
+  /**
+   * Optional, for backends with a durable level that can fail over to memory ([SVC-PERSIST-FAIL-1]):
+   * `listener` is told once, with the error and how many events could not be kept.
+   */
+  onLevelFailure? (listener: (info: { readonly error: PersistenceError, readonly lost: number }) => void): void
 }

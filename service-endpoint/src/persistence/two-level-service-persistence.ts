@@ -342,13 +342,24 @@ export class TwoLevelServicePersistence implements ServicePersistence {
     this.#report({ error, lost })
   }
 
+  readonly #failureListeners: Array<(info: LevelFailure) => void> = []
+  #failure: LevelFailure | null = null
+
+  /** [SVC-PERSIST-FAIL-1] Adds a listener for the failure of level 2; called at once if it already failed. */
+  onLevelFailure (listener: (info: LevelFailure) => void): void {
+    if (this.#failure !== null) listener(this.#failure)
+    else this.#failureListeners.push(listener)
+  }
+
   #report (info: LevelFailure): void {
-    const onFailure = this.#opts.onFailure
-    if (onFailure === null) return
-    try {
-      onFailure(info)
-    } catch (err) {
-      this.#logger.error({ err }, 'service persistence: onFailure threw')
+    this.#failure = info
+    const listeners = this.#opts.onFailure === null ? this.#failureListeners : [this.#opts.onFailure, ...this.#failureListeners]
+    for (const listener of listeners) {
+      try {
+        listener(info)
+      } catch (err) {
+        this.#logger.error({ err }, 'service persistence: a failure listener threw')
+      }
     }
   }
 }
