@@ -75,7 +75,7 @@ describe('endpoint behaviours', () => {
 
   it('[SVC-STATUS-1] status goes online, offline while the broker is away, and online again with the backlog', async () => {
     h = await Harness.create()
-    let broker = await h.broker({ name: 'b' })
+    const broker = await h.broker({ name: 'b' })
     const port = broker.listener.address.port
     const svc = await h.service(broker.url, 'svc-a')
     const states: Array<ServiceStatus['state']> = []
@@ -85,7 +85,7 @@ describe('endpoint behaviours', () => {
     await waitFor(() => svc.status.state === 'offline' || svc.status.state === 'connecting', 'offline')
     await svc.raise('readings', { while: 'offline' })
     expect(svc.status.backlog).toBe(1)
-    broker = await h.broker({ name: 'b', port })
+    await h.broker({ name: 'b', port })
     await svc.drained()
     expect(svc.status).toMatchObject({ state: 'online', backlog: 0, durable: true, lastError: null })
     expect(svc.status.lastAckAt).not.toBeNull()

@@ -5,9 +5,9 @@
  */
 import type Database from 'better-sqlite3'
 import {
-  AsyncQueue, ClosedError, ConfigError, ErrorCode, FrameType, HeraldError, Link, RequestError, TypedEmitter,
+  ClosedError, ConfigError, ErrorCode, FrameType, HeraldError, Link, RequestError, TypedEmitter,
   assertName, backoffDelay, checkInt, clientClientId, clientKey, clientMessageTopic, clientRequestTopic,
-  decodeControl, decodeEvents, encodeRequest, errorFromWire, frameType, isValidName, silentLogger, systemClock, withDefaults,
+  decodeControl, decodeEvents, encodeRequest, errorFromWire, frameType, isValidName, silentLogger, systemClock, toHeraldError, withDefaults, StatusFeed,
   type Clock, type Logger, type Widened, type StartFrom
 } from '@herald/shared'
 import { ClientSubscription, type EventHandler } from './client-subscription.js'
@@ -117,7 +117,7 @@ export class ClientEndpoint extends TypedEmitter<ClientEndpointEvents> {
   private state: ClientStatus['state'] = 'connecting'
   private lastError: HeraldError | null = null
   private closed = false
-  private readonly statusQueues = new Set<AsyncQueue<ClientStatus>>()
+  private readonly feed = new StatusFeed<ClientStatus>()
 
   constructor (options: ClientEndpointOptions) {
     super()
@@ -388,22 +388,19 @@ export class ClientEndpoint extends TypedEmitter<ClientEndpointEvents> {
 
   /** A stream of status changes, starting with the current one; ends at close(). */
   statusUpdates (): AsyncIterable<ClientStatus> {
-    const q = new AsyncQueue<ClientStatus>(100)
-    q.push(this.status)
-    this.statusQueues.add(q)
-    return q
+    return this.feed.stream(this.status)
   }
 
   private setState (state: ClientStatus['state']): void {
     if (this.state === state) return
     this.state = state
     const s = this.status
-    for (const q of this.statusQueues) q.push(s)
+    this.feed.push(s)
     this.emit('status', s)
   }
 
   private reportError (err: unknown): void {
-    const e = err instanceof HeraldError ? err : new HeraldError(ErrorCode.INTERNAL, String((err as Error)?.message ?? err), { cause: err })
+    const e = toHeraldError(err)
     if (this.listenerCount('error') > 0) this.emit('error', e)
     else this.logger.error({ err: e }, 'client endpoint error')
   }
@@ -421,9 +418,6 @@ export class ClientEndpoint extends TypedEmitter<ClientEndpointEvents> {
     for (const sub of this.subs.values()) if (sub.transaction !== null) sub.positions.close()
     this.positions.close()
     this.state = 'closed'
-    for (const q of this.statusQueues) {
-      q.push(this.status)
-      q.end()
-    }
+    this.feed.end(this.status)
   }
 }

@@ -3,9 +3,9 @@
  * persistence until the broker has durably acknowledged them, and uploads them in order.
  */
 import {
-  AsyncQueue, ClosedError, ConfigError, ErrorCode, HeraldError, Link, NULL_PAYLOAD, RequestError, TypedEmitter,
+  ClosedError, ConfigError, ErrorCode, HeraldError, Link, NULL_PAYLOAD, RequestError, TypedEmitter,
   assertName, checkInt, decodeAck, encodePayload, encodeUp, errorFromWire, eventId, serviceAckTopic, serviceClientId,
-  serviceUpTopic, silentLogger, systemClock, withDefaults,
+  serviceUpTopic, silentLogger, systemClock, toHeraldError, withDefaults, StatusFeed,
   type Category, type Clock, type Logger, type Payload, type RaisedEvent, type Widened
 } from '@herald/shared'
 import type { PersistenceError } from '@herald/shared'
@@ -127,7 +127,7 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
   private ackTimer: NodeJS.Timeout | null = null
   private lastAckProgress = 0
   private readonly drainWaiters: Array<() => void> = []
-  private readonly statusQueues = new Set<AsyncQueue<ServiceStatus>>()
+  private readonly feed = new StatusFeed<ServiceStatus>()
 
   constructor (options: ServiceEndpointOptions) {
     super()
@@ -334,10 +334,7 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
 
   /** A stream of status changes, starting with the current status; ends at close(). */
   statusUpdates (): AsyncIterable<ServiceStatus> {
-    const q = new AsyncQueue<ServiceStatus>(100)
-    q.push(this.status)
-    this.statusQueues.add(q)
-    return q
+    return this.feed.stream(this.status)
   }
 
   private setState (state: ServiceStatus['state']): void {
@@ -347,14 +344,14 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
   }
 
   private emitStatus (): void {
-    if (this.statusQueues.size === 0 && this.listenerCount('status') === 0) return
+    if (!this.feed.active && this.listenerCount('status') === 0) return
     const s = this.status
-    for (const q of this.statusQueues) q.push(s)
+    this.feed.push(s)
     this.emit('status', s)
   }
 
   private reportError (err: unknown): void {
-    const e = err instanceof HeraldError ? err : new HeraldError(ErrorCode.INTERNAL, String((err as Error)?.message ?? err), { cause: err })
+    const e = toHeraldError(err)
     if (this.listenerCount('error') > 0) this.emit('error', e)
     else this.logger.error({ err: e }, 'service endpoint error')
   }
@@ -366,10 +363,7 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
     if (this.ackTimer !== null) clearInterval(this.ackTimer)
     await this.link.close()
     this.state = 'closed'
-    for (const q of this.statusQueues) {
-      q.push(this.status)
-      q.end()
-    }
+    this.feed.end(this.status)
     await this.persistence.close()
   }
 }

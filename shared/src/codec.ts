@@ -146,7 +146,9 @@ export function decodeAck (buf: Buffer): AckFrame {
   const n = checkCount(r.varint('rejection count'))
   const rejections: Rejection[] = []
   for (let i = 0; i < n; i++) rejections.push({ seq: r.varint('seq'), code: r.string('code', MAX_STR), message: r.string('message', 4096) })
-  const error = r.u8('error flag') === 1 ? { code: r.string('code', MAX_STR), message: r.string('message', 4096) } : null
+  const flag = r.u8('error flag')
+  if (flag > 1) throw new ProtocolError(`ACK error flag must be 0 or 1, got ${flag}`)
+  const error = flag === 1 ? { code: r.string('code', MAX_STR), message: r.string('message', 4096) } : null
   r.end('ACK')
   return { instance, acked, rejections, error }
 }

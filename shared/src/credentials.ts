@@ -11,6 +11,11 @@ function scrypt (password: string, salt: Buffer, keylen: number, opts: ScryptOpt
   })
 }
 
+/** Memory scrypt needs for (N, r, p), as OpenSSL counts it (128·r·(N + p + 2) bytes), with headroom. */
+function scryptMaxmem (N: number, r: number, p: number): number {
+  return 128 * r * (N + p + 2) + 1024 * 1024
+}
+
 /** Default scrypt cost: N=2^14, r=8, p=1 (about 16 MiB and tens of milliseconds per check). */
 export const SCRYPT_DEFAULTS = { N: 16384, r: 8, p: 1 } as const
 
@@ -31,10 +36,14 @@ export class HashedSecret {
     const parts = text.split('$')
     const [alg, n, r, p, salt, hash] = parts
     const N = Number(n); const R = Number(r); const P = Number(p)
-    if (parts.length !== 6 || alg !== 'scrypt' || !Number.isInteger(N) || N < 2 || (N & (N - 1)) !== 0 ||
-        !Number.isInteger(R) || R < 1 || !Number.isInteger(P) || P < 1 || salt === undefined || hash === undefined) {
+    if (parts.length !== 6 || alg !== 'scrypt' || salt === undefined || hash === undefined) {
       throw new ConfigError(`${what}: not a hash of the form scrypt$N$r$p$salt$hash (make one with "herald hash-secret")`)
     }
+    // bounds within which node:crypto's scrypt accepts the parameters (see scryptMaxmem)
+    if (!Number.isInteger(N) || N < 2 || N > 2 ** 20 || (N & (N - 1)) !== 0) throw new ConfigError(`${what}: scrypt N must be a power of two from 2 to 2^20, got ${n}`)
+    if (!Number.isInteger(R) || R < 1 || R > 32) throw new ConfigError(`${what}: scrypt r must be from 1 to 32, got ${r}`)
+    if (!Number.isInteger(P) || P < 1 || P > 16) throw new ConfigError(`${what}: scrypt p must be from 1 to 16, got ${p}`)
+    if (R < 8 && N >= 2 ** (16 * R)) throw new ConfigError(`${what}: scrypt N must be below 2^(16·r) = ${2 ** (16 * R)}, got ${n}`)
     const h = Buffer.from(hash, 'base64')
     if (h.length < 16) throw new ConfigError(`${what}: hash is too short`)
     return new HashedSecret(N, R, P, Buffer.from(salt, 'base64'), h)
@@ -43,13 +52,13 @@ export class HashedSecret {
   /** Hashes a plain secret with a fresh random salt. */
   static async hash (secret: string, cost: { N: number, r: number, p: number } = SCRYPT_DEFAULTS): Promise<HashedSecret> {
     const salt = randomBytes(16)
-    const hash = await scrypt(secret, salt, 32, { N: cost.N, r: cost.r, p: cost.p, maxmem: 256 * cost.N * cost.r })
+    const hash = await scrypt(secret, salt, 32, { N: cost.N, r: cost.r, p: cost.p, maxmem: scryptMaxmem(cost.N, cost.r, cost.p) })
     return new HashedSecret(cost.N, cost.r, cost.p, salt, hash)
   }
 
   /** True if `secret` matches; constant time in the comparison. */
   async verify (secret: string): Promise<boolean> {
-    const key = await scrypt(secret, this.#salt, this.#hash.length, { N: this.#N, r: this.#r, p: this.#p, maxmem: 256 * this.#N * this.#r })
+    const key = await scrypt(secret, this.#salt, this.#hash.length, { N: this.#N, r: this.#r, p: this.#p, maxmem: scryptMaxmem(this.#N, this.#r, this.#p) })
     return timingSafeEqual(key, this.#hash)
   }
 

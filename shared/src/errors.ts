@@ -113,3 +113,9 @@ export function errorFromWire (code: string, message: string): HeraldError {
       return new RequestError(code, message)
   }
 }
+
+/** Any thrown value as a HeraldError: itself if it is one, else INTERNAL with it as cause. */
+export function toHeraldError (err: unknown): HeraldError {
+  if (err instanceof HeraldError) return err
+  return new HeraldError(ErrorCode.INTERNAL, err instanceof Error ? err.message : String(err), { cause: err })
+}

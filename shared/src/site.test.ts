@@ -182,7 +182,7 @@ describe('parseSite refuses each invalid entry with a SITE_INVALID ConfigError n
     ['a short secret', () => withService({ id: 'fridge', secret: '1234567' }), ['services[1] (fridge)', '"secret" must be a string of at least 8 characters']],
     ['a secret that is a number', () => withService({ id: 'fridge', secret: 123_456_789 }), ['services[1] (fridge)', '"secret" must be a string']],
     ['a malformed secretHash', () => withService({ id: 'fridge', secretHash: 'md5$abcdef' }), ['services[1] (fridge).secretHash', 'not a hash of the form scrypt$N$r$p$salt$hash']],
-    ['a secretHash with N not a power of two', () => withService({ id: 'fridge', secretHash: hash.replace('scrypt$16$', 'scrypt$15$') }), ['services[1] (fridge).secretHash', 'not a hash of the form']],
+    ['a secretHash with N not a power of two', () => withService({ id: 'fridge', secretHash: hash.replace('scrypt$16$', 'scrypt$15$') }), ['services[1] (fridge).secretHash', 'scrypt N must be a power of two']],
     ['a secretHash with a short hash', () => withService({ id: 'fridge', secretHash: `scrypt$16$1$1$${Buffer.alloc(16).toString('base64')}$${Buffer.alloc(8).toString('base64')}` }), ['services[1] (fridge).secretHash', 'hash is too short']],
     ['a secretHash that is not a string', () => withService({ id: 'fridge', secretHash: 42 }), ['services[1] (fridge)', '"secretHash" must be a string']],
     ['an unknown key in a service', () => withService({ id: 'fridge', secretHash: hash, password: 'x' }), ['services[1]', 'unknown key "password"']],
@@ -395,5 +395,28 @@ describe('loadSite', () => {
     expect(err.code).toBe(ErrorCode.SITE_INVALID)
     expect(err.message).toBe(`site file ${path}: events[1] (bad): lifetime 500ms must be from 1s to 365d`)
     expect(err.cause).toBeInstanceOf(ConfigError)
+  })
+})
+
+describe('scrypt parameters in a stored hash', () => {
+  const salt = 'AAAAAAAAAAAAAAAAAAAAAA=='
+  const hash = 'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA='
+  it.each([
+    ['N below 2', `scrypt$1$1$1$${salt}$${hash}`, 'scrypt N'],
+    ['N above 2^20', `scrypt$${2 ** 21}$8$1$${salt}$${hash}`, 'scrypt N'],
+    ['r above 32', `scrypt$1024$33$1$${salt}$${hash}`, 'scrypt r'],
+    ['p above 16', `scrypt$1024$8$17$${salt}$${hash}`, 'scrypt p'],
+    ['N=65536 with r=1 (N must be below 2^(16·r))', `scrypt$65536$1$1$${salt}$${hash}`, 'scrypt N must be below']
+  ])('refuses %s at load', async (_what, secretHash, message) => {
+    await expect(parseSite({ services: [{ id: 'svc', secretHash, events: [] }] })).rejects.toThrow(message)
+  })
+
+  it.each([
+    ['N=2, r=1, p=1', `scrypt$2$1$1$${salt}$${hash}`],
+    ['N=4, r=1, p=3', `scrypt$4$1$3$${salt}$${hash}`],
+    ['N=32768, r=1, p=1', `scrypt$32768$1$1$${salt}$${hash}`]
+  ])('a hash with unusual but valid cost (%s) answers false for a wrong secret instead of throwing', async (_what, secretHash) => {
+    const site = await parseSite({ services: [{ id: 'svc', secretHash, events: [] }] })
+    await expect(site.services.get('svc')?.secret.verify('anything')).resolves.toBe(false)
   })
 })

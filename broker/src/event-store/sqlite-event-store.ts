@@ -25,16 +25,8 @@ import type { AppendBatch, AppendResult, EventStore, LimitsOf, QueueLimits, Read
 import { capOf, checkBatch, expiresAtOf, NO_RECIPIENT, recipientKeyOf } from './event-store-rules.js'
 
 /** How each commit reaches the disk. */
-export const SqliteSynchronous = {
-  /** fsync on every commit: an append that resolved survives a power loss. The default. */
-  FULL: 'FULL',
-  /**
-   * No fsync per commit in WAL mode: survives a crash of the process, but the last commits may be
-   * lost on a power loss or OS crash. Breaks [STORE-ACK-1]; for tests and benchmarks only.
-   */
-  NORMAL: 'NORMAL'
-} as const
-export type SqliteSynchronous = (typeof SqliteSynchronous)[keyof typeof SqliteSynchronous]
+import { SqliteSynchronous } from '@herald/shared'
+export { SqliteSynchronous }
 
 /** What `createSqliteEventStore` takes. */
 export interface SqliteEventStoreOptions {

@@ -34,13 +34,8 @@ import { OverflowPolicy } from './service-persistence.js'
 import type { AppendOutcome, PersistenceStats, ServicePersistence } from './service-persistence.js'
 
 /** How each commit reaches the disk. */
-export const SqliteSynchronous = {
-  /** fsync on every commit that holds an append: an append that resolved survives a power loss. Default. */
-  FULL: 'FULL',
-  /** No fsync in WAL mode: survives a process crash, not a power loss. Breaks [SVC-PERSIST-3]; tests and benchmarks only. */
-  NORMAL: 'NORMAL'
-} as const
-export type SqliteSynchronous = (typeof SqliteSynchronous)[keyof typeof SqliteSynchronous]
+import { SqliteSynchronous } from '@herald/shared'
+export { SqliteSynchronous }
 
 /** What `createSqliteServicePersistence` takes. */
 export interface SqliteServicePersistenceOptions {
