@@ -4,4 +4,4 @@ import { MemoryEventStore } from './memory-event-store.js'
 describeEventStoreConformance('MemoryEventStore', async (limitsOf) => ({
   store: new MemoryEventStore({ limitsOf }),
   cleanup: async () => {}
-}))
+}), { durable: false })

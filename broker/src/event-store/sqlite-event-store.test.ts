@@ -17,7 +17,7 @@ describeEventStoreConformance('SqliteEventStore', async (limitsOf) => {
     reopen: async () => await createSqliteEventStore({ path, limitsOf }),
     cleanup: dir.remove
   }
-})
+}, { durable: true })
 
 const T0 = 1_700_000_000_000
 const LIMITS: Record<string, QueueLimits> = {
