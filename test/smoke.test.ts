@@ -28,3 +28,23 @@ describe('the whole chain in one process', () => {
     expect(svc.status.backlog).toBe(0)
   })
 })
+
+describe('large payloads', () => {
+  let h: Harness
+  afterEach(async () => { await h.close() })
+
+  it('megabyte events travel in frames bounded by bytes, and arrive byte for byte', async () => {
+    h = await Harness.create()
+    const broker = await h.broker()
+    const svc = await h.service(broker.url, 'svc-a')
+    const got: HeraldEvent[] = []
+    const client = h.client(broker.url, 'alice', 'app')
+    await client.subscribe('blobs', {}, (e) => { got.push(e) })
+    // 40 MiB in all: frames of up to 500 events would be far over the 17 MiB frame limit
+    const blobs = Array.from({ length: 40 }, (_, i) => Buffer.alloc(1024 * 1024, i))
+    await Promise.all(blobs.map((b) => svc.raise('blobs', b)))
+    await waitFor(() => got.length >= 40, '40 blobs')
+    expect(got.map((e) => Buffer.compare(e.payload as Uint8Array, blobs[got.indexOf(e)] as Buffer))).toEqual(Array(40).fill(0))
+    expect(svc.counters.rejected).toBe(0)
+  })
+})

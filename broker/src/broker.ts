@@ -26,12 +26,14 @@ export interface BrokerOptions {
   readonly logger?: Logger
   /** Most simultaneous connections. Default 10,000. */
   readonly maxConnections?: number
-  /** Largest MQTT packet accepted, in bytes. Default 17 MiB (a full UP frame of 16 MiB plus headers). */
+  /** Largest MQTT packet accepted, in bytes. Default 18 MiB (the largest frame, 17 MiB, plus headers). */
   readonly maxPacketBytes?: number
   /** Largest in-flight window a client subscription may ask for. Default 10,000 events. */
   readonly maxWindow?: number
   /** Most events in one EVENTS frame. Default 500. */
   readonly maxEventsPerFrame?: number
+  /** Target size of one EVENTS frame in bytes (a larger single event goes alone). Default 1 MiB. */
+  readonly maxFrameBytes?: number
   /** Most subscriptions on one client connection. Default 1,000. */
   readonly maxSubscriptions?: number
   /** How often expired events are purged, in ms. Default 60,000. */
@@ -41,9 +43,10 @@ export interface BrokerOptions {
 /** The defaults of every BrokerOptions limit. */
 export const BROKER_DEFAULTS = Object.freeze({
   maxConnections: 10_000,
-  maxPacketBytes: 17 * 1024 * 1024,
+  maxPacketBytes: 18 * 1024 * 1024,
   maxWindow: 10_000,
   maxEventsPerFrame: 500,
+  maxFrameBytes: 1024 * 1024,
   maxSubscriptions: 1000,
   purgeIntervalMs: 60_000
 })
@@ -86,6 +89,7 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
     maxPacketBytes: options.maxPacketBytes,
     maxWindow: options.maxWindow,
     maxEventsPerFrame: options.maxEventsPerFrame,
+    maxFrameBytes: options.maxFrameBytes,
     maxSubscriptions: options.maxSubscriptions,
     purgeIntervalMs: options.purgeIntervalMs
   })
@@ -93,6 +97,7 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
   checkInt('createBroker', 'maxPacketBytes', limits.maxPacketBytes, 1024, 256 * 1024 * 1024)
   checkInt('createBroker', 'maxWindow', limits.maxWindow, 1, 100_000)
   checkInt('createBroker', 'maxEventsPerFrame', limits.maxEventsPerFrame, 1, 10_000)
+  checkInt('createBroker', 'maxFrameBytes', limits.maxFrameBytes, 1024, 16 * 1024 * 1024)
   checkInt('createBroker', 'maxSubscriptions', limits.maxSubscriptions, 1, 100_000)
   checkInt('createBroker', 'purgeIntervalMs', limits.purgeIntervalMs, 100, 86_400_000)
   const clock = options.clock ?? systemClock
@@ -123,7 +128,7 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
     store,
     clock,
     logger,
-    limits: { maxWindow: limits.maxWindow, maxEventsPerFrame: limits.maxEventsPerFrame, maxSubscriptions: limits.maxSubscriptions },
+    limits: { maxWindow: limits.maxWindow, maxEventsPerFrame: limits.maxEventsPerFrame, maxFrameBytes: limits.maxFrameBytes, maxSubscriptions: limits.maxSubscriptions },
     sendToClient: (key, frame) => { publish(clientMessageTopic(key), frame) }
   })
 

@@ -36,6 +36,8 @@ export interface ServiceEndpointOptions {
   readonly window?: number
   /** Most events in one UP frame. Default 500. */
   readonly maxEventsPerFrame?: number
+  /** Target size of one UP frame in bytes (a larger single event goes alone). Default 1 MiB. */
+  readonly maxFrameBytes?: number
   /** First reconnect delay in ms. Default 100. */
   readonly reconnectInitialMs?: number
   /** Largest reconnect delay in ms. Default 10,000. */
@@ -54,6 +56,7 @@ export interface ServiceEndpointOptions {
 export const SERVICE_ENDPOINT_DEFAULTS = Object.freeze({
   window: 2000,
   maxEventsPerFrame: 500,
+  maxFrameBytes: 1024 * 1024,
   reconnectInitialMs: 100,
   reconnectMaxMs: 10_000,
   connectTimeoutMs: 10_000,
@@ -140,6 +143,7 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
     this.opts = withDefaults('ServiceEndpoint', SERVICE_ENDPOINT_DEFAULTS, numeric)
     checkInt('ServiceEndpoint', 'window', this.opts.window, 1, 100_000)
     checkInt('ServiceEndpoint', 'maxEventsPerFrame', this.opts.maxEventsPerFrame, 1, 10_000)
+    checkInt('ServiceEndpoint', 'maxFrameBytes', this.opts.maxFrameBytes, 1024, 16 * 1024 * 1024)
     checkInt('ServiceEndpoint', 'ackTimeoutMs', this.opts.ackTimeoutMs, 100, 3_600_000)
     const specs = new Map<string, ServiceEventSpec>()
     const given: readonly ServiceEventSpec[] = options.events
@@ -174,7 +178,7 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
         this.checkDrained()
       },
       onError: (err) => { this.reportError(err) }
-    }, this.opts.window, this.opts.maxEventsPerFrame)
+    }, this.opts.window, this.opts.maxEventsPerFrame, this.opts.maxFrameBytes)
     this.link = new Link({
       url: options.url,
       clientId: serviceClientId(this.serviceId),

@@ -20,8 +20,8 @@ export type FrameType = (typeof FrameType)[keyof typeof FrameType]
 
 /** Hard bounds of the decoder, independent of the site's own limits. */
 export const FRAME_LIMITS = {
-  /** Largest frame accepted on any Herald topic. */
-  maxFrameBytes: 16 * 1024 * 1024,
+  /** Largest frame accepted on any Herald topic: the largest payload a site may allow, plus headroom. */
+  maxFrameBytes: 17 * 1024 * 1024,
   /** Most events in one UP or EVENTS frame. */
   maxEventsPerFrame: 10_000,
   /** Longest name or id string. */
@@ -61,6 +61,34 @@ function checkFrame (buf: Buffer, expected: FrameType, what: string): BinaryRead
 export function frameType (buf: Buffer): number {
   if (buf.length === 0) throw new ProtocolError('empty frame')
   return buf[0] as number
+}
+
+/** Bytes an event takes in an UP or EVENTS frame, at most (fixed fields plus names, recipient, payload). */
+export function frameBytesOf (e: RaisedEvent): number {
+  return 96 + e.name.length + (e.recipient?.length ?? 0) + e.payload.byteLength
+}
+
+/**
+ * Splits events into runs that each fit one frame ([FRAME-TYPE-1]): at most `maxEvents` events and
+ * about `targetBytes` bytes. An event larger than the target goes alone (the site bounds a payload
+ * below FRAME_LIMITS.maxFrameBytes).
+ */
+export function frameChunks<T extends RaisedEvent> (events: readonly T[], maxEvents: number, targetBytes: number): T[][] {
+  const chunks: T[][] = []
+  let chunk: T[] = []
+  let bytes = 0
+  for (const e of events) {
+    const size = frameBytesOf(e)
+    if (chunk.length > 0 && (chunk.length >= maxEvents || bytes + size > targetBytes)) {
+      chunks.push(chunk)
+      chunk = []
+      bytes = 0
+    }
+    chunk.push(e)
+    bytes += size
+  }
+  if (chunk.length > 0) chunks.push(chunk)
+  return chunks
 }
 
 // ---------------------------------------------------------------- UP (service -> broker)

@@ -19,10 +19,11 @@ export const TEST_SITE_DOC = {
     { name: 'small-queue', category: 'queueing', lifetime: '1d', maxQueueSize: 5, access: 'authenticated' },
     { name: 'alarms', category: 'queueing', lifetime: '7d', maxQueueSize: 1000, maxPayload: 1024, access: { roles: ['operator'] } },
     { name: 'notices', category: 'private', lifetime: '1h', maxPerRecipient: 100, access: 'authenticated' },
-    { name: 'undeclared', category: 'queueing', lifetime: '1d', access: 'authenticated' }
+    { name: 'undeclared', category: 'queueing', lifetime: '1d', access: 'authenticated' },
+    { name: 'blobs', category: 'queueing', lifetime: '1d', maxQueueSize: 100, maxPayload: '4MiB', access: 'authenticated' }
   ],
   services: [
-    { id: 'svc-a', secret: SECRETS['svc-a'], events: ['temperature', 'readings', 'short-lived', 'small-queue', 'alarms', 'notices'] },
+    { id: 'svc-a', secret: SECRETS['svc-a'], events: ['temperature', 'readings', 'short-lived', 'small-queue', 'alarms', 'notices', 'blobs'] },
     { id: 'svc-b', secret: SECRETS['svc-b'], events: ['temperature', 'readings'] }
   ],
   users: [

@@ -4,7 +4,7 @@
  * to subscriptions that are caught up, and keeps each subscription within its in-flight window.
  */
 import {
-  decodeRequest, encodeControl, encodeEvents, ErrorCode, isValidName, mayReceive,
+  decodeRequest, encodeControl, encodeEvents, ErrorCode, frameChunks, isValidName, mayReceive,
   type Clock, type Control, type Logger, type Request, type Site, type StoredEvent
 } from '@herald/shared'
 import type { ClientPrincipal } from '../auth/principal.js'
@@ -17,6 +17,8 @@ export interface DeliveryLimits {
   readonly maxWindow: number
   /** Most events in one EVENTS frame. */
   readonly maxEventsPerFrame: number
+  /** Target size of one EVENTS frame in bytes (a larger single event goes alone). */
+  readonly maxFrameBytes: number
   /** Most subscriptions on one connection. */
   readonly maxSubscriptions: number
 }
@@ -202,10 +204,8 @@ export class Delivery {
   private send (sub: Subscription, events: readonly StoredEvent[]): void {
     const session = this.owner.get(sub)
     if (session === undefined || session.closed) return
-    const max = this.ctx.limits.maxEventsPerFrame
     const now = this.ctx.clock.now()
-    for (let i = 0; i < events.length; i += max) {
-      const chunk = events.length <= max ? events : events.slice(i, i + max)
+    for (const chunk of frameChunks(events, this.ctx.limits.maxEventsPerFrame, this.ctx.limits.maxFrameBytes)) {
       this.ctx.sendToClient(session.key, encodeEvents(sub.id, now, chunk))
     }
     sub.markSent(events)

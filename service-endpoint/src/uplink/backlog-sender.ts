@@ -3,7 +3,7 @@
  * backlog in seq order, skips events whose lifetime ran out, sends UP frames while the window has
  * room, and applies the broker's cumulative acknowledgements.
  */
-import type { RaisedEvent, UpFrame } from '@herald/shared'
+import { frameChunks, type RaisedEvent, type UpFrame } from '@herald/shared'
 import type { ServicePersistence } from '../persistence/service-persistence.js'
 
 export interface SenderHooks {
@@ -34,7 +34,8 @@ export class BacklogSender {
     private readonly persistence: ServicePersistence,
     private readonly hooks: SenderHooks,
     private readonly window: number,
-    private readonly maxEventsPerFrame: number
+    private readonly maxEventsPerFrame: number,
+    private readonly maxFrameBytes: number
   ) {}
 
   /** The highest seq read for sending on this connection: events above it are not on their way yet. */
@@ -110,7 +111,7 @@ export class BacklogSender {
     while (this.active) {
       const room = this.window - this.inflightCount
       if (room <= 0) return
-      const batch = await this.persistence.read(this.readUpTo, Math.min(room, this.maxEventsPerFrame))
+      const batch = await this.persistence.read(this.readUpTo, Math.min(room, this.maxEventsPerFrame * 4))
       if (!this.active) return
       if (batch.length === 0) return
       const send: RaisedEvent[] = []
@@ -121,13 +122,14 @@ export class BacklogSender {
         await this.persistence.remove(expired.map((e) => e.seq))
         this.hooks.onExpired(expired)
       }
-      if (send.length > 0) {
-        if (!this.hooks.send({ instance: this.persistence.instance, after: this.lastSent, events: send })) {
+      // frames bounded by count and bytes, so that no frame is ever too large for the broker
+      for (const chunk of frameChunks(send, this.maxEventsPerFrame, this.maxFrameBytes)) {
+        if (!this.hooks.send({ instance: this.persistence.instance, after: this.lastSent, events: chunk })) {
           this.active = false
           return
         }
-        for (const e of send) this.inflight.push({ seq: e.seq, name: e.name })
-        this.lastSent = (send[send.length - 1] as RaisedEvent).seq
+        for (const e of chunk) this.inflight.push({ seq: e.seq, name: e.name })
+        this.lastSent = (chunk[chunk.length - 1] as RaisedEvent).seq
       }
       this.readUpTo = (batch[batch.length - 1] as RaisedEvent).seq
     }
