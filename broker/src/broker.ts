@@ -34,6 +34,8 @@ export interface BrokerOptions {
   readonly maxEventsPerFrame?: number
   /** Target size of one EVENTS frame in bytes (a larger single event goes alone). Default 1 MiB. */
   readonly maxFrameBytes?: number
+  /** Most payload bytes in flight (sent, not acknowledged) per subscription. Default 16 MiB. */
+  readonly maxInflightBytes?: number
   /** Most subscriptions on one client connection. Default 1,000. */
   readonly maxSubscriptions?: number
   /** How often expired events are purged, in ms. Default 60,000. */
@@ -48,6 +50,7 @@ export const BROKER_DEFAULTS = Object.freeze({
   maxEventsPerFrame: 500,
   maxFrameBytes: 1024 * 1024,
   maxSubscriptions: 1000,
+  maxInflightBytes: 16 * 1024 * 1024,
   purgeIntervalMs: 60_000
 })
 
@@ -91,6 +94,7 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
     maxEventsPerFrame: options.maxEventsPerFrame,
     maxFrameBytes: options.maxFrameBytes,
     maxSubscriptions: options.maxSubscriptions,
+    maxInflightBytes: options.maxInflightBytes,
     purgeIntervalMs: options.purgeIntervalMs
   })
   checkInt('createBroker', 'maxConnections', limits.maxConnections, 1, 1_000_000)
@@ -99,6 +103,7 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
   checkInt('createBroker', 'maxEventsPerFrame', limits.maxEventsPerFrame, 1, 10_000)
   checkInt('createBroker', 'maxFrameBytes', limits.maxFrameBytes, 1024, 16 * 1024 * 1024)
   checkInt('createBroker', 'maxSubscriptions', limits.maxSubscriptions, 1, 100_000)
+  checkInt('createBroker', 'maxInflightBytes', limits.maxInflightBytes, 1024, 1024 * 1024 * 1024)
   checkInt('createBroker', 'purgeIntervalMs', limits.purgeIntervalMs, 100, 86_400_000)
   const clock = options.clock ?? systemClock
   const logger = options.logger ?? silentLogger
@@ -128,7 +133,7 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
     store,
     clock,
     logger,
-    limits: { maxWindow: limits.maxWindow, maxEventsPerFrame: limits.maxEventsPerFrame, maxFrameBytes: limits.maxFrameBytes, maxSubscriptions: limits.maxSubscriptions },
+    limits: { maxWindow: limits.maxWindow, maxEventsPerFrame: limits.maxEventsPerFrame, maxFrameBytes: limits.maxFrameBytes, maxSubscriptions: limits.maxSubscriptions, maxInflightBytes: limits.maxInflightBytes },
     sendToClient: (key, frame) => { publish(clientMessageTopic(key), frame) }
   })
 

@@ -34,6 +34,8 @@ export interface ServiceEndpointOptions {
   readonly persistence?: ServicePersistence
   /** Most events in flight (sent, not acknowledged). Default 2,000. */
   readonly window?: number
+  /** Most payload bytes in flight (sent, not acknowledged). Default 16 MiB. */
+  readonly maxInflightBytes?: number
   /** Most events in one UP frame. Default 500. */
   readonly maxEventsPerFrame?: number
   /** Target size of one UP frame in bytes (a larger single event goes alone). Default 1 MiB. */
@@ -57,6 +59,7 @@ export const SERVICE_ENDPOINT_DEFAULTS = Object.freeze({
   window: 2000,
   maxEventsPerFrame: 500,
   maxFrameBytes: 1024 * 1024,
+  maxInflightBytes: 16 * 1024 * 1024,
   reconnectInitialMs: 100,
   reconnectMaxMs: 10_000,
   connectTimeoutMs: 10_000,
@@ -144,6 +147,7 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
     checkInt('ServiceEndpoint', 'window', this.opts.window, 1, 100_000)
     checkInt('ServiceEndpoint', 'maxEventsPerFrame', this.opts.maxEventsPerFrame, 1, 10_000)
     checkInt('ServiceEndpoint', 'maxFrameBytes', this.opts.maxFrameBytes, 1024, 16 * 1024 * 1024)
+    checkInt('ServiceEndpoint', 'maxInflightBytes', this.opts.maxInflightBytes, 1024, 1024 * 1024 * 1024)
     checkInt('ServiceEndpoint', 'ackTimeoutMs', this.opts.ackTimeoutMs, 100, 3_600_000)
     const specs = new Map<string, ServiceEventSpec>()
     const given: readonly ServiceEventSpec[] = options.events
@@ -178,7 +182,7 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
         this.checkDrained()
       },
       onError: (err) => { this.reportError(err) }
-    }, this.opts.window, this.opts.maxEventsPerFrame, this.opts.maxFrameBytes)
+    }, this.opts.window, this.opts.maxEventsPerFrame, this.opts.maxFrameBytes, this.opts.maxInflightBytes)
     this.link = new Link({
       url: options.url,
       clientId: serviceClientId(this.serviceId),

@@ -21,6 +21,8 @@ export interface DeliveryLimits {
   readonly maxFrameBytes: number
   /** Most subscriptions on one connection. */
   readonly maxSubscriptions: number
+  /** Most payload bytes in flight per subscription. */
+  readonly maxInflightBytes: number
 }
 
 export interface DeliveryContext {
@@ -123,7 +125,7 @@ export class Delivery {
     const reset = req.position > head
     const start = reset ? 0 : req.position > 0 ? req.position : req.start === 'new' ? head : 0
     const window = Math.min(req.window, this.ctx.limits.maxWindow)
-    const sub = new Subscription(req.sub, def, req.services === null ? null : new Set(req.services), def.category === 'private' ? session.key : null, window, start)
+    const sub = new Subscription(req.sub, def, req.services === null ? null : new Set(req.services), def.category === 'private' ? session.key : null, window, this.ctx.limits.maxInflightBytes, start)
     session.subs.set(req.sub, sub)
     this.owner.set(sub, session)
     let set = this.byEvent.get(def.name)

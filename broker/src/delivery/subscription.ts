@@ -6,7 +6,10 @@ export class Subscription {
   cursor: number
   /** Positions sent and not yet acknowledged, oldest first (a ring bounded by `window`). */
   private readonly sent: number[] = []
+  /** Payload bytes of each sent event, parallel to `sent`. */
+  private readonly sentBytes: number[] = []
   private sentHead = 0
+  private inflightBytes = 0
   /** True when the last read found nothing more: new events can go straight from memory. */
   caughtUp = false
   /** A read is under way. */
@@ -22,6 +25,8 @@ export class Subscription {
     /** The recipient key for private events, else null. */
     readonly recipient: string | null,
     readonly window: number,
+    /** Most payload bytes in flight; at least one frame is always allowed. */
+    readonly maxInflightBytes: number,
     start: number
   ) {
     this.cursor = start
@@ -34,6 +39,7 @@ export class Subscription {
 
   /** How many more events may be sent now. */
   get credit (): number {
+    if (this.inflightBytes >= this.maxInflightBytes) return 0
     return this.window - this.inflight
   }
 
@@ -46,16 +52,24 @@ export class Subscription {
 
   /** Records events as sent. */
   markSent (events: readonly StoredEvent[]): void {
-    for (const e of events) this.sent.push(e.position)
+    for (const e of events) {
+      this.sent.push(e.position)
+      this.sentBytes.push(e.payload.byteLength)
+      this.inflightBytes += e.payload.byteLength
+    }
     const last = events[events.length - 1]
     if (last !== undefined) this.cursor = last.position
   }
 
   /** The client acknowledged everything up to `position` ([CLI-ACK-1]). */
   acknowledge (position: number): void {
-    while (this.sentHead < this.sent.length && (this.sent[this.sentHead] as number) <= position) this.sentHead++
+    while (this.sentHead < this.sent.length && (this.sent[this.sentHead] as number) <= position) {
+      this.inflightBytes -= this.sentBytes[this.sentHead] as number
+      this.sentHead++
+    }
     if (this.sentHead > 1024 && this.sentHead * 2 > this.sent.length) {
       this.sent.splice(0, this.sentHead)
+      this.sentBytes.splice(0, this.sentHead)
       this.sentHead = 0
     }
   }

@@ -24,8 +24,9 @@ export class BacklogSender {
   /** Seq of the last event sent on this connection: the next frame's `after`. */
   private lastSent = 0
   /** Seqs and names in flight, oldest first. */
-  private readonly inflight: Array<{ seq: number, name: string }> = []
+  private readonly inflight: Array<{ seq: number, name: string, bytes: number }> = []
   private inflightHead = 0
+  private inflightBytes = 0
   private pumping = false
   private dirty = false
   private active = false
@@ -35,7 +36,9 @@ export class BacklogSender {
     private readonly hooks: SenderHooks,
     private readonly window: number,
     private readonly maxEventsPerFrame: number,
-    private readonly maxFrameBytes: number
+    private readonly maxFrameBytes: number,
+    /** Most payload bytes in flight; at least one frame is always allowed. */
+    private readonly maxInflightBytes: number
   ) {}
 
   /** The highest seq read for sending on this connection: events above it are not on their way yet. */
@@ -50,7 +53,7 @@ export class BacklogSender {
   /** The name of an in-flight event, for reports. */
   nameOf (seq: number): string | undefined {
     for (let i = this.inflightHead; i < this.inflight.length; i++) {
-      const f = this.inflight[i] as { seq: number, name: string }
+      const f = this.inflight[i] as { seq: number, name: string, bytes: number }
       if (f.seq === seq) return f.name
     }
     return undefined
@@ -63,6 +66,7 @@ export class BacklogSender {
     this.lastSent = this.acked
     this.inflight.length = 0
     this.inflightHead = 0
+    this.inflightBytes = 0
     this.pump()
   }
 
@@ -80,7 +84,10 @@ export class BacklogSender {
   acknowledge (upTo: number): void {
     if (upTo <= this.acked) return
     this.acked = upTo
-    while (this.inflightHead < this.inflight.length && (this.inflight[this.inflightHead] as { seq: number }).seq <= upTo) this.inflightHead++
+    while (this.inflightHead < this.inflight.length && (this.inflight[this.inflightHead] as { seq: number }).seq <= upTo) {
+      this.inflightBytes -= (this.inflight[this.inflightHead] as { bytes: number }).bytes
+      this.inflightHead++
+    }
     if (this.inflightHead > 1024 && this.inflightHead * 2 > this.inflight.length) {
       this.inflight.splice(0, this.inflightHead)
       this.inflightHead = 0
@@ -109,7 +116,7 @@ export class BacklogSender {
 
   private async loop (): Promise<void> {
     while (this.active) {
-      const room = this.window - this.inflightCount
+      const room = this.inflightBytes >= this.maxInflightBytes ? 0 : this.window - this.inflightCount
       if (room <= 0) return
       const batch = await this.persistence.read(this.readUpTo, Math.min(room, this.maxEventsPerFrame * 4))
       if (!this.active) return
@@ -128,7 +135,10 @@ export class BacklogSender {
           this.active = false
           return
         }
-        for (const e of chunk) this.inflight.push({ seq: e.seq, name: e.name })
+        for (const e of chunk) {
+          this.inflight.push({ seq: e.seq, name: e.name, bytes: e.payload.byteLength })
+          this.inflightBytes += e.payload.byteLength
+        }
         this.lastSent = (chunk[chunk.length - 1] as RaisedEvent).seq
       }
       this.readUpTo = (batch[batch.length - 1] as RaisedEvent).seq
