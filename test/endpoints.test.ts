@@ -94,3 +94,22 @@ describe('endpoint behaviours', () => {
     expect(states[states.length - 1]).toBe('online')
   })
 })
+
+describe('start "new" across restarts', () => {
+  let h: Harness
+  afterEach(async () => { await h.close() })
+
+  it('[CLI-START-1] a "new" subscription that started on an empty broker keeps every event stored while it was away', async () => {
+    h = await Harness.create()
+    const broker = await h.broker()
+    const first = h.client(broker.url, 'alice', 'app', { durable: true })
+    await collect(first, 'readings', { start: 'new' })
+    await first.close()
+    const svc = await h.service(broker.url, 'svc-a')
+    for (let i = 0; i < 3; i++) await svc.raise('readings', { i })
+    await svc.drained()
+    const again = await collect(h.client(broker.url, 'alice', 'app', { durable: true }), 'readings', { start: 'new' })
+    await again.until(3)
+    expect(again.payloads()).toEqual([{ i: 0 }, { i: 1 }, { i: 2 }])
+  })
+})

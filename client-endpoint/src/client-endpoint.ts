@@ -240,8 +240,9 @@ export class ClientEndpoint extends TypedEmitter<ClientEndpointEvents> {
       this.wire.set(id, sub)
       const recorded = sub.positions.get(sub.key)
       sub.committed = recorded?.position ?? 0
+      // [CLI-START-1] a recorded position, even 0, is where to resume: `start` only applies without one
       this.link.send(this.reqTopic, encodeRequest({
-        op: 'sub', sub: id, event: sub.event, services: sub.services, position: sub.committed, start: sub.start, window: sub.window
+        op: 'sub', sub: id, event: sub.event, services: sub.services, position: sub.committed, start: recorded === null ? sub.start : 'all', window: sub.window
       }))
     })
   }
@@ -276,7 +277,7 @@ export class ClientEndpoint extends TypedEmitter<ClientEndpointEvents> {
             this.logger.warn({ key: sub.key, position: sub.committed }, 'the broker has no events up to this position; starting over from what it holds')
             sub.positions.commit(sub.key, 0)
             sub.committed = 0
-          } else if (recorded === null || (recorded.position === 0 && c.head > 0)) {
+          } else if (recorded === null) {
             // [CLI-START-1] remember where a first subscription started
             sub.positions.commit(sub.key, c.head)
             sub.committed = c.head
