@@ -54,6 +54,21 @@ describe('endpoint behaviours', () => {
     expect(rejecting.status.backlog).toBe(5)
   })
 
+  it('[SVC-SUPERSEDE-1] a refused replacing event supersedes nothing, and the next one replaces the one that is held', async () => {
+    h = await Harness.create()
+    const size = (name: string, payload: string): number => eventSize({ seq: 1, name, category: 'queueing', raisedAt: 0, isNull: false, recipient: null, payloadKind: PayloadKind.json, payload: Buffer.from(payload) })
+    const small = JSON.stringify({ t: 1 })
+    const capacity = size('readings', JSON.stringify({ i: 0 })) + 2 * size('temperature', small)
+    const svc = await h.service('mqtt://127.0.0.1:9', 'svc-a', { persistence: new MemoryServicePersistence({ capacityBytes: capacity, policy: OverflowPolicy.reject }) })
+    await svc.raise('readings', { i: 0 })
+    await svc.raise('temperature', { t: 1 })
+    const huge = await svc.raise('temperature', { t: 2, pad: 'x'.repeat(capacity) }).catch((e: unknown) => e)
+    expect((huge as PersistenceError).code).toBe(ErrorCode.CAPACITY_EXCEEDED)
+    await svc.raise('temperature', { t: 3 })
+    const held = await svc.persistence.read(0, 10)
+    expect(held.map((e) => [e.name, JSON.parse(Buffer.from(e.payload).toString()) as unknown])).toEqual([['readings', { i: 0 }], ['temperature', { t: 3 }]])
+  })
+
   it('[STORE-DEDUP-1] a wiped gateway (a new persistence file) is a new instance, not a source of duplicates', async () => {
     h = await Harness.create()
     const broker = await h.broker()

@@ -10,7 +10,7 @@ import {
 } from '@herald/shared'
 import type { PersistenceError } from '@herald/shared'
 import { MemoryServicePersistence } from './persistence/memory-service-persistence.js'
-import type { ServicePersistence } from './persistence/service-persistence.js'
+import type { AppendOutcome, ServicePersistence } from './persistence/service-persistence.js'
 import { BacklogSender } from './uplink/backlog-sender.js'
 
 /** What a service endpoint must know of an event to raise it offline (an EventDefinition from the site fits). */
@@ -251,13 +251,24 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
       seq, name, category: spec.category, raisedAt: this.clock.now(), isNull, recipient, payloadKind: encoded.kind, payload: encoded.bytes
     }
     let supersede: number[] | undefined
+    let prev: number | undefined
     if (spec.category === 'replacing') {
-      const prev = this.newestReplacing.get(name)
+      prev = this.newestReplacing.get(name)
       // [SVC-SUPERSEDE-1] an older instance not yet read for sending is replaced in the backlog
       if (prev !== undefined && prev > this.sentHorizon()) supersede = [prev]
       this.newestReplacing.set(name, seq)
     }
-    const outcome = await this.persistence.append([event], supersede)
+    let outcome: AppendOutcome
+    try {
+      outcome = await this.persistence.append([event], supersede)
+    } catch (err) {
+      // not stored, and nothing superseded: the previous instance is still the newest
+      if (this.newestReplacing.get(name) === seq) {
+        if (prev === undefined) this.newestReplacing.delete(name)
+        else this.newestReplacing.set(name, prev)
+      }
+      throw err
+    }
     this.counters.raised++
     if (outcome.dropped.length > 0) {
       this.counters.dropped += outcome.dropped.length

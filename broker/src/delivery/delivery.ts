@@ -198,8 +198,13 @@ export class Delivery {
     }, (err: unknown) => {
       sub.reading = false
       this.ctx.logger.error({ err, event: sub.def.name }, 'event store read failed')
+      // the subscription ends here; the client resubscribes from its own position later
+      this.removeSub(sub)
       const session = this.owner.get(sub)
-      if (session !== undefined) this.control(session, { op: 'error', sub: sub.id, code: ErrorCode.PERSISTENCE_FAILED, message: 'the broker could not read stored events; resubscribe later' })
+      if (session !== undefined) {
+        session.subs.delete(sub.id)
+        this.control(session, { op: 'error', sub: sub.id, code: ErrorCode.PERSISTENCE_FAILED, message: 'the broker could not read stored events; resubscribe later' })
+      }
     })
   }
 
