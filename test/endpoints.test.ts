@@ -47,11 +47,15 @@ describe('endpoint behaviours', () => {
     expect(dropping.status.backlog).toBe(5)
 
     const rejecting = await h.service(offline, 'svc-b', { persistence: new MemoryServicePersistence({ capacityBytes: one * 5, policy: OverflowPolicy.reject }) })
+    const refused: string[] = []
+    rejecting.on('refused', (info) => { refused.push(`${info.name} ${info.error.code} ${info.total}`) })
     for (let i = 0; i < 5; i++) await rejecting.raise('readings', { i })
     const err = await rejecting.raise('readings', { i: 5 }).catch((e: unknown) => e)
     expect(err).toBeInstanceOf(PersistenceError)
     expect((err as PersistenceError).code).toBe(ErrorCode.CAPACITY_EXCEEDED)
     expect(rejecting.status.backlog).toBe(5)
+    expect(refused).toEqual(['readings CAPACITY_EXCEEDED 1'])
+    expect(rejecting.counters.refused).toBe(1)
   })
 
   it('[SVC-SUPERSEDE-1] a refused replacing event supersedes nothing, and the next one replaces the one that is held', async () => {
@@ -95,6 +99,10 @@ describe('endpoint behaviours', () => {
     const svc = await h.service(broker.url, 'svc-a')
     const states: Array<ServiceStatus['state']> = []
     svc.on('status', (s) => { if (states[states.length - 1] !== s.state) states.push(s.state) })
+    const streamed: Array<ServiceStatus['state']> = []
+    const reading = (async () => {
+      for await (const s of svc.statusUpdates()) if (streamed[streamed.length - 1] !== s.state) streamed.push(s.state)
+    })()
     await waitFor(() => svc.status.state === 'online', 'online')
     await broker.close()
     await waitFor(() => svc.status.state === 'offline' || svc.status.state === 'connecting', 'offline')
@@ -107,6 +115,10 @@ describe('endpoint behaviours', () => {
     expect(states.indexOf('offline')).toBeGreaterThanOrEqual(0)
     expect(states.lastIndexOf('online')).toBeGreaterThan(states.indexOf('offline'))
     expect(states[states.length - 1]).toBe('online')
+    await svc.close()
+    await reading // the stream ends at close()
+    expect(streamed.indexOf('offline')).toBeGreaterThan(streamed.indexOf('online'))
+    expect(streamed.slice(-2)).toEqual(['online', 'closed'])
   })
 })
 

@@ -97,6 +97,8 @@ export interface ServiceEndpointEvents {
   expired: (info: { events: readonly RaisedEvent[], total: number }) => void
   /** Events dropped to make room under the dropOldest policy ([SVC-CAPACITY-1]). */
   dropped: (info: { events: readonly RaisedEvent[], total: number }) => void
+  /** A raise() refused because persistence is full under the reject policy ([SVC-CAPACITY-1]); raise() rejects too. */
+  refused: (info: { name: string, error: HeraldError, total: number }) => void
   /** The durable level failed; the endpoint works on in memory ([SVC-PERSIST-FAIL-1]). */
   persistenceFailed: (info: { error: PersistenceError, lost: number }) => void
   /** A background failure that does not stop the endpoint. */
@@ -107,15 +109,18 @@ export interface ServiceEndpointEvents {
 export interface ServiceEndpointCounters {
   raised: number
   acknowledged: number
+  /** Events the broker refused. */
   rejected: number
   expired: number
   dropped: number
+  /** raise() calls refused because persistence was full (reject policy). */
+  refused: number
 }
 
 export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
   readonly serviceId: string
   readonly persistence: ServicePersistence
-  readonly counters: ServiceEndpointCounters = { raised: 0, acknowledged: 0, rejected: 0, expired: 0, dropped: 0 }
+  readonly counters: ServiceEndpointCounters = { raised: 0, acknowledged: 0, rejected: 0, expired: 0, dropped: 0, refused: 0 }
   private readonly specs: ReadonlyMap<string, ServiceEventSpec>
   private readonly opts: Widened<typeof SERVICE_ENDPOINT_DEFAULTS>
   private readonly clock: Clock
@@ -266,6 +271,10 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
       if (this.newestReplacing.get(name) === seq) {
         if (prev === undefined) this.newestReplacing.delete(name)
         else this.newestReplacing.set(name, prev)
+      }
+      if (err instanceof HeraldError && err.code === ErrorCode.CAPACITY_EXCEEDED) {
+        this.counters.refused++
+        this.emit('refused', { name, error: err, total: this.counters.refused })
       }
       throw err
     }
