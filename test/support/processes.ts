@@ -10,7 +10,8 @@ import { TimeoutError } from '@herald/shared'
 import { TEST_SITE_DOC } from './site.js'
 
 const ROOT = join(import.meta.dirname, '..', '..')
-const CLI = join(ROOT, 'broker', 'dist', 'cli.js')
+// the installed `herald` command, as users run it
+const CLI = join(ROOT, 'broker', 'bin', 'herald.js')
 
 /** A child process whose stdout lines can be awaited. */
 export class Proc {
