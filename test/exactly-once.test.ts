@@ -179,7 +179,9 @@ describe('exactly once, end to end', { timeout: 240_000 }, () => {
           await c.kill()
           kills++
         } else {
-          await waitFor(() => handled() >= N, `${N} events handled`, 180_000)
+          await waitFor(() => handled() >= N, `${N} events handled`, 180_000).catch((err: unknown) => {
+            throw new Error(`${(err as Error).message}; handled ${handled()}; client said ${c.lines.slice(-3).join(' | ')}; stderr: ${c.stderr.slice(-3000)}`)
+          })
           await c.kill()
         }
       }

@@ -320,39 +320,60 @@ export class ClientEndpoint extends TypedEmitter<ClientEndpointEvents> {
   }
 
   private async loop (sub: ClientSubscription): Promise<void> {
-    for (let item = sub.take(); item !== undefined && !sub.closed; item = sub.take()) {
-      const e = item.event
-      if (e.position <= sub.committed) continue // already handled (a frame from before a resubscription)
-      let redelivered = sub.crashStarted === e.position
-      if (redelivered) sub.crashStarted = null
-      for (let attempt = 1; ; attempt++) {
-        const event = toHeraldEvent(e, item.ageAtSend + (this.clock.now() - item.arrivedAt), redelivered)
-        try {
-          if (sub.transaction !== null) {
-            this.runTransactional(sub, event)
+    // [CLI-POS-4] a handled event whose commit waits for the next event's start mark: one write for both
+    let pending: number | null = null
+    const commit = (position: number): void => {
+      sub.committed = position
+      this.scheduleAck(sub)
+    }
+    try {
+      for (let item = sub.take(); item !== undefined && !sub.closed; item = sub.take()) {
+        const e = item.event
+        if (e.position <= (pending ?? sub.committed)) continue // already handled (a frame from before a resubscription)
+        let redelivered = sub.crashStarted === e.position
+        if (redelivered) sub.crashStarted = null
+        if (sub.transaction === null) {
+          // [CLI-REDELIVER-1] recorded before the handler, so a crash inside it is known after restart
+          if (pending !== null) {
+            sub.positions.advance(sub.key, pending, e.position)
+            commit(pending)
+            pending = null
           } else {
-            // [CLI-REDELIVER-1] recorded before the handler, so a crash inside it is known after restart
             sub.positions.markStarted(sub.key, e.position)
-            await sub.handler(event)
-            sub.positions.commit(sub.key, e.position)
           }
-          break
-        } catch (error) {
-          if (error instanceof ConfigError) throw error
-          const retryInMs = backoffDelay(attempt - 1, { initialMs: this.opts.retryInitialMs, maxMs: this.opts.retryMaxMs })
-          sub.retries++
-          // [CLI-RETRY-1] never skipped: reported and retried with backoff
-          if (this.listenerCount('handlerError') > 0) this.emit('handlerError', { key: sub.key, event, error, attempt, retryInMs })
-          else this.logger.warn({ key: sub.key, position: e.position, err: error, attempt }, 'handler failed; retrying')
-          await new Promise((resolve) => setTimeout(resolve, retryInMs))
-          if (sub.closed || this.closed) return
-          redelivered = sub.transaction === null
+        }
+        for (let attempt = 1; ; attempt++) {
+          const event = toHeraldEvent(e, item.ageAtSend + (this.clock.now() - item.arrivedAt), redelivered)
+          try {
+            if (sub.transaction !== null) this.runTransactional(sub, event)
+            else await sub.handler(event)
+            break
+          } catch (error) {
+            if (error instanceof ConfigError) throw error
+            const retryInMs = backoffDelay(attempt - 1, { initialMs: this.opts.retryInitialMs, maxMs: this.opts.retryMaxMs })
+            sub.retries++
+            // [CLI-RETRY-1] never skipped: reported and retried with backoff
+            if (this.listenerCount('handlerError') > 0) this.emit('handlerError', { key: sub.key, event, error, attempt, retryInMs })
+            else this.logger.warn({ key: sub.key, position: e.position, err: error, attempt }, 'handler failed; retrying')
+            await new Promise((resolve) => setTimeout(resolve, retryInMs))
+            if (sub.closed || this.closed) return
+            redelivered = sub.transaction === null
+          }
+        }
+        sub.delivered++
+        if (redelivered) sub.redelivered++
+        if (sub.transaction !== null) commit(e.position)
+        else if (sub.pending > 0) pending = e.position
+        else {
+          sub.positions.commit(sub.key, e.position)
+          commit(e.position)
         }
       }
-      sub.committed = e.position
-      sub.delivered++
-      if (redelivered) sub.redelivered++
-      this.scheduleAck(sub)
+    } finally {
+      if (pending !== null) {
+        sub.positions.commit(sub.key, pending)
+        commit(pending)
+      }
     }
   }
 

@@ -25,6 +25,10 @@ export class MemoryPositionStore implements PositionStore {
     }
   }
 
+  advance (key: string, committed: number, started: number): void {
+    this.map.set(key, { position: committed, started })
+  }
+
   close (): void {
     this.map.clear()
   }

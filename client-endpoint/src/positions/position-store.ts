@@ -19,11 +19,17 @@ export interface SubscriptionPosition {
  * - [CLI-POS-1] `commit(key, p)` records p as the position and clears `started`.
  * - [CLI-POS-2] `markStarted(key, p)` records p as started and leaves the position as it was.
  * - [CLI-POS-3] A durable backend's records survive the process being killed right after the call.
+ * - [CLI-POS-4] `advance(key, c, s)` records c as the position and s as started, in one write.
  */
 export interface PositionStore {
   get (key: string): SubscriptionPosition | null
   markStarted (key: string, position: number): void
   commit (key: string, position: number): void
+  /**
+   * [CLI-POS-4] `commit(key, committed)` and `markStarted(key, started)` in one write: what a client
+   * does between two events it handles back to back, at the cost of one write instead of two.
+   */
+  advance (key: string, committed: number, started: number): void
   /** Whether records survive a restart. */
   readonly durable: boolean
   close (): void

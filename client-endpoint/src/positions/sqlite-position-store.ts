@@ -25,6 +25,7 @@ export class SqlitePositionStore implements PositionStore {
   private readonly getStmt: Database.Statement<[string], { position: number, started: number | null }>
   private readonly startStmt: Database.Statement<[string, number]>
   private readonly commitStmt: Database.Statement<[string, number]>
+  private readonly advanceStmt: Database.Statement<[string, number, number]>
 
   constructor (options: SqlitePositionStoreOptions) {
     const table = options.table ?? 'herald_positions'
@@ -43,6 +44,7 @@ export class SqlitePositionStore implements PositionStore {
       this.getStmt = this.db.prepare(`SELECT position, started FROM ${table} WHERE key = ?`)
       this.startStmt = this.db.prepare(`INSERT INTO ${table} (key, position, started) VALUES (?, 0, ?) ON CONFLICT(key) DO UPDATE SET started = excluded.started`)
       this.commitStmt = this.db.prepare(`INSERT INTO ${table} (key, position, started) VALUES (?, ?, NULL) ON CONFLICT(key) DO UPDATE SET position = excluded.position, started = NULL`)
+      this.advanceStmt = this.db.prepare(`INSERT INTO ${table} (key, position, started) VALUES (?, ?, ?) ON CONFLICT(key) DO UPDATE SET position = excluded.position, started = excluded.started`)
     } catch (err) {
       const where = typeof options.database === 'string' ? options.database : 'the given database'
       throw new PersistenceError(`cannot open positions in ${where}: ${(err as Error).message}`, { cause: err })
@@ -60,6 +62,10 @@ export class SqlitePositionStore implements PositionStore {
 
   commit (key: string, position: number): void {
     this.commitStmt.run(key, position)
+  }
+
+  advance (key: string, committed: number, started: number): void {
+    this.advanceStmt.run(key, committed, started)
   }
 
   close (): void {

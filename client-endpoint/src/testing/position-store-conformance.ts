@@ -38,6 +38,17 @@ export function describePositionStoreConformance (name: string, factory: () => P
       expect(fx.store.get('a')).toEqual({ position: 9, started: null })
     })
 
+    it('[CLI-POS-4] advance commits one position and marks the next started, in one call', async () => {
+      fx = await factory()
+      fx.store.markStarted('a', 3)
+      fx.store.advance('a', 3, 4)
+      expect(fx.store.get('a')).toEqual({ position: 3, started: 4 })
+      fx.store.advance('new-key', 7, 8)
+      expect(fx.store.get('new-key')).toEqual({ position: 7, started: 8 })
+      fx.store.commit('a', 4)
+      expect(fx.store.get('a')).toEqual({ position: 4, started: null })
+    })
+
     it('keeps keys apart', async () => {
       fx = await factory()
       const keys = Array.from({ length: 50 }, (_, i) => `event-${i}?services=s${i}`)
