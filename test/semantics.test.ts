@@ -75,7 +75,7 @@ describe('event categories as a client sees them', () => {
     const late = await collect(h.client(broker.url, null, 'guest-screen'), 'temperature')
     await late.until(2)
     // two services upload independently: their relative order at the broker is not defined
-    const byService = late.events.map((e) => [e.serviceId, e.payload, e.isNull]).sort((x, y) => String(x[0]).localeCompare(String(y[0])))
+    const byService = [...late.events].sort((x, y) => x.serviceId.localeCompare(y.serviceId)).map((e) => [e.serviceId, e.payload, e.isNull])
     expect(byService).toEqual([['svc-a', { t: 10 }, false], ['svc-b', { t: 103 }, false]])
 
     await a.raiseNull('temperature')
