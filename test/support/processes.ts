@@ -18,6 +18,8 @@ export class Proc {
   readonly lines: string[] = []
   private readonly waiters: Array<{ test: (line: string) => boolean, resolve: (line: string) => void }> = []
   readonly exited: Promise<number | null>
+  /** Resolves when every line the process wrote has been read. */
+  readonly drained: Promise<void>
   stderr = ''
 
   constructor (readonly child: ChildProcess, readonly name: string) {
@@ -34,6 +36,7 @@ export class Proc {
     })
     child.stderr!.on('data', (d: Buffer) => { this.stderr = (this.stderr + d.toString()).slice(-20_000) })
     this.exited = new Promise((resolve) => { child.once('exit', (code) => { resolve(code) }) })
+    this.drained = new Promise((resolve) => { rl.once('close', () => { resolve() }) })
   }
 
   /** Resolves with the first line (already printed or to come) that passes `test`. */
@@ -47,10 +50,11 @@ export class Proc {
     })
   }
 
-  /** SIGKILL, and wait until it is gone. */
+  /** SIGKILL, and wait until it is gone and all it wrote has been read. */
   async kill (): Promise<void> {
     if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGKILL')
     await this.exited
+    await this.drained
   }
 }
 
