@@ -114,6 +114,7 @@ export class BacklogSender {
     })
   }
 
+  /** Sends in seq order, which the broker turns into position order ([EVT-ORDER-1]). */
   private async loop (): Promise<void> {
     while (this.active) {
       const room = this.inflightBytes >= this.maxInflightBytes ? 0 : this.window - this.inflightCount
