@@ -3,6 +3,7 @@
  * and a query the same way. Internal to the event-store folder.
  */
 import { Category, ErrorCode, RequestError } from '@herald/shared'
+import type { RaisedEvent, StoredEvent } from '@herald/shared'
 import type { AppendBatch, LimitsOf, QueueLimits, ReadQuery } from './event-store.js'
 
 /** The recipient key of an event that has none (replacing and queueing events). */
@@ -74,4 +75,26 @@ export function recipientKeyOf (query: ReadQuery, limitsOf: LimitsOf): string {
     throw invalid(`reading private event "${query.event}" needs a recipient`)
   }
   return query.recipient
+}
+
+/** The stored form of a raised event: its fields plus where and when the broker stored it. */
+export function storedFrom (
+  e: RaisedEvent, payload: Uint8Array,
+  at: { position: number, serviceId: string, instance: string, receivedAt: number, expiresAt: number | null }
+): StoredEvent {
+  return {
+    seq: e.seq,
+    name: e.name,
+    category: e.category,
+    raisedAt: e.raisedAt,
+    isNull: e.isNull,
+    recipient: e.recipient,
+    payloadKind: e.payloadKind,
+    payload,
+    position: at.position,
+    serviceId: at.serviceId,
+    instance: at.instance,
+    receivedAt: at.receivedAt,
+    expiresAt: at.expiresAt
+  }
 }

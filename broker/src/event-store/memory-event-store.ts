@@ -5,7 +5,7 @@
 import { ClosedError, ConfigError } from '@herald/shared'
 import type { StoredEvent } from '@herald/shared'
 import type { AppendBatch, AppendResult, EventStore, LimitsOf, ReadQuery } from './event-store.js'
-import { capOf, checkBatch, expiresAtOf, NO_RECIPIENT, recipientKeyOf } from './event-store-rules.js'
+import { capOf, checkBatch, expiresAtOf, NO_RECIPIENT, recipientKeyOf, storedFrom } from './event-store-rules.js'
 
 /** What a MemoryEventStore is built from. */
 export interface MemoryEventStoreOptions {
@@ -56,21 +56,14 @@ export class MemoryEventStore implements EventStore {
       // [STORE-DEDUP-1]
       if (e.seq <= last) { duplicates++; continue }
       last = e.seq
-      const s: StoredEvent = {
-        seq: e.seq,
-        name: e.name,
-        category: e.category,
-        raisedAt: e.raisedAt,
-        isNull: e.isNull,
-        recipient: e.recipient,
-        payloadKind: e.payloadKind,
-        payload: new Uint8Array(e.payload),
+      // a copy of the payload, so the caller's buffer can be reused
+      const s = storedFrom(e, new Uint8Array(e.payload), {
         position: ++this.#head, // [STORE-POS-1]
         serviceId: batch.serviceId,
         instance: batch.instance,
         receivedAt: batch.receivedAt,
         expiresAt: expiresAtOf(lim, batch.receivedAt)
-      }
+      })
       this.#insert(s, capOf(lim))
       stored.push(s)
     }

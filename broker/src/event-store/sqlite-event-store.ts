@@ -22,7 +22,7 @@ import Database from 'better-sqlite3'
 import { CATEGORY_BY_CODE, CATEGORY_CODE, ClosedError, ConfigError, ErrorCode, PersistenceError, RequestError, silentLogger } from '@herald/shared'
 import type { Category, Logger, PayloadKind, StoredEvent } from '@herald/shared'
 import type { AppendBatch, AppendResult, EventStore, LimitsOf, QueueLimits, ReadQuery } from './event-store.js'
-import { capOf, checkBatch, expiresAtOf, NO_RECIPIENT, recipientKeyOf } from './event-store-rules.js'
+import { capOf, checkBatch, expiresAtOf, NO_RECIPIENT, recipientKeyOf, storedFrom } from './event-store-rules.js'
 
 /** How each commit reaches the disk. */
 import { SqliteSynchronous } from '@herald/shared'
@@ -337,21 +337,7 @@ export class SqliteEventStore implements EventStore {
         } else {
           q.count++
         }
-        stored.push({
-          seq: e.seq,
-          name: e.name,
-          category: e.category,
-          raisedAt: e.raisedAt,
-          isNull: e.isNull,
-          recipient: e.recipient,
-          payloadKind: e.payloadKind,
-          payload: e.payload,
-          position,
-          serviceId,
-          instance,
-          receivedAt,
-          expiresAt
-        })
+        stored.push(storedFrom(e, e.payload, { position, serviceId, instance, receivedAt, expiresAt }))
       }
       added += stored.length
       sd.last = Math.max(last, batch.handledUpTo)
