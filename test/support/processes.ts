@@ -11,7 +11,7 @@ import { TEST_SITE_DOC } from './site.js'
 
 const ROOT = join(import.meta.dirname, '..', '..')
 // the installed `herald` command, as users run it
-const CLI = join(ROOT, 'broker', 'bin', 'herald.js')
+const CLI = join(ROOT, 'cli', 'bin', 'herald.js')
 
 /** A child process whose stdout lines can be awaited. */
 export class Proc {

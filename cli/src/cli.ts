@@ -1,0 +1,18 @@
+#!/usr/bin/env node
+/**
+ * The `herald` command line. Each subcommand lives in `commands/` (or, for the device side, in its
+ * own package); only the commands read the environment and create loggers.
+ */
+import { Command } from 'commander'
+import { HeraldError } from '@herald/shared'
+import { brokerCommand, hashSecretCommand } from './commands/broker.js'
+
+const program = new Command('herald').description('Herald: device-to-broker events, exactly once').showHelpAfterError()
+program.addCommand(brokerCommand())
+program.addCommand(hashSecretCommand())
+
+program.parseAsync(process.argv).catch((err: unknown) => {
+  const code = err instanceof HeraldError ? ` [${err.code}]` : ''
+  process.stderr.write(`herald: ${(err as Error).message}${code}\n`)
+  process.exit(2)
+})
