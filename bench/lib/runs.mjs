@@ -1,0 +1,126 @@
+// One measured run: a broker, subscriber processes and publisher processes, started, released
+// together and timed. Used by every scenario, for the references and for Herald alike.
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { nodeChild, killEach } from './proc.mjs'
+import { EVENT, SERVICE_SECRET, USER, USER_PASSWORD, proc, startHerald, writeSite } from './brokers.mjs'
+
+/** Splits `n` items into at most `parts` nearly equal groups (no empty ones). */
+export function split (n, parts) {
+  const p = Math.max(1, Math.min(parts, n))
+  return Array.from({ length: p }, (_, i) => Math.floor(n / p) + (i < n % p ? 1 : 0))
+}
+
+/** Merges latency summaries of several processes conservatively: the worst p50 and p99. */
+function mergeLatency (list) {
+  const ok = list.filter((l) => l !== undefined && l !== null && l.n > 0)
+  if (ok.length === 0) return null
+  return { n: ok.reduce((s, l) => s + l.n, 0), p50: Math.max(...ok.map((l) => l.p50)), p99: Math.max(...ok.map((l) => l.p99)), max: Math.max(...ok.map((l) => l.max)) }
+}
+
+/**
+ * A reference run on an MQTT broker: `subClients` subscribers in `subProcs` processes, each
+ * expecting every message; `pubClients` publishers in `pubProcs` processes, `count` messages each.
+ */
+export async function mqttRun (broker, { pubClients, pubProcs, count, inflight, rate = 0, subClients, subProcs, deadline }) {
+  const children = []
+  try {
+    const topic = 'bench/t'
+    const expect = pubClients * count
+    const subs = split(subClients, subProcs).map((clients, i) => nodeChild(`mqtt-sub ${i}`, proc('mqtt-sub.mjs'), { url: broker.url, topic, clients, expect }))
+    children.push(...subs)
+    await Promise.all(subs.map((c) => c.waitFor('ready', 'subscribers ready', deadline)))
+    const pubs = split(pubClients, pubProcs).map((clients, i) => nodeChild(`mqtt-pub ${i}`, proc('mqtt-pub.mjs'), { url: broker.url, topic, clients, count, inflight, rate }))
+    children.push(...pubs)
+    await Promise.all(pubs.map((c) => c.waitFor('ready', 'publishers connected', deadline)))
+    for (const p of pubs) p.send('go')
+    const pubResults = (await Promise.all(pubs.map((c) => c.waitFor('result', 'all PUBACKs', deadline)))).map((m) => m.result)
+    const subResults = (await Promise.all(subs.map((c) => c.waitFor('result', `${expect} messages per subscriber`, deadline)))).map((m) => m.result)
+    const start = Math.min(...pubResults.map((r) => r.start))
+    const end = Math.max(...subResults.map((r) => r.last))
+    const deliveries = subResults.reduce((s, r) => s + r.received, 0)
+    return { events: expect, deliveries, seconds: (end - start) / 1000, perSecond: deliveries / ((end - start) / 1000), latency: mergeLatency(subResults.map((r) => r.latency)) }
+  } finally {
+    await killEach(children)
+  }
+}
+
+/** Where a Herald run keeps its files; removed by `dispose`. */
+export async function heraldWorkspace (services) {
+  const dir = await mkdtemp(join(tmpdir(), 'herald-bench-'))
+  const site = await writeSite(dir, services)
+  return { dir, site, dispose: () => rm(dir, { recursive: true, force: true }) }
+}
+
+/** Service processes for `services` services (svc-<first>..), files in `dir`. */
+export function serviceChildren ({ url, dir, services, procs, first = 0, count, rate = 0, window, maxUnacked, offline = false, nodeArgs = [] }) {
+  let next = first
+  return split(services, procs).map((n, i) => nodeChild(`herald-service ${i}`, proc('herald-service.mjs'), {
+    url,
+    services: Array.from({ length: n }, () => {
+      const id = next++
+      return { serviceId: `svc-${id}`, secret: SERVICE_SECRET, db: join(dir, `gateway-${id}.db`) }
+    }),
+    event: EVENT,
+    count,
+    rate,
+    window,
+    maxUnacked,
+    offline
+  }, { nodeArgs }))
+}
+
+/** Client processes for `clients` client endpoints, positions files in `dir`. */
+export function clientChildren ({ url, dir, clients, procs, expect, guests = false, nodeArgs = [], prefix = 'app' }) {
+  let next = 0
+  return split(clients, procs).map((n, i) => nodeChild(`herald-client ${i}`, proc('herald-client.mjs'), {
+    url,
+    user: guests ? null : USER,
+    password: USER_PASSWORD,
+    clients: Array.from({ length: n }, () => {
+      const id = next++
+      return { clientName: `${prefix}-${id}`, positions: join(dir, `positions-${prefix}-${id}.db`) }
+    }),
+    event: EVENT,
+    expect,
+    start: 'all'
+  }, { nodeArgs }))
+}
+
+/**
+ * A Herald run: a fresh broker with SQLite defaults, `clients` client endpoints, `services`
+ * service endpoints raising `count` events each. Throughput counts from the first raise() call to
+ * the last handler call.
+ */
+export async function heraldRun ({ services, serviceProcs, count, rate = 0, window = 5000, maxUnacked = 4000, clients, clientProcs, deadline, nodeArgs = [] }) {
+  const ws = await heraldWorkspace(services)
+  const children = []
+  let broker = null
+  try {
+    broker = await startHerald({ site: ws.site, dataDir: join(ws.dir, 'data'), nodeArgs }, deadline)
+    const cl = clientChildren({ url: broker.url, dir: ws.dir, clients, procs: clientProcs, expect: services * count, nodeArgs })
+    children.push(...cl)
+    await Promise.all(cl.map((c) => c.waitFor('ready', 'clients subscribed', deadline)))
+    const sv = serviceChildren({ url: broker.url, dir: ws.dir, services, procs: serviceProcs, count, rate, window, maxUnacked, nodeArgs })
+    children.push(...sv)
+    await Promise.all(sv.map((c) => c.waitFor('ready', 'services online', deadline)))
+    for (const s of sv) s.send('go')
+    const raised = (await Promise.all(sv.map((c) => c.waitFor('raised', 'every raise() resolved', deadline)))).map((m) => m.raised)
+    const results = (await Promise.all(cl.map((c) => c.waitFor('result', `${services * count} events per client`, deadline)))).map((m) => m.result)
+    const start = Math.min(...raised.map((r) => r.start))
+    const end = Math.max(...results.map((r) => r.last))
+    const deliveries = results.reduce((s, r) => s + r.received, 0)
+    const redelivered = results.reduce((s, r) => s + r.redelivered, 0)
+    if (nodeArgs.length > 0) {
+      // let profiled children exit normally, so that they write their profiles
+      for (const s of sv) s.send('exit')
+      await Promise.all([...children.map((c) => c.stop(10_000)), broker.stop()])
+    }
+    return { events: services * count, deliveries, redelivered, seconds: (end - start) / 1000, perSecond: deliveries / ((end - start) / 1000), latency: mergeLatency(results.map((r) => r.latency)) }
+  } finally {
+    await killEach(children)
+    if (broker !== null) await broker.child.kill()
+    await ws.dispose()
+  }
+}

@@ -1,0 +1,45 @@
+// Herald client endpoints (positions in SQLite files, the default durable mode). argv[2] is JSON:
+//   { url, user, password, clients: [{ clientName, positions }], event, expect, start }
+// Each client subscribes to `event`; prints {"ready"} when all are subscribed, then
+// {"result": {first, last, received, redelivered, latency}} once each handled `expect` events
+// (never, with expect 0: the clients stay connected until the process is killed).
+import { ClientEndpoint, SqlitePositionStore } from '@herald/client-endpoint'
+import { Latencies, latencyOf, nowMs, report } from './child.mjs'
+
+// a SIGTERM ends the process normally, so that --cpu-prof writes its profile
+process.on('SIGTERM', () => { process.exit(0) })
+
+const a = JSON.parse(process.argv[2])
+const total = a.clients.length * a.expect
+const lat = new Latencies(total, Math.max(1, Math.floor(total / 200_000)))
+let received = 0
+let redelivered = 0
+let first = null
+let last = null
+let done = 0
+const endpoints = []
+await Promise.all(a.clients.map(async (c) => {
+  const ep = new ClientEndpoint({
+    url: a.url,
+    clientName: c.clientName,
+    ...(a.user === null ? {} : { user: a.user, password: a.password }),
+    positions: new SqlitePositionStore({ database: c.positions }),
+    reconnectInitialMs: 20,
+    reconnectMaxMs: 200
+  }).start()
+  ep.on('error', (e) => { process.stderr.write(`${c.clientName} error ${e.code} ${e.message}\n`) })
+  endpoints.push(ep)
+  let n = 0
+  await ep.subscribe(a.event, { start: a.start ?? 'all' }, (e) => {
+    const t = nowMs()
+    first ??= t
+    last = t
+    received++
+    if (e.redelivered) redelivered++
+    lat.add(latencyOf(e.payload))
+    if (++n === a.expect && ++done === a.clients.length) {
+      report({ result: { first, last, received, redelivered, latency: lat.summary() } })
+    }
+  })
+}))
+report({ ready: true })

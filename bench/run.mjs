@@ -1,0 +1,367 @@
+// The Herald benchmark (issue #4): Herald against Mosquitto and aedes, side by side, in one run.
+//
+//   npm run bench                         build, then every scenario at full size
+//   npm run bench -- --quick              small sizes, for a quick check (targets not judged)
+//   npm run bench -- --only s1,s5         some scenarios (s1 .. s6)
+//   npm run bench -- --cpu-prof           profile the Herald processes (bench/results/profiles/)
+//   npm run bench -- --no-save            do not write bench/results/<date>.json
+//
+// Everything runs on loopback in separate processes, bounded in time. See docs/performance.md.
+import { execFileSync } from 'node:child_process'
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { cpus, totalmem, release, platform } from 'node:os'
+import { join } from 'node:path'
+import { parseArgs } from 'node:util'
+import { BenchError, freePort, killEach, nodeChild, nowMs } from './lib/proc.mjs'
+import { ROOT, findMosquitto, proc, startAedes, startHerald, startMosquitto } from './lib/brokers.mjs'
+import { clientChildren, heraldRun, heraldWorkspace, mqttRun, serviceChildren, split } from './lib/runs.mjs'
+
+const { values: opts } = parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    only: { type: 'string' },
+    'cpu-prof': { type: 'boolean', default: false },
+    'no-save': { type: 'boolean', default: false }
+  }
+})
+const SCENARIOS = ['s1', 's2', 's3', 's4', 's5', 's6']
+const only = opts.only === undefined ? SCENARIOS : opts.only.split(',').map((s) => s.trim())
+for (const s of only) {
+  if (!SCENARIOS.includes(s)) {
+    process.stderr.write(`unknown scenario "${s}"; choose from ${SCENARIOS.join(', ')}\n`)
+    process.exit(2)
+  }
+}
+
+/** Sizes of each scenario; quick runs are for checking the harness, not for judging targets. */
+const SIZE = opts.quick
+  ? { s1: 20_000, s1StopWait: 1000, s1Rate: 2000, s2: 2000, s3: 200, s4: 50_000, s5: 50_000, s6Clients: 100, minutes: 2 }
+  : { s1: 200_000, s1StopWait: 5000, s1Rate: 10_000, s2: 20_000, s3: 2000, s4: 1_000_000, s5: 300_000, s6Clients: 1000, minutes: 6 }
+const FAN_OUT = 20
+const FAN_IN = 100
+/** Processes on each side of a many-endpoint scenario (the machine has few cores). */
+const SIDE_PROCS = 4
+const PROFILE_DIR = join(ROOT, 'bench/results/profiles')
+
+const mosq = findMosquitto()
+const rows = []
+const raw = {}
+const failures = []
+
+function deadlineIn (minutes = SIZE.minutes) {
+  return Date.now() + minutes * 60_000
+}
+
+function nodeArgsFor (scenario) {
+  if (!opts['cpu-prof']) return []
+  const dir = join(PROFILE_DIR, scenario)
+  mkdirSync(dir, { recursive: true })
+  return ['--cpu-prof', `--cpu-prof-dir=${dir}`]
+}
+
+function log (msg) {
+  process.stderr.write(`${new Date().toISOString().slice(11, 19)} ${msg}\n`)
+}
+
+/**
+ * A table row. `better` says which way is good ('higher' or 'lower'); `target` is
+ * { vs: 'mosquitto' | null, value, text } checked only in full runs.
+ */
+function row (scenario, metric, unit, better, herald, mosquitto, aedes, target = null) {
+  const ratio = (ref) => (herald === null || ref === null || ref === undefined || ref === 0) ? null : herald / ref
+  const r = { scenario, metric, unit, better, herald, mosquitto, aedes, vsMosquitto: ratio(mosquitto), vsAedes: ratio(aedes), target: target?.text ?? null, pass: null }
+  if (target !== null && herald !== null) {
+    const measured = target.vs === 'mosquitto' ? r.vsMosquitto : herald
+    if (measured !== null) r.pass = better === 'higher' ? measured >= target.value : measured <= target.value
+  }
+  if (opts.quick && target !== null) r.pass = null
+  rows.push(r)
+  return r
+}
+
+async function withBroker (start, fn) {
+  const broker = await start()
+  try {
+    return await fn(broker)
+  } finally {
+    await broker.stop()
+  }
+}
+
+/** Runs `fn` against Mosquitto and aedes; a missing Mosquitto gives null, never a made-up figure. */
+async function references (name, fn) {
+  const out = { mosquitto: null, aedes: null }
+  if (mosq !== null) {
+    log(`${name}: Mosquitto`)
+    out.mosquitto = await withBroker(() => startMosquitto(mosq, deadlineIn(1)), fn)
+  }
+  log(`${name}: aedes`)
+  out.aedes = await withBroker(() => startAedes(deadlineIn(1)), fn)
+  return out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenario 1: 1 service -> broker -> 1 client
+
+async function s1 () {
+  const n = SIZE.s1
+  const pipelined = await references('s1 pipelined', (b) => mqttRun(b, { pubClients: 1, pubProcs: 1, count: n, inflight: 1000, subClients: 1, subProcs: 1, deadline: deadlineIn() }))
+  log('s1: Herald full load')
+  const herald = await heraldRun({ services: 1, serviceProcs: 1, count: n, clients: 1, clientProcs: 1, deadline: deadlineIn(), nodeArgs: nodeArgsFor('s1') })
+  const stopWait = await references('s1 stop-and-wait', (b) => mqttRun(b, { pubClients: 1, pubProcs: 1, count: SIZE.s1StopWait, inflight: 1, subClients: 1, subProcs: 1, deadline: deadlineIn() }))
+  const rate = 1000
+  const paced = await references('s1 at 1,000/s', (b) => mqttRun(b, { pubClients: 1, pubProcs: 1, count: SIZE.s1Rate, inflight: 1000, rate, subClients: 1, subProcs: 1, deadline: deadlineIn() }))
+  log('s1: Herald at 1,000/s')
+  const heraldPaced = await heraldRun({ services: 1, serviceProcs: 1, count: SIZE.s1Rate, rate, clients: 1, clientProcs: 1, deadline: deadlineIn() })
+  raw.s1 = { pipelined, herald, stopWait, paced, heraldPaced }
+  const v = (r, k) => r === null ? null : r[k]
+  const l = (r, k) => r === null || r.latency === null ? null : r.latency[k]
+  row('1 service -> 1 client', 'throughput, QoS 1 pipelined refs', 'events/s', 'higher', herald.perSecond, v(pipelined.mosquitto, 'perSecond'), v(pipelined.aedes, 'perSecond'), { vs: 'mosquitto', value: 1.0, text: '>= 1.0x Mosquitto (aim 2x)' })
+  row('1 service -> 1 client', 'throughput, QoS 1 stop-and-wait refs', 'events/s', 'higher', herald.perSecond, v(stopWait.mosquitto, 'perSecond'), v(stopWait.aedes, 'perSecond'))
+  row('1 service -> 1 client', 'latency p50, full load', 'ms', 'lower', l(herald, 'p50'), l(pipelined.mosquitto, 'p50'), l(pipelined.aedes, 'p50'))
+  row('1 service -> 1 client', 'latency p99, full load', 'ms', 'lower', l(herald, 'p99'), l(pipelined.mosquitto, 'p99'), l(pipelined.aedes, 'p99'))
+  row('1 service -> 1 client', 'latency p50 at 1,000 events/s', 'ms', 'lower', l(heraldPaced, 'p50'), l(paced.mosquitto, 'p50'), l(paced.aedes, 'p50'))
+  row('1 service -> 1 client', 'latency p99 at 1,000 events/s', 'ms', 'lower', l(heraldPaced, 'p99'), l(paced.mosquitto, 'p99'), l(paced.aedes, 'p99'), { vs: null, value: 10, text: '<= 10 ms' })
+}
+
+// Scenario 2: fan-out, 1 service -> 20 clients
+async function s2 () {
+  const n = SIZE.s2
+  const refs = await references('s2 fan-out', (b) => mqttRun(b, { pubClients: 1, pubProcs: 1, count: n, inflight: 1000, subClients: FAN_OUT, subProcs: SIDE_PROCS, deadline: deadlineIn() }))
+  log('s2: Herald fan-out')
+  const herald = await heraldRun({ services: 1, serviceProcs: 1, count: n, clients: FAN_OUT, clientProcs: SIDE_PROCS, deadline: deadlineIn(), nodeArgs: nodeArgsFor('s2') })
+  raw.s2 = { ...refs, herald }
+  row(`fan-out 1 -> ${FAN_OUT} clients`, 'deliveries/s', 'deliveries/s', 'higher', herald.perSecond, refs.mosquitto?.perSecond ?? null, refs.aedes?.perSecond ?? null, { vs: 'mosquitto', value: 1.0, text: '>= 1.0x Mosquitto' })
+}
+
+// Scenario 3: fan-in, 100 services -> 1 client
+async function s3 () {
+  const n = SIZE.s3
+  const refs = await references('s3 fan-in', (b) => mqttRun(b, { pubClients: FAN_IN, pubProcs: SIDE_PROCS, count: n, inflight: 1000, subClients: 1, subProcs: 1, deadline: deadlineIn() }))
+  log('s3: Herald fan-in')
+  const herald = await heraldRun({ services: FAN_IN, serviceProcs: SIDE_PROCS, count: n, maxUnacked: 2000, clients: 1, clientProcs: 1, deadline: deadlineIn(), nodeArgs: nodeArgsFor('s3') })
+  raw.s3 = { ...refs, herald }
+  row(`fan-in ${FAN_IN} services -> 1 client`, 'events/s', 'events/s', 'higher', herald.perSecond, refs.mosquitto?.perSecond ?? null, refs.aedes?.perSecond ?? null)
+}
+
+// Scenario 4: backlog drain; also gives scenario 6's memory with the stored events
+async function s4 () {
+  const n = SIZE.s4
+  const deadline = deadlineIn(SIZE.minutes * 2)
+  const ws = await heraldWorkspace(1)
+  const children = []
+  let broker = null
+  const nodeArgs = nodeArgsFor('s4')
+  try {
+    const port = await freePort()
+    const url = `mqtt://127.0.0.1:${port}`
+    log(`s4: raising ${n} events with the broker down`)
+    const [service] = serviceChildren({ url, dir: ws.dir, services: 1, procs: 1, count: n, window: 10_000, maxUnacked: 0, offline: true, nodeArgs })
+    children.push(service)
+    await service.waitFor('ready', 'service ready', deadline)
+    service.send('go')
+    const raised = (await service.waitFor('raised', 'every raise() resolved', deadline)).raised
+    const [client] = clientChildren({ url, dir: ws.dir, clients: 1, procs: 1, expect: n, nodeArgs })
+    children.push(client)
+    log('s4: starting the broker')
+    const t0 = nowMs()
+    broker = await startHerald({ site: ws.site, dataDir: join(ws.dir, 'data'), port, nodeArgs }, deadline)
+    const drained = (await service.waitFor('drained', `all ${n} events stored at the broker`, deadline)).drained
+    const stored = (drained.end - t0) / 1000
+    const rssStored = broker.child.rss()
+    const result = (await client.waitFor('result', `all ${n} events at the client`, deadline)).result
+    const delivered = (result.last - t0) / 1000
+    const rssAfter = broker.child.rss()
+    // the same store, opened by a fresh broker process
+    if (nodeArgs.length > 0) service.send('exit')
+    await killEach(children)
+    await broker.stop()
+    broker = await startHerald({ site: ws.site, dataDir: join(ws.dir, 'data') }, deadline)
+    const rssRestart = broker.child.rss()
+    raw.s4 = { events: n, raiseSeconds: (raised.end - raised.start) / 1000, stored, delivered, redelivered: result.redelivered, rssStored, rssAfter, rssRestart }
+    row('backlog drain', `${n.toLocaleString('en')} events: broker start -> all stored`, 's', 'lower', stored, null, null, { vs: null, value: 20, text: '<= 20 s' })
+    row('backlog drain', `${n.toLocaleString('en')} events: broker start -> all at the client`, 's', 'lower', delivered, null, null, { vs: null, value: 20, text: '<= 20 s' })
+    return raw.s4
+  } finally {
+    await killEach(children)
+    if (broker !== null) await broker.child.kill()
+    await ws.dispose()
+  }
+}
+
+// Scenario 5: raise() rate into level 2 (fsync'd), no broker
+async function s5 () {
+  const n = SIZE.s5
+  const ws = await heraldWorkspace(1)
+  const deadline = deadlineIn()
+  try {
+    log(`s5: ${n} raise() calls, no broker`)
+    const [service] = serviceChildren({ url: null, dir: ws.dir, services: 1, procs: 1, count: n, window: 10_000, maxUnacked: 0, offline: true, nodeArgs: nodeArgsFor('s5') })
+    try {
+      await service.waitFor('ready', 'service ready', deadline)
+      service.send('go')
+      const raised = (await service.waitFor('raised', 'every raise() resolved', deadline)).raised
+      const perSecond = n / ((raised.end - raised.start) / 1000)
+      raw.s5 = { events: n, seconds: (raised.end - raised.start) / 1000, perSecond }
+      row('gateway raise rate', 'raise() resolved durably (level 2, fsync)', 'events/s', 'higher', perSecond, null, null, { vs: null, value: 100_000, text: '>= 100,000/s' })
+    } finally {
+      await service.stop(10_000)
+    }
+  } finally {
+    await ws.dispose()
+  }
+}
+
+// Scenario 6: broker memory with 1M stored events (from s4) and with 1,000 connected clients
+async function s6 () {
+  const stored = raw.s4 ?? await s4()
+  const mb = (b) => b === null ? null : b / (1024 * 1024)
+  // references hold the same number of QoS 1 messages for one offline persistent session
+  const refStored = { mosquitto: null, aedes: null }
+  const hold = async (broker) => {
+    const sub = nodeChild('mqtt-sub offline', proc('mqtt-sub.mjs'), { url: broker.url, topic: 'bench/t', clients: 1, expect: 0, clean: false, clientIdPrefix: 'bench-offline', exitAfterSubscribe: true })
+    await sub.waitFor('ready', 'offline session', deadlineIn(1))
+    const pub = nodeChild('mqtt-pub', proc('mqtt-pub.mjs'), { url: broker.url, topic: 'bench/t', clients: 1, count: stored.events, inflight: 1000 })
+    try {
+      await pub.waitFor('ready', 'publisher', deadlineIn(1))
+      pub.send('go')
+      await pub.waitFor('result', 'all PUBACKs', deadlineIn())
+      return broker.child.rss()
+    } finally {
+      await killEach([sub, pub])
+    }
+  }
+  if (mosq !== null) {
+    log('s6: Mosquitto holding the events')
+    refStored.mosquitto = await withBroker(() => startMosquitto(mosq, deadlineIn(1)), hold)
+  }
+  log('s6: aedes holding the events')
+  refStored.aedes = await withBroker(() => startAedes(deadlineIn(1)), hold)
+  row('broker memory', `RSS, ${stored.events.toLocaleString('en')} events stored (after drain)`, 'MB', 'lower', mb(stored.rssAfter), mb(refStored.mosquitto), mb(refStored.aedes), { vs: null, value: 300, text: '<= 300 MB' })
+  row('broker memory', `RSS, ${stored.events.toLocaleString('en')} events stored (fresh process)`, 'MB', 'lower', mb(stored.rssRestart), null, null)
+
+  const clients = SIZE.s6Clients
+  const connect = async (start, procs) => {
+    const broker = await start()
+    const children = []
+    try {
+      const ws = await heraldWorkspace(1)
+      try {
+        const idle = broker.child.rss()
+        const list = broker.kind === 'herald'
+          ? clientChildren({ url: broker.url, dir: ws.dir, clients, procs, expect: 0, guests: true, prefix: 'idle' })
+          : split(clients, procs).map((c, i) => nodeChild(`mqtt-sub ${i}`, proc('mqtt-sub.mjs'), { url: broker.url, topic: 'bench/t', clients: c, expect: 0 }))
+        children.push(...list)
+        await Promise.all(list.map((c) => c.waitFor('ready', `${clients} connections`, deadlineIn())))
+        await new Promise((resolve) => setTimeout(resolve, 1000))
+        return { idle, connected: broker.child.rss() }
+      } finally {
+        await ws.dispose()
+      }
+    } finally {
+      await killEach(children)
+      await broker.stop()
+    }
+  }
+  const refClients = { mosquitto: null, aedes: null }
+  if (mosq !== null) {
+    log(`s6: Mosquitto with ${clients} clients`)
+    refClients.mosquitto = await connect(() => startMosquitto(mosq, deadlineIn(1)), SIDE_PROCS)
+  }
+  log(`s6: aedes with ${clients} clients`)
+  refClients.aedes = await connect(() => startAedes(deadlineIn(1)), SIDE_PROCS)
+  log(`s6: Herald with ${clients} client endpoints`)
+  const ws = await heraldWorkspace(1)
+  let herald
+  try {
+    herald = await connect(() => startHerald({ site: ws.site, dataDir: join(ws.dir, 'data') }, deadlineIn(1)), SIDE_PROCS)
+  } finally {
+    await ws.dispose()
+  }
+  raw.s6 = { stored: { herald: stored, ...refStored }, clients: { herald, ...refClients } }
+  row('broker memory', `RSS, ${clients.toLocaleString('en')} connected clients`, 'MB', 'lower', mb(herald.connected), mb(refClients.mosquitto?.connected ?? null), mb(refClients.aedes?.connected ?? null))
+}
+
+// ---------------------------------------------------------------------------------------------
+
+function machine () {
+  const c = cpus()
+  return { cpu: c[0]?.model ?? 'unknown', cores: c.length, memGiB: Math.round(totalmem() / 2 ** 30 * 10) / 10, os: `${platform()} ${release()}` }
+}
+
+function versions () {
+  const pkg = (p) => JSON.parse(readFileSync(join(ROOT, p), 'utf8')).version
+  let commit = 'unknown'
+  try {
+    commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).trim()
+  } catch { /* not a git checkout */ }
+  return {
+    node: process.version,
+    mosquitto: mosq?.version ?? null,
+    aedes: pkg('node_modules/aedes/package.json'),
+    mqtt: pkg('node_modules/mqtt/package.json'),
+    'better-sqlite3': pkg('node_modules/better-sqlite3/package.json'),
+    herald: `${pkg('package.json')} (${commit})`
+  }
+}
+
+function fmt (v, unit) {
+  if (v === null || v === undefined) return '-'
+  if (unit === 'ms') return v < 10 ? v.toFixed(2) : v.toFixed(1)
+  if (unit === 's' || unit === 'MB') return v.toFixed(1)
+  return Math.round(v).toLocaleString('en')
+}
+
+function table () {
+  const head = ['scenario', 'metric', 'unit', 'Herald', 'Mosquitto', 'aedes', 'H/Mosq', 'H/aedes', 'target', 'result']
+  const body = rows.map((r) => [
+    r.scenario, r.metric, r.unit, fmt(r.herald, r.unit), fmt(r.mosquitto, r.unit), fmt(r.aedes, r.unit),
+    r.vsMosquitto === null ? '-' : `${r.vsMosquitto.toFixed(2)}x`, r.vsAedes === null ? '-' : `${r.vsAedes.toFixed(2)}x`,
+    r.target ?? '', r.pass === null ? (r.target === null ? '' : 'not judged') : r.pass ? 'pass' : 'MISS'
+  ])
+  for (const f of failures) body.push([f.scenario, `FAILED: ${f.error.split('\n')[0]}`, '', '', '', '', '', '', '', 'FAIL'])
+  const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)))
+  const line = (cells) => `| ${cells.map((c, i) => (i >= 3 && i <= 7 ? c.padStart(widths[i]) : c.padEnd(widths[i]))).join(' | ')} |`
+  return [line(head), `|${widths.map((w, i) => (i >= 3 && i <= 7 ? `${'-'.repeat(w + 1)}:` : '-'.repeat(w + 2))).join('|')}|`, ...body.map(line)].join('\n')
+}
+
+const started = new Date()
+if (mosq === null) {
+  log('Mosquitto is not installed: its column stays empty. Install it with: sudo apt-get install mosquitto')
+}
+log(`Herald benchmark, ${opts.quick ? 'quick' : 'full'} run: ${only.join(', ')}`)
+const fns = { s1, s2, s3, s4, s5, s6 }
+for (const s of only) {
+  const t = nowMs()
+  try {
+    await fns[s]()
+  } catch (err) {
+    const msg = err instanceof BenchError ? err.message : (err?.stack ?? String(err))
+    log(`${s} FAILED: ${msg}`)
+    failures.push({ scenario: s, error: msg })
+  }
+  log(`${s} took ${((nowMs() - t) / 1000).toFixed(1)} s`)
+}
+
+const report = {
+  date: started.toISOString(),
+  mode: opts.quick ? 'quick' : 'full',
+  scenarios: only,
+  machine: machine(),
+  versions: versions(),
+  notes: mosq === null ? ['Mosquitto is not installed (sudo apt-get install mosquitto): no Mosquitto figures'] : [],
+  rows,
+  failures,
+  raw
+}
+process.stdout.write(`\nHerald benchmark ${report.date} (${report.mode}) on ${report.machine.cpu}, ${report.machine.cores} cores, ${report.machine.memGiB} GiB\n`)
+process.stdout.write(`${Object.entries(report.versions).map(([k, v]) => `${k} ${v ?? 'not installed'}`).join(', ')}\n\n`)
+process.stdout.write(`${table()}\n`)
+if (!opts['no-save']) {
+  const dir = join(ROOT, 'bench/results')
+  mkdirSync(dir, { recursive: true })
+  const file = join(dir, `${report.date.replace(/:/g, '-').replace(/\.\d+Z$/, 'Z')}${opts.quick ? '-quick' : ''}.json`)
+  writeFileSync(file, `${JSON.stringify(report, null, 2)}\n`)
+  process.stdout.write(`\nwritten: ${file}\n`)
+}
+process.exitCode = failures.length > 0 ? 1 : 0
