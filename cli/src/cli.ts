@@ -5,11 +5,13 @@
  */
 import { Command } from 'commander'
 import { HeraldError } from '@herald/shared'
+import { gatewayCommand } from '@herald/gateway'
 import { brokerCommand, hashSecretCommand } from './commands/broker.js'
 
 const program = new Command('herald').description('Herald: device-to-broker events, exactly once').showHelpAfterError()
 program.addCommand(brokerCommand())
 program.addCommand(hashSecretCommand())
+program.addCommand(gatewayCommand())
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   const code = err instanceof HeraldError ? ` [${err.code}]` : ''
