@@ -5,6 +5,7 @@
  */
 import { CATEGORY_CODE, ErrorCode, PayloadKind, PersistenceError, RequestError, eventSize } from '@herald/shared'
 import type { RaisedEvent } from '@herald/shared'
+import type { MarkTable } from './mark-table.js'
 import type { AppendOutcome, OverflowPolicy } from './service-persistence.js'
 
 /**
@@ -221,13 +222,15 @@ export class EventRing {
 
 /**
  * One append into a ring that is the store of record (memory backend, or the two-level store once
- * it runs on memory only). Checks everything first and throws without changing anything
- * ([SVC-PERSIST-3], [SVC-PERSIST-4]); then deletes the superseded events, drops the oldest under
- * dropOldest, and appends. Returns the outcome and the new lastSeq.
+ * it runs on memory only), with its marks table. Checks everything first and throws without
+ * changing anything ([SVC-PERSIST-3], [SVC-PERSIST-4], [SVC-MARK-1]); then deletes the superseded
+ * events, drops the oldest under dropOldest, appends, and writes the marks (`marks` is the checked
+ * copy `checkMarks` returns). Returns the outcome and the new lastSeq.
  */
 export function appendToRing (ring: EventRing, lastSeq: number, events: readonly RaisedEvent[], supersede: readonly number[],
-  capacityBytes: number, policy: OverflowPolicy): { outcome: AppendOutcome, lastSeq: number } {
+  capacityBytes: number, policy: OverflowPolicy, table: MarkTable, marks: ReadonlyMap<string, string> | undefined): { outcome: AppendOutcome, lastSeq: number } {
   const newBytes = checkAppend(events, lastSeq, capacityBytes)
+  if (marks !== undefined) table.check(marks)
   let freed = 0
   const gone = new Set<number>()
   for (const seq of supersede) {
@@ -235,6 +238,10 @@ export function appendToRing (ring: EventRing, lastSeq: number, events: readonly
     if (e !== undefined) { freed += eventSize(e); gone.add(seq) }
   }
   if (policy === 'reject' && ring.bytes - freed + newBytes > capacityBytes) throw capacityExceeded(ring.bytes - freed, newBytes, capacityBytes)
+  if (marks !== undefined) {
+    table.stage(marks)
+    table.commit()
+  }
   for (const seq of gone) ring.removeSeq(seq)
   const dropped: RaisedEvent[] = []
   while (ring.bytes + newBytes > capacityBytes) {

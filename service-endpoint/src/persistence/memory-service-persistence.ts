@@ -6,6 +6,7 @@ import { randomUUID } from 'node:crypto'
 import { ClosedError, ConfigError, checkInt, withDefaults } from '@herald/shared'
 import type { RaisedEvent } from '@herald/shared'
 import { EventRing, appendToRing } from './event-ring.js'
+import { MarkTable, checkMarks } from './mark-table.js'
 import { OverflowPolicy } from './service-persistence.js'
 import type { AppendOutcome, PersistenceStats, ServicePersistence } from './service-persistence.js'
 
@@ -42,6 +43,7 @@ export class MemoryServicePersistence implements ServicePersistence {
   private readonly capacityBytes: number
   private readonly policy: OverflowPolicy
   private readonly ring = new EventRing()
+  private readonly markTable = new MarkTable()
   private last = 0
   private closed = false
 
@@ -57,11 +59,16 @@ export class MemoryServicePersistence implements ServicePersistence {
     return this.last
   }
 
-  async append (events: readonly RaisedEvent[], supersede: readonly number[] = []): Promise<AppendOutcome> {
+  async append (events: readonly RaisedEvent[], supersede: readonly number[] = [], marks?: ReadonlyMap<string, string>): Promise<AppendOutcome> {
     this.checkOpen()
-    const { outcome, lastSeq } = appendToRing(this.ring, this.last, events, supersede, this.capacityBytes, this.policy)
+    const { outcome, lastSeq } = appendToRing(this.ring, this.last, events, supersede, this.capacityBytes, this.policy, this.markTable, checkMarks(marks))
     this.last = lastSeq
     return outcome
+  }
+
+  /** [SVC-MARK-1] A copy of the current marks. */
+  marks (): ReadonlyMap<string, string> {
+    return this.markTable.snapshot()
   }
 
   async read (after: number, limit: number): Promise<RaisedEvent[]> {
@@ -83,10 +90,11 @@ export class MemoryServicePersistence implements ServicePersistence {
     return { count: this.ring.count, bytes: this.ring.bytes, capacityBytes: this.capacityBytes, durable: false }
   }
 
-  /** Drops every event; later calls reject with CLOSED. Idempotent. */
+  /** Drops every event and mark; later calls reject with CLOSED. Idempotent. */
   async close (): Promise<void> {
     this.closed = true
     this.ring.clear()
+    this.markTable.clear()
   }
 
   private checkOpen (): void {

@@ -14,6 +14,21 @@ export const OverflowPolicy = {
 } as const
 export type OverflowPolicy = (typeof OverflowPolicy)[keyof typeof OverflowPolicy]
 
+/**
+ * Limits of source marks ([SVC-MARK-1]). Lengths are in characters (Unicode code points); keys and
+ * values must be valid Unicode, so that they are stored as UTF-8 and read back unchanged.
+ */
+export const MARK_LIMITS = Object.freeze({
+  /** Longest key, in characters. */
+  keyChars: 200,
+  /** Longest value, in characters. */
+  valueChars: 200,
+  /** Most keys in one append. */
+  perAppend: 1_000,
+  /** Most distinct keys a store holds. */
+  keys: 100_000
+})
+
 /** What one append did besides storing the new events. */
 export interface AppendOutcome {
   /** Older events removed to make room under the dropOldest policy, in seq order. */
@@ -52,12 +67,22 @@ export interface PersistenceStats {
  * - [SVC-PERSIST-6] `acknowledge(upTo)` removes every event with seq <= upTo; `remove(seqs)` removes
  *   those events (expired before upload, or rejected by the broker). Neither needs a sync of its own:
  *   losing one in a crash only means the broker sees a duplicate, which it discards.
+ * - [SVC-MARK-1] `marks` (source key -> value, opaque strings) are upserted in the same transaction
+ *   as the events: if the append rejects, none of them is written. An append of no events and some
+ *   marks only writes the marks (and still resolves only when durable). Concurrent appends apply
+ *   their marks in call order, so the last writer of a key wins. `marks()` returns the current
+ *   marks: loaded at open by a durable backend, and reflecting every resolved append. Acknowledging,
+ *   removing and dropping events never removes a mark. Over MARK_LIMITS (key or value too long, not
+ *   a string, more than `perAppend` keys, or more than `keys` distinct keys held after the append),
+ *   the append rejects with INVALID_ARGUMENT and stores nothing.
  * - A failing backend rejects with a PersistenceError PERSISTENCE_FAILED carrying the cause.
  */
 export interface ServicePersistence {
   readonly instance: string
   lastSeq (): number
-  append (events: readonly RaisedEvent[], supersede?: readonly number[]): Promise<AppendOutcome>
+  append (events: readonly RaisedEvent[], supersede?: readonly number[], marks?: ReadonlyMap<string, string>): Promise<AppendOutcome>
+  /** [SVC-MARK-1] A copy of the current marks. */
+  marks (): ReadonlyMap<string, string>
   read (after: number, limit: number): Promise<RaisedEvent[]>
   acknowledge (upTo: number): Promise<void>
   remove (seqs: readonly number[]): Promise<void>

@@ -10,6 +10,9 @@
  *   them without scanning the table; in memory they change only after a commit succeeded.
  * - `events(seq INTEGER PRIMARY KEY, ...)`: one row per held event; `size` is its `eventSize`, so
  *   dropping and acknowledging know the bytes they free.
+ * - `marks(source TEXT PRIMARY KEY, value TEXT NOT NULL)`: the source marks ([SVC-MARK-1]), upserted
+ *   in the transaction of their append, loaded into memory at open. Files made before marks existed
+ *   get the table when opened (same schema version: the table is only added).
  *
  * Writes (group commit, [SVC-PERSIST-3]): `append`, `acknowledge` and `remove` queue an operation
  * and schedule one flush with setImmediate; the flush runs every queued operation, in call order,
@@ -29,6 +32,7 @@ import Database from 'better-sqlite3'
 import { CATEGORY_BY_CODE, CATEGORY_CODE, ClosedError, ConfigError, ErrorCode, HeraldError, PersistenceError, RequestError, eventSize, silentLogger, withDefaults } from '@herald/shared'
 import type { Logger, PayloadKind, RaisedEvent } from '@herald/shared'
 import { capacityExceeded, checkAppend } from './event-ring.js'
+import { MarkTable, checkMarks } from './mark-table.js'
 import { checkCapacityAndPolicy } from './memory-service-persistence.js'
 import { OverflowPolicy } from './service-persistence.js'
 import type { AppendOutcome, PersistenceStats, ServicePersistence } from './service-persistence.js'
@@ -82,11 +86,12 @@ const MAX_OPS_PER_FLUSH = 10_000
 const DROP_PAGE = 256
 const COMPONENT = 'SqliteServicePersistence'
 const COLUMNS = 'seq, name, category, raised_at, is_null, recipient, payload_kind, payload'
+const CREATE_MARKS = 'CREATE TABLE IF NOT EXISTS marks (source TEXT PRIMARY KEY, value TEXT NOT NULL);'
 
 type Row = [seq: number, name: string, category: number, raisedAt: number, isNull: number, recipient: string | null, payloadKind: number, payload: Buffer]
 
 type Op =
-  | { readonly kind: 'append', readonly events: readonly RaisedEvent[], readonly supersede: readonly number[], readonly resolve: (o: AppendOutcome) => void, readonly reject: (err: unknown) => void }
+  | { readonly kind: 'append', readonly events: readonly RaisedEvent[], readonly supersede: readonly number[], readonly marks: ReadonlyMap<string, string> | undefined, readonly resolve: (o: AppendOutcome) => void, readonly reject: (err: unknown) => void }
   | { readonly kind: 'ack', readonly upTo: number, readonly resolve: () => void, readonly reject: (err: unknown) => void }
   | { readonly kind: 'remove', readonly seqs: readonly number[], readonly resolve: () => void, readonly reject: (err: unknown) => void }
 
@@ -168,6 +173,8 @@ export class SqliteServicePersistence implements ServicePersistence {
   #timer: NodeJS.Immediate | null = null
   #closed = false
   #observer: SqliteFlushObserver | null = null
+  /** The committed marks, with those of the flush in progress staged. */
+  readonly #markTable: MarkTable
 
   readonly #insert: Database.Statement
   readonly #sizeOf: Database.Statement
@@ -177,6 +184,7 @@ export class SqliteServicePersistence implements ServicePersistence {
   readonly #oldest: Database.Statement
   readonly #select: Database.Statement
   readonly #putMeta: Database.Statement
+  readonly #putMark: Database.Statement
   readonly #flushTxn: (ops: readonly Op[], results: Result[], committed: CommittedOp[]) => Counters
 
   /** Use `createSqliteServicePersistence`; takes ownership of `db`, throws if the file is not usable. */
@@ -205,6 +213,7 @@ export class SqliteServicePersistence implements ServicePersistence {
         const problems = (db.pragma('quick_check(5)') as Array<{ quick_check: string }>).map((r) => r.quick_check)
         if (problems.length !== 1 || problems[0] !== 'ok') throw new PersistenceError(`file is damaged: ${problems.join('; ')}`)
       }
+      db.exec(CREATE_MARKS) // a file from before marks
     }
     if (opts.maxSizeBytes !== null) {
       const pageSize = db.pragma('page_size', { simple: true }) as number
@@ -218,6 +227,9 @@ export class SqliteServicePersistence implements ServicePersistence {
     }
     this.instance = meta.instance
     this.#counters = { count: meta.count as number, bytes: meta.bytes as number, last: meta.last_seq as number }
+    const marks = db.prepare(`SELECT source, value FROM marks`).raw(true).all() as Array<[unknown, unknown]>
+    if (marks.some(([source, value]) => typeof source !== 'string' || typeof value !== 'string')) throw new PersistenceError('file is damaged: a mark is not text')
+    this.#markTable = new MarkTable(marks as Array<[string, string]>)
 
     this.#insert = db.prepare(`INSERT INTO events (${COLUMNS}, size) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`)
     this.#sizeOf = db.prepare(`SELECT size FROM events WHERE seq = ?`).pluck()
@@ -227,8 +239,9 @@ export class SqliteServicePersistence implements ServicePersistence {
     this.#oldest = db.prepare(`SELECT ${COLUMNS}, size FROM events WHERE seq > ? ORDER BY seq LIMIT ${DROP_PAGE}`).raw(true)
     this.#select = db.prepare(`SELECT ${COLUMNS} FROM events WHERE seq > ? ORDER BY seq LIMIT ?`).raw(true)
     this.#putMeta = db.prepare(`UPDATE meta SET last_seq = ?, count = ?, bytes = ? WHERE id = 1`)
+    this.#putMark = db.prepare(`INSERT INTO marks (source, value) VALUES (?, ?) ON CONFLICT (source) DO UPDATE SET value = excluded.value`)
     this.#flushTxn = db.transaction((ops: readonly Op[], results: Result[], committed: CommittedOp[]) => this.#write(ops, results, committed))
-    this.#logger.info({ path: this.path, instance: this.instance, events: this.#counters.count, bytes: this.#counters.bytes, lastSeq: this.#counters.last },
+    this.#logger.info({ path: this.path, instance: this.instance, events: this.#counters.count, bytes: this.#counters.bytes, lastSeq: this.#counters.last, marks: this.#markTable.size },
       'service persistence opened')
   }
 
@@ -236,11 +249,17 @@ export class SqliteServicePersistence implements ServicePersistence {
     return this.#counters.last
   }
 
-  async append (events: readonly RaisedEvent[], supersede: readonly number[] = []): Promise<AppendOutcome> {
+  async append (events: readonly RaisedEvent[], supersede: readonly number[] = [], marks?: ReadonlyMap<string, string>): Promise<AppendOutcome> {
     this.#checkOpen()
+    const checked = checkMarks(marks)
     return await new Promise<AppendOutcome>((resolve, reject) => {
-      this.#enqueue({ kind: 'append', events, supersede, resolve, reject })
+      this.#enqueue({ kind: 'append', events, supersede, marks: checked, resolve, reject })
     })
+  }
+
+  /** [SVC-MARK-1] A copy of the committed marks. */
+  marks (): ReadonlyMap<string, string> {
+    return this.#markTable.snapshot()
   }
 
   async read (after: number, limit: number): Promise<RaisedEvent[]> {
@@ -339,6 +358,7 @@ export class SqliteServicePersistence implements ServicePersistence {
       if (cheap) this.#db.pragma('synchronous = NORMAL')
       counters = this.#flushTxn(ops, results, committed)
     } catch (err) {
+      this.#markTable.rollback()
       if (cheap) this.#restoreSynchronous()
       const error = failure(`service persistence ${this.path}: commit failed`, err)
       this.#logger.error({ err, path: this.path, ops: ops.length }, 'service persistence commit failed')
@@ -351,6 +371,7 @@ export class SqliteServicePersistence implements ServicePersistence {
     }
     if (cheap) this.#restoreSynchronous()
     this.#counters = counters
+    this.#markTable.commit()
     if (committed.length > 0) this.#notify(() => this.#observer?.committed(committed))
     ops.forEach((op, i) => {
       const r = results[i]
@@ -386,6 +407,7 @@ export class SqliteServicePersistence implements ServicePersistence {
           let newBytes: number
           try {
             newBytes = checkAppend(op.events, c.last, this.#capacityBytes)
+            if (op.marks !== undefined) this.#markTable.check(op.marks)
           } catch (err) {
             results.push({ ok: false, error: err })
             continue
@@ -405,6 +427,11 @@ export class SqliteServicePersistence implements ServicePersistence {
           const dropped = c.bytes + newBytes > this.#capacityBytes ? this.#dropOldest(c, c.bytes + newBytes - this.#capacityBytes) : []
           for (const e of op.events) {
             this.#insert.run(e.seq, e.name, CATEGORY_CODE[e.category], e.raisedAt, e.isNull ? 1 : 0, e.recipient, e.payloadKind, e.payload, eventSize(e))
+          }
+          if (op.marks !== undefined) {
+            // [SVC-MARK-1] in the transaction of the events; in call order, so the last writer wins
+            for (const [source, value] of op.marks) this.#putMark.run(source, value)
+            this.#markTable.stage(op.marks)
           }
           c.count += op.events.length
           c.bytes += newBytes
@@ -488,6 +515,7 @@ export class SqliteServicePersistence implements ServicePersistence {
           payload BLOB NOT NULL,
           size INTEGER NOT NULL
         );
+        ${CREATE_MARKS}
         PRAGMA application_id = ${HERALD_SERVICE_PERSISTENCE_APP_ID};
         PRAGMA user_version = ${SCHEMA_VERSION};
       `)

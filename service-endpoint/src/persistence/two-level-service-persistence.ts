@@ -18,11 +18,16 @@
  * failed with level 2, or were queued behind the failure, are retried on level 1, in order, so an
  * append still resolves (subject to the policy, like any other memory append). The instance id and
  * lastSeq carry on: seqs never go back.
+ *
+ * Marks ([SVC-MARK-1]) go to the file with their append, and `marks()` reads the file's committed
+ * marks. Once memory-only, the marks live on in memory, starting from those the file last committed;
+ * a retried append carries its marks with it.
  */
 import { randomUUID } from 'node:crypto'
 import { ClosedError, ConfigError, ErrorCode, PersistenceError, RequestError, eventSize, silentLogger, withDefaults } from '@herald/shared'
 import type { Logger, RaisedEvent } from '@herald/shared'
 import { EventRing, appendToRing, isBackendFailure } from './event-ring.js'
+import { MarkTable, checkMarks } from './mark-table.js'
 import { checkCapacityAndPolicy } from './memory-service-persistence.js'
 import { OverflowPolicy } from './service-persistence.js'
 import type { AppendOutcome, PersistenceStats, ServicePersistence } from './service-persistence.js'
@@ -144,6 +149,8 @@ export class TwoLevelServicePersistence implements ServicePersistence {
   #complete: boolean
   /** lastSeq once memory-only. */
   #memoryLast = 0
+  /** The marks once memory-only. */
+  #memoryMarks = new MarkTable()
   #closed = false
 
   /** Use `createTwoLevelServicePersistence`. `file` null means it could not be opened (`openError`). */
@@ -179,21 +186,29 @@ export class TwoLevelServicePersistence implements ServicePersistence {
     return this.#file?.lastSeq() ?? this.#memoryLast
   }
 
-  async append (events: readonly RaisedEvent[], supersede: readonly number[] = []): Promise<AppendOutcome> {
+  async append (events: readonly RaisedEvent[], supersede: readonly number[] = [], marks?: ReadonlyMap<string, string>): Promise<AppendOutcome> {
     this.#checkOpen()
+    // the marks as they are now, for a retry in memory after the caller may have changed its map
+    const checked = checkMarks(marks)
     const file = this.#file
     if (file !== null) {
       try {
-        return await file.append(events, supersede) // level 1 follows through #mirror
+        return await file.append(events, supersede, checked) // level 1 follows through #mirror
       } catch (err) {
         if (!isBackendFailure(err)) throw err
         this.#fail(err)
       }
     }
     this.#checkOpen()
-    const { outcome, lastSeq } = appendToRing(this.#memory, this.#memoryLast, events, supersede, this.#opts.memoryCapacityBytes, this.#opts.policy)
+    const { outcome, lastSeq } = appendToRing(this.#memory, this.#memoryLast, events, supersede, this.#opts.memoryCapacityBytes, this.#opts.policy,
+      this.#memoryMarks, checked)
     this.#memoryLast = lastSeq
     return outcome
+  }
+
+  /** [SVC-MARK-1] A copy of the current marks: the file's committed ones, or memory's once memory-only. */
+  marks (): ReadonlyMap<string, string> {
+    return this.#file?.marks() ?? this.#memoryMarks.snapshot()
   }
 
   async read (after: number, limit: number): Promise<RaisedEvent[]> {
@@ -258,6 +273,7 @@ export class TwoLevelServicePersistence implements ServicePersistence {
     this.#closed = true
     file?.observe(null)
     this.#memory.clear()
+    this.#memoryMarks.clear()
   }
 
   #checkOpen (): void {
@@ -333,6 +349,7 @@ export class TwoLevelServicePersistence implements ServicePersistence {
       if (!this.#complete) lost = Math.max(0, file.stats().count - this.#memory.count)
     }
     this.#memoryLast = file.lastSeq()
+    this.#memoryMarks = new MarkTable(file.marks())
     this.#file = null
     this.#complete = true
     file.observe(null)

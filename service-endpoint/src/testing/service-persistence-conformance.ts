@@ -5,6 +5,7 @@
 import { afterEach, describe, expect, it } from 'vitest'
 import { ErrorCode, HeraldError, PayloadKind, PersistenceError, eventSize } from '@herald/shared'
 import type { Category, RaisedEvent } from '@herald/shared'
+import { MARK_LIMITS } from '../persistence/service-persistence.js'
 import type { OverflowPolicy, ServicePersistence } from '../persistence/service-persistence.js'
 
 /** What a backend's factory returns for one test. */
@@ -42,6 +43,8 @@ const plainAll = (events: readonly RaisedEvent[]): Array<Record<string, unknown>
 const seqsOf = (events: readonly RaisedEvent[]): number[] => events.map((e) => e.seq)
 const bytesOf = (events: readonly RaisedEvent[]): number => events.reduce((n, e) => n + eventSize(e), 0)
 const range = (from: number, to: number): number[] => Array.from({ length: to - from + 1 }, (_, i) => from + i)
+/** Marks as sorted [key, value] pairs, for comparisons that do not depend on insertion order. */
+const entries = (marks: ReadonlyMap<string, string>): Array<[string, string]> => [...marks].sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0)
 
 /** The error a promise rejects with, or a failure if it resolves. */
 async function rejection (p: Promise<unknown>): Promise<HeraldError> {
@@ -396,6 +399,188 @@ export function describeServicePersistenceConformance (name: string, factory: Se
       })
       await expectHeld(p, range(1, 100).filter((s) => s !== 50).map((s) => sizedEvent(s)))
       expect(p.lastSeq()).toBe(100)
+    })
+
+    describe('source marks [SVC-MARK-1]', () => {
+      it('writes marks with the events of an append, and never removes them with events', async () => {
+        const { p, reopen } = await fresh(1_000, 'dropOldest')
+        expect(entries(p.marks())).toEqual([])
+        await p.append([sizedEvent(1, 200), sizedEvent(2, 200)], [], new Map([['line-1', 'boot 1 seq 7'], ['line-2', '']]))
+        expect(entries(p.marks())).toEqual([['line-1', 'boot 1 seq 7'], ['line-2', '']])
+        // a later append replaces one value and adds a key
+        await p.append([sizedEvent(3, 200)], undefined, new Map([['line-1', 'boot 1 seq 8'], ['line-3', 'boot 4 seq 1']]))
+        const expected: Array<[string, string]> = [['line-1', 'boot 1 seq 8'], ['line-2', ''], ['line-3', 'boot 4 seq 1']]
+        expect(entries(p.marks())).toEqual(expected)
+        // acknowledging, removing and dropping events leaves every mark
+        await p.acknowledge(1)
+        await p.remove([2])
+        const e4 = sizedEvent(4, 1_000)
+        expect(seqsOf((await p.append([e4])).dropped)).toEqual([3])
+        await expectHeld(p, [e4])
+        expect(entries(p.marks())).toEqual(expected)
+        // marks() is a copy
+        ;(p.marks() as Map<string, string>).set('line-9', 'not written')
+        expect(p.marks().has('line-9')).toBe(false)
+        if (reopen !== undefined) {
+          const q = await reopen()
+          expect(entries(q.marks())).toEqual(expected)
+          await expectHeld(q, [e4])
+          await q.append([sizedEvent(5)], [], new Map([['line-2', 'boot 2 seq 1']]))
+          expect(q.marks().get('line-2')).toBe('boot 2 seq 1')
+          expect(entries((await reopen()).marks())).toEqual([['line-1', 'boot 1 seq 8'], ['line-2', 'boot 2 seq 1'], ['line-3', 'boot 4 seq 1']])
+        }
+      })
+
+      it('an append of marks and no events writes only the marks, as the map was at the call', async () => {
+        const { p, reopen } = await fresh()
+        const held = [sizedEvent(1), sizedEvent(2)]
+        await p.append(held)
+        const stats = p.stats()
+        const marks = new Map([['dev', 'a']])
+        const call = p.append([], undefined, marks)
+        marks.set('dev', 'changed after the call')
+        marks.set('other', 'added after the call')
+        expect((await call).dropped).toEqual([])
+        expect(entries(p.marks())).toEqual([['dev', 'a']])
+        expect(p.lastSeq()).toBe(2)
+        expect(p.stats()).toEqual(stats)
+        await expectHeld(p, held)
+        // with a supersede, and an empty map (no marks)
+        await p.append([], [1], new Map([['dev', 'b']]))
+        await p.append([], [], new Map())
+        await expectHeld(p, held.slice(1))
+        expect(entries(p.marks())).toEqual([['dev', 'b']])
+        if (reopen !== undefined) {
+          const q = await reopen()
+          expect(entries(q.marks())).toEqual([['dev', 'b']])
+          await expectHeld(q, held.slice(1))
+          expect(q.lastSeq()).toBe(2)
+        }
+      })
+
+      it('a rejected append writes none of its marks', async () => {
+        const { p, reopen } = await fresh(1_000, 'reject')
+        const e1 = sizedEvent(1, 600)
+        await p.append([e1], [], new Map([['dev', '1']]))
+        const marks = new Map([['dev', '2'], ['new', 'x']])
+        const refusals: Array<[string, Promise<unknown>]> = [
+          [ErrorCode.CAPACITY_EXCEEDED, p.append([sizedEvent(2, 600)], [], marks)], // full, policy reject
+          [ErrorCode.CAPACITY_EXCEEDED, p.append([sizedEvent(2, 1_001)], [], marks)], // larger than the capacity
+          [ErrorCode.INVALID_ARGUMENT, p.append([sizedEvent(1, 60)], [], marks)], // seq not above lastSeq
+          [ErrorCode.INVALID_ARGUMENT, p.append([sizedEvent(2, 60)], [], new Map([['dev', '2'], ['bad', 'x'.repeat(201)]]))] // one bad mark
+        ]
+        for (const [code, call] of refusals) expect((await rejection(call)).code).toBe(code)
+        expect(entries(p.marks())).toEqual([['dev', '1']])
+        expect(p.lastSeq()).toBe(1)
+        await expectHeld(p, [e1])
+        if (reopen !== undefined) {
+          const q = await reopen()
+          expect(entries(q.marks())).toEqual([['dev', '1']])
+          await expectHeld(q, [e1])
+        }
+      })
+
+      it('concurrent appends write their marks in call order: the last writer of a key wins', async () => {
+        const { p, reopen } = await fresh()
+        const n = 300
+        // appends 150 and 300 are refused (their seq is not above the one before): their marks must not count
+        const refused = new Set([150, n])
+        const eventsOf = (i: number): RaisedEvent[] => refused.has(i) ? [sizedEvent(i - 1)] : i % 4 === 0 ? [] : [sizedEvent(i)]
+        const seen: Array<[number, string | undefined]> = []
+        const results = await Promise.allSettled(range(1, n).map(async (i) => {
+          const marks = new Map([[`dev-${i % 7}`, `frame ${i}`], ['last', `frame ${i}`]])
+          if (refused.has(i)) marks.set(`only-refused-${i}`, 'x')
+          await p.append(eventsOf(i), [], marks)
+          // once resolved, marks() shows this append's marks, or those of a later one
+          seen.push([i, p.marks().get('last')])
+        }))
+        results.forEach((r, index) => {
+          if (refused.has(index + 1)) expect(((r as PromiseRejectedResult).reason as HeraldError).code).toBe(ErrorCode.INVALID_ARGUMENT)
+          else expect(r.status).toBe('fulfilled')
+        })
+        expect(seen.length).toBe(n - refused.size)
+        for (const [i, last] of seen) expect(Number(last?.slice('frame '.length))).toBeGreaterThanOrEqual(i)
+        const expected = new Map<string, string>()
+        for (const i of range(1, n)) {
+          if (refused.has(i)) continue
+          expected.set(`dev-${i % 7}`, `frame ${i}`)
+          expected.set('last', `frame ${i}`)
+        }
+        expect(expected.get('last')).toBe('frame 299')
+        expect(entries(p.marks())).toEqual(entries(expected))
+        expect(seqsOf(await p.read(0, 1_000))).toEqual(range(1, n).filter((i) => i % 4 !== 0 && !refused.has(i)))
+        if (reopen !== undefined) expect(entries((await reopen()).marks())).toEqual(entries(expected))
+      })
+
+      it(`checks each append's marks against MARK_LIMITS (${MARK_LIMITS.keyChars} characters, ${MARK_LIMITS.perAppend} per append): INVALID_ARGUMENT, nothing stored`, async () => {
+        const { p, reopen } = await fresh()
+        const e1 = sizedEvent(1)
+        await p.append([e1], [], new Map([['dev', '1']]))
+        const tooMany = new Map(range(1, MARK_LIMITS.perAppend + 1).map((i) => [`k${i}`, 'v']))
+        const bad: Array<[ReadonlyMap<string, string>, RegExp]> = [
+          [new Map([['k'.repeat(201), 'v']]), /longer than 200 characters/],
+          [new Map([['k', 'v'.repeat(201)]]), /longer than 200 characters/],
+          [new Map([['k', '\u{1F600}'.repeat(201)]]), /longer than 200 characters/],
+          [new Map([['k', 'a\ud800']]), /Unicode/],
+          [new Map([['\udc00', 'v']]), /Unicode/],
+          [new Map([['k', 42 as unknown as string]]), /string/],
+          [new Map([[7 as unknown as string, 'v']]), /string/],
+          [{ dev: '2' } as unknown as ReadonlyMap<string, string>, /Map/],
+          [tooMany, /1001 marks .* limit of 1000/]
+        ]
+        for (const [marks, message] of bad) {
+          const err = await rejection(p.append([sizedEvent(2)], [], marks))
+          expect(err.code).toBe(ErrorCode.INVALID_ARGUMENT)
+          expect(err.message).toMatch(message)
+          expect(p.lastSeq()).toBe(1)
+          await expectHeld(p, [e1])
+          expect(entries(p.marks())).toEqual([['dev', '1']])
+        }
+        // exactly at the limits: 1,000 keys of 200 characters, values of 200 characters (an emoji is one)
+        const emoji = '\u{1F600}'.repeat(MARK_LIMITS.valueChars)
+        const most = new Map(range(1, MARK_LIMITS.perAppend - 1).map((i) => [String(i).padEnd(MARK_LIMITS.keyChars, '.'), `${i}`.padEnd(MARK_LIMITS.valueChars, 'v')]))
+        most.set(emoji, emoji)
+        expect(most.size).toBe(MARK_LIMITS.perAppend)
+        const odd = new Map([['', 'empty key'], ['nul\u0000inside', 'tab\there, \u00e9\u4e2d\u{1F600}']])
+        await p.append([sizedEvent(2)], [], most)
+        await p.append([], [], odd)
+        const expected = entries(new Map([['dev', '1'], ...most, ...odd]))
+        expect(entries(p.marks())).toEqual(expected)
+        if (reopen !== undefined) expect(entries((await reopen()).marks())).toEqual(expected)
+      })
+
+      it(`holds at most ${MARK_LIMITS.keys} distinct keys: an append that would add more is INVALID_ARGUMENT, naming the limit`, async () => {
+        const { p, reopen } = await fresh()
+        const batch = (from: number, count: number): Map<string, string> => new Map(range(from, from + count - 1).map((i) => [`source-${i}`, `v${i}`]))
+        const per = MARK_LIMITS.perAppend
+        const full = MARK_LIMITS.keys
+        // one key short of the limit, in concurrent marks-only appends
+        await Promise.all(range(0, full / per - 1).map(async (b) => p.append([], [], batch(b * per, b === full / per - 1 ? per - 1 : per))))
+        expect(p.marks().size).toBe(full - 1)
+        // two concurrent appends, each with one new key: the first fills the store, the second is refused
+        const [first, second] = await Promise.allSettled([
+          p.append([sizedEvent(1)], [], new Map([['new-a', 'a']])),
+          p.append([sizedEvent(2)], [], new Map([['new-b', 'b'], ['source-0', 'not written']]))
+        ])
+        expect(first.status).toBe('fulfilled')
+        const err = (second as PromiseRejectedResult).reason as HeraldError
+        expect(err.code).toBe(ErrorCode.INVALID_ARGUMENT)
+        expect(err.message).toContain(String(full))
+        expect(p.marks().size).toBe(full)
+        expect(p.marks().get('source-0')).toBe('v0')
+        expect(p.lastSeq()).toBe(1)
+        // new values for held keys are fine
+        await p.append([sizedEvent(3)], [], new Map([['source-0', 'again'], ['new-a', 'again']]))
+        expect(p.marks().get('source-0')).toBe('again')
+        expect(p.marks().size).toBe(full)
+        if (reopen !== undefined) {
+          const q = await reopen()
+          expect(q.marks().size).toBe(full)
+          expect(q.marks().get('new-a')).toBe('again')
+          expect((await rejection(q.append([sizedEvent(4)], [], new Map([['new-c', 'c']])))).code).toBe(ErrorCode.INVALID_ARGUMENT)
+          expect(q.lastSeq()).toBe(3)
+        }
+      })
     })
 
     it('a durable store, reopened, holds exactly the unacknowledged events; a memory store says it is not durable [SVC-PERSIST-2] [SVC-PERSIST-6]', async () => {
