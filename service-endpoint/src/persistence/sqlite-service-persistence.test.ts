@@ -1,5 +1,7 @@
+import { spawn } from 'node:child_process'
 import { join } from 'node:path'
 import { writeFile } from 'node:fs/promises'
+import { createInterface } from 'node:readline'
 import { describe, expect, it } from 'vitest'
 import Database from 'better-sqlite3'
 import { ErrorCode, PersistenceError } from '@herald/shared'
@@ -133,6 +135,92 @@ describe('SqliteServicePersistence', () => {
     })
   })
 
+  it('opens a file made before marks existed: its events are kept, and marks are written from then on [SVC-MARK-1]', async () => {
+    await withDir(async (dir) => {
+      const path = join(dir, 'old.db')
+      const p = await createSqliteServicePersistence({ path })
+      await p.append([sizedEvent(1), sizedEvent(2)])
+      await p.close()
+      // the schema before marks: the same, without the marks table
+      const db = new Database(path)
+      db.exec('DROP TABLE marks')
+      db.close()
+      const q = await createSqliteServicePersistence({ path })
+      expect([...q.marks()]).toEqual([])
+      expect((await q.read(0, 10)).map((e) => e.seq)).toEqual([1, 2])
+      await q.append([sizedEvent(3)], [], new Map([['dev', '3']]))
+      await q.close()
+      const r = await createSqliteServicePersistence({ path })
+      expect([...r.marks()]).toEqual([['dev', '3']])
+      expect(r.lastSeq()).toBe(3)
+      await r.close()
+    })
+  })
+
+  it('writes none of the marks of a commit that fails (disk full) [SVC-MARK-1]', async () => {
+    await withDir(async (dir) => {
+      const path = join(dir, 'full.db')
+      const p = await createSqliteServicePersistence({ path, maxSizeBytes: 64 * 1024 })
+      let seq = 0
+      for (;;) {
+        // four concurrent appends share one transaction, each with the mark of its own key and a shared one
+        const results = await Promise.allSettled([1, 2, 3, 4].map(async (i) => p.append([sizedEvent(seq + i, 2_000)], [], new Map([[`dev-${i}`, `${seq + i}`], ['last', `${seq + i}`]]))))
+        const failed = results.filter((r) => r.status === 'rejected')
+        if (failed.length === 0) { seq += 4; continue }
+        expect(failed.length).toBe(4)
+        expect(((failed[0] as PromiseRejectedResult).reason as PersistenceError).code).toBe(ErrorCode.PERSISTENCE_FAILED)
+        break
+      }
+      expect(seq).toBeGreaterThan(4)
+      const committed = [['dev-1', `${seq - 3}`], ['dev-2', `${seq - 2}`], ['dev-3', `${seq - 1}`], ['dev-4', `${seq}`], ['last', `${seq}`]]
+      expect([...p.marks()].sort()).toEqual(committed)
+      // a marks-only append needs a page too, and fails the same way
+      const big = new Map(Array.from({ length: 1_000 }, (_, i) => [`key-${i}`.padEnd(200, '.'), 'v'.repeat(200)]))
+      expect(((await p.append([], [], big).catch((e: unknown) => e)) as PersistenceError).code).toBe(ErrorCode.PERSISTENCE_FAILED)
+      expect([...p.marks()].sort()).toEqual(committed)
+      await p.close()
+      const q = await createSqliteServicePersistence({ path })
+      expect([...q.marks()].sort()).toEqual(committed)
+      expect(q.lastSeq()).toBe(seq)
+      await q.close()
+    })
+  })
+
+  it('keeps marks and events atomic across SIGKILLs of a process appending both [SVC-MARK-1]', async () => {
+    await withDir(async (dir) => {
+      const path = join(dir, 'crash.db')
+      const devices = 3
+      let lastFrame = 0
+      for (let run = 0; run < 3; run++) {
+        const out = await runUntilKilled(JSON.stringify({ path, devices }), 200 + run * 150)
+        expect(out.start).toBe(lastFrame + 1) // resumes right after the last frame its marks record
+        const p = await createSqliteServicePersistence({ path })
+        const marks = p.marks()
+        expect(marks.size).toBe(devices)
+        const last = Math.max(...[...marks.values()].map(Number))
+        // every append that resolved is there
+        expect(last).toBeGreaterThanOrEqual(out.confirmed)
+        expect(out.confirmed).toBeGreaterThanOrEqual(out.start + 200 + run * 150)
+        // each mark is the last frame of its device up to `last`...
+        for (let d = 0; d < devices; d++) {
+          let k = last
+          while (k % devices !== d) k--
+          expect(marks.get(`device-${d}`)).toBe(String(k))
+        }
+        // ...and the events are exactly those of frames 1..last, each once, in order: none of a frame
+        // whose mark is missing, none missing for a frame whose mark is there
+        const expected: string[] = []
+        for (let k = 1; k <= last; k++) for (let part = 0; part < k % 3; part++) expected.push(`${k}/${part}`)
+        const held = (await p.read(0, 1_000_000)).map((e) => Buffer.from(e.payload).toString())
+        expect(held.length).toBe(expected.length)
+        expect(held).toEqual(expected)
+        expect(p.lastSeq()).toBe(expected.length)
+        await p.close()
+        lastFrame = last
+      }
+    })
+  })
+
   it('commits concurrent calls in one transaction, in call order (group commit)', async () => {
     await withDir(async (dir) => {
       const p = await createSqliteServicePersistence({ path: join(dir, 'p.db') })
@@ -150,3 +238,33 @@ describe('SqliteServicePersistence', () => {
     })
   })
 })
+
+const WRITER = join(import.meta.dirname, 'marks-writer-proc.mjs')
+
+/**
+ * Runs marks-writer-proc.mjs until it printed "ok <k>" for some k >= its first frame + `frames`, then
+ * SIGKILLs it. Returns its first frame and the highest frame it confirmed.
+ */
+async function runUntilKilled (args: string, frames: number): Promise<{ start: number, confirmed: number }> {
+  const child = spawn(process.execPath, [WRITER, args], { stdio: ['ignore', 'pipe', 'pipe'] })
+  let stderr = ''
+  child.stderr.on('data', (d: Buffer) => { stderr += d.toString() })
+  const exited = new Promise<void>((resolve) => { child.once('exit', () => { resolve() }) })
+  const lines = createInterface({ input: child.stdout })
+  const closed = new Promise<void>((resolve) => { lines.once('close', () => { resolve() }) })
+  let start = 0
+  let confirmed = 0
+  await new Promise<void>((resolve, reject) => {
+    lines.on('line', (line) => {
+      const [word, n] = line.split(' ')
+      if (word === 'start') start = Number(n)
+      else if (word === 'ok') confirmed = Math.max(confirmed, Number(n))
+      if (start > 0 && confirmed >= start + frames) resolve()
+    })
+    void exited.then(() => { reject(new Error(`the writer exited before frame ${start + frames} (is dist built? npm run build): ${stderr}`)) })
+  })
+  child.kill('SIGKILL')
+  await exited
+  await closed // every line it printed has been read
+  return { start, confirmed }
+}

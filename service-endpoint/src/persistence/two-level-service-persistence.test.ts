@@ -122,6 +122,37 @@ describe('TwoLevelServicePersistence', () => {
     })
   })
 
+  it('keeps the marks in memory after a fallback, from the last committed ones, with those of the retried appends [SVC-MARK-1]', async () => {
+    await withDir(async (dir) => {
+      const { p, failures } = await openSmallFile(dir)
+      let seq = 0
+      while (p.level() === 'two-level') {
+        // four concurrent appends: the one that fails the file, and those queued behind it, are retried in memory
+        await Promise.all(range(seq + 1, seq + 4).map(async (s) => p.append([sizedEvent(s, 2_000)], [], new Map([[`dev-${s % 4}`, `${s}`], [`seq-${s}`, 'x']]))))
+        seq += 4
+        expect(seq).toBeLessThan(200)
+      }
+      expect(failures).toHaveLength(1)
+      const marksUpTo = (last: number): Array<[string, string]> => {
+        const m = new Map<string, string>()
+        for (const s of range(1, last)) m.set(`dev-${s % 4}`, `${s}`).set(`seq-${s}`, 'x')
+        return [...m].sort()
+      }
+      const expected = marksUpTo(seq)
+      expect([...p.marks()].sort()).toEqual(expected)
+      // the file failed with marks committed before: they are in memory now, and go on from there
+      await p.append([], [], new Map([['dev-0', 'memory only']]))
+      expect(p.marks().get('dev-0')).toBe('memory only')
+      expect(p.marks().size).toBe(expected.length)
+      expect(p.stats().durable).toBe(false)
+      await p.close()
+      // the file has the marks of the appends it committed: all but the last four, whose commit failed
+      const q = await createTwoLevelServicePersistence({ path: join(dir, 'p.db') })
+      expect([...q.marks()].sort()).toEqual(marksUpTo(seq - 4))
+      await q.close()
+    })
+  })
+
   it('refuses a malformed event with INVALID_ARGUMENT without giving up the file', async () => {
     await withDir(async (dir) => {
       const { p, failures } = await openSmallFile(dir)

@@ -463,13 +463,13 @@ export function describeServicePersistenceConformance (name: string, factory: Se
         const e1 = sizedEvent(1, 600)
         await p.append([e1], [], new Map([['dev', '1']]))
         const marks = new Map([['dev', '2'], ['new', 'x']])
-        const refusals: Array<[string, Promise<unknown>]> = [
-          [ErrorCode.CAPACITY_EXCEEDED, p.append([sizedEvent(2, 600)], [], marks)], // full, policy reject
-          [ErrorCode.CAPACITY_EXCEEDED, p.append([sizedEvent(2, 1_001)], [], marks)], // larger than the capacity
-          [ErrorCode.INVALID_ARGUMENT, p.append([sizedEvent(1, 60)], [], marks)], // seq not above lastSeq
-          [ErrorCode.INVALID_ARGUMENT, p.append([sizedEvent(2, 60)], [], new Map([['dev', '2'], ['bad', 'x'.repeat(201)]]))] // one bad mark
+        const refusals: Array<[string, () => Promise<unknown>]> = [
+          [ErrorCode.CAPACITY_EXCEEDED, async () => p.append([sizedEvent(2, 600)], [], marks)], // full, policy reject
+          [ErrorCode.CAPACITY_EXCEEDED, async () => p.append([sizedEvent(2, 1_001)], [], marks)], // larger than the capacity
+          [ErrorCode.INVALID_ARGUMENT, async () => p.append([sizedEvent(1, 60)], [], marks)], // seq not above lastSeq
+          [ErrorCode.INVALID_ARGUMENT, async () => p.append([sizedEvent(2, 60)], [], new Map([['dev', '2'], ['bad', 'x'.repeat(201)]]))] // one bad mark
         ]
-        for (const [code, call] of refusals) expect((await rejection(call)).code).toBe(code)
+        for (const [code, call] of refusals) expect((await rejection(call())).code).toBe(code)
         expect(entries(p.marks())).toEqual([['dev', '1']])
         expect(p.lastSeq()).toBe(1)
         await expectHeld(p, [e1])
