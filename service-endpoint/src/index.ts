@@ -1,5 +1,5 @@
 export { ServiceEndpoint, SERVICE_ENDPOINT_DEFAULTS, type ServiceEndpointOptions, type ServiceEndpointEvents, type ServiceEventSpec, type ServiceStatus, type RaiseResult, type ServiceEndpointCounters } from './service-endpoint.js'
-export { OverflowPolicy, type ServicePersistence, type AppendOutcome, type PersistenceStats } from './persistence/service-persistence.js'
+export { OverflowPolicy, MARK_LIMITS, type ServicePersistence, type AppendOutcome, type PersistenceStats } from './persistence/service-persistence.js'
 export { MemoryServicePersistence, type MemoryServicePersistenceOptions } from './persistence/memory-service-persistence.js'
 export { createSqliteServicePersistence, SqliteServicePersistence, SqliteSynchronous, type SqliteServicePersistenceOptions } from './persistence/sqlite-service-persistence.js'
 export { createTwoLevelServicePersistence, TwoLevelServicePersistence, PersistenceLevel, type TwoLevelServicePersistenceOptions, type LevelFailure } from './persistence/two-level-service-persistence.js'
