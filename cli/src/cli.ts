@@ -7,10 +7,12 @@ import { Command } from 'commander'
 import { HeraldError } from '@herald/shared'
 import { gatewayCommand } from '@herald/gateway'
 import { brokerCommand, hashSecretCommand } from './commands/broker.js'
+import { tailCommand } from './commands/tail.js'
 
 const program = new Command('herald').description('Herald: device-to-broker events, exactly once').showHelpAfterError()
 program.addCommand(brokerCommand())
 program.addCommand(hashSecretCommand())
+program.addCommand(tailCommand())
 program.addCommand(gatewayCommand())
 
 program.parseAsync(process.argv).catch((err: unknown) => {

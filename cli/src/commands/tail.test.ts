@@ -1,0 +1,81 @@
+import { describe, it, expect } from 'vitest'
+import { AuthError, ConfigError, ErrorCode, RequestError, isValidName } from '@herald/shared'
+import { defaultClientName, describeRefusal, humanLogLine, resolveCredentials } from './tail.js'
+
+const noFile = (path: string): string => { throw new Error(`ENOENT: no such file, open '${path}'`) }
+
+describe('resolveCredentials', () => {
+  it('takes the password from HERALD_PASSWORD by default', () => {
+    expect(resolveCredentials({ user: 'alice' }, { HERALD_PASSWORD: 'pw' }, noFile)).toEqual({ user: 'alice', password: 'pw' })
+  })
+
+  it('takes it from the variable --password-env names, or from a file without its trailing newline', () => {
+    expect(resolveCredentials({ user: 'alice', passwordEnv: 'ALICE_PW' }, { ALICE_PW: 'a', HERALD_PASSWORD: 'b' }, noFile)).toEqual({ user: 'alice', password: 'a' })
+    expect(resolveCredentials({ user: 'alice', passwordFile: '/run/pw' }, { HERALD_PASSWORD: 'b' }, () => 'from file\n')).toEqual({ user: 'alice', password: 'from file' })
+    expect(resolveCredentials({ user: 'alice', passwordFile: '/run/pw' }, {}, () => 'crlf\r\n')).toEqual({ user: 'alice', password: 'crlf' })
+  })
+
+  it('connects a guest without credentials', () => {
+    expect(resolveCredentials({ guest: true }, { HERALD_PASSWORD: 'ignored' }, noFile)).toEqual({})
+  })
+
+  it.each([
+    [{}, {}, /give --user <name>.*or --guest/],
+    [{ user: 'alice', guest: true }, {}, /either --user or --guest/],
+    [{ guest: true, passwordEnv: 'X' }, {}, /a guest has no password/],
+    [{ user: 'alice' }, {}, /no password for user "alice": set HERALD_PASSWORD/],
+    [{ user: 'alice' }, { HERALD_PASSWORD: '' }, /no password for user "alice"/],
+    [{ user: 'alice', passwordEnv: 'ALICE_PW' }, {}, /the environment variable ALICE_PW is not set/],
+    [{ user: 'alice', passwordEnv: 'A', passwordFile: 'f' }, {}, /either --password-env or --password-file/],
+    [{ user: 'alice', passwordFile: '/nope' }, {}, /cannot read the password file \/nope: ENOENT/]
+  ])('refuses %o with a message saying what to do', (o, env, message) => {
+    const err = (() => { try { resolveCredentials(o, env, noFile) } catch (e) { return e } })()
+    expect(err).toBeInstanceOf(ConfigError)
+    expect((err as Error).message).toMatch(message)
+  })
+
+  it('refuses an empty password file', () => {
+    expect(() => resolveCredentials({ user: 'alice', passwordFile: 'f' }, {}, () => '\n')).toThrow(/the password file f is empty/)
+  })
+})
+
+describe('defaultClientName', () => {
+  it('is a valid client name made of host and pid', () => {
+    expect(defaultClientName('gw-7.example.com', 4242)).toBe('tail-gw-7.example.com-4242')
+    expect(defaultClientName('my host_1', 1)).toBe('tail-my-host_1-1')
+    expect(defaultClientName('--', 9)).toBe('tail-9')
+    const long = defaultClientName('h'.repeat(200), 4_194_304)
+    expect(isValidName(long)).toBe(true)
+    expect(long).toMatch(/^tail-h+-4194304$/)
+  })
+})
+
+describe('describeRefusal', () => {
+  const ctx = { event: 'alarms', url: 'mqtt://b:1883', user: 'alice', atConnect: true }
+
+  it('names the user and the broker for refused credentials', () => {
+    const e = describeRefusal(new AuthError(ErrorCode.BAD_CREDENTIALS, 'the broker refused the credentials'), ctx)
+    expect(e.code).toBe(ErrorCode.BAD_CREDENTIALS)
+    expect(e.message).toBe('the broker at mqtt://b:1883 refused the credentials of user "alice": unknown user or wrong password')
+  })
+
+  it('names the event for a refused subscription, and keeps the broker\'s reason', () => {
+    const e = describeRefusal(new RequestError(ErrorCode.UNKNOWN_EVENT, 'event "alarms" is not defined in the site'), { ...ctx, atConnect: false })
+    expect(e.code).toBe(ErrorCode.UNKNOWN_EVENT)
+    expect(e.message).toBe('cannot tail "alarms" as user "alice": event "alarms" is not defined in the site')
+  })
+
+  it('hints at the site for a refused guest', () => {
+    const e = describeRefusal(new AuthError(ErrorCode.NOT_AUTHORIZED, 'the broker refused this identity'), { ...ctx, user: null })
+    expect(e.message).toBe('the broker at mqtt://b:1883 refused a guest: the broker refused this identity (does the site admit guests?)')
+  })
+})
+
+describe('humanLogLine', () => {
+  it('shortens a pino line to level, message and fields', () => {
+    expect(humanLogLine('{"level":40,"time":1,"msg":"starting over","key":"alarms","position":12}\n'))
+      .toBe('herald tail: warn: starting over {"key":"alarms","position":12}')
+    expect(humanLogLine('{"level":30,"msg":"hi"}')).toBe('herald tail: info: hi')
+    expect(humanLogLine('not json\n')).toBe('herald tail: not json')
+  })
+})

@@ -1,0 +1,285 @@
+/**
+ * `herald tail`: a console client for operators. Subscribes to one or more events with a
+ * ClientEndpoint and prints each event as it arrives (a human line, or JSON with --json), with a live
+ * summary line on a terminal. Refused credentials, refused access and unknown events end it with exit
+ * code 2; an unreachable broker does not (the endpoint keeps retrying, the summary shows it).
+ */
+import { readFileSync } from 'node:fs'
+import { hostname } from 'node:os'
+import { Command, InvalidArgumentError, Option } from 'commander'
+import { pino } from 'pino'
+import { ClientEndpoint, SqlitePositionStore, type HeraldEvent, type Subscription } from '@herald/client-endpoint'
+import { ConfigError, ErrorCode, HeraldError, isValidName, toHeraldError } from '@herald/shared'
+import {
+  EventStats, LiveConsole, colorEnabled, renderEventJson, renderEventLine, renderSummary, summaryModeFor
+} from '../console/index.js'
+import { defaultLogLevel } from './options.js'
+
+/** The options of `herald tail`, as parsed. */
+export interface TailOptions {
+  readonly url: string
+  readonly user?: string
+  readonly guest?: boolean
+  readonly passwordEnv?: string
+  readonly passwordFile?: string
+  readonly client?: string
+  readonly services?: readonly string[]
+  readonly start: 'all' | 'new'
+  readonly positions?: string
+  readonly json?: boolean
+  /** False with --no-summary. */
+  readonly summary: boolean
+  /** Seconds between summary lines when stderr is not a terminal. */
+  readonly summaryInterval: number
+  readonly count?: number
+  readonly logLevel: string
+}
+
+/** The environment variable a password is read from when neither --password-env nor --password-file is given. */
+export const DEFAULT_PASSWORD_ENV = 'HERALD_PASSWORD'
+
+/**
+ * Who connects: a user with a password (from --password-file, the variable --password-env names, or
+ * HERALD_PASSWORD), or a guest. Passwords are never taken on the command line, where `ps` shows them.
+ * Throws a ConfigError saying what is missing or contradictory.
+ */
+export function resolveCredentials (
+  o: Pick<TailOptions, 'user' | 'guest' | 'passwordEnv' | 'passwordFile'>,
+  env: Readonly<Record<string, string | undefined>>,
+  readFile: (path: string) => string
+): { user?: string, password?: string } {
+  if (o.guest === true) {
+    if (o.user !== undefined) throw new ConfigError('give either --user or --guest, not both')
+    if (o.passwordEnv !== undefined || o.passwordFile !== undefined) throw new ConfigError('a guest has no password: drop --password-env / --password-file')
+    return {}
+  }
+  if (o.user === undefined) throw new ConfigError('give --user <name> (password in $HERALD_PASSWORD, --password-env or --password-file), or --guest')
+  if (o.passwordEnv !== undefined && o.passwordFile !== undefined) throw new ConfigError('give either --password-env or --password-file, not both')
+  if (o.passwordFile !== undefined) {
+    let text: string
+    try {
+      text = readFile(o.passwordFile)
+    } catch (err) {
+      throw new ConfigError(`cannot read the password file ${o.passwordFile}: ${(err as Error).message}`, { cause: err })
+    }
+    const password = text.replace(/\r?\n$/, '')
+    if (password === '') throw new ConfigError(`the password file ${o.passwordFile} is empty`)
+    return { user: o.user, password }
+  }
+  const variable = o.passwordEnv ?? DEFAULT_PASSWORD_ENV
+  const password = env[variable]
+  if (password === undefined || password === '') {
+    throw new ConfigError(o.passwordEnv === undefined
+      ? `no password for user "${o.user}": set ${DEFAULT_PASSWORD_ENV}, or pass --password-env <VAR> or --password-file <file>`
+      : `no password for user "${o.user}": the environment variable ${variable} is not set`)
+  }
+  return { user: o.user, password }
+}
+
+/**
+ * The client name when --client is not given: `tail-<host>-<pid>`, unique per process, so that two
+ * operators tailing as the same user never take over each other's connection ([CLI-TAKEOVER-1]).
+ * Positions are kept per event, not per client name, so a restart with --positions resumes anyway.
+ */
+export function defaultClientName (host: string, pid: number): string {
+  const h = host.replace(/[^A-Za-z0-9_.-]+/g, '-').replace(/^[^A-Za-z0-9]+/, '').slice(0, 40)
+  return h === '' ? `tail-${pid}` : `tail-${h}-${pid}`
+}
+
+/** A refusal as a message naming who was refused and what: for the user, and for exit code 2. */
+export function describeRefusal (err: HeraldError, ctx: { event: string, url: string, user: string | null, atConnect: boolean }): HeraldError {
+  const who = ctx.user === null ? 'a guest' : `user "${ctx.user}"`
+  let message: string
+  if (err.code === ErrorCode.BAD_CREDENTIALS) {
+    message = `the broker at ${ctx.url} refused the credentials of ${who}: unknown user or wrong password`
+  } else if (ctx.atConnect) {
+    message = `the broker at ${ctx.url} refused ${who}: ${err.message}${ctx.user === null ? ' (does the site admit guests?)' : ''}`
+  } else {
+    message = `cannot tail "${ctx.event}" as ${who}: ${err.message}`
+  }
+  return new HeraldError(err.code, message, { cause: err })
+}
+
+const LEVELS: Readonly<Record<number, string>> = { 10: 'trace', 20: 'debug', 30: 'info', 40: 'warn', 50: 'error', 60: 'fatal' }
+
+/** A pino JSON line as a short human line: `herald tail: warn: <msg> {fields}`. */
+export function humanLogLine (json: string): string {
+  try {
+    const { level, msg, time: _t, pid: _p, hostname: _h, ...rest } = JSON.parse(json) as Record<string, unknown>
+    const fields = Object.keys(rest).length > 0 ? ` ${JSON.stringify(rest)}` : ''
+    return `herald tail: ${LEVELS[level as number] ?? JSON.stringify(level)}: ${typeof msg === 'string' ? msg : JSON.stringify(msg ?? '')}${fields}`
+  } catch {
+    return `herald tail: ${json.trimEnd()}`
+  }
+}
+
+/** Thrown from the handler for an event that arrives after tail decided to stop: it stays uncommitted. */
+class Stopping extends Error {}
+
+function positiveInt (what: string, max: number) {
+  return (value: string): number => {
+    const n = Number(value)
+    if (!Number.isInteger(n) || n < 1 || n > max) throw new InvalidArgumentError(`${what} is a whole number from 1 to ${max.toLocaleString('en-US')}`)
+    return n
+  }
+}
+
+function seconds (value: string): number {
+  const n = Number(value)
+  if (!Number.isFinite(n) || n < 0.1 || n > 3600) throw new InvalidArgumentError('an interval is from 0.1 to 3600 seconds')
+  return n
+}
+
+function nameList (value: string): string[] {
+  const names = value.split(',').map((s) => s.trim()).filter((s) => s !== '')
+  if (names.length === 0) throw new InvalidArgumentError('a comma-separated list of service ids')
+  for (const n of names) if (!isValidName(n)) throw new InvalidArgumentError(`${JSON.stringify(n)} is not a valid service id`)
+  return names
+}
+
+export function tailCommand (): Command {
+  return new Command('tail')
+    .description('print events as they arrive, with a live summary (a console client for operators)')
+    .argument('<event...>', 'event names to watch (one subscription each)')
+    .option('--url <url>', 'broker URL', 'mqtt://127.0.0.1:1883')
+    .option('--user <name>', 'user name (password from $HERALD_PASSWORD, --password-env or --password-file)')
+    .option('--password-env <var>', 'read the password from this environment variable')
+    .option('--password-file <file>', 'read the password from this file (one trailing newline is dropped)')
+    .option('--guest', 'connect as a guest, without credentials')
+    .option('--client <name>', 'client name (default: tail-<host>-<pid>); it decides which private events you get, and an application\'s name would take over its connection')
+    .option('--services <ids>', 'only events from these services (comma-separated)', nameList)
+    .addOption(new Option('--start <from>', 'without a stored position: all events the broker holds, or only new ones').choices(['all', 'new']).default('all'))
+    .option('--positions <file>', 'keep positions in this SQLite file, so a restart resumes where it stopped (default: memory)')
+    .option('--json', 'print one JSON object per event, with all its metadata')
+    .option('--no-summary', 'no summary line')
+    .option('--summary-interval <seconds>', 'seconds between summary lines when stderr is not a terminal', seconds, 5)
+    .option('--count <n>', 'exit (code 0) after this many events', positiveInt('--count', 1_000_000_000))
+    .option('--log-level <level>', 'trace, debug, info, warn, error', defaultLogLevel)
+    .action(async (events: string[], opts: TailOptions) => {
+      const code = await runTail(events, opts)
+      // every line written reaches the reader before the process ends
+      await new Promise<void>((resolve) => { process.stdout.write('', () => { resolve() }) })
+      process.exit(code)
+    })
+}
+
+/**
+ * Runs a tail until --count is reached or SIGINT/SIGTERM (resolves with exit code 0), or throws the
+ * refusal (exit code 2 from the CLI) after closing the endpoint.
+ */
+async function runTail (eventArgs: readonly string[], opts: TailOptions): Promise<number> {
+  const events = [...new Set(eventArgs)]
+  for (const e of events) if (!isValidName(e)) throw new ConfigError(`${JSON.stringify(e)} is not a valid event name`)
+  const { user, password } = resolveCredentials(opts, process.env, (p) => readFileSync(p, 'utf8'))
+  const clientName = opts.client ?? defaultClientName(hostname(), process.pid)
+  const { stdout, stderr } = process
+  const stats = new EventStats(Date.now(), { names: events })
+  const colorOut = opts.json !== true && colorEnabled(stdout, process.env)
+  const colorErr = colorEnabled(stderr, process.env)
+  const mode = summaryModeFor(stderr, opts.summary)
+  const out = new LiveConsole({
+    out: stdout,
+    err: stderr,
+    summary: mode,
+    render: () => renderSummary(stats.view(Date.now()), { color: colorErr }),
+    ...(mode === 'periodic' ? { intervalMs: opts.summaryInterval * 1000 } : {})
+  })
+  const logger = pino({ level: opts.logLevel, base: null }, { write: (s: string) => { out.note(humanLogLine(s)) } })
+  const positions = opts.positions === undefined ? undefined : new SqlitePositionStore({ database: opts.positions })
+  const client = new ClientEndpoint({
+    url: opts.url,
+    clientName,
+    ...(user !== undefined ? { user } : {}),
+    ...(password !== undefined ? { password } : {}),
+    ...(positions !== undefined ? { positions } : {}),
+    logger
+  })
+
+  // nothing is shown before every subscription is accepted: a refused one ends the tail with no output
+  let openGate: () => void = () => {}
+  const allSubscribed = new Promise<void>((resolve) => { openGate = resolve })
+
+  // one way out, whatever ends the tail: --count, a signal, a refusal, a closed stdout
+  let outcome: { code: number, error: HeraldError | null } | null = null
+  let resolveDone: () => void = () => {}
+  const done = new Promise<void>((resolve) => { resolveDone = resolve })
+  const finish = (code: number, error: HeraldError | null = null): void => {
+    if (outcome !== null) return
+    outcome = { code, error }
+    openGate()
+    // close() marks every subscription closed before it awaits anything, so no handler starts after this
+    void client.close()
+      .catch((err: unknown) => { logger.error({ err: toHeraldError(err).message }, 'error while closing') })
+      .then(() => {
+        // the last summary stays on screen (or in the log) when all went well
+        stats.connection(client.status, Date.now())
+        out.stop(code === 0)
+        resolveDone()
+      })
+  }
+  const onSignal = (): void => {
+    if (outcome !== null) process.exit(130) // a second signal while closing
+    finish(0)
+  }
+  process.on('SIGINT', onSignal)
+  process.on('SIGTERM', onSignal)
+  stdout.on('error', (err: NodeJS.ErrnoException) => {
+    // the reader went away (`herald tail ... | head`): nothing more can be shown
+    finish(err.code === 'EPIPE' ? 0 : 1)
+  })
+
+  client.on('status', (s) => {
+    stats.connection(s, Date.now())
+    out.refresh()
+  })
+  client.on('error', (e) => { logger.warn({ code: e.code }, e.message) })
+  client.on('handlerError', ({ key, event, error }) => {
+    if (!(error instanceof Stopping)) logger.warn({ key, position: event.position, err: String(error) }, 'printing an event failed; retrying')
+  })
+  client.on('subscriptionError', ({ key, error }) => {
+    const event = events.find((e) => key === e || key.startsWith(`${e}?`)) ?? key
+    finish(2, describeRefusal(error, { event, url: opts.url, user: user ?? null, atConnect: false }))
+  })
+
+  let shown = 0
+  const handler = async (e: HeraldEvent): Promise<void> => {
+    await allSubscribed
+    // not shown, so not committed: a restart with --positions shows it
+    if (outcome !== null || (opts.count !== undefined && shown >= opts.count)) throw new Stopping()
+    shown++
+    const now = Date.now()
+    stats.record(e.name, now)
+    const written = out.line(opts.json === true ? renderEventJson(e, now) : renderEventLine(e, { arrivedAt: now, color: colorOut }))
+    // the line is on its way; stop now, before any other event's handler can start
+    if (opts.count !== undefined && shown >= opts.count) finish(0)
+    await written
+  }
+
+  stats.connection(client.status, Date.now())
+  client.start()
+  out.start()
+  const subscribeOptions = { start: opts.start, ...(opts.services !== undefined ? { services: opts.services } : {}) }
+  try {
+    const subs: Subscription[] = await Promise.all(events.map(async (event) => {
+      try {
+        return await client.subscribe(event, subscribeOptions, handler)
+      } catch (err) {
+        const e = toHeraldError(err)
+        throw e.code === ErrorCode.CLOSED ? e : describeRefusal(e, { event, url: opts.url, user: user ?? null, atConnect: client.status.lastError === e })
+      }
+    }))
+    const from = positions === undefined ? `start ${opts.start}, positions in memory` : `positions in ${opts.positions} (start ${opts.start} where none)`
+    openGate()
+    out.note(`herald tail: watching ${subs.map((s) => s.key).join(', ')} at ${opts.url} as ${client.key} (${from})`)
+  } catch (err) {
+    const e = toHeraldError(err)
+    // closed by a signal or by --count while subscribing: not an error
+    if (e.code !== ErrorCode.CLOSED || outcome === null) finish(2, e)
+  }
+  await done
+  process.removeListener('SIGINT', onSignal)
+  process.removeListener('SIGTERM', onSignal)
+  const o = outcome as { code: number, error: HeraldError | null } | null
+  if (o?.error != null) throw o.error
+  return o?.code ?? 0
+}
