@@ -1,4 +1,4 @@
-export { ServiceEndpoint, SERVICE_ENDPOINT_DEFAULTS, type ServiceEndpointOptions, type ServiceEndpointEvents, type ServiceEventSpec, type ServiceStatus, type RaiseResult, type ServiceEndpointCounters } from './service-endpoint.js'
+export { ServiceEndpoint, SERVICE_ENDPOINT_DEFAULTS, type ServiceEndpointOptions, type ServiceEndpointEvents, type ServiceEventSpec, type ServiceStatus, type RaiseResult, type RaiseItem, type ServiceEndpointCounters } from './service-endpoint.js'
 export { OverflowPolicy, MARK_LIMITS, type ServicePersistence, type AppendOutcome, type PersistenceStats } from './persistence/service-persistence.js'
 export { MemoryServicePersistence, type MemoryServicePersistenceOptions } from './persistence/memory-service-persistence.js'
 export { createSqliteServicePersistence, SqliteServicePersistence, SqliteSynchronous, type SqliteServicePersistenceOptions } from './persistence/sqlite-service-persistence.js'

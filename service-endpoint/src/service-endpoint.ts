@@ -74,6 +74,27 @@ export interface RaiseResult {
   readonly seq: number
 }
 
+/** One event of a `raiseBatch`, checked as the matching single call checks it. */
+export interface RaiseItem {
+  /** The event's name: one this service raises. */
+  readonly name: string
+  /** The payload (any JSON value, or bytes); required unless `isNull`. */
+  readonly payload?: Payload
+  /** A null instance of a replacing event, as `raiseNull`; it takes no payload and no recipient. */
+  readonly isNull?: boolean
+  /** The client key `<user>/<clientName>` of a private event, as `raisePrivate`: required for a private event, refused for any other. */
+  readonly recipient?: string
+}
+
+/** Most items in one raiseBatch(). */
+const MAX_BATCH_ITEMS = 10_000
+
+/** A checked event whose seq and raisedAt are given when it is stored. */
+type Draft = { -readonly [K in keyof RaisedEvent]: RaisedEvent[K] }
+
+/** How an event is raised; decides which categories it may have. */
+type RaiseKind = 'raise' | 'raiseNull' | 'raisePrivate'
+
 /** The connection state of a service endpoint ([SVC-STATUS-1]). */
 export interface ServiceStatus {
   readonly state: 'connecting' | 'online' | 'offline' | 'closed'
@@ -97,7 +118,10 @@ export interface ServiceEndpointEvents {
   expired: (info: { events: readonly RaisedEvent[], total: number }) => void
   /** Events dropped to make room under the dropOldest policy ([SVC-CAPACITY-1]). */
   dropped: (info: { events: readonly RaisedEvent[], total: number }) => void
-  /** A raise() refused because persistence is full under the reject policy ([SVC-CAPACITY-1]); raise() rejects too. */
+  /**
+   * An event refused because persistence is full under the reject policy ([SVC-CAPACITY-1]); raise()
+   * rejects too. A refused raiseBatch() reports each of its events.
+   */
   refused: (info: { name: string, error: HeraldError, total: number }) => void
   /** The durable level failed; the endpoint works on in memory ([SVC-PERSIST-FAIL-1]). */
   persistenceFailed: (info: { error: PersistenceError, lost: number }) => void
@@ -113,7 +137,7 @@ export interface ServiceEndpointCounters {
   rejected: number
   expired: number
   dropped: number
-  /** raise() calls refused because persistence was full (reject policy). */
+  /** Events refused because persistence was full (reject policy): one per raise(), each event of a raiseBatch(). */
   refused: number
 }
 
@@ -216,7 +240,7 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
 
   /** Starts connecting to the broker. Raising works before and without a connection. */
   start (): this {
-    if (this.closed) throw new ClosedError('ServiceEndpoint is closed')
+    this.checkOpen()
     this.link.start()
     this.ackTimer = setInterval(() => { this.checkAckTimeout() }, Math.min(1000, this.opts.ackTimeoutMs))
     this.ackTimer.unref()
@@ -225,67 +249,148 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
 
   /** Raises a replacing or queueing event. Resolves when the event is durable in persistence. */
   raise (name: string, payload: Payload): Promise<RaiseResult> {
-    return this.enqueue(name, payload, false, null, 'raise')
+    return this.raiseOne(name, payload, 'raise', null)
   }
 
   /** Raises a null instance of a replacing event: the condition no longer holds. */
   raiseNull (name: string): Promise<RaiseResult> {
-    return this.enqueue(name, undefined, true, null, 'raiseNull')
+    return this.raiseOne(name, undefined, 'raiseNull', null)
   }
 
   /** Raises a private event for one client, addressed by its key `<user>/<clientName>`. */
   raisePrivate (name: string, clientKey: string, payload: Payload): Promise<RaiseResult> {
-    return this.enqueue(name, payload, false, clientKey, 'raisePrivate')
+    return this.raiseOne(name, payload, 'raisePrivate', clientKey)
   }
 
-  private async enqueue (name: string, payload: Payload | undefined, isNull: boolean, recipient: string | null, call: string): Promise<RaiseResult> {
-    if (this.closed) throw new ClosedError('ServiceEndpoint is closed')
+  /**
+   * Raises several events, and writes source marks, in one persistence append: when it resolves,
+   * every event and every mark is durable; when it rejects, none is stored ([SVC-MARK-1]). Each item
+   * is checked as raise(), raiseNull() (`isNull`) or raisePrivate() (`recipient`) checks it, with the
+   * same typed errors naming the item's index, before anything is stored. The events get increasing
+   * seqs in item order; a replacing event supersedes its older unsent instance ([SVC-SUPERSEDE-1]),
+   * but two instances in one batch are both kept. No items and some marks writes only the marks.
+   * At most 10,000 items; `marks` within MARK_LIMITS. Resolves to one result per item, in order.
+   */
+  async raiseBatch (items: readonly RaiseItem[], options: { readonly marks?: ReadonlyMap<string, string> } = {}): Promise<RaiseResult[]> {
+    this.checkOpen()
+    const given: unknown = items
+    if (!Array.isArray(given)) throw new RequestError(ErrorCode.INVALID_ARGUMENT, 'raiseBatch: items must be an array')
+    if (items.length > MAX_BATCH_ITEMS) throw new RequestError(ErrorCode.INVALID_ARGUMENT, `raiseBatch: ${items.length} items are more than the limit of ${MAX_BATCH_ITEMS}`)
+    const events = items.map((item, i) => this.draftItem(item, `raiseBatch: items[${i}]`))
+    await this.store(events, options.marks)
+    const instance = this.persistence.instance
+    return events.map((e) => ({ id: eventId(instance, e.seq), seq: e.seq }))
+  }
+
+  /** [SVC-MARK-1] A copy of the current source marks of the endpoint's persistence. */
+  marks (): ReadonlyMap<string, string> {
+    return this.persistence.marks()
+  }
+
+  private async raiseOne (name: string, payload: Payload | undefined, kind: RaiseKind, recipient: string | null): Promise<RaiseResult> {
+    this.checkOpen()
+    const event = this.draft(name, payload, kind, recipient, kind)
+    await this.store([event], undefined)
+    return { id: eventId(this.persistence.instance, event.seq), seq: event.seq }
+  }
+
+  /** Checks one item of a batch: its shape, then as the single call it stands for. */
+  private draftItem (item: RaiseItem, where: string): Draft {
+    if (item === null || typeof item !== 'object') throw new RequestError(ErrorCode.INVALID_ARGUMENT, `${where}: an item must be an object { name, payload?, isNull?, recipient? }`)
+    const { name, payload, isNull, recipient } = item
+    if (isNull !== undefined && typeof isNull !== 'boolean') throw new RequestError(ErrorCode.INVALID_ARGUMENT, `${where}: isNull must be a boolean`)
+    if (isNull === true) {
+      if (payload !== undefined) throw new RequestError(ErrorCode.INVALID_ARGUMENT, `${where}: a null event takes no payload`)
+      if (recipient !== undefined) throw new RequestError(ErrorCode.INVALID_ARGUMENT, `${where}: a null event takes no recipient`)
+      return this.draft(name, undefined, 'raiseNull', null, where)
+    }
+    if (payload === undefined) throw new RequestError(ErrorCode.INVALID_ARGUMENT, `${where}: a payload is required (isNull: true raises a null instance)`)
+    return recipient === undefined ? this.draft(name, payload, 'raise', null, where) : this.draft(name, payload, 'raisePrivate', recipient, where)
+  }
+
+  /**
+   * Checks one event against this service's events and encodes its payload once ([EVT-PAYLOAD-1]);
+   * throws the typed error, its message starting with `where`. Stores nothing.
+   */
+  private draft (name: string, payload: Payload | undefined, kind: RaiseKind, recipient: string | null, where: string): Draft {
     const spec = this.specs.get(name)
-    if (spec === undefined) throw new RequestError(ErrorCode.UNKNOWN_EVENT, `${call}: event "${name}" is not one this service raises`)
-    if (call === 'raise' && spec.category === 'private') throw new RequestError(ErrorCode.WRONG_CATEGORY, `raise: "${name}" is private; use raisePrivate`)
-    if (call === 'raiseNull' && spec.category !== 'replacing') throw new RequestError(ErrorCode.WRONG_CATEGORY, `raiseNull: "${name}" is ${spec.category}; only replacing events can be null`)
-    if (call === 'raisePrivate') {
-      if (spec.category !== 'private') throw new RequestError(ErrorCode.WRONG_CATEGORY, `raisePrivate: "${name}" is ${spec.category}, not private`)
-      if (typeof recipient !== 'string' || !/^[^/]+\/[^/]+$/.test(recipient)) throw new RequestError(ErrorCode.INVALID_ARGUMENT, `raisePrivate: recipient ${JSON.stringify(recipient)} is not a client key <user>/<clientName>`)
+    if (spec === undefined) throw new RequestError(ErrorCode.UNKNOWN_EVENT, `${where}: event "${String(name)}" is not one this service raises`)
+    const category = spec.category
+    if (kind === 'raise' && category === 'private') throw new RequestError(ErrorCode.WRONG_CATEGORY, `${where}: "${name}" is private; raise it with a recipient (raisePrivate)`)
+    if (kind === 'raiseNull' && category !== 'replacing') throw new RequestError(ErrorCode.WRONG_CATEGORY, `${where}: "${name}" is ${category}; only replacing events can be null`)
+    if (kind === 'raisePrivate') {
+      if (category !== 'private') throw new RequestError(ErrorCode.WRONG_CATEGORY, `${where}: "${name}" is ${category}, not private; it takes no recipient`)
+      if (typeof recipient !== 'string' || !/^[^/]+\/[^/]+$/.test(recipient)) throw new RequestError(ErrorCode.INVALID_ARGUMENT, `${where}: recipient ${JSON.stringify(recipient)} is not a client key <user>/<clientName>`)
     }
-    const encoded = isNull ? NULL_PAYLOAD : encodePayload(payload)
+    let encoded: ReturnType<typeof encodePayload>
+    try {
+      encoded = kind === 'raiseNull' ? NULL_PAYLOAD : encodePayload(payload)
+    } catch (err) {
+      throw err instanceof HeraldError ? new RequestError(err.code, `${where}: ${err.message}`, { cause: err }) : err
+    }
     const max = spec.maxPayloadBytes ?? 64 * 1024
-    if (encoded.bytes.byteLength > max) throw new RequestError(ErrorCode.PAYLOAD_TOO_LARGE, `${call}: payload of ${encoded.bytes.byteLength} bytes is over the limit of ${max} for "${name}"`)
-    const seq = ++this.seq
-    const event: RaisedEvent = {
-      seq, name, category: spec.category, raisedAt: this.clock.now(), isNull, recipient, payloadKind: encoded.kind, payload: encoded.bytes
-    }
+    if (encoded.bytes.byteLength > max) throw new RequestError(ErrorCode.PAYLOAD_TOO_LARGE, `${where}: payload of ${encoded.bytes.byteLength} bytes is over the limit of ${max} for "${name}"`)
+    return { seq: 0, name, category, raisedAt: 0, isNull: kind === 'raiseNull', recipient, payloadKind: encoded.kind, payload: encoded.bytes }
+  }
+
+  /**
+   * The one write path of every raise: gives the checked events their seqs (in order) and raisedAt,
+   * supersedes older unsent instances of replacing events ([SVC-SUPERSEDE-1]), and stores the events
+   * with `marks` in one persistence append ([SVC-MARK-1]): all of it, or nothing.
+   */
+  private async store (events: Draft[], marks: ReadonlyMap<string, string> | undefined): Promise<void> {
+    const first = this.seq + 1
+    const now = this.clock.now()
+    const horizon = this.sentHorizon()
     let supersede: number[] | undefined
-    let prev: number | undefined
-    if (spec.category === 'replacing') {
-      prev = this.newestReplacing.get(name)
-      // [SVC-SUPERSEDE-1] an older instance not yet read for sending is replaced in the backlog
-      if (prev !== undefined && prev > this.sentHorizon()) supersede = [prev]
-      this.newestReplacing.set(name, seq)
+    /** Per replacing event name in this append: its newest seq before it, to restore if the append fails. */
+    let before: Map<string, number | undefined> | undefined
+    for (const e of events) {
+      e.seq = ++this.seq
+      e.raisedAt = now
+      if (e.category !== 'replacing') continue
+      before ??= new Map()
+      if (!before.has(e.name)) {
+        const prev = this.newestReplacing.get(e.name)
+        before.set(e.name, prev)
+        // [SVC-SUPERSEDE-1] an older instance not yet read for sending is replaced in the backlog
+        // (within one append, every instance is kept, in order)
+        if (prev !== undefined && prev > horizon) (supersede ??= []).push(prev)
+      }
+      this.newestReplacing.set(e.name, e.seq)
     }
+    const last = this.seq
     let outcome: AppendOutcome
     try {
-      outcome = await this.persistence.append([event], supersede)
+      outcome = await this.persistence.append(events, supersede, marks)
     } catch (err) {
-      // not stored, and nothing superseded: the previous instance is still the newest
-      if (this.newestReplacing.get(name) === seq) {
+      // not stored, and nothing superseded: the previous instances are still the newest, unless a
+      // later raise has replaced them meanwhile
+      before?.forEach((prev, name) => {
+        const newest = this.newestReplacing.get(name)
+        if (newest === undefined || newest < first || newest > last) return
         if (prev === undefined) this.newestReplacing.delete(name)
         else this.newestReplacing.set(name, prev)
-      }
+      })
       if (err instanceof HeraldError && err.code === ErrorCode.CAPACITY_EXCEEDED) {
-        this.counters.refused++
-        this.emit('refused', { name, error: err, total: this.counters.refused })
+        for (const e of events) {
+          this.counters.refused++
+          this.emit('refused', { name: e.name, error: err, total: this.counters.refused })
+        }
       }
       throw err
     }
-    this.counters.raised++
+    this.counters.raised += events.length
     if (outcome.dropped.length > 0) {
       this.counters.dropped += outcome.dropped.length
       this.emit('dropped', { events: outcome.dropped, total: this.counters.dropped })
     }
     this.sender.notify()
     this.emitStatus()
-    return { id: eventId(this.persistence.instance, seq), seq }
+  }
+
+  private checkOpen (): void {
+    if (this.closed) throw new ClosedError('ServiceEndpoint is closed')
   }
 
   /** The highest seq that may already be on its way to the broker. */
