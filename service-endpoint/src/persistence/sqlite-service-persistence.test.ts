@@ -1,8 +1,8 @@
-import { spawn } from 'node:child_process'
+import { spawn, type ChildProcess } from 'node:child_process'
 import { join } from 'node:path'
 import { writeFile } from 'node:fs/promises'
 import { createInterface } from 'node:readline'
-import { describe, expect, it } from 'vitest'
+import { afterEach, describe, expect, it } from 'vitest'
 import Database from 'better-sqlite3'
 import { ErrorCode, PersistenceError } from '@herald/shared'
 import { tempDir } from '@herald/shared/testing'
@@ -20,6 +20,9 @@ describeServicePersistenceConformance('sqlite', async ({ capacityBytes, policy }
 })
 
 describe('SqliteServicePersistence', () => {
+  // a writer process left running by a failed test
+  afterEach(() => { for (const child of writers.splice(0)) child.kill('SIGKILL') })
+
   async function withDir<T> (fn: (dir: string) => Promise<T>): Promise<T> {
     const dir = await tempDir('herald-sp-')
     try {
@@ -240,6 +243,7 @@ describe('SqliteServicePersistence', () => {
 })
 
 const WRITER = join(import.meta.dirname, 'marks-writer-proc.mjs')
+const writers: ChildProcess[] = []
 
 /**
  * Runs marks-writer-proc.mjs until it printed "ok <k>" for some k >= its first frame + `frames`, then
@@ -247,6 +251,7 @@ const WRITER = join(import.meta.dirname, 'marks-writer-proc.mjs')
  */
 async function runUntilKilled (args: string, frames: number): Promise<{ start: number, confirmed: number }> {
   const child = spawn(process.execPath, [WRITER, args], { stdio: ['ignore', 'pipe', 'pipe'] })
+  writers.push(child)
   let stderr = ''
   child.stderr.on('data', (d: Buffer) => { stderr += d.toString() })
   const exited = new Promise<void>((resolve) => { child.once('exit', () => { resolve() }) })
