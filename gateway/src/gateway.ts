@@ -30,7 +30,9 @@ export const GATEWAY_PIPELINE = {
   /** Most accepted frames waiting per device; beyond, frames are dropped and resent by the device. */
   pendingPerDevice: 4096,
   /** Most distinct device serials the gateway tracks. */
-  devicesTracked: 10_000
+  devicesTracked: 10_000,
+  /** Longest serial accepted (the mark key `device:<serial>` must fit MARK_LIMITS.keyChars). */
+  serialChars: 64
 } as const
 
 /** The mark key of a device in service persistence. */
@@ -267,6 +269,12 @@ export class Gateway extends TypedEmitter<GatewayEvents> {
       this.#logger.error(log, `device refused: model ${frame.model}, the configuration expects ${port.config.model}`)
       this.#detach(port)
       port.refuse(`model ${frame.model}, expected ${port.config.model}`)
+      return
+    }
+    if ([...frame.serial].length > GATEWAY_PIPELINE.serialChars) {
+      this.#logger.error(log, `device refused: a serial has at most ${GATEWAY_PIPELINE.serialChars} characters`)
+      this.#detach(port)
+      port.refuse('serial too long')
       return
     }
     let rec = this.#records.get(frame.serial)

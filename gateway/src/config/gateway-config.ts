@@ -190,7 +190,7 @@ async function readEvents (root: YamlCursor, serviceId: string, base: string): P
     const lifetime = e.get('lifetime')
     specs.push({
       name,
-      category: category as Category,
+      category: category,
       lifetimeMs: lifetime.present ? lifetime.parsed((v) => parseDuration(v, 'lifetime')) : null,
       maxPayloadBytes: e.get('maxPayload').parsed((v) => parseByteSize(v, 'maxPayload'), 64 * 1024)
     })
@@ -228,7 +228,7 @@ function readMapping (node: YamlCursor, events: ReadonlyMap<string, ServiceEvent
     if (raiseNull.present) {
       if (spec.category !== 'replacing') throw target.error(`"${event}" is ${spec.category}; only a replacing event can be null`)
       if (r.get('payload').present) throw r.get('payload').error('a null event has no payload')
-      return { on: on as DataFrameType, model: r.get('model').optionalString() ?? null, code, where, action: { kind: 'raiseNull', event } }
+      return { on: on, model: r.get('model').optionalString() ?? null, code, where, action: { kind: 'raiseNull', event } }
     }
     const payloadNode = r.get('payload')
     if (!payloadNode.present) throw payloadNode.error('is required with "raise": a mapping of payload keys to sources like $serial or temp:number')
@@ -239,6 +239,6 @@ function readMapping (node: YamlCursor, events: ReadonlyMap<string, ServiceEvent
       const text = src.string()
       return [k, src.parsed(() => parseValueSource(text))] as const
     })
-    return { on: on as DataFrameType, model: r.get('model').optionalString() ?? null, code, where, action: { kind: 'raise', event, payload } }
+    return { on: on, model: r.get('model').optionalString() ?? null, code, where, action: { kind: 'raise', event, payload } }
   })
 }

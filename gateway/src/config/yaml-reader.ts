@@ -119,7 +119,7 @@ export function readYaml (file: string, text: string): YamlCursor {
     const line = lines.linePos(first.pos[0]).line
     throw new ConfigError(`${file}:${line}: not valid YAML: ${first.message.split('\n')[0] ?? ''}`)
   }
-  const root = doc.contents as Node | null
+  const root = doc.contents
   const cursor = new YamlCursor(file, lines, root, '', 1)
   if (!cursor.present) throw cursor.error('the file is empty')
   return cursor
