@@ -66,6 +66,7 @@ export class DevicePort {
   #reopenTimer: NodeJS.Timeout | null = null
   #staleTimer: NodeJS.Timeout | null = null
   #lastSyncAt = -Infinity
+  #syncTimer: NodeJS.Timeout | null = null
   #lastRxAt: number | null = null
   #lastError: string | null = null
   #closed = false
@@ -97,12 +98,26 @@ export class DevicePort {
     this.#send({ type: 'ACK', boot: pos.boot, seq: pos.seq })
   }
 
-  /** Asks the device for a HELLO, at most once a second unless `force`. */
+  /**
+   * Asks the device for a HELLO: at once if `force` or if the last SYNC is a second old, else once
+   * at the end of that second (so a request is never lost, and a flood of bad frames costs one
+   * SYNC a second).
+   */
   sync (force = false): void {
-    const now = this.#clock.now()
-    if (!force && now - this.#lastSyncAt < MIN_SYNC_INTERVAL_MS) return
-    this.#lastSyncAt = now
-    this.#send({ type: 'SYNC' })
+    const wait = this.#lastSyncAt + MIN_SYNC_INTERVAL_MS - this.#clock.now()
+    if (force || wait <= 0) {
+      if (this.#syncTimer !== null) clearTimeout(this.#syncTimer)
+      this.#syncTimer = null
+      this.#lastSyncAt = this.#clock.now()
+      this.#send({ type: 'SYNC' })
+      return
+    }
+    if (this.#syncTimer !== null) return
+    this.#syncTimer = setTimeout(() => {
+      this.#syncTimer = null
+      if (this.#line !== null) this.sync()
+    }, wait)
+    this.#syncTimer.unref()
   }
 
   /** The host accepted the HELLO of `serial` on this line. */
@@ -124,6 +139,7 @@ export class DevicePort {
     this.#closed = true
     if (this.#reopenTimer !== null) clearTimeout(this.#reopenTimer)
     if (this.#staleTimer !== null) clearInterval(this.#staleTimer)
+    if (this.#syncTimer !== null) clearTimeout(this.#syncTimer)
     const line = this.#line
     this.#line = null
     line?.close()

@@ -1,0 +1,208 @@
+/**
+ * The gateway against a hand-written device on a real TCP socket, a real broker and a real client:
+ * what it acknowledges, what it raises, and what it refuses ([DEV-GW-*], [DEV-ACK-1], [GW-*]).
+ */
+import { join } from 'node:path'
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { parseGatewayConfig, startGateway } from '@herald/gateway'
+import type { Gateway } from '@herald/gateway'
+import { waitFor } from '@herald/shared/testing'
+import { collect } from './support/collect.js'
+import { Harness } from './support/harness.js'
+import { ScriptedDevice } from './support/scripted-device.js'
+import { SECRETS } from './support/site.js'
+
+function configText (brokerUrl: string, data: string, devices: readonly string[]): string {
+  return `service:
+  id: svc-a
+  secret: ${SECRETS['svc-a']}
+broker: ${brokerUrl}
+data: ${data}
+events:
+  - { name: readings, category: queueing, lifetime: 1d }
+  - { name: temperature, category: replacing }
+  - { name: alarms, category: queueing, lifetime: 7d }
+devices:
+${devices.map((u) => `  - url: ${u}`).join('\n')}
+lines:
+  reopenInitial: 20ms
+  reopenMax: 200ms
+  staleAfter: 10s
+mapping:
+  - on: STATE
+    raise: readings
+    payload: { serial: $serial, boot: $boot, seq: $seq, n: n:int }
+  - on: STATE
+    where: { kind: temp }
+    raise: temperature
+    payload: { celsius: temp:number }
+  - on: ALARM
+    raise: alarms
+    payload: { serial: $serial, code: $code }
+`
+}
+
+describe('gateway with a scripted device', () => {
+  let h: Harness
+  let brokerUrl = ''
+  const gateways: Gateway[] = []
+
+  beforeEach(async () => {
+    h = await Harness.create()
+    brokerUrl = (await h.broker()).url
+  })
+  afterEach(async () => {
+    for (const g of gateways.splice(0)) await g.close()
+    await h.close()
+  })
+
+  async function gateway (devices: readonly string[]): Promise<Gateway> {
+    const config = await parseGatewayConfig(join(h.dir, 'gateway.yaml'), configText(brokerUrl, join(h.dir, 'gw'), devices))
+    const g = await startGateway(config)
+    gateways.push(g)
+    return g
+  }
+
+  it('acknowledges a report only once its events are durable, raises each report once, and re-acknowledges a resent one', async () => {
+    const device = await ScriptedDevice.listen()
+    h.onClose(() => device.close())
+    const client = h.client(brokerUrl, 'alice', 'watch')
+    const readings = await collect(client, 'readings', { start: 'all' })
+    const g = await gateway([device.url])
+    await device.connected()
+    await waitFor(() => device.syncs() >= 1, 'SYNC when the line opens')
+    device.hello('TH-1', 1, { boot: 1, seq: 1 })
+    for (let seq = 1; seq <= 5; seq++) device.send(device.state(1, seq, { n: String(seq) }))
+    await device.acked(1, 5)
+    expect(g.endpoint.marks().get('device:TH-1')).toBe('1:5')
+    // the ACK was lost: the device resends 3..5 and one new report
+    for (let seq = 3; seq <= 6; seq++) device.send(device.state(1, seq, { n: String(seq) }))
+    await device.acked(1, 6)
+    await readings.until(6)
+    expect(readings.payloads()).toEqual([1, 2, 3, 4, 5, 6].map((n) => ({ serial: 'TH-1', boot: 1, seq: n, n })))
+    const status = g.status()
+    expect(status.devices[0]).toMatchObject({ state: 'online', serial: 'TH-1', model: 'thermostat', mark: '1:6' })
+    expect(status.devices[0]?.counters).toMatchObject({ handled: 6, raised: 6, duplicates: 3, outOfOrder: 0 })
+  })
+
+  it('keeps its marks across a restart: frames resent to the new gateway are not raised again', async () => {
+    const device = await ScriptedDevice.listen()
+    h.onClose(() => device.close())
+    const client = h.client(brokerUrl, 'alice', 'watch')
+    const readings = await collect(client, 'readings', { start: 'all' })
+    const first = await gateway([device.url])
+    await device.connected()
+    device.hello('TH-2', 3, { boot: 3, seq: 10 })
+    for (let seq = 10; seq <= 14; seq++) device.send(device.state(3, seq, { n: String(seq) }))
+    await device.acked(3, 14)
+    await first.close()
+    gateways.splice(gateways.indexOf(first), 1)
+
+    await gateway([device.url])
+    await device.connected(2)
+    // the device never saw the ACKs of 12..14
+    device.hello('TH-2', 3, { boot: 3, seq: 12 })
+    await device.acked(3, 14) // answered from the mark read back from the file
+    for (let seq = 12; seq <= 16; seq++) device.send(device.state(3, seq, { n: String(seq) }))
+    await device.acked(3, 16)
+    await readings.until(7)
+    expect(readings.payloads().map((p) => (p as { n: number }).n)).toEqual([10, 11, 12, 13, 14, 15, 16])
+  })
+
+  it('counts corrupt frames without stopping, drops a frame after a lost one, and asks for a resend', async () => {
+    const device = await ScriptedDevice.listen()
+    h.onClose(() => device.close())
+    const client = h.client(brokerUrl, 'alice', 'watch')
+    const readings = await collect(client, 'readings', { start: 'all' })
+    const g = await gateway([device.url])
+    await device.connected()
+    device.hello('TH-3', 1, { boot: 1, seq: 1 })
+    device.send(device.state(1, 1, { n: '1' }))
+    await device.acked(1, 1)
+    const syncsBefore = device.syncs()
+    device.raw('garbage \x00\xff bytes\n$STATE boot=1 seq=2 n=2*00000000\n$STATE boot=1 se')
+    device.send(device.state(1, 3, { n: '3' })) // 2 never arrived intact
+    await waitFor(() => device.syncs() > syncsBefore, 'SYNC after an out-of-order frame')
+    device.hello('TH-3', 1, { boot: 1, seq: 2 })
+    device.send(device.state(1, 2, { n: '2' }), device.state(1, 3, { n: '3' }))
+    await device.acked(1, 3)
+    await readings.until(3)
+    expect(readings.payloads().map((p) => (p as { n: number }).n)).toEqual([1, 2, 3])
+    const d = g.status().devices[0]
+    expect(d?.corrupt).toBe(2) // the bad CRC and the cut frame
+    expect(d?.counters).toMatchObject({ handled: 3, outOfOrder: 1 })
+  })
+
+  it('crosses a reboot only when the new boot names the last frame of the old one', async () => {
+    const device = await ScriptedDevice.listen()
+    h.onClose(() => device.close())
+    const client = h.client(brokerUrl, 'alice', 'watch')
+    const readings = await collect(client, 'readings', { start: 'all' })
+    await gateway([device.url])
+    await device.connected()
+    device.hello('TH-4', 1, { boot: 1, seq: 1 })
+    device.send(device.state(1, 1, { n: '1' }))
+    await device.acked(1, 1)
+    // (1,2) is lost on the line; the device reboots and sends boot 2's first frame, naming (1,2)
+    device.send(device.state(2, 1, { n: '21', prev: '1:2' }))
+    device.hello('TH-4', 2, { boot: 1, seq: 2 })
+    device.send(device.state(1, 2, { n: '2' }), device.state(2, 1, { n: '21', prev: '1:2' }))
+    await device.acked(2, 1)
+    await readings.until(3)
+    expect(readings.payloads().map((p) => (p as { n: number }).n)).toEqual([1, 2, 21])
+  })
+
+  it('handles a report the mapping cannot fully use, and reports why', async () => {
+    const device = await ScriptedDevice.listen()
+    h.onClose(() => device.close())
+    const client = h.client(brokerUrl, 'alice', 'watch')
+    const temps = await collect(client, 'temperature', { start: 'all' })
+    const readings = await collect(client, 'readings', { start: 'all' })
+    const g = await gateway([device.url])
+    await device.connected()
+    device.hello('TH-5', 1, { boot: 1, seq: 1 })
+    device.send(device.state(1, 1, { n: '1', kind: 'temp', temp: 'n/a' }), device.state(1, 2, { n: '2', kind: 'temp', temp: '19.5' }))
+    await device.acked(1, 2)
+    await temps.until(1)
+    await readings.until(2)
+    expect(temps.payloads()).toEqual([{ celsius: 19.5 }])
+    expect(g.status().devices[0]?.counters).toMatchObject({ handled: 2, raised: 3, unmapped: 1 })
+  })
+
+  it('refuses a second line whose device says a serial already online', async () => {
+    const a = await ScriptedDevice.listen()
+    const b = await ScriptedDevice.listen()
+    h.onClose(() => a.close())
+    h.onClose(() => b.close())
+    const g = await gateway([a.url, b.url])
+    await a.connected()
+    await b.connected()
+    a.hello('SAME-1', 1, { boot: 1, seq: 1 })
+    await waitFor(() => g.status().devices[0]?.state === 'online', 'first line online')
+    b.hello('SAME-1', 1, { boot: 1, seq: 1 })
+    await waitFor(() => g.status().devices[1]?.state === 'refused', 'second line refused')
+    expect(g.status().devices[1]?.lastError).toBe('serial SAME-1 is online on ' + a.url)
+  })
+
+  it('reopens a line that went away, and carries on from the mark', async () => {
+    const device = await ScriptedDevice.listen()
+    h.onClose(() => device.close())
+    const client = h.client(brokerUrl, 'alice', 'watch')
+    const readings = await collect(client, 'readings', { start: 'all' })
+    const g = await gateway([device.url])
+    await device.connected()
+    device.hello('TH-6', 1, { boot: 1, seq: 1 })
+    device.send(device.state(1, 1, { n: '1' }))
+    await device.acked(1, 1)
+    device.unplug()
+    await device.connected(2)
+    device.send(device.state(1, 2, { n: '2' })) // before its HELLO on the new line: not handled
+    await waitFor(() => device.syncs() >= 2, 'SYNC on the new line')
+    device.hello('TH-6', 1, { boot: 1, seq: 2 })
+    device.send(device.state(1, 2, { n: '2' }))
+    await device.acked(1, 2)
+    await readings.until(2)
+    expect(readings.payloads().map((p) => (p as { n: number }).n)).toEqual([1, 2])
+    expect(g.status().devices[0]?.opens).toBe(2)
+  })
+})
