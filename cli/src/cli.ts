@@ -6,7 +6,9 @@
 import { Command } from 'commander'
 import { HeraldError } from '@herald/shared'
 import { gatewayCommand } from '@herald/gateway'
+import { simCommand } from '@herald/firmware-sim'
 import { brokerCommand, hashSecretCommand } from './commands/broker.js'
+import { demoCommand } from './commands/demo.js'
 import { tailCommand } from './commands/tail.js'
 
 const program = new Command('herald').description('Herald: device-to-broker events, exactly once').showHelpAfterError()
@@ -14,6 +16,8 @@ program.addCommand(brokerCommand())
 program.addCommand(hashSecretCommand())
 program.addCommand(tailCommand())
 program.addCommand(gatewayCommand())
+program.addCommand(demoCommand())
+program.addCommand(simCommand())
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   const code = err instanceof HeraldError ? ` [${err.code}]` : ''

@@ -1,0 +1,179 @@
+/**
+ * `herald demo` (what `npm start` runs): the whole chain on one machine, on the embedded default.
+ * A broker on the example site with SQLite, a simulated fleet on TCP ports (firmware-sim), a gateway
+ * on the example gateway configuration pointed at the fleet, and a console client that prints events
+ * as they arrive with a one-line live summary. Ctrl-C closes everything in order.
+ */
+import { mkdir } from 'node:fs/promises'
+import { join } from 'node:path'
+import { Command, InvalidArgumentError } from 'commander'
+import { pino } from 'pino'
+import { startBrokerServer } from '@herald/broker'
+import { ClientEndpoint, SqlitePositionStore } from '@herald/client-endpoint'
+import type { HeraldEvent } from '@herald/client-endpoint'
+import { parseDevices, parseFaults, parseRate, startSim } from '@herald/firmware-sim'
+import type { FaultOptions, SimHandle } from '@herald/firmware-sim'
+import { loadGatewayConfig, parseDeviceUrl, startGateway } from '@herald/gateway'
+import type { Gateway } from '@herald/gateway'
+import { ErrorCode, HeraldError, loadSite, mayReceive, toHeraldError } from '@herald/shared'
+import { EventStats, LiveConsole, colorEnabled, renderEventLine, renderSummary, summaryModeFor } from '../console/index.js'
+import { defaultLogLevel, port } from './options.js'
+
+export interface DemoOptions {
+  readonly site: string
+  readonly gateway: string
+  readonly data: string
+  readonly port: number
+  readonly devices: string
+  readonly rate: string
+  readonly seed: number
+  readonly faults?: string
+  readonly user: string
+  readonly summary: boolean
+  readonly logLevel: string
+}
+
+/** The example site's password of the demo user (examples/site.yaml says it at the top). */
+const EXAMPLE_PASSWORDS: Readonly<Record<string, string>> = { alice: 'alice-password', bob: 'bob-password' }
+
+function wrap<T> (parse: (text: string) => T) {
+  return (text: string): T => {
+    try {
+      return parse(text)
+    } catch (err) {
+      throw new InvalidArgumentError((err as Error).message)
+    }
+  }
+}
+
+export function demoCommand (): Command {
+  return new Command('demo')
+    .description('run the whole chain locally: broker, simulated devices, gateway and a console client (what npm start runs)')
+    .option('--site <file>', 'site structure file', 'examples/site.yaml')
+    .option('--gateway <file>', 'gateway configuration; its devices are replaced by the simulated fleet', 'examples/gateway.yaml')
+    .option('--data <dir>', 'data directory (broker/, gateway/, demo-client.db, demo.log)', '.herald-data')
+    .option('--port <n>', 'broker TCP port (0: any free port)', port, 1883)
+    .option('--devices <list>', 'the simulated fleet, model:count,...', 'thermostat:1,door:1,pump:1')
+    .option('--rate <rate>', 'state reports per device, e.g. 1/s or 2/min', '1/s')
+    .option('--seed <n>', 'simulation seed', (v) => { const n = Number(v); if (!Number.isSafeInteger(n)) throw new InvalidArgumentError('a whole number'); return n }, 1)
+    .option('--faults <list>', 'faults to inject, as for herald sim (e.g. garbage=0.01,reboot=60s)')
+    .option('--user <name>', 'the console client\'s user (password from HERALD_PASSWORD, or the example site\'s)', 'alice')
+    .option('--no-summary', 'no summary line')
+    .option('--log-level <level>', 'level of the log written to <data>/demo.log', defaultLogLevel)
+    .action(async (opts: DemoOptions) => {
+      await runDemo(opts)
+    })
+}
+
+async function runDemo (opts: DemoOptions): Promise<void> {
+  // checked before anything starts, so a typo costs nothing
+  const groups = wrap(parseDevices)(opts.devices)
+  const rate = wrap(parseRate)(opts.rate)
+  const faults: FaultOptions | undefined = opts.faults === undefined ? undefined : wrap(parseFaults)(opts.faults)
+  const password = process.env.HERALD_PASSWORD ?? EXAMPLE_PASSWORDS[opts.user]
+  if (password === undefined) throw new InvalidArgumentError(`no password for user "${opts.user}": set HERALD_PASSWORD`)
+  const site = await loadSite(opts.site)
+  const gatewayConfig = await loadGatewayConfig(opts.gateway, process.env)
+
+  await mkdir(opts.data, { recursive: true })
+  const logFile = join(opts.data, 'demo.log')
+  const logger = pino({ level: opts.logLevel }, pino.destination({ dest: logFile, mkdir: true, sync: false }))
+  const { stdout, stderr } = process
+  const closers: Array<() => Promise<void>> = []
+  const closeAll = async (): Promise<void> => {
+    for (const c of closers.reverse()) await c().catch((err: unknown) => { logger.error({ err }, 'while closing') })
+  }
+
+  let sim: SimHandle | null = null
+  let gateway: Gateway | null = null
+  let client: ClientEndpoint | null = null
+  let out: LiveConsole | null = null
+  try {
+    const broker = await startBrokerServer({ site, dataDir: join(opts.data, 'broker'), port: opts.port, host: '127.0.0.1', logger: logger.child({ part: 'broker' }) })
+    closers.push(() => broker.close())
+
+    sim = await startSim({ devices: groups, link: { kind: 'tcp', host: '127.0.0.1', basePort: 0 }, rate, seed: opts.seed, ...(faults === undefined ? {} : { faults }) })
+    closers.push(() => (sim as SimHandle).close())
+    const perModel = new Map<string, number>()
+    const devices = sim.devices.map((d) => {
+      const n = (perModel.get(d.model) ?? 0) + 1
+      perModel.set(d.model, n)
+      return { name: `${d.model}-${n}`, url: d.url, address: parseDeviceUrl(d.url), model: d.model }
+    })
+
+    gateway = await startGateway({
+      ...gatewayConfig,
+      brokerUrl: broker.url,
+      dataDir: join(opts.data, 'gateway'),
+      devices
+    }, { logger: logger.child({ part: 'gateway' }) })
+    closers.push(() => (gateway as Gateway).close())
+
+    // the console client watches every event the gateway raises that its user may receive
+    const user = site.users.get(opts.user) ?? null
+    const events = gatewayConfig.events.map((e) => e.name).filter((n) => {
+      const def = site.events.get(n)
+      return def !== undefined && def.category !== 'private' && mayReceive(def, user)
+    })
+    const stats = new EventStats(Date.now(), { names: events })
+    const colorOut = colorEnabled(stdout, process.env)
+    const colorErr = colorEnabled(stderr, process.env)
+    const g = gateway
+    const s = sim
+    out = new LiveConsole({
+      out: stdout,
+      err: stderr,
+      summary: summaryModeFor(stderr, opts.summary),
+      render: () => {
+        const gs = g.status()
+        const ss = s.summary()
+        return `${renderSummary(stats.view(Date.now()), { color: colorErr })} · devices ${gs.devicesOnline}/${gs.devices.length} · reports ${ss.reportsMade} · corrupt ${gs.totals.corrupt} · backlog ${gs.service.backlog}`
+      }
+    })
+    client = new ClientEndpoint({
+      url: broker.url,
+      clientName: 'demo-console',
+      user: opts.user,
+      password,
+      positions: new SqlitePositionStore({ database: join(opts.data, 'demo-client.db') }),
+      logger: logger.child({ part: 'client' })
+    })
+    const c = client
+    const o = out
+    closers.push(() => c.close())
+    client.on('status', (st) => { stats.connection(st, Date.now()); o.refresh() })
+    client.start()
+    const handler = async (e: HeraldEvent): Promise<void> => {
+      const now = Date.now()
+      stats.record(e.name, now)
+      await o.line(renderEventLine(e, { arrivedAt: now, color: colorOut }))
+    }
+    for (const name of events) await client.subscribe(name, { start: 'all' }, handler)
+
+    o.note(`herald demo: broker ${broker.url} (site ${opts.site}, data ${opts.data}), log in ${logFile}`)
+    for (const d of devices) o.note(`herald demo: ${d.name} at ${d.url} -> gateway ${gatewayConfig.serviceId}`)
+    o.note(`herald demo: ${opts.user} watches ${events.join(', ')}; Ctrl-C stops everything`)
+    o.start()
+  } catch (err) {
+    out?.stop(false)
+    await closeAll()
+    const e = toHeraldError(err)
+    if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') throw new HeraldError(ErrorCode.CONFIG_INVALID, `port ${opts.port} is in use; pick another with --port (npm start -- --port 1884)`, { cause: err })
+    throw e
+  }
+
+  const console = out
+  let stopping = false
+  const stop = (): void => {
+    if (stopping) process.exit(130)
+    stopping = true
+    console.note('herald demo: stopping')
+    closeAll().then(() => {
+      console.stop(true)
+      logger.flush()
+      process.exit(0)
+    }, () => { process.exit(1) })
+  }
+  process.on('SIGINT', stop)
+  process.on('SIGTERM', stop)
+}
