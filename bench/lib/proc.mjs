@@ -47,6 +47,18 @@ export function rssOf (pid) {
   }
 }
 
+/** CPU time (user + system) a process used so far, in ms (Linux /proc, 10 ms ticks), or null. */
+export function cpuOf (pid) {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    // fields 14 and 15 (utime, stime) are 11 and 12 after the command name and state
+    return (Number(f[11]) + Number(f[12])) * 10
+  } catch {
+    return null
+  }
+}
+
 /** Monotonic time in ms; process.hrtime is CLOCK_MONOTONIC, shared by every process of the machine. */
 export function nowMs () {
   return Number(process.hrtime.bigint()) / 1e6
@@ -128,6 +140,10 @@ export class Child {
 
   rss () {
     return rssOf(this.pid)
+  }
+
+  cpu () {
+    return cpuOf(this.pid)
   }
 
   /** SIGTERM, then SIGKILL after `graceMs`; resolves when it exited. */

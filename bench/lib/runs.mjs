@@ -6,6 +6,10 @@ import { join } from 'node:path'
 import { nodeChild, killEach } from './proc.mjs'
 import { EVENT, SERVICE_SECRET, USER, USER_PASSWORD, proc, startHerald, writeSite } from './brokers.mjs'
 
+function sum (list) {
+  return list.reduce((a, b) => a + (b ?? 0), 0)
+}
+
 /** Splits `n` items into at most `parts` nearly equal groups (no empty ones). */
 export function split (n, parts) {
   const p = Math.max(1, Math.min(parts, n))
@@ -105,9 +109,11 @@ export async function heraldRun ({ services, serviceProcs, count, rate = 0, wind
     const sv = serviceChildren({ url: broker.url, dir: ws.dir, services, procs: serviceProcs, count, rate, window, maxUnacked, nodeArgs })
     children.push(...sv)
     await Promise.all(sv.map((c) => c.waitFor('ready', 'services online', deadline)))
+    const cpu0 = [broker.child.cpu(), sum(sv.map((c) => c.cpu())), sum(cl.map((c) => c.cpu()))]
     for (const s of sv) s.send('go')
     const raised = (await Promise.all(sv.map((c) => c.waitFor('raised', 'every raise() resolved', deadline)))).map((m) => m.raised)
     const results = (await Promise.all(cl.map((c) => c.waitFor('result', `${services * count} events per client`, deadline)))).map((m) => m.result)
+    const cpu1 = [broker.child.cpu(), sum(sv.map((c) => c.cpu())), sum(cl.map((c) => c.cpu()))]
     const start = Math.min(...raised.map((r) => r.start))
     const end = Math.max(...results.map((r) => r.last))
     const deliveries = results.reduce((s, r) => s + r.received, 0)
@@ -117,7 +123,10 @@ export async function heraldRun ({ services, serviceProcs, count, rate = 0, wind
       for (const s of sv) s.send('exit')
       await Promise.all([...children.map((c) => c.stop(10_000)), broker.stop()])
     }
-    return { events: services * count, deliveries, redelivered, seconds: (end - start) / 1000, perSecond: deliveries / ((end - start) / 1000), latency: mergeLatency(results.map((r) => r.latency)) }
+    // CPU microseconds per event raised, per side: what each process costs whatever the machine's load
+    const perEvent = (i) => Math.round((cpu1[i] - cpu0[i]) * 1000 / (services * count) * 10) / 10
+    const cpuPerEvent = { broker: perEvent(0), services: perEvent(1), clients: perEvent(2) }
+    return { events: services * count, deliveries, redelivered, cpuPerEvent, seconds: (end - start) / 1000, perSecond: deliveries / ((end - start) / 1000), latency: mergeLatency(results.map((r) => r.latency)) }
   } finally {
     await killEach(children)
     if (broker !== null) await broker.child.kill()
