@@ -86,7 +86,6 @@ async function runDemo (opts: DemoOptions): Promise<void> {
 
   let sim: SimHandle | null = null
   let gateway: Gateway | null = null
-  let client: ClientEndpoint | null = null
   let out: LiveConsole | null = null
   try {
     const broker = await startBrokerServer({ site, dataDir: join(opts.data, 'broker'), port: opts.port, host: '127.0.0.1', logger: logger.child({ part: 'broker' }) })
@@ -130,7 +129,7 @@ async function runDemo (opts: DemoOptions): Promise<void> {
         return `${renderSummary(stats.view(Date.now()), { color: colorErr })} · devices ${gs.devicesOnline}/${gs.devices.length} · reports ${ss.reportsMade} · corrupt ${gs.totals.corrupt} · backlog ${gs.service.backlog}`
       }
     })
-    client = new ClientEndpoint({
+    const client = new ClientEndpoint({
       url: broker.url,
       clientName: 'demo-console',
       user: opts.user,
@@ -138,9 +137,8 @@ async function runDemo (opts: DemoOptions): Promise<void> {
       positions: new SqlitePositionStore({ database: join(opts.data, 'demo-client.db') }),
       logger: logger.child({ part: 'client' })
     })
-    const c = client
     const o = out
-    closers.push(() => c.close())
+    closers.push(() => client.close())
     client.on('status', (st) => { stats.connection(st, Date.now()); o.refresh() })
     client.start()
     const handler = async (e: HeraldEvent): Promise<void> => {
