@@ -169,7 +169,7 @@ async function runDemo (opts: DemoOptions): Promise<void> {
     closeAll().then(() => {
       console.stop(true)
       logger.flush()
-      process.exit(0)
+      process.stderr.write('herald demo: stopped cleanly\n', () => { process.exit(0) })
     }, () => { process.exit(1) })
   }
   process.on('SIGINT', stop)
