@@ -191,6 +191,15 @@ describe('FrameDecoder: each rejection counted by reason', () => {
     expect(r.frames).toEqual([{ type: 'SYNC' }, { type: 'ACK', boot: 2, seq: 3 }])
   })
 
+  it('passes prev on in fields without requiring it, and still reads oldest=none', () => {
+    const r = decode([bytes(wireFrame('STATE boot=2 seq=1 prev=1:9 v=1'), wireFrame('STATE boot=2 seq=1 v=1'), wireFrame('HELLO model=m serial=s fw=1 boot=1 oldest=none'))])
+    expect(r.frames).toEqual([
+      { type: 'STATE', boot: 2, seq: 1, code: null, fields: { prev: '1:9', v: '1' } },
+      { type: 'STATE', boot: 2, seq: 1, code: null, fields: { v: '1' } },
+      { type: 'HELLO', model: 'm', serial: 's', fw: '1', boot: 1, oldest: null, fields: {} }
+    ])
+  })
+
   it('accepts escapes of bytes that need none', () => {
     const r = decode([wireFrame('ALARM boot=1 seq=1 code=%41%42 text=caf%C3%A9')])
     expect(r.frames).toEqual([{ type: 'ALARM', boot: 1, seq: 1, code: 'AB', fields: { text: 'café' } }])

@@ -59,18 +59,18 @@ function fields (entries: Record<string, string>): Record<string, string> {
 
 /**
  * Frames of every type, with percent-encoded values (spaces, `$*%=`, UTF-8, control bytes), empty
- * values, the largest counters and HELLO's extra fields.
+ * values, the largest counters, HELLO's extra fields and `prev` on `seq` = 1 frames.
  */
 export const FIXTURE_FRAMES: readonly DeviceFrame[] = [
   { type: 'HELLO', model: 'thermostat', serial: 'TH-000001', fw: '1.4.2', boot: 3, oldest: { boot: 2, seq: 40 }, fields: fields({}) },
   { type: 'HELLO', model: 'door lock', serial: 'DL-000002', fw: '2.0.0-rc.1', boot: 1, oldest: null, fields: fields({ hw: 'rev B', note: '' }) },
   { type: 'STATE', boot: 3, seq: 17, code: null, fields: fields({ temp: '21.37', setpoint: '21.00', heater: 'on' }) },
   { type: 'STATE', boot: 2, seq: 41, code: null, fields: fields({}) },
-  { type: 'STATE', boot: 1, seq: 1, code: null, fields: fields({ label: 'Raum 1 – Küche', empty: '', odd: '$*%= \t\r\n~', emoji: '🌡️' }) },
+  { type: 'STATE', boot: 1, seq: 1, code: null, fields: fields({ prev: 'none', label: 'Raum 1 – Küche', empty: '', odd: '$*%= \t\r\n~', emoji: '🌡️' }) },
   { type: 'ALARM', boot: 3, seq: 18, code: 'overheat', fields: fields({ temp: '31.20', limit: '30.00' }) },
   { type: 'ALARM', boot: 9007199254740991, seq: 9007199254740991, code: 'E17 dry-run', fields: fields({ text: 'pump ran dry' }) },
   { type: 'CLEAR', boot: 3, seq: 19, code: 'overheat', fields: fields({}) },
-  { type: 'CLEAR', boot: 4, seq: 1, code: 'E17 dry-run', fields: fields({ after: '' }) },
+  { type: 'CLEAR', boot: 4, seq: 1, code: 'E17 dry-run', fields: fields({ prev: '9007199254740991:9007199254740991', after: '' }) },
   { type: 'SYNC' },
   { type: 'ACK', boot: 3, seq: 19 },
   { type: 'ACK', boot: 1, seq: 9007199254740991 }
