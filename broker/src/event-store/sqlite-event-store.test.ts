@@ -153,4 +153,51 @@ describe('SqliteEventStore', () => {
     const page = await store.read({ event: 'tick', after: 0, services: null, recipient: null, now: T0, limit: 3 })
     expect(page.map((e) => e.seq)).toEqual([total - max + 3, total - max + 4, total - max + 5])
   })
+
+  it('answers reads of recent positions from memory exactly as the file does', async () => {
+    // replacing, pushed-out, private, expired and filtered events, more than the store keeps in memory
+    const limits: Record<string, QueueLimits> = {
+      tick: { category: Category.queueing, lifetimeMs: null, maxQueueSize: 9000, maxPerRecipient: 1 },
+      short: { category: Category.queueing, lifetimeMs: 1000, maxQueueSize: 1000, maxPerRecipient: 1 },
+      state: { category: Category.replacing, lifetimeMs: null, maxQueueSize: 1, maxPerRecipient: 1 },
+      note: { category: Category.private, lifetimeMs: null, maxQueueSize: 1, maxPerRecipient: 3 }
+    }
+    const names = ['tick', 'tick', 'short', 'state', 'note'] as const
+    const store = await openStore({ limitsOf: (n) => limits[n], synchronous: 'NORMAL' })
+    const seqs = new Map<string, number>()
+    for (let round = 0; round < 60; round++) {
+      const pending: Array<Promise<unknown>> = []
+      for (const service of ['a', 'b']) {
+        const events: RaisedEvent[] = []
+        for (let i = 0; i < 250; i++) {
+          const seq = (seqs.get(service) ?? 0) + 1
+          seqs.set(service, seq)
+          const name = names[(seq * 7 + round) % names.length]!
+          events.push({
+            seq, name, category: limits[name]!.category, raisedAt: T0, isNull: false,
+            recipient: name === 'note' ? `u/c${seq % 3}` : null, payloadKind: PayloadKind.bytes, payload: new Uint8Array([seq % 251, round])
+          })
+        }
+        pending.push(store.append(batch(service, events, T0 + round * 100)))
+      }
+      await Promise.all(pending)
+    }
+    const queries = []
+    for (const event of ['tick', 'short', 'state', 'note']) {
+      for (const services of [null, new Set(['b'])]) {
+        for (const recipient of event === 'note' ? ['u/c0', 'u/c2'] : [null]) {
+          for (const after of [0, 5000, 10_000, 20_000, 26_000, 29_990, 30_000]) {
+            for (const now of [T0, T0 + 4000]) queries.push({ event, services, recipient, after, now, limit: 700 })
+          }
+        }
+      }
+    }
+    const fromMemory = await Promise.all(queries.map((q) => store.read(q)))
+    await store.close()
+    const reopened = await openStore({ limitsOf: (n) => limits[n], synchronous: 'NORMAL' })
+    const fromFile = await Promise.all(queries.map((q) => reopened.read(q)))
+    const positions = (list: Array<{ position: number, payload: Uint8Array }>): string[] => list.map((e) => `${e.position}:${Array.from(e.payload).join(',')}`)
+    expect(fromMemory.map(positions)).toEqual(fromFile.map(positions))
+    expect(fromFile.some((r) => r.length > 0)).toBe(true)
+  })
 })

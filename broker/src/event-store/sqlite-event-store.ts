@@ -17,6 +17,13 @@
  * `synchronous = FULL`) and then resolves each call in order. Batches that arrive while a commit
  * blocks the process go into the next flush. No `await` ever runs inside a transaction, and the
  * in-memory caches (head, dedup, queue counts) change only after a commit succeeded.
+ *
+ * Recent events ([CLI-LIVE-1] for subscriptions a little behind): the store keeps the events of the
+ * last commits in memory, every stored event with a position above `recentFloor`, of every name, in
+ * position order (at most RECENT_MAX_EVENTS and RECENT_MAX_BYTES of payload). A read that starts at
+ * or above the floor is answered from there, with the same filters as the query, and never touches
+ * the file. Rows deleted while still recent (push-out, replacement, purge: their positions come back
+ * with RETURNING) are blanked in it after the commit, so it never returns what the file no longer has.
  */
 import Database from 'better-sqlite3'
 import { CATEGORY_BY_CODE, CATEGORY_CODE, ClosedError, ConfigError, ErrorCode, PersistenceError, RequestError, silentLogger } from '@herald/shared'
@@ -54,6 +61,10 @@ export const SQLITE_EVENT_STORE_DEFAULTS: Readonly<{ logger: Logger, synchronous
 })
 
 const SCHEMA_VERSION = 1
+/** Most events kept in memory for reads of recent positions. */
+const RECENT_MAX_EVENTS = 20_000
+/** Most payload bytes kept in memory for reads of recent positions. */
+const RECENT_MAX_BYTES = 16 * 1024 * 1024
 /** Expired events deleted per transaction by purgeExpired; appends run between chunks. */
 const PURGE_CHUNK = 10_000
 const FLAG_NULL = 1
@@ -83,6 +94,8 @@ interface FlushOutcome {
   queues: Map<string, QueueDelta>
   added: number
   removed: number
+  /** Positions deleted by push-out or replacement. */
+  gone: number[]
 }
 
 function queueKey (service: string, event: string, recipient: string): string {
@@ -143,6 +156,11 @@ export class SqliteEventStore implements EventStore {
   readonly #counts = new Map<string, number>()
   #head = 0
   #count = 0
+  /** Every stored event with position > #recentFloor, in position order; null where since deleted. */
+  #recent: Array<StoredEvent | null> = []
+  #recentStart = 0
+  #recentFloor = 0
+  #recentBytes = 0
   #pending: Pending[] = []
   #timer: NodeJS.Immediate | null = null
   #closed = false
@@ -155,7 +173,7 @@ export class SqliteEventStore implements EventStore {
   readonly #readServices: Database.Statement
   readonly #purge: Database.Statement
   readonly #flushTxn: (pending: readonly Pending[]) => FlushOutcome
-  readonly #purgeTxn: (now: number) => Map<string, number>
+  readonly #purgeTxn: (now: number) => { removed: Map<string, number>, gone: number[] }
 
   /** Use `createSqliteEventStore`; takes ownership of `db`. */
   constructor (db: Database.Database, opts: Required<SqliteEventStoreOptions>) {
@@ -177,7 +195,7 @@ export class SqliteEventStore implements EventStore {
 
     this.#insert = db.prepare(`INSERT INTO events (${COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
     this.#pushOut = db.prepare(`DELETE FROM events WHERE position IN (
-      SELECT position FROM events WHERE service = ? AND event = ? AND recipient = ? ORDER BY position LIMIT ?)`)
+      SELECT position FROM events WHERE service = ? AND event = ? AND recipient = ? ORDER BY position LIMIT ?) RETURNING position`).pluck()
     this.#putSeq = db.prepare(`INSERT INTO dedup (service, instance, last_seq) VALUES (?, ?, ?)
       ON CONFLICT (service, instance) DO UPDATE SET last_seq = excluded.last_seq`)
     this.#putHead = db.prepare(`UPDATE meta SET value = ? WHERE key = 'head'`)
@@ -186,7 +204,7 @@ export class SqliteEventStore implements EventStore {
     this.#readServices = db.prepare(`SELECT ${COLUMNS} FROM events INDEXED BY events_read
       WHERE ${where} AND service IN (SELECT value FROM json_each(?)) ORDER BY position LIMIT ?`).raw(true)
     this.#purge = db.prepare(`DELETE FROM events WHERE position IN (
-      SELECT position FROM events WHERE expires_at <= ? LIMIT ${PURGE_CHUNK}) RETURNING service, event, recipient`).raw(true)
+      SELECT position FROM events WHERE expires_at <= ? LIMIT ${PURGE_CHUNK}) RETURNING service, event, recipient, position`).raw(true)
     this.#flushTxn = db.transaction((pending: readonly Pending[]) => this.#write(pending))
     this.#purgeTxn = db.transaction((now: number) => this.#purgeChunk(now))
 
@@ -212,6 +230,7 @@ export class SqliteEventStore implements EventStore {
     this.#checkOpen()
     const recipient = recipientKeyOf(query, this.#limitsOf)
     if (query.limit === 0 || query.services?.size === 0) return []
+    if (query.after >= this.#recentFloor) return this.#readRecent(query, recipient)
     let rows: Row[]
     try {
       rows = (query.services === null
@@ -241,7 +260,9 @@ export class SqliteEventStore implements EventStore {
     for (;;) {
       let removed: Map<string, number>
       try {
-        removed = this.#purgeTxn(now)
+        const out = this.#purgeTxn(now)
+        removed = out.removed
+        this.#forgetRecent(out.gone)
       } catch (err) {
         this.#logger.error({ err, path: this.#path }, 'event store purge failed')
         throw new PersistenceError(`event store: purging expired events failed: ${(err as Error).message}`, { cause: err })
@@ -298,6 +319,8 @@ export class SqliteEventStore implements EventStore {
       if (q.count > 0) this.#counts.set(key, q.count)
       else this.#counts.delete(key)
     }
+    for (const r of out.results) this.#remember(r.stored)
+    this.#forgetRecent(out.gone)
     for (let i = 0; i < pending.length; i++) pending[i]!.resolve(out.results[i]!)
   }
 
@@ -346,27 +369,104 @@ export class SqliteEventStore implements EventStore {
     // [STORE-REPLACE-1] [STORE-QUEUE-1]: one delete per queue that grew beyond its cap. Deleting the
     // oldest extras at the end leaves the same rows as deleting after each insert.
     let removed = 0
+    const gone: number[] = []
     for (const q of queues.values()) {
       if (q.count <= q.cap) continue
-      const gone = this.#pushOut.run(q.service, q.event, q.recipient, q.count - q.cap).changes
-      q.count -= gone
-      removed += gone
+      const positions = this.#pushOut.all(q.service, q.event, q.recipient, q.count - q.cap) as number[]
+      q.count -= positions.length
+      removed += positions.length
+      for (const p of positions) gone.push(p)
     }
     for (const s of seqs.values()) {
       if (s.last !== s.before) this.#putSeq.run(s.service, s.instance, s.last)
     }
     if (head !== this.#head) this.#putHead.run(head)
-    return { results, head, seqs, queues, added, removed }
+    return { results, head, seqs, queues, added, removed, gone }
   }
 
   /** Runs inside a purge transaction: deletes up to PURGE_CHUNK expired rows; returns rows per queue. */
-  #purgeChunk (now: number): Map<string, number> {
+  #purgeChunk (now: number): { removed: Map<string, number>, gone: number[] } {
     const removed = new Map<string, number>()
-    for (const [service, event, recipient] of this.#purge.iterate(now) as IterableIterator<[string, string, string]>) {
+    const gone: number[] = []
+    for (const [service, event, recipient, position] of this.#purge.iterate(now) as IterableIterator<[string, string, string, number]>) {
       const key = queueKey(service, event, recipient)
       removed.set(key, (removed.get(key) ?? 0) + 1)
+      if (position > this.#recentFloor) gone.push(position)
     }
-    return removed
+    return { removed, gone }
+  }
+
+  /** Adds committed events (in position order, above every recent one) to the recent events. */
+  #remember (stored: readonly StoredEvent[]): void {
+    for (const e of stored) {
+      // its own copy of the payload: the caller may reuse its buffer
+      this.#recent.push({ ...e, payload: Buffer.from(e.payload) })
+      this.#recentBytes += e.payload.byteLength
+    }
+    while (this.#recent.length - this.#recentStart > RECENT_MAX_EVENTS || this.#recentBytes > RECENT_MAX_BYTES) {
+      const e = this.#recent[this.#recentStart]
+      this.#recent[this.#recentStart++] = null
+      if (e === undefined) break
+      if (e !== null) {
+        this.#recentBytes -= e.payload.byteLength
+        this.#recentFloor = e.position
+      }
+    }
+    // the floor is the last position evicted; blanks in front of the next event go with it
+    while (this.#recentStart < this.#recent.length && this.#recent[this.#recentStart] === null) this.#recentStart++
+    if (this.#recentStart > 4096 && this.#recentStart * 2 > this.#recent.length) {
+      this.#recent.splice(0, this.#recentStart)
+      this.#recentStart = 0
+    }
+  }
+
+  /** Blanks deleted rows among the recent events (committed deletions only). */
+  #forgetRecent (positions: readonly number[]): void {
+    for (const p of positions) {
+      if (p <= this.#recentFloor) continue
+      let i = this.#recentIndex(p)
+      while (i < this.#recent.length && this.#recent[i] === null) i++
+      const e = this.#recent[i]
+      if (e !== undefined && e !== null && e.position === p) {
+        this.#recent[i] = null
+        this.#recentBytes -= e.payload.byteLength
+      }
+    }
+  }
+
+  /** Index of the first recent slot whose event has a position > `after` (blanks are skipped over). */
+  #recentIndex (after: number, strictlyAbove = false): number {
+    let lo = this.#recentStart
+    let hi = this.#recent.length
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1
+      // a blank has no position: look at the nearest event after it
+      let j = mid
+      while (j < hi && this.#recent[j] === null) j++
+      if (j === hi) {
+        hi = mid
+        continue
+      }
+      const pos = (this.#recent[j] as StoredEvent).position
+      if (strictlyAbove ? pos > after : pos >= after) hi = mid
+      else lo = j + 1
+    }
+    return lo
+  }
+
+  /** A read answered from the recent events: same filters and order as the query on the file. */
+  #readRecent (query: ReadQuery, recipient: string): StoredEvent[] {
+    const out: StoredEvent[] = []
+    const recent = this.#recent
+    for (let i = this.#recentIndex(query.after, true); i < recent.length && out.length < query.limit; i++) {
+      const e = recent[i]
+      if (e === null || e === undefined || e.name !== query.event) continue
+      if ((e.recipient ?? NO_RECIPIENT) !== recipient) continue
+      if (e.expiresAt !== null && e.expiresAt <= query.now) continue
+      if (query.services !== null && !query.services.has(e.serviceId)) continue
+      out.push(e)
+    }
+    return out
   }
 
   #migrate (): void {
@@ -401,6 +501,7 @@ export class SqliteEventStore implements EventStore {
     const head = db.prepare(`SELECT value FROM meta WHERE key = 'head'`).pluck().get() as number
     const maxPosition = (db.prepare('SELECT MAX(position) FROM events').pluck().get() as number | null) ?? 0
     this.#head = Math.max(head, maxPosition)
+    this.#recentFloor = this.#head
     for (const [service, instance, last] of db.prepare('SELECT service, instance, last_seq FROM dedup').raw(true).iterate() as IterableIterator<[string, string, number]>) {
       this.#seqs.set(seqKey(service, instance), last)
     }
