@@ -137,6 +137,7 @@ function nameList (value: string): string[] {
   return names
 }
 
+/** The `herald tail` subcommand. */
 export function tailCommand (): Command {
   return new Command('tail')
     .description('print events as they arrive, with a live summary (a console client for operators)')

@@ -19,6 +19,7 @@ export const EVENT_LINE_DEFAULTS = Object.freeze({
   maxHexBytes: 32
 })
 
+/** How renderEventLine prints an event. */
 export interface EventLineOptions {
   /** When the event was shown (ms since the epoch); printed as local time. */
   readonly arrivedAt: number

@@ -32,6 +32,7 @@ export const EVENT_STATS_DEFAULTS = Object.freeze({
   maxNames: 100
 })
 
+/** What EventStats counts by name, and its rate window. */
 export interface EventStatsOptions extends RateMeterOptions {
   /** Event names counted one by one; events of further names count under `other`. Default 100. */
   readonly maxNames?: number
@@ -39,6 +40,7 @@ export interface EventStatsOptions extends RateMeterOptions {
   readonly names?: readonly string[]
 }
 
+/** Counts shown events and follows the connection, for the summary line. */
 export class EventStats {
   private readonly rateMeter: RateMeter
   private readonly perName = new Map<string, number>()

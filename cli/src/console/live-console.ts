@@ -31,6 +31,7 @@ export const LIVE_CONSOLE_DEFAULTS = Object.freeze({
   columns: 80
 })
 
+/** Where a LiveConsole writes, and how it shows the summary. */
 export interface LiveConsoleOptions {
   /** Where event lines go (stdout). */
   readonly out: ConsoleStream
@@ -46,6 +47,10 @@ export interface LiveConsoleOptions {
 // carriage return, then erase the whole line: the cursor stays on the (now empty) last line
 const CLEAR_LINE = '\r\x1b[2K'
 
+/**
+ * Writes event lines and keeps the summary out of their way: `start()`, then `line()` per event and
+ * `note()` per message, `refresh()` after a state change, `stop()` at the end.
+ */
 export class LiveConsole {
   private readonly o: LiveConsoleOptions
   private timer: NodeJS.Timeout | null = null

@@ -6,6 +6,7 @@ export const RATE_METER_DEFAULTS = Object.freeze({
   buckets: 10
 })
 
+/** The window a RateMeter measures over. */
 export interface RateMeterOptions {
   /** The window the rate is taken over, ms. Default 5,000. */
   readonly windowMs?: number
@@ -13,6 +14,7 @@ export interface RateMeterOptions {
   readonly buckets?: number
 }
 
+/** Counts events in time buckets and gives the rate over the last `windowMs`. */
 export class RateMeter {
   readonly windowMs: number
   private readonly bucketMs: number

@@ -3,6 +3,7 @@ import type { SummaryView } from './event-stats.js'
 import { formatAge, formatCount, formatRate } from './format.js'
 import { style } from './style.js'
 
+/** How renderSummary prints. */
 export interface SummaryOptions {
   /** ANSI colors. Default false. */
   readonly color?: boolean
