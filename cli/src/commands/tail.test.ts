@@ -1,6 +1,6 @@
 import { describe, it, expect } from 'vitest'
 import { AuthError, ConfigError, ErrorCode, RequestError, isValidName } from '@herald/shared'
-import { defaultClientName, describeRefusal, humanLogLine, resolveCredentials } from './tail.js'
+import { brokerUrl, defaultClientName, describeRefusal, humanLogLine, resolveCredentials } from './tail.js'
 
 const noFile = (path: string): string => { throw new Error(`ENOENT: no such file, open '${path}'`) }
 
@@ -77,5 +77,16 @@ describe('humanLogLine', () => {
       .toBe('herald tail: warn: starting over {"key":"alarms","position":12}')
     expect(humanLogLine('{"level":30,"msg":"hi"}')).toBe('herald tail: info: hi')
     expect(humanLogLine('not json\n')).toBe('herald tail: not json')
+  })
+})
+
+describe('brokerUrl', () => {
+  it('takes MQTT URLs and refuses anything else with an example', () => {
+    expect(brokerUrl('mqtt://127.0.0.1:1883')).toBe('mqtt://127.0.0.1:1883')
+    expect(brokerUrl('mqtts://broker.example:8883')).toBe('mqtts://broker.example:8883')
+    expect(() => brokerUrl('localhost:1883')).toThrow(/is not a broker URL; one looks like mqtt:\/\/host:1883/)
+    expect(() => brokerUrl('127.0.0.1:1883')).toThrow(/is not a URL/)
+    expect(() => brokerUrl('foo')).toThrow(/"foo" is not a URL; a broker URL looks like mqtt:\/\/host:1883/)
+    expect(() => brokerUrl('http://127.0.0.1:1883')).toThrow(/is not a broker URL/)
   })
 })

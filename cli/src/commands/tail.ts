@@ -130,6 +130,20 @@ function seconds (value: string): number {
   return n
 }
 
+/** A broker URL: `mqtt://host:port` (or another scheme MQTT.js connects with). */
+export function brokerUrl (value: string): string {
+  let url: URL
+  try {
+    url = new URL(value)
+  } catch {
+    throw new InvalidArgumentError(`${JSON.stringify(value)} is not a URL; a broker URL looks like mqtt://host:1883`)
+  }
+  if (!['mqtt:', 'mqtts:', 'tcp:', 'tls:', 'ws:', 'wss:'].includes(url.protocol) || url.hostname === '') {
+    throw new InvalidArgumentError(`${JSON.stringify(value)} is not a broker URL; one looks like mqtt://host:1883`)
+  }
+  return value
+}
+
 function nameList (value: string): string[] {
   const names = value.split(',').map((s) => s.trim()).filter((s) => s !== '')
   if (names.length === 0) throw new InvalidArgumentError('a comma-separated list of service ids')
@@ -142,7 +156,7 @@ export function tailCommand (): Command {
   return new Command('tail')
     .description('print events as they arrive, with a live summary (a console client for operators)')
     .argument('<event...>', 'event names to watch (one subscription each)')
-    .option('--url <url>', 'broker URL', 'mqtt://127.0.0.1:1883')
+    .option('--url <url>', 'broker URL', brokerUrl, 'mqtt://127.0.0.1:1883')
     .option('--user <name>', 'user name (password from $HERALD_PASSWORD, --password-env or --password-file)')
     .option('--password-env <var>', 'read the password from this environment variable')
     .option('--password-file <file>', 'read the password from this file (one trailing newline is dropped)')
