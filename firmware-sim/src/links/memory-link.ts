@@ -2,9 +2,10 @@
  * An in-memory line, for tests: the device's end is a {@link DeviceLink}, the other end
  * ({@link MemoryGatewayEnd}) is what a test's scripted gateway reads and writes. Bytes are
  * delivered asynchronously (a microtask later), in order, never lost or changed: losses and
- * corruption are the faults' job.
+ * corruption are the faults' job. Bytes the device writes before the gateway end has a data
+ * listener wait for it (up to MAX_PENDING_WRITE_BYTES; beyond, they are dropped and counted).
  */
-import { MutableLinkStats, NO_HANDLER, type DeviceLink, type LinkHandler, type LinkStats } from './link.js'
+import { MAX_PENDING_WRITE_BYTES, MutableLinkStats, NO_HANDLER, type DeviceLink, type LinkHandler, type LinkStats } from './link.js'
 
 /** The gateway's end of a memory link. */
 export interface MemoryGatewayEnd {
@@ -24,7 +25,9 @@ export class MemoryLink implements DeviceLink {
   private open = false
   private closed = false
   private readonly counts = new MutableLinkStats()
-  private gwData: (bytes: Buffer) => void = () => {}
+  private gwData: ((bytes: Buffer) => void) | null = null
+  private pending: Buffer[] = []
+  private pendingBytes = 0
   private gwOpen: () => void = () => {}
   private gwClose: () => void = () => {}
   /** The other end, for the test's gateway. */
@@ -44,7 +47,13 @@ export class MemoryLink implements DeviceLink {
           this.handler.data(copy)
         })
       },
-      onData: (l) => { this.gwData = l },
+      onData: (l) => {
+        this.gwData = l
+        const waiting = this.pending
+        this.pending = []
+        this.pendingBytes = 0
+        for (const b of waiting) l(b)
+      },
       onOpen: (l) => { this.gwOpen = l },
       onClose: (l) => { this.gwClose = l }
     }
@@ -72,9 +81,23 @@ export class MemoryLink implements DeviceLink {
       return false
     }
     const copy = Buffer.from(bytes)
+    if (this.gwData === null && this.pendingBytes + copy.length > MAX_PENDING_WRITE_BYTES) {
+      this.counts.bytesDropped += copy.length
+      return false
+    }
     this.counts.bytesWritten += copy.length
-    queueMicrotask(() => { this.gwData(copy) })
+    if (this.gwData === null) {
+      this.pending.push(copy)
+      this.pendingBytes += copy.length
+    } else {
+      queueMicrotask(() => { this.deliver(copy) })
+    }
     return true
+  }
+
+  private deliver (bytes: Buffer): void {
+    if (this.gwData !== null) this.gwData(bytes)
+    else this.pending.push(bytes)
   }
 
   async unplug (): Promise<void> {

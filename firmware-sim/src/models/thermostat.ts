@@ -16,8 +16,8 @@ const HYSTERESIS = 0.3
 const LOSS_TAU_MS = 600_000
 const HEATER_TARGET = 45
 const SENSOR_NOISE = 0.03
-const SETPOINT_CHANGE_MEAN_MS = 180_000
-const RELAY_STICK_MEAN_MS = 900_000
+const SETPOINT_CHANGE_MEAN_MS = 1_200_000
+const RELAY_STICK_MEAN_MS = 1_800_000
 const RELAY_STUCK_MEAN_MS = 300_000
 const SETPOINTS = [18, 18.5, 19, 19.5, 20, 20.5, 21, 21.5, 22, 22.5, 23, 23.5, 24]
 
@@ -53,7 +53,8 @@ class Thermostat implements ModelInstance {
     this.measured = this.temp + r.normal(SENSOR_NOISE)
     // a user changes the setpoint
     if (happens(r, SETPOINT_CHANGE_MEAN_MS, dtMs)) {
-      const others = SETPOINTS.filter((s) => s !== this.setpoint)
+      // a step of 0.5 to 2 degrees, up or down
+      const others = SETPOINTS.filter((s) => s !== this.setpoint && Math.abs(s - this.setpoint) <= 2)
       this.setpoint = r.pick(others)
       events.push({ kind: 'changed' })
     }
