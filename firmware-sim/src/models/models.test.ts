@@ -1,3 +1,5 @@
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { encodeFrame } from '@herald/device-protocol'
 import { Random } from '../random.js'
@@ -48,6 +50,16 @@ describe('device models', () => {
         }
         const unknown = long.events.filter((e) => e.kind !== 'changed' && !codes.includes(e.code))
         expect(unknown).toEqual([])
+      })
+
+      it('is documented in docs/device-protocol.md: every field and alarm code', () => {
+        const doc = readFileSync(join(import.meta.dirname, '..', '..', '..', 'docs', 'device-protocol.md'), 'utf8')
+        const section = doc.slice(doc.indexOf(`**${model.name}** (\`${model.prefix}-\`, fw \`${model.fw}\`)`))
+        expect(section.length).toBeLessThan(doc.length)
+        const next = section.indexOf('\n**', 1)
+        const own = next > 0 ? section.slice(0, next) : section
+        for (const f of model.fields) expect(own).toContain(`| \`${f.name}\` |`)
+        for (const a of model.alarms) expect(own).toContain(`| \`${a.name}\` |`)
       })
 
       it('reports discrete changes as they happen', () => {
