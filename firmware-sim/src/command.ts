@@ -63,6 +63,7 @@ interface SimCliOptions {
   record?: string
   replay: string[]
   emittedLog?: string
+  state?: string
   outbox?: number
   window?: number
   rto?: number
@@ -85,6 +86,7 @@ export function simCommand (): Command {
     .option('--record <dir>', 'record each device\'s bytes to <dir>/<serial>.jsonl')
     .option('--replay <file>', 'play a recording back as one more device (repeatable)', (v: string, prev: string[]) => [...prev, v], [] as string[])
     .option('--emitted-log <file>', 'append every report made to this JSON Lines file')
+    .option('--state <file>', 'keep the devices\' non-volatile memory (boot counter, outbox) in this file: a restart is a power cycle, not a new device')
     .option('--outbox <n>', 'outbox capacity per device, in frames (default 4096)', wholeNumber(1, 1_000_000))
     .option('--window <n>', 'frames in flight beyond the last ACK (default 32)', wholeNumber(1, 4096))
     .option('--rto <duration>', 'retransmission timeout (default 500ms)', arg(parseDuration))
@@ -120,6 +122,7 @@ export function simCommand (): Command {
           record: opts.record,
           replay: opts.replay,
           emittedLog: opts.emittedLog,
+          stateFile: opts.state,
           outboxCapacity: opts.outbox,
           window: opts.window,
           retransmitMs: opts.rto

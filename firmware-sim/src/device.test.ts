@@ -314,3 +314,52 @@ describe('SimDevice: determinism', () => {
     expect(d.stats.frames).toBeGreaterThan(25)
   })
 })
+
+describe('SimDevice: non-volatile memory across a power cycle, and pausing reports', () => {
+  it('boots again as the next boot, resending its unacknowledged frames first, then boot+1 naming the last frame made', async () => {
+    const first = await setup()
+    first.gw.autoAck = false
+    await first.run(300)
+    const nv = first.device.nvState()
+    expect(nv.boot).toBe(1)
+    expect(nv.lastMade).toBe(`1:${first.emitted.length}`)
+    // the boot report was acknowledged during setup; the rest were not
+    const acked = first.device.counters.acked
+    expect(acked).toBe(1)
+    expect(positions(nv.outbox)).toEqual(positions(first.emitted.slice(acked)))
+    await first.device.close()
+
+    const second = await setup({ nvState: nv })
+    await second.run(300)
+    expect(second.device.bootCount).toBe(2)
+    // the old boot's frames, then the new boot's, each handled once by a gateway that knew nothing
+    expect(second.gw.handledPositions.slice(0, nv.outbox.length)).toEqual(positions(nv.outbox))
+    expect(second.gw.handledPositions[nv.outbox.length]).toBe('2:1')
+    expect(second.emitted[0]).toMatchObject({ boot: 2, seq: 1, prev: nv.lastMade })
+    expect(second.gw.duplicates + second.gw.outOfOrder + second.gw.gaps).toBe(0)
+  })
+
+  it('refuses a memory larger than its outbox', async () => {
+    const nv = { boot: 1, lastMade: '1:3', outbox: [{ boot: 1, seq: 2, frame: 'x' }, { boot: 1, seq: 3, frame: 'y' }] }
+    await expect(setup({ nvState: nv, outboxCapacity: 1 })).rejects.toThrow('nvState.outbox: 2 frames, more than the outbox holds (1)')
+  })
+
+  it('makes no report while paused, but still resends until every frame is acknowledged', async () => {
+    const { gw, device, emitted, run } = await setup()
+    gw.autoAck = false
+    await run(200)
+    device.setReporting(false)
+    const made = emitted.length
+    await run(500)
+    expect(emitted).toHaveLength(made)
+    expect(device.counters.outbox).toBe(made - device.counters.acked)
+    gw.autoAck = true
+    gw.lineOpened() // a SYNC: the device says HELLO and resends
+    await run(1000)
+    expect(device.counters.outbox).toBe(0)
+    expect(gw.handledPositions).toEqual(positions(emitted))
+    device.setReporting(true)
+    await run(200)
+    expect(emitted.length).toBeGreaterThan(made)
+  })
+})

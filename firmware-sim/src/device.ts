@@ -6,7 +6,7 @@
  * depend only on its seed and the time elapsed, whatever the timer jitter; the clock only decides
  * when advanceTo runs.
  */
-import { comparePos, encodeFrame, formatPos, FrameDecoder, type DataFrameType, type DecoderStats, type FramePos } from '@herald/device-protocol'
+import { comparePos, encodeFrame, formatPos, FrameDecoder, parsePos, type DataFrameType, type DecoderStats, type FramePos } from '@herald/device-protocol'
 import { realClock, type SimClock, type TimerHandle } from './clock.js'
 import { SimConfigError } from './errors.js'
 import { FaultSchedule, NO_FAULTS, validateFaults, type FaultCounters, type FaultOptions } from './faults.js'
@@ -45,6 +45,19 @@ export interface EmittedReport {
   readonly fields: Readonly<Record<string, string>>
 }
 
+/**
+ * What a device keeps in non-volatile memory across a power cycle ([DEV-SEQ-1], [DEV-SEQ-2]): the
+ * boot counter, the position of the last frame it made, and its outbox. A device given one boots
+ * as the next boot of that device.
+ */
+export interface DeviceNvState {
+  readonly boot: number
+  /** `<boot>:<seq>` or `none`. */
+  readonly lastMade: string
+  /** Unacknowledged data frames, oldest first, as written on the line (ASCII). */
+  readonly outbox: ReadonlyArray<{ readonly boot: number, readonly seq: number, readonly frame: string }>
+}
+
 export interface SimDeviceOptions {
   readonly model: DeviceModel
   /** The run seed: with the model and `modelIndex` it decides the serial, the model's course and the faults. */
@@ -63,6 +76,8 @@ export interface SimDeviceOptions {
   /** Default 500 ms. */
   readonly retransmitMs?: number | undefined
   readonly faults?: FaultOptions | undefined
+  /** The non-volatile memory of an earlier run of this device: it boots as that device's next boot. */
+  readonly nvState?: DeviceNvState | undefined
   /** Called for every data frame put into the outbox. */
   readonly onEmitted?: ((report: EmittedReport) => void) | undefined
   /** Called with every chunk of bytes the line accepted, with the device time it was written at. */
@@ -144,6 +159,7 @@ export class SimDevice {
   private timer: TimerHandle | null = null
   private started = false
   private closed = false
+  private reporting = true
   // inside advanceTo: link events wait until it is done (a link may report a close synchronously
   // from unplug(), for instance)
   private busy = false
@@ -189,6 +205,39 @@ export class SimDevice {
     this.instance = this.model.create(new Random(options.seed, this.serial, 'model'))
     this.faultRandom = new Random(options.seed, this.serial, 'faults')
     this.setFaults(options.faults ?? NO_FAULTS)
+    if (options.nvState !== undefined) this.restore(options.nvState)
+  }
+
+  /** Loads the non-volatile memory of an earlier run: the next boot, the same outbox. */
+  private restore (nv: DeviceNvState): void {
+    const boot = checkInteger('nvState.boot', nv.boot, 1, Number.MAX_SAFE_INTEGER - 1)
+    let lastMade: FramePos | null
+    try {
+      lastMade = parsePos(nv.lastMade)
+    } catch (err) {
+      throw new SimConfigError(`nvState.lastMade: ${(err as Error).message}`)
+    }
+    if (nv.outbox.length > this.capacity) throw new SimConfigError(`nvState.outbox: ${nv.outbox.length} frames, more than the outbox holds (${this.capacity})`)
+    this.boot = boot + 1
+    this.lastMade = lastMade
+    for (const e of nv.outbox) this.outbox.push({ boot: e.boot, seq: e.seq, bytes: Buffer.from(e.frame, 'latin1'), sent: false })
+  }
+
+  /** The device's non-volatile memory now, to boot it again later ({@link SimDeviceOptions.nvState}). */
+  nvState (): DeviceNvState {
+    return {
+      boot: this.boot,
+      lastMade: formatPos(this.lastMade),
+      outbox: this.outbox.map((e) => ({ boot: e.boot, seq: e.seq, frame: e.bytes.toString('latin1') }))
+    }
+  }
+
+  /**
+   * Stops (false) or resumes (true) making reports. A device that makes none still answers SYNC,
+   * takes ACKs and resends its outbox: tests use it to let every report made reach the gateway.
+   */
+  setReporting (on: boolean): void {
+    this.reporting = on
   }
 
   /** Device time: milliseconds since start(). */
@@ -384,6 +433,7 @@ export class SimDevice {
   }
 
   private report (type: DataFrameType, code: string | null, fields: Readonly<Record<string, string>>): void {
+    if (!this.reporting) return
     // [DEV-SEQ-2] a report that finds the outbox full is not made: no seq is used
     if (this.outbox.length >= this.capacity) {
       this.c.droppedFull++

@@ -3,7 +3,7 @@
  * (docs/device-protocol.md), for developing and testing gateways. See docs/firmware-sim.md.
  */
 export { startSim, formatSummary, MAX_DEVICES, type SimOptions, type SimHandle, type SimDeviceInfo, type SimSummary, type DeviceGroup, type LinkOptions } from './sim.js'
-export { SimDevice, serialFor, DEVICE_DEFAULTS, MODEL_STEP_MS, MAX_RATE, type SimDeviceOptions, type DeviceCounters, type EmittedReport } from './device.js'
+export { SimDevice, serialFor, DEVICE_DEFAULTS, MODEL_STEP_MS, MAX_RATE, type SimDeviceOptions, type DeviceCounters, type EmittedReport, type DeviceNvState } from './device.js'
 export { ReplayDevice, type ReplayDeviceOptions, type ReplayCounters } from './replay-device.js'
 export {
   RecordingWriter, readRecording, parseRecording, formatRecording, recordedTime, RECORDING_FORMAT, RECORDING_VERSION, MAX_RECORDING_BYTES,
@@ -20,3 +20,4 @@ export { Random, hashParts } from './random.js'
 export { realClock, ManualClock, type SimClock, type TimerHandle } from './clock.js'
 export { SimError, SimConfigError, LinkError, RecordingError, SimErrorCode } from './errors.js'
 export { simCommand, modelsHelp } from './command.js'
+export { readNvStateFile, writeNvStateFile, NV_STATE_FORMAT, NV_STATE_VERSION } from './nv-state-file.js'

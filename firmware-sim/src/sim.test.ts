@@ -1,4 +1,4 @@
-import { readFile } from 'node:fs/promises'
+import { readFile, writeFile } from 'node:fs/promises'
 import { createServer, connect, type Socket } from 'node:net'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
@@ -52,6 +52,30 @@ describe('startSim with memory links', () => {
     const logged = lines.map((l) => `${l.serial}/${l.boot}:${l.seq}`).sort()
     const handled = gateways.flatMap((gw, i) => gw.handledPositions.map((p) => `${s.devices[i]!.serial}/${p}`)).sort()
     expect(handled).toEqual(logged)
+  })
+
+  it('keeps the devices\' non-volatile memory in a state file: a second run is each device\'s next boot', async () => {
+    const dir = await tempDir()
+    cleanup.push(dir.remove)
+    const stateFile = join(dir.path, 'state.json')
+    const clock = new ManualClock()
+    const first = await startSim({ devices: [{ model: 'door', count: 2 }], link: { kind: 'memory' }, clock, seed: 3, stateFile })
+    const serials = first.devices.map((d) => d.serial)
+    await first.close()
+    const saved = JSON.parse(await readFile(stateFile, 'utf8')) as { format: string, devices: Record<string, { boot: number, outbox: unknown[] }> }
+    expect(saved.format).toBe('herald-sim-state')
+    // nobody acknowledged the boot reports: they are still in the outboxes
+    expect(serials.map((s) => [saved.devices[s]?.boot, saved.devices[s]?.outbox.length])).toEqual([[1, 1], [1, 1]])
+    const second = await sim({ devices: [{ model: 'door', count: 2 }], link: { kind: 'memory' }, clock, seed: 3, stateFile })
+    expect(second.counters().map((c) => [c.boot, c.outbox])).toEqual([[2, 2], [2, 2]])
+  })
+
+  it('refuses a state file that is not one, naming it', async () => {
+    const dir = await tempDir()
+    cleanup.push(dir.remove)
+    const stateFile = join(dir.path, 'state.json')
+    await writeFile(stateFile, '{"format":"other"}')
+    await expect(startSim({ devices: [{ model: 'door', count: 1 }], link: { kind: 'memory' }, stateFile })).rejects.toThrow(`state file ${stateFile}: not a herald-sim-state file of version 1`)
   })
 
   it('derives serials from the seed, and switches faults per device', async () => {

@@ -5,7 +5,7 @@
 import { closeSync, mkdirSync, openSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
 import { realClock, type SimClock } from './clock.js'
-import { DEVICE_DEFAULTS, MAX_RATE, SimDevice, type DeviceCounters, type EmittedReport } from './device.js'
+import { DEVICE_DEFAULTS, MAX_RATE, SimDevice, serialFor, type DeviceCounters, type DeviceNvState, type EmittedReport } from './device.js'
 import { SimConfigError } from './errors.js'
 import { validateFaults, type FaultCounters, type FaultOptions } from './faults.js'
 import type { DeviceLink } from './links/link.js'
@@ -14,6 +14,7 @@ import { SerialLink } from './links/serial-link.js'
 import { TcpLink } from './links/tcp-link.js'
 import { findModel, MODELS } from './models/index.js'
 import { readRecording, RecordingWriter, RECORDING_FORMAT, RECORDING_VERSION, type Recording } from './recording.js'
+import { readNvStateFile, writeNvStateFile } from './nv-state-file.js'
 import { ReplayDevice } from './replay-device.js'
 
 /** `count` devices of `model`, optionally with their own faults (instead of the run's). */
@@ -59,7 +60,15 @@ export interface SimOptions {
   readonly retransmitMs?: number | undefined
   /** Default: the real clock. */
   readonly clock?: SimClock | undefined
+  /**
+   * Keep the devices' non-volatile memory (boot counter, last position, outbox) in this file, so a
+   * run on the same file continues each device as its next boot (see nv-state-file.ts).
+   */
+  readonly stateFile?: string | undefined
 }
+
+/** How often the state file is written while the sim runs. */
+const STATE_SAVE_MS = 1000
 
 /** Devices (simulated and replayed) a run has at most. */
 export const MAX_DEVICES = 10_000
@@ -111,6 +120,8 @@ export interface SimHandle {
   summary (): SimSummary
   /** Replaces the faults of the devices with these serials (all simulated devices if omitted). */
   setFaults (faults: FaultOptions, serials?: readonly string[]): void
+  /** Stops (false) or resumes (true) making reports, on these serials (all if omitted); see SimDevice.setReporting. */
+  setReporting (on: boolean, serials?: readonly string[]): void
   /** Stops every device, closes links and files. */
   close (): Promise<void>
 }
@@ -162,6 +173,13 @@ export async function startSim (options: SimOptions): Promise<SimHandle> {
   let emittedFd: number | null = null
   const infos: SimDeviceInfo[] = []
   const simDevices: SimDevice[] = []
+  const nvStates = options.stateFile === undefined ? new Map<string, DeviceNvState>() : readNvStateFile(options.stateFile)
+  let saveTimer: NodeJS.Timeout | null = null
+  const saveState = (): void => {
+    if (options.stateFile === undefined) return
+    for (const d of simDevices) nvStates.set(d.serial, d.nvState())
+    writeNvStateFile(options.stateFile, nvStates)
+  }
 
   const closeFiles = (): void => {
     for (const w of writers) w.close()
@@ -169,7 +187,9 @@ export async function startSim (options: SimOptions): Promise<SimHandle> {
     emittedFd = null
   }
   const closeAll = async (): Promise<void> => {
+    if (saveTimer !== null) clearInterval(saveTimer)
     await Promise.allSettled(infos.map(async (d) => { await (d.device ?? d.replay)?.close() }))
+    if (simDevices.length > 0) saveState()
     closeFiles()
   }
 
@@ -185,10 +205,12 @@ export async function startSim (options: SimOptions): Promise<SimHandle> {
       const model = findModel(group.model)!
       for (let k = 0; k < group.count; k++, i++) {
         let writer: RecordingWriter | null = null
+        const serial = serialFor(model, seed, k)
         const device: SimDevice = new SimDevice({
           model,
           seed,
           modelIndex: k,
+          nvState: nvStates.get(serial),
           link: makeLink(options.link, i, `${model.name}-${k}`),
           clock,
           rate: options.rate,
@@ -221,6 +243,11 @@ export async function startSim (options: SimOptions): Promise<SimHandle> {
       const link = node.link
       infos[n] = { ...info, url: link.url, memory: link instanceof MemoryLink ? link.gateway : null }
     }
+    if (options.stateFile !== undefined) {
+      saveState()
+      saveTimer = setInterval(saveState, STATE_SAVE_MS)
+      saveTimer.unref()
+    }
   } catch (err) {
     await closeAll()
     throw err
@@ -240,6 +267,9 @@ export async function startSim (options: SimOptions): Promise<SimHandle> {
         return d
       })
       for (const d of targets) d.setFaults(faults)
+    },
+    setReporting (on, serials) {
+      for (const d of simDevices) if (serials === undefined || serials.includes(d.serial)) d.setReporting(on)
     },
     async close () {
       if (closed) return

@@ -139,6 +139,8 @@ export class Gateway extends TypedEmitter<GatewayEvents> {
   readonly #clock: Clock
   readonly #ports: DevicePort[]
   readonly #records = new Map<string, DeviceRecord>()
+  /** The serial last seen on each line, so the status still names it after the line closed. */
+  readonly #lastSerial = new Map<DevicePort, string>()
   #statusTimer: NodeJS.Timeout | null = null
   #framesAtLastStatus = 0
   #lastStatusAt: number
@@ -197,13 +199,14 @@ export class Gateway extends TypedEmitter<GatewayEvents> {
   status (): GatewayStatus {
     const now = this.#clock.now()
     const devices = this.#ports.map((p): DeviceLineStatus => {
-      const rec = p.serial === null ? undefined : this.#records.get(p.serial)
+      const serial = p.serial ?? this.#lastSerial.get(p)
+      const rec = serial === undefined ? undefined : this.#records.get(serial)
       const d = p.decoderStats()
       return {
         name: p.config.name,
         url: p.config.url,
         state: p.state,
-        serial: p.serial,
+        serial: serial ?? null,
         model: rec?.identity.model ?? null,
         fw: rec?.identity.fw ?? null,
         mark: rec?.tracker.durable == null ? null : formatPos(rec.tracker.durable),
@@ -301,6 +304,7 @@ export class Gateway extends TypedEmitter<GatewayEvents> {
     if (reset) this.#logger.warn(log, 'device boot counter went back: its mark is set aside ([DEV-GW-3])')
     if (port.state !== PortState.online || port.serial !== frame.serial) this.#logger.info({ ...log, mark: formatPos(rec.tracker.durable) }, 'device online')
     port.accept(frame.serial)
+    this.#lastSerial.set(port, frame.serial)
     // [DEV-ACK-1] answer a HELLO with what is durable
     const durable = rec.tracker.durable
     if (durable !== null) port.ack(durable)

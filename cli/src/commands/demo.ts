@@ -51,7 +51,7 @@ export function demoCommand (): Command {
     .description('run the whole chain locally: broker, simulated devices, gateway and a console client (what npm start runs)')
     .option('--site <file>', 'site structure file', 'examples/site.yaml')
     .option('--gateway <file>', 'gateway configuration; its devices are replaced by the simulated fleet', 'examples/gateway.yaml')
-    .option('--data <dir>', 'data directory (broker/, gateway/, demo-client.db, demo.log)', '.herald-data')
+    .option('--data <dir>', 'data directory (broker/, gateway/, sim-state.json, demo-client.db, demo.log)', '.herald-data')
     .option('--port <n>', 'broker TCP port (0: any free port)', port, 1883)
     .option('--devices <list>', 'the simulated fleet, model:count,...', 'thermostat:1,door:1,pump:1')
     .option('--rate <rate>', 'state reports per device, e.g. 1/s or 2/min', '1/s')
@@ -91,7 +91,8 @@ async function runDemo (opts: DemoOptions): Promise<void> {
     const broker = await startBrokerServer({ site, dataDir: join(opts.data, 'broker'), port: opts.port, host: '127.0.0.1', logger: logger.child({ part: 'broker' }) })
     closers.push(() => broker.close())
 
-    sim = await startSim({ devices: groups, link: { kind: 'tcp', host: '127.0.0.1', basePort: 0 }, rate, seed: opts.seed, ...(faults === undefined ? {} : { faults }) })
+    // the fleet's non-volatile memory survives npm start runs: a run is a power cycle of the same devices
+    sim = await startSim({ devices: groups, link: { kind: 'tcp', host: '127.0.0.1', basePort: 0 }, rate, seed: opts.seed, stateFile: join(opts.data, 'sim-state.json'), ...(faults === undefined ? {} : { faults }) })
     closers.push(() => (sim as SimHandle).close())
     const perModel = new Map<string, number>()
     const devices = sim.devices.map((d) => {
