@@ -79,3 +79,11 @@ export function startFixture (script: string, args: object): Proc {
   const child = spawn(process.execPath, [join(ROOT, 'test', 'fixtures', script), JSON.stringify(args)], { stdio: ['ignore', 'pipe', 'pipe'] })
   return new Proc(child, script)
 }
+
+/** Starts `herald gateway --config <file>` and waits until it runs. */
+export async function startGatewayProcess (config: string): Promise<Proc> {
+  const child = spawn(process.execPath, [CLI, 'gateway', '--config', config, '--log-level', 'warn'], { stdio: ['ignore', 'pipe', 'pipe'] })
+  const proc = new Proc(child, 'gateway')
+  await proc.waitLine((l) => l.startsWith('herald gateway '))
+  return proc
+}
