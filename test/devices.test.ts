@@ -1,7 +1,7 @@
 /**
  * The device chain end to end, with real processes: simulated devices on a pty (through a real
  * socat) and on TCP -> `herald gateway` (a child process, SIGKILLed and restarted) -> `herald broker`
- * (a child process) -> a client. Meanwhile devices reboot, a TCP line is unplugged and replugged,
+ * (a child process, SIGKILLed once) -> a client. Meanwhile devices reboot, a TCP line is unplugged and replugged,
  * the pty's cable is pulled out and put back, and garbage, cut frames and bad checksums are injected.
  * Every report a device made must arrive at the client exactly once ([GW-ONCE-1]).
  */
@@ -66,7 +66,7 @@ describe('devices -> gateway -> broker -> client, through faults and gateway kil
 
   it('delivers every report exactly once', async () => {
     const site = await writeTestSite(dir.path)
-    const broker = await startBrokerProcess(site, join(dir.path, 'broker'), 0)
+    let broker = await startBrokerProcess(site, join(dir.path, 'broker'), 0)
     closers.push(() => broker.proc.kill())
 
     const emitted: EmittedReport[] = []
@@ -111,13 +111,19 @@ describe('devices -> gateway -> broker -> client, through faults and gateway kil
     client.start()
     for (const event of ['readings', 'alarms']) await client.subscribe(event, { start: 'all' }, (e) => { received.push(e) })
 
-    // the run: gateway SIGKILLed and restarted, the pty cable pulled out once
+    // the run: gateway SIGKILLed and restarted; the pty cable pulled out once; a broker outage once
     for (let kill = 1; kill <= GATEWAY_KILLS; kill++) {
       await sleep(1500)
       if (kill === 2) {
         await pty.unplug()
         await sleep(600)
         await pty.plugIn()
+      }
+      if (kill === 3) {
+        // the broker is away for a while: the gateway keeps handling reports into its backlog
+        await broker.proc.kill()
+        await sleep(1000)
+        broker = await startBrokerProcess(site, join(dir.path, 'broker'), broker.port)
       }
       await gateway.kill()
       await sleep(300)
@@ -159,4 +165,20 @@ describe('devices -> gateway -> broker -> client, through faults and gateway kil
     await waitFor(() => readStatus()?.devices.every((d) => d.state === 'online') === true, 'every device line online in status.json')
     expect(readStatus()?.totals.gaps).toBe(0)
   }, 180_000)
+})
+
+describe('herald gateway command line', () => {
+  it('refuses a wrong configuration with exit code 2, naming the file, the line and the entry', async () => {
+    const d = await tempDir('herald-gwcli-')
+    try {
+      const file = join(d.path, 'bad.yaml')
+      await writeFile(file, gatewayConfig('mqtt://127.0.0.1:1', join(d.path, 'data'), ['tcp://127.0.0.1:9']).replace('raise: readings', 'raise: readingz'))
+      const { spawnSync } = await import('node:child_process')
+      const r = spawnSync(process.execPath, [join(import.meta.dirname, '..', 'cli', 'bin', 'herald.js'), 'gateway', '--config', file], { encoding: 'utf8' })
+      expect(r.status).toBe(2)
+      expect(r.stderr).toBe(`herald: ${file}:19: mapping[0].raise: unknown event "readingz" (this service raises: readings, alarms) [CONFIG_INVALID]\n`)
+    } finally {
+      await d.remove()
+    }
+  })
 })
