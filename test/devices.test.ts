@@ -17,22 +17,14 @@ import { tempDir, waitFor } from '@herald/shared/testing'
 import { startBrokerProcess, startGatewayProcess, writeTestSite } from './support/processes.js'
 import type { Proc } from './support/processes.js'
 import { PtyPair } from './support/pty-pair.js'
+import { gatewayYaml } from './support/gateway-yaml.js'
 import { SECRETS } from './support/site.js'
 
 const GATEWAY_KILLS = 3
 
 function gatewayConfig (brokerUrl: string, data: string, devices: readonly string[]): string {
-  return `service:
-  id: svc-a
-  secret: ${SECRETS['svc-a']}
-broker: ${brokerUrl}
-data: ${data}
-events:
-  - { name: readings, category: queueing, lifetime: 1d }
-  - { name: alarms, category: queueing, lifetime: 7d }
-devices:
-${devices.map((u) => `  - url: ${u}`).join('\n')}
-lines:
+  return gatewayYaml(brokerUrl, data, devices, `  - { name: readings, category: queueing, lifetime: 1d }
+  - { name: alarms, category: queueing, lifetime: 7d }`, `lines:
   reopenInitial: 50ms
   reopenMax: 500ms
   staleAfter: 2s
@@ -48,7 +40,7 @@ mapping:
   - on: CLEAR
     raise: alarms
     payload: { serial: $serial, boot: $boot, seq: $seq, type: $type }
-`
+`)
 }
 
 const key = (r: { serial: string, boot: number, seq: number }): string => `${r.serial}/${r.boot}:${r.seq}`

@@ -10,21 +10,12 @@ import { waitFor } from '@herald/shared/testing'
 import { collect } from './support/collect.js'
 import { Harness } from './support/harness.js'
 import { ScriptedDevice } from './support/scripted-device.js'
-import { SECRETS } from './support/site.js'
+import { gatewayYaml } from './support/gateway-yaml.js'
 
 function configText (brokerUrl: string, data: string, devices: readonly string[]): string {
-  return `service:
-  id: svc-a
-  secret: ${SECRETS['svc-a']}
-broker: ${brokerUrl}
-data: ${data}
-events:
-  - { name: readings, category: queueing, lifetime: 1d }
+  return gatewayYaml(brokerUrl, data, devices, `  - { name: readings, category: queueing, lifetime: 1d }
   - { name: temperature, category: replacing }
-  - { name: alarms, category: queueing, lifetime: 7d }
-devices:
-${devices.map((u) => `  - url: ${u}`).join('\n')}
-lines:
+  - { name: alarms, category: queueing, lifetime: 7d }`, `lines:
   reopenInitial: 20ms
   reopenMax: 200ms
   staleAfter: 10s
@@ -39,7 +30,7 @@ mapping:
   - on: ALARM
     raise: alarms
     payload: { serial: $serial, code: $code }
-`
+`)
 }
 
 describe('gateway with a scripted device', () => {
@@ -63,13 +54,21 @@ describe('gateway with a scripted device', () => {
     return g
   }
 
-  it('acknowledges a report only once its events are durable, raises each report once, and re-acknowledges a resent one', async () => {
+  /** A scripted device, a client collecting `readings`, and a gateway on the device's line, connected. */
+  async function scene (): Promise<{ device: ScriptedDevice, readings: Awaited<ReturnType<typeof collect>>, g: Gateway }> {
     const device = await ScriptedDevice.listen()
     h.onClose(() => device.close())
-    const client = h.client(brokerUrl, 'alice', 'watch')
-    const readings = await collect(client, 'readings', { start: 'all' })
+    const readings = await collect(h.client(brokerUrl, 'alice', 'watch'), 'readings', { start: 'all' })
     const g = await gateway([device.url])
     await device.connected()
+    return { device, readings, g }
+  }
+
+  /** The `n` of each reading received. */
+  const ns = (readings: Awaited<ReturnType<typeof collect>>): number[] => readings.payloads().map((p) => (p as { n: number }).n)
+
+  it('acknowledges a report only once its events are durable, raises each report once, and re-acknowledges a resent one', async () => {
+    const { device, readings, g } = await scene()
     await waitFor(() => device.syncs() >= 1, 'SYNC when the line opens')
     device.hello('TH-1', 1, { boot: 1, seq: 1 })
     for (let seq = 1; seq <= 5; seq++) device.send(device.state(1, seq, { n: String(seq) }))
@@ -106,16 +105,11 @@ describe('gateway with a scripted device', () => {
     for (let seq = 12; seq <= 16; seq++) device.send(device.state(3, seq, { n: String(seq) }))
     await device.acked(3, 16)
     await readings.until(7)
-    expect(readings.payloads().map((p) => (p as { n: number }).n)).toEqual([10, 11, 12, 13, 14, 15, 16])
+    expect(ns(readings)).toEqual([10, 11, 12, 13, 14, 15, 16])
   })
 
   it('counts corrupt frames without stopping, drops a frame after a lost one, and asks for a resend', async () => {
-    const device = await ScriptedDevice.listen()
-    h.onClose(() => device.close())
-    const client = h.client(brokerUrl, 'alice', 'watch')
-    const readings = await collect(client, 'readings', { start: 'all' })
-    const g = await gateway([device.url])
-    await device.connected()
+    const { device, readings, g } = await scene()
     device.hello('TH-3', 1, { boot: 1, seq: 1 })
     device.send(device.state(1, 1, { n: '1' }))
     await device.acked(1, 1)
@@ -127,19 +121,14 @@ describe('gateway with a scripted device', () => {
     device.send(device.state(1, 2, { n: '2' }), device.state(1, 3, { n: '3' }))
     await device.acked(1, 3)
     await readings.until(3)
-    expect(readings.payloads().map((p) => (p as { n: number }).n)).toEqual([1, 2, 3])
+    expect(ns(readings)).toEqual([1, 2, 3])
     const d = g.status().devices[0]
     expect(d?.corrupt).toBe(2) // the bad CRC and the cut frame
     expect(d?.counters).toMatchObject({ handled: 3, outOfOrder: 1 })
   })
 
   it('crosses a reboot only when the new boot names the last frame of the old one', async () => {
-    const device = await ScriptedDevice.listen()
-    h.onClose(() => device.close())
-    const client = h.client(brokerUrl, 'alice', 'watch')
-    const readings = await collect(client, 'readings', { start: 'all' })
-    await gateway([device.url])
-    await device.connected()
+    const { device, readings } = await scene()
     device.hello('TH-4', 1, { boot: 1, seq: 1 })
     device.send(device.state(1, 1, { n: '1' }))
     await device.acked(1, 1)
@@ -149,7 +138,7 @@ describe('gateway with a scripted device', () => {
     device.send(device.state(1, 2, { n: '2' }), device.state(2, 1, { n: '21', prev: '1:2' }))
     await device.acked(2, 1)
     await readings.until(3)
-    expect(readings.payloads().map((p) => (p as { n: number }).n)).toEqual([1, 2, 21])
+    expect(ns(readings)).toEqual([1, 2, 21])
   })
 
   it('handles a report the mapping cannot fully use, and reports why', async () => {
@@ -185,12 +174,7 @@ describe('gateway with a scripted device', () => {
   })
 
   it('reopens a line that went away, and carries on from the mark', async () => {
-    const device = await ScriptedDevice.listen()
-    h.onClose(() => device.close())
-    const client = h.client(brokerUrl, 'alice', 'watch')
-    const readings = await collect(client, 'readings', { start: 'all' })
-    const g = await gateway([device.url])
-    await device.connected()
+    const { device, readings, g } = await scene()
     device.hello('TH-6', 1, { boot: 1, seq: 1 })
     device.send(device.state(1, 1, { n: '1' }))
     await device.acked(1, 1)
@@ -202,7 +186,7 @@ describe('gateway with a scripted device', () => {
     device.send(device.state(1, 2, { n: '2' }))
     await device.acked(1, 2)
     await readings.until(2)
-    expect(readings.payloads().map((p) => (p as { n: number }).n)).toEqual([1, 2])
+    expect(ns(readings)).toEqual([1, 2])
     expect(g.status().devices[0]?.opens).toBe(2)
   })
 })
