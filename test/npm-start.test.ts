@@ -5,7 +5,7 @@
 import { spawn } from 'node:child_process'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
-import { tempDir } from '@herald/shared/testing'
+import { tempDir, waitFor } from '@herald/shared/testing'
 import { Proc } from './support/processes.js'
 
 const ROOT = join(import.meta.dirname, '..')
@@ -33,15 +33,15 @@ describe('npm start', () => {
       for (const model of ['thermostat', 'door', 'pump']) {
         await p.waitLine((l) => isEvent(l) && l.includes(' readings ') && l.includes(`"model":"${model}"`), 30_000)
       }
-      expect(p.stderr).toContain('herald demo: broker mqtt://127.0.0.1:')
+      await waitFor(() => p.stderr.includes('herald demo: broker mqtt://127.0.0.1:'), 'the demo says where its broker is')
       // Ctrl-C: SIGINT to the whole process group (npm, the shell, the demo); the demo closes everything
       process.kill(-(child.pid ?? 0), 'SIGINT')
+      // the demo closes the client, gateway, simulator and broker, in that order, says so, and exits 0
+      await waitFor(() => p.stderr.includes('herald demo: stopped cleanly'), 'the demo stopping cleanly', 30_000)
+      expect(p.stderr).toContain('herald demo: stopping')
       await p.exited
       await p.drained
-      // the demo closed the client, gateway, simulator and broker, in that order, and exited 0; npm
-      // itself, signalled too, ends by the signal or with 0
-      expect(p.stderr).toContain('herald demo: stopping')
-      expect(p.stderr).toContain('herald demo: stopped cleanly')
+      // npm itself, signalled too, ends by the signal or with 0
       expect(p.child.exitCode === 0 || p.child.signalCode === 'SIGINT').toBe(true)
     } catch (err) {
       process.stderr.write(`npm start output:\n${proc?.lines.slice(-20).join('\n') ?? ''}\n${proc?.stderr ?? ''}\n`)

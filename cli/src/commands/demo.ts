@@ -147,11 +147,10 @@ async function runDemo (opts: DemoOptions): Promise<void> {
       stats.record(e.name, now)
       await o.line(renderEventLine(e, { arrivedAt: now, color: colorOut }))
     }
-    for (const name of events) await client.subscribe(name, { start: 'all' }, handler)
-
     o.note(`herald demo: broker ${broker.url} (site ${opts.site}, data ${opts.data}), log in ${logFile}`)
     for (const d of devices) o.note(`herald demo: ${d.name} at ${d.url} -> gateway ${gatewayConfig.serviceId}`)
     o.note(`herald demo: ${opts.user} watches ${events.join(', ')}; Ctrl-C stops everything`)
+    for (const name of events) await client.subscribe(name, { start: 'all' }, handler)
     o.start()
   } catch (err) {
     out?.stop(false)
