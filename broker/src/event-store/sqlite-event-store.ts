@@ -25,8 +25,9 @@
  * the file. Rows deleted while still recent (push-out, replacement, purge: their positions come back
  * with RETURNING) are blanked in it after the commit, so it never returns what the file no longer has.
  */
+import { createRequire } from 'node:module'
 import Database from 'better-sqlite3'
-import { CATEGORY_BY_CODE, CATEGORY_CODE, ClosedError, ConfigError, ErrorCode, PersistenceError, RequestError, silentLogger } from '@herald/shared'
+import { CATEGORY_BY_CODE, CATEGORY_CODE, ClosedError, ConfigError, ErrorCode, PersistenceError, RequestError, WalCheckpointer, silentLogger } from '@herald/shared'
 import type { Category, Logger, PayloadKind, StoredEvent } from '@herald/shared'
 import type { AppendBatch, AppendResult, EventStore, LimitsOf, QueueLimits, ReadQuery } from './event-store.js'
 import { capOf, checkBatch, expiresAtOf, NO_RECIPIENT, recipientKeyOf, storedFrom } from './event-store-rules.js'
@@ -51,14 +52,24 @@ export interface SqliteEventStoreOptions {
    * code SQLITE_FULL. Default: null, SQLite's own limit.
    */
   readonly maxSizeBytes?: number | null
+  /**
+   * Where WAL checkpoints run: 'worker' (default) from a worker thread with its own connection, so
+   * that no commit waits for one (the WAL stays bounded: see WalCheckpointer); 'inline': SQLite's
+   * automatic checkpoint, inside the commit that crosses 1,000 pages.
+   */
+  readonly walCheckpoint?: 'worker' | 'inline'
 }
 
 /** Defaults of the optional options. */
-export const SQLITE_EVENT_STORE_DEFAULTS: Readonly<{ logger: Logger, synchronous: SqliteSynchronous, maxSizeBytes: number | null }> = Object.freeze({
+export const SQLITE_EVENT_STORE_DEFAULTS: Readonly<{ logger: Logger, synchronous: SqliteSynchronous, maxSizeBytes: number | null, walCheckpoint: 'worker' | 'inline' }> = Object.freeze({
   logger: silentLogger,
   synchronous: SqliteSynchronous.FULL,
-  maxSizeBytes: null
+  maxSizeBytes: null,
+  walCheckpoint: 'worker'
 })
+
+/** Where the checkpoint worker loads the SQLite driver from. */
+const DRIVER = createRequire(import.meta.url).resolve('better-sqlite3')
 
 const SCHEMA_VERSION = 1
 /** Most events kept in memory for reads of recent positions. */
@@ -110,7 +121,7 @@ function checkOptions (options: SqliteEventStoreOptions): Required<SqliteEventSt
   const where = 'SqliteEventStore'
   if (options === null || typeof options !== 'object') throw new ConfigError(`${where}: options must be an object`)
   for (const k of Object.keys(options)) {
-    if (!['path', 'limitsOf', 'logger', 'synchronous', 'maxSizeBytes'].includes(k)) throw new ConfigError(`${where}: unknown option "${k}"`)
+    if (!['path', 'limitsOf', 'logger', 'synchronous', 'maxSizeBytes', 'walCheckpoint'].includes(k)) throw new ConfigError(`${where}: unknown option "${k}"`)
   }
   if (typeof options.path !== 'string' || options.path === '' || options.path === ':memory:') {
     throw new ConfigError(`${where}: option "path" must be a file path`)
@@ -128,7 +139,11 @@ function checkOptions (options: SqliteEventStoreOptions): Required<SqliteEventSt
   if (maxSizeBytes !== null && (!Number.isSafeInteger(maxSizeBytes) || maxSizeBytes < 65_536)) {
     throw new ConfigError(`${where}: option "maxSizeBytes" must be null or a whole number >= 65536, got ${maxSizeBytes}`)
   }
-  return { path: options.path, limitsOf: options.limitsOf, logger, synchronous, maxSizeBytes }
+  const walCheckpoint = options.walCheckpoint ?? SQLITE_EVENT_STORE_DEFAULTS.walCheckpoint
+  if (walCheckpoint !== 'worker' && walCheckpoint !== 'inline') {
+    throw new ConfigError(`${where}: option "walCheckpoint" must be 'worker' or 'inline', got ${String(walCheckpoint)}`)
+  }
+  return { path: options.path, limitsOf: options.limitsOf, logger, synchronous, maxSizeBytes, walCheckpoint }
 }
 
 /** Opens (creating if needed) the store at `options.path` and loads its caches. */
@@ -164,6 +179,8 @@ export class SqliteEventStore implements EventStore {
   #pending: Pending[] = []
   #timer: NodeJS.Immediate | null = null
   #closed = false
+  /** Runs the WAL checkpoints off this thread; null with walCheckpoint 'inline'. */
+  readonly #checkpointer: WalCheckpointer | null
 
   readonly #insert: Database.Statement
   readonly #pushOut: Database.Statement
@@ -209,6 +226,9 @@ export class SqliteEventStore implements EventStore {
     this.#purgeTxn = db.transaction((now: number) => this.#purgeChunk(now))
 
     this.#load()
+    this.#checkpointer = opts.walCheckpoint === 'worker'
+      ? new WalCheckpointer({ path: opts.path, db, driver: DRIVER, synchronous: opts.synchronous, logger: opts.logger })
+      : null
     this.#logger.info({ path: opts.path, synchronous: opts.synchronous, head: this.#head, events: this.#count }, 'event store opened')
   }
 
@@ -261,6 +281,7 @@ export class SqliteEventStore implements EventStore {
       let removed: Map<string, number>
       try {
         const out = this.#purgeTxn(now)
+        this.#checkpointer?.committed()
         removed = out.removed
         this.#forgetRecent(out.gone)
       } catch (err) {
@@ -290,6 +311,7 @@ export class SqliteEventStore implements EventStore {
     if (this.#timer !== null) clearImmediate(this.#timer)
     this.#flush()
     this.#closed = true
+    await this.#checkpointer?.close()
     this.#db.close()
     this.#logger.info({ path: this.#path, head: this.#head }, 'event store closed')
   }
@@ -311,6 +333,7 @@ export class SqliteEventStore implements EventStore {
       for (const p of pending) p.reject(new PersistenceError(message, { cause: err }))
       return
     }
+    this.#checkpointer?.committed()
     // Committed: only now do the caches change.
     this.#head = out.head
     this.#count += out.added - out.removed

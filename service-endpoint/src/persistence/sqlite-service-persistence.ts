@@ -28,8 +28,9 @@
  * the broker discards the duplicate.
  */
 import { randomUUID } from 'node:crypto'
+import { createRequire } from 'node:module'
 import Database from 'better-sqlite3'
-import { CATEGORY_BY_CODE, CATEGORY_CODE, ClosedError, ConfigError, ErrorCode, HeraldError, PersistenceError, RequestError, eventSize, silentLogger, withDefaults } from '@herald/shared'
+import { CATEGORY_BY_CODE, CATEGORY_CODE, ClosedError, ConfigError, ErrorCode, HeraldError, PersistenceError, RequestError, WalCheckpointer, eventSize, silentLogger, withDefaults } from '@herald/shared'
 import type { Logger, PayloadKind, RaisedEvent } from '@herald/shared'
 import { capacityExceeded, checkAppend } from './event-ring.js'
 import { MarkTable, checkMarks } from './mark-table.js'
@@ -64,6 +65,12 @@ export interface SqliteServicePersistenceOptions {
    * than failing later (reads every page once: about a second per GiB). 'none': skip it.
    */
   readonly integrityCheck?: 'quick' | 'none'
+  /**
+   * Where WAL checkpoints run: 'worker' (default) from a worker thread with its own connection, so
+   * that no commit waits for one (the WAL stays bounded: see WalCheckpointer in @herald/shared);
+   * 'inline': SQLite's automatic checkpoint, inside the commit that crosses 1,000 pages.
+   */
+  readonly walCheckpoint?: 'worker' | 'inline'
 }
 
 /** Defaults of the optional options. */
@@ -73,8 +80,12 @@ export const SQLITE_SERVICE_PERSISTENCE_DEFAULTS: Readonly<Required<Omit<SqliteS
   logger: silentLogger,
   synchronous: SqliteSynchronous.FULL,
   maxSizeBytes: null,
-  integrityCheck: 'quick'
+  integrityCheck: 'quick',
+  walCheckpoint: 'worker'
 })
+
+/** Where the checkpoint worker loads the SQLite driver from. */
+const DRIVER = createRequire(import.meta.url).resolve('better-sqlite3')
 
 /** `application_id` in the header of every service persistence file ('HRSP'). */
 export const HERALD_SERVICE_PERSISTENCE_APP_ID = 0x48525350
@@ -129,6 +140,7 @@ function checkOptions (options: SqliteServicePersistenceOptions): Required<Sqlit
     throw new ConfigError(`${COMPONENT}: option "maxSizeBytes" must be null or a whole number >= 4096, got ${o.maxSizeBytes}`)
   }
   if (o.integrityCheck !== 'quick' && o.integrityCheck !== 'none') throw new ConfigError(`${COMPONENT}: option "integrityCheck" must be 'quick' or 'none', got ${String(o.integrityCheck)}`)
+  if (o.walCheckpoint !== 'worker' && o.walCheckpoint !== 'inline') throw new ConfigError(`${COMPONENT}: option "walCheckpoint" must be 'worker' or 'inline', got ${String(o.walCheckpoint)}`)
   return { path, ...o }
 }
 
@@ -175,6 +187,8 @@ export class SqliteServicePersistence implements ServicePersistence {
   #observer: SqliteFlushObserver | null = null
   /** The committed marks, with those of the flush in progress staged. */
   readonly #markTable: MarkTable
+  /** Runs the WAL checkpoints off this thread; null with walCheckpoint 'inline'. */
+  readonly #checkpointer: WalCheckpointer | null
 
   readonly #insert: Database.Statement
   readonly #sizeOf: Database.Statement
@@ -241,6 +255,9 @@ export class SqliteServicePersistence implements ServicePersistence {
     this.#putMeta = db.prepare(`UPDATE meta SET last_seq = ?, count = ?, bytes = ? WHERE id = 1`)
     this.#putMark = db.prepare(`INSERT INTO marks (source, value) VALUES (?, ?) ON CONFLICT (source) DO UPDATE SET value = excluded.value`)
     this.#flushTxn = db.transaction((ops: readonly Op[], results: Result[], committed: CommittedOp[]) => this.#write(ops, results, committed))
+    this.#checkpointer = opts.walCheckpoint === 'worker'
+      ? new WalCheckpointer({ path: opts.path, db, driver: DRIVER, synchronous: opts.synchronous, logger: opts.logger })
+      : null
     this.#logger.info({ path: this.path, instance: this.instance, events: this.#counters.count, bytes: this.#counters.bytes, lastSeq: this.#counters.last, marks: this.#markTable.size },
       'service persistence opened')
   }
@@ -310,6 +327,7 @@ export class SqliteServicePersistence implements ServicePersistence {
     if (this.#timer !== null) clearImmediate(this.#timer)
     this.#timer = null
     this.#closed = true
+    await this.#checkpointer?.close()
     this.#db.close()
     this.#logger.info({ path: this.path }, 'service persistence closed')
   }
@@ -329,6 +347,7 @@ export class SqliteServicePersistence implements ServicePersistence {
     if (this.#timer !== null) clearImmediate(this.#timer)
     this.#timer = null
     const queued = this.#queue.splice(0)
+    void this.#checkpointer?.close()
     try { this.#db.close() } catch (err) { this.#logger.warn({ err, path: this.path }, 'service persistence: close failed') }
     const err = new PersistenceError(`service persistence ${this.path} abandoned: ${error.message}`, { cause: error })
     for (const op of queued) op.reject(err)
@@ -370,6 +389,7 @@ export class SqliteServicePersistence implements ServicePersistence {
       return
     }
     if (cheap) this.#restoreSynchronous()
+    this.#checkpointer?.committed()
     this.#counters = counters
     this.#markTable.commit()
     if (committed.length > 0) this.#notify(() => this.#observer?.committed(committed))
