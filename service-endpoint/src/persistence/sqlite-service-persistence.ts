@@ -99,6 +99,11 @@ const COMPONENT = 'SqliteServicePersistence'
 const COLUMNS = 'seq, name, category, raised_at, is_null, recipient, payload_kind, payload'
 const CREATE_MARKS = 'CREATE TABLE IF NOT EXISTS marks (source TEXT PRIMARY KEY, value TEXT NOT NULL);'
 
+/** An empty list, shared: most appends supersede and drop nothing. */
+const NONE: readonly number[] = Object.freeze([])
+/** The result of an append that dropped nothing, shared by all of them. */
+const NOTHING_DROPPED: Result = Object.freeze({ ok: true, value: Object.freeze({ dropped: Object.freeze([]) }) })
+
 type Row = [seq: number, name: string, category: number, raisedAt: number, isNull: number, recipient: string | null, payloadKind: number, payload: Buffer]
 
 type Op =
@@ -266,10 +271,17 @@ export class SqliteServicePersistence implements ServicePersistence {
     return this.#counters.last
   }
 
-  async append (events: readonly RaisedEvent[], supersede: readonly number[] = [], marks?: ReadonlyMap<string, string>): Promise<AppendOutcome> {
-    this.#checkOpen()
-    const checked = checkMarks(marks)
-    return await new Promise<AppendOutcome>((resolve, reject) => {
+  append (events: readonly RaisedEvent[], supersede: readonly number[] = NONE, marks?: ReadonlyMap<string, string>): Promise<AppendOutcome> {
+    // one promise per call, not an async function around another: this is the per-raise path
+    let checked: ReadonlyMap<string, string> | undefined
+    try {
+      this.#checkOpen()
+      checked = checkMarks(marks)
+    } catch (err) {
+      // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors -- rejects with what was thrown, as an async function would
+      return Promise.reject(err)
+    }
+    return new Promise<AppendOutcome>((resolve, reject) => {
       this.#enqueue({ kind: 'append', events, supersede, marks: checked, resolve, reject })
     })
   }
@@ -432,7 +444,7 @@ export class SqliteServicePersistence implements ServicePersistence {
             results.push({ ok: false, error: err })
             continue
           }
-          const supersede = [...new Set(op.supersede)]
+          const supersede = op.supersede.length === 0 ? NONE : [...new Set(op.supersede)]
           let freed = 0
           for (const seq of supersede) freed += (this.#sizeOf.get(seq) as number | undefined) ?? 0
           if (this.#policy === 'reject' && c.bytes - freed + newBytes > this.#capacityBytes) {
@@ -456,7 +468,7 @@ export class SqliteServicePersistence implements ServicePersistence {
           c.count += op.events.length
           c.bytes += newBytes
           c.last = op.events[op.events.length - 1]?.seq ?? c.last
-          results.push({ ok: true, value: { dropped } })
+          results.push(dropped.length === 0 ? NOTHING_DROPPED : { ok: true, value: { dropped } })
           committed.push({ kind: 'append', events: op.events, superseded, dropped })
           break
         }
