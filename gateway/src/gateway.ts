@@ -387,8 +387,10 @@ export class Gateway extends TypedEmitter<GatewayEvents> {
     const items: RaiseItem[] = []
     for (const f of batch) for (const r of f.raises) items.push(r)
     rec.inflight = true
+    this.#inflight++
     this.endpoint.raiseBatch(items, { marks: new Map([[markKey(rec.serial), formatPos(upTo)]]) }).then(() => {
       rec.inflight = false
+      this.#inflight--
       rec.tracker.committed(upTo)
       rec.counters.handled += batch.length
       rec.counters.raised += items.length
@@ -398,6 +400,7 @@ export class Gateway extends TypedEmitter<GatewayEvents> {
       this.#notifyIdle()
     }, (err: unknown) => {
       rec.inflight = false
+      this.#inflight--
       rec.counters.commitFailures++
       const error = toHeraldError(err)
       this.#rollback(rec, `${error.code}: ${error.message}`)
@@ -414,15 +417,17 @@ export class Gateway extends TypedEmitter<GatewayEvents> {
   }
 
   readonly #idleWaiters: Array<() => void> = []
+  /** raiseBatch calls not yet settled, all devices. */
+  #inflight = 0
 
   #notifyIdle (): void {
-    if ([...this.#records.values()].some((r) => r.inflight)) return
+    if (this.#inflight > 0) return
     for (const w of this.#idleWaiters.splice(0)) w()
   }
 
   async #waitForCommits (): Promise<void> {
     for (const r of this.#records.values()) r.pending = []
-    if (![...this.#records.values()].some((r) => r.inflight)) return
+    if (this.#inflight === 0) return
     await new Promise<void>((resolve) => { this.#idleWaiters.push(resolve) })
   }
 
