@@ -19,6 +19,15 @@ function scryptMaxmem (N: number, r: number, p: number): number {
 /** Default scrypt cost: N=2^14, r=8, p=1 (about 16 MiB and tens of milliseconds per check). */
 export const SCRYPT_DEFAULTS = { N: 16384, r: 8, p: 1 } as const
 
+/**
+ * The weakest scrypt cost a stored hash may have ([SITE-CRED-2]): N ≥ 2^14 and r ≥ 8 (128·N·r =
+ * 16 MiB of memory per check, the scrypt paper's parameters for interactive logins), p ≥ 1. A hash
+ * below it is refused at load rather than silently accepted: with N=2 a stolen site file gives up
+ * its secrets to a brute-force search at millions of guesses per second. `herald hash-secret` and
+ * plain secrets in the site file use SCRYPT_DEFAULTS, which meet it.
+ */
+export const SCRYPT_MINIMUM = { N: 16384, r: 8, p: 1 } as const
+
 /** A verified-at-load, opaque hashed credential. `toString()` and JSON never show the hash. */
 export class HashedSecret {
   readonly #N: number
@@ -46,6 +55,10 @@ export class HashedSecret {
     if (R < 8 && N >= 2 ** (16 * R)) throw new ConfigError(`${what}: scrypt N must be below 2^(16·r) = ${2 ** (16 * R)}, got ${n}`)
     const h = Buffer.from(hash, 'base64')
     if (h.length < 16) throw new ConfigError(`${what}: hash is too short`)
+    // [SITE-CRED-2] too cheap to protect the secret if the file leaks
+    if (N < SCRYPT_MINIMUM.N || R < SCRYPT_MINIMUM.r) {
+      throw new ConfigError(`${what}: scrypt cost N=${N}, r=${R} is below the minimum N=${SCRYPT_MINIMUM.N}, r=${SCRYPT_MINIMUM.r}: make a new hash with "herald hash-secret"`)
+    }
     return new HashedSecret(N, R, P, Buffer.from(salt, 'base64'), h)
   }
 

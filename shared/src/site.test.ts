@@ -2,18 +2,17 @@ import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { inspect } from 'node:util'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { HashedSecret } from './credentials.js'
+import { HashedSecret, SCRYPT_DEFAULTS, SCRYPT_MINIMUM } from './credentials.js'
 import { ConfigError, ErrorCode } from './errors.js'
 import { SITE_DEFAULTS, eventsOfService, loadSite, mayReceive, parseSite } from './site.js'
 import type { EventDefinition, Site, UserDefinition } from './site.js'
 import { tempDir } from './testing/index.js'
 
-/** A cheap scrypt cost for hashes made by the test itself (the site loader uses the default for plain secrets). */
-const LOW_COST = { N: 16, r: 1, p: 1 }
+/** Hashes made by the test itself are at the minimum cost a site accepts ([SITE-CRED-2]), which is the default. */
 let hash = ''
 
 beforeAll(async () => {
-  hash = (await HashedSecret.hash('service-secret-1', LOW_COST)).encode()
+  hash = (await HashedSecret.hash('service-secret-1', SCRYPT_MINIMUM)).encode()
 })
 
 async function rejection (p: Promise<unknown>): Promise<ConfigError> {
@@ -96,8 +95,16 @@ describe('parseSite with a valid site', () => {
     expect(site.guests).toBe(true)
   })
 
-  it('an empty site has no events, services or users and no guests', async () => {
-    const empty = await parseSite({})
+  it('an empty site is refused: a broker on it would store nothing ([SITE-EMPTY-1])', async () => {
+    for (const doc of [{}, { events: [] }, { events: null, services: [] }, { allowNoEvents: false }]) {
+      const err = await rejection(parseSite(doc))
+      expect(err.code).toBe(ErrorCode.SITE_INVALID)
+      expect(err.message).toBe('site: no events are defined (a broker on it would store nothing); list them under "events", or set "allowNoEvents: true" if that is what you want')
+    }
+  })
+
+  it('a site with no events loads when it says allowNoEvents: true; it has no services, users or guests', async () => {
+    const empty = await parseSite({ allowNoEvents: true })
     expect(empty.events.size + empty.services.size + empty.users.size).toBe(0)
     expect(empty.guests).toBe(false)
   })
@@ -182,7 +189,7 @@ describe('parseSite refuses each invalid entry with a SITE_INVALID ConfigError n
     ['a short secret', () => withService({ id: 'fridge', secret: '1234567' }), ['services[1] (fridge)', '"secret" must be a string of at least 8 characters']],
     ['a secret that is a number', () => withService({ id: 'fridge', secret: 123_456_789 }), ['services[1] (fridge)', '"secret" must be a string']],
     ['a malformed secretHash', () => withService({ id: 'fridge', secretHash: 'md5$abcdef' }), ['services[1] (fridge).secretHash', 'not a hash of the form scrypt$N$r$p$salt$hash']],
-    ['a secretHash with N not a power of two', () => withService({ id: 'fridge', secretHash: hash.replace('scrypt$16$', 'scrypt$15$') }), ['services[1] (fridge).secretHash', 'scrypt N must be a power of two']],
+    ['a secretHash with N not a power of two', () => withService({ id: 'fridge', secretHash: hash.replace('scrypt$16384$', 'scrypt$16383$') }), ['services[1] (fridge).secretHash', 'scrypt N must be a power of two']],
     ['a secretHash with a short hash', () => withService({ id: 'fridge', secretHash: `scrypt$16$1$1$${Buffer.alloc(16).toString('base64')}$${Buffer.alloc(8).toString('base64')}` }), ['services[1] (fridge).secretHash', 'hash is too short']],
     ['a secretHash that is not a string', () => withService({ id: 'fridge', secretHash: 42 }), ['services[1] (fridge)', '"secretHash" must be a string']],
     ['an unknown key in a service', () => withService({ id: 'fridge', secretHash: hash, password: 'x' }), ['services[1]', 'unknown key "password"']],
@@ -197,6 +204,7 @@ describe('parseSite refuses each invalid entry with a SITE_INVALID ConfigError n
     // the document
     ['an unknown top-level key', () => ({ ...baseDoc(), devices: [] }), ['site: unknown key "devices"']],
     ['guests that is not a boolean', () => ({ ...baseDoc(), guests: 'yes' }), ['site: guests must be true or false']],
+    ['allowNoEvents that is not a boolean', () => ({ ...baseDoc(), allowNoEvents: 'yes' }), ['site: allowNoEvents must be true or false']],
     ['a document that is a list', () => [], ['site: the document must be a mapping']],
     ['a document that is null', () => null, ['site: the document must be a mapping']]
   ])('%s', async (_label, doc, parts) => {
@@ -303,8 +311,8 @@ describe('credentials in the site', () => {
   })
 
   it('a hash made by HashedSecret.hash is accepted as secretHash and verifies the same secret', async () => {
-    const encoded = (await HashedSecret.hash('another-secret-9', LOW_COST)).encode()
-    const s = await parseSite({ services: [{ id: 'svc', secretHash: encoded }] })
+    const encoded = (await HashedSecret.hash('another-secret-9')).encode()
+    const s = await parseSite({ allowNoEvents: true, services: [{ id: 'svc', secretHash: encoded }] })
     expect(await s.services.get('svc')?.secret.verify('another-secret-9')).toBe(true)
     expect(await s.services.get('svc')?.secret.verify('another-secret-8')).toBe(false)
   })
@@ -388,6 +396,15 @@ describe('loadSite', () => {
     expect(jsonErr.message).toContain(`site file ${jsonPath}: not valid JSON`)
   })
 
+  it.each(['site.json', 'SITE.JSON', 'Site.Json'])('a %s file with a trailing comma is refused as JSON, naming line and column ([SITE-FILE-1])', async (name) => {
+    const path = join(dir.path, name)
+    // valid YAML (a flow mapping may end in a comma), invalid JSON
+    await writeFile(path, '{\n  "events": [{ "name": "a", "category": "replacing" }],\n}\n')
+    const err = await rejection(loadSite(path))
+    expect(err.code).toBe(ErrorCode.SITE_INVALID)
+    expect(err.message).toMatch(new RegExp(`^site file ${path.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: not valid JSON \\(line 3, column 1\\): `))
+  })
+
   it('an invalid entry in a file is reported with the path and the entry, the parse error as cause', async () => {
     const path = join(dir.path, 'invalid.yaml')
     await writeFile(path, 'events:\n  - name: ok\n    category: replacing\n  - name: bad\n    category: queueing\n    lifetime: 500ms\n')
@@ -408,15 +425,31 @@ describe('scrypt parameters in a stored hash', () => {
     ['p above 16', `scrypt$1024$8$17$${salt}$${hash}`, 'scrypt p'],
     ['N=65536 with r=1 (N must be below 2^(16·r))', `scrypt$65536$1$1$${salt}$${hash}`, 'scrypt N must be below']
   ])('refuses %s at load', async (_what, secretHash, message) => {
-    await expect(parseSite({ services: [{ id: 'svc', secretHash, events: [] }] })).rejects.toThrow(message)
+    await expect(parseSite({ allowNoEvents: true, services: [{ id: 'svc', secretHash, events: [] }] })).rejects.toThrow(message)
   })
 
   it.each([
-    ['N=2, r=1, p=1', `scrypt$2$1$1$${salt}$${hash}`],
-    ['N=4, r=1, p=3', `scrypt$4$1$3$${salt}$${hash}`],
-    ['N=32768, r=1, p=1', `scrypt$32768$1$1$${salt}$${hash}`]
+    ['N=2, r=1, p=1', `scrypt$2$1$1$${salt}$${hash}`, 'N=2, r=1'],
+    ['N=8192, r=8, p=1', `scrypt$8192$8$1$${salt}$${hash}`, 'N=8192, r=8'],
+    ['N=16384, r=4, p=4', `scrypt$16384$4$4$${salt}$${hash}`, 'N=16384, r=4'],
+    ['N=32768, r=1, p=1', `scrypt$32768$1$1$${salt}$${hash}`, 'N=32768, r=1']
+  ])('refuses a hash below the minimum cost (%s) at load, naming the entry and the minimum ([SITE-CRED-2])', async (_what, secretHash, cost) => {
+    const err = await rejection(parseSite({ events: [{ name: 'e', category: 'replacing' }], services: [{ id: 'svc', secretHash, events: [] }] }))
+    expect(err.code).toBe(ErrorCode.SITE_INVALID)
+    expect(err.message).toBe(`services[0] (svc).secretHash: scrypt cost ${cost} is below the minimum N=16384, r=8: make a new hash with "herald hash-secret"`)
+  })
+
+  it('the default cost of hash-secret and plain secrets meets the minimum', () => {
+    expect(SCRYPT_DEFAULTS.N).toBeGreaterThanOrEqual(SCRYPT_MINIMUM.N)
+    expect(SCRYPT_DEFAULTS.r).toBeGreaterThanOrEqual(SCRYPT_MINIMUM.r)
+    expect(SCRYPT_DEFAULTS.p).toBeGreaterThanOrEqual(SCRYPT_MINIMUM.p)
+  })
+
+  it.each([
+    ['N=16384, r=8, p=2', `scrypt$16384$8$2$${salt}$${hash}`],
+    ['N=32768, r=8, p=1', `scrypt$32768$8$1$${salt}$${hash}`]
   ])('a hash with unusual but valid cost (%s) answers false for a wrong secret instead of throwing', async (_what, secretHash) => {
-    const site = await parseSite({ services: [{ id: 'svc', secretHash, events: [] }] })
+    const site = await parseSite({ allowNoEvents: true, services: [{ id: 'svc', secretHash, events: [] }] })
     await expect(site.services.get('svc')?.secret.verify('anything')).resolves.toBe(false)
   })
 })

@@ -197,14 +197,19 @@ function parseAccess (v: unknown, where: string): AccessRule {
 /** Validates a parsed site document. Plain secrets are hashed here and dropped. */
 export async function parseSite (doc: unknown): Promise<Site> {
   if (!isObj(doc)) throw siteError('site: the document must be a mapping with events, services, users, guests')
-  onlyKeys(doc, ['events', 'services', 'users', 'guests'], 'site')
+  onlyKeys(doc, ['events', 'services', 'users', 'guests', 'allowNoEvents'], 'site')
   if (doc.guests !== undefined && typeof doc.guests !== 'boolean') throw siteError('site: guests must be true or false')
+  if (doc.allowNoEvents !== undefined && typeof doc.allowNoEvents !== 'boolean') throw siteError('site: allowNoEvents must be true or false')
   const events = new Map<string, EventDefinition>()
   list(doc.events, 'events').forEach((raw, i) => {
     const e = parseEvent(raw, `events[${i}]`)
     if (events.has(e.name)) throw siteError(`events[${i}]: event name "${e.name}" is defined twice`)
     events.set(e.name, e)
   })
+  // [SITE-EMPTY-1] a site without events stores nothing: most likely a file that is not what it looks like
+  if (events.size === 0 && doc.allowNoEvents !== true) {
+    throw siteError('site: no events are defined (a broker on it would store nothing); list them under "events", or set "allowNoEvents: true" if that is what you want')
+  }
   const services = new Map<string, ServiceDefinition>()
   for (const [i, raw] of list(doc.services, 'services').entries()) {
     const where = `services[${i}]`
@@ -230,7 +235,26 @@ export async function parseSite (doc: unknown): Promise<Site> {
   return { guests: doc.guests ?? false, events, services, users }
 }
 
-/** Reads and validates a site file (`.json`, otherwise YAML). */
+/** Where a JSON.parse error message points, as `line L, column C`, or '' if it names no position. */
+function jsonErrorAt (text: string, message: string): string {
+  const m = /at position (\d+)/.exec(message)
+  if (m === null) return ''
+  const pos = Math.min(Number(m[1]), text.length)
+  const before = text.slice(0, pos)
+  const line = before.split('\n').length
+  const column = pos - before.lastIndexOf('\n')
+  return ` (line ${line}, column ${column})`
+}
+
+/** Whether a site file is JSON by its name ([SITE-FILE-1]): `.json` in any case. */
+export function isJsonSitePath (path: string): boolean {
+  return path.toLowerCase().endsWith('.json')
+}
+
+/**
+ * Reads and validates a site file ([SITE-FILE-1]): a name ending in `.json` (any case) is parsed as
+ * strict JSON, anything else as YAML.
+ */
 export async function loadSite (path: string): Promise<Site> {
   let text: string
   try {
@@ -238,11 +262,13 @@ export async function loadSite (path: string): Promise<Site> {
   } catch (err) {
     throw new ConfigError(`site file ${path}: ${(err as Error).message}`, { code: ErrorCode.SITE_INVALID, cause: err })
   }
+  const json = isJsonSitePath(path)
   let doc: unknown
   try {
-    doc = path.endsWith('.json') ? JSON.parse(text) : parseYaml(text)
+    doc = json ? JSON.parse(text) : parseYaml(text)
   } catch (err) {
-    throw new ConfigError(`site file ${path}: not valid ${path.endsWith('.json') ? 'JSON' : 'YAML'}: ${(err as Error).message}`, { code: ErrorCode.SITE_INVALID, cause: err })
+    const message = (err as Error).message
+    throw new ConfigError(`site file ${path}: not valid ${json ? 'JSON' : 'YAML'}${json ? jsonErrorAt(text, message) : ''}: ${message}`, { code: ErrorCode.SITE_INVALID, cause: err })
   }
   try {
     return await parseSite(doc)
