@@ -192,6 +192,11 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
     this.clock = options.clock ?? systemClock
     this.logger = options.logger ?? silentLogger
     this.persistence = options.persistence ?? new MemoryServicePersistence()
+    const instance: unknown = this.persistence.instance
+    // [SVC-MALFORMED-2] the broker refuses frames without an instance: refuse the persistence here, not in a resend loop
+    if (typeof instance !== 'string' || instance === '' || Buffer.byteLength(instance) > 256) {
+      throw new ConfigError('ServiceEndpoint: persistence.instance must be a non-empty string of at most 256 bytes (it names every event it raised, [EVT-ID-1])')
+    }
     this.seq = this.persistence.lastSeq()
     this.persistence.onLevelFailure?.((info) => {
       this.logger.error({ err: info.error, lost: info.lost }, 'service persistence failed; holding events in memory only')

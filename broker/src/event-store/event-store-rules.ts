@@ -1,6 +1,7 @@
 /**
  * Checks and derivations every EventStore backend shares, so that memory and SQLite judge a batch
- * and a query the same way. Internal to the event-store folder.
+ * and a query the same way. Internal to the broker: the event-store folder, and the uplink, which runs
+ * checkBatch before it accepts a frame so that a batch the store would refuse never reaches it.
  */
 import { Category, ErrorCode, RequestError } from '@herald/shared'
 import type { RaisedEvent, StoredEvent } from '@herald/shared'

@@ -3,11 +3,13 @@
  * against the site, appends the accepted ones to the store (group commit), and answers with
  * cumulative ACK frames only after the store's commit ([SVC-ACK-1]).
  */
+import { isUtf8 } from 'node:buffer'
 import {
-  decodeUp, encodeAck, ErrorCode, HeraldError, PayloadKind, isValidName, GUEST_PRINCIPAL,
-  type AckFrame, type Clock, type Logger, type RaisedEvent, type Rejection, type ServiceDefinition, type Site, type StoredEvent, type UpFrame
+  decodeUp, encodeAck, ErrorCode, HeraldError, PayloadKind, RequestError, isValidName, GUEST_PRINCIPAL,
+  type AckFrame, type Clock, type EventDefinition, type Logger, type RaisedEvent, type Rejection, type ServiceDefinition, type Site, type StoredEvent, type UpFrame
 } from '@herald/shared'
-import type { EventStore } from '../event-store/event-store.js'
+import type { AppendBatch, EventStore } from '../event-store/event-store.js'
+import { checkBatch } from '../event-store/event-store-rules.js'
 
 /** What the uplink needs from the broker around it. */
 export interface UplinkContext {
@@ -58,6 +60,8 @@ export class Uplink {
   private ackScheduled = false
   readonly stats: UplinkStats = { frames: 0, stored: 0, duplicates: 0, rejected: 0, malformed: 0, outOfOrder: 0 }
 
+  private readonly limitsOf = (name: string): EventDefinition | undefined => this.ctx.site.events.get(name)
+
   constructor (private readonly ctx: UplinkContext) {}
 
   /** Handles one UP frame from an authenticated service. Synchronous up to the store's queue. */
@@ -71,6 +75,13 @@ export class Uplink {
       this.stats.malformed++
       this.ctx.logger.warn({ service: service.id, err }, 'malformed UP frame')
       this.queueAck(service.id, { instance: '', acked: 0, rejections: [], error: { code: ErrorCode.MALFORMED_FRAME, message: (err as Error).message } })
+      return
+    }
+    if (frame.instance === '') {
+      // [SVC-MALFORMED-1] every event id names its persistence instance ([EVT-ID-1]): a frame without one is malformed
+      this.stats.malformed++
+      this.ctx.logger.warn({ service: service.id }, 'UP frame with an empty persistence instance')
+      this.queueAck(service.id, { instance: '', acked: 0, rejections: [], error: { code: ErrorCode.MALFORMED_FRAME, message: 'UP frame: the persistence instance is empty' } })
       return
     }
     const key = `${service.id}\u0000${frame.instance}`
@@ -93,18 +104,37 @@ export class Uplink {
       return
     }
     const { events, rejections, last } = judged
+    const batch: AppendBatch = { serviceId: service.id, instance: frame.instance, events, handledUpTo: last, receivedAt: this.ctx.clock.now() }
+    try {
+      // [SVC-MALFORMED-2] the store's own checks, run here before anything is accepted: a batch the
+      // store would refuse is a malformed frame, answered as such, never a store failure
+      checkBatch(batch, this.limitsOf)
+    } catch (err) {
+      this.stats.malformed++
+      this.ctx.logger.warn({ service: service.id, instance: frame.instance, code: (err as HeraldError).code, message: (err as Error).message }, 'UP frame refused by the store\'s checks')
+      this.queueAck(service.id, { instance: frame.instance, acked: this.ctx.store.lastSeq(service.id, frame.instance), rejections: [], error: { code: ErrorCode.MALFORMED_FRAME, message: (err as Error).message } })
+      return
+    }
     this.stats.rejected += rejections.length
     if (last > accepted) this.accepted.set(key, last)
-    const receivedAt = this.ctx.clock.now()
-    this.ctx.store.append({ serviceId: service.id, instance: frame.instance, events, handledUpTo: last, receivedAt }).then((result) => {
+    this.ctx.store.append(batch).then((result) => {
       this.stats.stored += result.stored.length
       this.stats.duplicates += result.duplicates
       this.queueAck(service.id, { instance: frame.instance, acked: result.lastSeq, rejections, error: null })
       if (result.stored.length > 0) this.ctx.onStored(result.stored)
     }, (err: unknown) => {
       // [SVC-ORDER-2] nothing of this frame is stored: forget what was accepted after the last commit,
-      // so the resent frames are accepted again, and drop the connection so the service resends
+      // so the resent frames are accepted again
       this.accepted.set(key, this.ctx.store.lastSeq(service.id, frame.instance))
+      if (err instanceof RequestError) {
+        // [SVC-MALFORMED-2] the store refused the batch itself (its limits differ from the site's):
+        // the frame is answered as malformed and the connection stays; resending would not help
+        this.stats.malformed++
+        this.ctx.logger.error({ service: service.id, instance: frame.instance, code: err.code, message: err.message }, 'the event store refused a batch the uplink accepted')
+        this.queueAck(service.id, { instance: frame.instance, acked: this.ctx.store.lastSeq(service.id, frame.instance), rejections: [], error: { code: ErrorCode.MALFORMED_FRAME, message: err.message } })
+        return
+      }
+      // a failure of the store itself: drop the connection so the service resends later
       this.ctx.logger.error({ service: service.id, err }, 'event store append failed')
       this.ctx.onStoreFailure(service.id, err)
     })
@@ -136,6 +166,8 @@ export class Uplink {
     if (e.isNull && def.category !== 'replacing') return [ErrorCode.INVALID_ARGUMENT, `only replacing events can be null; "${e.name}" is ${def.category}`]
     if (def.category === 'private' && !isRecipient(e.recipient)) return [ErrorCode.INVALID_ARGUMENT, `recipient ${JSON.stringify(e.recipient)} is not a client key <user>/<clientName>`]
     if (e.payloadKind === PayloadKind.json) {
+      // [EVT-PAYLOAD-2] JSON text is UTF-8: invalid bytes would be stored as replacement characters
+      if (!isUtf8(e.payload)) return [ErrorCode.MALFORMED_FRAME, `payload of seq ${e.seq} is marked JSON but is not valid UTF-8`]
       try {
         JSON.parse(Buffer.from(e.payload.buffer, e.payload.byteOffset, e.payload.byteLength).toString('utf8'))
       } catch {
