@@ -8,6 +8,8 @@ export const ErrorCode = {
   // configuration and site structure
   CONFIG_INVALID: 'CONFIG_INVALID',
   SITE_INVALID: 'SITE_INVALID',
+  DATA_DIR_LOCKED: 'DATA_DIR_LOCKED',
+  ADDRESS_IN_USE: 'ADDRESS_IN_USE',
   // authentication and authorization
   BAD_CREDENTIALS: 'BAD_CREDENTIALS',
   NOT_AUTHORIZED: 'NOT_AUTHORIZED',
@@ -49,7 +51,7 @@ export class HeraldError extends Error {
 
 /** An option, a configuration file or the site structure is wrong. */
 export class ConfigError extends HeraldError {
-  constructor (message: string, options?: { cause?: unknown; code?: typeof ErrorCode.CONFIG_INVALID | typeof ErrorCode.SITE_INVALID }) {
+  constructor (message: string, options?: { cause?: unknown; code?: typeof ErrorCode.CONFIG_INVALID | typeof ErrorCode.SITE_INVALID | typeof ErrorCode.DATA_DIR_LOCKED | typeof ErrorCode.ADDRESS_IN_USE }) {
     super(options?.code ?? ErrorCode.CONFIG_INVALID, message, options)
   }
 }

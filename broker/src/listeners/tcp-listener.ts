@@ -10,7 +10,7 @@ export interface TcpListener {
 }
 
 /** Listens on `port` (0 for any free port) and hands each connection to `broker.handle`. */
-export async function listenTcp (broker: Broker, options: { port: number, host?: string }): Promise<TcpListener> {
+export async function listenTcp (broker: Pick<Broker, 'handle'>, options: { port: number, host?: string }): Promise<TcpListener> {
   const sockets = new Set<Socket>()
   const server = createServer({ noDelay: true }, (socket) => {
     sockets.add(socket)

@@ -4,7 +4,7 @@
  */
 import { Command, InvalidArgumentError } from 'commander'
 import { pino } from 'pino'
-import { HashedSecret } from '@herald/shared'
+import { ConfigError, ErrorCode, HashedSecret, HeraldError } from '@herald/shared'
 import { startBrokerServer } from '@herald/broker'
 import { defaultLogLevel, onShutdown, port } from './options.js'
 
@@ -24,7 +24,11 @@ export function brokerCommand (): Command {
     .option('--log-level <level>', 'trace, debug, info, warn, error', defaultLogLevel)
     .action(async (opts: { site: string, data: string, port: number, host: string, logLevel: string }) => {
       const logger = pino({ level: opts.logLevel })
-      const server = await startBrokerServer({ site: opts.site, dataDir: opts.data, port: opts.port, host: opts.host, logger })
+      const server = await startBrokerServer({ site: opts.site, dataDir: opts.data, port: opts.port, host: opts.host, logger }).catch((err: unknown) => {
+        // a busy port or a held data directory: one line and exit code 2 (cli.ts), no stack
+        if (err instanceof HeraldError && err.code === ErrorCode.ADDRESS_IN_USE) throw new ConfigError(`${err.message}: choose another with --port`, { code: err.code, cause: err })
+        throw err
+      })
       const { address, port: actual } = server.listener.address
       logger.info({ url: server.url, site: opts.site, data: opts.data, stored: server.broker.store.count() }, 'broker listening')
       // a line for scripts and tests to wait for, also when logs are JSON
