@@ -13,7 +13,8 @@ import { Harness } from './support/harness.js'
 import { startBrokerProcess, writeTestSite } from './support/processes.js'
 import { testSite } from './support/site.js'
 
-const CLI = join(import.meta.dirname, '..', 'cli', 'bin', 'herald.js')
+const ROOT = join(import.meta.dirname, '..')
+const CLI = join(ROOT, 'cli', 'bin', 'herald.js')
 
 async function modeOf (path: string): Promise<string> {
   return `0${((await stat(path)).mode & 0o777).toString(8)}`
@@ -140,5 +141,26 @@ describe('herald broker refuses at once, with one line and exit code 2', () => {
     await expect(stat(join(dataDir, 'events.db-wal'))).rejects.toMatchObject({ code: 'ENOENT' })
     // and the first broker runs on
     expect(first.proc.child.exitCode).toBeNull()
+  })
+})
+
+describe('herald demo (npm start) on a busy port', () => {
+  it('prints the hint in one line and exits 2, without a stack trace from the log file', async () => {
+    const h = await Harness.create()
+    try {
+      const site = await writeTestSite(h.dir)
+      const busy = await startBrokerProcess(site, join(h.dir, 'busy'), 0)
+      h.onClose(() => busy.proc.kill())
+      const { code, stderr } = await new Promise<{ code: number | null, stderr: string }>((resolve) => {
+        const child = spawn(process.execPath, [CLI, 'demo', '--port', String(busy.port), '--data', join(h.dir, 'demo'), '--no-summary'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
+        let err = ''
+        child.stderr.on('data', (d: Buffer) => { err += d.toString() })
+        child.once('close', (c) => { resolve({ code: c, stderr: err }) })
+      })
+      expect(code).toBe(2)
+      expect(stderr).toBe(`herald: port ${busy.port} on 127.0.0.1 is in use (another broker running?); pick another with --port (npm start -- --port 1884) [ADDRESS_IN_USE]\n`)
+    } finally {
+      await h.close()
+    }
   })
 })

@@ -4,6 +4,7 @@
  * on the example gateway configuration pointed at the fleet, and a console client that prints events
  * as they arrive with a one-line live summary. Ctrl-C closes everything in order.
  */
+import { once } from 'node:events'
 import { mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import { Command, InvalidArgumentError } from 'commander'
@@ -77,7 +78,11 @@ async function runDemo (opts: DemoOptions): Promise<void> {
 
   await mkdir(opts.data, { recursive: true })
   const logFile = join(opts.data, 'demo.log')
-  const logger = pino({ level: opts.logLevel }, pino.destination({ dest: logFile, mkdir: true, sync: false }))
+  const destination = pino.destination({ dest: logFile, mkdir: true, sync: false })
+  // pino flushes the file synchronously when the process exits, which throws "sonic boom is not
+  // ready yet" if the file is not open by then (an early exit, e.g. a busy port): wait for it
+  await once(destination, 'ready')
+  const logger = pino({ level: opts.logLevel }, destination)
   const { stdout, stderr } = process
   const closers: Array<() => Promise<void>> = []
   const closeAll = async (): Promise<void> => {
@@ -156,7 +161,7 @@ async function runDemo (opts: DemoOptions): Promise<void> {
     out?.stop(false)
     await closeAll()
     const e = toHeraldError(err)
-    if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') throw new HeraldError(ErrorCode.CONFIG_INVALID, `port ${opts.port} is in use; pick another with --port (npm start -- --port 1884)`, { cause: err })
+    if (e.code === ErrorCode.ADDRESS_IN_USE) throw new HeraldError(e.code, `${e.message}; pick another with --port (npm start -- --port 1884)`, { cause: err })
     throw e
   }
 
