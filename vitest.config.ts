@@ -9,6 +9,8 @@ export default defineConfig({
   ssr: { resolve: { conditions, externalConditions: conditions } },
   test: {
     include: ['*/src/**/*.test.ts', 'test/**/*.test.ts'],
+    // stops the run at once, with one line, if a system package the tests need is missing
+    globalSetup: ['test/support/prerequisites.mjs'],
     testTimeout: 60_000,
     hookTimeout: 60_000,
     pool: 'forks'

@@ -1,0 +1,71 @@
+/**
+ * The prerequisites check (test/support/prerequisites.mjs): without a system package the tests
+ * need, `npm test` and vitest stop at once with one line naming the package to install.
+ */
+import { spawn } from 'node:child_process'
+import { chmod, mkdir, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { afterEach, describe, expect, it } from 'vitest'
+import { tempDir } from '@herald/shared/testing'
+import { missingPrerequisites, prerequisitesMessage } from './support/prerequisites.mjs'
+
+const ROOT = join(import.meta.dirname, '..')
+
+function run (args: string[], path: string): Promise<{ code: number | null, stdout: string, stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, args, { cwd: ROOT, env: { ...process.env, PATH: path }, stdio: ['ignore', 'pipe', 'pipe'] })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.on('data', (d: Buffer) => { stdout += d.toString() })
+    child.stderr.on('data', (d: Buffer) => { stderr += d.toString() })
+    child.once('close', (code) => { resolve({ code, stdout, stderr }) })
+  })
+}
+
+describe('system prerequisites of the tests', () => {
+  let dir: { path: string, remove: () => Promise<void> } | null = null
+  afterEach(async () => {
+    await dir?.remove()
+    dir = null
+  })
+
+  /** A PATH directory holding executables named `commands` (and, for `plain`, a non-executable file). */
+  async function pathWith (commands: string[], plain: string[] = []): Promise<string> {
+    const d = await tempDir('herald-prereq-')
+    dir = d
+    const bin = join(d.path, 'bin')
+    await mkdir(bin)
+    for (const c of [...commands, ...plain]) await writeFile(join(bin, c), '#!/bin/sh\n')
+    for (const c of commands) await chmod(join(bin, c), 0o755)
+    return bin
+  }
+
+  it('finds what is on PATH as an executable, and only that', async () => {
+    const bin = await pathWith(['socat'], ['openssl'])
+    expect(missingPrerequisites(bin).map((p) => p.command)).toEqual(['openssl'])
+    expect(missingPrerequisites(`/nonexistent:${bin}`).map((p) => p.command)).toEqual(['openssl'])
+    expect(missingPrerequisites('').map((p) => p.command)).toEqual(['socat', 'openssl'])
+    expect(prerequisitesMessage([])).toBeNull()
+  })
+
+  it('run by node, without socat: exit 1 and one line naming the package', async () => {
+    const bin = await pathWith(['openssl'])
+    const r = await run([join(ROOT, 'test', 'support', 'prerequisites.mjs')], bin)
+    expect(r.code).toBe(1)
+    expect(r.stdout).toBe('')
+    expect(r.stderr).toBe('herald tests: missing system package: socat (apt-get install socat): socat for the serial-line tests (pty pairs)\n')
+  })
+
+  it('run by node, with everything there: exit 0, silent', async () => {
+    const bin = await pathWith(['socat', 'openssl'])
+    expect(await run([join(ROOT, 'test', 'support', 'prerequisites.mjs')], bin)).toEqual({ code: 0, stdout: '', stderr: '' })
+  })
+
+  it('vitest (its globalSetup) stops before any test runs, with the same line', async () => {
+    const bin = await pathWith([])
+    const r = await run([join(ROOT, 'node_modules', 'vitest', 'vitest.mjs'), 'run', 'shared/src/duration.test.ts'], bin)
+    expect(r.code).toBe(1)
+    expect(r.stderr).toContain('herald tests: missing system packages: socat, openssl (apt-get install socat openssl): socat for the serial-line tests (pty pairs); openssl for the TLS tests (certificates)\n')
+    expect(r.stdout).not.toContain('duration.test.ts')
+  })
+})

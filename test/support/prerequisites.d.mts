@@ -1,0 +1,11 @@
+/** Types of prerequisites.mjs (see there). */
+export interface Prerequisite {
+  readonly command: string
+  readonly package: string
+  readonly usedBy: string
+}
+export declare const PREREQUISITES: readonly Prerequisite[]
+export declare function onPath (command: string, path: string | undefined): boolean
+export declare function missingPrerequisites (path: string | undefined, list?: readonly Prerequisite[]): Prerequisite[]
+export declare function prerequisitesMessage (missing: readonly Prerequisite[]): string | null
+export default function checkPrerequisites (): void

@@ -1,0 +1,58 @@
+#!/usr/bin/env node
+/**
+ * The system packages the tests need, in one list, checked before anything else runs: `npm test`
+ * runs this file first, and vitest runs it as its globalSetup (vitest.config.ts), so a missing
+ * tool stops the run within a second with one line naming the package to install, instead of
+ * tests timing out minutes later. Add a tool here when a test starts to need one.
+ *
+ * Plain JavaScript, so that `node test/support/prerequisites.mjs` works before anything is built;
+ * types in prerequisites.d.mts.
+ */
+import { accessSync, constants, statSync } from 'node:fs'
+import { delimiter, join } from 'node:path'
+import { pathToFileURL } from 'node:url'
+
+/** What the tests run, the Debian/Ubuntu package that has it, and which tests need it. */
+export const PREREQUISITES = Object.freeze([
+  { command: 'socat', package: 'socat', usedBy: 'the serial-line tests (pty pairs)' },
+  { command: 'openssl', package: 'openssl', usedBy: 'the TLS tests (certificates)' }
+])
+
+/** Whether `command` is an executable file in one of the directories of `path` (a PATH value). */
+export function onPath (command, path) {
+  for (const dir of (path ?? '').split(delimiter)) {
+    if (dir === '') continue
+    const file = join(dir, command)
+    try {
+      if (!statSync(file).isFile()) continue
+      accessSync(file, constants.X_OK)
+      return true
+    } catch {
+      // not here
+    }
+  }
+  return false
+}
+
+/** The prerequisites of `list` missing from `path`. */
+export function missingPrerequisites (path, list = PREREQUISITES) {
+  return list.filter((p) => !onPath(p.command, path))
+}
+
+/** The one line that says what to install, or null if nothing is missing. */
+export function prerequisitesMessage (missing) {
+  if (missing.length === 0) return null
+  const packages = [...new Set(missing.map((p) => p.package))]
+  const what = missing.map((p) => `${p.command} for ${p.usedBy}`).join('; ')
+  return `herald tests: missing system package${packages.length > 1 ? 's' : ''}: ${packages.join(', ')} (apt-get install ${packages.join(' ')}): ${what}`
+}
+
+/** Writes the line and exits 1 if something is missing (vitest's globalSetup, and the CLI below). */
+export default function checkPrerequisites () {
+  const message = prerequisitesMessage(missingPrerequisites(process.env.PATH))
+  if (message === null) return
+  process.stderr.write(`${message}\n`)
+  process.exit(1)
+}
+
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) checkPrerequisites()
