@@ -61,6 +61,11 @@ describe('system prerequisites of the tests', () => {
     expect(await run([join(ROOT, 'test', 'support', 'prerequisites.mjs')], bin)).toEqual({ code: 0, stdout: '', stderr: '' })
   })
 
+  it('--missing-packages prints the packages to install, for .ci/run', async () => {
+    const bin = await pathWith(['socat'])
+    expect(await run([join(ROOT, 'test', 'support', 'prerequisites.mjs'), '--missing-packages'], bin)).toEqual({ code: 0, stdout: 'openssl\n', stderr: '' })
+  })
+
   it('vitest (its globalSetup) stops before any test runs, with the same line', async () => {
     const bin = await pathWith([])
     const r = await run([join(ROOT, 'node_modules', 'vitest', 'vitest.mjs'), 'run', 'shared/src/duration.test.ts'], bin)

@@ -5,8 +5,8 @@
  * tool stops the run within a second with one line naming the package to install, instead of
  * tests timing out minutes later. Add a tool here when a test starts to need one.
  *
- * Plain JavaScript, so that `node test/support/prerequisites.mjs` works before anything is built;
- * types in prerequisites.d.mts.
+ * Plain JavaScript, so that `node test/support/prerequisites.mjs` works before anything is built
+ * (`--missing-packages` prints the packages to install, for .ci/run); types in prerequisites.d.mts.
  */
 import { accessSync, constants, statSync } from 'node:fs'
 import { delimiter, join } from 'node:path'
@@ -55,4 +55,11 @@ export default function checkPrerequisites () {
   process.exit(1)
 }
 
-if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) checkPrerequisites()
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  if (process.argv[2] === '--missing-packages') {
+    // for .ci/run: the packages to install, space-separated (empty line if none)
+    process.stdout.write(`${[...new Set(missingPrerequisites(process.env.PATH).map((p) => p.package))].join(' ')}\n`)
+  } else {
+    checkPrerequisites()
+  }
+}
