@@ -5,7 +5,7 @@
  */
 import type Database from 'better-sqlite3'
 import {
-  ClosedError, ConfigError, ErrorCode, FrameType, HeraldError, Link, RequestError, TypedEmitter,
+  AuthError, ClosedError, ConfigError, ErrorCode, FrameType, HeraldError, Link, RequestError, TypedEmitter,
   assertName, backoffDelay, checkInt, clientClientId, clientKey, clientMessageTopic, clientRequestTopic,
   decodeControl, decodeEvents, encodeRequest, errorFromWire, frameType, isValidName, silentLogger, systemClock, toHeraldError, withDefaults, StatusFeed,
   type Clock, type Logger, type Widened, type StartFrom
@@ -98,6 +98,11 @@ export interface ClientEndpointEvents {
   handlerError: (info: { key: string, event: HeraldEvent, error: unknown, attempt: number, retryInMs: number }) => void
   /** The broker ended a subscription after it was active (e.g. access revoked). */
   subscriptionError: (info: { key: string, error: HeraldError }) => void
+  /**
+   * A background failure, among them refused credentials ([CONN-AUTH-2]: an AuthError naming the
+   * user, once per run of refusals; the endpoint goes on retrying). Emitted only when listened to:
+   * without a listener the error is logged at error level on the endpoint's logger, never thrown.
+   */
   error: (error: HeraldError) => void
 }
 
@@ -116,6 +121,8 @@ export class ClientEndpoint extends TypedEmitter<ClientEndpointEvents> {
   private ackScheduled = false
   private state: ClientStatus['state'] = 'connecting'
   private lastError: HeraldError | null = null
+  /** The code of the credentials refusal last reported, until the next time online ([CONN-AUTH-2]). */
+  private refusalReported: string | null = null
   private closed = false
   private readonly feed = new StatusFeed<ClientStatus>()
 
@@ -148,6 +155,7 @@ export class ClientEndpoint extends TypedEmitter<ClientEndpointEvents> {
     this.link.on('connecting', () => { this.setState('connecting') })
     this.link.on('online', () => {
       this.lastError = null
+      this.refusalReported = null
       this.setState('online')
       for (const sub of this.subs.values()) this.resubscribe(sub)
     })
@@ -165,6 +173,13 @@ export class ClientEndpoint extends TypedEmitter<ClientEndpointEvents> {
         }
       }
       if (!this.closed) this.setState('offline')
+      if (err instanceof AuthError && err.code !== this.refusalReported && !this.closed) {
+        // [CONN-AUTH-2] refused credentials are loud: a typed error, not only status.lastError
+        this.refusalReported = err.code
+        const who = options.user === undefined ? `guest client "${options.clientName}"` : `user "${options.user}"`
+        const what = err.code === ErrorCode.BAD_CREDENTIALS ? 'the credentials of' : 'the identity of'
+        this.reportError(new AuthError(err.code === ErrorCode.BAD_CREDENTIALS ? ErrorCode.BAD_CREDENTIALS : ErrorCode.NOT_AUTHORIZED, `the broker at ${options.url} refused ${what} ${who} (${err.code}); retrying`, { cause: err }), 'credentials refused')
+      }
     })
     this.link.on('frame', (payload) => { this.onFrame(payload) })
   }
@@ -421,10 +436,10 @@ export class ClientEndpoint extends TypedEmitter<ClientEndpointEvents> {
     this.emit('status', s)
   }
 
-  private reportError (err: unknown): void {
+  private reportError (err: unknown, what = 'client endpoint error'): void {
     const e = toHeraldError(err)
     if (this.listenerCount('error') > 0) this.emit('error', e)
-    else this.logger.error({ err: e }, 'client endpoint error')
+    else this.logger.error({ err: e, code: e.code }, `${what}: ${e.message}`)
   }
 
   /** Stops receiving, waits for running handlers, closes the position store. */

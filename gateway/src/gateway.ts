@@ -105,7 +105,10 @@ export interface GatewayEvents {
   status: (status: GatewayStatus) => void
   /** Data frames of a device became durable (for tests and displays). */
   handled: (info: { serial: string, upTo: FramePos, frames: number, raised: number }) => void
-  /** A background failure that does not stop the gateway. */
+  /**
+   * A background failure that does not stop the gateway (refused credentials, a failed commit).
+   * Emitted only when listened to; without a listener it is logged at error level, never thrown.
+   */
   error: (error: HeraldError) => void
 }
 
@@ -162,7 +165,11 @@ export class Gateway extends TypedEmitter<GatewayEvents> {
       logger: this.#logger,
       clock: this.#clock
     })
-    this.endpoint.on('error', (err) => { this.emit('error', err) })
+    // [CONN-AUTH-2] refused credentials among them: to the gateway's listeners, else logged at error level
+    this.endpoint.on('error', (err) => {
+      if (this.listenerCount('error') > 0) this.emit('error', err)
+      else this.#logger.error({ code: err.code, err }, err.message)
+    })
     this.endpoint.on('rejected', ({ name, error }) => { this.#logger.warn({ event: name, code: error.code, err: error.message }, 'the broker refused an event') })
     this.endpoint.on('dropped', ({ events, total }) => { this.#logger.warn({ dropped: events.length, total }, 'persistence full: oldest events dropped') })
     this.endpoint.on('persistenceFailed', ({ error, lost }) => { this.#logger.error({ err: error.message, lost }, 'level-2 persistence failed; events held in memory only') })
@@ -404,7 +411,8 @@ export class Gateway extends TypedEmitter<GatewayEvents> {
       rec.counters.commitFailures++
       const error = toHeraldError(err)
       this.#rollback(rec, `${error.code}: ${error.message}`)
-      this.emit('error', error)
+      if (this.listenerCount('error') > 0) this.emit('error', error)
+      else this.#logger.error({ code: error.code, err: error }, `commit failed: ${error.message}`)
       this.#notifyIdle()
     })
   }

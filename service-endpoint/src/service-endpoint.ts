@@ -3,7 +3,7 @@
  * persistence until the broker has durably acknowledged them, and uploads them in order.
  */
 import {
-  ClosedError, ConfigError, ErrorCode, HeraldError, Link, NULL_PAYLOAD, PayloadKind, RequestError, TypedEmitter,
+  AuthError, ClosedError, ConfigError, ErrorCode, HeraldError, Link, NULL_PAYLOAD, PayloadKind, RequestError, TypedEmitter,
   assertName, checkInt, decodeAck, encodePayload, encodeUp, errorFromWire, eventId, serviceAckTopic, serviceClientId,
   serviceUpTopic, silentLogger, systemClock, toHeraldError, withDefaults, StatusFeed,
   type Category, type Clock, type Logger, type Payload, type RaisedEvent, type Widened
@@ -125,7 +125,12 @@ export interface ServiceEndpointEvents {
   refused: (info: { name: string, error: HeraldError, total: number }) => void
   /** The durable level failed; the endpoint works on in memory ([SVC-PERSIST-FAIL-1]). */
   persistenceFailed: (info: { error: PersistenceError, lost: number }) => void
-  /** A background failure that does not stop the endpoint. */
+  /**
+   * A background failure that does not stop the endpoint, among them refused credentials
+   * ([CONN-AUTH-2]: an AuthError naming the service, once per run of refusals; the endpoint goes on
+   * retrying). Emitted only when listened to: without a listener the error is logged at error level
+   * on the endpoint's logger instead, and never thrown.
+   */
   error: (error: HeraldError) => void
 }
 
@@ -158,6 +163,8 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
   private state: ServiceStatus['state'] = 'connecting'
   private lastAckAt: number | null = null
   private lastError: HeraldError | null = null
+  /** The code of the credentials refusal last reported, until the next time online ([CONN-AUTH-2]). */
+  private refusalReported: string | null = null
   private closed = false
   private ackTimer: NodeJS.Timeout | null = null
   private lastAckProgress = 0
@@ -231,6 +238,7 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
     this.link.on('connecting', () => { this.setState('connecting') })
     this.link.on('online', () => {
       this.lastError = null
+      this.refusalReported = null
       this.setState('online')
       this.lastAckProgress = this.clock.now()
       this.sender.start()
@@ -239,6 +247,12 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
       this.sender.stop()
       if (err !== null) this.lastError = err
       if (!this.closed) this.setState('offline')
+      if (err instanceof AuthError && err.code !== this.refusalReported && !this.closed) {
+        // [CONN-AUTH-2] refused credentials are loud: a typed error, not only status.lastError
+        this.refusalReported = err.code
+        const what = err.code === ErrorCode.BAD_CREDENTIALS ? 'the credentials of' : 'the identity of'
+        this.reportError(new AuthError(err.code === ErrorCode.BAD_CREDENTIALS ? ErrorCode.BAD_CREDENTIALS : ErrorCode.NOT_AUTHORIZED, `the broker at ${options.url} refused ${what} service "${this.serviceId}" (${err.code}); retrying, events are kept`, { cause: err }), 'credentials refused')
+      }
     })
     this.link.on('frame', (payload) => { this.onFrame(payload) })
   }
@@ -504,10 +518,10 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
     this.emit('status', s)
   }
 
-  private reportError (err: unknown): void {
+  private reportError (err: unknown, what = 'service endpoint error'): void {
     const e = toHeraldError(err)
     if (this.listenerCount('error') > 0) this.emit('error', e)
-    else this.logger.error({ err: e }, 'service endpoint error')
+    else this.logger.error({ err: e, code: e.code }, `${what}: ${e.message}`)
   }
 
   /** Stops uploading and closes persistence. Unacknowledged events stay in a durable persistence. */

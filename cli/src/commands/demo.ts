@@ -113,6 +113,11 @@ async function runDemo (opts: DemoOptions): Promise<void> {
       devices
     }, { logger: logger.child({ part: 'gateway' }) })
     closers.push(() => (gateway as Gateway).close())
+    // [CONN-AUTH-2] a refused secret (or any background failure) on the console too, not only in the log
+    gateway.on('error', (err) => {
+      logger.error({ part: 'gateway', code: err.code, err }, err.message)
+      out?.note(`herald demo: gateway: ${err.message} [${err.code}]`)
+    })
 
     // the console client watches every event the gateway raises that its user may receive
     const user = site.users.get(opts.user) ?? null

@@ -9,7 +9,7 @@ import { hostname } from 'node:os'
 import { Command, InvalidArgumentError, Option } from 'commander'
 import { pino } from 'pino'
 import { ClientEndpoint, SqlitePositionStore, type HeraldEvent, type Subscription } from '@herald/client-endpoint'
-import { ConfigError, ErrorCode, HeraldError, isValidName, toHeraldError } from '@herald/shared'
+import { AuthError, ConfigError, ErrorCode, HeraldError, isValidName, toHeraldError } from '@herald/shared'
 import {
   EventStats, LiveConsole, colorEnabled, renderEventJson, renderEventLine, renderSummary, summaryModeFor
 } from '../console/index.js'
@@ -247,7 +247,8 @@ async function runTail (eventArgs: readonly string[], opts: TailOptions): Promis
     stats.connection(s, Date.now())
     out.refresh()
   })
-  client.on('error', (e) => { logger.warn({ code: e.code }, e.message) })
+  // [CONN-AUTH-2] refused credentials at error level (then the exit with code 2 below names them)
+  client.on('error', (e) => { if (e instanceof AuthError) logger.error({ code: e.code }, e.message); else logger.warn({ code: e.code }, e.message) })
   client.on('handlerError', ({ key, event, error }) => {
     if (!(error instanceof Stopping)) logger.warn({ key, position: event.position, err: String(error) }, 'printing an event failed; retrying')
   })
