@@ -104,6 +104,26 @@ describe('poison UP frames are answered MALFORMED_FRAME and the connection stays
   })
 })
 
+describe('JSON that raise() encodes is always valid UTF-8', () => {
+  let h: Harness
+  afterEach(async () => { await h.close() })
+
+  it('strings with lone surrogates and non-BMP characters are stored and delivered unchanged, none rejected', async () => {
+    h = await Harness.create()
+    const broker = await h.broker()
+    const svc = await h.service(broker.url, 'svc-a', { memoryOnly: true })
+    let rejected = 0
+    svc.on('rejected', () => { rejected++ })
+    const c = await collect(h.client(broker.url, 'alice', 'app'), 'readings')
+    const payloads = [{ s: '\ud800' }, { s: 'x\udfffy' }, { s: '😀 ü €' }, '\u0000']
+    for (const p of payloads) await svc.raise('readings', p)
+    await svc.drained()
+    await c.until(payloads.length)
+    expect(c.payloads()).toEqual(payloads)
+    expect(rejected).toBe(0)
+  })
+})
+
 describe('a store that refuses a batch the uplink accepted', () => {
   let h: Harness
   afterEach(async () => { await h.close() })
