@@ -164,3 +164,26 @@ describe('herald demo (npm start) on a busy port', () => {
     }
   })
 })
+
+describe('herald demo (npm start) twice on one data directory', () => {
+  it('the second says the directory is held and how to run it apart, in one line, exit 2', async () => {
+    const h = await Harness.create()
+    try {
+      const site = await writeTestSite(h.dir)
+      const data = join(h.dir, 'demo')
+      // a broker holding the demo's broker directory, as a running demo would
+      const first = await startBrokerProcess(site, join(data, 'broker'), 0)
+      h.onClose(() => first.proc.kill())
+      const { code, stderr } = await new Promise<{ code: number | null, stderr: string }>((resolve) => {
+        const child = spawn(process.execPath, [CLI, 'demo', '--port', '0', '--data', data, '--no-summary'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
+        let err = ''
+        child.stderr.on('data', (d: Buffer) => { err += d.toString() })
+        child.once('close', (c) => { resolve({ code: c, stderr: err }) })
+      })
+      expect(code).toBe(2)
+      expect(stderr).toBe(`herald: data directory ${join(data, 'broker')} is in use by another broker: another herald demo running? Stop it, or run this one apart (npm start -- --data .herald-data-2 --port 1884) [DATA_DIR_LOCKED]\n`)
+    } finally {
+      await h.close()
+    }
+  })
+})

@@ -6,7 +6,7 @@
  */
 import { once } from 'node:events'
 import { mkdir } from 'node:fs/promises'
-import { join } from 'node:path'
+import { join, resolve } from 'node:path'
 import { Command, InvalidArgumentError } from 'commander'
 import { pino } from 'pino'
 import { startBrokerServer } from '@herald/broker'
@@ -167,6 +167,7 @@ async function runDemo (opts: DemoOptions): Promise<void> {
     await closeAll()
     const e = toHeraldError(err)
     if (e.code === ErrorCode.ADDRESS_IN_USE) throw new HeraldError(e.code, `${e.message}; pick another with --port (npm start -- --port 1884)`, { cause: err })
+    if (e.code === ErrorCode.DATA_DIR_LOCKED) throw new HeraldError(e.code, `data directory ${resolve(opts.data, 'broker')} is in use by another broker: another herald demo running? Stop it, or run this one apart (npm start -- --data .herald-data-2 --port 1884)`, { cause: err })
     throw e
   }
 
