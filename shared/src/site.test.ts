@@ -374,6 +374,12 @@ describe('loadSite', () => {
     expect([...site.services.keys()]).toEqual(['chat'])
   })
 
+  it('a JSON file starting with a byte order mark is read', async () => {
+    const path = join(dir.path, 'bom.json')
+    await writeFile(path, `\ufeff${JSON.stringify({ events: [{ name: 'a', category: 'replacing' }] })}`)
+    expect([...(await loadSite(path)).events.keys()]).toEqual(['a'])
+  })
+
   it('a missing file is a SITE_INVALID ConfigError naming the path', async () => {
     const path = join(dir.path, 'no-such-site.yaml')
     const err = await rejection(loadSite(path))

@@ -262,6 +262,8 @@ export async function loadSite (path: string): Promise<Site> {
   } catch (err) {
     throw new ConfigError(`site file ${path}: ${(err as Error).message}`, { code: ErrorCode.SITE_INVALID, cause: err })
   }
+  // an editor's byte order mark is not part of the document
+  if (text.charCodeAt(0) === 0xfeff) text = text.slice(1)
   const json = isJsonSitePath(path)
   let doc: unknown
   try {
