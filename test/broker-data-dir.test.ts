@@ -20,10 +20,11 @@ async function modeOf (path: string): Promise<string> {
   return `0${((await stat(path)).mode & 0o777).toString(8)}`
 }
 
-/** Runs `herald broker` to its exit; returns the exit code, stdout and stderr. */
-function runBroker (site: string, data: string, port: number): Promise<{ code: number | null, stdout: string, stderr: string }> {
+/** Runs `herald broker` to its exit; returns the exit code, stdout and stderr. `h` kills it if it runs on. */
+function runBroker (h: Harness, site: string, data: string, port: number): Promise<{ code: number | null, stdout: string, stderr: string }> {
   return new Promise((resolve) => {
     const child = spawn(process.execPath, [CLI, 'broker', '--site', site, '--data', data, '--port', String(port), '--log-level', 'warn'], { stdio: ['ignore', 'pipe', 'pipe'] })
+    h.onClose(async () => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL') })
     let stdout = ''
     let stderr = ''
     child.stdout.on('data', (d: Buffer) => { stdout += d.toString() })
@@ -115,7 +116,7 @@ describe('herald broker refuses at once, with one line and exit code 2', () => {
     h.onClose(() => first.proc.kill())
     const files = ['events.db', 'events.db-wal', 'events.db-shm']
     const before = await Promise.all(files.map((f) => fingerprint(join(dataDir, f))))
-    const second = await runBroker(site, dataDir, 0)
+    const second = await runBroker(h, site, dataDir, 0)
     expect(second.code).toBe(2)
     expect(second.stdout).toBe('')
     expect(second.stderr).toBe(`herald: data directory ${dataDir} is in use by another broker (it holds broker.lock); stop that one, or give this one its own data directory [DATA_DIR_LOCKED]\n`)
@@ -133,7 +134,7 @@ describe('herald broker refuses at once, with one line and exit code 2', () => {
     h.onClose(() => first.proc.kill())
     const dataDir = join(h.dir, 'second')
     await mkdir(dataDir)
-    const second = await runBroker(site, dataDir, first.port)
+    const second = await runBroker(h, site, dataDir, first.port)
     expect(second.code).toBe(2)
     expect(second.stderr).toBe(`herald: port ${first.port} on 127.0.0.1 is in use (another broker running?): choose another with --port [ADDRESS_IN_USE]\n`)
     // the store was never opened: its file is still the empty one the lock step made, with no WAL
