@@ -154,6 +154,7 @@ describe('herald demo (npm start) on a busy port', () => {
       h.onClose(() => busy.proc.kill())
       const { code, stderr } = await new Promise<{ code: number | null, stderr: string }>((resolve) => {
         const child = spawn(process.execPath, [CLI, 'demo', '--port', String(busy.port), '--data', join(h.dir, 'demo'), '--no-summary'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
+        h.onClose(async () => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL') })
         let err = ''
         child.stderr.on('data', (d: Buffer) => { err += d.toString() })
         child.once('close', (c) => { resolve({ code: c, stderr: err }) })
@@ -177,6 +178,7 @@ describe('herald demo (npm start) twice on one data directory', () => {
       h.onClose(() => first.proc.kill())
       const { code, stderr } = await new Promise<{ code: number | null, stderr: string }>((resolve) => {
         const child = spawn(process.execPath, [CLI, 'demo', '--port', '0', '--data', data, '--no-summary'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] })
+        h.onClose(async () => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL') })
         let err = ''
         child.stderr.on('data', (d: Buffer) => { err += d.toString() })
         child.once('close', (c) => { resolve({ code: c, stderr: err }) })
