@@ -12,6 +12,7 @@ import type { PersistenceError } from '@herald/shared'
 import { MemoryServicePersistence } from './persistence/memory-service-persistence.js'
 import type { AppendOutcome, ServicePersistence } from './persistence/service-persistence.js'
 import { BacklogSender } from './uplink/backlog-sender.js'
+import { UploadAge } from './uplink/upload-age.js'
 
 /** What a service endpoint must know of an event to raise it offline (an EventDefinition from the site fits). */
 export interface ServiceEventSpec {
@@ -151,6 +152,8 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
   private readonly logger: Logger
   private readonly link: Link
   private readonly sender: BacklogSender
+  /** Each event's age at upload, on this process's monotonic clock where it can ([SVC-AGE-1]). */
+  private readonly ages: UploadAge
   private readonly upTopic: string
   private seq: number
   /** Per replacing event name: the seq of its newest instance, to supersede while unsent ([SVC-SUPERSEDE-1]). */
@@ -193,6 +196,7 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
     this.logger = options.logger ?? silentLogger
     this.persistence = options.persistence ?? new MemoryServicePersistence()
     this.seq = this.persistence.lastSeq()
+    this.ages = new UploadAge(this.clock, this.seq)
     this.persistence.onLevelFailure?.((info) => {
       this.logger.error({ err: info.error, lost: info.lost }, 'service persistence failed; holding events in memory only')
       this.emit('persistenceFailed', { error: info.error, lost: info.lost })
@@ -200,10 +204,12 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
     })
     this.upTopic = serviceUpTopic(this.serviceId)
     this.sender = new BacklogSender(this.persistence, {
-      send: (frame) => this.link.send(this.upTopic, encodeUp(frame)),
+      // [FRAME-UP-1] each event's age is measured as its frame is built
+      send: (frame) => this.link.send(this.upTopic, encodeUp(frame, (e) => this.ages.ageOf(e))),
       isExpired: (e) => {
+        // [SVC-EXPIRE-1] the same age the broker would count the lifetime from
         const life = this.specs.get(e.name)?.lifetimeMs
-        return life !== undefined && life !== null && this.clock.now() >= e.raisedAt + life
+        return life !== undefined && life !== null && this.ages.ageOf(e) >= life
       },
       onExpired: (events) => {
         this.counters.expired += events.length
@@ -357,6 +363,7 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
   private async store (events: Draft[], marks: ReadonlyMap<string, string> | undefined): Promise<void> {
     const first = this.seq + 1
     const now = this.clock.now()
+    this.ages.raised(first, now)
     const horizon = this.sentHorizon()
     let supersede: number[] | undefined
     /** Per replacing event name in this append: its newest seq before it, to restore if the append fails. */
@@ -427,7 +434,10 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
       this.logger.warn({ code: error.code, message: error.message }, 'the broker refused a frame')
       this.reportError(error)
       // [SVC-ORDER-1] resend from what the broker holds
-      if (ack.instance === this.persistence.instance) this.sender.acknowledge(ack.acked)
+      if (ack.instance === this.persistence.instance) {
+        this.sender.acknowledge(ack.acked)
+        this.ages.forget(this.sender.acked)
+      }
       this.link.drop(error)
       return
     }
@@ -441,6 +451,7 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
     if (ack.acked > before) {
       const inflightBefore = this.sender.inflightCount
       this.sender.acknowledge(ack.acked)
+      this.ages.forget(this.sender.acked)
       this.counters.acknowledged += Math.max(0, inflightBefore - this.sender.inflightCount - ack.rejections.length)
       this.lastAckAt = this.clock.now()
       this.lastAckProgress = this.lastAckAt
