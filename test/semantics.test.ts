@@ -166,6 +166,8 @@ describe('lifetime from the raise, at every hop [STORE-EXPIRE-1]', () => {
     const early = await collect(h.client(broker.url, 'alice', 'early'), 'short-lived')
     await early.until(1)
     expect(early.events.map((e) => e.id)).toEqual([old.id])
+    // [EVT-AGE-1] a client sees the age since the raise: 1.5 s offline, and then some
+    expect(early.events[0]!.age).toBeGreaterThanOrEqual(1500)
 
     bk.advance(SHORT_LIFE - 1500) // raise + lifetime, by the broker's clock
     const fresh = await svc.raise('short-lived', { fresh: true })

@@ -105,6 +105,7 @@ function stored (over: Partial<StoredEvent> & Pick<StoredEvent, 'position'>): St
     instance: 'gw-1',
     receivedAt: 1_700_000_000_123,
     expiresAt: 1_700_604_800_123,
+    uploadAge: 250,
     ...over
   }
 }
@@ -120,11 +121,11 @@ const EVENTS_FIXTURES: EventsFixture[] = [
     events: [
       stored({ position: 1, category: 'replacing', expiresAt: null, payload: json([1, 'two', { three: 3 }]) }),
       stored({ position: 2, payloadKind: PayloadKind.bytes, payload: ALL_BYTES }),
-      stored({ position: 3, payloadKind: PayloadKind.bytes, payload: Buffer.alloc(0) }),
+      stored({ position: 3, payloadKind: PayloadKind.bytes, payload: Buffer.alloc(0), uploadAge: 0 }),
       stored({ position: 4, category: 'replacing', isNull: true, payloadKind: PayloadKind.none, payload: Buffer.alloc(0), expiresAt: null }),
       stored({ position: 5, category: 'private', recipient: 'alice/phone' }),
       stored({ position: 6, category: 'private', recipient: 'zoë/電話📱', serviceId: 'Dienst-ü', instance: 'Gerät-Ω', payload: json('grüße 👋') }),
-      stored({ position: MAX, seq: MAX, raisedAt: MAX, receivedAt: MAX, expiresAt: MAX })
+      stored({ position: MAX, seq: MAX, raisedAt: MAX, receivedAt: MAX, expiresAt: MAX, uploadAge: MAX })
     ]
   },
   { sub: MAX, brokerNow: MAX, name: 'Größe-名前', events: [stored({ position: 128, name: 'Größe-名前' })] }

@@ -267,7 +267,7 @@ export function decodeRequest (buf: Buffer): Request {
 /** Events delivered to one subscription, in position order ([FRAME-EVENTS-1]). */
 export interface EventsFrame {
   readonly sub: number
-  /** The broker's clock when it sent the frame: with receivedAt it gives each event's age without clock skew. */
+  /** The broker's clock when it sent the frame: with receivedAt and uploadAge it gives each event's age since its raise without clock skew ([EVT-AGE-1]). */
   readonly brokerNow: number
   readonly events: readonly StoredEvent[]
 }
@@ -281,7 +281,7 @@ export function encodeEvents (sub: number, brokerNow: number, events: readonly S
   for (const e of events) {
     w.varint(e.position).string(e.serviceId).string(e.instance).varint(e.seq)
       .u8(flags(e.category, e.isNull, e.payloadKind)).varint(e.raisedAt).varint(e.receivedAt)
-      .varint(e.expiresAt ?? 0)
+      .varint(e.expiresAt ?? 0).varint(e.uploadAge)
     if (e.category === 'private') w.string(e.recipient ?? '')
     w.bytes(e.payload)
   }
@@ -309,9 +309,10 @@ export function decodeEvents (buf: Buffer, nameOf: (sub: number) => string | nul
     const raisedAt = r.varint('raisedAt')
     const receivedAt = r.varint('receivedAt')
     const exp = r.varint('expiresAt')
+    const uploadAge = r.varint('uploadAge')
     const recipient = category === 'private' ? r.string('recipient', MAX_STR) : null
     const payload = r.bytes('payload', FRAME_LIMITS.maxPayloadBytes)
-    events[i] = { position, serviceId, instance, seq, name, category, isNull, payloadKind, raisedAt, receivedAt, expiresAt: exp === 0 ? null : exp, recipient, payload }
+    events[i] = { position, serviceId, instance, seq, name, category, isNull, payloadKind, raisedAt, receivedAt, expiresAt: exp === 0 ? null : exp, uploadAge, recipient, payload }
   }
   r.end('EVENTS')
   return { sub, brokerNow, events }

@@ -102,6 +102,11 @@ export interface StoredEvent extends RaisedEvent {
   /** When the broker stored it, in ms since the epoch by the broker's clock. */
   readonly receivedAt: number
   /**
+   * Ms from the raise to the upload, by the service's clock: the UP frame's age ([FRAME-UP-1]). The
+   * event's age at broker time t is `t - receivedAt + uploadAge` ([EVT-AGE-1]).
+   */
+  readonly uploadAge: number
+  /**
    * When it expires by the broker's clock: `receivedAt - age + lifetime`, its raise time plus its
    * lifetime ([STORE-EXPIRE-1]); null if it never does (replacing events).
    */

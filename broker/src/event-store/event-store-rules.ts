@@ -3,8 +3,8 @@
  * and a query the same way. Internal to the event-store folder.
  */
 import { Category, ErrorCode, RequestError } from '@herald/shared'
-import type { RaisedEvent, StoredEvent } from '@herald/shared'
-import { emptyEventCounters, type AppendBatch, type EventCounters, type LimitsOf, type QueueLimits, type ReadQuery } from './event-store.js'
+import type { StoredEvent } from '@herald/shared'
+import { emptyEventCounters, type AppendBatch, type ArrivingEvent, type EventCounters, type LimitsOf, type QueueLimits, type ReadQuery } from './event-store.js'
 
 /** The recipient key of an event that has none (replacing and queueing events). */
 export const NO_RECIPIENT = ''
@@ -98,7 +98,7 @@ export function recipientKeyOf (query: ReadQuery, limitsOf: LimitsOf): string {
 
 /** The stored form of a raised event: its fields plus where and when the broker stored it. */
 export function storedFrom (
-  e: RaisedEvent, payload: Uint8Array,
+  e: ArrivingEvent, payload: Uint8Array,
   at: { position: number, serviceId: string, instance: string, receivedAt: number, expiresAt: number | null }
 ): StoredEvent {
   return {
@@ -114,6 +114,7 @@ export function storedFrom (
     serviceId: at.serviceId,
     instance: at.instance,
     receivedAt: at.receivedAt,
-    expiresAt: at.expiresAt
+    expiresAt: at.expiresAt,
+    uploadAge: e.age ?? 0
   }
 }

@@ -71,7 +71,8 @@ export const SQLITE_EVENT_STORE_DEFAULTS: Readonly<{ logger: Logger, synchronous
 /** Where the checkpoint worker loads the SQLite driver from. */
 const DRIVER = createRequire(import.meta.url).resolve('better-sqlite3')
 
-const SCHEMA_VERSION = 1
+/** 2: events.upload_age ([EVT-AGE-1]); a version 1 file gets the column (0 for its rows) when opened. */
+const SCHEMA_VERSION = 2
 /** Most events kept in memory for reads of recent positions. */
 const RECENT_MAX_EVENTS = 20_000
 /** Most payload bytes kept in memory for reads of recent positions. */
@@ -79,11 +80,11 @@ const RECENT_MAX_BYTES = 16 * 1024 * 1024
 /** Expired events deleted per transaction by purgeExpired; appends run between chunks. */
 const PURGE_CHUNK = 10_000
 const FLAG_NULL = 1
-const COLUMNS = 'position, service, instance, seq, event, category, recipient, raised_at, received_at, expires_at, flags, payload_kind, payload'
+const COLUMNS = 'position, service, instance, seq, event, category, recipient, raised_at, received_at, expires_at, flags, payload_kind, payload, upload_age'
 
 type Row = [
   position: number, service: string, instance: string, seq: number, event: string, category: number, recipient: string,
-  raisedAt: number, receivedAt: number, expiresAt: number | null, flags: number, payloadKind: number, payload: Buffer
+  raisedAt: number, receivedAt: number, expiresAt: number | null, flags: number, payloadKind: number, payload: Buffer, uploadAge: number
 ]
 
 interface Pending {
@@ -218,7 +219,7 @@ export class SqliteEventStore implements EventStore {
       db.pragma(`max_page_count = ${Math.floor(opts.maxSizeBytes / pageSize)}`)
     }
 
-    this.#insert = db.prepare(`INSERT INTO events (${COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+    this.#insert = db.prepare(`INSERT INTO events (${COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
     this.#pushOut = db.prepare(`DELETE FROM events WHERE position IN (
       SELECT position FROM events WHERE service = ? AND event = ? AND recipient = ? ORDER BY position LIMIT ?) RETURNING position, expires_at`).raw(true)
     this.#putSeq = db.prepare(`INSERT INTO dedup (service, instance, last_seq) VALUES (?, ?, ?)
@@ -419,7 +420,7 @@ export class SqliteEventStore implements EventStore {
         }
         const position = ++head // [STORE-POS-1]
         this.#insert.run(position, serviceId, instance, e.seq, e.name, CATEGORY_CODE[e.category], recipient,
-          e.raisedAt, receivedAt, expiresAt, e.isNull ? FLAG_NULL : 0, e.payloadKind, e.payload)
+          e.raisedAt, receivedAt, expiresAt, e.isNull ? FLAG_NULL : 0, e.payloadKind, e.payload, e.age ?? 0)
         const q = queues.get(qk)
         if (q === undefined) {
           queues.set(qk, { service: serviceId, event: e.name, recipient, cap: capOf(lim), count: (this.#counts.get(qk) ?? 0) + 1, replacing: e.category === Category.replacing })
@@ -552,7 +553,8 @@ export class SqliteEventStore implements EventStore {
           service TEXT NOT NULL, instance TEXT NOT NULL, seq INTEGER NOT NULL,
           event TEXT NOT NULL, category INTEGER NOT NULL, recipient TEXT NOT NULL,
           raised_at INTEGER NOT NULL, received_at INTEGER NOT NULL, expires_at INTEGER,
-          flags INTEGER NOT NULL, payload_kind INTEGER NOT NULL, payload BLOB NOT NULL);
+          flags INTEGER NOT NULL, payload_kind INTEGER NOT NULL, payload BLOB NOT NULL,
+          upload_age INTEGER NOT NULL DEFAULT 0);
         CREATE INDEX IF NOT EXISTS events_read ON events (event, recipient, position);
         CREATE INDEX IF NOT EXISTS events_queue ON events (service, event, recipient, position);
         CREATE INDEX IF NOT EXISTS events_expiry ON events (expires_at) WHERE expires_at IS NOT NULL;
@@ -561,6 +563,9 @@ export class SqliteEventStore implements EventStore {
       const version = this.#db.prepare(`SELECT value FROM meta WHERE key = 'schema'`).pluck().get() as number | undefined
       if (version === undefined) {
         this.#db.prepare(`INSERT INTO meta (key, value) VALUES ('schema', ?)`).run(SCHEMA_VERSION)
+      } else if (version === 1) {
+        this.#db.exec('ALTER TABLE events ADD COLUMN upload_age INTEGER NOT NULL DEFAULT 0')
+        this.#db.prepare(`UPDATE meta SET value = ? WHERE key = 'schema'`).run(SCHEMA_VERSION)
       } else if (version !== SCHEMA_VERSION) {
         throw new PersistenceError(`event store: ${this.#path} has schema version ${version}; this broker reads version ${SCHEMA_VERSION}`)
       }
@@ -607,6 +612,7 @@ function toStored (r: Row): StoredEvent {
     serviceId: r[1],
     instance: r[2],
     receivedAt: r[8],
-    expiresAt: r[9]
+    expiresAt: r[9],
+    uploadAge: r[13]
   }
 }

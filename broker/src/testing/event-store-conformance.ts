@@ -103,7 +103,8 @@ function expected (e: ArrivingEvent, b: AppendBatch, position: number): Record<s
     serviceId: b.serviceId,
     instance: b.instance,
     receivedAt: b.receivedAt,
-    expiresAt: l.lifetimeMs === null ? null : b.receivedAt - (e.age ?? 0) + l.lifetimeMs
+    expiresAt: l.lifetimeMs === null ? null : b.receivedAt - (e.age ?? 0) + l.lifetimeMs,
+    uploadAge: e.age ?? 0
   }
 }
 
