@@ -1,5 +1,7 @@
 import { describe, expect, it } from 'vitest'
-import { Category, PayloadKind, type Logger, type RaisedEvent } from '@herald/shared'
+import { Category, ConfigError, PayloadKind, parseSite, type Logger, type RaisedEvent } from '@herald/shared'
+import { waitFor } from '@herald/shared/testing'
+import { createBroker } from './broker.js'
 import { DropReport } from './drop-report.js'
 import { MemoryEventStore } from './event-store/memory-event-store.js'
 import type { QueueLimits } from './event-store/event-store.js'
@@ -41,5 +43,38 @@ describe('DropReport [STORE-COUNT-1]', () => {
     await store.append({ serviceId: 's', instance: 'i', events: [ev(9, 'r', { isNull: true, payloadKind: PayloadKind.none, payload: Buffer.alloc(0) }), ev(10, 'r', { isNull: true, payloadKind: PayloadKind.none, payload: Buffer.alloc(0) })], handledUpTo: 10, receivedAt: 20_000 })
     expect(report.report()).toEqual({ q: { expired: 2 }, r: { nullsDropped: 1 } })
     expect(lines[1]).toMatchObject({ level: 'info', obj: { events: { q: { expired: 2 }, r: { nullsDropped: 1 } } } })
+  })
+})
+
+describe('the broker reports drops [STORE-COUNT-1]', () => {
+  const siteDoc = {
+    events: [{ name: 'q', category: 'queueing', lifetime: '1h', maxQueueSize: 2 }],
+    services: [{ id: 's', secret: 'secret-of-s', events: ['q'] }]
+  }
+
+  it('shows the store counters in stats().dropped and logs their growth every dropLogIntervalMs', async () => {
+    const site = await parseSite(siteDoc)
+    const store = new MemoryEventStore({ limitsOf: (n) => site.events.get(n) })
+    const { logger, lines } = capture()
+    const broker = await createBroker({ site, store, logger, dropLogIntervalMs: 100 })
+    try {
+      await store.append({ serviceId: 's', instance: 'i', events: [1, 2, 3, 4].map((s) => ev(s, 'q')), handledUpTo: 4, receivedAt: Date.now() })
+      expect(broker.stats().dropped).toEqual({ q: { pushedOut: 2, replaced: 0, expired: 0, expiredOnArrival: 0, nullsDropped: 0 } })
+      await waitFor(() => lines.some((l) => l.msg === 'events dropped by the store since the last report'), 'the drop report')
+      expect(lines.filter((l) => l.msg === 'events dropped by the store since the last report')).toEqual([
+        { level: 'warn', obj: { events: { q: { pushedOut: 2 } } }, msg: 'events dropped by the store since the last report' }
+      ])
+    } finally {
+      await broker.close()
+    }
+  })
+
+  it('refuses a dropLogIntervalMs out of range with a ConfigError naming it', async () => {
+    const site = await parseSite(siteDoc)
+    for (const bad of [0, 99, 1.5, 86_400_001]) {
+      const store = new MemoryEventStore({ limitsOf: (n) => site.events.get(n) })
+      await expect(createBroker({ site, store, dropLogIntervalMs: bad })).rejects.toThrow(ConfigError)
+      await expect(createBroker({ site, store, dropLogIntervalMs: bad })).rejects.toThrow('dropLogIntervalMs')
+    }
   })
 })
