@@ -2,7 +2,7 @@
 import { createServer } from 'node:net'
 import { describe, it, expect, afterEach } from 'vitest'
 import { ManualClock, eventsOfService, type Clock, type StoredEvent } from '@herald/shared'
-import type { BrokerServer } from '@herald/broker'
+import { MemoryEventStore, createBroker, listenTcp, type BrokerServer, type EventStore } from '@herald/broker'
 import { waitFor } from '@herald/shared/testing'
 import { collect } from './support/collect.js'
 import { Harness } from './support/harness.js'
@@ -263,11 +263,43 @@ describe('null over null [STORE-REPLACE-2]', () => {
     await svc.drained()
     await svc.raise('temperature', { t: 2 })
     await c.until(3)
-    await waitFor(() => broker.broker.stats().uplink.stored === 3, 'three stored')
+    await svc.drained() // the last acknowledgement may still be on its way when the client has the event
+    expect(broker.broker.stats().uplink.stored).toBe(3)
     expect(c.events.map((e) => [e.isNull, e.payload])).toEqual([[false, { t: 1 }], [true, null], [false, { t: 2 }]])
     expect(rejected).toEqual([])
     expect(svc.status.backlog).toBe(0)
     expect(broker.broker.stats().uplink.nullsDropped).toBe(1)
     expect(broker.broker.stats().dropped.temperature).toMatchObject({ nullsDropped: 1, replaced: 2 })
+  })
+})
+
+describe('a gateway clock set back [EVT-CLOCK-1]', () => {
+  let h: Harness
+  afterEach(async () => { await h.close() })
+
+  it('does not hide a broker that stopped acknowledging: the ack timeout runs on the monotonic clock', async () => {
+    h = await Harness.create()
+    const site = await testSite()
+    // a store whose commits never finish: the broker takes the frames and never acknowledges them
+    const memory = new MemoryEventStore({ limitsOf: (n) => site.events.get(n) })
+    const stalled: EventStore = new Proxy(memory, {
+      get (target, prop, receiver) {
+        if (prop === 'append') return async () => await new Promise<never>(() => {})
+        const v = Reflect.get(target, prop, receiver) as unknown
+        return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v
+      }
+    })
+    const broker = await createBroker({ site, store: stalled })
+    const listener = await listenTcp(broker, { port: 0 })
+    h.onClose(async () => { await listener.close(); await broker.close() })
+    const gw = new ManualClock(Date.now())
+    const svc = await h.service(`mqtt://127.0.0.1:${listener.address.port}`, 'svc-a', { clock: gw, ackTimeoutMs: 5000, memoryOnly: true })
+    await waitFor(() => svc.status.state === 'online', 'online')
+    void svc.raise('readings', { n: 1 })
+    await waitFor(() => broker.stats().uplink.frames >= 1, 'the frame at the broker')
+    gw.set(gw.now() - 2 * HOUR) // the wall clock is set back ...
+    gw.advance(5001) // ... while more than ackTimeoutMs pass
+    await waitFor(() => svc.status.lastError?.code === 'TIMEOUT', 'the ack timeout')
+    expect(svc.status.backlog).toBe(1)
   })
 })

@@ -163,6 +163,7 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
   private lastError: HeraldError | null = null
   private closed = false
   private ackTimer: NodeJS.Timeout | null = null
+  /** When the acknowledgements last moved on (or the link came up), on the monotonic clock. */
   private lastAckProgress = 0
   private readonly drainWaiters: Array<() => void> = []
   private readonly feed = new StatusFeed<ServiceStatus>()
@@ -233,7 +234,7 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
     this.link.on('online', () => {
       this.lastError = null
       this.setState('online')
-      this.lastAckProgress = this.clock.now()
+      this.lastAckProgress = this.steadyNow()
       this.sender.start()
     })
     this.link.on('offline', (err) => {
@@ -454,7 +455,7 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
       this.ages.forget(this.sender.acked)
       this.counters.acknowledged += Math.max(0, inflightBefore - this.sender.inflightCount - ack.rejections.length)
       this.lastAckAt = this.clock.now()
-      this.lastAckProgress = this.lastAckAt
+      this.lastAckProgress = this.steadyNow()
     }
     this.emitStatus()
     this.checkDrained()
@@ -462,13 +463,19 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
 
   private checkAckTimeout (): void {
     if (!this.link.online || this.sender.inflightCount === 0) {
-      this.lastAckProgress = this.clock.now()
+      this.lastAckProgress = this.steadyNow()
       return
     }
-    if (this.clock.now() - this.lastAckProgress > this.opts.ackTimeoutMs) {
-      this.lastAckProgress = this.clock.now()
+    // on the monotonic clock: setting the system time back must not hide a stalled connection
+    if (this.steadyNow() - this.lastAckProgress > this.opts.ackTimeoutMs) {
+      this.lastAckProgress = this.steadyNow()
       this.link.drop(new HeraldError(ErrorCode.TIMEOUT, `no acknowledgement for ${this.opts.ackTimeoutMs} ms`))
     }
+  }
+
+  /** Ms on the clock's monotonic time (its wall clock if it has none), for measuring durations. */
+  private steadyNow (): number {
+    return this.clock.monotonic?.() ?? this.clock.now()
   }
 
   /** Resolves when every event raised so far has been acknowledged by the broker (or expired or rejected). */
