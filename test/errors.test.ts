@@ -123,7 +123,7 @@ describe('typed errors, and the rest keeps working', () => {
     const bad: AckFrame = decodeAck(svc.frames[0] as Buffer)
     expect(bad.error?.code).toBe(ErrorCode.MALFORMED_FRAME)
     // the same connection then uploads a good frame
-    const good = encodeUp({ instance: 'raw-1', after: 0, events: [{ seq: 1, name: 'readings', category: 'queueing', raisedAt: Date.now(), isNull: false, recipient: null, payloadKind: PayloadKind.json, payload: Buffer.from('{"raw":true}') }] })
+    const good = encodeUp({ instance: 'raw-1', after: 0, events: [{ seq: 1, name: 'readings', category: 'queueing', raisedAt: Date.now(), age: 0, isNull: false, recipient: null, payloadKind: PayloadKind.json, payload: Buffer.from('{"raw":true}') }] })
     svc.c.publish(serviceUpTopic('svc-b'), good)
     await waitFor(() => svc.frames.length >= 2, 'a second ACK frame')
     expect(decodeAck(svc.frames[1] as Buffer)).toMatchObject({ instance: 'raw-1', acked: 1, error: null })

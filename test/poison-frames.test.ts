@@ -10,7 +10,7 @@ import { MemoryEventStore, createBroker, listenTcp, startBrokerServer, type Brok
 import { ServiceEndpoint, type ServicePersistence } from '@herald/service-endpoint'
 import {
   ConfigError, ErrorCode, PayloadKind, decodeAck, encodeUp, eventsOfService, serviceAckTopic, serviceUpTopic,
-  type Logger, type RaisedEvent
+  type Logger, type UpEvent
 } from '@herald/shared'
 import { waitFor } from '@herald/shared/testing'
 import { collect } from './support/collect.js'
@@ -24,8 +24,8 @@ function recordingLogger (): Logger & { lines: Array<{ level: string, msg: strin
   return { lines, debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') }
 }
 
-function event (seq: number, payload: Uint8Array, over: Partial<RaisedEvent> = {}): RaisedEvent {
-  return { seq, name: 'readings', category: 'queueing', raisedAt: Date.now(), isNull: false, recipient: null, payloadKind: PayloadKind.json, payload, ...over }
+function event (seq: number, payload: Uint8Array, over: Partial<UpEvent> = {}): UpEvent {
+  return { seq, name: 'readings', category: 'queueing', raisedAt: Date.now(), age: 0, isNull: false, recipient: null, payloadKind: PayloadKind.json, payload, ...over }
 }
 
 /** An MQTT connection as service svc-b, receiving its ACK frames. */

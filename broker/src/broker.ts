@@ -10,7 +10,8 @@ import {
 } from '@herald/shared'
 import { authenticate, type Principal } from './auth/principal.js'
 import { Delivery, type ClientSession } from './delivery/delivery.js'
-import type { EventStore } from './event-store/event-store.js'
+import type { EventCounters, EventStore } from './event-store/event-store.js'
+import { DropReport } from './drop-report.js'
 import { PacketSizeGuard } from './listeners/packet-size-guard.js'
 import { Uplink, type UplinkStats } from './uplink/uplink.js'
 
@@ -40,6 +41,8 @@ export interface BrokerOptions {
   readonly maxSubscriptions?: number
   /** How often expired events are purged, in ms. Default 60,000. */
   readonly purgeIntervalMs?: number
+  /** How often events the store dropped (pushed out, expired, ...) are logged, in ms, summed per event name ([STORE-COUNT-1]). Default 10,000. */
+  readonly dropLogIntervalMs?: number
 }
 
 /** The defaults of every BrokerOptions limit. */
@@ -51,7 +54,8 @@ export const BROKER_DEFAULTS = Object.freeze({
   maxFrameBytes: 1024 * 1024,
   maxSubscriptions: 1000,
   maxInflightBytes: 16 * 1024 * 1024,
-  purgeIntervalMs: 60_000
+  purgeIntervalMs: 60_000,
+  dropLogIntervalMs: 10_000
 })
 
 /** Counters a broker exposes. */
@@ -62,6 +66,8 @@ export interface BrokerStats {
   readonly head: number
   readonly uplink: Readonly<UplinkStats>
   readonly delivered: number
+  /** Per event name: what the store dropped since it was opened ([STORE-COUNT-1]); names with nothing dropped may be missing. */
+  readonly dropped: Readonly<Record<string, Readonly<EventCounters>>>
 }
 
 /** A running broker. */
@@ -95,7 +101,8 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
     maxFrameBytes: options.maxFrameBytes,
     maxSubscriptions: options.maxSubscriptions,
     maxInflightBytes: options.maxInflightBytes,
-    purgeIntervalMs: options.purgeIntervalMs
+    purgeIntervalMs: options.purgeIntervalMs,
+    dropLogIntervalMs: options.dropLogIntervalMs
   })
   checkInt('createBroker', 'maxConnections', limits.maxConnections, 1, 1_000_000)
   checkInt('createBroker', 'maxPacketBytes', limits.maxPacketBytes, 1024, 256 * 1024 * 1024)
@@ -105,6 +112,7 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
   checkInt('createBroker', 'maxSubscriptions', limits.maxSubscriptions, 1, 100_000)
   checkInt('createBroker', 'maxInflightBytes', limits.maxInflightBytes, 1024, 1024 * 1024 * 1024)
   checkInt('createBroker', 'purgeIntervalMs', limits.purgeIntervalMs, 100, 86_400_000)
+  checkInt('createBroker', 'dropLogIntervalMs', limits.dropLogIntervalMs, 100, 86_400_000)
   const clock = options.clock ?? systemClock
   const logger = options.logger ?? silentLogger
 
@@ -210,6 +218,10 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
     }, (err: unknown) => { logger.error({ err }, 'purging expired events failed') })
   }, limits.purgeIntervalMs)
   purge.unref()
+  // [STORE-COUNT-1] one log line per interval with what the store dropped meanwhile
+  const drops = new DropReport(store, logger)
+  const dropLog = setInterval(() => { drops.report() }, limits.dropLogIntervalMs)
+  dropLog.unref()
 
   let closed = false
   return {
@@ -244,13 +256,16 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
         storedEvents: store.count(),
         head: store.head(),
         uplink: { ...uplink.stats },
-        delivered: delivery.delivered
+        delivered: delivery.delivered,
+        dropped: store.counters()
       }
     },
     async close (): Promise<void> {
       if (closed) return
       closed = true
       clearInterval(purge)
+      clearInterval(dropLog)
+      drops.report()
       await new Promise<void>((resolve) => { aedes.close(() => { resolve() }) })
       await store.close()
     }

@@ -279,7 +279,7 @@ export class ClientEndpoint extends TypedEmitter<ClientEndpointEvents> {
         if (frame === null) return
         const sub = this.wire.get(frame.sub) as ClientSubscription
         const now = this.clock.now()
-        for (const e of frame.events) sub.queue.push({ event: e, ageAtSend: Math.max(0, frame.brokerNow - e.receivedAt), arrivedAt: now })
+        for (const e of frame.events) sub.queue.push({ event: e, ageAtSend: Math.max(0, frame.brokerNow - e.receivedAt) + e.uploadAge, arrivedAt: now })
         this.process(sub)
       } else if (type === FrameType.CONTROL) {
         const c = decodeControl(payload)

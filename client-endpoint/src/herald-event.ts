@@ -23,7 +23,11 @@ export interface HeraldEvent {
   readonly isNull: boolean
   /** The recipient key of a private event, else null. */
   readonly recipient: string | null
-  /** Milliseconds since the broker stored it, when the handler is called (from the broker's clock, so skew-free). */
+  /**
+   * Milliseconds since it was raised, when the handler is called ([EVT-AGE-1]): the time from its raise
+   * to its upload by the service's clock, plus the time since the broker received it by the broker's
+   * clock — no two clocks are compared, so skew does not enter. It expires when this reaches its lifetime.
+   */
   readonly age: number
   /**
    * True if a handler for this very event started before and may have run (the process died before its

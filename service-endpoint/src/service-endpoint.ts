@@ -12,6 +12,7 @@ import type { PersistenceError } from '@herald/shared'
 import { MemoryServicePersistence } from './persistence/memory-service-persistence.js'
 import type { AppendOutcome, ServicePersistence } from './persistence/service-persistence.js'
 import { BacklogSender } from './uplink/backlog-sender.js'
+import { UploadAge } from './uplink/upload-age.js'
 
 /** What a service endpoint must know of an event to raise it offline (an EventDefinition from the site fits). */
 export interface ServiceEventSpec {
@@ -156,6 +157,8 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
   private readonly logger: Logger
   private readonly link: Link
   private readonly sender: BacklogSender
+  /** Each event's age at upload, on this process's monotonic clock where it can ([SVC-AGE-1]). */
+  private readonly ages: UploadAge
   private readonly upTopic: string
   private seq: number
   /** Per replacing event name: the seq of its newest instance, to supersede while unsent ([SVC-SUPERSEDE-1]). */
@@ -167,6 +170,7 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
   private refusalReported: string | null = null
   private closed = false
   private ackTimer: NodeJS.Timeout | null = null
+  /** When the acknowledgements last moved on (or the link came up), on the monotonic clock. */
   private lastAckProgress = 0
   private readonly drainWaiters: Array<() => void> = []
   private readonly feed = new StatusFeed<ServiceStatus>()
@@ -205,6 +209,7 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
       throw new ConfigError('ServiceEndpoint: persistence.instance must be a non-empty string of at most 256 bytes (it names every event it raised, [EVT-ID-1])')
     }
     this.seq = this.persistence.lastSeq()
+    this.ages = new UploadAge(this.clock, this.seq)
     this.persistence.onLevelFailure?.((info) => {
       this.logger.error({ err: info.error, lost: info.lost }, 'service persistence failed; holding events in memory only')
       this.emit('persistenceFailed', { error: info.error, lost: info.lost })
@@ -212,10 +217,12 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
     })
     this.upTopic = serviceUpTopic(this.serviceId)
     this.sender = new BacklogSender(this.persistence, {
-      send: (frame) => this.link.send(this.upTopic, encodeUp(frame)),
+      // [FRAME-UP-1] each event's age is measured as its frame is built
+      send: (frame) => this.link.send(this.upTopic, encodeUp(frame, (e) => this.ages.ageOf(e))),
       isExpired: (e) => {
+        // [SVC-EXPIRE-1] the same age the broker would count the lifetime from
         const life = this.specs.get(e.name)?.lifetimeMs
-        return life !== undefined && life !== null && this.clock.now() >= e.raisedAt + life
+        return life !== undefined && life !== null && this.ages.ageOf(e) >= life
       },
       onExpired: (events) => {
         this.counters.expired += events.length
@@ -240,7 +247,7 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
       this.lastError = null
       this.refusalReported = null
       this.setState('online')
-      this.lastAckProgress = this.clock.now()
+      this.lastAckProgress = this.steadyNow()
       this.sender.start()
     })
     this.link.on('offline', (err) => {
@@ -376,6 +383,7 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
   private async store (events: Draft[], marks: ReadonlyMap<string, string> | undefined): Promise<void> {
     const first = this.seq + 1
     const now = this.clock.now()
+    this.ages.raised(first, now)
     const horizon = this.sentHorizon()
     let supersede: number[] | undefined
     /** Per replacing event name in this append: its newest seq before it, to restore if the append fails. */
@@ -446,7 +454,10 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
       this.logger.warn({ code: error.code, message: error.message }, 'the broker refused a frame')
       this.reportError(error)
       // [SVC-ORDER-1] resend from what the broker holds
-      if (ack.instance === this.persistence.instance) this.sender.acknowledge(ack.acked)
+      if (ack.instance === this.persistence.instance) {
+        this.sender.acknowledge(ack.acked)
+        this.ages.forget(this.sender.acked)
+      }
       this.link.drop(error)
       return
     }
@@ -460,9 +471,10 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
     if (ack.acked > before) {
       const inflightBefore = this.sender.inflightCount
       this.sender.acknowledge(ack.acked)
+      this.ages.forget(this.sender.acked)
       this.counters.acknowledged += Math.max(0, inflightBefore - this.sender.inflightCount - ack.rejections.length)
       this.lastAckAt = this.clock.now()
-      this.lastAckProgress = this.lastAckAt
+      this.lastAckProgress = this.steadyNow()
     }
     this.emitStatus()
     this.checkDrained()
@@ -470,13 +482,19 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
 
   private checkAckTimeout (): void {
     if (!this.link.online || this.sender.inflightCount === 0) {
-      this.lastAckProgress = this.clock.now()
+      this.lastAckProgress = this.steadyNow()
       return
     }
-    if (this.clock.now() - this.lastAckProgress > this.opts.ackTimeoutMs) {
-      this.lastAckProgress = this.clock.now()
+    // on the monotonic clock: setting the system time back must not hide a stalled connection
+    if (this.steadyNow() - this.lastAckProgress > this.opts.ackTimeoutMs) {
+      this.lastAckProgress = this.steadyNow()
       this.link.drop(new HeraldError(ErrorCode.TIMEOUT, `no acknowledgement for ${this.opts.ackTimeoutMs} ms`))
     }
+  }
+
+  /** Ms on the clock's monotonic time (its wall clock if it has none), for measuring durations. */
+  private steadyNow (): number {
+    return this.clock.monotonic?.() ?? this.clock.now()
   }
 
   /** Resolves when every event raised so far has been acknowledged by the broker (or expired or rejected). */

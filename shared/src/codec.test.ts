@@ -7,7 +7,7 @@ import {
 import type { AckFrame, Control, Request, UpFrame } from './codec.js'
 import { ErrorCode, ProtocolError } from './errors.js'
 import { PayloadKind } from './event.js'
-import type { RaisedEvent, StoredEvent } from './event.js'
+import type { RaisedEvent, StoredEvent, UpEvent } from './event.js'
 
 const MAX = Number.MAX_SAFE_INTEGER
 const ALL_BYTES = Buffer.from(Array.from({ length: 256 }, (_, i) => i))
@@ -45,11 +45,12 @@ function expectMalformed (fn: () => unknown, ...patterns: Array<string | RegExp>
 
 // ---------------------------------------------------------------- fixtures
 
-function raised (over: Partial<RaisedEvent> & Pick<RaisedEvent, 'seq'>): RaisedEvent {
+function raised (over: Partial<UpEvent> & Pick<UpEvent, 'seq'>): UpEvent {
   return {
     name: 'temperature',
     category: 'replacing',
     raisedAt: 1_700_000_000_000,
+    age: 0,
     isNull: false,
     recipient: null,
     payloadKind: PayloadKind.json,
@@ -58,21 +59,21 @@ function raised (over: Partial<RaisedEvent> & Pick<RaisedEvent, 'seq'>): RaisedE
   }
 }
 
-const RAISED: RaisedEvent[] = [
-  raised({ seq: 1, payload: json({ celsius: 21.5, unit: '°C', tags: ['a', null, true], nested: { deep: [1, 2, 3] } }) }),
-  raised({ seq: 2, name: 'alarm', category: 'queueing', payloadKind: PayloadKind.bytes, payload: ALL_BYTES }),
-  raised({ seq: 3, name: 'alarm', category: 'queueing', payloadKind: PayloadKind.bytes, payload: Buffer.alloc(0) }),
+const RAISED: UpEvent[] = [
+  raised({ seq: 1, age: 1, payload: json({ celsius: 21.5, unit: '°C', tags: ['a', null, true], nested: { deep: [1, 2, 3] } }) }),
+  raised({ seq: 2, name: 'alarm', category: 'queueing', age: 127, payloadKind: PayloadKind.bytes, payload: ALL_BYTES }),
+  raised({ seq: 3, name: 'alarm', category: 'queueing', age: 128, payloadKind: PayloadKind.bytes, payload: Buffer.alloc(0) }),
   raised({ seq: 4, isNull: true, payloadKind: PayloadKind.none, payload: Buffer.alloc(0) }),
-  raised({ seq: 5, name: 'message', category: 'private', recipient: 'alice/phone', payload: json('hello') }),
+  raised({ seq: 5, name: 'message', category: 'private', age: 86_400_000, recipient: 'alice/phone', payload: json('hello') }),
   raised({ seq: 6, name: 'Nachricht-Größe', category: 'private', recipient: 'zoë/電話📱', payload: json({ text: 'grüße 👋' }) }),
-  raised({ seq: MAX, name: 'n', raisedAt: MAX, payload: json(null) }),
+  raised({ seq: MAX, name: 'n', raisedAt: MAX, age: MAX, payload: json(null) }),
   raised({ seq: 0, raisedAt: 0, category: 'queueing', payload: json(0) })
 ]
 
 const UP_FIXTURES: UpFrame[] = [
   { instance: 'gw-1', after: 0, events: [] },
   { instance: 'Gerät-Ω-网关', after: 41, events: RAISED },
-  { instance: '', after: MAX, events: [RAISED[1] as RaisedEvent] }
+  { instance: '', after: MAX, events: [RAISED[1] as UpEvent] }
 ]
 
 const ACK_FIXTURES: AckFrame[] = [
@@ -104,6 +105,7 @@ function stored (over: Partial<StoredEvent> & Pick<StoredEvent, 'position'>): St
     instance: 'gw-1',
     receivedAt: 1_700_000_000_123,
     expiresAt: 1_700_604_800_123,
+    uploadAge: 250,
     ...over
   }
 }
@@ -119,11 +121,11 @@ const EVENTS_FIXTURES: EventsFixture[] = [
     events: [
       stored({ position: 1, category: 'replacing', expiresAt: null, payload: json([1, 'two', { three: 3 }]) }),
       stored({ position: 2, payloadKind: PayloadKind.bytes, payload: ALL_BYTES }),
-      stored({ position: 3, payloadKind: PayloadKind.bytes, payload: Buffer.alloc(0) }),
+      stored({ position: 3, payloadKind: PayloadKind.bytes, payload: Buffer.alloc(0), uploadAge: 0 }),
       stored({ position: 4, category: 'replacing', isNull: true, payloadKind: PayloadKind.none, payload: Buffer.alloc(0), expiresAt: null }),
       stored({ position: 5, category: 'private', recipient: 'alice/phone' }),
       stored({ position: 6, category: 'private', recipient: 'zoë/電話📱', serviceId: 'Dienst-ü', instance: 'Gerät-Ω', payload: json('grüße 👋') }),
-      stored({ position: MAX, seq: MAX, raisedAt: MAX, receivedAt: MAX, expiresAt: MAX })
+      stored({ position: MAX, seq: MAX, raisedAt: MAX, receivedAt: MAX, expiresAt: MAX, uploadAge: MAX })
     ]
   },
   { sub: MAX, brokerNow: MAX, name: 'Größe-名前', events: [stored({ position: 128, name: 'Größe-名前' })] }
@@ -182,10 +184,23 @@ describe('codec round trips', () => {
     expect(back[5]?.name).toBe('Nachricht-Größe')
     expect(JSON.parse(Buffer.from(back[5]?.payload ?? []).toString('utf8'))).toEqual({ text: 'grüße 👋' })
     expect(back[6]?.raisedAt).toBe(MAX)
+    expect(back.map((e) => e.age)).toEqual([1, 127, 128, 0, 86_400_000, 0, MAX, 0])
+  })
+
+  it('UP with ageOf carries the age ageOf gives when the frame is built, and leaves the events as they are', () => {
+    const plainEvents: RaisedEvent[] = RAISED.map(({ age: _age, ...e }) => e)
+    const asked: number[] = []
+    const bytes = encodeUp({ instance: 'gw', after: 0, events: plainEvents }, (e) => { asked.push(e.seq); return e.seq === MAX ? 0 : e.seq * 1000 })
+    expect(asked).toEqual(plainEvents.map((e) => e.seq))
+    expect(decodeUp(bytes).events.map((e) => e.age)).toEqual([1000, 2000, 3000, 4000, 5000, 6000, 0, 0])
+    expect(plainEvents.every((e) => !('age' in e))).toBe(true)
+    for (const age of [-1, 0.5, MAX + 1, Number.NaN]) {
+      expect(() => encodeUp({ instance: 'gw', after: 0, events: plainEvents.slice(0, 1) }, () => age)).toThrow(RangeError)
+    }
   })
 
   it('a decoded payload is a copy that does not change when the frame buffer is reused', () => {
-    const bytes = encodeUp({ instance: 'gw', after: 0, events: [RAISED[1] as RaisedEvent] })
+    const bytes = encodeUp({ instance: 'gw', after: 0, events: [RAISED[1] as UpEvent] })
     const back = decodeUp(bytes)
     bytes.fill(0)
     expect([...(back.events[0]?.payload ?? [])]).toEqual([...ALL_BYTES])
@@ -271,6 +286,9 @@ describe('codec rejects malformed frames', () => {
     expectMalformed(() => decodeUp(up.subarray(0, 0)), 'frame type')
     expectMalformed(() => decodeUp(up.subarray(0, 3)), 'truncated', 'instance')
     expectMalformed(() => decodeUp(up.subarray(0, up.length - 1)), 'truncated', 'payload')
+    // the age is the last field before the (here empty) payload: age 0 and length 0 are one byte each
+    const bare = encodeUp({ instance: 'gw-1', after: 5, events: [raised({ seq: 1, age: 0, payload: Buffer.alloc(0) })] })
+    expectMalformed(() => decodeUp(bare.subarray(0, bare.length - 2)), 'truncated', 'age')
   })
 
   it('trailing bytes after a complete frame are rejected', () => {
@@ -317,7 +335,7 @@ describe('codec rejects malformed frames', () => {
 
   it('UP and EVENTS accept maxEventsPerFrame events and reject one more, naming both numbers', () => {
     const limit = FRAME_LIMITS.maxEventsPerFrame
-    const small = (seq: number): RaisedEvent => raised({ seq, payloadKind: PayloadKind.bytes, payload: Buffer.of(seq & 0xff) })
+    const small = (seq: number): UpEvent => raised({ seq, payloadKind: PayloadKind.bytes, payload: Buffer.of(seq & 0xff) })
     const atLimit = Array.from({ length: limit }, (_, i) => small(i + 1))
     expect(decodeUp(encodeUp({ instance: 'gw', after: 0, events: atLimit })).events).toHaveLength(limit)
     expectMalformed(() => decodeUp(encodeUp({ instance: 'gw', after: 0, events: [...atLimit, small(limit + 1)] })), `${limit + 1} events`, `limit of ${limit}`)
@@ -352,9 +370,9 @@ describe('codec rejects malformed frames', () => {
   })
 
   it('invalid event flags are rejected, naming the flags byte', () => {
-    // UP with one event whose flags byte is `f`: type, instance "g", after 0, count 1, seq 1, name "n", flags, raisedAt 0, payload ""
+    // UP with one event whose flags byte is `f`: type, instance "g", after 0, count 1, seq 1, name "n", flags, raisedAt 0, age 0, payload ""
     const upWithFlags = (f: number): Buffer => new BinaryWriter().u8(FrameType.UP).string('g').varint(0).varint(1)
-      .varint(1).string('n').u8(f).varint(0).bytes(Buffer.alloc(0)).finish()
+      .varint(1).string('n').u8(f).varint(0).varint(0).bytes(Buffer.alloc(0)).finish()
     expect(decodeUp(upWithFlags(1 | (1 << 3))).events[0]).toMatchObject({ category: 'queueing', payloadKind: PayloadKind.bytes, isNull: false })
     expect(decodeUp(upWithFlags(0 | 4 | (2 << 3))).events[0]).toMatchObject({ category: 'replacing', payloadKind: PayloadKind.none, isNull: true })
     for (const f of [3, 3 | (1 << 3), 3 << 3, 32, 64, 128, 255]) expectMalformed(() => decodeUp(upWithFlags(f)), `invalid event flags ${f}`)

@@ -5,7 +5,7 @@
  */
 import { BinaryReader, BinaryWriter } from './binary.js'
 import type { PayloadKind} from './event.js';
-import { CATEGORY_BY_CODE, CATEGORY_CODE, type Category, type RaisedEvent, type StoredEvent } from './event.js'
+import { CATEGORY_BY_CODE, CATEGORY_CODE, type Category, type RaisedEvent, type StoredEvent, type UpEvent } from './event.js'
 import { ProtocolError } from './errors.js'
 
 /** Frame type bytes ([FRAME-TYPE-1]). */
@@ -93,8 +93,8 @@ export function frameChunks<T extends RaisedEvent> (events: readonly T[], maxEve
 
 // ---------------------------------------------------------------- UP (service -> broker)
 
-/** A batch of events a service uploads ([FRAME-UP-1]). */
-export interface UpFrame {
+/** A batch of events a service uploads ([FRAME-UP-1]), with events of type `E`. */
+export interface UpFrameOf<E extends RaisedEvent> {
   /** The persistence instance the events come from. */
   readonly instance: string
   /**
@@ -102,16 +102,27 @@ export interface UpFrame {
    * refuses the frame as OUT_OF_ORDER if it has not yet handled that sequence number ([SVC-ORDER-1]).
    */
   readonly after: number
-  readonly events: readonly RaisedEvent[]
+  readonly events: readonly E[]
 }
 
-export function encodeUp (frame: UpFrame): Buffer {
+/** An UP frame as decoded: each event with its age when the frame was built ([FRAME-UP-1]). */
+export type UpFrame = UpFrameOf<UpEvent>
+
+/**
+ * Encodes an UP frame ([FRAME-UP-1]). Each event's age (ms since it was raised, by the sender's clock,
+ * a whole number >= 0) is the event's own `age`, or what `ageOf` says when given: a sender passes
+ * `ageOf` so that the age is measured as the frame is built, without copying its events.
+ */
+export function encodeUp (frame: UpFrame): Buffer
+export function encodeUp<E extends RaisedEvent> (frame: UpFrameOf<E>, ageOf: (e: E) => number): Buffer
+export function encodeUp (frame: UpFrameOf<RaisedEvent>, ageOf?: (e: RaisedEvent) => number): Buffer {
   let size = 64
-  for (const e of frame.events) size += 48 + e.name.length + e.payload.byteLength
+  for (const e of frame.events) size += 56 + e.name.length + e.payload.byteLength
   const w = new BinaryWriter(size)
   w.u8(FrameType.UP).string(frame.instance).varint(frame.after).varint(frame.events.length)
   for (const e of frame.events) {
-    w.varint(e.seq).string(e.name).u8(flags(e.category, e.isNull, e.payloadKind)).varint(e.raisedAt)
+    const age = ageOf === undefined ? (e as UpEvent).age : ageOf(e)
+    w.varint(e.seq).string(e.name).u8(flags(e.category, e.isNull, e.payloadKind)).varint(e.raisedAt).varint(age)
     if (e.category === 'private') w.string(e.recipient ?? '')
     w.bytes(e.payload)
   }
@@ -123,15 +134,16 @@ export function decodeUp (buf: Buffer): UpFrame {
   const instance = r.string('instance', MAX_STR)
   const after = r.varint('after')
   const n = checkCount(r.varint('event count'))
-  const events: RaisedEvent[] = new Array<RaisedEvent>(n)
+  const events: UpEvent[] = new Array<UpEvent>(n)
   for (let i = 0; i < n; i++) {
     const seq = r.varint('seq')
     const name = r.string('event name', MAX_STR)
     const { category, isNull, payloadKind } = readFlags(r)
     const raisedAt = r.varint('raisedAt')
+    const age = r.varint('age')
     const recipient = category === 'private' ? r.string('recipient', MAX_STR) : null
     const payload = r.bytes('payload', FRAME_LIMITS.maxPayloadBytes)
-    events[i] = { seq, name, category, isNull, payloadKind, raisedAt, recipient, payload }
+    events[i] = { seq, name, category, isNull, payloadKind, raisedAt, age, recipient, payload }
   }
   r.end('UP')
   return { instance, after, events }
@@ -255,7 +267,7 @@ export function decodeRequest (buf: Buffer): Request {
 /** Events delivered to one subscription, in position order ([FRAME-EVENTS-1]). */
 export interface EventsFrame {
   readonly sub: number
-  /** The broker's clock when it sent the frame: with receivedAt it gives each event's age without clock skew. */
+  /** The broker's clock when it sent the frame: with receivedAt and uploadAge it gives each event's age since its raise without clock skew ([EVT-AGE-1]). */
   readonly brokerNow: number
   readonly events: readonly StoredEvent[]
 }
@@ -269,7 +281,7 @@ export function encodeEvents (sub: number, brokerNow: number, events: readonly S
   for (const e of events) {
     w.varint(e.position).string(e.serviceId).string(e.instance).varint(e.seq)
       .u8(flags(e.category, e.isNull, e.payloadKind)).varint(e.raisedAt).varint(e.receivedAt)
-      .varint(e.expiresAt ?? 0)
+      .varint(e.expiresAt ?? 0).varint(e.uploadAge)
     if (e.category === 'private') w.string(e.recipient ?? '')
     w.bytes(e.payload)
   }
@@ -297,9 +309,10 @@ export function decodeEvents (buf: Buffer, nameOf: (sub: number) => string | nul
     const raisedAt = r.varint('raisedAt')
     const receivedAt = r.varint('receivedAt')
     const exp = r.varint('expiresAt')
+    const uploadAge = r.varint('uploadAge')
     const recipient = category === 'private' ? r.string('recipient', MAX_STR) : null
     const payload = r.bytes('payload', FRAME_LIMITS.maxPayloadBytes)
-    events[i] = { position, serviceId, instance, seq, name, category, isNull, payloadKind, raisedAt, receivedAt, expiresAt: exp === 0 ? null : exp, recipient, payload }
+    events[i] = { position, serviceId, instance, seq, name, category, isNull, payloadKind, raisedAt, receivedAt, expiresAt: exp === 0 ? null : exp, uploadAge, recipient, payload }
   }
   r.end('EVENTS')
   return { sub, brokerNow, events }

@@ -82,6 +82,16 @@ export interface RaisedEvent {
   readonly payload: Uint8Array
 }
 
+/**
+ * An event as it travels in an UP frame ([FRAME-UP-1]): with its age when the frame was built, in ms
+ * by the service's own clock. The broker counts the lifetime from `receivedAt - age` ([STORE-EXPIRE-1]),
+ * so the two clocks are never compared.
+ */
+export interface UpEvent extends RaisedEvent {
+  /** Ms since the event was raised, measured on the service's clock when the frame was built; >= 0. */
+  readonly age: number
+}
+
 /** An event as the broker stores it. */
 export interface StoredEvent extends RaisedEvent {
   /** Position in the broker: unique, increasing in store order, never reused, survives restarts. */
@@ -91,7 +101,15 @@ export interface StoredEvent extends RaisedEvent {
   readonly instance: string
   /** When the broker stored it, in ms since the epoch by the broker's clock. */
   readonly receivedAt: number
-  /** When it expires (receivedAt + lifetime), or null if it never does (replacing events). */
+  /**
+   * Ms from the raise to the upload, by the service's clock: the UP frame's age ([FRAME-UP-1]). The
+   * event's age at broker time t is `t - receivedAt + uploadAge` ([EVT-AGE-1]).
+   */
+  readonly uploadAge: number
+  /**
+   * When it expires by the broker's clock: `receivedAt - age + lifetime`, its raise time plus its
+   * lifetime ([STORE-EXPIRE-1]); null if it never does (replacing events).
+   */
   readonly expiresAt: number | null
 }
 

@@ -4,8 +4,8 @@
  * checkBatch before it accepts a frame so that a batch the store would refuse never reaches it.
  */
 import { Category, ErrorCode, RequestError } from '@herald/shared'
-import type { RaisedEvent, StoredEvent } from '@herald/shared'
-import type { AppendBatch, LimitsOf, QueueLimits, ReadQuery } from './event-store.js'
+import type { StoredEvent } from '@herald/shared'
+import { emptyEventCounters, type AppendBatch, type ArrivingEvent, type EventCounters, type LimitsOf, type QueueLimits, type ReadQuery } from './event-store.js'
 
 /** The recipient key of an event that has none (replacing and queueing events). */
 export const NO_RECIPIENT = ''
@@ -19,9 +19,27 @@ export function capOf (limits: QueueLimits): number {
   }
 }
 
-/** When an event received at `receivedAt` expires, or null if it never does. */
-export function expiresAtOf (limits: QueueLimits, receivedAt: number): number | null {
-  return limits.lifetimeMs === null ? null : receivedAt + limits.lifetimeMs
+/**
+ * When an event received at `receivedAt`, `age` ms after it was raised (by the service's clock),
+ * expires on the broker's clock, or null if it never does ([STORE-EXPIRE-1]): its raise time plus
+ * its lifetime. An expiry at or before `receivedAt` means it arrived expired ([STORE-EXPIRE-2]).
+ */
+export function expiresAtOf (limits: QueueLimits, receivedAt: number, age = 0): number | null {
+  return limits.lifetimeMs === null ? null : receivedAt - age + limits.lifetimeMs
+}
+
+/** Adds `n` to one counter of `name` in `counters`. */
+export function countFor (counters: Map<string, EventCounters>, name: string, kind: keyof EventCounters, n = 1): void {
+  let c = counters.get(name)
+  if (c === undefined) counters.set(name, c = emptyEventCounters())
+  c[kind] += n
+}
+
+/** A snapshot of per-name counters, as `EventStore.counters()` returns it. */
+export function snapshotCounters (counters: ReadonlyMap<string, EventCounters>): Record<string, EventCounters> {
+  const out: Record<string, EventCounters> = {}
+  for (const [name, c] of counters) out[name] = { ...c }
+  return out
 }
 
 function invalid (message: string): RequestError {
@@ -53,6 +71,7 @@ export function checkBatch (batch: AppendBatch, limitsOf: LimitsOf): QueueLimits
     }
     if (e.recipient === NO_RECIPIENT) throw invalid(`event "${e.name}" seq ${e.seq}: recipient must not be empty`)
     if (!(e.payload instanceof Uint8Array)) throw invalid(`event "${e.name}" seq ${e.seq}: payload must be a Uint8Array`)
+    if (e.age !== undefined && (!Number.isSafeInteger(e.age) || e.age < 0)) throw invalid(`event "${e.name}" seq ${e.seq}: age must be a whole number of ms >= 0, got ${e.age}`)
     out.push(limits)
   }
   if (batch.handledUpTo < prev) throw invalid(`handledUpTo ${batch.handledUpTo} is below the last seq of the batch ${prev}`)
@@ -80,7 +99,7 @@ export function recipientKeyOf (query: ReadQuery, limitsOf: LimitsOf): string {
 
 /** The stored form of a raised event: its fields plus where and when the broker stored it. */
 export function storedFrom (
-  e: RaisedEvent, payload: Uint8Array,
+  e: ArrivingEvent, payload: Uint8Array,
   at: { position: number, serviceId: string, instance: string, receivedAt: number, expiresAt: number | null }
 ): StoredEvent {
   return {
@@ -96,6 +115,7 @@ export function storedFrom (
     serviceId: at.serviceId,
     instance: at.instance,
     receivedAt: at.receivedAt,
-    expiresAt: at.expiresAt
+    expiresAt: at.expiresAt,
+    uploadAge: e.age ?? 0
   }
 }

@@ -15,18 +15,30 @@ export interface QueueLimits {
   readonly maxPerRecipient: number
 }
 
+/**
+ * An event as it reaches the store: a raised event and, from its UP frame, its age when it was sent
+ * ([FRAME-UP-1]). Without an age (0) its lifetime counts from `receivedAt`.
+ */
+export interface ArrivingEvent extends RaisedEvent {
+  /** Ms since the event was raised, by the service's clock when it sent the frame; >= 0. Default 0. */
+  readonly age?: number
+}
+
 /** The accepted events of one UP frame. */
 export interface AppendBatch {
   readonly serviceId: string
   readonly instance: string
   /** Events to store, seq increasing; each name has limits. */
-  readonly events: readonly RaisedEvent[]
+  readonly events: readonly ArrivingEvent[]
   /**
    * The highest seq this frame handled, including events the broker rejected. The store records it
    * as handled in the same transaction ([STORE-DEDUP-1]), so a resent rejected event is not re-judged.
    */
   readonly handledUpTo: number
-  /** The broker's clock when the frame arrived; becomes each event's receivedAt. */
+  /**
+   * The broker's clock when the frame arrived; becomes each event's receivedAt. An event's lifetime
+   * counts from `receivedAt - age` ([STORE-EXPIRE-1]).
+   */
   readonly receivedAt: number
 }
 
@@ -38,6 +50,38 @@ export interface AppendResult {
   readonly duplicates: number
   /** The highest seq handled for (service, instance) after this append. */
   readonly lastSeq: number
+  /**
+   * Events whose lifetime had already run out when they arrived (`receivedAt - age + lifetime <=
+   * receivedAt`): handled (covered by lastSeq), counted, never stored ([STORE-EXPIRE-2]).
+   */
+  readonly expired: number
+  /**
+   * Null replacing events that arrived while the stored instance of their (service, event) was
+   * already null: handled, counted, never stored ([STORE-REPLACE-2]).
+   */
+  readonly nullsDropped: number
+}
+
+/**
+ * What a store did to the events of one name since it was opened, beyond storing them. Counted in
+ * the transaction's outcome, after its commit; not kept across a reopen.
+ */
+export interface EventCounters {
+  /** Pushed out by a newer event past maxQueueSize or maxPerRecipient, unexpired ([STORE-QUEUE-1]). */
+  pushedOut: number
+  /** Removed by a newer instance of a replacing event ([STORE-REPLACE-1]). */
+  replaced: number
+  /** Deleted after their lifetime ran out: by the purge, or pushed out once expired ([STORE-EXPIRE-1]). */
+  expired: number
+  /** Arrived with their lifetime already run out, never stored ([STORE-EXPIRE-2]). */
+  expiredOnArrival: number
+  /** Null instances dropped over a stored null ([STORE-REPLACE-2]). */
+  nullsDropped: number
+}
+
+/** A fresh EventCounters, all zero. */
+export function emptyEventCounters (): EventCounters {
+  return { pushedOut: 0, replaced: 0, expired: 0, expiredOnArrival: 0, nullsDropped: 0 }
 }
 
 /** A read of stored events for one subscription. */
@@ -66,9 +110,15 @@ export interface ReadQuery {
  * - [STORE-POS-1] Positions are assigned in append order, increase strictly, are never reused (not
  *   even after the newest events are deleted) and survive restarts.
  * - [STORE-REPLACE-1] A replacing event removes every older instance of its (service, event).
+ * - [STORE-REPLACE-2] A null replacing event is dropped (handled, counted, not stored) when the stored
+ *   instance of its (service, event) is already null; a null with nothing stored is stored.
  * - [STORE-QUEUE-1] A queueing event pushes out the oldest of its (service, event) beyond
  *   maxQueueSize; a private event the oldest of its (service, event, recipient) beyond maxPerRecipient.
- * - [STORE-EXPIRE-1] Expired events are never returned by `read`, and `purgeExpired` deletes them.
+ * - [STORE-EXPIRE-1] An event expires at `receivedAt - age + lifetime`, its raise time plus its
+ *   lifetime on the broker's clock. Expired events are never returned by `read`, and `purgeExpired`
+ *   deletes them.
+ * - [STORE-EXPIRE-2] An event that arrives already expired is handled (the dedup record covers it),
+ *   counted, and not stored.
  */
 export interface EventStore {
   append (batch: AppendBatch): Promise<AppendResult>
@@ -82,6 +132,11 @@ export interface EventStore {
   count (): number
   /** Deletes expired events; returns how many. */
   purgeExpired (now: number): Promise<number>
+  /**
+   * Per event name, what the store dropped since it was opened (names with nothing dropped may be
+   * missing). A snapshot: later changes do not show in it.
+   */
+  counters (): Record<string, EventCounters>
   /** Completes pending appends, then releases the backend. Further calls reject with ClosedError. */
   close (): Promise<void>
 }

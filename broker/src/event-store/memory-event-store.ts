@@ -2,10 +2,10 @@
  * An EventStore in memory: the same rules as the durable backends ([STORE-*]), nothing survives the
  * process. For tests and for brokers that need no durability.
  */
-import { ClosedError, ConfigError } from '@herald/shared'
+import { Category, ClosedError, ConfigError } from '@herald/shared'
 import type { StoredEvent } from '@herald/shared'
-import type { AppendBatch, AppendResult, EventStore, LimitsOf, ReadQuery } from './event-store.js'
-import { capOf, checkBatch, expiresAtOf, NO_RECIPIENT, recipientKeyOf, storedFrom } from './event-store-rules.js'
+import type { AppendBatch, AppendResult, EventCounters, EventStore, LimitsOf, ReadQuery } from './event-store.js'
+import { capOf, checkBatch, countFor, expiresAtOf, NO_RECIPIENT, recipientKeyOf, snapshotCounters, storedFrom } from './event-store-rules.js'
 
 /** What a MemoryEventStore is built from. */
 export interface MemoryEventStoreOptions {
@@ -34,6 +34,7 @@ export class MemoryEventStore implements EventStore {
   /** Per queue: its events by position, oldest first. */
   readonly #queues = new Map<string, Map<number, StoredEvent>>()
   readonly #seqs = new Map<string, number>()
+  readonly #counters = new Map<string, EventCounters>()
   #head = 0
   #count = 0
   #closed = false
@@ -50,25 +51,40 @@ export class MemoryEventStore implements EventStore {
     let last = this.#seqs.get(key) ?? 0
     const stored: StoredEvent[] = []
     let duplicates = 0
+    let expired = 0
+    let nullsDropped = 0
     for (let i = 0; i < batch.events.length; i++) {
       const e = batch.events[i]!
       const lim = limits[i]!
       // [STORE-DEDUP-1]
       if (e.seq <= last) { duplicates++; continue }
       last = e.seq
+      const expiresAt = expiresAtOf(lim, batch.receivedAt, e.age)
+      if (expiresAt !== null && expiresAt <= batch.receivedAt) {
+        // [STORE-EXPIRE-2] handled, never stored
+        expired++
+        countFor(this.#counters, e.name, 'expiredOnArrival')
+        continue
+      }
+      if (e.isNull && this.#storedIsNull(batch.serviceId, e.name)) {
+        // [STORE-REPLACE-2] null over null says nothing new
+        nullsDropped++
+        countFor(this.#counters, e.name, 'nullsDropped')
+        continue
+      }
       // a copy of the payload, so the caller's buffer can be reused
       const s = storedFrom(e, new Uint8Array(e.payload), {
         position: ++this.#head, // [STORE-POS-1]
         serviceId: batch.serviceId,
         instance: batch.instance,
         receivedAt: batch.receivedAt,
-        expiresAt: expiresAtOf(lim, batch.receivedAt)
+        expiresAt
       })
-      this.#insert(s, capOf(lim))
+      this.#insert(s, capOf(lim), batch.receivedAt)
       stored.push(s)
     }
     this.#seqs.set(key, Math.max(last, batch.handledUpTo))
-    return { stored, duplicates, lastSeq: Math.max(last, batch.handledUpTo) }
+    return { stored, duplicates, lastSeq: Math.max(last, batch.handledUpTo), expired, nullsDropped }
   }
 
   lastSeq (serviceId: string, instance: string): number {
@@ -109,6 +125,7 @@ export class MemoryEventStore implements EventStore {
       for (const e of events.values()) {
         if (e.expiresAt !== null && e.expiresAt <= now) {
           this.#remove(e)
+          countFor(this.#counters, e.name, 'expired')
           n++
         }
       }
@@ -116,12 +133,26 @@ export class MemoryEventStore implements EventStore {
     return n
   }
 
+  counters (): Record<string, EventCounters> {
+    this.#checkOpen()
+    return snapshotCounters(this.#counters)
+  }
+
   /** Idempotent: a second call resolves at once. */
   async close (): Promise<void> {
     this.#closed = true
   }
 
-  #insert (e: StoredEvent, cap: number): void {
+  /** Whether the stored instance of a replacing (service, event) is a null one. */
+  #storedIsNull (serviceId: string, name: string): boolean {
+    const queue = this.#queues.get(queueKey(serviceId, name, NO_RECIPIENT))
+    if (queue === undefined) return false
+    let newest: StoredEvent | undefined
+    for (const e of queue.values()) newest = e // a replacing queue holds one
+    return newest?.isNull === true && newest.category === Category.replacing
+  }
+
+  #insert (e: StoredEvent, cap: number, now: number): void {
     let events = this.#byEvent.get(e.name)
     if (events === undefined) this.#byEvent.set(e.name, events = new Map<number, StoredEvent>())
     events.set(e.position, e)
@@ -134,6 +165,8 @@ export class MemoryEventStore implements EventStore {
     for (const old of queue.values()) {
       if (queue.size <= cap) break
       this.#remove(old)
+      const kind = old.expiresAt !== null && old.expiresAt <= now ? 'expired' : old.category === Category.replacing ? 'replaced' : 'pushedOut'
+      countFor(this.#counters, old.name, kind)
     }
   }
 

@@ -1,11 +1,12 @@
 import { writeFile } from 'node:fs/promises'
+import Database from 'better-sqlite3'
 import { join } from 'node:path'
 import { describe, it, expect, beforeEach, afterEach } from 'vitest'
 import { Category, ConfigError, ErrorCode, PayloadKind, PersistenceError } from '@herald/shared'
 import type { RaisedEvent } from '@herald/shared'
 import { tempDir } from '@herald/shared/testing'
 import { describeEventStoreConformance } from '../testing/index.js'
-import type { AppendBatch, LimitsOf, QueueLimits } from './event-store.js'
+import type { AppendBatch, ArrivingEvent, LimitsOf, QueueLimits } from './event-store.js'
 import { createSqliteEventStore } from './sqlite-event-store.js'
 import type { SqliteEventStore, SqliteEventStoreOptions } from './sqlite-event-store.js'
 
@@ -31,7 +32,7 @@ function ev (seq: number, name: string, size: number): RaisedEvent {
   return { seq, name, category: Category.queueing, raisedAt: T0, isNull: false, recipient: null, payloadKind: PayloadKind.bytes, payload }
 }
 
-function batch (serviceId: string, events: RaisedEvent[], receivedAt = T0): AppendBatch {
+function batch (serviceId: string, events: ArrivingEvent[], receivedAt = T0): AppendBatch {
   return { serviceId, instance: 'i1', events, handledUpTo: events[events.length - 1]?.seq ?? 0, receivedAt }
 }
 
@@ -77,6 +78,30 @@ describe('SqliteEventStore', () => {
   it('rejects a file that is not an event store with a PersistenceError', async () => {
     await writeFile(path, 'this is not a database, just some text that is long enough to look like a header....')
     await expect(createSqliteEventStore({ path, limitsOf })).rejects.toBeInstanceOf(PersistenceError)
+  })
+
+  it('opens a schema 1 file (no upload ages): its events read with uploadAge 0, new ones keep theirs, a newer schema is refused', async () => {
+    const s = await openStore()
+    await s.append(batch('svc', [ev(1, 'blob', 3)]))
+    await s.close()
+    open.splice(0)
+    // make it what a schema 1 broker wrote
+    const raw = new Database(path)
+    raw.exec(`ALTER TABLE events DROP COLUMN upload_age; UPDATE meta SET value = 1 WHERE key = 'schema'`)
+    raw.close()
+    const s1 = await openStore()
+    expect((await s1.read({ event: 'blob', after: 0, services: null, recipient: null, now: T0, limit: 10 })).map((e) => [e.seq, e.uploadAge, e.expiresAt])).toEqual([[1, 0, T0 + 1000]])
+    await s1.append(batch('svc', [{ ...ev(2, 'blob', 3), age: 400 }]))
+    await s1.close()
+    open.splice(0)
+    const s2 = await openStore()
+    expect((await s2.read({ event: 'blob', after: 0, services: null, recipient: null, now: T0, limit: 10 })).map((e) => [e.seq, e.uploadAge, e.expiresAt])).toEqual([[1, 0, T0 + 1000], [2, 400, T0 + 600]])
+    await s2.close()
+    open.splice(0)
+    const future = new Database(path)
+    future.exec(`UPDATE meta SET value = 99 WHERE key = 'schema'`)
+    future.close()
+    await expect(openStore()).rejects.toThrow('schema version 99')
   })
 
   it('a commit that fails (disk full) rejects every append of its flush and changes nothing; space freed, appends work again', async () => {

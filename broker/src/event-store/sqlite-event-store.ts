@@ -27,10 +27,10 @@
  */
 import { createRequire } from 'node:module'
 import Database from 'better-sqlite3'
-import { CATEGORY_BY_CODE, CATEGORY_CODE, ClosedError, ConfigError, ErrorCode, PersistenceError, RequestError, WalCheckpointer, silentLogger } from '@herald/shared'
-import type { Category, Logger, PayloadKind, StoredEvent } from '@herald/shared'
-import type { AppendBatch, AppendResult, EventStore, LimitsOf, QueueLimits, ReadQuery } from './event-store.js'
-import { capOf, checkBatch, expiresAtOf, NO_RECIPIENT, recipientKeyOf, storedFrom } from './event-store-rules.js'
+import { CATEGORY_BY_CODE, CATEGORY_CODE, Category, ClosedError, ConfigError, ErrorCode, PersistenceError, RequestError, WalCheckpointer, silentLogger } from '@herald/shared'
+import type { Logger, PayloadKind, StoredEvent } from '@herald/shared'
+import type { AppendBatch, AppendResult, EventCounters, EventStore, LimitsOf, QueueLimits, ReadQuery } from './event-store.js'
+import { capOf, checkBatch, countFor, expiresAtOf, NO_RECIPIENT, recipientKeyOf, snapshotCounters, storedFrom } from './event-store-rules.js'
 
 /** How each commit reaches the disk. */
 import { SqliteSynchronous } from '@herald/shared'
@@ -71,7 +71,8 @@ export const SQLITE_EVENT_STORE_DEFAULTS: Readonly<{ logger: Logger, synchronous
 /** Where the checkpoint worker loads the SQLite driver from. */
 const DRIVER = createRequire(import.meta.url).resolve('better-sqlite3')
 
-const SCHEMA_VERSION = 1
+/** 2: events.upload_age ([EVT-AGE-1]); a version 1 file gets the column (0 for its rows) when opened. */
+const SCHEMA_VERSION = 2
 /** Most events kept in memory for reads of recent positions. */
 const RECENT_MAX_EVENTS = 20_000
 /** Most payload bytes kept in memory for reads of recent positions. */
@@ -79,11 +80,11 @@ const RECENT_MAX_BYTES = 16 * 1024 * 1024
 /** Expired events deleted per transaction by purgeExpired; appends run between chunks. */
 const PURGE_CHUNK = 10_000
 const FLAG_NULL = 1
-const COLUMNS = 'position, service, instance, seq, event, category, recipient, raised_at, received_at, expires_at, flags, payload_kind, payload'
+const COLUMNS = 'position, service, instance, seq, event, category, recipient, raised_at, received_at, expires_at, flags, payload_kind, payload, upload_age'
 
 type Row = [
   position: number, service: string, instance: string, seq: number, event: string, category: number, recipient: string,
-  raisedAt: number, receivedAt: number, expiresAt: number | null, flags: number, payloadKind: number, payload: Buffer
+  raisedAt: number, receivedAt: number, expiresAt: number | null, flags: number, payloadKind: number, payload: Buffer, uploadAge: number
 ]
 
 interface Pending {
@@ -94,7 +95,7 @@ interface Pending {
 }
 
 /** A queue touched by a flush: its count including the new rows, before push-out. */
-interface QueueDelta { service: string, event: string, recipient: string, cap: number, count: number }
+interface QueueDelta { service: string, event: string, recipient: string, cap: number, count: number, replacing: boolean }
 
 interface SeqDelta { service: string, instance: string, last: number, before: number }
 
@@ -107,6 +108,10 @@ interface FlushOutcome {
   removed: number
   /** Positions deleted by push-out or replacement. */
   gone: number[]
+  /** Per replacing queue touched: whether its stored instance is now a null one ([STORE-REPLACE-2]). */
+  nulls: Map<string, boolean>
+  /** What the flush dropped, per event name, to add to the counters after the commit. */
+  counted: Map<string, EventCounters>
 }
 
 function queueKey (service: string, event: string, recipient: string): string {
@@ -169,6 +174,10 @@ export class SqliteEventStore implements EventStore {
   readonly #seqs = new Map<string, number>()
   /** Rows per queue (service, event, recipient), expired-but-unpurged ones included. */
   readonly #counts = new Map<string, number>()
+  /** Replacing queues whose stored instance is a null one ([STORE-REPLACE-2]). */
+  readonly #nullHeads = new Set<string>()
+  /** Per event name, what the store dropped since it was opened. */
+  readonly #counters = new Map<string, EventCounters>()
   #head = 0
   #count = 0
   /** Every stored event with position > #recentFloor, in position order; null where since deleted. */
@@ -190,7 +199,7 @@ export class SqliteEventStore implements EventStore {
   readonly #readServices: Database.Statement
   readonly #purge: Database.Statement
   readonly #flushTxn: (pending: readonly Pending[]) => FlushOutcome
-  readonly #purgeTxn: (now: number) => { removed: Map<string, number>, gone: number[] }
+  readonly #purgeTxn: (now: number) => { removed: Map<string, number>, gone: number[], byName: Map<string, number> }
 
   /** Use `createSqliteEventStore`; takes ownership of `db`. */
   constructor (db: Database.Database, opts: Required<SqliteEventStoreOptions>) {
@@ -210,9 +219,9 @@ export class SqliteEventStore implements EventStore {
       db.pragma(`max_page_count = ${Math.floor(opts.maxSizeBytes / pageSize)}`)
     }
 
-    this.#insert = db.prepare(`INSERT INTO events (${COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+    this.#insert = db.prepare(`INSERT INTO events (${COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
     this.#pushOut = db.prepare(`DELETE FROM events WHERE position IN (
-      SELECT position FROM events WHERE service = ? AND event = ? AND recipient = ? ORDER BY position LIMIT ?) RETURNING position`).pluck()
+      SELECT position FROM events WHERE service = ? AND event = ? AND recipient = ? ORDER BY position LIMIT ?) RETURNING position, expires_at`).raw(true)
     this.#putSeq = db.prepare(`INSERT INTO dedup (service, instance, last_seq) VALUES (?, ?, ?)
       ON CONFLICT (service, instance) DO UPDATE SET last_seq = excluded.last_seq`)
     this.#putHead = db.prepare(`UPDATE meta SET value = ? WHERE key = 'head'`)
@@ -284,6 +293,7 @@ export class SqliteEventStore implements EventStore {
         this.#checkpointer?.committed()
         removed = out.removed
         this.#forgetRecent(out.gone)
+        for (const [name, n] of out.byName) countFor(this.#counters, name, 'expired', n)
       } catch (err) {
         this.#logger.error({ err, path: this.#path }, 'event store purge failed')
         throw new PersistenceError(`event store: purging expired events failed: ${(err as Error).message}`, { cause: err })
@@ -303,6 +313,11 @@ export class SqliteEventStore implements EventStore {
     }
     if (total > 0) this.#logger.debug({ purged: total, now }, 'event store purged expired events')
     return total
+  }
+
+  counters (): Record<string, EventCounters> {
+    this.#checkOpen()
+    return snapshotCounters(this.#counters)
   }
 
   /** Commits pending appends, then closes the file. Idempotent: a second call resolves at once. */
@@ -342,6 +357,13 @@ export class SqliteEventStore implements EventStore {
       if (q.count > 0) this.#counts.set(key, q.count)
       else this.#counts.delete(key)
     }
+    for (const [key, isNull] of out.nulls) {
+      if (isNull) this.#nullHeads.add(key)
+      else this.#nullHeads.delete(key)
+    }
+    for (const [name, c] of out.counted) {
+      for (const kind of Object.keys(c) as Array<keyof EventCounters>) if (c[kind] > 0) countFor(this.#counters, name, kind, c[kind])
+    }
     for (const r of out.results) this.#remember(r.stored)
     this.#forgetRecent(out.gone)
     for (let i = 0; i < pending.length; i++) pending[i]!.resolve(out.results[i]!)
@@ -351,9 +373,13 @@ export class SqliteEventStore implements EventStore {
   #write (pending: readonly Pending[]): FlushOutcome {
     const seqs = new Map<string, SeqDelta>()
     const queues = new Map<string, QueueDelta>()
+    const nulls = new Map<string, boolean>()
+    const counted = new Map<string, EventCounters>()
     const results: AppendResult[] = []
     let head = this.#head
     let added = 0
+    /** The latest arrival of the flush: a row pushed out expired by then counts as expired. */
+    let now = -Infinity
     for (const { batch, limits } of pending) {
       const { serviceId, instance, receivedAt } = batch
       const sk = seqKey(serviceId, instance)
@@ -362,24 +388,42 @@ export class SqliteEventStore implements EventStore {
         const before = this.#seqs.get(sk) ?? 0
         seqs.set(sk, sd = { service: serviceId, instance, last: before, before })
       }
+      if (receivedAt > now) now = receivedAt
       let last = sd.last
       const stored: StoredEvent[] = []
       let duplicates = 0
+      let expired = 0
+      let nullsDropped = 0
       for (let i = 0; i < batch.events.length; i++) {
         const e = batch.events[i]!
         // [STORE-DEDUP-1]
         if (e.seq <= last) { duplicates++; continue }
         last = e.seq
         const lim = limits[i]!
-        const position = ++head // [STORE-POS-1]
-        const expiresAt = expiresAtOf(lim, receivedAt)
+        const expiresAt = expiresAtOf(lim, receivedAt, e.age)
+        if (expiresAt !== null && expiresAt <= receivedAt) {
+          // [STORE-EXPIRE-2] handled (the dedup record covers it), never stored
+          expired++
+          countFor(counted, e.name, 'expiredOnArrival')
+          continue
+        }
         const recipient = e.recipient ?? NO_RECIPIENT
-        this.#insert.run(position, serviceId, instance, e.seq, e.name, CATEGORY_CODE[e.category], recipient,
-          e.raisedAt, receivedAt, expiresAt, e.isNull ? FLAG_NULL : 0, e.payloadKind, e.payload)
         const qk = queueKey(serviceId, e.name, recipient)
+        if (e.category === Category.replacing) {
+          // [STORE-REPLACE-2] a null over a stored null says nothing new
+          if (e.isNull && (nulls.get(qk) ?? this.#nullHeads.has(qk))) {
+            nullsDropped++
+            countFor(counted, e.name, 'nullsDropped')
+            continue
+          }
+          nulls.set(qk, e.isNull)
+        }
+        const position = ++head // [STORE-POS-1]
+        this.#insert.run(position, serviceId, instance, e.seq, e.name, CATEGORY_CODE[e.category], recipient,
+          e.raisedAt, receivedAt, expiresAt, e.isNull ? FLAG_NULL : 0, e.payloadKind, e.payload, e.age ?? 0)
         const q = queues.get(qk)
         if (q === undefined) {
-          queues.set(qk, { service: serviceId, event: e.name, recipient, cap: capOf(lim), count: (this.#counts.get(qk) ?? 0) + 1 })
+          queues.set(qk, { service: serviceId, event: e.name, recipient, cap: capOf(lim), count: (this.#counts.get(qk) ?? 0) + 1, replacing: e.category === Category.replacing })
         } else {
           q.count++
         }
@@ -387,7 +431,7 @@ export class SqliteEventStore implements EventStore {
       }
       added += stored.length
       sd.last = Math.max(last, batch.handledUpTo)
-      results.push({ stored, duplicates, lastSeq: sd.last })
+      results.push({ stored, duplicates, lastSeq: sd.last, expired, nullsDropped })
     }
     // [STORE-REPLACE-1] [STORE-QUEUE-1]: one delete per queue that grew beyond its cap. Deleting the
     // oldest extras at the end leaves the same rows as deleting after each insert.
@@ -395,28 +439,33 @@ export class SqliteEventStore implements EventStore {
     const gone: number[] = []
     for (const q of queues.values()) {
       if (q.count <= q.cap) continue
-      const positions = this.#pushOut.all(q.service, q.event, q.recipient, q.count - q.cap) as number[]
-      q.count -= positions.length
-      removed += positions.length
-      for (const p of positions) gone.push(p)
+      const rows = this.#pushOut.all(q.service, q.event, q.recipient, q.count - q.cap) as Array<[position: number, expiresAt: number | null]>
+      q.count -= rows.length
+      removed += rows.length
+      for (const [p, expiresAt] of rows) {
+        gone.push(p)
+        countFor(counted, q.event, expiresAt !== null && expiresAt <= now ? 'expired' : q.replacing ? 'replaced' : 'pushedOut')
+      }
     }
     for (const s of seqs.values()) {
       if (s.last !== s.before) this.#putSeq.run(s.service, s.instance, s.last)
     }
     if (head !== this.#head) this.#putHead.run(head)
-    return { results, head, seqs, queues, added, removed, gone }
+    return { results, head, seqs, queues, added, removed, gone, nulls, counted }
   }
 
   /** Runs inside a purge transaction: deletes up to PURGE_CHUNK expired rows; returns rows per queue. */
-  #purgeChunk (now: number): { removed: Map<string, number>, gone: number[] } {
+  #purgeChunk (now: number): { removed: Map<string, number>, gone: number[], byName: Map<string, number> } {
     const removed = new Map<string, number>()
+    const byName = new Map<string, number>()
     const gone: number[] = []
     for (const [service, event, recipient, position] of this.#purge.iterate(now) as IterableIterator<[string, string, string, number]>) {
       const key = queueKey(service, event, recipient)
       removed.set(key, (removed.get(key) ?? 0) + 1)
+      byName.set(event, (byName.get(event) ?? 0) + 1)
       if (position > this.#recentFloor) gone.push(position)
     }
-    return { removed, gone }
+    return { removed, gone, byName }
   }
 
   /** Adds committed events (in position order, above every recent one) to the recent events. */
@@ -504,7 +553,8 @@ export class SqliteEventStore implements EventStore {
           service TEXT NOT NULL, instance TEXT NOT NULL, seq INTEGER NOT NULL,
           event TEXT NOT NULL, category INTEGER NOT NULL, recipient TEXT NOT NULL,
           raised_at INTEGER NOT NULL, received_at INTEGER NOT NULL, expires_at INTEGER,
-          flags INTEGER NOT NULL, payload_kind INTEGER NOT NULL, payload BLOB NOT NULL);
+          flags INTEGER NOT NULL, payload_kind INTEGER NOT NULL, payload BLOB NOT NULL,
+          upload_age INTEGER NOT NULL DEFAULT 0);
         CREATE INDEX IF NOT EXISTS events_read ON events (event, recipient, position);
         CREATE INDEX IF NOT EXISTS events_queue ON events (service, event, recipient, position);
         CREATE INDEX IF NOT EXISTS events_expiry ON events (expires_at) WHERE expires_at IS NOT NULL;
@@ -513,6 +563,9 @@ export class SqliteEventStore implements EventStore {
       const version = this.#db.prepare(`SELECT value FROM meta WHERE key = 'schema'`).pluck().get() as number | undefined
       if (version === undefined) {
         this.#db.prepare(`INSERT INTO meta (key, value) VALUES ('schema', ?)`).run(SCHEMA_VERSION)
+      } else if (version === 1) {
+        this.#db.exec('ALTER TABLE events ADD COLUMN upload_age INTEGER NOT NULL DEFAULT 0')
+        this.#db.prepare(`UPDATE meta SET value = ? WHERE key = 'schema'`).run(SCHEMA_VERSION)
       } else if (version !== SCHEMA_VERSION) {
         throw new PersistenceError(`event store: ${this.#path} has schema version ${version}; this broker reads version ${SCHEMA_VERSION}`)
       }
@@ -527,6 +580,11 @@ export class SqliteEventStore implements EventStore {
     this.#recentFloor = this.#head
     for (const [service, instance, last] of db.prepare('SELECT service, instance, last_seq FROM dedup').raw(true).iterate() as IterableIterator<[string, string, number]>) {
       this.#seqs.set(seqKey(service, instance), last)
+    }
+    // [STORE-REPLACE-2] a replacing queue holds one row after every commit: a null row is its stored instance
+    const nullHeads = db.prepare(`SELECT service, event, recipient FROM events WHERE category = ${CATEGORY_CODE.replacing} AND (flags & ${FLAG_NULL}) <> 0`).raw(true)
+    for (const [service, event, recipient] of nullHeads.iterate() as IterableIterator<[string, string, string]>) {
+      this.#nullHeads.add(queueKey(service, event, recipient))
     }
     const counts = db.prepare('SELECT service, event, recipient, COUNT(*) FROM events GROUP BY service, event, recipient').raw(true)
     for (const [service, event, recipient, n] of counts.iterate() as IterableIterator<[string, string, string, number]>) {
@@ -554,6 +612,7 @@ function toStored (r: Row): StoredEvent {
     serviceId: r[1],
     instance: r[2],
     receivedAt: r[8],
-    expiresAt: r[9]
+    expiresAt: r[9],
+    uploadAge: r[13]
   }
 }

@@ -5,7 +5,7 @@
 import { describe, it, expect, beforeEach, afterEach } from 'vitest'
 import { Category, ClosedError, ErrorCode, PayloadKind, RequestError, encodePayload, NULL_PAYLOAD } from '@herald/shared'
 import type { RaisedEvent, StoredEvent } from '@herald/shared'
-import type { AppendBatch, AppendResult, EventStore, LimitsOf, QueueLimits, ReadQuery } from '../event-store/event-store.js'
+import type { AppendBatch, AppendResult, ArrivingEvent, EventStore, LimitsOf, QueueLimits, ReadQuery } from '../event-store/event-store.js'
 
 /** What a backend's factory hands the suite for one test. */
 export interface EventStoreFixture {
@@ -68,7 +68,7 @@ function evs (from: number, to: number, name: string, opts: { recipient?: string
   return out
 }
 
-function batch (serviceId: string, instance: string, events: RaisedEvent[], extra: { handledUpTo?: number, receivedAt?: number } = {}): AppendBatch {
+function batch (serviceId: string, instance: string, events: ArrivingEvent[], extra: { handledUpTo?: number, receivedAt?: number } = {}): AppendBatch {
   return {
     serviceId,
     instance,
@@ -88,7 +88,7 @@ function plain (e: StoredEvent): Record<string, unknown> {
 }
 
 /** What the store must hold for `e` appended in `b` at `position`. */
-function expected (e: RaisedEvent, b: AppendBatch, position: number): Record<string, unknown> {
+function expected (e: ArrivingEvent, b: AppendBatch, position: number): Record<string, unknown> {
   const l = limits(e.name)
   return {
     seq: e.seq,
@@ -103,7 +103,8 @@ function expected (e: RaisedEvent, b: AppendBatch, position: number): Record<str
     serviceId: b.serviceId,
     instance: b.instance,
     receivedAt: b.receivedAt,
-    expiresAt: l.lifetimeMs === null ? null : b.receivedAt + l.lifetimeMs
+    expiresAt: l.lifetimeMs === null ? null : b.receivedAt - (e.age ?? 0) + l.lifetimeMs,
+    uploadAge: e.age ?? 0
   }
 }
 
@@ -293,7 +294,7 @@ export function describeEventStoreConformance (name: string, factory: EventStore
         expect(first.stored.length).toBe(4)
         const head = store.head()
         const again = await store.append(b)
-        expect(again).toEqual({ stored: [], duplicates: b.events.length, lastSeq: 4 })
+        expect(again).toEqual({ stored: [], duplicates: b.events.length, lastSeq: 4, expired: 0, nullsDropped: 0 })
         expect(store.head()).toBe(head)
         expect(store.count()).toBe(4)
         expect(seqsOf(await store.read(query('log')))).toEqual([1, 2, 3, 4])
@@ -332,7 +333,7 @@ export function describeEventStoreConformance (name: string, factory: EventStore
 
       it('a batch with no events records handledUpTo', async () => {
         const r = await store.append(batch('svc', 'i1', [], { handledUpTo: 7 }))
-        expect(r).toEqual({ stored: [], duplicates: 0, lastSeq: 7 })
+        expect(r).toEqual({ stored: [], duplicates: 0, lastSeq: 7, expired: 0, nullsDropped: 0 })
         expect(store.lastSeq('svc', 'i1')).toBe(7)
         expect(store.head()).toBe(0)
         expect(store.count()).toBe(0)
@@ -505,6 +506,149 @@ export function describeEventStoreConformance (name: string, factory: EventStore
         const later = T0 + life
         for (let s = max + 1; s <= 2 * max; s++) await store.append(batch('svc', 'i1', [ev(s, 'temp')], { receivedAt: later }))
         expect(seqsOf(await store.read(query('temp', { now: later })))).toEqual(evs(max + 1, 2 * max, 'temp').map((e) => e.seq))
+        expect(store.count()).toBe(max)
+      })
+    })
+
+    describe('[STORE-EXPIRE-1] lifetime from the raise', () => {
+      it('an event that arrives `age` ms after its raise expires `age` ms sooner, by read and by purge', async () => {
+        const life = limits('blip').lifetimeMs!
+        const b = batch('svc', 'i1', [{ ...ev(1, 'blip'), age: 600 }, { ...ev(2, 'blip'), age: 0 }, ev(3, 'blip')], { receivedAt: T0 })
+        const r = await store.append(b)
+        expect(r.stored.map((e) => e.expiresAt)).toEqual([T0 - 600 + life, T0 + life, T0 + life])
+        expect(r.stored.map(plain)).toEqual(b.events.map((e, i) => expected(e, b, r.stored[i]!.position)))
+        expect(seqsOf(await store.read(query('blip', { now: T0 - 600 + life - 1 })))).toEqual([1, 2, 3])
+        expect(seqsOf(await store.read(query('blip', { now: T0 - 600 + life })))).toEqual([2, 3])
+        expect(await store.purgeExpired(T0 - 600 + life)).toBe(1)
+        expect(seqsOf(await store.read(query('blip', { now: T0 })))).toEqual([2, 3])
+      })
+
+      it('an age does not change the expiry of replacing events: they never expire', async () => {
+        const r = await store.append(batch('svc', 'i1', [{ ...ev(1, 'door'), age: 10 * 365 * 86_400_000 }]))
+        expect(r.stored[0]!.expiresAt).toBe(null)
+        expect(seqsOf(await store.read(query('door', { now: T0 + 1e12 })))).toEqual([1])
+      })
+
+      durableIt('the expiry from the raise survives a reopen', async () => {
+        const life = limits('blip').lifetimeMs!
+        await store.append(batch('svc', 'i1', [{ ...ev(1, 'blip'), age: 900 }, ev(2, 'blip')], { receivedAt: T0 }))
+        const s = await reopen()
+        expect(seqsOf(await s.read(query('blip', { now: T0 - 900 + life })))).toEqual([2])
+      })
+    })
+
+    describe('[STORE-EXPIRE-2] events that arrive expired', () => {
+      it('are handled and counted, never stored nor given a position; a resend is a duplicate', async () => {
+        const life = limits('blip').lifetimeMs!
+        const events = [{ ...ev(1, 'blip'), age: life }, { ...ev(2, 'blip'), age: life - 1 }, { ...ev(3, 'blip'), age: 5 * life }, ev(4, 'log')]
+        const r = await store.append(batch('svc', 'i1', events, { handledUpTo: 5 }))
+        expect(seqsOf(r.stored)).toEqual([2, 4])
+        expect(r.expired).toBe(2)
+        expect(r.lastSeq).toBe(5)
+        expect(store.lastSeq('svc', 'i1')).toBe(5)
+        expect(store.count()).toBe(2)
+        expect(store.head()).toBe(r.stored[1]!.position)
+        expect(r.stored[1]!.position - r.stored[0]!.position).toBe(1) // no position spent on seq 3
+        expect(seqsOf(await store.read(query('blip')))).toEqual([2])
+        expect(store.counters().blip).toMatchObject({ expiredOnArrival: 2, expired: 0 })
+        const again = await store.append(batch('svc', 'i1', events))
+        expect(again).toMatchObject({ stored: [], duplicates: 4, expired: 0, lastSeq: 5 })
+        expect(store.counters().blip?.expiredOnArrival).toBe(2)
+      })
+
+      it('a batch of nothing but expired events still records the dedup record', async () => {
+        const r = await store.append(batch('svc', 'i1', [{ ...ev(1, 'temp'), age: limits('temp').lifetimeMs! }]))
+        expect(r).toEqual({ stored: [], duplicates: 0, lastSeq: 1, expired: 1, nullsDropped: 0 })
+        expect(store.lastSeq('svc', 'i1')).toBe(1)
+        expect(store.head()).toBe(0)
+      })
+    })
+
+    describe('[STORE-REPLACE-2] null over null', () => {
+      const nul = (seq: number): ArrivingEvent => ev(seq, 'door', { payload: NULL_PAYLOAD, isNull: true })
+
+      it('a null over a stored null is dropped: handled, counted, not stored, the stored null stays', async () => {
+        await store.append(batch('a', 'i1', [ev(1, 'door')]))
+        const first = await store.append(batch('a', 'i1', [nul(2)]))
+        expect(seqsOf(first.stored)).toEqual([2])
+        expect(first.nullsDropped).toBe(0)
+        const head = store.head()
+        const second = await store.append(batch('a', 'i1', [nul(3)]))
+        expect(second).toEqual({ stored: [], duplicates: 0, lastSeq: 3, expired: 0, nullsDropped: 1 })
+        expect(store.head()).toBe(head)
+        const read = await store.read(query('door'))
+        expect(read.map((e) => [e.seq, e.isNull, e.position])).toEqual([[2, true, first.stored[0]!.position]])
+        expect(store.counters().door?.nullsDropped).toBe(1)
+        // a value again, then a null: both stored
+        const back = await store.append(batch('a', 'i1', [ev(4, 'door'), nul(5)]))
+        expect(seqsOf(back.stored)).toEqual([4, 5])
+        expect(seqsOf(await store.read(query('door')))).toEqual([5])
+      })
+
+      it('a null with nothing stored is stored; a second one in the same batch is dropped; other services are their own', async () => {
+        const r = await store.append(batch('a', 'i1', [nul(1), nul(2), ev(3, 'log')]))
+        expect(seqsOf(r.stored)).toEqual([1, 3])
+        expect(r.nullsDropped).toBe(1)
+        const b = await store.append(batch('b', 'i1', [nul(1)]))
+        expect(seqsOf(b.stored)).toEqual([1])
+        const a2 = await store.append(batch('a', 'i2', [nul(1)])) // a new instance of service a: same (service, event)
+        expect(a2.nullsDropped).toBe(1)
+        expect((await store.read(query('door'))).map((e) => `${e.serviceId}-${e.instance}-${e.seq}`)).toEqual(['a-i1-1', 'b-i1-1'])
+        expect(store.counters().door?.nullsDropped).toBe(2)
+      })
+
+      it('many appends in one tick judge null over null in call order', async () => {
+        const results = await Promise.all([
+          store.append(batch('a', 'i1', [ev(1, 'door')])),
+          store.append(batch('a', 'i1', [nul(2)])),
+          store.append(batch('a', 'i1', [nul(3)])),
+          store.append(batch('a', 'i1', [ev(4, 'door')])),
+          store.append(batch('a', 'i1', [nul(5)]))
+        ])
+        expect(results.map((r) => [seqsOf(r.stored), r.nullsDropped])).toEqual([[[1], 0], [[2], 0], [[], 1], [[4], 0], [[5], 0]])
+        expect(seqsOf(await store.read(query('door')))).toEqual([5])
+      })
+
+      durableIt('a stored null is still known after a reopen', async () => {
+        await store.append(batch('a', 'i1', [ev(1, 'door'), nul(2)]))
+        await store.append(batch('b', 'i1', [ev(1, 'door')]))
+        const s = await reopen()
+        const r = await s.append(batch('a', 'i1', [nul(3)]))
+        expect(r.nullsDropped).toBe(1)
+        const rb = await s.append(batch('b', 'i1', [nul(2)]))
+        expect(seqsOf(rb.stored)).toEqual([2])
+      })
+    })
+
+    describe('[STORE-COUNT-1] counters', () => {
+      it('count push-outs, replacements and expiries per event name', async () => {
+        expect(store.counters()).toEqual({})
+        const max = limits('temp').maxQueueSize
+        await store.append(batch('a', 'i1', evs(1, max + 3, 'temp')))
+        await store.append(batch('a', 'i1', [ev(max + 4, 'door'), ev(max + 5, 'door'), ev(max + 6, 'door')]))
+        await store.append(batch('a', 'i1', evs(max + 7, max + 10, 'blip'), { receivedAt: T0 }))
+        expect(await store.purgeExpired(T0 + limits('blip').lifetimeMs!)).toBe(4)
+        const toAlice = evs(max + 11, max + 11 + limits('msg').maxPerRecipient, 'msg', { recipient: 'alice/phone' })
+        await store.append(batch('a', 'i1', toAlice))
+        const c = store.counters()
+        expect(c.temp).toEqual({ pushedOut: 3, replaced: 0, expired: 0, expiredOnArrival: 0, nullsDropped: 0 })
+        expect(c.door).toEqual({ pushedOut: 0, replaced: 2, expired: 0, expiredOnArrival: 0, nullsDropped: 0 })
+        expect(c.blip).toEqual({ pushedOut: 0, replaced: 0, expired: 4, expiredOnArrival: 0, nullsDropped: 0 })
+        expect(c.msg?.pushedOut).toBe(1)
+        expect(c.log).toBeUndefined()
+        // a snapshot: changing it changes nothing, later drops do not show in it
+        c.temp!.pushedOut = 1000
+        await store.append(batch('a', 'i1', [ev(max + 20, 'temp')]))
+        expect(store.counters().temp?.pushedOut).toBe(4)
+        expect(c.temp!.pushedOut).toBe(1000)
+      })
+
+      it('an event pushed out after its lifetime ran out counts as expired, not pushed out', async () => {
+        const max = limits('temp').maxQueueSize
+        const life = limits('temp').lifetimeMs!
+        await store.append(batch('a', 'i1', evs(1, max, 'temp'), { receivedAt: T0 }))
+        await store.append(batch('a', 'i1', evs(max + 1, max + 2, 'temp'), { receivedAt: T0 + life }))
+        expect(store.counters().temp).toMatchObject({ pushedOut: 0, expired: 2 })
         expect(store.count()).toBe(max)
       })
     })

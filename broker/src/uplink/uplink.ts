@@ -6,7 +6,7 @@
 import { isUtf8 } from 'node:buffer'
 import {
   decodeUp, encodeAck, ErrorCode, HeraldError, PayloadKind, RequestError, isValidName, GUEST_PRINCIPAL,
-  type AckFrame, type Clock, type EventDefinition, type Logger, type RaisedEvent, type Rejection, type ServiceDefinition, type Site, type StoredEvent, type UpFrame
+  type AckFrame, type Clock, type EventDefinition, type Logger, type Rejection, type ServiceDefinition, type Site, type StoredEvent, type UpEvent, type UpFrame
 } from '@herald/shared'
 import type { AppendBatch, EventStore } from '../event-store/event-store.js'
 import { checkBatch } from '../event-store/event-store-rules.js'
@@ -33,6 +33,10 @@ export interface UplinkStats {
   rejected: number
   malformed: number
   outOfOrder: number
+  /** Events that arrived with their lifetime already run out: acknowledged, not stored ([STORE-EXPIRE-2]). */
+  expiredOnArrival: number
+  /** Null events dropped over a stored null: acknowledged, not stored ([STORE-REPLACE-2]). */
+  nullsDropped: number
 }
 
 /** Rejections merged into one ACK frame at most (the codec accepts up to 10,000). */
@@ -58,7 +62,7 @@ export class Uplink {
   private readonly accepted = new Map<string, number>()
   private readonly pendingAcks = new Map<string, PendingAck>()
   private ackScheduled = false
-  readonly stats: UplinkStats = { frames: 0, stored: 0, duplicates: 0, rejected: 0, malformed: 0, outOfOrder: 0 }
+  readonly stats: UplinkStats = { frames: 0, stored: 0, duplicates: 0, rejected: 0, malformed: 0, outOfOrder: 0, expiredOnArrival: 0, nullsDropped: 0 }
 
   private readonly limitsOf = (name: string): EventDefinition | undefined => this.ctx.site.events.get(name)
 
@@ -104,6 +108,7 @@ export class Uplink {
       return
     }
     const { events, rejections, last } = judged
+    // [STORE-EXPIRE-1] each event's lifetime counts from receivedAt - age: its raise, on this clock
     const batch: AppendBatch = { serviceId: service.id, instance: frame.instance, events, handledUpTo: last, receivedAt: this.ctx.clock.now() }
     try {
       // [SVC-MALFORMED-2] the store's own checks, run here before anything is accepted: a batch the
@@ -120,6 +125,8 @@ export class Uplink {
     this.ctx.store.append(batch).then((result) => {
       this.stats.stored += result.stored.length
       this.stats.duplicates += result.duplicates
+      this.stats.expiredOnArrival += result.expired
+      this.stats.nullsDropped += result.nullsDropped
       this.queueAck(service.id, { instance: frame.instance, acked: result.lastSeq, rejections, error: null })
       if (result.stored.length > 0) this.ctx.onStored(result.stored)
     }, (err: unknown) => {
@@ -141,8 +148,8 @@ export class Uplink {
   }
 
   /** Checks every event of a frame ([SVC-REJECT-1]); a broken sequence order rejects the whole frame. */
-  private judge (service: ServiceDefinition, frame: UpFrame, accepted: number): { events: RaisedEvent[], rejections: Rejection[], last: number } | HeraldError {
-    const events: RaisedEvent[] = []
+  private judge (service: ServiceDefinition, frame: UpFrame, accepted: number): { events: UpEvent[], rejections: Rejection[], last: number } | HeraldError {
+    const events: UpEvent[] = []
     const rejections: Rejection[] = []
     let prev = frame.after
     for (const e of frame.events) {
@@ -156,7 +163,7 @@ export class Uplink {
     return { events, rejections, last: prev }
   }
 
-  private reject (service: ServiceDefinition, e: RaisedEvent): [ErrorCode, string] | null {
+  private reject (service: ServiceDefinition, e: UpEvent): [ErrorCode, string] | null {
     const def = this.ctx.site.events.get(e.name)
     if (def === undefined) return [ErrorCode.UNKNOWN_EVENT, `event "${e.name}" is not defined in the site`]
     if (!service.events.has(e.name)) return [ErrorCode.NOT_AUTHORIZED, `service "${service.id}" may not raise "${e.name}"`]

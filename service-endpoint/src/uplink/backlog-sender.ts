@@ -3,12 +3,12 @@
  * backlog in seq order, skips events whose lifetime ran out, sends UP frames while the window has
  * room, and applies the broker's cumulative acknowledgements.
  */
-import { frameChunks, type RaisedEvent, type UpFrame } from '@herald/shared'
+import { frameChunks, type RaisedEvent, type UpFrameOf } from '@herald/shared'
 import type { ServicePersistence } from '../persistence/service-persistence.js'
 
 export interface SenderHooks {
-  /** Sends an UP frame; false if the link is down. */
-  send (frame: UpFrame): boolean
+  /** Encodes (measuring each event's age, [FRAME-UP-1]) and sends an UP frame; false if the link is down. */
+  send (frame: UpFrameOf<RaisedEvent>): boolean
   /** True if an event's lifetime ran out before upload. */
   isExpired (e: RaisedEvent): boolean
   /** Events removed because they expired before upload. */
