@@ -3,6 +3,7 @@
  * `mqtts://` broker URL, their validation, and a clear message for a handshake that failed.
  */
 import { readFileSync } from 'node:fs'
+import { X509Certificate } from 'node:crypto'
 import { createSecureContext } from 'node:tls'
 import { ConfigError, ErrorCode, HeraldError } from './errors.js'
 
@@ -30,8 +31,12 @@ const SCHEMES = ['mqtt:', 'tcp:', 'mqtts:', 'tls:', 'ws:', 'wss:'] as const
 const SECURE = new Set<string>(['mqtts:', 'tls:', 'wss:'])
 const TLS_KEYS = new Set(['ca', 'cert', 'key', 'servername', 'rejectUnauthorized'])
 
+const PEM_MARK = '-----BEGIN '
+
+/** PEM text (or its bytes): it has a `-----BEGIN ` line. DER is not taken. */
 function isPem (v: unknown): v is Pem {
-  return (typeof v === 'string' && v.length > 0) || (v instanceof Uint8Array && v.length > 0)
+  if (typeof v === 'string') return v.includes(PEM_MARK)
+  return v instanceof Uint8Array && Buffer.from(v.buffer, v.byteOffset, v.byteLength).includes(PEM_MARK)
 }
 
 /** True for a URL whose scheme means TLS (`mqtts:`, `tls:`, `wss:`). */
@@ -69,17 +74,36 @@ export function checkBrokerConnection (component: string, url: unknown, tls: unk
   const { ca, cert, key, servername, rejectUnauthorized } = t
   if (ca !== undefined) {
     const list = Array.isArray(ca) ? ca as unknown[] : [ca]
-    if (list.length === 0 || !list.every(isPem)) throw new ConfigError(`${component}: option "tls.ca" must be PEM text or bytes, or a non-empty list of them`)
+    if (list.length === 0 || !list.every(isPem)) throw new ConfigError(`${component}: option "tls.ca" must be PEM text or bytes (with a -----BEGIN line), or a non-empty list of them`)
   }
-  if (cert !== undefined && !isPem(cert)) throw new ConfigError(`${component}: option "tls.cert" must be PEM text or bytes`)
-  if (key !== undefined && !isPem(key)) throw new ConfigError(`${component}: option "tls.key" must be PEM text or bytes`)
+  if (cert !== undefined && !isPem(cert)) throw new ConfigError(`${component}: option "tls.cert" must be PEM text or bytes (with a -----BEGIN line)`)
+  if (key !== undefined && !isPem(key)) throw new ConfigError(`${component}: option "tls.key" must be PEM text or bytes (with a -----BEGIN line)`)
   if ((cert === undefined) !== (key === undefined)) throw new ConfigError(`${component}: options "tls.cert" and "tls.key" go together: a client certificate needs its key`)
   if (servername !== undefined && (typeof servername !== 'string' || servername === '')) throw new ConfigError(`${component}: option "tls.servername" must be a non-empty string`)
   if (rejectUnauthorized !== undefined && typeof rejectUnauthorized !== 'boolean') throw new ConfigError(`${component}: option "tls.rejectUnauthorized" must be a boolean`)
+  if (ca !== undefined) checkCaCertificates(component, nodeTlsOptions({ ca: ca as Pem }).ca)
   try {
     createSecureContext(nodeTlsOptions(t))
   } catch (err) {
     throw new ConfigError(`${component}: option "tls": ${(err as Error).message} (is each of ca, cert and key a PEM file's content, and key the key of cert?)`, { cause: err })
+  }
+}
+
+/**
+ * Parses each certificate of a CA bundle (PEM), since node:tls skips one it cannot parse without a
+ * word; throws a ConfigError naming `component`'s option "tls.ca".
+ */
+export function checkCaCertificates (component: string, ca: Buffer | Buffer[] | undefined): void {
+  for (const bundle of Array.isArray(ca) ? ca : ca !== undefined ? [ca] : []) {
+    const blocks = bundle.toString('latin1').match(/-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/g) ?? []
+    if (blocks.length === 0) throw new ConfigError(`${component}: option "tls.ca" holds no PEM certificate (-----BEGIN CERTIFICATE-----)`)
+    for (const [i, block] of blocks.entries()) {
+      try {
+        new X509Certificate(block)
+      } catch (err) {
+        throw new ConfigError(`${component}: option "tls.ca": certificate ${i + 1} does not parse: ${(err as Error).message}`, { cause: err })
+      }
+    }
   }
 }
 

@@ -187,7 +187,8 @@ describe('plain listener on the network [CONN-TLS-3]', () => {
       [{ certFile: server.certFile, keyFile: server.keyFile, clientAuth: true }, /needs the CA/],
       [{ certFile: server.certFile, keyFile: server.keyFile, caFile: ca.certFile }, /only used with client certificate authentication/],
       [{ certFile: server.certFile, keyFile: client.keyFile }, /does not load/],
-      [{ certFile: server.certFile, keyFile: join(dir.path, 'missing.key') }, /cannot read the key file/]
+      [{ certFile: server.certFile, keyFile: join(dir.path, 'missing.key') }, /cannot read the key file/],
+      [{ certFile: server.certFile, keyFile: server.keyFile, caFile: server.keyFile, clientAuth: true }, /TLS: option "tls.ca" holds no PEM certificate/]
     ]
     for (const [tls, message] of cases) {
       await expect(startBrokerServer({ site, dataDir: data, port: 0, tls })).rejects.toThrow(message)

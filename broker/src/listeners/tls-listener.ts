@@ -5,7 +5,7 @@
  */
 import type { AddressInfo, Socket } from 'node:net'
 import { createSecureContext, createServer, type SecureContextOptions, type TLSSocket } from 'node:tls'
-import { ConfigError, checkInt, silentLogger, withDefaults, type Logger } from '@herald/shared'
+import { ConfigError, checkCaCertificates, checkInt, silentLogger, withDefaults, type Logger } from '@herald/shared'
 import type { Broker } from '../broker.js'
 import type { TcpListener } from './tcp-listener.js'
 
@@ -57,6 +57,7 @@ export interface TlsListener extends TcpListener {
  */
 export function checkTlsCertificates (c: TlsCertificates, clientAuth: boolean): SecureContextOptions {
   if (clientAuth && c.ca === undefined) throw new ConfigError('TLS: client certificate authentication needs the CA that signs client certificates (tls ca)')
+  if (c.ca !== undefined) checkCaCertificates('TLS', Buffer.from(c.ca))
   const options: SecureContextOptions = { cert: c.cert, key: c.key, ...(c.ca !== undefined ? { ca: c.ca } : {}) }
   try {
     // loads and checks now: a wrong file, or a key that is not the certificate's, fails here
