@@ -20,6 +20,8 @@ export interface BrokerTlsFiles {
   readonly clientAuth?: boolean | undefined
   /** A handshake not done after this long is closed, ms. Default 10,000. */
   readonly handshakeTimeoutMs?: number | undefined
+  /** Most handshakes in progress at once. Default 1,000. */
+  readonly maxHandshakes?: number | undefined
 }
 
 export interface BrokerServerOptions extends Omit<BrokerOptions, 'site' | 'store'> {
@@ -133,7 +135,8 @@ export async function startBrokerServer (options: BrokerServerOptions): Promise<
         certificates,
         logger,
         ...(tls.clientAuth !== undefined ? { clientAuth: tls.clientAuth } : {}),
-        ...(tls.handshakeTimeoutMs !== undefined ? { handshakeTimeoutMs: tls.handshakeTimeoutMs } : {})
+        ...(tls.handshakeTimeoutMs !== undefined ? { handshakeTimeoutMs: tls.handshakeTimeoutMs } : {}),
+        ...(tls.maxHandshakes !== undefined ? { maxHandshakes: tls.maxHandshakes } : {})
       })
       listener = tlsListener
     } else {

@@ -148,7 +148,7 @@ export class Link extends TypedEmitter<LinkEvents> {
       const wasOnline = this.isOnline
       this.isOnline = false
       if (!answered && this.lastError === null && !this.closed) {
-        // closed with no word: never a silent retry, say what the likely causes are
+        // [CONN-TLS-3] closed with no word: never a silent retry, say what the likely causes are
         this.lastError = new HeraldError(ErrorCode.CONNECTION_LOST, isSecureUrl(o.url)
           ? 'the broker closed the connection before answering CONNECT; if it requires a client certificate, give one signed by its CA (tls.cert and tls.key, --cert and --key)'
           : 'the broker closed the connection before answering CONNECT; if this port serves TLS, use an mqtts:// URL')

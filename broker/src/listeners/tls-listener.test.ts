@@ -1,5 +1,6 @@
 import { existsSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
+import { connect as netConnect, type Socket } from 'node:net'
 import { connect as tlsConnect } from 'node:tls'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -153,6 +154,30 @@ describe('TLS listener [CONN-TLS-1]', () => {
     await expect(live.reloadTls()).rejects.toThrow(ConfigError)
     expect(await served()).toBe(second)
     expect(await attempt(live.url, caOnly())).toEqual({ online: true })
+  })
+})
+
+describe('TLS handshakes are bounded', () => {
+  it('closes a peer that connects and never handshakes, and refuses connections over maxHandshakes', async () => {
+    const b = await broker({ tls: { certFile: server.certFile, keyFile: server.keyFile, handshakeTimeoutMs: 500, maxHandshakes: 2 } })
+    const port = b.listener.address.port
+    const silent = (): Promise<{ socket: Socket, closed: Promise<void> }> => new Promise((resolve, reject) => {
+      const socket = netConnect({ host: '127.0.0.1', port }, () => { resolve({ socket, closed: new Promise((r) => socket.once('close', () => { r() })) }) })
+      socket.once('error', reject)
+    })
+    const [a, c] = [await silent(), await silent()]
+    await waitFor(() => b.tlsListener?.handshaking === 2, 'two handshakes in progress')
+    // a third peer is over the limit: closed at once, and counted
+    const third = await silent()
+    await third.closed
+    await waitFor(() => b.tlsListener?.handshakeFailures === 1, 'the refused connection to be counted')
+    expect(b.tlsListener?.handshaking).toBe(2)
+    // the two silent ones are closed by the handshake timeout
+    await Promise.all([a.closed, c.closed])
+    await waitFor(() => b.tlsListener?.handshakeFailures === 3, 'the timed out handshakes to be counted')
+    await waitFor(() => b.tlsListener?.handshaking === 0, 'no handshake in progress')
+    expect(await attempt(b.url, caOnly())).toEqual({ online: true })
+    expect(b.tlsListener?.handshaking).toBe(0)
   })
 })
 

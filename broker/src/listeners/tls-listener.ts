@@ -31,19 +31,24 @@ export interface TlsListenerOptions {
   readonly clientAuth?: boolean
   /** A connection that has not finished its handshake after this long is closed, in ms. Default 10,000. */
   readonly handshakeTimeoutMs?: number
+  /** Most handshakes in progress at once; a connection beyond is closed at once (a handshake flood costs CPU). Default 1,000. */
+  readonly maxHandshakes?: number
   readonly logger?: Logger
 }
 
 /** Defaults of the numeric and boolean TlsListenerOptions. */
 export const TLS_LISTENER_DEFAULTS = Object.freeze({
   clientAuth: false,
-  handshakeTimeoutMs: 10_000
+  handshakeTimeoutMs: 10_000,
+  maxHandshakes: 1000
 })
 
 /** A listening TLS server feeding connections to a broker. */
 export interface TlsListener extends TcpListener {
-  /** Handshakes that failed (wrong CA at the client, no client certificate, plain MQTT on this port, ...). */
+  /** Handshakes that failed (wrong CA at the client, no client certificate, plain MQTT on this port, ...) or were refused over `maxHandshakes`. */
   readonly handshakeFailures: number
+  /** Handshakes in progress now. */
+  readonly handshaking: number
   /**
    * Serves new connections with these certificates (a renewed certificate, without a restart); open
    * connections keep theirs. Throws a ConfigError, and keeps the old ones, if they do not load.
@@ -73,6 +78,7 @@ export async function listenTls (broker: Broker, options: TlsListenerOptions): P
   const { port, host, certificates, logger: givenLogger, ...rest } = options
   const opts = withDefaults('listenTls', TLS_LISTENER_DEFAULTS, rest)
   checkInt('listenTls', 'handshakeTimeoutMs', opts.handshakeTimeoutMs, 100, 600_000)
+  checkInt('listenTls', 'maxHandshakes', opts.maxHandshakes, 1, 100_000)
   const logger = givenLogger ?? silentLogger
   const clientAuth = opts.clientAuth
   const context = checkTlsCertificates(certificates, clientAuth)
@@ -86,19 +92,35 @@ export async function listenTls (broker: Broker, options: TlsListenerOptions): P
     handshakeTimeout: opts.handshakeTimeoutMs,
     minVersion: 'TLSv1.2'
   }, (socket: TLSSocket) => {
+    handshaking.delete(peer(socket))
     socket.setNoDelay(true)
     sockets.add(socket)
     socket.once('close', () => sockets.delete(socket))
     broker.handle(socket)
   })
-  // sockets still in their handshake are closed by close() too
+  // sockets still in their handshake are closed by close() too, and at most maxHandshakes of them at
+  // once; a raw socket and its TLS socket share the peer's address and port
+  const handshaking = new Map<string, Socket>()
+  const peer = (s: Socket): string => `${s.remoteAddress ?? ''}:${s.remotePort ?? ''}`
   server.on('connection', (raw: Socket) => {
+    if (handshaking.size >= opts.maxHandshakes) {
+      // counted by the tlsClientError this causes
+      raw.destroy()
+      return
+    }
+    const key = peer(raw)
+    handshaking.set(key, raw)
     sockets.add(raw)
-    raw.once('close', () => sockets.delete(raw))
+    raw.once('close', () => {
+      sockets.delete(raw)
+      if (handshaking.get(key) === raw) handshaking.delete(key)
+    })
   })
   server.on('tlsClientError', (err: Error & { code?: string }, socket) => {
     handshakeFailures++
     logger.debug({ err: err.message, code: err.code, remote: socket.remoteAddress }, 'TLS handshake failed')
+    // with a listener, node:tls leaves the socket open (a handshake timeout included): close it here
+    socket.destroy()
   })
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)
@@ -107,6 +129,7 @@ export async function listenTls (broker: Broker, options: TlsListenerOptions): P
   return {
     address: server.address() as AddressInfo,
     get handshakeFailures () { return handshakeFailures },
+    get handshaking () { return handshaking.size },
     setCertificates (c: TlsCertificates) {
       server.setSecureContext(checkTlsCertificates(c, clientAuth))
     },
