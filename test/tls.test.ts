@@ -12,9 +12,12 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import type { ClientEndpoint } from '@herald/client-endpoint'
 import { readTlsClientFiles, type TlsClientOptions } from '@herald/shared'
 import { makeTestCa, tempDir, waitFor, type CertFiles, type TestCa } from '@herald/shared/testing'
+import { parseGatewayConfig, startGateway } from '@herald/gateway'
 import { collect } from './support/collect.js'
+import { gatewayYaml } from './support/gateway-yaml.js'
 import { Harness } from './support/harness.js'
 import { Proc, writeTestSite } from './support/processes.js'
+import { ScriptedDevice } from './support/scripted-device.js'
 import { SECRETS } from './support/site.js'
 
 const CLI = join(import.meta.dirname, '..', 'cli', 'bin', 'herald.js')
@@ -123,6 +126,28 @@ describe('TLS with a real herald broker', () => {
     const got = await collect(h.client(b.url, 'alice', 'with-cert', { tls: trust({ cert: client.certFile, key: client.keyFile }) }), 'readings', { start: 'all' })
     await got.until(1)
     expect(got.payloads()).toEqual([{ n: 1 }])
+  })
+
+  it('a gateway configured with mqtts:// and TLS files raises device reports through a broker that requires client certificates', async () => {
+    h = await Harness.create()
+    const b = await broker([...tlsArgs(), '--tls-ca', ca.certFile, '--tls-client-auth'])
+    const device = await ScriptedDevice.listen()
+    h.onClose(() => device.close())
+    const readings = await collect(h.client(b.url, 'alice', 'gw-reader', { tls: trust({ cert: client.certFile, key: client.keyFile }) }), 'readings', { start: 'all' })
+    const brokerEntry = `\n  url: mqtts://localhost:${b.port}\n  ca: ${ca.certFile}\n  cert: ${gateway.certFile}\n  key: ${gateway.keyFile}`
+    const config = await parseGatewayConfig(join(h.dir, 'gateway.yaml'), gatewayYaml(brokerEntry, join(h.dir, 'gw'), [device.url],
+      '  - { name: readings, category: queueing, lifetime: 1d }',
+      'mapping:\n  - on: STATE\n    raise: readings\n    payload: { seq: $seq }\n'))
+    const g = await startGateway(config)
+    h.onClose(() => g.close())
+    await device.connected()
+    await waitFor(() => device.syncs() >= 1, 'SYNC when the line opens')
+    device.hello('TH-1', 1, { boot: 1, seq: 1 })
+    for (let seq = 1; seq <= 3; seq++) device.send(device.state(1, seq, {}))
+    await device.acked(1, 3)
+    await readings.until(3)
+    expect(readings.payloads()).toEqual([{ seq: 1 }, { seq: 2 }, { seq: 3 }])
+    expect(g.endpoint.status.state).toBe('online')
   })
 
   it('refuses plain MQTT on 0.0.0.0 without --insecure, saying why, before creating the data directory; starts with --insecure', async () => {
