@@ -84,6 +84,10 @@ export async function listenTls (broker: Broker, options: TlsListenerOptions): P
   const context = checkTlsCertificates(certificates, clientAuth)
   const sockets = new Set<Socket>()
   let handshakeFailures = 0
+  // sockets still in their handshake are closed by close() too, and at most maxHandshakes of them at
+  // once; a raw socket and its TLS socket share the peer's address and port
+  const handshaking = new Map<string, Socket>()
+  const peer = (s: Socket): string => `${s.remoteAddress ?? ''}:${s.remotePort ?? ''}`
   const server = createServer({
     ...context,
     // [CONN-TLS-2] with clientAuth, no certificate or one the CA did not sign fails the handshake
@@ -98,10 +102,6 @@ export async function listenTls (broker: Broker, options: TlsListenerOptions): P
     socket.once('close', () => sockets.delete(socket))
     broker.handle(socket)
   })
-  // sockets still in their handshake are closed by close() too, and at most maxHandshakes of them at
-  // once; a raw socket and its TLS socket share the peer's address and port
-  const handshaking = new Map<string, Socket>()
-  const peer = (s: Socket): string => `${s.remoteAddress ?? ''}:${s.remotePort ?? ''}`
   server.on('connection', (raw: Socket) => {
     if (handshaking.size >= opts.maxHandshakes) {
       // counted by the tlsClientError this causes
