@@ -9,7 +9,8 @@ import { copyFile } from 'node:fs/promises'
 import { connect as tlsConnect } from 'node:tls'
 import { join } from 'node:path'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
-import type { ClientEndpoint } from '@herald/client-endpoint'
+import { ClientEndpoint } from '@herald/client-endpoint'
+import { ServiceEndpoint } from '@herald/service-endpoint'
 import { readTlsClientFiles, type TlsClientOptions } from '@herald/shared'
 import { makeTestCa, tempDir, waitFor, type CertFiles, type TestCa } from '@herald/shared/testing'
 import { parseGatewayConfig, startGateway } from '@herald/gateway'
@@ -38,6 +39,20 @@ beforeAll(async () => {
   gateway = await ca.issueClient('gateway', 'svc-a')
 })
 afterAll(async () => { await pki.remove() })
+
+const trustOf = (c: TestCa): TlsClientOptions => readTlsClientFiles({ ca: c.certFile })
+
+describe('endpoint TLS options', () => {
+  it('are checked when the endpoint is made: a tls option with a plain URL, a certificate without its key', () => {
+    const makeService = (url: string, tls: TlsClientOptions): ServiceEndpoint => new ServiceEndpoint({ url, tls, serviceId: 'svc-a', secret: SECRETS['svc-a'], events: [{ name: 'readings', category: 'queueing' }] })
+    const makeClient = (url: string, tls: TlsClientOptions): ClientEndpoint => new ClientEndpoint({ url, tls, clientName: 'c', user: 'alice', password: SECRETS.alice })
+    expect(() => makeService('mqtt://127.0.0.1:1883', trustOf(ca))).toThrow(/^ServiceEndpoint: option "tls" is given but "url" is mqtt:\/\/, which does not use TLS; use mqtts:\/\//)
+    expect(() => makeClient('mqtt://127.0.0.1:1883', trustOf(ca))).toThrow(/^ClientEndpoint: option "tls" is given but "url" is mqtt:\/\//)
+    const { cert } = readTlsClientFiles({ cert: client.certFile })
+    expect(() => makeService('mqtts://127.0.0.1:8883', { ...(cert !== undefined ? { cert } : {}) })).toThrow(/^ServiceEndpoint: options "tls.cert" and "tls.key" go together/)
+    expect(() => makeClient('mqtts://127.0.0.1:8883', { servername: '' })).toThrow(/^ClientEndpoint: option "tls.servername"/)
+  })
+})
 
 describe('TLS with a real herald broker', () => {
   let h: Harness
