@@ -1,6 +1,7 @@
 export { createBroker, BROKER_DEFAULTS, type Broker, type BrokerOptions, type BrokerStats } from './broker.js'
 export { listenTcp, type TcpListener } from './listeners/tcp-listener.js'
-export { startBrokerServer, type BrokerServer, type BrokerServerOptions } from './server.js'
+export { listenTls, TLS_LISTENER_DEFAULTS, type TlsListener, type TlsListenerOptions, type TlsCertificates } from './listeners/tls-listener.js'
+export { startBrokerServer, checkListenerSecurity, isLoopbackHost, type BrokerServer, type BrokerServerOptions, type BrokerTlsFiles } from './server.js'
 export type { EventStore, AppendBatch, AppendResult, ArrivingEvent, EventCounters, ReadQuery, QueueLimits, LimitsOf } from './event-store/event-store.js'
 export { DropReport, type DropDelta } from './drop-report.js'
 export { createSqliteEventStore, SqliteEventStore } from './event-store/sqlite-event-store.js'

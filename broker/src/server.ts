@@ -1,11 +1,30 @@
-/** A broker on a site file, a data directory and a TCP port: what `herald broker` runs. */
-import type { Duplex } from 'node:stream'
+/** A broker on a site file, a data directory and a TCP or TLS port: what `herald broker` runs. */
+import { readFile } from 'node:fs/promises'
+import { isIP } from 'node:net'
 import { join } from 'node:path'
+import type { Duplex } from 'node:stream'
 import { ConfigError, ErrorCode, loadSite, silentLogger, type Logger, type Site } from '@herald/shared'
 import { createBroker, type Broker, type BrokerOptions } from './broker.js'
 import { lockDataDir, type DataDirLock } from './data-dir.js'
 import { createSqliteEventStore } from './event-store/sqlite-event-store.js'
 import { listenTcp, type TcpListener } from './listeners/tcp-listener.js'
+import { checkTlsCertificates, listenTls, type TlsCertificates, type TlsListener } from './listeners/tls-listener.js'
+
+/** The files a TLS listener serves with ([CONN-TLS-1]). */
+export interface BrokerTlsFiles {
+  /** The broker's certificate chain, PEM. */
+  readonly certFile: string
+  /** Its private key, PEM (unencrypted). */
+  readonly keyFile: string
+  /** The CA that signs client certificates, PEM; required with `clientAuth`. */
+  readonly caFile?: string | undefined
+  /** Require a client certificate signed by `caFile` ([CONN-TLS-2]), besides the credentials. Default false. */
+  readonly clientAuth?: boolean | undefined
+  /** A handshake not done after this long is closed, ms. Default 10,000. */
+  readonly handshakeTimeoutMs?: number | undefined
+  /** Most handshakes in progress at once. Default 1,000. */
+  readonly maxHandshakes?: number | undefined
+}
 
 export interface BrokerServerOptions extends Omit<BrokerOptions, 'site' | 'store'> {
   /** A site file path, or an already loaded site. */
@@ -19,38 +38,121 @@ export interface BrokerServerOptions extends Omit<BrokerOptions, 'site' | 'store
   readonly port: number
   /** Default 127.0.0.1. */
   readonly host?: string
+  /** Serve TLS (`mqtts://`) with these files instead of plain MQTT. */
+  readonly tls?: BrokerTlsFiles | undefined
+  /**
+   * Allow plain MQTT on an address that is not loopback ([CONN-TLS-3]): credentials then cross the
+   * network in the clear. Default false: such a listener refuses to start.
+   */
+  readonly insecure?: boolean | undefined
   readonly logger?: Logger
 }
 
 export interface BrokerServer {
   readonly broker: Broker
+  /** The TCP or TLS listener. */
   readonly listener: TcpListener
-  /** `mqtt://host:port` of the listener. */
+  /** `mqtt://host:port`, or `mqtts://host:port` with TLS. */
   readonly url: string
+  /** Whether the listener serves TLS. */
+  readonly tls: boolean
+  /** The listener, when it serves TLS (its handshake failures, its certificates). */
+  readonly tlsListener: TlsListener | null
+  /**
+   * Reads the TLS files again and serves new connections with them (a renewed certificate, no
+   * restart); open connections keep theirs. Rejects with a ConfigError, keeping the old
+   * certificate, if the files do not load; a ConfigError too without TLS.
+   */
+  reloadTls (): Promise<void>
   close (): Promise<void>
+}
+
+/**
+ * True if `host` is a loopback address: 127.0.0.0/8, ::1 (also IPv4-mapped) or `localhost`. Any
+ * other name counts as not loopback, since what it resolves to can change.
+ */
+export function isLoopbackHost (host: string): boolean {
+  const h = host.replace(/^\[(.*)\]$/, '$1').toLowerCase()
+  if (h === 'localhost') return true
+  if (isIP(h) === 4) return h.startsWith('127.')
+  if (isIP(h) === 6) {
+    // the URL parser writes an IPv6 address in its shortest form: ::1, and ::ffff:7f00:1 for ::ffff:127.0.0.1
+    const n = new URL(`http://[${h}]/`).hostname.slice(1, -1)
+    return n === '::1' || /^::ffff:7f[0-9a-f]{2}:[0-9a-f]{1,4}$/.test(n)
+  }
+  return false
+}
+
+/**
+ * [CONN-TLS-3] Throws a ConfigError saying why, if a plain listener would be on a non-loopback
+ * address without `insecure`.
+ */
+export function checkListenerSecurity (host: string, tls: boolean, insecure: boolean): void {
+  if (tls || insecure || isLoopbackHost(host)) return
+  throw new ConfigError(
+    `refusing to listen on ${host} without TLS: service secrets and user passwords would cross the network in the clear, ` +
+    'readable by anyone on the path. Give a certificate and key (--tls-cert, --tls-key) to serve mqtts://, ' +
+    'or --insecure if this network is trusted (e.g. a TLS-terminating proxy in front); plain MQTT is allowed on loopback (127.0.0.1, ::1) only')
+}
+
+async function readCertificates (files: BrokerTlsFiles): Promise<TlsCertificates> {
+  const read = async (label: string, path: string): Promise<Buffer> => {
+    try {
+      return await readFile(path)
+    } catch (err) {
+      throw new ConfigError(`TLS: cannot read the ${label} file ${path}: ${(err as Error).message}`, { cause: err })
+    }
+  }
+  if (files.clientAuth === true && files.caFile === undefined) throw new ConfigError('TLS: client certificate authentication needs the CA that signs client certificates (--tls-ca)')
+  if (files.caFile !== undefined && files.clientAuth !== true) throw new ConfigError('TLS: the CA file is the CA of client certificates and is only used with client certificate authentication (--tls-client-auth)')
+  const [cert, key, ca] = await Promise.all([
+    read('certificate', files.certFile),
+    read('key', files.keyFile),
+    files.caFile !== undefined ? read('CA', files.caFile) : Promise.resolve(undefined)
+  ])
+  return { cert, key, ca }
 }
 
 /** The name of the event store's file in the data directory. */
 export const EVENTS_FILE = 'events.db'
 
 /**
- * Loads the site, takes the data directory, listens on TCP, opens the SQLite store and creates the
- * broker. In that order, so that a wrong site, a data directory another broker holds
- * (`DATA_DIR_LOCKED`) or a busy port (`ADDRESS_IN_USE`) fail before the store is opened; each step
- * that fails undoes the ones before. Connections that arrive while the store opens are closed (the
- * endpoints reconnect).
+ * Loads the site, checks the listener's security and TLS files, takes the data directory, listens on
+ * TCP or TLS, opens the SQLite store and creates the broker. In that order, so that an insecure
+ * listener, a wrong site or TLS file, a data directory another broker holds (`DATA_DIR_LOCKED`) or a
+ * busy port (`ADDRESS_IN_USE`) fail before the store is opened; each step that fails undoes the ones
+ * before. Connections that arrive while the store opens are closed (the endpoints reconnect).
  */
 export async function startBrokerServer (options: BrokerServerOptions): Promise<BrokerServer> {
-  const { site: siteOpt, dataDir, port, host: hostOpt, ...rest } = options
+  const { site: siteOpt, dataDir, port, host: hostOpt, tls, insecure, ...rest } = options
   const host = hostOpt ?? '127.0.0.1'
   const logger = options.logger ?? silentLogger
+  // everything that can be refused is refused before the data directory and the store are touched
+  checkListenerSecurity(host, tls !== undefined, insecure === true)
   const site = typeof siteOpt === 'string' ? await loadSite(siteOpt) : siteOpt
+  const certificates = tls !== undefined ? await readCertificates(tls) : null
+  if (certificates !== null) checkTlsCertificates(certificates, tls?.clientAuth === true)
   const lock: DataDirLock = await lockDataDir(dataDir, [EVENTS_FILE], logger)
   let listener: TcpListener | null = null
+  let tlsListener: TlsListener | null = null
   try {
     let ready: Broker | null = null
+    const gate = { handle: (stream: Duplex) => { if (ready === null) stream.destroy(); else ready.handle(stream) } }
     try {
-      listener = await listenTcp({ handle: (stream: Duplex) => { if (ready === null) stream.destroy(); else ready.handle(stream) } }, { port, host })
+      if (tls !== undefined && certificates !== null) {
+        tlsListener = await listenTls(gate, {
+          port,
+          host,
+          certificates,
+          logger,
+          ...(tls.clientAuth !== undefined ? { clientAuth: tls.clientAuth } : {}),
+          ...(tls.handshakeTimeoutMs !== undefined ? { handshakeTimeoutMs: tls.handshakeTimeoutMs } : {}),
+          ...(tls.maxHandshakes !== undefined ? { maxHandshakes: tls.maxHandshakes } : {})
+        })
+        listener = tlsListener
+      } else {
+        listener = await listenTcp(gate, { port, host })
+      }
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
         throw new ConfigError(`port ${port} on ${host} is in use (another broker running?)`, { code: ErrorCode.ADDRESS_IN_USE, cause: err })
@@ -74,10 +176,20 @@ export async function startBrokerServer (options: BrokerServerOptions): Promise<
     }
     ready = broker
     const l = listener
+    const tl = tlsListener
+    const { address, port: actual } = l.address
+    const shown = address.includes(':') ? `[${address}]` : address
     return {
       broker,
       listener: l,
-      url: `mqtt://${l.address.address}:${l.address.port}`,
+      url: `${tl !== null ? 'mqtts' : 'mqtt'}://${shown}:${actual}`,
+      tls: tl !== null,
+      tlsListener: tl,
+      async reloadTls () {
+        if (tls === undefined || tl === null) throw new ConfigError('this broker does not serve TLS: nothing to reload')
+        tl.setCertificates(await readCertificates(tls))
+        logger.info({ cert: tls.certFile }, 'TLS certificate reloaded')
+      },
       async close () {
         try {
           await l.close()

@@ -6,9 +6,9 @@
 import type Database from 'better-sqlite3'
 import {
   AuthError, ClosedError, ConfigError, ErrorCode, FrameType, HeraldError, Link, RequestError, TypedEmitter,
-  assertName, backoffDelay, checkInt, clientClientId, clientKey, clientMessageTopic, clientRequestTopic,
+  assertName, checkBrokerConnection, backoffDelay, checkInt, clientClientId, clientKey, clientMessageTopic, clientRequestTopic,
   decodeControl, decodeEvents, encodeRequest, errorFromWire, frameType, isValidName, silentLogger, systemClock, toHeraldError, withDefaults, StatusFeed,
-  type Clock, type Logger, type Widened, type StartFrom
+  type Clock, type TlsClientOptions, type Logger, type Widened, type StartFrom
 } from '@herald/shared'
 import { ClientSubscription, type EventHandler } from './client-subscription.js'
 import { toHeraldEvent, type HeraldEvent } from './herald-event.js'
@@ -17,8 +17,10 @@ import type { PositionStore } from './positions/position-store.js'
 import { SqlitePositionStore } from './positions/sqlite-position-store.js'
 
 export interface ClientEndpointOptions {
-  /** `mqtt://host:port` of the broker. */
+  /** `mqtt://host:port` of the broker, or `mqtts://host:port` for TLS ([CONN-TLS-1]). */
   readonly url: string
+  /** TLS options for a `mqtts://` URL: the CA to check the broker's certificate against, a client certificate and key. Refused with a plain URL. */
+  readonly tls?: TlsClientOptions
   /** This client's name; with the user it forms the client key `<user>/<clientName>` private events are addressed to. */
   readonly clientName: string
   /** User name; leave out to connect as a guest (if the site admits guests). */
@@ -129,11 +131,11 @@ export class ClientEndpoint extends TypedEmitter<ClientEndpointEvents> {
   constructor (options: ClientEndpointOptions) {
     super()
     if (options === undefined || options === null) throw new ConfigError('ClientEndpoint: options are required')
-    if (typeof options.url !== 'string') throw new ConfigError('ClientEndpoint: option "url" must be a string like mqtt://host:1883')
+    checkBrokerConnection('ClientEndpoint', options.url, options.tls)
     assertName(options.clientName, 'ClientEndpoint: clientName')
     if (options.user !== undefined) assertName(options.user, 'ClientEndpoint: user')
     if (options.user !== undefined && typeof options.password !== 'string') throw new ConfigError('ClientEndpoint: option "password" is required with "user"')
-    const { url: _u, clientName: _n, user: _us, password: _p, positions: _pos, clock: _c, logger: _l, ...numeric } = options
+    const { url: _u, tls: _t, clientName: _n, user: _us, password: _p, positions: _pos, clock: _c, logger: _l, ...numeric } = options
     this.opts = withDefaults('ClientEndpoint', CLIENT_ENDPOINT_DEFAULTS, numeric)
     checkInt('ClientEndpoint', 'window', this.opts.window, 1, 100_000)
     this.clock = options.clock ?? systemClock
@@ -143,6 +145,7 @@ export class ClientEndpoint extends TypedEmitter<ClientEndpointEvents> {
     this.reqTopic = clientRequestTopic(this.key)
     this.link = new Link({
       url: options.url,
+      tls: options.tls,
       clientId: clientClientId(this.key),
       username: options.user,
       password: options.password,

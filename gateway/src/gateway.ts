@@ -158,6 +158,7 @@ export class Gateway extends TypedEmitter<GatewayEvents> {
     this.#lastStatusAt = this.#clock.now()
     this.endpoint = new ServiceEndpoint({
       url: config.brokerUrl,
+      ...(config.brokerTls !== null ? { tls: config.brokerTls } : {}),
       serviceId: config.serviceId,
       secret: config.secret,
       events: config.events,

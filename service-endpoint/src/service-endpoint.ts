@@ -4,9 +4,9 @@
  */
 import {
   AuthError, ClosedError, ConfigError, ErrorCode, HeraldError, Link, NULL_PAYLOAD, PayloadKind, RequestError, TypedEmitter,
-  assertName, checkInt, decodeAck, encodePayload, encodeUp, errorFromWire, eventId, serviceAckTopic, serviceClientId,
+  assertName, checkBrokerConnection, checkInt, decodeAck, encodePayload, encodeUp, errorFromWire, eventId, serviceAckTopic, serviceClientId,
   serviceUpTopic, silentLogger, systemClock, toHeraldError, withDefaults, StatusFeed,
-  type Category, type Clock, type Logger, type Payload, type RaisedEvent, type Widened
+  type Category, type Clock, type TlsClientOptions, type Logger, type Payload, type RaisedEvent, type Widened
 } from '@herald/shared'
 import type { PersistenceError } from '@herald/shared'
 import { MemoryServicePersistence } from './persistence/memory-service-persistence.js'
@@ -25,8 +25,10 @@ export interface ServiceEventSpec {
 }
 
 export interface ServiceEndpointOptions {
-  /** `mqtt://host:port` of the broker. */
+  /** `mqtt://host:port` of the broker, or `mqtts://host:port` for TLS ([CONN-TLS-1]). */
   readonly url: string
+  /** TLS options for a `mqtts://` URL: the CA to check the broker's certificate against, a client certificate and key. Refused with a plain URL. */
+  readonly tls?: TlsClientOptions
   readonly serviceId: string
   readonly secret: string
   /** The events this service raises. */
@@ -179,10 +181,10 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
     super()
     if (options === undefined || options === null) throw new ConfigError('ServiceEndpoint: options are required')
     assertName(options.serviceId, 'ServiceEndpoint: serviceId')
-    if (typeof options.url !== 'string') throw new ConfigError('ServiceEndpoint: option "url" must be a string like mqtt://host:1883')
+    checkBrokerConnection('ServiceEndpoint', options.url, options.tls)
     if (typeof options.secret !== 'string') throw new ConfigError('ServiceEndpoint: option "secret" must be a string')
     if (!Array.isArray(options.events) || options.events.length === 0) throw new ConfigError('ServiceEndpoint: option "events" must list the events this service raises')
-    const { url: _u, serviceId: _s, secret: _x, events: _e, persistence: _p, clock: _c, logger: _l, ...numeric } = options
+    const { url: _u, tls: _t, serviceId: _s, secret: _x, events: _e, persistence: _p, clock: _c, logger: _l, ...numeric } = options
     this.opts = withDefaults('ServiceEndpoint', SERVICE_ENDPOINT_DEFAULTS, numeric)
     checkInt('ServiceEndpoint', 'window', this.opts.window, 1, 100_000)
     checkInt('ServiceEndpoint', 'maxEventsPerFrame', this.opts.maxEventsPerFrame, 1, 10_000)
@@ -233,6 +235,7 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
     }, this.opts.window, this.opts.maxEventsPerFrame, this.opts.maxFrameBytes, this.opts.maxInflightBytes)
     this.link = new Link({
       url: options.url,
+      tls: options.tls,
       clientId: serviceClientId(this.serviceId),
       username: this.serviceId,
       password: options.secret,

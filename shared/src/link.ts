@@ -8,11 +8,14 @@ import mqtt, { type MqttClient } from 'mqtt'
 import { backoffDelay, type BackoffOptions } from './backoff.js'
 import { AuthError, ErrorCode, HeraldError } from './errors.js'
 import { silentLogger, type Logger } from './logger.js'
+import { isSecureUrl, nodeTlsOptions, tlsConnectError, type TlsClientOptions } from './tls.js'
 import { TypedEmitter } from './typed-emitter.js'
 
 export interface LinkOptions {
-  /** `mqtt://host:port` */
+  /** `mqtt://host:port`, or `mqtts://host:port` for TLS ([CONN-TLS-1]). */
   readonly url: string
+  /** TLS options for a `mqtts://` URL (checked by `checkBrokerConnection`). */
+  readonly tls?: TlsClientOptions | undefined
   readonly clientId: string
   readonly username?: string | undefined
   readonly password?: string | undefined
@@ -37,6 +40,8 @@ export interface LinkEvents {
 }
 
 function connackError (err: Error & { code?: unknown }): HeraldError {
+  const tls = tlsConnectError(err)
+  if (tls !== null) return tls
   if (err.code === 4) return new AuthError(ErrorCode.BAD_CREDENTIALS, 'the broker refused the credentials', { cause: err })
   if (err.code === 5 || err.code === 2) return new AuthError(ErrorCode.NOT_AUTHORIZED, 'the broker refused this identity', { cause: err })
   return new HeraldError(ErrorCode.CONNECTION_LOST, err.message, { cause: err })
@@ -97,6 +102,8 @@ export class Link extends TypedEmitter<LinkEvents> {
     this.emit('connecting', this.attempt)
     const o = this.options
     const client = mqtt.connect(o.url, {
+      // [CONN-TLS-1] CA, client certificate; a broker certificate that does not verify is refused unless told otherwise
+      ...nodeTlsOptions(o.tls),
       clientId: o.clientId,
       ...(o.username !== undefined ? { username: o.username } : {}),
       ...(o.password !== undefined ? { password: o.password } : {}),
@@ -110,7 +117,9 @@ export class Link extends TypedEmitter<LinkEvents> {
     })
     this.client = client
     this.lastError = null
+    let answered = false
     client.on('connect', () => {
+      answered = true
       client.subscribe(o.replyTopic, { qos: 0 }, (err, granted) => {
         if (this.client !== client) return
         if (err !== null && err !== undefined) {
@@ -138,6 +147,12 @@ export class Link extends TypedEmitter<LinkEvents> {
       client.end(true)
       const wasOnline = this.isOnline
       this.isOnline = false
+      if (!answered && this.lastError === null && !this.closed) {
+        // [CONN-TLS-3] closed with no word: never a silent retry, say what the likely causes are
+        this.lastError = new HeraldError(ErrorCode.CONNECTION_LOST, isSecureUrl(o.url)
+          ? 'the broker closed the connection before answering CONNECT; if it requires a client certificate, give one signed by its CA (tls.cert and tls.key, --cert and --key)'
+          : 'the broker closed the connection before answering CONNECT; if this port serves TLS, use an mqtts:// URL')
+      }
       if (wasOnline || this.lastError !== null) this.emit('offline', this.lastError)
       if (this.closed) return
       const delay = backoffDelay(this.attempt++, o.reconnect)

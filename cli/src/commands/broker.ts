@@ -5,7 +5,7 @@
 import { Command, InvalidArgumentError } from 'commander'
 import { pino } from 'pino'
 import { ConfigError, ErrorCode, HashedSecret, HeraldError } from '@herald/shared'
-import { startBrokerServer } from '@herald/broker'
+import { isLoopbackHost, startBrokerServer, type BrokerTlsFiles } from '@herald/broker'
 import { defaultLogLevel, onShutdown, port } from './options.js'
 
 async function readStdin (): Promise<string> {
@@ -14,25 +14,59 @@ async function readStdin (): Promise<string> {
   return Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '')
 }
 
+/** The options of `herald broker`, as parsed. */
+interface BrokerCommandOptions {
+  site: string, data: string, port?: number, host: string, logLevel: string,
+  tlsCert?: string, tlsKey?: string, tlsCa?: string, tlsClientAuth?: boolean, insecure?: boolean
+}
+
+/** The TLS files of `herald broker`, or undefined without --tls-cert; a flag without the ones it needs is a ConfigError. */
+export function brokerTlsFiles (o: Pick<BrokerCommandOptions, 'tlsCert' | 'tlsKey' | 'tlsCa' | 'tlsClientAuth' | 'insecure'>): BrokerTlsFiles | undefined {
+  if (o.tlsCert === undefined) {
+    if (o.tlsKey !== undefined || o.tlsCa !== undefined || o.tlsClientAuth === true) throw new ConfigError('--tls-key, --tls-ca and --tls-client-auth need --tls-cert (the certificate to serve TLS with)')
+    return undefined
+  }
+  if (o.tlsKey === undefined) throw new ConfigError('--tls-cert needs --tls-key (the private key of the certificate)')
+  if (o.insecure === true) throw new ConfigError('--insecure is for plain MQTT; with --tls-cert the listener is not insecure: drop one of them')
+  return { certFile: o.tlsCert, keyFile: o.tlsKey, caFile: o.tlsCa, clientAuth: o.tlsClientAuth === true }
+}
+
 export function brokerCommand (): Command {
   return new Command('broker')
     .description('run a broker')
     .requiredOption('--site <file>', 'site structure file (YAML or JSON)')
     .requiredOption('--data <dir>', 'data directory for the event store (created if missing)')
-    .option('--port <n>', 'TCP port (0: any free port)', port, 1883)
-    .option('--host <address>', 'address to listen on', '127.0.0.1')
+    .option('--port <n>', 'TCP port (0: any free port; default 1883, 8883 with --tls-cert)', port)
+    .option('--host <address>', 'address to listen on; other than loopback needs TLS or --insecure', '127.0.0.1')
+    .option('--tls-cert <file>', 'serve TLS (mqtts://) with this certificate chain (PEM); reloaded on SIGHUP')
+    .option('--tls-key <file>', 'the private key of --tls-cert (PEM)')
+    .option('--tls-ca <file>', 'CA certificate (PEM) that signs client certificates, with --tls-client-auth')
+    .option('--tls-client-auth', 'require a client certificate signed by --tls-ca (credentials are still checked)')
+    .option('--insecure', 'allow plain MQTT on a non-loopback --host: passwords cross the network in the clear')
     .option('--log-level <level>', 'trace, debug, info, warn, error', defaultLogLevel)
-    .action(async (opts: { site: string, data: string, port: number, host: string, logLevel: string }) => {
+    .action(async (opts: BrokerCommandOptions) => {
       const logger = pino({ level: opts.logLevel })
-      const server = await startBrokerServer({ site: opts.site, dataDir: opts.data, port: opts.port, host: opts.host, logger }).catch((err: unknown) => {
+      const tls = brokerTlsFiles(opts)
+      const server = await startBrokerServer({
+        site: opts.site, dataDir: opts.data, port: opts.port ?? (tls !== undefined ? 8883 : 1883), host: opts.host, tls, insecure: opts.insecure, logger
+      }).catch((err: unknown) => {
         // a busy port or a held data directory: one line and exit code 2 (cli.ts), no stack
         if (err instanceof HeraldError && err.code === ErrorCode.ADDRESS_IN_USE) throw new ConfigError(`${err.message}: choose another with --port`, { code: err.code, cause: err })
         throw err
       })
-      const { address, port: actual } = server.listener.address
-      logger.info({ url: server.url, site: opts.site, data: opts.data, stored: server.broker.store.count() }, 'broker listening')
+      logger.info({ url: server.url, site: opts.site, data: opts.data, stored: server.broker.store.count(), clientAuth: opts.tlsClientAuth === true }, 'broker listening')
+      if (!server.tls && opts.insecure === true && !isLoopbackHost(opts.host)) logger.warn({ host: opts.host }, 'plain MQTT on a non-loopback address (--insecure): credentials cross the network in the clear')
       // a line for scripts and tests to wait for, also when logs are JSON
-      process.stdout.write(`herald broker listening on mqtt://${address}:${actual}\n`)
+      process.stdout.write(`herald broker listening on ${server.url}\n`)
+      if (server.tls) {
+        // a renewed certificate is taken up without a restart: `kill -HUP <pid>`
+        process.on('SIGHUP', () => {
+          server.reloadTls().then(
+            () => { process.stdout.write('herald broker reloaded its TLS certificate\n') },
+            (err: unknown) => { logger.error({ err: (err as Error).message }, 'TLS certificate not reloaded; serving the previous one') }
+          )
+        })
+      }
       onShutdown(() => server.close(), (msg, err) => { logger.info({ err }, msg) })
     })
 }

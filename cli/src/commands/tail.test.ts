@@ -1,6 +1,6 @@
 import { describe, it, expect } from 'vitest'
 import { AuthError, ConfigError, ErrorCode, RequestError, isValidName } from '@herald/shared'
-import { brokerUrl, defaultClientName, describeRefusal, humanLogLine, resolveCredentials } from './tail.js'
+import { brokerUrl, defaultClientName, describeRefusal, humanLogLine, resolveCredentials, tailTls } from './tail.js'
 
 const noFile = (path: string): string => { throw new Error(`ENOENT: no such file, open '${path}'`) }
 
@@ -88,5 +88,14 @@ describe('brokerUrl', () => {
     expect(() => brokerUrl('127.0.0.1:1883')).toThrow(/is not a URL/)
     expect(() => brokerUrl('foo')).toThrow(/"foo" is not a URL; a broker URL looks like mqtt:\/\/host:1883/)
     expect(() => brokerUrl('http://127.0.0.1:1883')).toThrow(/is not a broker URL/)
+  })
+})
+
+describe('tailTls', () => {
+  it('takes no TLS files without the flags, and refuses them with a plain URL or a certificate without its key', () => {
+    expect(tailTls({ url: 'mqtts://broker.example:8883' })).toBeUndefined()
+    expect(() => tailTls({ url: 'mqtt://127.0.0.1:1883', ca: 'ca.crt' })).toThrow(/--ca, --cert and --key are for TLS: use an mqtts:\/\/ URL, not mqtt:\/\/127\.0\.0\.1:1883/)
+    expect(() => tailTls({ url: 'mqtts://127.0.0.1:8883', cert: 'client.crt' })).toThrow(/--cert and --key go together/)
+    expect(() => tailTls({ url: 'mqtts://127.0.0.1:8883', ca: '/nonexistent/ca.crt' })).toThrow(/herald tail: cannot read the CA certificate file \/nonexistent\/ca\.crt/)
   })
 })

@@ -9,7 +9,7 @@ import { hostname } from 'node:os'
 import { Command, InvalidArgumentError, Option } from 'commander'
 import { pino } from 'pino'
 import { ClientEndpoint, SqlitePositionStore, type HeraldEvent, type Subscription } from '@herald/client-endpoint'
-import { AuthError, ConfigError, ErrorCode, HeraldError, isValidName, toHeraldError } from '@herald/shared'
+import { AuthError, ConfigError, ErrorCode, HeraldError, isSecureUrl, isValidName, readTlsClientFiles, toHeraldError, type TlsClientOptions } from '@herald/shared'
 import {
   EventStats, LiveConsole, colorEnabled, renderEventJson, renderEventLine, renderSummary, summaryModeFor
 } from '../console/index.js'
@@ -18,6 +18,11 @@ import { defaultLogLevel } from './options.js'
 /** The options of `herald tail`, as parsed. */
 export interface TailOptions {
   readonly url: string
+  /** CA certificate file (PEM) the broker's certificate must chain to, for an mqtts:// URL. */
+  readonly ca?: string
+  /** Client certificate and key files (PEM), for a broker that requires one. */
+  readonly cert?: string
+  readonly key?: string
   readonly user?: string
   readonly guest?: boolean
   readonly passwordEnv?: string
@@ -151,12 +156,26 @@ function nameList (value: string): string[] {
   return names
 }
 
+/**
+ * The TLS options from --ca, --cert and --key (files read here), or undefined without them. They go
+ * with an mqtts:// URL only: with a plain one they would be ignored, so that is a ConfigError.
+ */
+export function tailTls (o: Pick<TailOptions, 'url' | 'ca' | 'cert' | 'key'>): TlsClientOptions | undefined {
+  if (o.ca === undefined && o.cert === undefined && o.key === undefined) return undefined
+  if (!isSecureUrl(o.url)) throw new ConfigError(`--ca, --cert and --key are for TLS: use an mqtts:// URL, not ${o.url}`)
+  if ((o.cert === undefined) !== (o.key === undefined)) throw new ConfigError('--cert and --key go together: a client certificate needs its key')
+  return readTlsClientFiles({ ca: o.ca, cert: o.cert, key: o.key }, 'herald tail')
+}
+
 /** The `herald tail` subcommand. */
 export function tailCommand (): Command {
   return new Command('tail')
     .description('print events as they arrive, with a live summary (a console client for operators)')
     .argument('<event...>', 'event names to watch (one subscription each)')
-    .option('--url <url>', 'broker URL', brokerUrl, 'mqtt://127.0.0.1:1883')
+    .option('--url <url>', 'broker URL (mqtts://host:8883 for TLS)', brokerUrl, 'mqtt://127.0.0.1:1883')
+    .option('--ca <file>', 'with mqtts://: CA certificate (PEM) the broker\'s certificate must be signed by (default: the system\'s root CAs)')
+    .option('--cert <file>', 'with mqtts://: client certificate (PEM), for a broker that requires one')
+    .option('--key <file>', 'with mqtts://: the private key of --cert (PEM)')
     .option('--user <name>', 'user name (password from $HERALD_PASSWORD, --password-env or --password-file)')
     .option('--password-env <var>', 'read the password from this environment variable')
     .option('--password-file <file>', 'read the password from this file (one trailing newline is dropped)')
@@ -187,6 +206,7 @@ async function runTail (eventArgs: readonly string[], opts: TailOptions): Promis
   for (const e of events) if (!isValidName(e)) throw new ConfigError(`${JSON.stringify(e)} is not a valid event name`)
   const { user, password } = resolveCredentials(opts, process.env, (p) => readFileSync(p, 'utf8'))
   const clientName = opts.client ?? defaultClientName(hostname(), process.pid)
+  const tls = tailTls(opts)
   const { stdout, stderr } = process
   const stats = new EventStats(Date.now(), { names: events })
   const colorOut = opts.json !== true && colorEnabled(stdout, process.env)
@@ -204,6 +224,7 @@ async function runTail (eventArgs: readonly string[], opts: TailOptions): Promis
   const client = new ClientEndpoint({
     url: opts.url,
     clientName,
+    ...(tls !== undefined ? { tls } : {}),
     ...(user !== undefined ? { user } : {}),
     ...(password !== undefined ? { password } : {}),
     ...(positions !== undefined ? { positions } : {}),

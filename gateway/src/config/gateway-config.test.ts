@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { ConfigError } from '@herald/shared'
+import { makeTestCa } from '@herald/shared/testing'
 import { loadGatewayConfig, parseGatewayConfig } from './gateway-config.js'
 import { parseDeviceUrl } from './device-url.js'
 
@@ -115,12 +116,46 @@ describe('gateway configuration', () => {
     expect(await errorOf(withLine(39, '    raiseNull: readings'))).toBe('gw.yaml:39: mapping[3].raiseNull: "readings" is queueing; only a replacing event can be null')
     expect(await errorOf(withLine(24, '  - on: STATUS'))).toBe('gw.yaml:24: mapping[0].on: "STATUS" is not a data frame type (STATE, ALARM or CLEAR)')
     expect(await errorOf(withLine(5, 'brokr: mqtt://127.0.0.1:1883'))).toBe('gw.yaml:5: brokr: unknown key "brokr" (expected one of: service, broker, data, site, events, persistence, devices, lines, mapping, status)')
-    expect(await errorOf(withLine(5, 'broker: http://x'))).toBe('gw.yaml:5: broker: "http://x" is not a broker URL like mqtt://127.0.0.1:1883')
+    expect(await errorOf(withLine(5, 'broker: http://x'))).toBe('gw.yaml:5: broker: "http://x" is not a broker URL like mqtt://127.0.0.1:1883, or mqtts://broker.example:8883 for TLS')
     expect(await errorOf(withLine(17, '  - name: serial:///dev/ttyUSB0?baud=9600'))).toBe('gw.yaml:20: devices[1].name: device name "serial:///dev/ttyUSB0?baud=9600" is used twice')
     expect(await errorOf(withLine(12, '    lifetime: forever'))).toMatch(/^gw.yaml:12: events\[1\]\.lifetime: "forever" is not a duration/)
     expect(await errorOf('service: [1\n')).toMatch(/^gw.yaml:\d+: not valid YAML/)
     expect(await errorOf('')).toBe('gw.yaml:1: the file is empty')
     expect(await errorOf(GOOD.replace(/mapping:[\s\S]*$/, ''))).toBe('gw.yaml:2: mapping: is required: which device reports raise which events')
+  })
+
+  it('takes an mqtts:// broker with TLS files relative to the file [CONN-TLS-1], and names the line of each mistake', async () => {
+    const ca = await makeTestCa(dir, 'gw-ca')
+    const client = await ca.issueClient('gw-client', 'plant-1')
+    const { readFile } = await import('node:fs/promises')
+    const tlsBroker = (lines: string): string => GOOD.replace('broker: mqtt://127.0.0.1:1883', `broker:\n${lines}`)
+    const at = join(dir, 'gw.yaml')
+    // a bare mqtts:// URL: the system's root CAs
+    const bare = await parseGatewayConfig(at, GOOD.replace('mqtt://127.0.0.1:1883', 'mqtts://broker.example:8883'))
+    expect([bare.brokerUrl, bare.brokerTls]).toEqual(['mqtts://broker.example:8883', null])
+    const full = await parseGatewayConfig(at, tlsBroker('  url: mqtts://127.0.0.1:8883\n  ca: gw-ca.crt\n  cert: gw-client.crt\n  key: gw-client.key\n  servername: localhost'))
+    expect(full.brokerUrl).toBe('mqtts://127.0.0.1:8883')
+    expect(full.brokerTls).toEqual({ ca: await readFile(ca.certFile), cert: await readFile(client.certFile), key: await readFile(client.keyFile), servername: 'localhost' })
+    const caOnly = await parseGatewayConfig(at, tlsBroker(`  url: mqtts://127.0.0.1:8883\n  ca: ${ca.certFile}`))
+    expect(caOnly.brokerTls).toEqual({ ca: await readFile(ca.certFile) })
+    expect((await parseGatewayConfig(at, tlsBroker('  url: mqtt://127.0.0.1:1883'))).brokerTls).toBeNull()
+
+    const err = async (text: string): Promise<string> => {
+      try {
+        await parseGatewayConfig(at, text)
+      } catch (e) {
+        expect(e).toBeInstanceOf(ConfigError)
+        return (e as Error).message.replaceAll(dir, '<dir>')
+      }
+      throw new Error('expected a ConfigError')
+    }
+    expect(await err(tlsBroker('  url: mqtt://127.0.0.1:1883\n  ca: gw-ca.crt'))).toBe(`${at}:7: broker.ca: TLS options need an mqtts:// URL; "mqtt://127.0.0.1:1883" is plain MQTT, where they would be ignored`.replace(dir, '<dir>'))
+    expect(await err(tlsBroker('  url: mqtts://127.0.0.1:8883\n  ca: missing.crt'))).toMatch(/gw\.yaml:7: broker\.ca: cannot read <dir>\/missing\.crt: ENOENT/)
+    expect(await err(tlsBroker('  url: mqtts://127.0.0.1:8883\n  cert: gw-client.crt'))).toMatch(/gw\.yaml:7: broker\.cert: cert and key go together/)
+    expect(await err(tlsBroker('  url: mqtts://127.0.0.1:8883\n  cert: gw-client.crt\n  key: gw-ca.key'))).toMatch(/gw\.yaml:6: broker: option "tls": .*key the key of cert/)
+    expect(await err(tlsBroker('  url: mqtts://127.0.0.1:8883\n  ca: gw-client.key'))).toMatch(/gw\.yaml:6: broker: option "tls.ca" holds no PEM certificate/)
+    expect(await err(tlsBroker('  url: mqtts://127.0.0.1:8883\n  cafile: gw-ca.crt'))).toMatch(/gw\.yaml:7: broker\.cafile: unknown key "cafile" \(expected one of: url, ca, cert, key, servername\)/)
+    expect(await err(tlsBroker('  ca: gw-ca.crt'))).toMatch(/gw\.yaml:6: broker\.url: is required/)
   })
 })
 

@@ -5,7 +5,8 @@
  */
 import { readFile } from 'node:fs/promises'
 import { dirname, resolve } from 'node:path'
-import { ConfigError, assertName, eventsOfService, loadSite, parseByteSize, parseDuration } from '@herald/shared'
+import { ConfigError, assertName, checkBrokerConnection, eventsOfService, isSecureUrl, loadSite, parseByteSize, parseDuration } from '@herald/shared'
+import type { TlsClientOptions } from '@herald/shared'
 import { OverflowPolicy } from '@herald/service-endpoint'
 import type { ServiceEventSpec } from '@herald/service-endpoint'
 import { parseDeviceUrl } from './device-url.js'
@@ -48,7 +49,10 @@ export interface GatewayConfig {
   readonly file: string
   readonly serviceId: string
   readonly secret: string
+  /** `mqtt://host:port`, or `mqtts://host:port` for TLS ([CONN-TLS-1]). */
   readonly brokerUrl: string
+  /** TLS options (files read) for an mqtts:// broker, or null for none (plain, or mqtts:// with the system's root CAs). */
+  readonly brokerTls: TlsClientOptions | null
   /** Directory of the level-2 persistence file (`gateway.db`) and `status.json`. */
   readonly dataDir: string
   readonly events: readonly ServiceEventSpec[]
@@ -92,9 +96,7 @@ export async function parseGatewayConfig (file: string, text: string, env: NodeJ
   }
   const secret = await readSecret(service, env, base)
 
-  const broker = root.get('broker')
-  const brokerUrl = broker.string()
-  if (!/^(mqtt|tcp):\/\/[^/]+:\d+\/?$/.test(brokerUrl)) throw broker.error(`"${brokerUrl}" is not a broker URL like mqtt://127.0.0.1:1883`)
+  const { brokerUrl, brokerTls } = await readBroker(root.get('broker'), base)
 
   const dataDir = resolve(base, root.get('data').string())
 
@@ -140,7 +142,46 @@ export async function parseGatewayConfig (file: string, text: string, env: NodeJ
   const statusIntervalMs = root.get('status').only(['interval']).get('interval').parsed((v) => parseDuration(v, 'interval'), 10_000)
   if (statusIntervalMs < 100) throw root.get('status').get('interval').error('must be at least 100ms')
 
-  return { file, serviceId, secret, brokerUrl, dataDir, events, persistence, devices, lines, mapping, statusIntervalMs }
+  return { file, serviceId, secret, brokerUrl, brokerTls, dataDir, events, persistence, devices, lines, mapping, statusIntervalMs }
+}
+
+/**
+ * The `broker` entry: a URL, or a mapping with the URL and TLS files (relative to the config file):
+ * `{ url: mqtts://broker:8883, ca: ca.crt, cert: gateway.crt, key: gateway.key, servername: broker }`.
+ */
+async function readBroker (broker: YamlCursor, base: string): Promise<{ brokerUrl: string, brokerTls: TlsClientOptions | null }> {
+  const urlNode = broker.isMapping ? broker.only(['url', 'ca', 'cert', 'key', 'servername']).get('url') : broker
+  const brokerUrl = urlNode.string()
+  if (!/^(mqtt|tcp|mqtts|tls):\/\/[^/]+:\d+\/?$/.test(brokerUrl)) throw urlNode.error(`"${brokerUrl}" is not a broker URL like mqtt://127.0.0.1:1883, or mqtts://broker.example:8883 for TLS`)
+  if (!broker.isMapping) return { brokerUrl, brokerTls: null }
+  const given = ['ca', 'cert', 'key', 'servername'].filter((k) => broker.get(k).present)
+  if (given.length === 0) return { brokerUrl, brokerTls: null }
+  if (!isSecureUrl(brokerUrl)) throw broker.get(given[0] ?? 'ca').error(`TLS options need an mqtts:// URL; "${brokerUrl}" is plain MQTT, where they would be ignored`)
+  if (broker.get('cert').present !== broker.get('key').present) throw broker.get(broker.get('cert').present ? 'cert' : 'key').error('cert and key go together: a client certificate needs its key')
+  const file = async (key: string): Promise<Buffer | undefined> => {
+    const node = broker.get(key)
+    if (!node.present) return undefined
+    const path = resolve(base, node.string())
+    try {
+      return await readFile(path)
+    } catch (err) {
+      throw node.error(`cannot read ${path}: ${(err as Error).message}`)
+    }
+  }
+  const [ca, cert, key] = [await file('ca'), await file('cert'), await file('key')]
+  const servername = broker.get('servername').optionalString()
+  const tls: TlsClientOptions = {
+    ...(ca !== undefined ? { ca } : {}),
+    ...(cert !== undefined ? { cert } : {}),
+    ...(key !== undefined ? { key } : {}),
+    ...(servername !== undefined ? { servername } : {})
+  }
+  try {
+    checkBrokerConnection('broker', brokerUrl, tls)
+  } catch (err) {
+    throw broker.error((err as Error).message.replace(/^broker: /, ''))
+  }
+  return { brokerUrl, brokerTls: tls }
 }
 
 async function readSecret (service: YamlCursor, env: NodeJS.ProcessEnv, base: string): Promise<string> {

@@ -31,6 +31,11 @@ export class YamlCursor {
     return this.#node !== null && !(isScalar(this.#node) && this.#node.value === null)
   }
 
+  /** True if the node is a mapping (not a single value or a list). */
+  get isMapping (): boolean {
+    return this.#node !== null && isMap(this.#node)
+  }
+
   /** The entry `key` of a mapping (absent entries give a cursor that is not `present`). */
   get (key: string): YamlCursor {
     const node = this.#node

@@ -18,3 +18,4 @@ export async function tempDir (prefix = 'herald-'): Promise<{ path: string, remo
   const path = await mkdtemp(join(tmpdir(), prefix))
   return { path, remove: () => rm(path, { recursive: true, force: true }) }
 }
+export * from './certificates.js'
