@@ -276,11 +276,17 @@ export class ClientEndpoint extends TypedEmitter<ClientEndpointEvents> {
             // [CLI-RESET-1] the broker's store was replaced: our position means nothing there
             this.logger.warn({ key: sub.key, position: sub.committed }, 'the broker has no events up to this position; starting over from what it holds')
             sub.positions.commit(sub.key, 0)
+            sub.positions.reserve?.(sub.key, 0)
             sub.committed = 0
+            sub.reserved = 0
+            sub.crashStarted = null
           } else if (recorded === null) {
-            // [CLI-START-1] remember where a first subscription started
+            // [CLI-START-1] remember where a first subscription started; [CLI-POS-5] durably, before
+            // subscribe() resolves and before any event is handed over
             sub.positions.commit(sub.key, c.head)
+            sub.positions.reserve?.(sub.key, c.head)
             sub.committed = c.head
+            sub.reserved = c.head
           }
           const s = sub.settle
           sub.settle = null
@@ -330,9 +336,17 @@ export class ClientEndpoint extends TypedEmitter<ClientEndpointEvents> {
       for (let item = sub.take(); item !== undefined && !sub.closed; item = sub.take()) {
         const e = item.event
         if (e.position <= (pending ?? sub.committed)) continue // already handled (a frame from before a resubscription)
-        let redelivered = sub.crashStarted === e.position
-        if (redelivered) sub.crashStarted = null
+        // [CLI-REDELIVER-1] every event up to the recorded started one may have been handled before
+        let redelivered = sub.crashStarted !== null && e.position <= sub.crashStarted
         if (sub.transaction === null) {
+          if (e.position > sub.reserved && sub.positions.reserve !== undefined) {
+            // [CLI-POS-5] durable before any handler of what was received runs: after a power loss,
+            // all of it is flagged, and nothing beyond it can have been handled
+            const last = sub.queue[sub.queue.length - 1]?.event.position ?? 0
+            const upTo = Math.max(e.position, last, sub.crashStarted ?? 0)
+            sub.positions.reserve(sub.key, upTo)
+            sub.reserved = upTo
+          }
           // [CLI-REDELIVER-1] recorded before the handler, so a crash inside it is known after restart
           if (pending !== null) {
             sub.positions.advance(sub.key, pending, e.position)
@@ -360,6 +374,7 @@ export class ClientEndpoint extends TypedEmitter<ClientEndpointEvents> {
             redelivered = sub.transaction === null
           }
         }
+        if (sub.crashStarted !== null && e.position >= sub.crashStarted) sub.crashStarted = null
         sub.delivered++
         if (redelivered) sub.redelivered++
         if (sub.transaction !== null) commit(e.position)
