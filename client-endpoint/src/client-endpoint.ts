@@ -339,14 +339,6 @@ export class ClientEndpoint extends TypedEmitter<ClientEndpointEvents> {
         // [CLI-REDELIVER-1] every event up to the recorded started one may have been handled before
         let redelivered = sub.crashStarted !== null && e.position <= sub.crashStarted
         if (sub.transaction === null) {
-          if (e.position > sub.reserved && sub.positions.reserve !== undefined) {
-            // [CLI-POS-5] durable before any handler of what was received runs: after a power loss,
-            // all of it is flagged, and nothing beyond it can have been handled
-            const last = sub.queue[sub.queue.length - 1]?.event.position ?? 0
-            const upTo = Math.max(e.position, last, sub.crashStarted ?? 0)
-            sub.positions.reserve(sub.key, upTo)
-            sub.reserved = upTo
-          }
           // [CLI-REDELIVER-1] recorded before the handler, so a crash inside it is known after restart
           if (pending !== null) {
             sub.positions.advance(sub.key, pending, e.position)
@@ -354,6 +346,14 @@ export class ClientEndpoint extends TypedEmitter<ClientEndpointEvents> {
             pending = null
           } else {
             sub.positions.markStarted(sub.key, e.position)
+          }
+          if (e.position > sub.reserved && sub.positions.reserve !== undefined) {
+            // [CLI-POS-5] durable, with the writes above, before any handler of what was received
+            // runs: after a power loss all of it is flagged, and nothing beyond it was handled
+            const last = sub.queue[sub.queue.length - 1]?.event.position ?? 0
+            const upTo = Math.max(e.position, last, sub.crashStarted ?? 0)
+            sub.positions.reserve(sub.key, upTo)
+            sub.reserved = upTo
           }
         }
         for (let attempt = 1; ; attempt++) {
