@@ -40,6 +40,13 @@ export interface ClientEndpointOptions {
   readonly connectTimeoutMs?: number
   /** MQTT keepalive in seconds. Default 30. */
   readonly keepaliveSec?: number
+  /**
+   * Longest time, in ms, between two durable writes of a subscription's position while its events are
+   * handled ([CLI-POS-5]): with a position store durable against power loss, it bounds in time how far
+   * a power loss rolls the position back (flagged). 0: before every event (one fsync per event).
+   * Default 1,000.
+   */
+  readonly positionSyncMs?: number
   readonly clock?: Clock
   readonly logger?: Logger
 }
@@ -52,7 +59,8 @@ export const CLIENT_ENDPOINT_DEFAULTS = Object.freeze({
   reconnectInitialMs: 100,
   reconnectMaxMs: 10_000,
   connectTimeoutMs: 10_000,
-  keepaliveSec: 30
+  keepaliveSec: 30,
+  positionSyncMs: 1000
 })
 
 export interface SubscribeOptions {
@@ -129,6 +137,7 @@ export class ClientEndpoint extends TypedEmitter<ClientEndpointEvents> {
     const { url: _u, clientName: _n, user: _us, password: _p, positions: _pos, clock: _c, logger: _l, ...numeric } = options
     this.opts = withDefaults('ClientEndpoint', CLIENT_ENDPOINT_DEFAULTS, numeric)
     checkInt('ClientEndpoint', 'window', this.opts.window, 1, 100_000)
+    checkInt('ClientEndpoint', 'positionSyncMs', this.opts.positionSyncMs, 0, 3_600_000)
     this.clock = options.clock ?? systemClock
     this.logger = options.logger ?? silentLogger
     this.positions = options.positions ?? new MemoryPositionStore()
@@ -347,13 +356,16 @@ export class ClientEndpoint extends TypedEmitter<ClientEndpointEvents> {
           } else {
             sub.positions.markStarted(sub.key, e.position)
           }
-          if (e.position > sub.reserved && sub.positions.reserve !== undefined) {
-            // [CLI-POS-5] durable, with the writes above, before any handler of what was received
-            // runs: after a power loss all of it is flagged, and nothing beyond it was handled
+          if (sub.positions.reserve !== undefined && (e.position > sub.reserved || this.clock.now() - sub.reservedAt >= this.opts.positionSyncMs)) {
+            // [CLI-POS-5] durable, with the writes above, before the handler runs: after a power loss
+            // every reserved event is flagged, and nothing beyond was handled. It covers what was
+            // received and the next `window` positions, so a slow stream needs no fsync per event;
+            // and it comes again after positionSyncMs, so the durable position is never older
             const last = sub.queue[sub.queue.length - 1]?.event.position ?? 0
-            const upTo = Math.max(e.position, last, sub.crashStarted ?? 0)
+            const upTo = Math.max(e.position + sub.window - 1, last, sub.crashStarted ?? 0)
             sub.positions.reserve(sub.key, upTo)
             sub.reserved = upTo
+            sub.reservedAt = this.clock.now()
           }
         }
         for (let attempt = 1; ; attempt++) {

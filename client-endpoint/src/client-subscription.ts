@@ -28,6 +28,8 @@ export class ClientSubscription {
   crashStarted: number | null = null
   /** The highest position reserved in the position store by this process ([CLI-POS-5]); 0: none. */
   reserved = 0
+  /** When it was reserved (the endpoint's clock). */
+  reservedAt = 0
   readonly queue: QueuedEvent[] = []
   queueHead = 0
   processing = false
