@@ -9,7 +9,9 @@
 import { existsSync, mkdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { describe, it, expect, afterEach, beforeAll } from 'vitest'
+import { MemoryPositionStore } from '@herald/client-endpoint'
 import type { ServiceEndpoint } from '@herald/service-endpoint'
+import { ConfigError, ManualClock } from '@herald/shared'
 import { waitFor } from '@herald/shared/testing'
 import { Harness } from './support/harness.js'
 import { PowerCutDir, buildPowerCutLibrary } from './support/power-cut.js'
@@ -150,4 +152,35 @@ describe('power loss at the client machine', { timeout: 300_000 }, () => {
       expect(o.flagged).toBeGreaterThanOrEqual(o.rollbacks.reduce((a, b) => a + b, 0))
     })
   }
+
+  it('[CLI-POS-5] a reservation comes before the handler, covers the next window positions, and is renewed after positionSyncMs', async () => {
+    h = await Harness.create()
+    const broker = await h.broker()
+    const svc = await h.service(broker.url, 'svc-a')
+    // a memory store that records each reservation and what the handler had seen by then
+    const handled: number[] = []
+    const reservations: Array<{ upTo: number, handledBefore: number }> = []
+    const store = Object.assign(new MemoryPositionStore(), {
+      reserve (_key: string, upTo: number): void { reservations.push({ upTo, handledBefore: handled.length }) }
+    })
+    const clock = new ManualClock()
+    const client = h.client(broker.url, 'alice', 'app', { positions: store, clock, window: 100 })
+    const sub = await client.subscribe('readings', { start: 'new' }, (e) => { handled.push(e.position) })
+    // [CLI-START-1] the first position, reserved before subscribe() resolved
+    expect(reservations).toEqual([{ upTo: sub.position, handledBefore: 0 }])
+    const head = sub.position
+    const raise = async (i: number): Promise<void> => {
+      await svc.raise('readings', { i })
+      await waitFor(() => handled.length === i + 1, `event ${i} handled`)
+    }
+    await raise(0)
+    expect(reservations.slice(1)).toEqual([{ upTo: handled[0]! + 99, handledBefore: 0 }])
+    await raise(1) // within the reservation, and no time passed: no durable write
+    expect(reservations.length).toBe(2)
+    clock.advance(1000)
+    await raise(2) // positionSyncMs passed: reserved again before its handler
+    expect(reservations.slice(2)).toEqual([{ upTo: handled[2]! + 99, handledBefore: 2 }])
+    expect(handled[0]).toBeGreaterThan(head)
+    expect(() => h?.client(broker.url, 'alice', 'bad', { positionSyncMs: -1 })).toThrow(ConfigError)
+  })
 })
