@@ -150,11 +150,13 @@ export class SqlitePositionStore implements PositionStore {
 
   /**
    * Runs `write` with `synchronous=FULL` (a WAL commit then fsyncs the WAL, and so every frame before
-   * it). A pragma takes effect when prepared, so it cannot be a prepared statement run again.
+   * it). A pragma takes effect when prepared, so it cannot be a prepared statement run again. Inside
+   * the application's open transaction SQLite refuses the change: the write then commits with that
+   * transaction, as durable as the application's settings make it.
    */
   private durably (write: () => void): void {
     const before = this.owned ? 1 : this.db.pragma('synchronous', { simple: true }) as number
-    if (before >= 2) {
+    if (before >= 2 || this.db.inTransaction) {
       write()
       return
     }
