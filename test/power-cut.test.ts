@@ -8,7 +8,7 @@
  */
 import { existsSync, mkdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { describe, it, expect, afterEach, beforeAll } from 'vitest'
+import { describe, it, expect, afterAll, afterEach, beforeAll } from 'vitest'
 import { MemoryPositionStore } from '@herald/client-endpoint'
 import type { ServiceEndpoint } from '@herald/service-endpoint'
 import { ConfigError, ManualClock } from '@herald/shared'
@@ -58,13 +58,13 @@ describe('power loss at the client machine', { timeout: 300_000 }, () => {
   let library = ''
   let h: Harness | null = null
   const procs: Proc[] = []
+  let build: Harness | null = null
   beforeAll(async () => {
-    const build = await Harness.create()
-    library = buildPowerCutLibrary(build.dir)
     // kept until the end of the file: every test preloads it
-    afterAllCleanups.push(() => build.close())
+    build = await Harness.create()
+    library = buildPowerCutLibrary(build.dir)
   })
-  const afterAllCleanups: Array<() => Promise<void>> = []
+  afterAll(async () => { await build?.close() })
   afterEach(async () => {
     for (const p of procs.splice(0)) await p.kill()
     await h?.close()
