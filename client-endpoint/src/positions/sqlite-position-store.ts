@@ -23,9 +23,9 @@ export interface SqlitePositionStoreOptions {
   /** Table name. Default `herald_positions` (and `<table>_boot` for the boot id). */
   readonly table?: string
   /**
-   * `'power-loss'` (default): every reservation of a batch ([CLI-POS-5]) is committed with
-   * `synchronous=FULL` (one fsync per received batch, which also syncs the per-event commits before
-   * it). `'process-crash'`: no fsync of its own at all (the old behaviour; a power loss may roll the
+   * `'power-loss'` (default): every reservation ([CLI-POS-5]) is committed with `synchronous=FULL`
+   * (one fsync per received batch, per `window` positions or per `positionSyncMs`, which also syncs
+   * the per-event commits before it). `'process-crash'`: no fsync of its own at all (the old behaviour; a power loss may roll the
    * positions back to the last WAL checkpoint and redeliver events unflagged, or with `start: 'new'`,
    * skip them).
    */
