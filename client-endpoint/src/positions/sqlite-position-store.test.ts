@@ -1,3 +1,4 @@
+import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import Database from 'better-sqlite3'
 import { describe, it, expect } from 'vitest'
@@ -140,6 +141,19 @@ describe('SqlitePositionStore', () => {
     db.transaction(() => { store.reserve('b', 4) })()
     expect(db.pragma('synchronous', { simple: true })).toBe(1)
     db.close()
+    await dir.remove()
+  })
+
+  it('[CLI-POS-5] records the boot id of the running machine by default', async () => {
+    const dir = await tempDir()
+    const path = join(dir.path, 'positions.db')
+    new SqlitePositionStore({ database: path }).close()
+    const db = new Database(path, { readonly: true })
+    const recorded = db.prepare('SELECT boot FROM herald_positions_boot').pluck().get() as string
+    db.close()
+    const file = '/proc/sys/kernel/random/boot_id'
+    if (existsSync(file)) expect(recorded).toBe(readFileSync(file, 'utf8').trim())
+    else expect(recorded).toMatch(/^boot-at-\d+$/)
     await dir.remove()
   })
 })
