@@ -19,7 +19,8 @@ import type { Proc } from './support/processes.js'
 import { SECRETS } from './support/site.js'
 
 const N = 4000
-const CUTS = 5
+/** Interruptions per test: power cuts, and in the power-loss tests every third a plain SIGKILL (same boot). */
+const CUTS = 6
 const WINDOW = 250
 
 /** A small seeded generator (mulberry32), so a failing run can be repeated. */
@@ -41,7 +42,7 @@ interface Outcome {
   silent: number
   /** Handler calls with redelivered: true. */
   flagged: number
-  /** Per cut: handler calls, in the run after it, for events handled before it. */
+  /** Per cut (or kill): handler calls, in the run after it, for events handled before it. */
   rollbacks: number[]
 }
 
@@ -71,7 +72,7 @@ describe('power loss at the client machine', { timeout: 300_000 }, () => {
     h = null
   })
 
-  async function run (durability: 'power-loss' | 'process-crash', start: 'new' | 'all', seed: number): Promise<Outcome> {
+  async function run (durability: 'power-loss' | 'process-crash', start: 'new' | 'all', seed: number, withKills = false): Promise<Outcome> {
     h = await Harness.create()
     const broker = await h.broker()
     const svc = await h.service(broker.url, 'svc-a')
@@ -83,10 +84,11 @@ describe('power loss at the client machine', { timeout: 300_000 }, () => {
     let producer: Promise<void> | null = null
     let stopped = false
     let streamDone = false
+    let boot = 0
     for (let r = 0; r <= CUTS; r++) {
       const c = dir.start('power-cut-client.mjs', {
         url: broker.url, user: 'alice', password: SECRETS.alice, clientName: 'worker', event: 'readings',
-        start, durability, window: WINDOW, db: join(dir.path, 'positions.db'), log, bootId: `boot-${r}`
+        start, durability, window: WINDOW, db: join(dir.path, 'positions.db'), log, bootId: `boot-${boot}`
       })
       procs.push(c)
       await c.waitLine((l) => l === 'subscribed')
@@ -98,7 +100,11 @@ describe('power loss at the client machine', { timeout: 300_000 }, () => {
         const handled = (): number => Number(c.lines.findLast((l) => l.startsWith('n '))?.slice(2) ?? 0)
         await waitFor(() => handled() >= at || streamDone, `${at} events handled in run ${r}`, 120_000)
         await c.kill()
+        // a process crash only: the OS keeps every write, and the machine keeps its boot id; this
+        // one lands while a range flagged by the cut before is being delivered again
+        if (withKills && r % 3 === 1) continue
         dir.cut()
+        boot++
       } else {
         await producer
         // a last event after the stream, so that the client can be seen to have caught up
@@ -144,8 +150,8 @@ describe('power loss at the client machine', { timeout: 300_000 }, () => {
   })
 
   for (const [start, seed] of [['new', 3], ['all', 4]] as const) {
-    it(`the default power-loss durability, start "${start}": ${CUTS} cuts at random points lose nothing, flag every redelivery, roll back at most a window`, async () => {
-      const o = await run('power-loss', start, seed)
+    it(`the default power-loss durability, start "${start}": ${CUTS} power cuts and SIGKILLs at random points lose nothing, flag every redelivery, roll back at most a window`, async () => {
+      const o = await run('power-loss', start, seed, true)
       expect({ lost: o.lost, silent: o.silent }).toEqual({ lost: 0, silent: 0 })
       expect(o.rollbacks.length).toBe(CUTS)
       for (const r of o.rollbacks) expect(r).toBeLessThanOrEqual(WINDOW)
