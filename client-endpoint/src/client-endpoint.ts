@@ -348,13 +348,15 @@ export class ClientEndpoint extends TypedEmitter<ClientEndpointEvents> {
         // [CLI-REDELIVER-1] every event up to the recorded started one may have been handled before
         let redelivered = sub.crashStarted !== null && e.position <= sub.crashStarted
         if (sub.transaction === null) {
-          // [CLI-REDELIVER-1] recorded before the handler, so a crash inside it is known after restart
+          // [CLI-REDELIVER-1] recorded before the handler, so a crash inside it is known after restart;
+          // while a range flagged from a crash is delivered again, its end, so a crash now keeps it
+          const mark = sub.crashStarted === null ? e.position : Math.max(e.position, sub.crashStarted)
           if (pending !== null) {
-            sub.positions.advance(sub.key, pending, e.position)
+            sub.positions.advance(sub.key, pending, mark)
             commit(pending)
             pending = null
           } else {
-            sub.positions.markStarted(sub.key, e.position)
+            sub.positions.markStarted(sub.key, mark)
           }
           if (sub.positions.reserve !== undefined && (e.position > sub.reserved || this.clock.now() - sub.reservedAt >= this.opts.positionSyncMs)) {
             // [CLI-POS-5] durable, with the writes above, before the handler runs: after a power loss
