@@ -113,7 +113,12 @@ async function s1 () {
   const paced = await references('s1 at 1,000/s', (b) => mqttRun(b, { pubClients: 1, pubProcs: 1, count: SIZE.s1Rate, inflight: 1000, rate, subClients: 1, subProcs: 1, deadline: deadlineIn() }))
   log('s1: Herald at 1,000/s')
   const heraldPaced = await heraldRun({ services: 1, serviceProcs: 1, count: SIZE.s1Rate, rate, clients: 1, clientProcs: 1, deadline: deadlineIn() })
-  raw.s1 = { pipelined, herald, stopWait, paced, heraldPaced }
+  // the client's positions in the faster mode, safe against process crashes only ([CLI-POS-5])
+  log('s1: Herald full load, process-crash positions')
+  const heraldCrashOnly = await heraldRun({ services: 1, serviceProcs: 1, count: n, clients: 1, clientProcs: 1, deadline: deadlineIn(), durability: 'process-crash' })
+  log('s1: Herald at 1,000/s, process-crash positions')
+  const heraldCrashOnlyPaced = await heraldRun({ services: 1, serviceProcs: 1, count: SIZE.s1Rate, rate, clients: 1, clientProcs: 1, deadline: deadlineIn(), durability: 'process-crash' })
+  raw.s1 = { pipelined, herald, stopWait, paced, heraldPaced, heraldCrashOnly, heraldCrashOnlyPaced }
   const v = (r, k) => r === null ? null : r[k]
   const l = (r, k) => r === null || r.latency === null ? null : r.latency[k]
   row('1 service -> 1 client', 'throughput, QoS 1 pipelined refs', 'events/s', 'higher', herald.perSecond, v(pipelined.mosquitto, 'perSecond'), v(pipelined.aedes, 'perSecond'), { vs: 'mosquitto', value: 1.0, text: '>= 1.0x Mosquitto (aim 2x)' })
@@ -122,6 +127,13 @@ async function s1 () {
   row('1 service -> 1 client', 'latency p99, full load', 'ms', 'lower', l(herald, 'p99'), l(pipelined.mosquitto, 'p99'), l(pipelined.aedes, 'p99'))
   row('1 service -> 1 client', 'latency p50 at 1,000 events/s', 'ms', 'lower', l(heraldPaced, 'p50'), l(paced.mosquitto, 'p50'), l(paced.aedes, 'p50'))
   row('1 service -> 1 client', 'latency p99 at 1,000 events/s', 'ms', 'lower', l(heraldPaced, 'p99'), l(paced.mosquitto, 'p99'), l(paced.aedes, 'p99'), { vs: null, value: 10, text: '<= 10 ms' })
+  const cpu = (r) => r === null ? null : r.cpuPerEvent.clients
+  row('1 service -> 1 client', 'client CPU per event, full load (positions: power-loss, the default)', 'µs', 'lower', cpu(herald), null, null)
+  row('1 service -> 1 client', 'client CPU per event, full load (positions: process-crash)', 'µs', 'lower', cpu(heraldCrashOnly), null, null)
+  row('1 service -> 1 client', 'throughput, positions process-crash (refs QoS 1 pipelined)', 'events/s', 'higher', heraldCrashOnly.perSecond, v(pipelined.mosquitto, 'perSecond'), v(pipelined.aedes, 'perSecond'))
+  row('1 service -> 1 client', 'latency p99 at 1,000 events/s, positions process-crash', 'ms', 'lower', l(heraldCrashOnlyPaced, 'p99'), l(paced.mosquitto, 'p99'), l(paced.aedes, 'p99'))
+  row('1 service -> 1 client', 'client CPU per event at 1,000 events/s (power-loss)', 'µs', 'lower', cpu(heraldPaced), null, null)
+  row('1 service -> 1 client', 'client CPU per event at 1,000 events/s (process-crash)', 'µs', 'lower', cpu(heraldCrashOnlyPaced), null, null)
 }
 
 // Scenario 2: fan-out, 1 service -> 20 clients
@@ -308,7 +320,7 @@ function versions () {
 function fmt (v, unit) {
   if (v === null || v === undefined) return '-'
   if (unit === 'ms') return v < 10 ? v.toFixed(2) : v.toFixed(1)
-  if (unit === 's' || unit === 'MB') return v.toFixed(1)
+  if (unit === 's' || unit === 'MB' || unit === 'µs') return v.toFixed(1)
   return Math.round(v).toLocaleString('en')
 }
 

@@ -75,8 +75,11 @@ export function serviceChildren ({ url, dir, services, procs, first = 0, count, 
   }, { nodeArgs }))
 }
 
-/** Client processes for `clients` client endpoints, positions files in `dir`. */
-export function clientChildren ({ url, dir, clients, procs, expect, guests = false, nodeArgs = [], prefix = 'app' }) {
+/**
+ * Client processes for `clients` client endpoints, positions files in `dir`; `durability` is the
+ * SqlitePositionStore mode (undefined: its default, 'power-loss').
+ */
+export function clientChildren ({ url, dir, clients, procs, expect, guests = false, nodeArgs = [], prefix = 'app', durability }) {
   let next = 0
   return split(clients, procs).map((n, i) => nodeChild(`herald-client ${i}`, proc('herald-client.mjs'), {
     url,
@@ -88,22 +91,23 @@ export function clientChildren ({ url, dir, clients, procs, expect, guests = fal
     }),
     event: EVENT,
     expect,
-    start: 'all'
+    start: 'all',
+    durability
   }, { nodeArgs }))
 }
 
 /**
  * A Herald run: a fresh broker with SQLite defaults, `clients` client endpoints, `services`
- * service endpoints raising `count` events each. Throughput counts from the first raise() call to
- * the last handler call.
+ * service endpoints raising `count` events each (client positions in `durability` mode). Throughput
+ * counts from the first raise() call to the last handler call.
  */
-export async function heraldRun ({ services, serviceProcs, count, rate = 0, window = 5000, maxUnacked = 4000, clients, clientProcs, deadline, nodeArgs = [] }) {
+export async function heraldRun ({ services, serviceProcs, count, rate = 0, window = 5000, maxUnacked = 4000, clients, clientProcs, deadline, nodeArgs = [], durability }) {
   const ws = await heraldWorkspace(services)
   const children = []
   let broker = null
   try {
     broker = await startHerald({ site: ws.site, dataDir: join(ws.dir, 'data'), nodeArgs }, deadline)
-    const cl = clientChildren({ url: broker.url, dir: ws.dir, clients, procs: clientProcs, expect: services * count, nodeArgs })
+    const cl = clientChildren({ url: broker.url, dir: ws.dir, clients, procs: clientProcs, expect: services * count, nodeArgs, durability })
     children.push(...cl)
     await Promise.all(cl.map((c) => c.waitFor('ready', 'clients subscribed', deadline)))
     const sv = serviceChildren({ url: broker.url, dir: ws.dir, services, procs: serviceProcs, count, rate, window, maxUnacked, nodeArgs })

@@ -1,5 +1,6 @@
-// Herald client endpoints (positions in SQLite files, the default durable mode). argv[2] is JSON:
-//   { url, user, password, clients: [{ clientName, positions }], event, expect, start }
+// Herald client endpoints (positions in SQLite files). argv[2] is JSON:
+//   { url, user, password, clients: [{ clientName, positions }], event, expect, start, durability }
+// `durability`: the SqlitePositionStore mode, 'power-loss' (the default) or 'process-crash'.
 // Each client subscribes to `event`; prints {"ready"} when all are subscribed, then
 // {"result": {first, last, received, redelivered, latency}} once each handled `expect` events
 // (never, with expect 0: the clients stay connected until the process is killed).
@@ -23,7 +24,7 @@ await Promise.all(a.clients.map(async (c) => {
     url: a.url,
     clientName: c.clientName,
     ...(a.user === null ? {} : { user: a.user, password: a.password }),
-    positions: new SqlitePositionStore({ database: c.positions }),
+    positions: new SqlitePositionStore({ database: c.positions, ...(a.durability === undefined ? {} : { durability: a.durability }) }),
     reconnectInitialMs: 20,
     reconnectMaxMs: 200
   }).start()

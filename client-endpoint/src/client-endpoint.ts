@@ -42,6 +42,13 @@ export interface ClientEndpointOptions {
   readonly connectTimeoutMs?: number
   /** MQTT keepalive in seconds. Default 30. */
   readonly keepaliveSec?: number
+  /**
+   * Longest time, in ms, between two durable writes of a subscription's position while its events are
+   * handled ([CLI-POS-5]): with a position store durable against power loss, it bounds in time how far
+   * a power loss rolls the position back (flagged). 0: before every event (one fsync per event).
+   * Default 1,000.
+   */
+  readonly positionSyncMs?: number
   readonly clock?: Clock
   readonly logger?: Logger
 }
@@ -54,7 +61,8 @@ export const CLIENT_ENDPOINT_DEFAULTS = Object.freeze({
   reconnectInitialMs: 100,
   reconnectMaxMs: 10_000,
   connectTimeoutMs: 10_000,
-  keepaliveSec: 30
+  keepaliveSec: 30,
+  positionSyncMs: 1000
 })
 
 export interface SubscribeOptions {
@@ -138,6 +146,7 @@ export class ClientEndpoint extends TypedEmitter<ClientEndpointEvents> {
     const { url: _u, tls: _t, clientName: _n, user: _us, password: _p, positions: _pos, clock: _c, logger: _l, ...numeric } = options
     this.opts = withDefaults('ClientEndpoint', CLIENT_ENDPOINT_DEFAULTS, numeric)
     checkInt('ClientEndpoint', 'window', this.opts.window, 1, 100_000)
+    checkInt('ClientEndpoint', 'positionSyncMs', this.opts.positionSyncMs, 0, 3_600_000)
     this.clock = options.clock ?? systemClock
     this.logger = options.logger ?? silentLogger
     this.positions = options.positions ?? new MemoryPositionStore()
@@ -294,11 +303,17 @@ export class ClientEndpoint extends TypedEmitter<ClientEndpointEvents> {
             // [CLI-RESET-1] the broker's store was replaced: our position means nothing there
             this.logger.warn({ key: sub.key, position: sub.committed }, 'the broker has no events up to this position; starting over from what it holds')
             sub.positions.commit(sub.key, 0)
+            sub.positions.reserve?.(sub.key, 0)
             sub.committed = 0
+            sub.reserved = 0
+            sub.crashStarted = null
           } else if (recorded === null) {
-            // [CLI-START-1] remember where a first subscription started
+            // [CLI-START-1] remember where a first subscription started; [CLI-POS-5] durably, before
+            // subscribe() resolves and before any event is handed over
             sub.positions.commit(sub.key, c.head)
+            sub.positions.reserve?.(sub.key, c.head)
             sub.committed = c.head
+            sub.reserved = c.head
           }
           const s = sub.settle
           sub.settle = null
@@ -348,16 +363,29 @@ export class ClientEndpoint extends TypedEmitter<ClientEndpointEvents> {
       for (let item = sub.take(); item !== undefined && !sub.closed; item = sub.take()) {
         const e = item.event
         if (e.position <= (pending ?? sub.committed)) continue // already handled (a frame from before a resubscription)
-        let redelivered = sub.crashStarted === e.position
-        if (redelivered) sub.crashStarted = null
+        // [CLI-REDELIVER-1] every event up to the recorded started one may have been handled before
+        let redelivered = sub.crashStarted !== null && e.position <= sub.crashStarted
         if (sub.transaction === null) {
-          // [CLI-REDELIVER-1] recorded before the handler, so a crash inside it is known after restart
+          // [CLI-REDELIVER-1] recorded before the handler, so a crash inside it is known after restart;
+          // while a range flagged from a crash is delivered again, its end, so a crash now keeps it
+          const mark = sub.crashStarted === null ? e.position : Math.max(e.position, sub.crashStarted)
           if (pending !== null) {
-            sub.positions.advance(sub.key, pending, e.position)
+            sub.positions.advance(sub.key, pending, mark)
             commit(pending)
             pending = null
           } else {
-            sub.positions.markStarted(sub.key, e.position)
+            sub.positions.markStarted(sub.key, mark)
+          }
+          if (sub.positions.reserve !== undefined && (e.position > sub.reserved || this.clock.now() - sub.reservedAt >= this.opts.positionSyncMs)) {
+            // [CLI-POS-5] durable, with the writes above, before the handler runs: after a power loss
+            // every reserved event is flagged, and nothing beyond was handled. It covers what was
+            // received and the next `window` positions, so a slow stream needs no fsync per event;
+            // and it comes again after positionSyncMs, so the durable position is never older
+            const last = sub.queue[sub.queue.length - 1]?.event.position ?? 0
+            const upTo = Math.max(e.position + sub.window - 1, last, sub.crashStarted ?? 0)
+            sub.positions.reserve(sub.key, upTo)
+            sub.reserved = upTo
+            sub.reservedAt = this.clock.now()
           }
         }
         for (let attempt = 1; ; attempt++) {
@@ -378,6 +406,7 @@ export class ClientEndpoint extends TypedEmitter<ClientEndpointEvents> {
             redelivered = sub.transaction === null
           }
         }
+        if (sub.crashStarted !== null && e.position >= sub.crashStarted) sub.crashStarted = null
         sub.delivered++
         if (redelivered) sub.redelivered++
         if (sub.transaction !== null) commit(e.position)

@@ -21,8 +21,15 @@ export class ClientSubscription {
   wireId = 0
   /** The position of the last event committed (cached from the store). */
   committed = 0
-  /** The position of an event whose handler started in an earlier run and never committed. */
+  /**
+   * From an earlier run: every event up to this position (after the committed one) may have been
+   * handled and is flagged redelivered ([CLI-REDELIVER-1]); null once passed.
+   */
   crashStarted: number | null = null
+  /** The highest position reserved in the position store by this process ([CLI-POS-5]); 0: none. */
+  reserved = 0
+  /** When it was reserved (the endpoint's clock). */
+  reservedAt = 0
   readonly queue: QueuedEvent[] = []
   queueHead = 0
   processing = false

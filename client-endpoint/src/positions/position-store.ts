@@ -1,6 +1,6 @@
 /**
  * Where a client endpoint keeps, per subscription, the position of the last event its handler
- * finished, and the position of an event whose handler started but did not finish ([CLI-POS-*]).
+ * finished, and which events after it may have been started ([CLI-POS-*]).
  * O(subscriptions), never O(events). Every backend passes `describePositionStoreConformance`.
  */
 
@@ -8,7 +8,11 @@
 export interface SubscriptionPosition {
   /** Position of the last event whose handler finished (0: none yet). */
   readonly position: number
-  /** Position of an event whose handler started and has not been committed, or null. */
+  /**
+   * Null, or: every event of the subscription after `position`, up to and including this one, may
+   * have been started without being committed ([CLI-REDELIVER-1]). After a process crash that is the
+   * one event whose handler was running; after a power loss, every event reserved ([CLI-POS-5]).
+   */
   readonly started: number | null
 }
 
@@ -20,6 +24,8 @@ export interface SubscriptionPosition {
  * - [CLI-POS-2] `markStarted(key, p)` records p as started and leaves the position as it was.
  * - [CLI-POS-3] A durable backend's records survive the process being killed right after the call.
  * - [CLI-POS-4] `advance(key, c, s)` records c as the position and s as started, in one write.
+ * - [CLI-POS-5] `reserve(key, upTo)` records that the handlers of events up to `upTo` may start; a
+ *   backend durable against power loss has made it, and every call before it, durable when it returns.
  */
 export interface PositionStore {
   get (key: string): SubscriptionPosition | null
@@ -30,6 +36,14 @@ export interface PositionStore {
    * does between two events it handles back to back, at the cost of one write instead of two.
    */
   advance (key: string, committed: number, started: number): void
+  /**
+   * [CLI-POS-5] Before the handlers of a received batch run, the client reserves up to the batch's
+   * last position. It neither changes the position nor `started` as `get` returns them while the
+   * machine stays up; after a power loss (a new boot), `get` returns as started every reserved event
+   * after the surviving position. Leaves nothing to do for a store that does not survive power loss;
+   * a store without it is taken as one.
+   */
+  reserve? (key: string, upTo: number): void
   /** Whether records survive a restart. */
   readonly durable: boolean
   close (): void

@@ -1,3 +1,4 @@
+import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import Database from 'better-sqlite3'
 import { describe, it, expect } from 'vitest'
@@ -9,12 +10,20 @@ import { SqlitePositionStore } from './sqlite-position-store.js'
 describePositionStoreConformance('sqlite file', async () => {
   const dir = await tempDir()
   const path = join(dir.path, 'positions.db')
-  let current = new SqlitePositionStore({ database: path })
+  let boot = 1
+  const open = (): SqlitePositionStore => new SqlitePositionStore({ database: path, bootId: `boot-${boot}` })
+  let current = open()
   return {
     store: current,
     reopen: () => {
       current.close()
-      current = new SqlitePositionStore({ database: path })
+      current = open()
+      return current
+    },
+    reboot: () => {
+      current.close()
+      boot++
+      current = open()
       return current
     },
     cleanup: async () => {
@@ -28,13 +37,22 @@ describePositionStoreConformance('sqlite, application database', async () => {
   const dir = await tempDir()
   const path = join(dir.path, 'app.db')
   let db = new Database(path)
-  let current = new SqlitePositionStore({ database: db, table: 'my_positions' })
+  let boot = 1
+  const open = (): SqlitePositionStore => new SqlitePositionStore({ database: db, table: 'my_positions', bootId: `boot-${boot}` })
+  let current = open()
   return {
     store: current,
     reopen: () => {
       db.close()
       db = new Database(path)
-      current = new SqlitePositionStore({ database: db, table: 'my_positions' })
+      current = open()
+      return current
+    },
+    reboot: () => {
+      db.close()
+      db = new Database(path)
+      boot++
+      current = open()
       return current
     },
     cleanup: async () => {
@@ -70,6 +88,72 @@ describe('SqlitePositionStore', () => {
     writeFileSync(path, Buffer.alloc(8192, 0x5a))
     expect(() => new SqlitePositionStore({ database: path })).toThrow(PersistenceError)
     expect(() => new SqlitePositionStore({ database: path })).toThrow(path)
+    await dir.remove()
+  })
+
+  it('refuses an unknown durability mode and a bad boot id, naming the option', () => {
+    expect(() => new SqlitePositionStore({ database: ':memory:', durability: 'fast' as 'power-loss' })).toThrow(/"durability" must be "power-loss" or "process-crash"/)
+    expect(() => new SqlitePositionStore({ database: ':memory:', bootId: '' })).toThrow(/"bootId"/)
+    const store = new SqlitePositionStore({ database: ':memory:' })
+    expect(store.durability).toBe('power-loss')
+    store.close()
+  })
+
+  it('[CLI-POS-5] process-crash mode records no reservation: after a reboot only the precise started is left', async () => {
+    const dir = await tempDir()
+    const path = join(dir.path, 'positions.db')
+    const first = new SqlitePositionStore({ database: path, durability: 'process-crash', bootId: 'one' })
+    first.advance('a', 4, 5)
+    first.reserve('a', 50)
+    first.close()
+    const second = new SqlitePositionStore({ database: path, durability: 'process-crash', bootId: 'two' })
+    expect(second.get('a')).toEqual({ position: 4, started: 5 })
+    second.close()
+    await dir.remove()
+  })
+
+  it('opens a positions file from before reservations, keeping its positions', async () => {
+    const dir = await tempDir()
+    const path = join(dir.path, 'old.db')
+    const old = new Database(path)
+    old.exec('CREATE TABLE herald_positions (key TEXT PRIMARY KEY, position INTEGER NOT NULL, started INTEGER) WITHOUT ROWID')
+    old.prepare('INSERT INTO herald_positions VALUES (?, ?, ?)').run('a', 7, 8)
+    old.close()
+    const store = new SqlitePositionStore({ database: path, bootId: 'x' })
+    expect(store.get('a')).toEqual({ position: 7, started: 8 })
+    store.reserve('a', 20)
+    store.close()
+    const rebooted = new SqlitePositionStore({ database: path, bootId: 'y' })
+    expect(rebooted.get('a')).toEqual({ position: 7, started: 20 })
+    rebooted.close()
+    await dir.remove()
+  })
+
+  it('[CLI-POS-5] on the application database, reserve commits with synchronous FULL and puts the app setting back', async () => {
+    const dir = await tempDir()
+    const db = new Database(join(dir.path, 'app.db'))
+    db.pragma('journal_mode = WAL')
+    db.pragma('synchronous = NORMAL')
+    const store = new SqlitePositionStore({ database: db })
+    store.reserve('a', 3)
+    expect(db.pragma('synchronous', { simple: true })).toBe(1)
+    // inside the application's own transaction it commits with it (SQLite refuses a change of level there)
+    db.transaction(() => { store.reserve('b', 4) })()
+    expect(db.pragma('synchronous', { simple: true })).toBe(1)
+    db.close()
+    await dir.remove()
+  })
+
+  it('[CLI-POS-5] records the boot id of the running machine by default', async () => {
+    const dir = await tempDir()
+    const path = join(dir.path, 'positions.db')
+    new SqlitePositionStore({ database: path }).close()
+    const db = new Database(path, { readonly: true })
+    const recorded = db.prepare('SELECT boot FROM herald_positions_boot').pluck().get() as string
+    db.close()
+    const file = '/proc/sys/kernel/random/boot_id'
+    if (existsSync(file)) expect(recorded).toBe(readFileSync(file, 'utf8').trim())
+    else expect(recorded).toMatch(/^boot-at-\d+$/)
     await dir.remove()
   })
 })

@@ -2,21 +2,65 @@
  * Positions in a SQLite database: a file of their own, or the application's own better-sqlite3
  * database, so a position commits in the same transaction as the handler's writes ([CLI-TX-1]).
  */
+import { readFileSync } from 'node:fs'
+import { uptime } from 'node:os'
 import Database from 'better-sqlite3'
 import { PersistenceError, ConfigError } from '@herald/shared'
 import type { PositionStore, SubscriptionPosition } from './position-store.js'
 
+/** What a SqlitePositionStore survives ([CLI-POS-3], [CLI-POS-5]). */
+export const PositionDurability = Object.freeze({
+  /** Default: a power loss of the client machine loses no event and redelivers none unflagged. */
+  POWER_LOSS: 'power-loss',
+  /** Faster, safe against the process being killed only: a power loss may roll positions back silently. */
+  PROCESS_CRASH: 'process-crash'
+} as const)
+export type PositionDurability = typeof PositionDurability[keyof typeof PositionDurability]
+
 export interface SqlitePositionStoreOptions {
   /** A file path (opened and owned by the store), or the application's open database (not closed by the store). */
   readonly database: string | Database.Database
-  /** Table name. Default `herald_positions`. */
+  /** Table name. Default `herald_positions` (and `<table>_boot` for the boot id). */
   readonly table?: string
+  /**
+   * `'power-loss'` (default): every reservation ([CLI-POS-5]) is committed with `synchronous=FULL`
+   * (one fsync per received batch, per `window` positions or per `positionSyncMs`, which also syncs
+   * the per-event commits before it). `'process-crash'`: no fsync of its own at all (the old behaviour; a power loss may roll the
+   * positions back to the last WAL checkpoint and redeliver events unflagged, or with `start: 'new'`,
+   * skip them).
+   */
+  readonly durability?: PositionDurability
+  /**
+   * The identity of the running boot of the machine, to tell a power loss (a new boot: the writes not
+   * fsync'd may be gone) from a process crash (the same boot: every write is there). Default: Linux's
+   * `/proc/sys/kernel/random/boot_id`, elsewhere the boot time to the minute. For tests.
+   */
+  readonly bootId?: string
+}
+
+let osBoot: string | null = null
+/** The OS boot id; a wrong guess (a boot time read across a minute boundary) only flags more events. */
+function currentBootId (): string {
+  if (osBoot !== null) return osBoot
+  try {
+    osBoot = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim()
+  } catch {
+    osBoot = `boot-at-${Math.round((Date.now() - uptime() * 1000) / 60_000)}`
+  }
+  return osBoot
 }
 
 /**
  * WAL with synchronous NORMAL: every call is written to the OS before it returns, so it survives the
- * process being killed; a power loss may lose the last calls, which then means an event handled
- * again ([CLI-POS-3], docs/architecture.md). On the application's database its own settings apply.
+ * process being killed ([CLI-POS-3]). Against power loss ([CLI-POS-5], `durability: 'power-loss'`,
+ * the default): `reserve()` commits with `synchronous=FULL`, so it and every write before it (WAL
+ * frames are synced in order) are on disk when it returns; the client reserves a batch's positions
+ * before any of its handlers run. Each row keeps the precise `started` (the event whose handler runs,
+ * written without fsync) and the durable `reserved`; the store records the boot id, and when it opens
+ * after a new boot it turns every reservation beyond the position into `started`, durably, before
+ * anything else: so after a power loss every event that may have been handled is flagged, after a
+ * process crash only the one that was running. On the application's database its own settings apply,
+ * except that `reserve()` raises `synchronous` to FULL for its own commit.
  *
  * A file the store opens itself belongs to it alone: it holds SQLite's exclusive lock while open
  * (another connection, in this process or another, gets SQLITE_BUSY until `close()`), and a new file
@@ -25,16 +69,25 @@ export interface SqlitePositionStoreOptions {
  */
 export class SqlitePositionStore implements PositionStore {
   readonly durable = true
+  readonly durability: PositionDurability
   private readonly db: Database.Database
   private readonly owned: boolean
   private readonly getStmt: Database.Statement<[string], { position: number, started: number | null }>
   private readonly startStmt: Database.Statement<[string, number]>
   private readonly commitStmt: Database.Statement<[string, number]>
   private readonly advanceStmt: Database.Statement<[string, number, number]>
+  private readonly reserveStmt: Database.Statement<[string, number]>
 
   constructor (options: SqlitePositionStoreOptions) {
     const table = options.table ?? 'herald_positions'
     if (!/^[A-Za-z_][A-Za-z0-9_]{0,63}$/.test(table)) throw new ConfigError(`SqlitePositionStore: table name ${JSON.stringify(table)} is not a plain SQL identifier`)
+    const durability = options.durability ?? PositionDurability.POWER_LOSS
+    if (durability !== PositionDurability.POWER_LOSS && durability !== PositionDurability.PROCESS_CRASH) {
+      throw new ConfigError(`SqlitePositionStore: option "durability" must be "power-loss" or "process-crash", got ${JSON.stringify(durability)}`)
+    }
+    this.durability = durability
+    const bootId = options.bootId ?? currentBootId()
+    if (typeof bootId !== 'string' || bootId.length === 0 || bootId.length > 200) throw new ConfigError('SqlitePositionStore: option "bootId" must be a string of 1 to 200 characters')
     try {
       if (typeof options.database === 'string') {
         this.db = new Database(options.database)
@@ -47,11 +100,25 @@ export class SqlitePositionStore implements PositionStore {
         this.db = options.database
         this.owned = false
       }
-      this.db.exec(`CREATE TABLE IF NOT EXISTS ${table} (key TEXT PRIMARY KEY, position INTEGER NOT NULL, started INTEGER) WITHOUT ROWID`)
+      this.db.exec(`CREATE TABLE IF NOT EXISTS ${table} (key TEXT PRIMARY KEY, position INTEGER NOT NULL, started INTEGER, reserved INTEGER) WITHOUT ROWID`)
+      const columns = (this.db.pragma(`table_info(${table})`) as Array<{ name: string }>).map((c) => c.name)
+      if (!columns.includes('reserved')) this.db.exec(`ALTER TABLE ${table} ADD COLUMN reserved INTEGER`) // a file from before [CLI-POS-5]
+      this.db.exec(`CREATE TABLE IF NOT EXISTS ${table}_boot (id INTEGER PRIMARY KEY CHECK (id = 1), boot TEXT NOT NULL)`)
       this.getStmt = this.db.prepare(`SELECT position, started FROM ${table} WHERE key = ?`)
       this.startStmt = this.db.prepare(`INSERT INTO ${table} (key, position, started) VALUES (?, 0, ?) ON CONFLICT(key) DO UPDATE SET started = excluded.started`)
       this.commitStmt = this.db.prepare(`INSERT INTO ${table} (key, position, started) VALUES (?, ?, NULL) ON CONFLICT(key) DO UPDATE SET position = excluded.position, started = NULL`)
       this.advanceStmt = this.db.prepare(`INSERT INTO ${table} (key, position, started) VALUES (?, ?, ?) ON CONFLICT(key) DO UPDATE SET position = excluded.position, started = excluded.started`)
+      this.reserveStmt = this.db.prepare(`INSERT INTO ${table} (key, position, reserved) VALUES (?, 0, ?) ON CONFLICT(key) DO UPDATE SET reserved = excluded.reserved`)
+      const recorded = this.db.prepare(`SELECT boot FROM ${table}_boot WHERE id = 1`).pluck().get() as string | undefined
+      if (recorded !== bootId) {
+        // [CLI-POS-5] a new boot: the writes after the last fsync may be lost, so every reserved
+        // event after the position may have been handled; durable before any event is handed over
+        const afterBoot = this.db.transaction(() => {
+          this.db.prepare(`UPDATE ${table} SET started = reserved WHERE reserved > position AND (started IS NULL OR started < reserved)`).run()
+          this.db.prepare(`INSERT INTO ${table}_boot (id, boot) VALUES (1, ?) ON CONFLICT(id) DO UPDATE SET boot = excluded.boot`).run(bootId)
+        })
+        this.durably(() => { afterBoot() })
+      }
     } catch (err) {
       const where = typeof options.database === 'string' ? options.database : 'the given database'
       throw new PersistenceError(`cannot open positions in ${where}: ${(err as Error).message}`, { cause: err })
@@ -73,6 +140,32 @@ export class SqlitePositionStore implements PositionStore {
 
   advance (key: string, committed: number, started: number): void {
     this.advanceStmt.run(key, committed, started)
+  }
+
+  /** [CLI-POS-5] With `durability: 'power-loss'`: one commit with fsync. With `'process-crash'`: nothing. */
+  reserve (key: string, upTo: number): void {
+    if (this.durability !== PositionDurability.POWER_LOSS) return
+    this.durably(() => { this.reserveStmt.run(key, upTo) })
+  }
+
+  /**
+   * Runs `write` with `synchronous=FULL` (a WAL commit then fsyncs the WAL, and so every frame before
+   * it). A pragma takes effect when prepared, so it cannot be a prepared statement run again. Inside
+   * the application's open transaction SQLite refuses the change: the write then commits with that
+   * transaction, as durable as the application's settings make it.
+   */
+  private durably (write: () => void): void {
+    const before = this.owned ? 1 : this.db.pragma('synchronous', { simple: true }) as number
+    if (before >= 2 || this.db.inTransaction) {
+      write()
+      return
+    }
+    this.db.pragma('synchronous = FULL')
+    try {
+      write()
+    } finally {
+      this.db.pragma(`synchronous = ${before}`)
+    }
   }
 
   close (): void {

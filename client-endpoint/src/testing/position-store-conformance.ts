@@ -1,4 +1,4 @@
-/** The conformance suite every PositionStore backend passes ([CLI-POS-1] .. [CLI-POS-3]). */
+/** The conformance suite every PositionStore backend passes ([CLI-POS-1] .. [CLI-POS-5]). */
 import { describe, it, expect, afterEach } from 'vitest'
 import type { PositionStore } from '../positions/position-store.js'
 
@@ -6,6 +6,11 @@ export interface PositionStoreFixture {
   readonly store: PositionStore
   /** For durable backends: close and open the same storage again. */
   readonly reopen?: () => PositionStore
+  /**
+   * For backends durable against power loss ([CLI-POS-5]): close and open the same storage again as
+   * after a reboot of the machine (a new boot id).
+   */
+  readonly reboot?: () => PositionStore
   cleanup (): Promise<void>
 }
 
@@ -69,6 +74,46 @@ export function describePositionStoreConformance (name: string, factory: () => P
       const again = fx.reopen()
       expect(again.get('a')).toEqual({ position: 41, started: 42 })
       expect(again.get('b')).toEqual({ position: 5, started: null })
+    })
+
+    it('[CLI-POS-5] reserve changes neither the position nor started, also across a reopen in the same boot', async () => {
+      fx = await factory()
+      if (fx.store.reserve === undefined) return
+      fx.store.commit('a', 5)
+      fx.store.markStarted('a', 6)
+      fx.store.reserve('a', 40)
+      expect(fx.store.get('a')).toEqual({ position: 5, started: 6 })
+      fx.store.advance('a', 6, 7)
+      expect(fx.store.get('a')).toEqual({ position: 6, started: 7 })
+      fx.store.reserve('new-key', 9)
+      expect(fx.store.get('new-key')).toEqual({ position: 0, started: null })
+      if (fx.reopen === undefined) return
+      const again = fx.reopen()
+      expect(again.get('a')).toEqual({ position: 6, started: 7 })
+      expect(again.get('new-key')).toEqual({ position: 0, started: null })
+    })
+
+    it('[CLI-POS-5] after a reboot every reserved event beyond the position reads as started, and stays so', async () => {
+      fx = await factory()
+      if (fx.reboot === undefined) {
+        expect(fx.store.reserve === undefined || !fx.store.durable).toBe(true)
+        return
+      }
+      const store = fx.store
+      store.commit('a', 5)
+      store.reserve?.('a', 40)
+      store.advance('a', 12, 13)
+      store.reserve?.('b', 20)
+      store.commit('b', 20) // everything reserved was handled
+      store.markStarted('c', 3)
+      store.reserve?.('d', 8) // a first reservation, nothing handled yet
+      const after = fx.reboot()
+      expect(after.get('a')).toEqual({ position: 12, started: 40 })
+      expect(after.get('b')).toEqual({ position: 20, started: null })
+      expect(after.get('c')).toEqual({ position: 0, started: 3 })
+      expect(after.get('d')).toEqual({ position: 0, started: 8 })
+      // recorded durably at open: a process crash in the new boot keeps the whole range flagged
+      expect(fx.reopen?.().get('a')).toEqual({ position: 12, started: 40 })
     })
   })
 }
