@@ -15,7 +15,8 @@ import { pathToFileURL } from 'node:url'
 /** What the tests run, the Debian/Ubuntu package that has it, and which tests need it. */
 export const PREREQUISITES = Object.freeze([
   { command: 'socat', package: 'socat', usedBy: 'the serial-line tests (pty pairs)' },
-  { command: 'openssl', package: 'openssl', usedBy: 'the TLS tests (certificates)' }
+  { command: 'openssl', package: 'openssl', usedBy: 'the TLS tests (certificates)' },
+  { command: 'cc', package: 'gcc', usedBy: 'the power-cut tests (an LD_PRELOAD library that keeps files at their last fsync)' }
 ])
 
 /** Whether `command` is an executable file in one of the directories of `path` (a PATH value). */
