@@ -7,7 +7,7 @@ import { chmod, mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { tempDir } from '@herald/shared/testing'
-import { missingPrerequisites, prerequisitesMessage } from './support/prerequisites.mjs'
+import { PREREQUISITES, missingPrerequisites, prerequisitesMessage } from './support/prerequisites.mjs'
 
 const ROOT = join(import.meta.dirname, '..')
 
@@ -40,16 +40,20 @@ describe('system prerequisites of the tests', () => {
     return bin
   }
 
+  const all = PREREQUISITES.map((p) => p.command)
+  const [first, ...others] = PREREQUISITES
+
   it('finds what is on PATH as an executable, and only that', async () => {
-    const bin = await pathWith(['socat'], ['openssl'])
-    expect(missingPrerequisites(bin).map((p) => p.command)).toEqual(['openssl'])
-    expect(missingPrerequisites(`/nonexistent:${bin}`).map((p) => p.command)).toEqual(['openssl'])
-    expect(missingPrerequisites('').map((p) => p.command)).toEqual(['socat', 'openssl'])
+    // every prerequisite but the first as an executable; the first as a plain, non-executable file
+    const bin = await pathWith(others.map((p) => p.command), [first!.command])
+    expect(missingPrerequisites(bin).map((p) => p.command)).toEqual([first!.command])
+    expect(missingPrerequisites(`/nonexistent:${bin}`).map((p) => p.command)).toEqual([first!.command])
+    expect(missingPrerequisites('').map((p) => p.command)).toEqual(all)
     expect(prerequisitesMessage([])).toBeNull()
   })
 
   it('run by node, without socat: exit 1 and one line naming the package', async () => {
-    const bin = await pathWith(['openssl'])
+    const bin = await pathWith(all.filter((c) => c !== 'socat'))
     const r = await run([join(ROOT, 'test', 'support', 'prerequisites.mjs')], bin)
     expect(r.code).toBe(1)
     expect(r.stdout).toBe('')
@@ -57,20 +61,23 @@ describe('system prerequisites of the tests', () => {
   })
 
   it('run by node, with everything there: exit 0, silent', async () => {
-    const bin = await pathWith(['socat', 'openssl'])
+    const bin = await pathWith(all)
     expect(await run([join(ROOT, 'test', 'support', 'prerequisites.mjs')], bin)).toEqual({ code: 0, stdout: '', stderr: '' })
   })
 
   it('--missing-packages prints the packages to install, for .ci/run', async () => {
     const bin = await pathWith(['socat'])
-    expect(await run([join(ROOT, 'test', 'support', 'prerequisites.mjs'), '--missing-packages'], bin)).toEqual({ code: 0, stdout: 'openssl\n', stderr: '' })
+    const expected = [...new Set(PREREQUISITES.filter((p) => p.command !== 'socat').map((p) => p.package))].join(' ')
+    expect(expected).toContain('openssl')
+    expect(await run([join(ROOT, 'test', 'support', 'prerequisites.mjs'), '--missing-packages'], bin)).toEqual({ code: 0, stdout: `${expected}\n`, stderr: '' })
   })
 
   it('vitest (its globalSetup) stops before any test runs, with the same line', async () => {
     const bin = await pathWith([])
     const r = await run([join(ROOT, 'node_modules', 'vitest', 'vitest.mjs'), 'run', 'shared/src/duration.test.ts'], bin)
     expect(r.code).toBe(1)
-    expect(r.stderr).toContain('herald tests: missing system packages: socat, openssl (apt-get install socat openssl): socat for the serial-line tests (pty pairs); openssl for the TLS tests (certificates)\n')
+    expect(r.stderr).toContain(`${prerequisitesMessage(PREREQUISITES)!}\n`)
+    expect(r.stderr).toContain('herald tests: missing system packages: socat, openssl')
     expect(r.stdout).not.toContain('duration.test.ts')
   })
 })
