@@ -268,7 +268,8 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
         if (principal.kind === 'service') services.set(principal.service.id, client)
         done(null, true)
       }, (err: unknown) => {
-        refuse(err, throttle.refusalDelayMs(address))
+        const verdict = err instanceof Refusal ? (err.reason === 'throttled' ? 'throttled' : 'busy') : 'failed'
+        refuse(err, throttle.refusalDelayMs(address, verdict))
       })
     },
     // [CONN-TOPIC-1] a connection subscribes to its own reply topic only

@@ -213,13 +213,15 @@ export class LoginThrottle {
   }
 
   /**
-   * [AUTH-THROTTLE-4] How long to hold back a refusal to `address`: 100 ms doubling with each
-   * outstanding failure of the address, up to maxDelayMs; nothing for an address without failures.
+   * [AUTH-THROTTLE-4] How long to hold back a refusal to `address` (no CPU is spent meanwhile):
+   * maxDelayMs once a budget is spent; else 100 ms doubling with each outstanding failure of the
+   * address, up to maxDelayMs; for a busy refusal at least 100 ms.
    */
-  refusalDelayMs (address: string): number {
+  refusalDelayMs (address: string, verdict: Exclude<LoginVerdict, 'ok'>): number {
+    if (verdict === 'throttled') return this.o.maxDelayMs
     const a = this.score(this.addresses, address, this.clock.now())
-    if (a < 1) return 0
-    return Math.min(this.o.maxDelayMs, 100 * 2 ** Math.min(20, Math.floor(a) - 1))
+    const grown = a < 1 ? 0 : 100 * 2 ** Math.min(20, Math.floor(a) - 1)
+    return Math.min(this.o.maxDelayMs, verdict === 'busy' ? Math.max(100, grown) : grown)
   }
 
   /** The decayed failure count of `key`, dropping keys that have decayed to nothing. */
