@@ -113,6 +113,8 @@ export interface Broker {
   /** Serves one connection (a TCP socket, a WebSocket stream, ...). */
   handle (stream: Duplex): void
   stats (): BrokerStats
+  /** Messages in aedes' retained store: none while [CONN-RETAIN-1] holds (for tests and monitoring). */
+  retainedCount (): Promise<number>
   readonly store: EventStore
   /** Closes every connection, stops timers and closes the store. */
   close (): Promise<void>
@@ -314,16 +316,16 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
     const p = principals.get(client)
     if (p?.kind === 'service' && services.get(p.service.id) === client) services.delete(p.service.id)
   })
-  aedes.on('clientError', (client, err) => {
-    // aedes' own message for [CONN-IDLE-2]
-    if (err.message === 'connect did not arrive in time') refused.connectTimeout++
-    logger.debug({ clientId: client.id, err: err.message }, 'client error')
-  })
+  aedes.on('clientError', (client, err) => { logger.debug({ clientId: client.id, err: err.message }, 'client error') })
   aedes.on('keepaliveTimeout', (client) => {
     refused.idle++
     logger.info({ clientId: client.id }, 'closing a connection silent for 1.5 times its keepalive')
   })
-  aedes.on('connectionError', (_client, err) => { logger.debug({ err: err.message }, 'connection error') })
+  aedes.on('connectionError', (_client, err) => {
+    // aedes' own message for [CONN-IDLE-2] (a connection without CONNECT has no client id yet)
+    if (err.message === 'connect did not arrive in time') refused.connectTimeout++
+    logger.debug({ err: err.message }, 'connection error')
+  })
 
   const purge = setInterval(() => {
     store.purgeExpired(clock.now()).then((n) => {
@@ -376,6 +378,12 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
         logins: { ...throttle.stats },
         connectionsRefused: { ...refused }
       }
+    },
+    async retainedCount (): Promise<number> {
+      let n = 0
+      const { persistence } = aedes as unknown as { persistence: { createRetainedStream (pattern: string): AsyncIterable<unknown> } }
+      for await (const _ of persistence.createRetainedStream('#')) n++
+      return n
     },
     async close (): Promise<void> {
       if (closed) return

@@ -155,6 +155,11 @@ export class LoginThrottle {
   /** Checks waiting for a slot. */
   get queued (): number { return this.queue.length }
 
+  /** Keys held in memory: addresses and names with failures, trusted pairs. */
+  get tracked (): { addresses: number, names: number, trusted: number } {
+    return { addresses: this.addresses.size, names: this.names.size, trusted: this.trusted.size }
+  }
+
   /**
    * Runs `check` (the scrypt comparison) for `name` (a claimed user name or `s/<serviceId>`) from
    * `address` (an addressKey()), unless a budget is spent or no slot can be had; records the
@@ -169,8 +174,8 @@ export class LoginThrottle {
     if (until !== undefined && !isTrusted) this.trusted.delete(trustKey)
     // [AUTH-THROTTLE-2] a trusted pair skips the name's budget, never the address's
     const n = isTrusted ? 0 : this.score(this.names, name, now)
-    // [AUTH-THROTTLE-1]
-    if (a >= this.o.failuresPerAddress || n >= this.o.failuresPerName) {
+    // [AUTH-THROTTLE-1] a check that would make the count exceed the budget is not made
+    if (a + 1 > this.o.failuresPerAddress || n + 1 > this.o.failuresPerName) {
       this.stats.throttled++
       return 'throttled'
     }
