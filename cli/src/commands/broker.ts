@@ -14,6 +14,13 @@ async function readStdin (): Promise<string> {
   return Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '')
 }
 
+/** A whole number of at least 0 (the broker checks each option's own range). */
+function wholeNumber (value: string): number {
+  const n = Number(value)
+  if (!Number.isSafeInteger(n) || n < 0) throw new InvalidArgumentError('a whole number is expected')
+  return n
+}
+
 export function brokerCommand (): Command {
   return new Command('broker')
     .description('run a broker')
@@ -22,9 +29,18 @@ export function brokerCommand (): Command {
     .option('--port <n>', 'TCP port (0: any free port)', port, 1883)
     .option('--host <address>', 'address to listen on', '127.0.0.1')
     .option('--log-level <level>', 'trace, debug, info, warn, error', defaultLogLevel)
-    .action(async (opts: { site: string, data: string, port: number, host: string, logLevel: string }) => {
+    // [CONN-LIMIT-3]: behind a NAT or a proxy many endpoints share one source address
+    .option('--max-connections-per-address <n>', 'most connections from one source address (default 1000)', wholeNumber)
+    .option('--max-guest-connections-per-address <n>', 'most guest connections from one source address (default 10)', wholeNumber)
+    .option('--max-guest-connections <n>', 'most guest connections in all (default 1000)', wholeNumber)
+    .action(async (opts: { site: string, data: string, port: number, host: string, logLevel: string, maxConnectionsPerAddress?: number, maxGuestConnectionsPerAddress?: number, maxGuestConnections?: number }) => {
       const logger = pino({ level: opts.logLevel })
-      const server = await startBrokerServer({ site: opts.site, dataDir: opts.data, port: opts.port, host: opts.host, logger })
+      const server = await startBrokerServer({
+        site: opts.site, dataDir: opts.data, port: opts.port, host: opts.host, logger,
+        ...(opts.maxConnectionsPerAddress !== undefined ? { maxConnectionsPerAddress: opts.maxConnectionsPerAddress } : {}),
+        ...(opts.maxGuestConnectionsPerAddress !== undefined ? { maxGuestConnectionsPerAddress: opts.maxGuestConnectionsPerAddress } : {}),
+        ...(opts.maxGuestConnections !== undefined ? { maxGuestConnections: opts.maxGuestConnections } : {})
+      })
       const { address, port: actual } = server.listener.address
       logger.info({ url: server.url, site: opts.site, data: opts.data, stored: server.broker.store.count() }, 'broker listening')
       // a line for scripts and tests to wait for, also when logs are JSON
