@@ -70,6 +70,19 @@ describe('LoginThrottle', () => {
     clock.advance(0)
   })
 
+  it('a trusted pair is not locked out by other failures behind its address, but has a budget of its own', async () => {
+    const { t } = make({ failuresPerAddress: 3, failuresPerName: 100 })
+    expect(await t.attempt('10.0.0.1', 's/svc-b', right)).toBe('ok')
+    // a misconfigured neighbour on the same host spends the address's budget
+    for (let i = 0; i < 3; i++) expect(await t.attempt('10.0.0.1', 's/svc-a', wrong)).toBe('failed')
+    expect(await t.attempt('10.0.0.1', 's/svc-a', right)).toBe('throttled')
+    expect(await t.attempt('10.0.0.1', 'alice', right)).toBe('throttled')
+    expect(await t.attempt('10.0.0.1', 's/svc-b', right)).toBe('ok')
+    // guessing svc-b's secret from its own address spends the pair's budget
+    for (let i = 0; i < 3; i++) expect(await t.attempt('10.0.0.1', 's/svc-b', wrong)).toBe('failed')
+    expect(await t.attempt('10.0.0.1', 's/svc-b', right)).toBe('throttled')
+  })
+
   it('a check that throws counts as a failure', async () => {
     const { t } = make({ failuresPerAddress: 1 })
     expect(await t.attempt('a', 'n', () => Promise.reject(new Error('scrypt failed')))).toBe('failed')
@@ -136,7 +149,7 @@ describe('LoginThrottle', () => {
     for (let i = 0; i < 200; i++) {
       expect(await t.attempt(`10.1.${i >> 8}.${i & 255}`, `name-${i}`, i % 2 === 0 ? wrong : right)).not.toBe('busy')
     }
-    expect(t.tracked).toEqual({ addresses: 16, names: 16, trusted: 16 })
+    expect(t.tracked).toEqual({ addresses: 16, names: 16, pairs: 16, trusted: 16 })
   })
 
   it('holds back refusals longer as an address fails more, and longest once throttled', async () => {

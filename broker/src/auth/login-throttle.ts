@@ -6,7 +6,8 @@
  * - a failure budget per source address and per claimed name, each failure forgiven after
  *   `failureDecayMs`; once a budget is spent the attempt is refused without any scrypt;
  * - a (name, address) pair that logged in successfully stays exempt from the name's budget for
- *   `trustMs`, so guessers elsewhere cannot lock a known endpoint out;
+ *   `trustMs`, and has a budget of its own instead of the address's, so guessers elsewhere, or a
+ *   misconfigured neighbour behind the same address, cannot lock a known endpoint out;
  * - at most `maxConcurrentChecks` checks run at once; waiting checks are bounded and served
  *   cleanest first (fewest recent failures of their address and name), so a correct login does not
  *   queue behind guessers that already failed; each address has at most `maxChecksPerAddress`
@@ -37,7 +38,7 @@ export interface LoginThrottleOptions {
   readonly maxChecksPerAddress?: number
   /** Longest delay before a refusal is answered, in ms. Default 2,000. */
   readonly maxDelayMs?: number
-  /** Most addresses, names and trusted pairs tracked (each). Default 10,000. */
+  /** Most addresses, names, (name, address) pairs and trusted pairs tracked (each). Default 10,000. */
   readonly maxTrackedKeys?: number
 }
 
@@ -117,6 +118,7 @@ export class LoginThrottle {
   private readonly addresses: Lru<Score>
   private readonly names: Lru<Score>
   private readonly trusted: Lru<number>
+  private readonly pairs: Lru<Score>
   private readonly perAddress = new Map<string, number>()
   private readonly queue: Waiter[] = []
   private running = 0
@@ -150,14 +152,15 @@ export class LoginThrottle {
     this.addresses = new Lru(o.maxTrackedKeys)
     this.names = new Lru(o.maxTrackedKeys)
     this.trusted = new Lru(o.maxTrackedKeys)
+    this.pairs = new Lru(o.maxTrackedKeys)
   }
 
   /** Checks waiting for a slot. */
   get queued (): number { return this.queue.length }
 
-  /** Keys held in memory: addresses and names with failures, trusted pairs. */
-  get tracked (): { addresses: number, names: number, trusted: number } {
-    return { addresses: this.addresses.size, names: this.names.size, trusted: this.trusted.size }
+  /** Keys held in memory: addresses, names and pairs with failures, trusted pairs. */
+  get tracked (): { addresses: number, names: number, pairs: number, trusted: number } {
+    return { addresses: this.addresses.size, names: this.names.size, pairs: this.pairs.size, trusted: this.trusted.size }
   }
 
   /**
@@ -167,12 +170,12 @@ export class LoginThrottle {
    */
   async attempt (address: string, name: string, check: () => Promise<boolean>): Promise<LoginVerdict> {
     const now = this.clock.now()
-    const a = this.score(this.addresses, address, now)
     const trustKey = `${name}\u0000${address}`
     const until = this.trusted.get(trustKey)
     const isTrusted = until !== undefined && until > now
     if (until !== undefined && !isTrusted) this.trusted.delete(trustKey)
-    // [AUTH-THROTTLE-2] a trusted pair skips the name's budget, never the address's
+    // [AUTH-THROTTLE-2] a trusted pair skips the name's budget, and has its own instead of the address's
+    const a = isTrusted ? this.score(this.pairs, trustKey, now) : this.score(this.addresses, address, now)
     const n = isTrusted ? 0 : this.score(this.names, name, now)
     // [AUTH-THROTTLE-1] a check that would make the count exceed the budget is not made
     if (a + 1 > this.o.failuresPerAddress || n + 1 > this.o.failuresPerName) {
@@ -209,6 +212,7 @@ export class LoginThrottle {
       this.stats.failed++
       this.bump(this.addresses, address, t)
       this.bump(this.names, name, t)
+      this.bump(this.pairs, trustKey, t)
       return 'failed'
     } finally {
       const left = (this.perAddress.get(address) ?? 1) - 1
