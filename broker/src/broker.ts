@@ -253,7 +253,8 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
       }
       if (a?.refusal !== undefined) return refuse(a.refusal, 0)
       const gate = async (name: string, check: () => Promise<boolean>): Promise<boolean> => {
-        const verdict = await throttle.attempt(address, name, check)
+        // a connection that went away while its check waited costs no scrypt (and counts as a failure)
+        const verdict = await throttle.attempt(address, name, () => client.closed ? Promise.resolve(false) : check())
         if (verdict === 'throttled') {
           logger.warn({ clientId: client.id, address, name }, 'login throttled: too many failed logins from this address or for this name')
           throw new Refusal('throttled', 3, 'too many failed logins; try again later')

@@ -109,6 +109,16 @@ describe('LoginThrottle', () => {
     expect(await clean).toBe('ok')
     expect(await guesser).toBe('failed')
     expect(order).toEqual(['clean', 'guesser'])
+    // a pair that logged in before goes before a clean stranger
+    const c2 = new Check()
+    const busy = t.attempt('10.0.0.3', 'c', c2.fn)
+    await settle()
+    const stranger = t.attempt('10.0.0.4', 'd', () => { order.push('stranger'); return Promise.resolve(true) })
+    const known = t.attempt('10.0.0.2', 'b', () => { order.push('known'); return Promise.resolve(true) })
+    await settle()
+    c2.finish(true)
+    expect([await busy, await stranger, await known]).toEqual(['ok', 'ok', 'ok'])
+    expect(order.slice(2)).toEqual(['known', 'stranger'])
   })
 
   it('refuses as busy when the queue is full (pushing out the waiter with most failures) and beyond maxChecksPerAddress', async () => {

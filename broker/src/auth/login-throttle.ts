@@ -190,7 +190,8 @@ export class LoginThrottle {
     }
     this.perAddress.set(address, mine + 1)
     try {
-      if (!(await this.slot(a + n))) {
+      // a trusted pair without failures of its own goes before every untrusted login
+      if (!(await this.slot(isTrusted ? a - 1 : a + n))) {
         this.stats.busy++
         return 'busy'
       }
