@@ -3,7 +3,7 @@
  * real broker over real TCP sockets, each test connection from its own 127.x.y.z source address.
  */
 import { afterEach, describe, expect, it } from 'vitest'
-import { clientMessageTopic, clientRequestTopic, encodeRequest, parseSite, type Site } from '@herald/shared'
+import { clientMessageTopic, clientRequestTopic, encodeRequest, parseSite, type Logger, type Site } from '@herald/shared'
 import { waitFor } from '@herald/shared/testing'
 import { createBroker, type Broker, type BrokerOptions } from './broker.js'
 import { MemoryEventStore } from './event-store/memory-event-store.js'
@@ -170,6 +170,25 @@ describe('broker login throttling', () => {
     expect((await rawLogin({ port, localAddress: '127.0.10.1', connect: { clientId: 's/nope', username: 'nope', password: Buffer.from('x') } })).returnCode).toBe(3)
     expect(broker.stats().logins).toEqual({ checks: 4, succeeded: 1, failed: 3, throttled: 2, busy: 0 })
     expect(broker.stats().connectionsRefused.throttled).toBe(2)
+  })
+
+  it('logs failed and throttled logins with address and name, never the password, and at most one throttled line per second', async () => {
+    const lines: Array<{ level: string, obj: object, msg: string | undefined }> = []
+    const logger = Object.fromEntries(['debug', 'info', 'warn', 'error'].map((level) => [level, (obj: object, msg?: string) => { lines.push({ level, obj, msg }) }])) as unknown as Logger
+    const { port } = await start({ loginFailuresPerAddress: 2, logger })
+    const secret = 'correct-horse-battery-staple'
+    const guess = (i: number): ReturnType<typeof rawLogin> => rawLogin({ port, localAddress: '127.0.12.1', connect: { clientId: `c/alice/x${i}`, username: 'alice', password: Buffer.from(`${secret}-${i}`) } })
+    for (let i = 0; i < 2; i++) expect((await guess(i)).returnCode).toBe(4)
+    // 6 at once, all throttled and answered together after the longest delay
+    expect((await Promise.all([2, 3, 4, 5, 6, 7].map(guess))).map((r) => r.returnCode)).toEqual([3, 3, 3, 3, 3, 3])
+    const text = lines.map((l) => `${l.msg ?? ''} ${JSON.stringify(l.obj)}`)
+    expect(text.filter((t) => t.startsWith('login failed'))).toHaveLength(2)
+    expect(text.find((t) => t.startsWith('login failed'))).toContain('127.0.12.1')
+    expect(text.find((t) => t.startsWith('login failed'))).toContain('"name":"alice"')
+    const throttled = text.filter((t) => t.includes('connection refused: too many failed logins'))
+    expect(throttled.length).toBeGreaterThan(0)
+    expect(throttled.length).toBeLessThan(6)
+    expect(text.some((t) => t.includes(secret))).toBe(false)
   })
 
   it('refuses a name guessed from many addresses from new addresses, but lets in an address it logged in from', async () => {

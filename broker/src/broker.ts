@@ -43,7 +43,7 @@ export interface BrokerOptions {
   readonly maxSubscriptions?: number
   /** How often expired events are purged, in ms. Default 60,000. */
   readonly purgeIntervalMs?: number
-  // connections and logins ([CONN-LIMIT-3..6], [AUTH-THROTTLE-1..4])
+  // connections and logins ([CONN-LIMIT-3], [CONN-LIMIT-4], [CONN-IDLE-1], [CONN-IDLE-2], [AUTH-THROTTLE-1..4])
   /** Most simultaneous connections from one source address (IPv6: one /64). Default 1,000. */
   readonly maxConnectionsPerAddress?: number
   /** Most simultaneous connections of one user (all its client names). Default 100. */
@@ -191,6 +191,19 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
   const refused: Record<ConnectionRefusal, number> = {
     maxConnections: 0, perAddress: 0, perUser: 0, guests: 0, guestsPerAddress: 0, throttled: 0, busy: 0, will: 0, persistentSession: 0, retain: 0, connectTimeout: 0, idle: 0
   }
+  // a flood must not flood the log: at most one line per reason per second, with the count of the
+  // lines left out since the last one
+  const lastLogged = new Map<ConnectionRefusal, { at: number, skipped: number }>()
+  const logRefusal = (reason: ConnectionRefusal, fields: Record<string, unknown>, msg: string): void => {
+    const now = clock.now()
+    const l = lastLogged.get(reason)
+    if (l !== undefined && now - l.at < 1000) {
+      l.skipped++
+      return
+    }
+    logger.warn({ reason, ...fields, ...(l !== undefined && l.skipped > 0 ? { alsoRefusedSinceLastLine: l.skipped } : {}) }, msg)
+    lastLogged.set(reason, { at: now, skipped: 0 })
+  }
 
   const publish = (topic: string, payload: Buffer): void => {
     aedes.publish({ cmd: 'publish', topic, payload, qos: 0, retain: false, dup: false }, (err?: Error) => {
@@ -246,8 +259,12 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
       const a = admitted.get(client)
       const address = a?.address ?? 'unknown'
       const refuse = (err: unknown, delayMs: number): void => {
-        if (err instanceof Refusal) refused[err.reason]++
-        logger.info({ clientId: client.id, address, err: (err as Error).message }, 'connection refused')
+        if (err instanceof Refusal) {
+          refused[err.reason]++
+          logRefusal(err.reason, { clientId: client.id, address }, `connection refused: ${err.message}`)
+        } else {
+          logger.info({ clientId: client.id, address, err: (err as Error).message }, 'connection refused')
+        }
         if (delayMs <= 0) done(connectError(err), false)
         else setTimeout(() => { done(connectError(err), false) }, delayMs).unref()
       }
@@ -255,10 +272,7 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
       const gate = async (name: string, check: () => Promise<boolean>): Promise<boolean> => {
         // a connection that went away while its check waited costs no scrypt (and counts as a failure)
         const verdict = await throttle.attempt(address, name, () => client.closed ? Promise.resolve(false) : check())
-        if (verdict === 'throttled') {
-          logger.warn({ clientId: client.id, address, name }, 'login throttled: too many failed logins from this address or for this name')
-          throw new Refusal('throttled', 3, 'too many failed logins; try again later')
-        }
+        if (verdict === 'throttled') throw new Refusal('throttled', 3, 'too many failed logins from this address or for this name; try again later')
         if (verdict === 'busy') throw new Refusal('busy', 3, 'too many logins in progress; try again later')
         if (verdict === 'failed') logger.warn({ clientId: client.id, address, name }, 'login failed')
         return verdict === 'ok'
@@ -290,7 +304,7 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
       // [CONN-RETAIN-1] nothing is retained: aedes would store the message after this hook
       if (packet.retain) {
         refused.retain++
-        logger.warn({ clientId: client.id, topic: packet.topic }, 'publish with the retain flag; closing the connection')
+        logRefusal('retain', { clientId: client.id, topic: packet.topic }, 'publish with the retain flag; closing the connection')
         return done(new Error('retained messages are not accepted'))
       }
       const payload = packet.payload as Buffer
@@ -320,7 +334,7 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
   aedes.on('clientError', (client, err) => { logger.debug({ clientId: client.id, err: err.message }, 'client error') })
   aedes.on('keepaliveTimeout', (client) => {
     refused.idle++
-    logger.info({ clientId: client.id }, 'closing a connection silent for 1.5 times its keepalive')
+    logRefusal('idle', { clientId: client.id }, 'closing a connection silent for 1.5 times its keepalive')
   })
   aedes.on('connectionError', (_client, err) => {
     // aedes' own message for [CONN-IDLE-2] (a connection without CONNECT has no client id yet)
@@ -346,7 +360,7 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
       const a = admission.open(addressKey((stream as Partial<Socket>).remoteAddress))
       if (typeof a === 'string') {
         refused[a]++
-        logger.warn({ reason: a, address: addressKey((stream as Partial<Socket>).remoteAddress) }, 'connection refused: limit reached')
+        logRefusal(a, { address: addressKey((stream as Partial<Socket>).remoteAddress) }, 'connection closed unserved: limit reached')
         stream.destroy()
         return
       }
