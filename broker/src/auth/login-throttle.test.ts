@@ -121,6 +121,28 @@ describe('LoginThrottle', () => {
     expect(order.slice(2)).toEqual(['known', 'stranger'])
   })
 
+  it('keeps one of the check slots for logins without recent failures', async () => {
+    const { t } = make({ maxConcurrentChecks: 2, failuresPerAddress: 100, failuresPerName: 100 })
+    expect(await t.attempt('g1', 'x', wrong)).toBe('failed')
+    expect(await t.attempt('g2', 'y', wrong)).toBe('failed')
+    const c = new Check()
+    const g1 = t.attempt('g1', 'x', c.fn)
+    const g2 = t.attempt('g2', 'y', c.fn)
+    await settle()
+    // the second guesser waits although a slot is free ...
+    expect([c.runs, t.queued]).toEqual([1, 1])
+    // ... which a clean login takes at once
+    let cleanRan = false
+    expect(await t.attempt('a', 'alice', () => { cleanRan = true; return Promise.resolve(true) })).toBe('ok')
+    expect(cleanRan).toBe(true)
+    c.finish(false)
+    expect(await g1).toBe('failed')
+    await settle()
+    expect([c.runs, t.queued]).toEqual([2, 0])
+    c.finish(false)
+    expect(await g2).toBe('failed')
+  })
+
   it('refuses as busy when the queue is full (pushing out the waiter with most failures) and beyond maxChecksPerAddress', async () => {
     const { t } = make({ maxConcurrentChecks: 1, maxQueuedChecks: 2, maxChecksPerAddress: 2, failuresPerAddress: 100, failuresPerName: 100 })
     expect(await t.attempt('dirty', 'x', wrong)).toBe('failed')

@@ -8,10 +8,11 @@
  * - a (name, address) pair that logged in successfully stays exempt from the name's budget for
  *   `trustMs`, and has a budget of its own instead of the address's, so guessers elsewhere, or a
  *   misconfigured neighbour behind the same address, cannot lock a known endpoint out;
- * - at most `maxConcurrentChecks` checks run at once; waiting checks are bounded and served
- *   cleanest first (fewest recent failures of their address and name), so a correct login does not
- *   queue behind guessers that already failed; each address has at most `maxChecksPerAddress`
- *   checks running or waiting;
+ * - at most `maxConcurrentChecks` checks run at once, and one of them is kept for logins without
+ *   recent failures; waiting checks are bounded and served cleanest first (fewest recent failures
+ *   of their address and name; trusted pairs first), so a correct login does not queue behind
+ *   guessers that already failed; each address has at most `maxChecksPerAddress` checks running or
+ *   waiting;
  * - refusals are answered after a delay that grows with the address's failures (no CPU is spent
  *   meanwhile), which slows a guesser looping on one connection.
  *
@@ -74,6 +75,7 @@ interface Score { value: number, at: number }
 
 interface Waiter {
   readonly priority: number
+  readonly dirty: boolean
   readonly seq: number
   readonly start: () => void
   readonly refuse: () => void
@@ -122,6 +124,8 @@ export class LoginThrottle {
   private readonly perAddress = new Map<string, number>()
   private readonly queue: Waiter[] = []
   private running = 0
+  /** Running checks of logins with recent failures (of their address, pair or name). */
+  private runningDirty = 0
   private seq = 0
 
   constructor (options: LoginThrottleOptions, private readonly clock: Clock) {
@@ -191,7 +195,9 @@ export class LoginThrottle {
     this.perAddress.set(address, mine + 1)
     try {
       // a trusted pair without failures of its own goes before every untrusted login
-      if (!(await this.slot(isTrusted ? a - 1 : a + n))) {
+      const priority = isTrusted ? a - 1 : a + n
+      const dirty = priority > 0
+      if (!(await this.slot(priority, dirty))) {
         this.stats.busy++
         return 'busy'
       }
@@ -202,7 +208,7 @@ export class LoginThrottle {
       } catch {
         ok = false
       } finally {
-        this.release()
+        this.release(dirty)
       }
       const t = this.clock.now()
       if (ok) {
@@ -250,14 +256,31 @@ export class LoginThrottle {
     table.set(key, { value: this.score(table, key, now) + 1, at: now })
   }
 
-  /** Waits for a check slot; false if the queue has no room (or this waiter was pushed out of it). */
-  private slot (priority: number): Promise<boolean> {
-    if (this.running < this.o.maxConcurrentChecks && this.queue.length === 0) {
-      this.running++
+  /**
+   * [AUTH-THROTTLE-3] Whether a check may start now: a slot is free, and for a login with recent
+   * failures ("dirty") one slot stays reserved for logins without (when there are two or more).
+   */
+  private canRun (dirty: boolean): boolean {
+    const max = this.o.maxConcurrentChecks
+    return this.running < max && (!dirty || this.runningDirty < Math.max(1, max - 1))
+  }
+
+  private take (dirty: boolean): void {
+    this.running++
+    if (dirty) this.runningDirty++
+  }
+
+  /**
+   * Waits for a check slot; false if the queue has no room (or this waiter was pushed out of it).
+   * Every waiter is one that cannot run yet (pump() starts all that can), so one that can, runs.
+   */
+  private slot (priority: number, dirty: boolean): Promise<boolean> {
+    if (this.canRun(dirty)) {
+      this.take(dirty)
       return Promise.resolve(true)
     }
     return new Promise((resolve) => {
-      const w: Waiter = { priority, seq: this.seq++, start: () => { resolve(true) }, refuse: () => { resolve(false) } }
+      const w: Waiter = { priority, dirty, seq: this.seq++, start: () => { resolve(true) }, refuse: () => { resolve(false) } }
       if (this.queue.length >= this.o.maxQueuedChecks) {
         // full: the worst waiter (most failures, then newest) loses its place, or this one gets none
         let worst = -1
@@ -274,17 +297,21 @@ export class LoginThrottle {
     })
   }
 
-  private release (): void {
-    if (this.queue.length === 0) {
-      this.running--
-      return
+  private release (dirty: boolean): void {
+    this.running--
+    if (dirty) this.runningDirty--
+    // start the cleanest waiters (fewest failures, then oldest) that may run
+    for (;;) {
+      let best = -1
+      for (let i = 0; i < this.queue.length; i++) {
+        const w = this.queue[i]!
+        if (this.canRun(w.dirty) && (best < 0 || before(w, this.queue[best]!))) best = i
+      }
+      if (best < 0) return
+      const w = this.queue.splice(best, 1)[0]!
+      this.take(w.dirty)
+      w.start()
     }
-    // hand the slot on to the cleanest waiter (fewest failures, then oldest)
-    let best = 0
-    for (let i = 1; i < this.queue.length; i++) {
-      if (before(this.queue[i]!, this.queue[best]!)) best = i
-    }
-    this.queue.splice(best, 1)[0]!.start()
   }
 }
 
