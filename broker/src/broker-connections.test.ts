@@ -82,6 +82,20 @@ describe('broker connection limits', () => {
     expect(broker.stats().connectionsRefused.perAddress).toBe(1)
   })
 
+  it('bounds connections from one address that have not logged in yet', async () => {
+    const { broker, port } = await start({ maxPendingConnectionsPerAddress: 3 })
+    const silent = [0, 1, 2].map(() => new RawMqtt({ port, localAddress: '127.0.13.1', connect: null }))
+    open.push(...silent)
+    await waitFor(() => broker.stats().connections === 3, 'three silent connections accepted')
+    expect((await guest(port, '127.0.13.1', 'late')).code).toBeNull()
+    expect(broker.stats().connectionsRefused.pendingPerAddress).toBe(1)
+    expect((await guest(port, '127.0.13.2', 'elsewhere')).code).toBe(0)
+    // one of the silent ones logs in: it no longer counts as pending, and another may come
+    silent[0]!.send({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, keepalive: 30, clientId: 'c/~guest/s0' })
+    expect(await silent[0]!.connack).toBe(0)
+    expect((await guest(port, '127.0.13.1', 'late')).code).toBe(0)
+  })
+
   it('bounds guest connections in total and connections per user', async () => {
     const { broker, port } = await start({ maxGuestConnections: 2, maxConnectionsPerUser: 2 })
     expect((await guest(port, '127.0.5.1', 'a')).code).toBe(0)

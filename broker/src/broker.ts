@@ -43,9 +43,11 @@ export interface BrokerOptions {
   readonly maxSubscriptions?: number
   /** How often expired events are purged, in ms. Default 60,000. */
   readonly purgeIntervalMs?: number
-  // connections and logins ([CONN-LIMIT-3], [CONN-LIMIT-4], [CONN-IDLE-1], [CONN-IDLE-2], [AUTH-THROTTLE-1..4])
+  // connections and logins ([CONN-LIMIT-3..5], [CONN-IDLE-1], [CONN-IDLE-2], [AUTH-THROTTLE-1..4])
   /** Most simultaneous connections from one source address (IPv6: one /64). Default 1,000. */
   readonly maxConnectionsPerAddress?: number
+  /** Most connections from one source address not yet logged in (before CONNECT, or with a login in progress). Default 100. */
+  readonly maxPendingConnectionsPerAddress?: number
   /** Most simultaneous connections of one user (all its client names). Default 100. */
   readonly maxConnectionsPerUser?: number
   /** Most simultaneous guest connections. Default 1,000. */
@@ -79,6 +81,7 @@ export const BROKER_DEFAULTS = Object.freeze({
   maxInflightBytes: 16 * 1024 * 1024,
   purgeIntervalMs: 60_000,
   maxConnectionsPerAddress: 1000,
+  maxPendingConnectionsPerAddress: 100,
   maxConnectionsPerUser: 100,
   maxGuestConnections: 1000,
   maxGuestConnectionsPerAddress: 10,
@@ -148,6 +151,7 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
     maxInflightBytes: options.maxInflightBytes,
     purgeIntervalMs: options.purgeIntervalMs,
     maxConnectionsPerAddress: options.maxConnectionsPerAddress,
+    maxPendingConnectionsPerAddress: options.maxPendingConnectionsPerAddress,
     maxConnectionsPerUser: options.maxConnectionsPerUser,
     maxGuestConnections: options.maxGuestConnections,
     maxGuestConnectionsPerAddress: options.maxGuestConnectionsPerAddress,
@@ -168,6 +172,7 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
   checkInt('createBroker', 'maxInflightBytes', limits.maxInflightBytes, 1024, 1024 * 1024 * 1024)
   checkInt('createBroker', 'purgeIntervalMs', limits.purgeIntervalMs, 100, 86_400_000)
   checkInt('createBroker', 'maxConnectionsPerAddress', limits.maxConnectionsPerAddress, 1, 1_000_000)
+  checkInt('createBroker', 'maxPendingConnectionsPerAddress', limits.maxPendingConnectionsPerAddress, 1, 1_000_000)
   checkInt('createBroker', 'maxConnectionsPerUser', limits.maxConnectionsPerUser, 1, 1_000_000)
   checkInt('createBroker', 'maxGuestConnections', limits.maxGuestConnections, 0, 1_000_000)
   checkInt('createBroker', 'maxGuestConnectionsPerAddress', limits.maxGuestConnectionsPerAddress, 0, 1_000_000)
@@ -189,7 +194,7 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
     maxQueuedChecks: limits.maxQueuedLoginChecks
   }, clock)
   const refused: Record<ConnectionRefusal, number> = {
-    maxConnections: 0, perAddress: 0, perUser: 0, guests: 0, guestsPerAddress: 0, throttled: 0, busy: 0, will: 0, persistentSession: 0, retain: 0, connectTimeout: 0, idle: 0
+    maxConnections: 0, perAddress: 0, pendingPerAddress: 0, perUser: 0, guests: 0, guestsPerAddress: 0, throttled: 0, busy: 0, will: 0, persistentSession: 0, retain: 0, connectTimeout: 0, idle: 0
   }
   // a flood must not flood the log: at most one line per reason per second, with the count of the
   // lines left out since the last one

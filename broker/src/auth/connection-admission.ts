@@ -1,7 +1,8 @@
 /**
- * Connection counts ([CONN-LIMIT-1], [CONN-LIMIT-3], [CONN-LIMIT-4] in docs/protocol.md): in total
- * and per source address when a stream arrives, and per user, for guests in total and for guests per
- * source address once the principal is known.
+ * Connection counts ([CONN-LIMIT-1], [CONN-LIMIT-3], [CONN-LIMIT-4], [CONN-LIMIT-5] in
+ * docs/protocol.md): in total, per source address and not yet logged in per source address when a
+ * stream arrives, and per user, for guests in total and for guests per source address once the
+ * principal is known.
  */
 import type { Principal } from './principal.js'
 
@@ -9,13 +10,14 @@ import type { Principal } from './principal.js'
 export interface AdmissionLimits {
   readonly maxConnections: number
   readonly maxConnectionsPerAddress: number
+  readonly maxPendingConnectionsPerAddress: number
   readonly maxConnectionsPerUser: number
   readonly maxGuestConnections: number
   readonly maxGuestConnectionsPerAddress: number
 }
 
 /** Why a connection was refused by a count. */
-export type AdmissionRefusal = 'maxConnections' | 'perAddress' | 'perUser' | 'guests' | 'guestsPerAddress'
+export type AdmissionRefusal = 'maxConnections' | 'perAddress' | 'pendingPerAddress' | 'perUser' | 'guests' | 'guestsPerAddress'
 
 /** One admitted stream; `release()` once when it closes. */
 export interface Admitted {
@@ -36,6 +38,8 @@ export class ConnectionAdmission {
   private total = 0
   private guests = 0
   private readonly byAddress = new Map<string, number>()
+  /** Streams not yet admitted as a principal (no CONNECT yet, login in progress or refused). */
+  private readonly pendingByAddress = new Map<string, number>()
   private readonly byUser = new Map<string, number>()
   private readonly guestsByAddress = new Map<string, number>()
 
@@ -50,14 +54,27 @@ export class ConnectionAdmission {
     if (this.total >= this.limits.maxConnections) return 'maxConnections'
     // [CONN-LIMIT-3]
     if (address !== 'unknown' && (this.byAddress.get(address) ?? 0) >= this.limits.maxConnectionsPerAddress) return 'perAddress'
+    // [CONN-LIMIT-5]
+    if (address !== 'unknown' && (this.pendingByAddress.get(address) ?? 0) >= this.limits.maxPendingConnectionsPerAddress) return 'pendingPerAddress'
     this.total++
     inc(this.byAddress, address)
+    inc(this.pendingByAddress, address)
     let counted: { user: string | null } | null = null
+    let pending = true
     let released = false
+    const settle = (): void => {
+      if (!pending) return
+      pending = false
+      dec(this.pendingByAddress, address)
+    }
     return {
       address,
       admit: (principal, takeover) => {
-        if (released || counted !== null || principal.kind !== 'client') return null
+        if (released || counted !== null) return null
+        if (principal.kind !== 'client') {
+          settle()
+          return null
+        }
         // [CONN-LIMIT-4] a takeover replaces a connection of the same client id, so it adds none
         if (principal.user === null) {
           if (!takeover && this.guests >= this.limits.maxGuestConnections) return 'guests'
@@ -65,11 +82,13 @@ export class ConnectionAdmission {
           this.guests++
           inc(this.guestsByAddress, address)
           counted = { user: null }
+          settle()
         } else {
           const user = principal.user.name
           if (!takeover && (this.byUser.get(user) ?? 0) >= this.limits.maxConnectionsPerUser) return 'perUser'
           inc(this.byUser, user)
           counted = { user }
+          settle()
         }
         return null
       },
@@ -78,6 +97,7 @@ export class ConnectionAdmission {
         released = true
         this.total--
         dec(this.byAddress, address)
+        settle()
         if (counted === null) return
         if (counted.user === null) {
           this.guests--

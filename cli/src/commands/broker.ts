@@ -31,13 +31,15 @@ export function brokerCommand (): Command {
     .option('--log-level <level>', 'trace, debug, info, warn, error', defaultLogLevel)
     // [CONN-LIMIT-3]: behind a NAT or a proxy many endpoints share one source address
     .option('--max-connections-per-address <n>', 'most connections from one source address (default 1000)', wholeNumber)
+    .option('--max-pending-connections-per-address <n>', 'most connections from one source address not yet logged in (default 100)', wholeNumber)
     .option('--max-guest-connections-per-address <n>', 'most guest connections from one source address (default 10)', wholeNumber)
     .option('--max-guest-connections <n>', 'most guest connections in all (default 1000)', wholeNumber)
-    .action(async (opts: { site: string, data: string, port: number, host: string, logLevel: string, maxConnectionsPerAddress?: number, maxGuestConnectionsPerAddress?: number, maxGuestConnections?: number }) => {
+    .action(async (opts: { site: string, data: string, port: number, host: string, logLevel: string, maxConnectionsPerAddress?: number, maxPendingConnectionsPerAddress?: number, maxGuestConnectionsPerAddress?: number, maxGuestConnections?: number }) => {
       const logger = pino({ level: opts.logLevel })
       const server = await startBrokerServer({
         site: opts.site, dataDir: opts.data, port: opts.port, host: opts.host, logger,
         ...(opts.maxConnectionsPerAddress !== undefined ? { maxConnectionsPerAddress: opts.maxConnectionsPerAddress } : {}),
+        ...(opts.maxPendingConnectionsPerAddress !== undefined ? { maxPendingConnectionsPerAddress: opts.maxPendingConnectionsPerAddress } : {}),
         ...(opts.maxGuestConnectionsPerAddress !== undefined ? { maxGuestConnectionsPerAddress: opts.maxGuestConnectionsPerAddress } : {}),
         ...(opts.maxGuestConnections !== undefined ? { maxGuestConnections: opts.maxGuestConnections } : {})
       })
