@@ -76,6 +76,7 @@ describe('login throttling against a real broker process', () => {
       // while every guess still costs a check ...
       await waitFor(() => guesses >= 128, 'the guessers under way', 60_000)
       await correctLogins(0)
+      console.info(`while the budgets are spent, correct logins took ${times.map((t) => t.toFixed(0)).join(', ')} ms`)
       const burst = `${guesses} guesses in ${((performance.now() - t0) / 1000).toFixed(1)} s, broker CPU ${(((await cpuSeconds(broker.child.pid!)) - cpu0) / ((performance.now() - t0) / 1000)).toFixed(2)} cores`
       // ... and once every guesser has spent its budget
       await waitFor(() => refusedUnchecked.size === 64, 'every guesser refused unchecked', 120_000)
