@@ -84,13 +84,13 @@ describe('login throttling against a real broker process', () => {
       const t1 = performance.now()
       const guesses1 = guesses
       await correctLogins(2)
-      await waitFor(() => performance.now() - t1 >= 3000, 'three seconds of the throttled attack', 10_000)
+      await waitFor(() => guesses - guesses1 >= 64, 'another 64 guesses answered', 60_000)
       const steady = `${guesses - guesses1} guesses in ${((performance.now() - t1) / 1000).toFixed(1)} s, broker CPU ${(((await cpuSeconds(broker.child.pid!)) - cpu1) / ((performance.now() - t1) / 1000)).toFixed(2)} cores`
       const summary = `correct logins took ${times.map((t) => t.toFixed(0)).join(', ')} ms; first ${burst}; then ${steady}; answers ${JSON.stringify(Object.fromEntries(answers))}`
       console.info(summary)
       // The target: a correct login in under 500 ms. The machine that runs the tests is shared (a
       // 2-core box running other test files at the same time), so one login of each ten may be
-      // held up by the machine rather than the broker; before throttling all twenty took 0.9 to 2.3 s.
+      // held up by the machine rather than the broker; before throttling each took 0.9 to 3.0 s.
       const sorted = (xs: number[]): number[] => [...xs].sort((x, y) => x - y)
       expect(sorted(times.slice(0, 10))[8], summary).toBeLessThan(500)
       expect(sorted(times.slice(10))[8], summary).toBeLessThan(500)
