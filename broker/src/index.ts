@@ -1,4 +1,5 @@
-export { createBroker, BROKER_DEFAULTS, type Broker, type BrokerOptions, type BrokerStats } from './broker.js'
+export { createBroker, BROKER_DEFAULTS, type Broker, type BrokerOptions, type BrokerStats, type ConnectionRefusal } from './broker.js'
+export { LOGIN_THROTTLE_DEFAULTS, type LoginStats } from './auth/login-throttle.js'
 export { listenTcp, type TcpListener } from './listeners/tcp-listener.js'
 export { startBrokerServer, type BrokerServer, type BrokerServerOptions } from './server.js'
 export type { EventStore, AppendBatch, AppendResult, ReadQuery, QueueLimits, LimitsOf } from './event-store/event-store.js'
