@@ -113,10 +113,13 @@ export async function writeSite (dir, services) {
 
 /**
  * Starts `herald broker` (the CLI, durable SQLite defaults) on `dataDir`; `port` 0 picks one.
- * `nodeArgs` go to node (e.g. --cpu-prof).
+ * `nodeArgs` go to node (e.g. --cpu-prof). Every bench client connects from 127.0.0.1, so the
+ * guest limits per address and in all, and the pending connections per address, are raised for the
+ * 1,000 idle guests of s6, which connect at once.
  */
 export async function startHerald ({ site, dataDir, port = 0, nodeArgs = [] }, deadline) {
-  const child = new Child('herald broker', process.execPath, [...nodeArgs, join(ROOT, 'cli/bin/herald.js'), 'broker', '--site', site, '--data', dataDir, '--port', String(port), '--log-level', 'warn'])
+  const limits = ['--max-guest-connections-per-address', '10000', '--max-guest-connections', '10000', '--max-pending-connections-per-address', '10000']
+  const child = new Child('herald broker', process.execPath, [...nodeArgs, join(ROOT, 'cli/bin/herald.js'), 'broker', '--site', site, '--data', dataDir, '--port', String(port), '--log-level', 'warn', ...limits])
   const line = await child.waitFor((m) => typeof m === 'string' && m.startsWith('herald broker listening on '), 'the listening line', deadline)
   return {
     kind: 'herald',

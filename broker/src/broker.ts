@@ -2,12 +2,15 @@
  * The Herald broker core: aedes inside, policy as hooks, no sockets ([CONN-*] in docs/protocol.md).
  * Connections are handed in as duplex streams by listeners (listeners/tcp-listener.ts).
  */
+import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { Aedes, type Client } from 'aedes'
 import {
   AuthError, ConfigError, ErrorCode, checkInt, clientMessageTopic, clientRequestTopic, serviceAckTopic, serviceUpTopic,
   silentLogger, systemClock, withDefaults, type Clock, type Logger, type Site
 } from '@herald/shared'
+import { ConnectionAdmission, type AdmissionRefusal, type Admitted } from './auth/connection-admission.js'
+import { LoginThrottle, addressKey, type LoginStats } from './auth/login-throttle.js'
 import { authenticate, type Principal } from './auth/principal.js'
 import { Delivery, type ClientSession } from './delivery/delivery.js'
 import type { EventCounters, EventStore } from './event-store/event-store.js'
@@ -43,6 +46,31 @@ export interface BrokerOptions {
   readonly purgeIntervalMs?: number
   /** How often events the store dropped (pushed out, expired, ...) are logged, in ms, summed per event name ([STORE-COUNT-1]). Default 10,000. */
   readonly dropLogIntervalMs?: number
+  // connections and logins ([CONN-LIMIT-3..5], [CONN-IDLE-1], [CONN-IDLE-2], [AUTH-THROTTLE-1..4])
+  /** Most simultaneous connections from one source address (IPv6: one /64). Default 1,000. */
+  readonly maxConnectionsPerAddress?: number
+  /** Most connections from one source address not yet logged in (before CONNECT, or with a login in progress). Default 100. */
+  readonly maxPendingConnectionsPerAddress?: number
+  /** Most simultaneous connections of one user (all its client names). Default 100. */
+  readonly maxConnectionsPerUser?: number
+  /** Most simultaneous guest connections. Default 1,000. */
+  readonly maxGuestConnections?: number
+  /** Most simultaneous guest connections from one source address. Default 10. */
+  readonly maxGuestConnectionsPerAddress?: number
+  /** Largest MQTT keepalive honoured, in s; a keepalive of 0 or more counts as this. Default 300. */
+  readonly maxKeepaliveSec?: number
+  /** How long a new connection may take to send CONNECT, in ms. Default 10,000. */
+  readonly connectTimeoutMs?: number
+  /** Failed logins a source address may have outstanding before it is refused unchecked. Default 10. */
+  readonly loginFailuresPerAddress?: number
+  /** Failed logins a user name or service id may have outstanding (from untrusted addresses). Default 20. */
+  readonly loginFailuresPerName?: number
+  /** One failed login is forgiven after this many ms. Default 30,000. */
+  readonly loginFailureDecayMs?: number
+  /** Most secret checks (scrypt) at once. Default 2. */
+  readonly maxConcurrentLoginChecks?: number
+  /** Most secret checks waiting for a slot. Default 64. */
+  readonly maxQueuedLoginChecks?: number
 }
 
 /** The defaults of every BrokerOptions limit. */
@@ -55,8 +83,23 @@ export const BROKER_DEFAULTS = Object.freeze({
   maxSubscriptions: 1000,
   maxInflightBytes: 16 * 1024 * 1024,
   purgeIntervalMs: 60_000,
-  dropLogIntervalMs: 10_000
+  dropLogIntervalMs: 10_000,
+  maxConnectionsPerAddress: 1000,
+  maxPendingConnectionsPerAddress: 100,
+  maxConnectionsPerUser: 100,
+  maxGuestConnections: 1000,
+  maxGuestConnectionsPerAddress: 10,
+  maxKeepaliveSec: 300,
+  connectTimeoutMs: 10_000,
+  loginFailuresPerAddress: 10,
+  loginFailuresPerName: 20,
+  loginFailureDecayMs: 30_000,
+  maxConcurrentLoginChecks: 2,
+  maxQueuedLoginChecks: 64
 })
+
+/** Why connections were refused or closed by the broker's limits ([CONN-LIMIT-*], [AUTH-THROTTLE-*]). */
+export type ConnectionRefusal = AdmissionRefusal | 'throttled' | 'busy' | 'will' | 'persistentSession' | 'retain' | 'connectTimeout' | 'idle'
 
 /** Counters a broker exposes. */
 export interface BrokerStats {
@@ -68,6 +111,10 @@ export interface BrokerStats {
   readonly delivered: number
   /** Per event name: what the store dropped since it was opened ([STORE-COUNT-1]); names with nothing dropped may be missing. */
   readonly dropped: Readonly<Record<string, Readonly<EventCounters>>>
+  /** Secret checks and their outcomes, and logins refused unchecked. */
+  readonly logins: Readonly<LoginStats>
+  /** Connections refused or closed, by reason. */
+  readonly connectionsRefused: Readonly<Record<ConnectionRefusal, number>>
 }
 
 /** A running broker. */
@@ -75,6 +122,8 @@ export interface Broker {
   /** Serves one connection (a TCP socket, a WebSocket stream, ...). */
   handle (stream: Duplex): void
   stats (): BrokerStats
+  /** Messages in aedes' retained store: none while [CONN-RETAIN-1] holds (for tests and monitoring). */
+  retainedCount (): Promise<number>
   readonly store: EventStore
   /** Closes every connection, stops timers and closes the store. */
   close (): Promise<void>
@@ -82,10 +131,15 @@ export interface Broker {
 
 interface AuthCodeError extends Error { returnCode: number }
 
+/** A connection refused by a limit, with the CONNACK code to send (3 server unavailable, 5 not authorized). */
+class Refusal extends Error {
+  constructor (readonly reason: ConnectionRefusal, readonly returnCode: 3 | 5, message: string) { super(message) }
+}
+
 function connectError (err: unknown): AuthCodeError {
   const e = new Error(err instanceof Error ? err.message : String(err)) as AuthCodeError
   // MQTT 3.1.1 CONNACK codes: 4 bad user name or password, 5 not authorized, 3 server unavailable
-  e.returnCode = err instanceof AuthError ? (err.code === ErrorCode.BAD_CREDENTIALS ? 4 : 5) : 3
+  e.returnCode = err instanceof Refusal ? err.returnCode : err instanceof AuthError ? (err.code === ErrorCode.BAD_CREDENTIALS ? 4 : 5) : 3
   return e
 }
 
@@ -102,7 +156,19 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
     maxSubscriptions: options.maxSubscriptions,
     maxInflightBytes: options.maxInflightBytes,
     purgeIntervalMs: options.purgeIntervalMs,
-    dropLogIntervalMs: options.dropLogIntervalMs
+    dropLogIntervalMs: options.dropLogIntervalMs,
+    maxConnectionsPerAddress: options.maxConnectionsPerAddress,
+    maxPendingConnectionsPerAddress: options.maxPendingConnectionsPerAddress,
+    maxConnectionsPerUser: options.maxConnectionsPerUser,
+    maxGuestConnections: options.maxGuestConnections,
+    maxGuestConnectionsPerAddress: options.maxGuestConnectionsPerAddress,
+    maxKeepaliveSec: options.maxKeepaliveSec,
+    connectTimeoutMs: options.connectTimeoutMs,
+    loginFailuresPerAddress: options.loginFailuresPerAddress,
+    loginFailuresPerName: options.loginFailuresPerName,
+    loginFailureDecayMs: options.loginFailureDecayMs,
+    maxConcurrentLoginChecks: options.maxConcurrentLoginChecks,
+    maxQueuedLoginChecks: options.maxQueuedLoginChecks
   })
   checkInt('createBroker', 'maxConnections', limits.maxConnections, 1, 1_000_000)
   checkInt('createBroker', 'maxPacketBytes', limits.maxPacketBytes, 1024, 256 * 1024 * 1024)
@@ -113,13 +179,44 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
   checkInt('createBroker', 'maxInflightBytes', limits.maxInflightBytes, 1024, 1024 * 1024 * 1024)
   checkInt('createBroker', 'purgeIntervalMs', limits.purgeIntervalMs, 100, 86_400_000)
   checkInt('createBroker', 'dropLogIntervalMs', limits.dropLogIntervalMs, 100, 86_400_000)
+  checkInt('createBroker', 'maxConnectionsPerAddress', limits.maxConnectionsPerAddress, 1, 1_000_000)
+  checkInt('createBroker', 'maxPendingConnectionsPerAddress', limits.maxPendingConnectionsPerAddress, 1, 1_000_000)
+  checkInt('createBroker', 'maxConnectionsPerUser', limits.maxConnectionsPerUser, 1, 1_000_000)
+  checkInt('createBroker', 'maxGuestConnections', limits.maxGuestConnections, 0, 1_000_000)
+  checkInt('createBroker', 'maxGuestConnectionsPerAddress', limits.maxGuestConnectionsPerAddress, 0, 1_000_000)
+  checkInt('createBroker', 'maxKeepaliveSec', limits.maxKeepaliveSec, 1, 65_535)
+  checkInt('createBroker', 'connectTimeoutMs', limits.connectTimeoutMs, 100, 600_000)
   const clock = options.clock ?? systemClock
   const logger = options.logger ?? silentLogger
 
   const principals = new WeakMap<Client, Principal>()
   const sessions = new WeakMap<Client, ClientSession>()
   const services = new Map<string, Client>()
-  let connections = 0
+  const admission = new ConnectionAdmission(limits)
+  const admitted = new WeakMap<Client, Admitted & { refusal?: Refusal }>()
+  const throttle = new LoginThrottle({
+    failuresPerAddress: limits.loginFailuresPerAddress,
+    failuresPerName: limits.loginFailuresPerName,
+    failureDecayMs: limits.loginFailureDecayMs,
+    maxConcurrentChecks: limits.maxConcurrentLoginChecks,
+    maxQueuedChecks: limits.maxQueuedLoginChecks
+  }, clock)
+  const refused: Record<ConnectionRefusal, number> = {
+    maxConnections: 0, perAddress: 0, pendingPerAddress: 0, perUser: 0, guests: 0, guestsPerAddress: 0, throttled: 0, busy: 0, will: 0, persistentSession: 0, retain: 0, connectTimeout: 0, idle: 0
+  }
+  // a flood must not flood the log: at most one line per reason per second, with the count of the
+  // lines left out since the last one
+  const lastLogged = new Map<ConnectionRefusal, { at: number, skipped: number }>()
+  const logRefusal = (reason: ConnectionRefusal, fields: Record<string, unknown>, msg: string): void => {
+    const now = clock.now()
+    const l = lastLogged.get(reason)
+    if (l !== undefined && now - l.at < 1000) {
+      l.skipped++
+      return
+    }
+    logger.warn({ reason, ...fields, ...(l !== undefined && l.skipped > 0 ? { alsoRefusedSinceLastLine: l.skipped } : {}) }, msg)
+    lastLogged.set(reason, { at: now, skipped: 0 })
+  }
 
   const publish = (topic: string, payload: Buffer): void => {
     aedes.publish({ cmd: 'publish', topic, payload, qos: 0, retain: false, dup: false }, (err?: Error) => {
@@ -157,20 +254,52 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
 
   const aedes = await Aedes.createBroker({
     maxClientsIdLength: 200,
-    // [CONN-LIMIT-1] connection count bound, checked before credentials
-    preConnect: (_client, _packet, done) => {
-      if (connections > limits.maxConnections) done(new Error(`connection limit of ${limits.maxConnections} reached`), false)
-      else done(null, true)
+    // [CONN-IDLE-2]
+    connectTimeout: limits.connectTimeoutMs,
+    preConnect: (client, packet, done) => {
+      const a = admitted.get(client)
+      // [CONN-IDLE-1] keepalive 0 ("never") or above the maximum counts as the maximum: aedes closes
+      // a connection silent for 1.5 times that
+      if ((packet.keepalive ?? 0) === 0 || (packet.keepalive ?? 0) > limits.maxKeepaliveSec) packet.keepalive = limits.maxKeepaliveSec
+      // [CONN-SESSION-1] no will messages and no persistent sessions: the broker keeps nothing for a
+      // connection after it closes; refused with CONNACK 5 in authenticate
+      if (a !== undefined && packet.will !== undefined && packet.will !== null) a.refusal = new Refusal('will', 5, 'will messages are not accepted')
+      else if (a !== undefined && !packet.clean) a.refusal = new Refusal('persistentSession', 5, 'persistent sessions (clean = false) are not accepted')
+      done(null, true)
     },
-    // [AUTH-CONNECT-1]
+    // [AUTH-CONNECT-1], [AUTH-THROTTLE-1..4], [CONN-LIMIT-4]
     authenticate: (client, username, password, done) => {
-      authenticate(site, client.id, username, password).then((principal) => {
+      const a = admitted.get(client)
+      const address = a?.address ?? 'unknown'
+      const refuse = (err: unknown, delayMs: number): void => {
+        if (err instanceof Refusal) {
+          refused[err.reason]++
+          logRefusal(err.reason, { clientId: client.id, address }, `connection refused: ${err.message}`)
+        } else {
+          logger.info({ clientId: client.id, address, err: (err as Error).message }, 'connection refused')
+        }
+        if (delayMs <= 0) done(connectError(err), false)
+        else setTimeout(() => { done(connectError(err), false) }, delayMs).unref()
+      }
+      if (a?.refusal !== undefined) return refuse(a.refusal, 0)
+      const gate = async (name: string, check: () => Promise<boolean>): Promise<boolean> => {
+        // a connection that went away while its check waited costs no scrypt (and counts as a failure)
+        const verdict = await throttle.attempt(address, name, () => client.closed ? Promise.resolve(false) : check())
+        if (verdict === 'throttled') throw new Refusal('throttled', 3, 'too many failed logins from this address or for this name; try again later')
+        if (verdict === 'busy') throw new Refusal('busy', 3, 'too many logins in progress; try again later')
+        if (verdict === 'failed') logger.warn({ clientId: client.id, address, name }, 'login failed')
+        return verdict === 'ok'
+      }
+      authenticate(site, client.id, username, password, gate).then((principal) => {
+        const other = (aedes as unknown as { clients: Record<string, Client | undefined> }).clients[client.id]
+        const problem = a?.admit(principal, other !== undefined && other !== client) ?? null
+        if (problem !== null) return refuse(new Refusal(problem, 3, `connection limit reached (${problem})`), 0)
         principals.set(client, principal)
         if (principal.kind === 'service') services.set(principal.service.id, client)
         done(null, true)
       }, (err: unknown) => {
-        logger.info({ clientId: client.id, err: (err as Error).message }, 'connection refused')
-        done(connectError(err), false)
+        const verdict = err instanceof Refusal ? (err.reason === 'throttled' ? 'throttled' : 'busy') : 'failed'
+        refuse(err, throttle.refusalDelayMs(address, verdict))
       })
     },
     // [CONN-TOPIC-1] a connection subscribes to its own reply topic only
@@ -185,6 +314,12 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
     authorizePublish: (client, packet, done) => {
       const p = client === null ? undefined : principals.get(client)
       if (client === null || p === undefined) return done(new Error('not authorized'))
+      // [CONN-RETAIN-1] nothing is retained: aedes would store the message after this hook
+      if (packet.retain) {
+        refused.retain++
+        logRefusal('retain', { clientId: client.id, topic: packet.topic }, 'publish with the retain flag; closing the connection')
+        return done(new Error('retained messages are not accepted'))
+      }
       const payload = packet.payload as Buffer
       if (p.kind === 'service' && packet.topic === serviceUpTopic(p.service.id)) {
         uplink.handle(p.service, payload)
@@ -210,7 +345,15 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
     if (p?.kind === 'service' && services.get(p.service.id) === client) services.delete(p.service.id)
   })
   aedes.on('clientError', (client, err) => { logger.debug({ clientId: client.id, err: err.message }, 'client error') })
-  aedes.on('connectionError', (_client, err) => { logger.debug({ err: err.message }, 'connection error') })
+  aedes.on('keepaliveTimeout', (client) => {
+    refused.idle++
+    logRefusal('idle', { clientId: client.id }, 'closing a connection silent for 1.5 times its keepalive')
+  })
+  aedes.on('connectionError', (_client, err) => {
+    // aedes' own message for [CONN-IDLE-2] (a connection without CONNECT has no client id yet)
+    if (err.message === 'connect did not arrive in time') refused.connectTimeout++
+    logger.debug({ err: err.message }, 'connection error')
+  })
 
   const purge = setInterval(() => {
     store.purgeExpired(clock.now()).then((n) => {
@@ -231,8 +374,15 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
         stream.destroy()
         return
       }
-      connections++
+      const a = admission.open(addressKey((stream as Partial<Socket>).remoteAddress))
+      if (typeof a === 'string') {
+        refused[a]++
+        logRefusal(a, { address: addressKey((stream as Partial<Socket>).remoteAddress) }, 'connection closed unserved: limit reached')
+        stream.destroy()
+        return
+      }
       const client = aedes.handle(stream)
+      admitted.set(client, a)
       // [CONN-LIMIT-2] aedes reads through 'readable'; read() also emits 'data' with each chunk
       // before aedes parses it, so the guard sees every byte first without taking over the flow
       const guard = new PacketSizeGuard(limits.maxPacketBytes)
@@ -244,21 +394,29 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
         }
       })
       stream.once('close', () => {
-        connections--
+        a.release()
         const s = sessions.get(client)
         if (s !== undefined) delivery.close(s)
       })
     },
     stats (): BrokerStats {
       return {
-        connections,
+        connections: admission.connections,
         clientSessions: delivery.sessionCount,
         storedEvents: store.count(),
         head: store.head(),
         uplink: { ...uplink.stats },
         delivered: delivery.delivered,
-        dropped: store.counters()
+        dropped: store.counters(),
+        logins: { ...throttle.stats },
+        connectionsRefused: { ...refused }
       }
+    },
+    async retainedCount (): Promise<number> {
+      let n = 0
+      const { persistence } = aedes as unknown as { persistence: { createRetainedStream (pattern: string): AsyncIterable<unknown> } }
+      for await (const _ of persistence.createRetainedStream('#')) n++
+      return n
     },
     async close (): Promise<void> {
       if (closed) return

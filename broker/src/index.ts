@@ -1,4 +1,5 @@
-export { createBroker, BROKER_DEFAULTS, type Broker, type BrokerOptions, type BrokerStats } from './broker.js'
+export { createBroker, BROKER_DEFAULTS, type Broker, type BrokerOptions, type BrokerStats, type ConnectionRefusal } from './broker.js'
+export { LOGIN_THROTTLE_DEFAULTS, type LoginStats } from './auth/login-throttle.js'
 export { listenTcp, type TcpListener } from './listeners/tcp-listener.js'
 export { listenTls, TLS_LISTENER_DEFAULTS, type TlsListener, type TlsListenerOptions, type TlsCertificates } from './listeners/tls-listener.js'
 export { startBrokerServer, checkListenerSecurity, isLoopbackHost, type BrokerServer, type BrokerServerOptions, type BrokerTlsFiles } from './server.js'

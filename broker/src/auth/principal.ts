@@ -40,22 +40,30 @@ export function parseClientId (id: string): ClaimedIdentity | null {
 }
 
 /**
- * Checks a connect attempt against the site ([AUTH-CONNECT-1]). Resolves to the principal, or rejects
+ * Runs one secret check for a claimed name (`s/<serviceId>` or the user name): resolves to its
+ * result, or rejects to refuse the attempt unchecked (login throttling, [AUTH-THROTTLE-1]).
+ */
+export type SecretGate = (name: string, check: () => Promise<boolean>) => Promise<boolean>
+
+const ungated: SecretGate = (_name, check) => check()
+
+/**
+ * Checks a connect attempt against the site ([AUTH-CONNECT-1]). Every secret check (one scrypt)
+ * goes through `gate`. Resolves to the principal, or rejects
  * with an AuthError: BAD_CREDENTIALS for an unknown name or wrong secret (the same answer for both),
  * NOT_AUTHORIZED for a guest when the site admits none or a malformed client id.
  */
-export async function authenticate (site: Site, clientId: string, username: string | undefined, password: Buffer | undefined): Promise<Principal> {
+export async function authenticate (site: Site, clientId: string, username: string | undefined, password: Buffer | undefined, gate: SecretGate = ungated): Promise<Principal> {
   const claimed = parseClientId(clientId)
   if (claimed === null) throw new AuthError(ErrorCode.NOT_AUTHORIZED, `client id ${JSON.stringify(clientId)} is not of the form s/<service> or c/<user>/<name>`)
   const secret = password?.toString('utf8') ?? ''
   if (claimed.kind === 'service') {
     const service = site.services.get(claimed.serviceId)
-    if (service === undefined || username !== claimed.serviceId) {
-      // hash anyway so that an unknown id takes as long as a wrong secret
-      await site.services.values().next().value?.secret.verify(secret)
-      throw new AuthError(ErrorCode.BAD_CREDENTIALS, 'bad service id or secret')
-    }
-    if (!(await service.secret.verify(secret))) throw new AuthError(ErrorCode.BAD_CREDENTIALS, 'bad service id or secret')
+    const known = service !== undefined && username === claimed.serviceId
+    // an unknown id is hashed anyway (against any secret) so that it takes as long as a wrong secret
+    const against = known ? service.secret : site.services.values().next().value?.secret
+    const ok = await gate(`s/${claimed.serviceId}`, async () => (await against?.verify(secret)) === true && known)
+    if (!ok || service === undefined) throw new AuthError(ErrorCode.BAD_CREDENTIALS, 'bad service id or secret')
     return { kind: 'service', service }
   }
   if (claimed.user === null) {
@@ -64,10 +72,9 @@ export async function authenticate (site: Site, clientId: string, username: stri
     return { kind: 'client', key: `${GUEST_PRINCIPAL}/${claimed.clientName}`, user: null }
   }
   const user = site.users.get(claimed.user)
-  if (user === undefined || username !== claimed.user) {
-    await site.users.values().next().value?.secret.verify(secret)
-    throw new AuthError(ErrorCode.BAD_CREDENTIALS, 'bad user name or password')
-  }
-  if (!(await user.secret.verify(secret))) throw new AuthError(ErrorCode.BAD_CREDENTIALS, 'bad user name or password')
+  const known = user !== undefined && username === claimed.user
+  const against = known ? user.secret : site.users.values().next().value?.secret
+  const ok = await gate(claimed.user, async () => (await against?.verify(secret)) === true && known)
+  if (!ok || user === undefined) throw new AuthError(ErrorCode.BAD_CREDENTIALS, 'bad user name or password')
   return { kind: 'client', key: `${user.name}/${claimed.clientName}`, user }
 }

@@ -1,1 +1,2 @@
 export * from './event-store-conformance.js'
+export * from './raw-mqtt.js'

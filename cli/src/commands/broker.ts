@@ -17,7 +17,8 @@ async function readStdin (): Promise<string> {
 /** The options of `herald broker`, as parsed. */
 interface BrokerCommandOptions {
   site: string, data: string, port?: number, host: string, logLevel: string,
-  tlsCert?: string, tlsKey?: string, tlsCa?: string, tlsClientAuth?: boolean, insecure?: boolean
+  tlsCert?: string, tlsKey?: string, tlsCa?: string, tlsClientAuth?: boolean, insecure?: boolean,
+  maxConnectionsPerAddress?: number, maxPendingConnectionsPerAddress?: number, maxGuestConnectionsPerAddress?: number, maxGuestConnections?: number
 }
 
 /** The TLS files of `herald broker`, or undefined without --tls-cert; a flag without the ones it needs is a ConfigError. */
@@ -29,6 +30,13 @@ export function brokerTlsFiles (o: Pick<BrokerCommandOptions, 'tlsCert' | 'tlsKe
   if (o.tlsKey === undefined) throw new ConfigError('--tls-cert needs --tls-key (the private key of the certificate)')
   if (o.insecure === true) throw new ConfigError('--insecure is for plain MQTT; with --tls-cert the listener is not insecure: drop one of them')
   return { certFile: o.tlsCert, keyFile: o.tlsKey, caFile: o.tlsCa, clientAuth: o.tlsClientAuth === true }
+}
+
+/** A whole number of at least 0 (the broker checks each option's own range). */
+function wholeNumber (value: string): number {
+  const n = Number(value)
+  if (!Number.isSafeInteger(n) || n < 0) throw new InvalidArgumentError('a whole number is expected')
+  return n
 }
 
 export function brokerCommand (): Command {
@@ -44,11 +52,20 @@ export function brokerCommand (): Command {
     .option('--tls-client-auth', 'require a client certificate signed by --tls-ca (credentials are still checked)')
     .option('--insecure', 'allow plain MQTT on a non-loopback --host: passwords cross the network in the clear')
     .option('--log-level <level>', 'trace, debug, info, warn, error', defaultLogLevel)
+    // [CONN-LIMIT-3]: behind a NAT or a proxy many endpoints share one source address
+    .option('--max-connections-per-address <n>', 'most connections from one source address (default 1000)', wholeNumber)
+    .option('--max-pending-connections-per-address <n>', 'most connections from one source address not yet logged in (default 100)', wholeNumber)
+    .option('--max-guest-connections-per-address <n>', 'most guest connections from one source address (default 10)', wholeNumber)
+    .option('--max-guest-connections <n>', 'most guest connections in all (default 1000)', wholeNumber)
     .action(async (opts: BrokerCommandOptions) => {
       const logger = pino({ level: opts.logLevel })
       const tls = brokerTlsFiles(opts)
       const server = await startBrokerServer({
-        site: opts.site, dataDir: opts.data, port: opts.port ?? (tls !== undefined ? 8883 : 1883), host: opts.host, tls, insecure: opts.insecure, logger
+        site: opts.site, dataDir: opts.data, port: opts.port ?? (tls !== undefined ? 8883 : 1883), host: opts.host, tls, insecure: opts.insecure, logger,
+        ...(opts.maxConnectionsPerAddress !== undefined ? { maxConnectionsPerAddress: opts.maxConnectionsPerAddress } : {}),
+        ...(opts.maxPendingConnectionsPerAddress !== undefined ? { maxPendingConnectionsPerAddress: opts.maxPendingConnectionsPerAddress } : {}),
+        ...(opts.maxGuestConnectionsPerAddress !== undefined ? { maxGuestConnectionsPerAddress: opts.maxGuestConnectionsPerAddress } : {}),
+        ...(opts.maxGuestConnections !== undefined ? { maxGuestConnections: opts.maxGuestConnections } : {})
       }).catch((err: unknown) => {
         // a busy port or a held data directory: one line and exit code 2 (cli.ts), no stack
         if (err instanceof HeraldError && err.code === ErrorCode.ADDRESS_IN_USE) throw new ConfigError(`${err.message}: choose another with --port`, { code: err.code, cause: err })
