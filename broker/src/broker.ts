@@ -9,6 +9,7 @@ import {
   silentLogger, systemClock, withDefaults, type Clock, type Logger, type Site
 } from '@herald/shared'
 import { authenticate, type Principal } from './auth/principal.js'
+import { ConnectionWriter } from './delivery/connection-writer.js'
 import { Delivery, type ClientSession } from './delivery/delivery.js'
 import type { EventStore } from './event-store/event-store.js'
 import { PacketSizeGuard } from './listeners/packet-size-guard.js'
@@ -38,6 +39,27 @@ export interface BrokerOptions {
   readonly maxInflightBytes?: number
   /** Most subscriptions on one client connection. Default 1,000. */
   readonly maxSubscriptions?: number
+  /**
+   * Most payload bytes in flight (sent, not acknowledged) per client connection, across all its
+   * subscriptions ([CLI-BACKPRESSURE-1]). Default 32 MiB.
+   */
+  readonly maxConnectionInflightBytes?: number
+  /**
+   * Most bytes waiting unsent in a connection's socket buffer: above it the broker writes no more
+   * events to that connection (nor reads them for it) until the socket drains ([CLI-BACKPRESSURE-1]).
+   * Default 2 MiB.
+   */
+  readonly maxConnectionQueuedBytes?: number
+  /** A connection above `maxConnectionQueuedBytes` for this long is closed, in ms. Default 30,000. */
+  readonly slowConnectionTimeoutMs?: number
+  /** Most subscriptions on one guest connection ([CLI-GUEST-1]). Default 10. */
+  readonly guestMaxSubscriptions?: number
+  /** Largest in-flight window a guest subscription may ask for ([CLI-GUEST-1]). Default 100 events. */
+  readonly guestMaxWindow?: number
+  /** Most payload bytes in flight per guest connection, across its subscriptions ([CLI-GUEST-1]). Default 256 KiB. */
+  readonly guestMaxConnectionInflightBytes?: number
+  /** Most event store reads for delivery under way at once, each of about one frame. Default 16. */
+  readonly maxConcurrentReads?: number
   /** How often expired events are purged, in ms. Default 60,000. */
   readonly purgeIntervalMs?: number
 }
@@ -51,6 +73,13 @@ export const BROKER_DEFAULTS = Object.freeze({
   maxFrameBytes: 1024 * 1024,
   maxSubscriptions: 1000,
   maxInflightBytes: 16 * 1024 * 1024,
+  maxConnectionInflightBytes: 32 * 1024 * 1024,
+  maxConnectionQueuedBytes: 2 * 1024 * 1024,
+  slowConnectionTimeoutMs: 30_000,
+  guestMaxSubscriptions: 10,
+  guestMaxWindow: 100,
+  guestMaxConnectionInflightBytes: 256 * 1024,
+  maxConcurrentReads: 16,
   purgeIntervalMs: 60_000
 })
 
@@ -62,6 +91,8 @@ export interface BrokerStats {
   readonly head: number
   readonly uplink: Readonly<UplinkStats>
   readonly delivered: number
+  /** Connections closed because they stayed above `maxConnectionQueuedBytes` too long, or far above it. */
+  readonly slowConnectionsClosed: number
 }
 
 /** A running broker. */
@@ -95,6 +126,13 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
     maxFrameBytes: options.maxFrameBytes,
     maxSubscriptions: options.maxSubscriptions,
     maxInflightBytes: options.maxInflightBytes,
+    maxConnectionInflightBytes: options.maxConnectionInflightBytes,
+    maxConnectionQueuedBytes: options.maxConnectionQueuedBytes,
+    slowConnectionTimeoutMs: options.slowConnectionTimeoutMs,
+    guestMaxSubscriptions: options.guestMaxSubscriptions,
+    guestMaxWindow: options.guestMaxWindow,
+    guestMaxConnectionInflightBytes: options.guestMaxConnectionInflightBytes,
+    maxConcurrentReads: options.maxConcurrentReads,
     purgeIntervalMs: options.purgeIntervalMs
   })
   checkInt('createBroker', 'maxConnections', limits.maxConnections, 1, 1_000_000)
@@ -104,6 +142,13 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
   checkInt('createBroker', 'maxFrameBytes', limits.maxFrameBytes, 1024, 16 * 1024 * 1024)
   checkInt('createBroker', 'maxSubscriptions', limits.maxSubscriptions, 1, 100_000)
   checkInt('createBroker', 'maxInflightBytes', limits.maxInflightBytes, 1024, 1024 * 1024 * 1024)
+  checkInt('createBroker', 'maxConnectionInflightBytes', limits.maxConnectionInflightBytes, 1024, 1024 * 1024 * 1024)
+  checkInt('createBroker', 'maxConnectionQueuedBytes', limits.maxConnectionQueuedBytes, 16 * 1024, 1024 * 1024 * 1024)
+  checkInt('createBroker', 'slowConnectionTimeoutMs', limits.slowConnectionTimeoutMs, 100, 86_400_000)
+  checkInt('createBroker', 'guestMaxSubscriptions', limits.guestMaxSubscriptions, 1, limits.maxSubscriptions)
+  checkInt('createBroker', 'guestMaxWindow', limits.guestMaxWindow, 1, limits.maxWindow)
+  checkInt('createBroker', 'guestMaxConnectionInflightBytes', limits.guestMaxConnectionInflightBytes, 1024, limits.maxConnectionInflightBytes)
+  checkInt('createBroker', 'maxConcurrentReads', limits.maxConcurrentReads, 1, 10_000)
   checkInt('createBroker', 'purgeIntervalMs', limits.purgeIntervalMs, 100, 86_400_000)
   const clock = options.clock ?? systemClock
   const logger = options.logger ?? silentLogger
@@ -111,12 +156,27 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
   const principals = new WeakMap<Client, Principal>()
   const sessions = new WeakMap<Client, ClientSession>()
   const services = new Map<string, Client>()
+  const writers = new WeakMap<Client, ConnectionWriter>()
   let connections = 0
+  let slowConnectionsClosed = 0
 
-  const publish = (topic: string, payload: Buffer): void => {
-    aedes.publish({ cmd: 'publish', topic, payload, qos: 0, retain: false, dup: false }, (err?: Error) => {
-      if (err) logger.warn({ err, topic }, 'publish to a connection failed')
+  // [CLI-BACKPRESSURE-1] the broker's frames go straight onto the connection's stream, bounded
+  const writerLimits = {
+    maxQueuedBytes: limits.maxConnectionQueuedBytes,
+    stuckTimeoutMs: limits.slowConnectionTimeoutMs,
+    // events stop at the bound; control frames and acks, written anyway, may not go far past it
+    hardLimitBytes: limits.maxConnectionQueuedBytes + limits.maxPacketBytes
+  }
+  const openWriter = (client: Client, topic: string): ConnectionWriter => {
+    const subscribed = (): boolean => (client as unknown as { subscriptions: Record<string, unknown> }).subscriptions[topic] !== undefined
+    const w = new ConnectionWriter(client.conn as unknown as Duplex, topic, writerLimits, subscribed, (reason, queuedBytes, blockedMs) => {
+      slowConnectionsClosed++
+      logger.warn({ clientId: client.id, reason, queuedBytes, blockedMs: Math.round(blockedMs) }, reason === 'stuck'
+        ? `closing a connection that has not read its socket for ${limits.slowConnectionTimeoutMs} ms`
+        : 'closing a connection whose unsent bytes passed the hard limit')
     })
+    writers.set(client, w)
+    return w
   }
 
   const uplink = new Uplink({
@@ -124,7 +184,10 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
     store,
     clock,
     logger,
-    sendToService: (serviceId, frame) => { publish(serviceAckTopic(serviceId), frame) },
+    sendToService: (serviceId, frame) => {
+      const c = services.get(serviceId)
+      if (c !== undefined) writers.get(c)?.write(frame)
+    },
     onStored: (events) => { delivery.onStored(events) },
     onStoreFailure: (serviceId) => { services.get(serviceId)?.close() }
   })
@@ -133,16 +196,28 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
     store,
     clock,
     logger,
-    limits: { maxWindow: limits.maxWindow, maxEventsPerFrame: limits.maxEventsPerFrame, maxFrameBytes: limits.maxFrameBytes, maxSubscriptions: limits.maxSubscriptions, maxInflightBytes: limits.maxInflightBytes },
-    sendToClient: (key, frame) => { publish(clientMessageTopic(key), frame) }
+    limits: {
+      maxWindow: limits.maxWindow,
+      maxEventsPerFrame: limits.maxEventsPerFrame,
+      maxFrameBytes: limits.maxFrameBytes,
+      maxSubscriptions: limits.maxSubscriptions,
+      maxInflightBytes: limits.maxInflightBytes,
+      maxConnectionInflightBytes: limits.maxConnectionInflightBytes,
+      guestMaxSubscriptions: limits.guestMaxSubscriptions,
+      guestMaxWindow: limits.guestMaxWindow,
+      guestMaxConnectionInflightBytes: limits.guestMaxConnectionInflightBytes,
+      maxConcurrentReads: limits.maxConcurrentReads
+    }
   })
 
   const sessionOf = (client: Client, principal: Principal): ClientSession | null => {
     if (principal.kind !== 'client') return null
     let s = sessions.get(client)
     if (s === undefined) {
-      s = delivery.open(principal)
-      sessions.set(client, s)
+      const w = writers.get(client) ?? openWriter(client, clientMessageTopic(principal.key))
+      const session = delivery.open(principal, w)
+      w.onDrain = () => { delivery.drained(session) }
+      sessions.set(client, s = session)
     }
     return s
   }
@@ -158,6 +233,7 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
     authenticate: (client, username, password, done) => {
       authenticate(site, client.id, username, password).then((principal) => {
         principals.set(client, principal)
+        openWriter(client, principal.kind === 'service' ? serviceAckTopic(principal.service.id) : clientMessageTopic(principal.key))
         if (principal.kind === 'service') services.set(principal.service.id, client)
         done(null, true)
       }, (err: unknown) => {
@@ -233,6 +309,7 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
       })
       stream.once('close', () => {
         connections--
+        writers.get(client)?.close()
         const s = sessions.get(client)
         if (s !== undefined) delivery.close(s)
       })
@@ -244,7 +321,8 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
         storedEvents: store.count(),
         head: store.head(),
         uplink: { ...uplink.stats },
-        delivered: delivery.delivered
+        delivered: delivery.delivered,
+        slowConnectionsClosed
       }
     },
     async close (): Promise<void> {

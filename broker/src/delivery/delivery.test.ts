@@ -17,6 +17,11 @@ class FlakyStore extends MemoryEventStore {
   }
 }
 
+const LIMITS = {
+  maxWindow: 100, maxEventsPerFrame: 100, maxFrameBytes: 1 << 20, maxSubscriptions: 10, maxInflightBytes: 1 << 20,
+  maxConnectionInflightBytes: 1 << 20, guestMaxSubscriptions: 2, guestMaxWindow: 10, guestMaxConnectionInflightBytes: 1 << 16, maxConcurrentReads: 4
+}
+
 describe('Delivery', () => {
   it('ends a subscription whose read failed, tells the client, and accepts the same subscription again', async () => {
     const site = await parseSite({ events: [{ name: 'log', category: 'queueing' }], users: [{ name: 'u', password: 'password-1' }] })
@@ -25,10 +30,9 @@ describe('Delivery', () => {
     const frames: Buffer[] = []
     const delivery = new Delivery({
       site, store, clock: new ManualClock(2), logger: silentLogger,
-      limits: { maxWindow: 100, maxEventsPerFrame: 100, maxFrameBytes: 1 << 20, maxSubscriptions: 10, maxInflightBytes: 1 << 20 },
-      sendToClient: (_key, frame) => { frames.push(frame) }
+      limits: LIMITS
     })
-    const session = delivery.open({ kind: 'client', key: 'u/app', user: site.users.get('u') ?? null })
+    const session = delivery.open({ kind: 'client', key: 'u/app', user: site.users.get('u') ?? null }, { write: (frame) => { frames.push(frame) }, blocked: false })
     const sub = { op: 'sub', sub: 1, event: 'log', services: null, position: 0, start: 'all', window: 10 } as const
     store.failNext = true
     delivery.handleRequest(session, encodeRequest(sub))
