@@ -93,6 +93,8 @@ export interface BrokerStats {
   readonly delivered: number
   /** Connections closed because they stayed above `maxConnectionQueuedBytes` too long, or far above it. */
   readonly slowConnectionsClosed: number
+  /** Connections above `maxConnectionQueuedBytes` now, waiting for their socket to drain. */
+  readonly blockedConnections: number
 }
 
 /** A running broker. */
@@ -157,6 +159,7 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
   const sessions = new WeakMap<Client, ClientSession>()
   const services = new Map<string, Client>()
   const writers = new WeakMap<Client, ConnectionWriter>()
+  const openWriters = new Set<ConnectionWriter>()
   let connections = 0
   let slowConnectionsClosed = 0
 
@@ -169,13 +172,15 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
   }
   const openWriter = (client: Client, topic: string): ConnectionWriter => {
     const subscribed = (): boolean => (client as unknown as { subscriptions: Record<string, unknown> }).subscriptions[topic] !== undefined
-    const w = new ConnectionWriter(client.conn as unknown as Duplex, topic, writerLimits, subscribed, (reason, queuedBytes, blockedMs) => {
+    const w = new ConnectionWriter(client.conn, topic, writerLimits, subscribed, (reason, queuedBytes, blockedMs) => {
       slowConnectionsClosed++
       logger.warn({ clientId: client.id, reason, queuedBytes, blockedMs: Math.round(blockedMs) }, reason === 'stuck'
         ? `closing a connection that has not read its socket for ${limits.slowConnectionTimeoutMs} ms`
         : 'closing a connection whose unsent bytes passed the hard limit')
     })
     writers.set(client, w)
+    // a connection gone while authenticate ran has had its 'close' already
+    if (!(client.conn as unknown as Duplex).destroyed) openWriters.add(w)
     return w
   }
 
@@ -309,7 +314,11 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
       })
       stream.once('close', () => {
         connections--
-        writers.get(client)?.close()
+        const w = writers.get(client)
+        if (w !== undefined) {
+          w.close()
+          openWriters.delete(w)
+        }
         const s = sessions.get(client)
         if (s !== undefined) delivery.close(s)
       })
@@ -322,7 +331,8 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
         head: store.head(),
         uplink: { ...uplink.stats },
         delivered: delivery.delivered,
-        slowConnectionsClosed
+        slowConnectionsClosed,
+        blockedConnections: [...openWriters].filter((w) => w.blocked).length
       }
     },
     async close (): Promise<void> {
