@@ -308,6 +308,7 @@ export class Delivery {
       if (!session.closed) {
         session.subs.delete(sub.id)
         this.control(session, { op: 'error', sub: sub.id, code: ErrorCode.PERSISTENCE_FAILED, message: 'the broker could not read stored events; resubscribe later' })
+        this.resume(session)
       }
       this.nextRead()
     })
