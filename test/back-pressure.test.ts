@@ -9,7 +9,7 @@ import { writeFile } from 'node:fs/promises'
 import { connect, type Socket } from 'node:net'
 import { join } from 'node:path'
 import { describe, it, expect, afterEach } from 'vitest'
-import { BROKER_DEFAULTS, startBrokerServer } from '@herald/broker'
+import { startBrokerServer } from '@herald/broker'
 import { ClientEndpoint } from '@herald/client-endpoint'
 import { ServiceEndpoint } from '@herald/service-endpoint'
 import { clientClientId, clientKey, clientMessageTopic, clientRequestTopic, decodeEvents, encodeRequest, eventsOfService, FrameType, parseSite, type Logger } from '@herald/shared'
@@ -103,7 +103,9 @@ describe('back-pressure', () => {
     const sitePath = join(dir.path, 'site.json')
     await writeFile(sitePath, JSON.stringify(SITE_DOC))
     const site = await parseSite(SITE_DOC)
-    const broker = await startBrokerProcess(sitePath, join(dir.path, 'data'), 0)
+    // every other limit at its default; this one shows that the CLI flags reach the broker
+    const guestWindow = 50
+    const broker = await startBrokerProcess(sitePath, join(dir.path, 'data'), 0, ['--guest-max-window', String(guestWindow)])
     closers.push(() => broker.proc.kill())
     const pid = broker.proc.child.pid as number
     const started = performance.now()
@@ -149,11 +151,11 @@ describe('back-pressure', () => {
     peak = Math.max(peak, rssOf(pid))
 
     // a slow reader hurts only itself: the first guest reads again and gets its window, in order
-    slow.child.stdin!.write(`resume ${BROKER_DEFAULTS.guestMaxWindow}\n`)
+    slow.child.stdin!.write(`resume ${guestWindow}\n`)
     await slow.waitLine((l) => l.startsWith('resumed ') || l.startsWith('out of order'), 30_000)
 
     process.stdout.write(`back-pressure: broker peak RSS ${(peak / 1e6).toFixed(0)} MB, good client ${goodMs.toFixed(0)} ms\n`)
-    expect(slow.lines).toContain(`resumed ${BROKER_DEFAULTS.guestMaxWindow}`)
+    expect(slow.lines).toContain(`resumed ${guestWindow}`)
     expect(peak).toBeLessThan(MAX_RSS_BYTES)
     expect(goodMs).toBeLessThan(MAX_GOOD_CLIENT_MS)
   }, 180_000)
