@@ -120,12 +120,6 @@ export class Delivery {
     this.resume(session)
   }
 
-  /** Subscriptions stopped by their connection's limits, across connections (for stats). */
-  get waitingSubscriptions (): number {
-    let n = 0
-    for (const s of this.sessions.values()) n += s.waiting.size
-    return n
-  }
 
   /** A client went away: its subscriptions end; the client will resume from its own positions. */
   close (session: ClientSession): void {
