@@ -2,7 +2,7 @@
 //
 //   npm run bench                         build, then every scenario at full size
 //   npm run bench -- --quick              small sizes, for a quick check (targets not judged)
-//   npm run bench -- --only s1,s5         some scenarios (s1 .. s6)
+//   npm run bench -- --only s1,s5         some scenarios (s1 .. s7)
 //   npm run bench -- --cpu-prof           profile the Herald processes (bench/results/profiles/)
 //   npm run bench -- --no-save            do not write bench/results/<date>.json
 //
@@ -12,8 +12,8 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { cpus, totalmem, release, platform } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
-import { BenchError, freePort, killEach, nodeChild, nowMs } from './lib/proc.mjs'
-import { ROOT, findMosquitto, proc, startAedes, startHerald, startMosquitto } from './lib/brokers.mjs'
+import { BenchError, Child, freePort, killEach, nodeChild, nowMs } from './lib/proc.mjs'
+import { EVENT, ROOT, SERVICE_SECRET, USER, USER_PASSWORD, findMosquitto, proc, startAedes, startHerald, startMosquitto } from './lib/brokers.mjs'
 import { clientChildren, heraldRun, heraldWorkspace, mqttRun, serviceChildren, split } from './lib/runs.mjs'
 
 const { values: opts } = parseArgs({
@@ -24,7 +24,7 @@ const { values: opts } = parseArgs({
     'no-save': { type: 'boolean', default: false }
   }
 })
-const SCENARIOS = ['s1', 's2', 's3', 's4', 's5', 's6']
+const SCENARIOS = ['s1', 's2', 's3', 's4', 's5', 's6', 's7']
 const only = opts.only === undefined ? SCENARIOS : opts.only.split(',').map((s) => s.trim())
 for (const s of only) {
   if (!SCENARIOS.includes(s)) {
@@ -35,8 +35,8 @@ for (const s of only) {
 
 /** Sizes of each scenario; quick runs are for checking the harness, not for judging targets. */
 const SIZE = opts.quick
-  ? { s1: 20_000, s1StopWait: 1000, s1Rate: 2000, s2: 2000, s3: 200, s4: 50_000, s5: 50_000, s6Clients: 100, minutes: 2 }
-  : { s1: 200_000, s1StopWait: 5000, s1Rate: 10_000, s2: 20_000, s3: 2000, s4: 1_000_000, s5: 300_000, s6Clients: 1000, minutes: 6 }
+  ? { s1: 20_000, s1StopWait: 1000, s1Rate: 2000, s2: 2000, s3: 200, s4: 50_000, s5: 50_000, s6Clients: 100, s7Guests: 50, s7Subs: 100, minutes: 2 }
+  : { s1: 200_000, s1StopWait: 5000, s1Rate: 10_000, s2: 20_000, s3: 2000, s4: 1_000_000, s5: 300_000, s6Clients: 1000, s7Guests: 500, s7Subs: 1000, minutes: 6 }
 const FAN_OUT = 20
 const FAN_IN = 100
 /** Processes on each side of a many-endpoint scenario (the machine has few cores). */
@@ -294,6 +294,57 @@ async function s6 () {
   row('broker memory', `RSS, ${clients.toLocaleString('en')} connected clients`, 'MB', 'lower', mb(herald.connected), mb(refClients.mosquitto?.connected ?? null), mb(refClients.aedes?.connected ?? null))
 }
 
+// Scenario 7: back-pressure. Never-reading connections (500 guests with one subscription each, 5
+// users with 1,000 each) on a 5 MiB queue; the broker's peak RSS, and how long a well-behaved
+// client then takes to connect, subscribe and receive a live event. The never-reading side is
+// test/fixtures/slow-readers.mjs, the same peers as test/back-pressure.test.ts.
+async function s7 () {
+  const deadline = deadlineIn()
+  const ws = await heraldWorkspace(1)
+  const children = []
+  let broker = null
+  let sampler = null
+  try {
+    broker = await startHerald({ site: ws.site, dataDir: join(ws.dir, 'data'), nodeArgs: nodeArgsFor('s7') }, deadline)
+    const count = 5000
+    const helper = nodeChild('back-pressure', proc('back-pressure.mjs'), { url: broker.url, serviceId: 'svc-0', secret: SERVICE_SECRET, user: USER, password: USER_PASSWORD, event: EVENT, count, payloadBytes: 1024 })
+    children.push(helper)
+    log(`s7: filling the queue with ${count} events of 1 KiB`)
+    await helper.waitFor('filled', 'the queue filled', deadline)
+    const rssFilled = broker.child.rss()
+    let peak = rssFilled
+    sampler = setInterval(() => { peak = Math.max(peak, broker.child.rss() ?? 0) }, 20)
+    const guests = SIZE.s7Guests
+    const users = 5
+    log(`s7: ${guests} never-reading guests and ${users} users with ${SIZE.s7Subs} subscriptions each`)
+    const t0 = nowMs()
+    const slow = new Child('slow readers', process.execPath, [join(ROOT, 'test/fixtures/slow-readers.mjs'), JSON.stringify({
+      port: Number(new URL(broker.url).port), event: EVENT, window: 10_000, guests, hosts: 50,
+      users: Array.from({ length: users }, (_, i) => ({ user: USER, password: USER_PASSWORD, clientName: `heavy-${i}` })), subsPerUser: SIZE.s7Subs
+    })])
+    children.push(slow)
+    await slow.waitFor((m) => typeof m === 'string' && m.startsWith('ready '), 'the slow readers connected', deadline)
+    const connectSeconds = (nowMs() - t0) / 1000
+    helper.send('good')
+    const good = (await helper.waitFor('good', 'the good client\'s live event', deadline)).good
+    // the broker keeps delivering to the others: watch its memory a little longer
+    await new Promise((resolve) => setTimeout(resolve, 3000))
+    clearInterval(sampler)
+    sampler = null
+    peak = Math.max(peak, broker.child.rss() ?? 0)
+    const mb = (b) => b / (1024 * 1024)
+    raw.s7 = { events: count, payloadBytes: 1024, guests, users, subsPerUser: SIZE.s7Subs, connectSeconds, rssFilled, rssPeak: peak, goodClientMs: good.ms }
+    const what = `${guests} never-reading guests + ${users} x ${SIZE.s7Subs.toLocaleString('en')} subscriptions, 5 MiB queue`
+    row('back-pressure', `broker RSS peak, ${what}`, 'MB', 'lower', mb(peak), null, null, { vs: null, value: 600e6 / (1024 * 1024), text: '< 600 MB' })
+    row('back-pressure', 'well-behaved client meanwhile: connect, subscribe, live event', 'ms', 'lower', good.ms, null, null, { vs: null, value: 1000, text: '<= 1 s' })
+  } finally {
+    if (sampler !== null) clearInterval(sampler)
+    await killEach(children)
+    if (broker !== null) await broker.child.kill()
+    await ws.dispose()
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 
 function machine () {
@@ -342,7 +393,7 @@ if (mosq === null) {
   log('Mosquitto is not installed: its column stays empty. Install it with: sudo apt-get install mosquitto')
 }
 log(`Herald benchmark, ${opts.quick ? 'quick' : 'full'} run: ${only.join(', ')}`)
-const fns = { s1, s2, s3, s4, s5, s6 }
+const fns = { s1, s2, s3, s4, s5, s6, s7 }
 for (const s of only) {
   const t = nowMs()
   try {

@@ -12,6 +12,7 @@ import {
 import { ConnectionAdmission, type AdmissionRefusal, type Admitted } from './auth/connection-admission.js'
 import { LoginThrottle, addressKey, type LoginStats } from './auth/login-throttle.js'
 import { authenticate, type Principal } from './auth/principal.js'
+import { ConnectionWriter } from './delivery/connection-writer.js'
 import { Delivery, type ClientSession } from './delivery/delivery.js'
 import type { EventCounters, EventStore } from './event-store/event-store.js'
 import { DropReport } from './drop-report.js'
@@ -42,6 +43,27 @@ export interface BrokerOptions {
   readonly maxInflightBytes?: number
   /** Most subscriptions on one client connection. Default 1,000. */
   readonly maxSubscriptions?: number
+  /**
+   * Most payload bytes in flight (sent, not acknowledged) per client connection, across all its
+   * subscriptions ([CLI-BACKPRESSURE-1]). Default 32 MiB.
+   */
+  readonly maxConnectionInflightBytes?: number
+  /**
+   * Most bytes waiting unsent in a connection's socket buffer: above it the broker writes no more
+   * events to that connection (nor reads them for it) until the socket drains ([CLI-BACKPRESSURE-1]).
+   * Default 2 MiB.
+   */
+  readonly maxConnectionQueuedBytes?: number
+  /** A connection above `maxConnectionQueuedBytes` for this long is closed, in ms. Default 30,000. */
+  readonly slowConnectionTimeoutMs?: number
+  /** Most subscriptions on one guest connection ([CLI-GUEST-1]). Default 10. */
+  readonly guestMaxSubscriptions?: number
+  /** Largest in-flight window a guest subscription may ask for ([CLI-GUEST-1]). Default 100 events. */
+  readonly guestMaxWindow?: number
+  /** Most payload bytes in flight per guest connection, across its subscriptions ([CLI-GUEST-1]). Default 256 KiB. */
+  readonly guestMaxConnectionInflightBytes?: number
+  /** Most event store reads for delivery under way at once, each of about one frame. Default 16. */
+  readonly maxConcurrentReads?: number
   /** How often expired events are purged, in ms. Default 60,000. */
   readonly purgeIntervalMs?: number
   /** How often events the store dropped (pushed out, expired, ...) are logged, in ms, summed per event name ([STORE-COUNT-1]). Default 10,000. */
@@ -95,7 +117,14 @@ export const BROKER_DEFAULTS = Object.freeze({
   loginFailuresPerName: 20,
   loginFailureDecayMs: 30_000,
   maxConcurrentLoginChecks: 2,
-  maxQueuedLoginChecks: 64
+  maxQueuedLoginChecks: 64,
+  maxConnectionInflightBytes: 32 * 1024 * 1024,
+  maxConnectionQueuedBytes: 2 * 1024 * 1024,
+  slowConnectionTimeoutMs: 30_000,
+  guestMaxSubscriptions: 10,
+  guestMaxWindow: 100,
+  guestMaxConnectionInflightBytes: 256 * 1024,
+  maxConcurrentReads: 16
 })
 
 /** Why connections were refused or closed by the broker's limits ([CONN-LIMIT-*], [AUTH-THROTTLE-*]). */
@@ -115,6 +144,10 @@ export interface BrokerStats {
   readonly logins: Readonly<LoginStats>
   /** Connections refused or closed, by reason. */
   readonly connectionsRefused: Readonly<Record<ConnectionRefusal, number>>
+  /** Connections closed because they stayed above `maxConnectionQueuedBytes` too long, or far above it. */
+  readonly slowConnectionsClosed: number
+  /** Connections above `maxConnectionQueuedBytes` now, waiting for their socket to drain. */
+  readonly blockedConnections: number
 }
 
 /** A running broker. */
@@ -168,7 +201,14 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
     loginFailuresPerName: options.loginFailuresPerName,
     loginFailureDecayMs: options.loginFailureDecayMs,
     maxConcurrentLoginChecks: options.maxConcurrentLoginChecks,
-    maxQueuedLoginChecks: options.maxQueuedLoginChecks
+    maxQueuedLoginChecks: options.maxQueuedLoginChecks,
+    maxConnectionInflightBytes: options.maxConnectionInflightBytes,
+    maxConnectionQueuedBytes: options.maxConnectionQueuedBytes,
+    slowConnectionTimeoutMs: options.slowConnectionTimeoutMs,
+    guestMaxSubscriptions: options.guestMaxSubscriptions,
+    guestMaxWindow: options.guestMaxWindow,
+    guestMaxConnectionInflightBytes: options.guestMaxConnectionInflightBytes,
+    maxConcurrentReads: options.maxConcurrentReads
   })
   checkInt('createBroker', 'maxConnections', limits.maxConnections, 1, 1_000_000)
   checkInt('createBroker', 'maxPacketBytes', limits.maxPacketBytes, 1024, 256 * 1024 * 1024)
@@ -177,6 +217,13 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
   checkInt('createBroker', 'maxFrameBytes', limits.maxFrameBytes, 1024, 16 * 1024 * 1024)
   checkInt('createBroker', 'maxSubscriptions', limits.maxSubscriptions, 1, 100_000)
   checkInt('createBroker', 'maxInflightBytes', limits.maxInflightBytes, 1024, 1024 * 1024 * 1024)
+  checkInt('createBroker', 'maxConnectionInflightBytes', limits.maxConnectionInflightBytes, 1024, 1024 * 1024 * 1024)
+  checkInt('createBroker', 'maxConnectionQueuedBytes', limits.maxConnectionQueuedBytes, 16 * 1024, 1024 * 1024 * 1024)
+  checkInt('createBroker', 'slowConnectionTimeoutMs', limits.slowConnectionTimeoutMs, 100, 86_400_000)
+  checkInt('createBroker', 'guestMaxSubscriptions', limits.guestMaxSubscriptions, 1, limits.maxSubscriptions)
+  checkInt('createBroker', 'guestMaxWindow', limits.guestMaxWindow, 1, limits.maxWindow)
+  checkInt('createBroker', 'guestMaxConnectionInflightBytes', limits.guestMaxConnectionInflightBytes, 1024, limits.maxConnectionInflightBytes)
+  checkInt('createBroker', 'maxConcurrentReads', limits.maxConcurrentReads, 1, 10_000)
   checkInt('createBroker', 'purgeIntervalMs', limits.purgeIntervalMs, 100, 86_400_000)
   checkInt('createBroker', 'dropLogIntervalMs', limits.dropLogIntervalMs, 100, 86_400_000)
   checkInt('createBroker', 'maxConnectionsPerAddress', limits.maxConnectionsPerAddress, 1, 1_000_000)
@@ -217,11 +264,29 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
     logger.warn({ reason, ...fields, ...(l !== undefined && l.skipped > 0 ? { alsoRefusedSinceLastLine: l.skipped } : {}) }, msg)
     lastLogged.set(reason, { at: now, skipped: 0 })
   }
+  const writers = new WeakMap<Client, ConnectionWriter>()
+  const openWriters = new Set<ConnectionWriter>()
+  let slowConnectionsClosed = 0
 
-  const publish = (topic: string, payload: Buffer): void => {
-    aedes.publish({ cmd: 'publish', topic, payload, qos: 0, retain: false, dup: false }, (err?: Error) => {
-      if (err) logger.warn({ err, topic }, 'publish to a connection failed')
+  // [CLI-BACKPRESSURE-1] the broker's frames go straight onto the connection's stream, bounded
+  const writerLimits = {
+    maxQueuedBytes: limits.maxConnectionQueuedBytes,
+    stuckTimeoutMs: limits.slowConnectionTimeoutMs,
+    // events stop at the bound; control frames and acks, written anyway, may not go far past it
+    hardLimitBytes: limits.maxConnectionQueuedBytes + limits.maxPacketBytes
+  }
+  const openWriter = (client: Client, topic: string): ConnectionWriter => {
+    const subscribed = (): boolean => (client as unknown as { subscriptions: Record<string, unknown> }).subscriptions[topic] !== undefined
+    const w = new ConnectionWriter(client.conn, topic, writerLimits, subscribed, (reason, queuedBytes, blockedMs) => {
+      slowConnectionsClosed++
+      logger.warn({ clientId: client.id, reason, queuedBytes, blockedMs: Math.round(blockedMs) }, reason === 'stuck'
+        ? `closing a connection that has not read its socket for ${limits.slowConnectionTimeoutMs} ms`
+        : 'closing a connection whose unsent bytes passed the hard limit')
     })
+    writers.set(client, w)
+    // a connection gone while authenticate ran has had its 'close' already
+    if (!(client.conn as unknown as Duplex).destroyed) openWriters.add(w)
+    return w
   }
 
   const uplink = new Uplink({
@@ -229,7 +294,10 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
     store,
     clock,
     logger,
-    sendToService: (serviceId, frame) => { publish(serviceAckTopic(serviceId), frame) },
+    sendToService: (serviceId, frame) => {
+      const c = services.get(serviceId)
+      if (c !== undefined) writers.get(c)?.write(frame)
+    },
     onStored: (events) => { delivery.onStored(events) },
     onStoreFailure: (serviceId) => { services.get(serviceId)?.close() }
   })
@@ -238,16 +306,28 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
     store,
     clock,
     logger,
-    limits: { maxWindow: limits.maxWindow, maxEventsPerFrame: limits.maxEventsPerFrame, maxFrameBytes: limits.maxFrameBytes, maxSubscriptions: limits.maxSubscriptions, maxInflightBytes: limits.maxInflightBytes },
-    sendToClient: (key, frame) => { publish(clientMessageTopic(key), frame) }
+    limits: {
+      maxWindow: limits.maxWindow,
+      maxEventsPerFrame: limits.maxEventsPerFrame,
+      maxFrameBytes: limits.maxFrameBytes,
+      maxSubscriptions: limits.maxSubscriptions,
+      maxInflightBytes: limits.maxInflightBytes,
+      maxConnectionInflightBytes: limits.maxConnectionInflightBytes,
+      guestMaxSubscriptions: limits.guestMaxSubscriptions,
+      guestMaxWindow: limits.guestMaxWindow,
+      guestMaxConnectionInflightBytes: limits.guestMaxConnectionInflightBytes,
+      maxConcurrentReads: limits.maxConcurrentReads
+    }
   })
 
   const sessionOf = (client: Client, principal: Principal): ClientSession | null => {
     if (principal.kind !== 'client') return null
     let s = sessions.get(client)
     if (s === undefined) {
-      s = delivery.open(principal)
-      sessions.set(client, s)
+      const w = writers.get(client) ?? openWriter(client, clientMessageTopic(principal.key))
+      const session = delivery.open(principal, w)
+      w.onDrain = () => { delivery.drained(session) }
+      sessions.set(client, s = session)
     }
     return s
   }
@@ -295,6 +375,7 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
         const problem = a?.admit(principal, other !== undefined && other !== client) ?? null
         if (problem !== null) return refuse(new Refusal(problem, 3, `connection limit reached (${problem})`), 0)
         principals.set(client, principal)
+        openWriter(client, principal.kind === 'service' ? serviceAckTopic(principal.service.id) : clientMessageTopic(principal.key))
         if (principal.kind === 'service') services.set(principal.service.id, client)
         done(null, true)
       }, (err: unknown) => {
@@ -395,6 +476,11 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
       })
       stream.once('close', () => {
         a.release()
+        const w = writers.get(client)
+        if (w !== undefined) {
+          w.close()
+          openWriters.delete(w)
+        }
         const s = sessions.get(client)
         if (s !== undefined) delivery.close(s)
       })
@@ -409,7 +495,9 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
         delivered: delivery.delivered,
         dropped: store.counters(),
         logins: { ...throttle.stats },
-        connectionsRefused: { ...refused }
+        connectionsRefused: { ...refused },
+        slowConnectionsClosed,
+        blockedConnections: [...openWriters].filter((w) => w.blocked).length
       }
     },
     async retainedCount (): Promise<number> {

@@ -349,7 +349,13 @@ export class ClientEndpoint extends TypedEmitter<ClientEndpointEvents> {
   private process (sub: ClientSubscription): void {
     if (sub.processing) return
     sub.processing = true
-    this.loop(sub).catch((err: unknown) => { this.reportError(err) }).finally(() => { sub.markIdle() })
+    this.loop(sub).then(() => true, (err: unknown) => { this.reportError(err); return false }).then((completed) => {
+      sub.markIdle()
+      // events that arrived after the loop took the last one and before it was marked idle (a
+      // synchronous, transactional handler runs the whole loop in one go, and frames arriving in one
+      // chunk are handed over back to back) must not wait for the next frame
+      if (completed && sub.pending > 0 && !sub.closed && !this.closed) this.process(sub)
+    }, (err: unknown) => { this.reportError(err) })
   }
 
   private async loop (sub: ClientSubscription): Promise<void> {

@@ -65,18 +65,18 @@ export async function writeTestSite (dir: string): Promise<string> {
   return path
 }
 
-/** Starts `herald broker` and waits until it listens. Returns the process and its URL. */
-export async function startBrokerProcess (site: string, dataDir: string, port: number): Promise<{ proc: Proc, url: string, port: number }> {
-  const child = spawn(process.execPath, [CLI, 'broker', '--site', site, '--data', dataDir, '--port', String(port), '--log-level', 'warn'], { stdio: ['ignore', 'pipe', 'pipe'] })
+/** Starts `herald broker` (with more CLI flags in `extraArgs`) and waits until it listens. Returns the process and its URL. */
+export async function startBrokerProcess (site: string, dataDir: string, port: number, extraArgs: readonly string[] = []): Promise<{ proc: Proc, url: string, port: number }> {
+  const child = spawn(process.execPath, [CLI, 'broker', '--site', site, '--data', dataDir, '--port', String(port), '--log-level', 'warn', ...extraArgs], { stdio: ['ignore', 'pipe', 'pipe'] })
   const proc = new Proc(child, 'broker')
   const line = await proc.waitLine((l) => l.startsWith('herald broker listening on '))
   const url = line.slice('herald broker listening on '.length)
   return { proc, url, port: Number(new URL(url).port) }
 }
 
-/** Starts a fixture script with arguments passed as JSON in argv[2]. */
-export function startFixture (script: string, args: object): Proc {
-  const child = spawn(process.execPath, [join(ROOT, 'test', 'fixtures', script), JSON.stringify(args)], { stdio: ['ignore', 'pipe', 'pipe'] })
+/** Starts a fixture script with arguments passed as JSON in argv[2]; `stdin: true` gives it a pipe to write commands to. */
+export function startFixture (script: string, args: object, options: { stdin?: boolean } = {}): Proc {
+  const child = spawn(process.execPath, [join(ROOT, 'test', 'fixtures', script), JSON.stringify(args)], { stdio: [options.stdin === true ? 'pipe' : 'ignore', 'pipe', 'pipe'] })
   return new Proc(child, script)
 }
 

@@ -1,5 +1,5 @@
 import { describe, it, expect } from 'vitest'
-import { ManualClock, parseSite, decodeControl, encodeRequest, decodeEvents, FrameType, PayloadKind, silentLogger, type Control, type StoredEvent } from '@herald/shared'
+import { ManualClock, parseSite, decodeControl, encodeRequest, decodeEvents, FrameType, PayloadKind, silentLogger, type Control, type Site, type StoredEvent } from '@herald/shared'
 import { waitFor } from '@herald/shared/testing'
 import { MemoryEventStore } from '../event-store/memory-event-store.js'
 import type { ReadQuery } from '../event-store/event-store.js'
@@ -17,6 +17,11 @@ class FlakyStore extends MemoryEventStore {
   }
 }
 
+const LIMITS = {
+  maxWindow: 100, maxEventsPerFrame: 100, maxFrameBytes: 1 << 20, maxSubscriptions: 10, maxInflightBytes: 1 << 20,
+  maxConnectionInflightBytes: 1 << 20, guestMaxSubscriptions: 2, guestMaxWindow: 10, guestMaxConnectionInflightBytes: 1 << 16, maxConcurrentReads: 4
+}
+
 describe('Delivery', () => {
   it('ends a subscription whose read failed, tells the client, and accepts the same subscription again', async () => {
     const site = await parseSite({ events: [{ name: 'log', category: 'queueing' }], users: [{ name: 'u', password: 'password-1' }] })
@@ -25,10 +30,9 @@ describe('Delivery', () => {
     const frames: Buffer[] = []
     const delivery = new Delivery({
       site, store, clock: new ManualClock(2), logger: silentLogger,
-      limits: { maxWindow: 100, maxEventsPerFrame: 100, maxFrameBytes: 1 << 20, maxSubscriptions: 10, maxInflightBytes: 1 << 20 },
-      sendToClient: (_key, frame) => { frames.push(frame) }
+      limits: LIMITS
     })
-    const session = delivery.open({ kind: 'client', key: 'u/app', user: site.users.get('u') ?? null })
+    const session = delivery.open({ kind: 'client', key: 'u/app', user: site.users.get('u') ?? null }, { write: (frame) => { frames.push(frame) }, blocked: false })
     const sub = { op: 'sub', sub: 1, event: 'log', services: null, position: 0, start: 'all', window: 10 } as const
     store.failNext = true
     delivery.handleRequest(session, encodeRequest(sub))
@@ -42,5 +46,126 @@ describe('Delivery', () => {
     expect(controls().map((c) => c.op === 'error' ? c.code : c.op)).toEqual(['subscribed', 'PERSISTENCE_FAILED', 'subscribed'])
     const events = frames.filter((f) => f[0] === FrameType.EVENTS).map((f) => decodeEvents(f, () => 'log'))
     expect(events.map((f) => f?.events.map((e) => e.position))).toEqual([[1]])
+  })
+})
+
+describe('Delivery back-pressure ([CLI-BACKPRESSURE-1], [CLI-GUEST-1])', () => {
+  /** A memory store that counts reads. */
+  class CountingStore extends MemoryEventStore {
+    reads = 0
+    override async read (q: ReadQuery): Promise<StoredEvent[]> {
+      this.reads++
+      return await super.read(q)
+    }
+  }
+
+  async function setup (limits: Partial<typeof LIMITS> = {}): Promise<{ store: CountingStore, delivery: Delivery, append: (n: number) => Promise<void>, site: Site }> {
+    const site = await parseSite({ guests: true, events: [{ name: 'log', category: 'queueing', access: 'everyone' }], users: [{ name: 'u', password: 'password-1' }] })
+    const store = new CountingStore({ limitsOf: (n) => site.events.get(n) })
+    const delivery = new Delivery({ site, store, clock: new ManualClock(2), logger: silentLogger, limits: { ...LIMITS, ...limits } })
+    let seq = 0
+    const append = async (n: number): Promise<void> => {
+      const events = Array.from({ length: n }, () => ({ seq: ++seq, name: 'log', category: 'queueing' as const, raisedAt: 1, isNull: false, recipient: null, payloadKind: PayloadKind.bytes, payload: Buffer.alloc(100) }))
+      const r = await store.append({ serviceId: 's', instance: 'i', events, handledUpTo: seq, receivedAt: 1 })
+      delivery.onStored(r.stored)
+    }
+    return { store, delivery, append, site }
+  }
+
+  /** An output that records frames and is blocked while `blocked` is set. */
+  function output (): { write: (f: Buffer) => void, blocked: boolean, frames: Buffer[], positions: (sub: number) => number[], controls: () => Control[] } {
+    const frames: Buffer[] = []
+    return {
+      frames,
+      blocked: false,
+      write: (f) => { frames.push(f) },
+      positions: (sub) => frames.filter((f) => f[0] === FrameType.EVENTS).map((f) => decodeEvents(f, () => 'log')).filter((f) => f?.sub === sub).flatMap((f) => f?.events.map((e) => e.position) ?? []),
+      controls: () => frames.filter((f) => f[0] === FrameType.CONTROL).map(decodeControl)
+    }
+  }
+
+  const subReq = (sub: number, window = 100): Buffer => encodeRequest({ op: 'sub', sub, event: 'log', services: null, position: 0, start: 'all', window })
+  const range = (from: number, to: number): number[] => Array.from({ length: to - from + 1 }, (_, i) => from + i)
+
+  it('reads nothing for a blocked connection, also when events are stored meanwhile, and sends them all in order once it drained', async () => {
+    const { store, delivery, append, site } = await setup()
+    await append(10)
+    const out = output()
+    out.blocked = true
+    const session = delivery.open({ kind: 'client', key: 'u/app', user: site.users.get('u') ?? null }, out)
+    delivery.handleRequest(session, subReq(1))
+    await append(5)
+    await new Promise((resolve) => setImmediate(resolve))
+    expect(out.controls().map((c) => c.op)).toEqual(['subscribed'])
+    expect(out.positions(1)).toEqual([])
+    expect(store.reads).toBe(0)
+
+    out.blocked = false
+    delivery.drained(session)
+    await waitFor(() => out.positions(1).length >= 15, '15 events')
+    // and it is caught up again: a new event goes straight from memory
+    const reads = store.reads
+    await append(1)
+    await waitFor(() => out.positions(1).length >= 16, 'the live event')
+    expect(out.positions(1)).toEqual(range(1, 16))
+    expect(store.reads).toBe(reads)
+  })
+
+  it('stops at a frame boundary when the connection blocks, and goes on from there after drained', async () => {
+    const { delivery, append, site } = await setup({ maxEventsPerFrame: 5 })
+    await append(20)
+    const out = output()
+    const write = out.write
+    // the connection blocks after the first frame it is given
+    out.write = (f) => { write(f); if (f[0] === FrameType.EVENTS) out.blocked = true }
+    const session = delivery.open({ kind: 'client', key: 'u/app', user: site.users.get('u') ?? null }, out)
+    delivery.handleRequest(session, subReq(1))
+    await waitFor(() => out.positions(1).length >= 5, 'a frame')
+    await new Promise((resolve) => setImmediate(resolve))
+    expect(out.positions(1)).toEqual(range(1, 5))
+    out.write = write
+    out.blocked = false
+    delivery.drained(session)
+    await waitFor(() => out.positions(1).length >= 20, '20 events')
+    expect(out.positions(1)).toEqual(range(1, 20))
+  })
+
+  it('shares one byte budget among the subscriptions of a connection; acks on any let the others go on', async () => {
+    const { delivery, append, site } = await setup({ maxConnectionInflightBytes: 1000 })
+    await append(20)
+    const out = output()
+    const session = delivery.open({ kind: 'client', key: 'u/app', user: site.users.get('u') ?? null }, out)
+    for (const id of [1, 2, 3]) delivery.handleRequest(session, subReq(id))
+    await waitFor(() => out.positions(1).length + out.positions(2).length + out.positions(3).length > 0, 'some events')
+    await new Promise((resolve) => setImmediate(resolve))
+    const inFlight = (): number => [1, 2, 3].reduce((n, id) => n + out.positions(id).length, 0)
+    // 1,000 bytes of 100-byte payloads: 10 events, the one reaching the budget included
+    expect(inFlight()).toBe(10)
+    for (let round = 0; round < 20 && [1, 2, 3].some((id) => out.positions(id).length < 20); round++) {
+      const before = inFlight()
+      for (const id of [1, 2, 3]) {
+        const p = out.positions(id)
+        if (p.length > 0) delivery.handleRequest(session, encodeRequest({ op: 'ack', sub: id, position: p[p.length - 1] as number }))
+      }
+      await waitFor(() => inFlight() > before || [1, 2, 3].every((id) => out.positions(id).length >= 20), 'more events after the acks')
+    }
+    for (const id of [1, 2, 3]) expect(out.positions(id)).toEqual(range(1, 20))
+  })
+
+  it('gives guests their own, tighter limits on subscriptions, window and bytes', async () => {
+    const { delivery, append, site } = await setup({ guestMaxSubscriptions: 2, guestMaxWindow: 5, guestMaxConnectionInflightBytes: 10_000 })
+    await append(20)
+    const guest = output()
+    const g = delivery.open({ kind: 'client', key: '~guest/g', user: null }, guest)
+    for (const id of [1, 2, 3]) delivery.handleRequest(g, subReq(id))
+    const user = output()
+    const u = delivery.open({ kind: 'client', key: 'u/app', user: site.users.get('u') ?? null }, user)
+    for (const id of [1, 2, 3]) delivery.handleRequest(u, subReq(id))
+    await waitFor(() => [1, 2, 3].every((id) => user.positions(id).length >= 20) && guest.positions(2).length >= 5, 'the events')
+    await new Promise((resolve) => setImmediate(resolve))
+    expect(guest.controls().map((c) => c.op === 'error' ? c.code : c.op)).toEqual(['subscribed', 'subscribed', 'CAPACITY_EXCEEDED'])
+    expect(guest.positions(1)).toEqual(range(1, 5))
+    expect(guest.positions(2)).toEqual(range(1, 5))
+    expect(user.controls().map((c) => c.op)).toEqual(['subscribed', 'subscribed', 'subscribed'])
   })
 })

@@ -2,6 +2,12 @@
  * The broker's side of subscriptions ([CLI-*] in docs/protocol.md): answers REQUEST frames, reads
  * stored events for subscriptions that are behind, pushes newly stored events straight from memory
  * to subscriptions that are caught up, and keeps each subscription within its in-flight window.
+ *
+ * Back-pressure ([CLI-BACKPRESSURE-1]): a connection has a byte budget for events in flight across
+ * all its subscriptions, and its output says when its socket holds too much unsent. A subscription
+ * stopped by either waits in its connection's `waiting` list, reading nothing, until the connection
+ * drains or an ack frees budget; events stored meanwhile stay in the store, not in memory. Reads
+ * are bounded too: at most `maxConcurrentReads` at once, each of at most one frame's bytes.
  */
 import {
   decodeRequest, encodeControl, encodeEvents, ErrorCode, frameChunks, isValidName, mayReceive,
@@ -23,6 +29,30 @@ export interface DeliveryLimits {
   readonly maxSubscriptions: number
   /** Most payload bytes in flight per subscription. */
   readonly maxInflightBytes: number
+  /** Most payload bytes in flight per connection, across its subscriptions. */
+  readonly maxConnectionInflightBytes: number
+  /** Most subscriptions on one guest connection. */
+  readonly guestMaxSubscriptions: number
+  /** Largest in-flight window a guest subscription may ask for. */
+  readonly guestMaxWindow: number
+  /** Most payload bytes in flight per guest connection, across its subscriptions. */
+  readonly guestMaxConnectionInflightBytes: number
+  /** Most store reads for delivery under way at once (each holds at most about one frame). */
+  readonly maxConcurrentReads: number
+}
+
+/** Where a session's frames go: its connection. */
+export interface SessionOutput {
+  write (frame: Buffer): void
+  /** True while the connection holds more unsent bytes than its bound: no EVENTS frames until `drained()`. */
+  readonly blocked: boolean
+}
+
+/** The limits that apply to one connection: a user's or a guest's ([CLI-GUEST-1]). */
+interface SessionLimits {
+  readonly maxSubscriptions: number
+  readonly maxWindow: number
+  readonly maxInflightBytes: number
 }
 
 export interface DeliveryContext {
@@ -31,34 +61,65 @@ export interface DeliveryContext {
   readonly clock: Clock
   readonly logger: Logger
   readonly limits: DeliveryLimits
-  sendToClient (key: string, frame: Buffer): void
 }
 
 /** A connected client endpoint and its subscriptions. */
 export class ClientSession {
   readonly subs = new Map<number, Subscription>()
+  /** Subscriptions with events to send that the connection's limits stopped, oldest first. */
+  readonly waiting = new Set<Subscription>()
+  /** Payload bytes sent and not acknowledged, across the subscriptions. */
+  inflightBytes = 0
+  /** Payload bytes that reads under way may send. */
+  reservedBytes = 0
   closed = false
-  constructor (readonly principal: ClientPrincipal) {}
+  constructor (readonly principal: ClientPrincipal, readonly output: SessionOutput, readonly limits: SessionLimits) {}
   get key (): string { return this.principal.key }
+  /** Payload bytes the connection may still have in flight. */
+  get bytesLeft (): number { return this.limits.maxInflightBytes - this.inflightBytes - this.reservedBytes }
+}
+
+/** How many of `events` fit `credit` events and `budget` bytes (the event reaching the budget included). */
+function fitting (events: readonly StoredEvent[], credit: number, budget: number): number {
+  if (budget <= 0) return 0
+  const max = Math.min(credit, events.length)
+  let bytes = 0
+  let n = 0
+  while (n < max && bytes < budget) bytes += (events[n++] as StoredEvent).payload.byteLength
+  return n
 }
 
 export class Delivery {
   private readonly sessions = new Map<string, ClientSession>()
   private readonly byEvent = new Map<string, Set<Subscription>>()
   private readonly owner = new WeakMap<Subscription, ClientSession>()
+  /** Subscriptions waiting for a read slot, oldest first. */
+  private readonly readQueue = new Set<Subscription>()
+  private reads = 0
   /** Events sent to clients, for status and tests. */
   delivered = 0
 
   constructor (private readonly ctx: DeliveryContext) {}
 
   /** A client connected. A previous session with the same key is closed first ([CLI-TAKEOVER-1]). */
-  open (principal: ClientPrincipal): ClientSession {
+  open (principal: ClientPrincipal, output: SessionOutput): ClientSession {
     const old = this.sessions.get(principal.key)
     if (old !== undefined) this.close(old)
-    const session = new ClientSession(principal)
+    const l = this.ctx.limits
+    // [CLI-GUEST-1] guests get the tighter limits
+    const limits: SessionLimits = principal.user === null
+      ? { maxSubscriptions: l.guestMaxSubscriptions, maxWindow: l.guestMaxWindow, maxInflightBytes: l.guestMaxConnectionInflightBytes }
+      : { maxSubscriptions: l.maxSubscriptions, maxWindow: l.maxWindow, maxInflightBytes: l.maxConnectionInflightBytes }
+    const session = new ClientSession(principal, output, limits)
     this.sessions.set(principal.key, session)
     return session
   }
+
+  /** A blocked connection drained: its waiting subscriptions go on ([CLI-BACKPRESSURE-1]). */
+  drained (session: ClientSession): void {
+    this.resume(session)
+  }
+
 
   /** A client went away: its subscriptions end; the client will resume from its own positions. */
   close (session: ClientSession): void {
@@ -66,6 +127,7 @@ export class Delivery {
     session.closed = true
     for (const sub of session.subs.values()) this.removeSub(sub)
     session.subs.clear()
+    session.waiting.clear()
     if (this.sessions.get(session.key) === session) this.sessions.delete(session.key)
   }
 
@@ -90,8 +152,10 @@ export class Delivery {
       case 'ack': {
         const sub = session.subs.get(req.sub)
         if (sub === undefined) return // acks may cross an unsubscribe
-        sub.acknowledge(req.position)
+        const freed = sub.acknowledge(req.position)
+        session.inflightBytes -= freed
         this.pump(sub)
+        if (freed > 0) this.resume(session)
         break
       }
       case 'unsub': {
@@ -99,6 +163,7 @@ export class Delivery {
         if (sub !== undefined) {
           this.removeSub(sub)
           session.subs.delete(req.sub)
+          this.resume(session)
         }
         break
       }
@@ -109,7 +174,8 @@ export class Delivery {
   private subscribe (session: ClientSession, req: Extract<Request, { op: 'sub' }>): void {
     const fail = (code: ErrorCode, message: string): void => { this.control(session, { op: 'error', sub: req.sub, code, message }) }
     if (session.subs.has(req.sub)) return fail(ErrorCode.INVALID_ARGUMENT, `subscription id ${req.sub} is already in use on this connection`)
-    if (session.subs.size >= this.ctx.limits.maxSubscriptions) return fail(ErrorCode.CAPACITY_EXCEEDED, `at most ${this.ctx.limits.maxSubscriptions} subscriptions per connection`)
+    const limits = session.limits
+    if (session.subs.size >= limits.maxSubscriptions) return fail(ErrorCode.CAPACITY_EXCEEDED, `at most ${limits.maxSubscriptions} subscriptions per ${session.principal.user === null ? 'guest ' : ''}connection`)
     const def = this.ctx.site.events.get(req.event)
     if (def === undefined) return fail(ErrorCode.UNKNOWN_EVENT, `event "${req.event}" is not defined in the site`)
     const user = session.principal.user
@@ -124,7 +190,7 @@ export class Delivery {
     // start over from everything it holds, and say so
     const reset = req.position > head
     const start = reset ? 0 : req.position > 0 ? req.position : req.start === 'new' ? head : 0
-    const window = Math.min(req.window, this.ctx.limits.maxWindow)
+    const window = Math.min(req.window, limits.maxWindow)
     const sub = new Subscription(req.sub, def, req.services === null ? null : new Set(req.services), def.category === 'private' ? session.key : null, window, this.ctx.limits.maxInflightBytes, start)
     session.subs.set(req.sub, sub)
     this.owner.set(sub, session)
@@ -137,6 +203,12 @@ export class Delivery {
 
   private removeSub (sub: Subscription): void {
     sub.closed = true
+    this.readQueue.delete(sub)
+    const session = this.owner.get(sub)
+    if (session !== undefined) {
+      session.waiting.delete(sub)
+      session.inflightBytes -= sub.bytesInFlight
+    }
     const set = this.byEvent.get(sub.def.name)
     if (set !== undefined) {
       set.delete(sub)
@@ -173,53 +245,113 @@ export class Delivery {
     }
     const matching = events.filter((e) => sub.matches(e) && (e.expiresAt === null || e.expiresAt > now))
     if (matching.length === 0) return
-    if (matching.length <= sub.credit) {
-      this.send(sub, matching)
-    } else {
+    const session = this.owner.get(sub)
+    if (session === undefined || session.closed) return
+    if (this.send(sub, session, matching) < matching.length) {
+      // what did not fit is read from the store when there is room again, not kept here
       sub.caughtUp = false
       this.pump(sub)
     }
   }
 
-  /** Reads what a subscription has not been sent yet, within its window ([CLI-WINDOW-1]). */
+  /**
+   * Reads what a subscription has not been sent yet, within its window ([CLI-WINDOW-1]) and its
+   * connection's limits ([CLI-BACKPRESSURE-1]).
+   */
   private pump (sub: Subscription): void {
     if (sub.closed || sub.reading || sub.caughtUp) return
     const credit = sub.credit
-    if (credit <= 0) return
+    if (credit <= 0) return // its own ack calls again
+    const session = this.owner.get(sub)
+    if (session === undefined || session.closed) return
+    if (session.output.blocked || session.bytesLeft <= 0) {
+      session.waiting.add(sub) // drained() or an ack on the connection calls again
+      return
+    }
+    if (this.reads >= this.ctx.limits.maxConcurrentReads) {
+      this.readQueue.add(sub)
+      return
+    }
     const limit = Math.min(credit, this.ctx.limits.maxEventsPerFrame)
+    const maxBytes = Math.max(1, Math.min(sub.bytesLeft, session.bytesLeft, this.ctx.limits.maxFrameBytes))
     sub.reading = true
     sub.dirty = false
-    this.ctx.store.read({ event: sub.def.name, after: sub.cursor, services: sub.services, recipient: sub.recipient, now: this.ctx.clock.now(), limit }).then((events) => {
+    this.reads++
+    session.reservedBytes += maxBytes
+    this.ctx.store.read({ event: sub.def.name, after: sub.cursor, services: sub.services, recipient: sub.recipient, now: this.ctx.clock.now(), limit, maxBytes }).then((events) => {
+      this.reads--
+      session.reservedBytes -= maxBytes
       sub.reading = false
-      if (sub.closed) return
-      if (events.length > 0) this.send(sub, events)
-      if (events.length < limit && !sub.dirty) sub.caughtUp = true
-      else this.pump(sub)
+      if (!sub.closed && !session.closed) {
+        let bytes = 0
+        for (const e of events) bytes += e.payload.byteLength
+        const sent = events.length > 0 ? this.send(sub, session, events) : 0
+        if (sent < events.length) this.pump(sub) // stopped by a limit: pump puts it where it waits
+        else if (events.length < limit && bytes < maxBytes && !sub.dirty) sub.caughtUp = true
+        else this.pump(sub)
+        if (!session.output.blocked && session.bytesLeft > 0) this.resume(session)
+      }
+      this.nextRead()
     }, (err: unknown) => {
+      this.reads--
+      session.reservedBytes -= maxBytes
       sub.reading = false
       this.ctx.logger.error({ err, event: sub.def.name }, 'event store read failed')
       // the subscription ends here; the client resubscribes from its own position later
       this.removeSub(sub)
-      const session = this.owner.get(sub)
-      if (session !== undefined) {
+      if (!session.closed) {
         session.subs.delete(sub.id)
         this.control(session, { op: 'error', sub: sub.id, code: ErrorCode.PERSISTENCE_FAILED, message: 'the broker could not read stored events; resubscribe later' })
+        this.resume(session)
       }
+      this.nextRead()
     })
   }
 
-  private send (sub: Subscription, events: readonly StoredEvent[]): void {
-    const session = this.owner.get(sub)
-    if (session === undefined || session.closed) return
-    const now = this.ctx.clock.now()
-    for (const chunk of frameChunks(events, this.ctx.limits.maxEventsPerFrame, this.ctx.limits.maxFrameBytes)) {
-      this.ctx.sendToClient(session.key, encodeEvents(sub.id, now, chunk))
+  /** Starts the reads that waited for a slot. */
+  private nextRead (): void {
+    for (const sub of this.readQueue) {
+      if (this.reads >= this.ctx.limits.maxConcurrentReads) return
+      this.readQueue.delete(sub)
+      this.pump(sub)
     }
-    sub.markSent(events)
-    this.delivered += events.length
+  }
+
+  /**
+   * Lets the subscriptions a connection's limits stopped go on, oldest first, while the connection
+   * has room ([CLI-BACKPRESSURE-1]). One that is stopped again goes to the back of the line.
+   */
+  private resume (session: ClientSession): void {
+    if (session.closed) return
+    for (const sub of session.waiting) {
+      if (session.output.blocked || session.bytesLeft <= 0) return
+      session.waiting.delete(sub)
+      this.pump(sub)
+    }
+  }
+
+  /**
+   * Sends as many of `events` as the subscription's window and the connection's budget allow, in
+   * frames, and stops at a frame boundary when the connection blocks. Returns how many were sent.
+   */
+  private send (sub: Subscription, session: ClientSession, events: readonly StoredEvent[]): number {
+    if (session.output.blocked) return 0
+    const n = fitting(events, sub.credit, Math.min(sub.bytesLeft, session.bytesLeft))
+    if (n === 0) return 0
+    const now = this.ctx.clock.now()
+    let sent = 0
+    for (const chunk of frameChunks(n === events.length ? events : events.slice(0, n), this.ctx.limits.maxEventsPerFrame, this.ctx.limits.maxFrameBytes)) {
+      if (session.output.blocked) break
+      session.output.write(encodeEvents(sub.id, now, chunk))
+      sent += chunk.length
+    }
+    session.inflightBytes += sub.markSent(events, sent)
+    this.delivered += sent
+    return sent
   }
 
   private control (session: ClientSession, c: Control): void {
-    this.ctx.sendToClient(session.key, encodeControl(c))
+    // control frames are small and bounded by the requests: written even to a blocked connection
+    session.output.write(encodeControl(c))
   }
 }

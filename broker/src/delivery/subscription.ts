@@ -43,6 +43,16 @@ export class Subscription {
     return this.window - this.inflight
   }
 
+  /** Payload bytes in flight (sent, not acknowledged). */
+  get bytesInFlight (): number {
+    return this.inflightBytes
+  }
+
+  /** How many more payload bytes may be sent now (one more event may cross it). */
+  get bytesLeft (): number {
+    return this.maxInflightBytes - this.inflightBytes
+  }
+
   matches (e: StoredEvent): boolean {
     if (e.name !== this.def.name || e.position <= this.cursor) return false
     if (this.services !== null && !this.services.has(e.serviceId)) return false
@@ -50,19 +60,24 @@ export class Subscription {
     return true
   }
 
-  /** Records events as sent. */
-  markSent (events: readonly StoredEvent[]): void {
-    for (const e of events) {
+  /** Records the first `count` of `events` as sent; returns their payload bytes. */
+  markSent (events: readonly StoredEvent[], count = events.length): number {
+    let bytes = 0
+    for (let i = 0; i < count; i++) {
+      const e = events[i] as StoredEvent
       this.sent.push(e.position)
       this.sentBytes.push(e.payload.byteLength)
-      this.inflightBytes += e.payload.byteLength
+      bytes += e.payload.byteLength
     }
-    const last = events[events.length - 1]
+    this.inflightBytes += bytes
+    const last = events[count - 1]
     if (last !== undefined) this.cursor = last.position
+    return bytes
   }
 
-  /** The client acknowledged everything up to `position` ([CLI-ACK-1]). */
-  acknowledge (position: number): void {
+  /** The client acknowledged everything up to `position` ([CLI-ACK-1]); returns the payload bytes freed. */
+  acknowledge (position: number): number {
+    const before = this.inflightBytes
     while (this.sentHead < this.sent.length && (this.sent[this.sentHead] as number) <= position) {
       this.inflightBytes -= this.sentBytes[this.sentHead] as number
       this.sentHead++
@@ -72,5 +87,6 @@ export class Subscription {
       this.sentBytes.splice(0, this.sentHead)
       this.sentHead = 0
     }
+    return before - this.inflightBytes
   }
 }

@@ -96,6 +96,11 @@ export interface ReadQuery {
   /** Events with expiresAt <= now are never returned ([STORE-EXPIRE-1]). */
   readonly now: number
   readonly limit: number
+  /**
+   * Stop once the events read hold at least this many payload bytes: the event that reaches it is
+   * the last one returned, so a single larger event still comes alone. Default: no byte bound.
+   */
+  readonly maxBytes?: number
 }
 
 /**

@@ -97,13 +97,16 @@ export class MemoryEventStore implements EventStore {
     const recipient = recipientKeyOf(query, this.#limitsOf)
     const out: StoredEvent[] = []
     if (query.limit === 0) return out
+    const maxBytes = query.maxBytes ?? Infinity
+    let bytes = 0
     for (const e of this.#byEvent.get(query.event)?.values() ?? []) {
       if (e.position <= query.after) continue
       if (e.expiresAt !== null && e.expiresAt <= query.now) continue // [STORE-EXPIRE-1]
       if ((e.recipient ?? NO_RECIPIENT) !== recipient) continue
       if (query.services !== null && !query.services.has(e.serviceId)) continue
       out.push(e)
-      if (out.length >= query.limit) break
+      bytes += e.payload.byteLength
+      if (out.length >= query.limit || bytes >= maxBytes) break
     }
     return out
   }

@@ -260,15 +260,25 @@ export class SqliteEventStore implements EventStore {
     const recipient = recipientKeyOf(query, this.#limitsOf)
     if (query.limit === 0 || query.services?.size === 0) return []
     if (query.after >= this.#recentFloor) return this.#readRecent(query, recipient)
-    let rows: Row[]
     try {
-      rows = (query.services === null
-        ? this.#read.all(query.event, recipient, query.after, query.now, query.limit)
-        : this.#readServices.all(query.event, recipient, query.after, query.now, JSON.stringify([...query.services]), query.limit)) as Row[]
+      const args = query.services === null
+        ? [query.event, recipient, query.after, query.now, query.limit]
+        : [query.event, recipient, query.after, query.now, JSON.stringify([...query.services]), query.limit]
+      const stmt = query.services === null ? this.#read : this.#readServices
+      if (query.maxBytes === undefined) return (stmt.all(...args) as Row[]).map(toStored)
+      // bounded by bytes: step through the rows, so that no more than that is ever in memory
+      const out: StoredEvent[] = []
+      let bytes = 0
+      for (const row of stmt.iterate(...args) as IterableIterator<Row>) {
+        const e = toStored(row)
+        out.push(e)
+        bytes += e.payload.byteLength
+        if (bytes >= query.maxBytes) break
+      }
+      return out
     } catch (err) {
       throw new PersistenceError(`event store: reading "${query.event}" failed: ${(err as Error).message}`, { cause: err })
     }
-    return rows.map(toStored)
   }
 
   head (): number {
@@ -530,13 +540,16 @@ export class SqliteEventStore implements EventStore {
   #readRecent (query: ReadQuery, recipient: string): StoredEvent[] {
     const out: StoredEvent[] = []
     const recent = this.#recent
-    for (let i = this.#recentIndex(query.after, true); i < recent.length && out.length < query.limit; i++) {
+    const maxBytes = query.maxBytes ?? Infinity
+    let bytes = 0
+    for (let i = this.#recentIndex(query.after, true); i < recent.length && out.length < query.limit && bytes < maxBytes; i++) {
       const e = recent[i]
       if (e === null || e === undefined || e.name !== query.event) continue
       if ((e.recipient ?? NO_RECIPIENT) !== recipient) continue
       if (e.expiresAt !== null && e.expiresAt <= query.now) continue
       if (query.services !== null && !query.services.has(e.serviceId)) continue
       out.push(e)
+      bytes += e.payload.byteLength
     }
     return out
   }

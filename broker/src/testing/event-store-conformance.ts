@@ -198,6 +198,22 @@ export function describeEventStoreConformance (name: string, factory: EventStore
         expect(store.lastSeq('svc', 'i1')).toBe(5)
       })
 
+      it('stops a read once the events hold maxBytes of payload; a larger event comes alone', async () => {
+        const sized = (seq: number, n: number): RaisedEvent => ev(seq, 'log', { payload: { kind: PayloadKind.bytes, bytes: new Uint8Array(n) } })
+        const r = await store.append(batch('svc', 'i1', [sized(1, 100), sized(2, 100), sized(3, 100), sized(4, 1000), sized(5, 100)]))
+        const p = positionsOf(r.stored)
+        const check = async (s: EventStore): Promise<void> => {
+          expect(positionsOf(await s.read(query('log', { maxBytes: 250 })))).toEqual(p.slice(0, 3))
+          expect(positionsOf(await s.read(query('log', { maxBytes: 200 })))).toEqual(p.slice(0, 2))
+          expect(positionsOf(await s.read(query('log', { maxBytes: 1 })))).toEqual(p.slice(0, 1))
+          expect(positionsOf(await s.read(query('log', { after: p[2]!, maxBytes: 500 })))).toEqual([p[3]])
+          expect(positionsOf(await s.read(query('log', { maxBytes: 10_000, limit: 4 })))).toEqual(p.slice(0, 4))
+          expect(positionsOf(await s.read(query('log')))).toEqual(p)
+        }
+        await check(store)
+        if (options.durable) await check(await reopen())
+      })
+
       it('keeps its own copy of the payload bytes', async () => {
         const bytes = new Uint8Array([1, 2, 3])
         await store.append(batch('svc', 'i1', [ev(1, 'log', { payload: { kind: PayloadKind.bytes, bytes } })]))

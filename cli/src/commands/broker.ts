@@ -5,7 +5,7 @@
 import { Command, InvalidArgumentError } from 'commander'
 import { pino } from 'pino'
 import { ConfigError, ErrorCode, HashedSecret, HeraldError } from '@herald/shared'
-import { isLoopbackHost, startBrokerServer, type BrokerTlsFiles } from '@herald/broker'
+import { BROKER_DEFAULTS, isLoopbackHost, startBrokerServer, type BrokerTlsFiles } from '@herald/broker'
 import { defaultLogLevel, onShutdown, port } from './options.js'
 
 async function readStdin (): Promise<string> {
@@ -32,15 +32,27 @@ export function brokerTlsFiles (o: Pick<BrokerCommandOptions, 'tlsCert' | 'tlsKe
   return { certFile: o.tlsCert, keyFile: o.tlsKey, caFile: o.tlsCa, clientAuth: o.tlsClientAuth === true }
 }
 
-/** A whole number of at least 0 (the broker checks each option's own range). */
+/** A whole number of at least 0; createBroker checks the range and names the option. */
 function wholeNumber (value: string): number {
   const n = Number(value)
   if (!Number.isSafeInteger(n) || n < 0) throw new InvalidArgumentError('a whole number is expected')
   return n
 }
 
+/** Back-pressure and guest limits ([CLI-BACKPRESSURE-1], [CLI-GUEST-1]): flag, option, help. */
+const BACK_PRESSURE_FLAGS = [
+  ['--max-connection-queued-bytes <n>', 'maxConnectionQueuedBytes', 'unsent bytes in a connection\'s socket above which it gets no events until it drains'],
+  ['--max-connection-inflight-bytes <n>', 'maxConnectionInflightBytes', 'payload bytes in flight per client connection, across its subscriptions'],
+  ['--slow-connection-timeout-ms <n>', 'slowConnectionTimeoutMs', 'close a connection that stays above its queued-bytes bound this long'],
+  ['--guest-max-subscriptions <n>', 'guestMaxSubscriptions', 'subscriptions per guest connection'],
+  ['--guest-max-window <n>', 'guestMaxWindow', 'largest window of a guest subscription, in events'],
+  ['--guest-max-connection-inflight-bytes <n>', 'guestMaxConnectionInflightBytes', 'payload bytes in flight per guest connection'],
+  ['--max-concurrent-reads <n>', 'maxConcurrentReads', 'event store reads for delivery under way at once']
+] as const
+type BackPressureOptions = Partial<Record<typeof BACK_PRESSURE_FLAGS[number][1], number>>
+
 export function brokerCommand (): Command {
-  return new Command('broker')
+  const cmd = new Command('broker')
     .description('run a broker')
     .requiredOption('--site <file>', 'site structure file (YAML or JSON)')
     .requiredOption('--data <dir>', 'data directory for the event store (created if missing)')
@@ -57,15 +69,20 @@ export function brokerCommand (): Command {
     .option('--max-pending-connections-per-address <n>', 'most connections from one source address not yet logged in (default 100)', wholeNumber)
     .option('--max-guest-connections-per-address <n>', 'most guest connections from one source address (default 10)', wholeNumber)
     .option('--max-guest-connections <n>', 'most guest connections in all (default 1000)', wholeNumber)
-    .action(async (opts: BrokerCommandOptions) => {
+  for (const [flag, option, help] of BACK_PRESSURE_FLAGS) cmd.option(flag, `${help} (default ${BROKER_DEFAULTS[option]})`, wholeNumber)
+  return cmd
+    .action(async (opts: BrokerCommandOptions & BackPressureOptions) => {
       const logger = pino({ level: opts.logLevel })
       const tls = brokerTlsFiles(opts)
+      const limits: BackPressureOptions = {}
+      for (const [, option] of BACK_PRESSURE_FLAGS) if (opts[option] !== undefined) limits[option] = opts[option]
       const server = await startBrokerServer({
         site: opts.site, dataDir: opts.data, port: opts.port ?? (tls !== undefined ? 8883 : 1883), host: opts.host, tls, insecure: opts.insecure, logger,
         ...(opts.maxConnectionsPerAddress !== undefined ? { maxConnectionsPerAddress: opts.maxConnectionsPerAddress } : {}),
         ...(opts.maxPendingConnectionsPerAddress !== undefined ? { maxPendingConnectionsPerAddress: opts.maxPendingConnectionsPerAddress } : {}),
         ...(opts.maxGuestConnectionsPerAddress !== undefined ? { maxGuestConnectionsPerAddress: opts.maxGuestConnectionsPerAddress } : {}),
-        ...(opts.maxGuestConnections !== undefined ? { maxGuestConnections: opts.maxGuestConnections } : {})
+        ...(opts.maxGuestConnections !== undefined ? { maxGuestConnections: opts.maxGuestConnections } : {}),
+        ...limits
       }).catch((err: unknown) => {
         // a busy port or a held data directory: one line and exit code 2 (cli.ts), no stack
         if (err instanceof HeraldError && err.code === ErrorCode.ADDRESS_IN_USE) throw new ConfigError(`${err.message}: choose another with --port`, { code: err.code, cause: err })
