@@ -162,6 +162,10 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
   private ackTimer: NodeJS.Timeout | null = null
   private lastAckProgress = 0
   private readonly drainWaiters: Array<() => void> = []
+  /** whenAcked() calls not yet settled, in call order. */
+  private ackWaiters: Array<{ seq: number, resolve: () => void, reject: (err: Error) => void }> = []
+  /** Whether a look at the backlog for settled ackWaiters is scheduled (after an expiry or a drop). */
+  private backlogCheckDue = false
   private readonly feed = new StatusFeed<ServiceStatus>()
 
   constructor (options: ServiceEndpointOptions) {
@@ -209,6 +213,7 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
         this.counters.expired += events.length
         this.emit('expired', { events, total: this.counters.expired })
         this.checkDrained()
+        this.checkBacklogWaiters()
       },
       onError: (err) => { this.reportError(err) }
     }, this.opts.window, this.opts.maxEventsPerFrame, this.opts.maxFrameBytes, this.opts.maxInflightBytes)
@@ -285,6 +290,62 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
   /** [SVC-MARK-1] A copy of the current source marks of the endpoint's persistence. */
   marks (): ReadonlyMap<string, string> {
     return this.persistence.marks()
+  }
+
+  /**
+   * [SVC-ACKED-1] The highest seq the broker has acknowledged for this endpoint's persistence
+   * instance since start() (cumulative, [SVC-ACK-1]): every event with a seq at or below it is
+   * durable at the broker, or was refused by it (`rejected`). 0 before the first acknowledgement.
+   */
+  get acked (): number {
+    return this.sender.acked
+  }
+
+  /**
+   * [SVC-ACKED-1] Resolves once no event with a seq at or below `seq` is held for the broker any more:
+   * the broker acknowledged them all (`acked >= seq`), or those it did not were removed unsent
+   * (`expired`, `dropped`). Resolves at once for a seq already covered. Waiters resolve in seq order.
+   * Rejects with a ClosedError when the endpoint closes first. This is what a caller whose own
+   * acknowledgements must not run ahead of durability waits for while `status.durable` is false.
+   */
+  whenAcked (seq: number): Promise<void> {
+    if (this.closed) return Promise.reject(new ClosedError('ServiceEndpoint is closed'))
+    if (!Number.isSafeInteger(seq)) return Promise.reject(new RequestError(ErrorCode.INVALID_ARGUMENT, `whenAcked: seq must be a whole number, got ${String(seq)}`))
+    if (seq <= this.sender.acked) return Promise.resolve()
+    return new Promise((resolve, reject) => {
+      this.ackWaiters.push({ seq, resolve, reject })
+      // the backlog may already be empty up to seq (expired or dropped events)
+      this.checkBacklogWaiters()
+    })
+  }
+
+  /** Resolves the whenAcked() waiters the broker's cumulative acknowledgement covers. */
+  private settleAckWaiters (): void {
+    if (this.ackWaiters.length === 0) return
+    const acked = this.sender.acked
+    const still: typeof this.ackWaiters = []
+    for (const w of this.ackWaiters) (w.seq <= acked ? w.resolve() : still.push(w))
+    this.ackWaiters = still
+  }
+
+  /**
+   * Resolves the whenAcked() waiters below the oldest event still held: events removed unsent
+   * (expired, dropped) are never acknowledged by the broker when they were the newest. Runs after
+   * the removal's persistence call, and once per turn of the event loop at most.
+   */
+  private checkBacklogWaiters (): void {
+    if (this.ackWaiters.length === 0 || this.backlogCheckDue) return
+    this.backlogCheckDue = true
+    setImmediate(() => {
+      this.backlogCheckDue = false
+      if (this.closed || this.ackWaiters.length === 0) return
+      this.persistence.read(0, 1).then((oldest) => {
+        const held = oldest[0]?.seq ?? this.seq + 1
+        const still: typeof this.ackWaiters = []
+        for (const w of this.ackWaiters) (w.seq < held ? w.resolve() : still.push(w))
+        this.ackWaiters = still
+      }, (err: unknown) => { this.reportError(err) })
+    })
   }
 
   private raiseOne (name: string, payload: Payload | undefined, kind: RaiseKind, recipient: string | null): Promise<RaiseResult> {
@@ -400,6 +461,7 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
     if (outcome.dropped.length > 0) {
       this.counters.dropped += outcome.dropped.length
       this.emit('dropped', { events: outcome.dropped, total: this.counters.dropped })
+      this.checkBacklogWaiters()
     }
     this.sender.notify()
     this.emitStatus()
@@ -427,7 +489,10 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
       this.logger.warn({ code: error.code, message: error.message }, 'the broker refused a frame')
       this.reportError(error)
       // [SVC-ORDER-1] resend from what the broker holds
-      if (ack.instance === this.persistence.instance) this.sender.acknowledge(ack.acked)
+      if (ack.instance === this.persistence.instance) {
+        this.sender.acknowledge(ack.acked)
+        this.settleAckWaiters()
+      }
       this.link.drop(error)
       return
     }
@@ -444,6 +509,7 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
       this.counters.acknowledged += Math.max(0, inflightBefore - this.sender.inflightCount - ack.rejections.length)
       this.lastAckAt = this.clock.now()
       this.lastAckProgress = this.lastAckAt
+      this.settleAckWaiters()
     }
     this.emitStatus()
     this.checkDrained()
@@ -511,6 +577,7 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
     this.closed = true
     if (this.ackTimer !== null) clearInterval(this.ackTimer)
     await this.link.close()
+    for (const w of this.ackWaiters.splice(0)) w.reject(new ClosedError('ServiceEndpoint closed before the broker acknowledged'))
     this.state = 'closed'
     this.feed.end(this.status)
     await this.persistence.close()
