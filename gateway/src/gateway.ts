@@ -129,6 +129,7 @@ interface PendingFrame {
 /** Frames handled while not durable, whose ACK waits until the broker has acknowledged `seq` ([GW-ACK-2]). */
 interface AwaitingAck {
   readonly upTo: FramePos
+  readonly frames: number
   readonly seq: number
   ready: boolean
 }
@@ -236,7 +237,7 @@ export class Gateway extends TypedEmitter<GatewayEvents> {
         fw: rec?.identity.fw ?? null,
         mark: rec?.tracker.durable == null ? null : formatPos(rec.tracker.durable),
         acknowledged: rec?.told == null ? null : formatPos(rec.told),
-        awaitingBroker: rec?.awaiting.length ?? 0,
+        awaitingBroker: rec?.awaiting.reduce((n, a) => n + a.frames, 0) ?? 0,
         lastRxAt: p.lastRxAt,
         lastError: p.lastError,
         opens: p.counters.opens,
@@ -428,7 +429,7 @@ export class Gateway extends TypedEmitter<GatewayEvents> {
       rec.counters.raised += items.length
       rec.lastSeq = results[results.length - 1]?.seq ?? rec.lastSeq
       this.emit('handled', { serial: rec.serial, upTo, frames: batch.length, raised: items.length })
-      this.#acknowledge(rec, upTo)
+      this.#acknowledge(rec, upTo, batch.length)
       // [GW-PUMP-1] frames that arrived while this commit was in flight go into the next one
       this.#pump(rec)
       this.#notifyIdle()
@@ -449,12 +450,12 @@ export class Gateway extends TypedEmitter<GatewayEvents> {
    * acknowledged every event raised from them and from the device's frames before them (`lastSeq`).
    * A frame that raised nothing waits for the frames before it, since an ACK is cumulative.
    */
-  #acknowledge (rec: DeviceRecord, upTo: FramePos): void {
+  #acknowledge (rec: DeviceRecord, upTo: FramePos, frames: number): void {
     if (rec.awaiting.length === 0 && this.endpoint.persistence.stats().durable) {
       this.#tell(rec, upTo)
       return
     }
-    const entry: AwaitingAck = { upTo, seq: rec.lastSeq, ready: false }
+    const entry: AwaitingAck = { upTo, frames, seq: rec.lastSeq, ready: false }
     rec.awaiting.push(entry)
     this.endpoint.whenAcked(entry.seq).then(() => {
       entry.ready = true

@@ -324,7 +324,10 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
     if (this.ackWaiters.length === 0) return
     const acked = this.sender.acked
     const still: typeof this.ackWaiters = []
-    for (const w of this.ackWaiters) (w.seq <= acked ? w.resolve() : still.push(w))
+    for (const w of this.ackWaiters) {
+      if (w.seq <= acked) w.resolve()
+      else still.push(w)
+    }
     this.ackWaiters = still
   }
 
@@ -342,7 +345,10 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
       this.persistence.read(0, 1).then((oldest) => {
         const held = oldest[0]?.seq ?? this.seq + 1
         const still: typeof this.ackWaiters = []
-        for (const w of this.ackWaiters) (w.seq < held ? w.resolve() : still.push(w))
+        for (const w of this.ackWaiters) {
+          if (w.seq < held) w.resolve()
+          else still.push(w)
+        }
         this.ackWaiters = still
       }, (err: unknown) => { this.reportError(err) })
     })
