@@ -40,6 +40,43 @@ describe('service persistence failure', () => {
   })
 })
 
+describe('a restart on a file whose SQLite level failed ([SVC-SEQ-1])', () => {
+  let h: Harness
+  afterEach(async () => { await h.close() })
+
+  it('events raised after the restart are not mistaken for the ones the failed run raised in memory', async () => {
+    h = await Harness.create()
+    const port = await freePort()
+    const url = `mqtt://127.0.0.1:${port}`
+    const pad = 'x'.repeat(200)
+    // run 1: the file fills up (no broker yet), then the run goes on in memory and the broker gets it all
+    const first = await h.service(url, 'svc-a', { level2: { maxSizeBytes: 96 * 1024 } })
+    let failed = false
+    first.on('persistenceFailed', () => { failed = true })
+    let i = 0
+    while (!failed) await Promise.all(Array.from({ length: 50 }, () => first.raise('readings', { i: i++, pad })))
+    for (let k = 0; k < 300; k++) await first.raise('readings', { i: i++, pad }) // memory only: seqs the file never sees
+    await h.broker({ port })
+    const c = await collect(h.client(url, 'alice', 'app'), 'readings', { start: 'all' })
+    await first.drained()
+    const lastOfRunOne = first.persistence.lastSeq()
+    await first.close() // the file is as the failure left it, as after a SIGKILL
+    const runOne = i
+
+    // run 2 on the same file: its lastSeq is behind what the broker holds for the instance
+    const second = await h.service(url, 'svc-a', { level2: { maxSizeBytes: 96 * 1024 } })
+    expect(second.persistence.instance).toBe(first.persistence.instance)
+    expect(second.persistence.lastSeq()).toBeLessThan(lastOfRunOne - 300)
+    for (let k = 0; k < 100; k++) await second.raise('readings', { i: i++, pad })
+    await second.drained()
+    await c.until(i, `all ${i} events at the client`).catch((err: unknown) => {
+      throw new Error(`${(err as Error).message}; have ${c.events.length}, of run 2: ${c.events.filter((e) => (e.payload as { i: number }).i >= runOne).length}`)
+    })
+    expect(c.events.map((e) => (e.payload as { i: number }).i)).toEqual(Array.from({ length: i }, (_, k) => k))
+    expect(new Set(c.events.map((e) => e.id)).size).toBe(i)
+  })
+})
+
 async function freePort (): Promise<number> {
   const s = createServer()
   await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve))

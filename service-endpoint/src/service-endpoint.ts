@@ -153,6 +153,17 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
   private readonly sender: BacklogSender
   private readonly upTopic: string
   private seq: number
+  /** lastSeq of the persistence when the endpoint was made: seqs above it were assigned by this process. */
+  private readonly seqAtOpen: number
+  /** [SVC-SEQ-1] Whether the broker's highest seq for the instance was checked (once per process). */
+  private seqChecked = false
+  /** A probe is out on the current connection, or its answer is being acted on. */
+  private probing = false
+  private checkingSeqs = false
+  /** While this process's events are given new seqs: appends wait for it, in call order. */
+  private renumbering: Promise<void> | null = null
+  /** The latest persistence append started (appends complete in call order). */
+  private lastAppend: Promise<unknown> = Promise.resolve()
   /** Per replacing event name: the seq of its newest instance, to supersede while unsent ([SVC-SUPERSEDE-1]). */
   private readonly newestReplacing = new Map<string, number>()
   private state: ServiceStatus['state'] = 'connecting'
@@ -197,6 +208,7 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
     this.logger = options.logger ?? silentLogger
     this.persistence = options.persistence ?? new MemoryServicePersistence()
     this.seq = this.persistence.lastSeq()
+    this.seqAtOpen = this.seq
     this.persistence.onLevelFailure?.((info) => {
       this.logger.error({ err: info.error, lost: info.lost }, 'service persistence failed; holding events in memory only')
       this.emit('persistenceFailed', { error: info.error, lost: info.lost })
@@ -233,10 +245,12 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
       this.lastError = null
       this.setState('online')
       this.lastAckProgress = this.clock.now()
-      this.sender.start()
+      if (this.seqChecked) this.sender.start()
+      else if (!this.checkingSeqs) this.probeSeqs()
     })
     this.link.on('offline', (err) => {
       this.sender.stop()
+      if (!this.checkingSeqs) this.probing = false
       if (err !== null) this.lastError = err
       if (!this.closed) this.setState('offline')
     })
@@ -445,7 +459,11 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
     const last = this.seq
     let outcome: AppendOutcome
     try {
-      outcome = await this.persistence.append(events, supersede, marks)
+      // [SVC-SEQ-1] while earlier events get new seqs, later appends wait (their seqs are above)
+      if (this.renumbering !== null) await this.renumbering
+      const appended = this.persistence.append(events, supersede, marks)
+      this.lastAppend = appended
+      outcome = await appended
     } catch (err) {
       // not stored, and nothing superseded: the previous instances are still the newest, unless a
       // later raise has replaced them meanwhile
@@ -503,6 +521,18 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
       return
     }
     if (ack.instance !== this.persistence.instance) return
+    if (this.probing && !this.checkingSeqs) {
+      // the answer to the probe: nothing of ours was on its way
+      this.checkingSeqs = true
+      this.checkSeqs(ack.acked).catch((err: unknown) => { this.reportError(err) }).finally(() => {
+        this.checkingSeqs = false
+        this.probing = false
+        if (this.closed || !this.link.online) return
+        if (this.seqChecked) this.sender.start()
+        else this.probeSeqs()
+      })
+      return
+    }
     for (const r of ack.rejections) {
       const error = errorFromWire(r.code, r.message)
       this.counters.rejected++
@@ -521,8 +551,70 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
     this.checkDrained()
   }
 
+  /**
+   * [SVC-SEQ-1] Before the first upload of this process, asks the broker for its highest seq of the
+   * instance: an UP frame with no events, which the broker answers with an ACK of what it holds.
+   */
+  private probeSeqs (): void {
+    this.probing = true
+    this.link.send(this.upTopic, encodeUp({ instance: this.persistence.instance, after: 0, events: [] }))
+  }
+
+  /**
+   * [SVC-SEQ-1] The broker holds seqs of this instance up to `brokerLast`. Above the persistence's
+   * lastSeq at open, that means an earlier process raised events it never got to persist (a restart
+   * on a file whose level failed, [SVC-PERSIST-FAIL-1]): the events of this process that have such
+   * seqs would be discarded as duplicates. They get new seqs above the broker's, in the same order,
+   * each moved in one append that supersedes the old seq; later raises come after them.
+   */
+  private async checkSeqs (brokerLast: number): Promise<void> {
+    if (brokerLast > this.seqAtOpen) {
+      const top = this.seq
+      const shift = Math.max(top, brokerLast) - this.seqAtOpen
+      this.logger.error({ instance: this.persistence.instance, brokerLast, lastSeqAtOpen: this.seqAtOpen, renumbered: top - this.seqAtOpen },
+        'the broker holds seqs of this persistence instance that its file does not know (a restart after a fallback to memory?); this process\'s events get new seqs above them')
+      if (top > this.seqAtOpen) {
+        this.seq = top + shift
+        let done = (): void => {}
+        this.renumbering = new Promise<void>((resolve) => { done = resolve })
+        try {
+          await this.lastAppend.catch(() => {})
+          await this.renumber(top, shift)
+        } finally {
+          this.renumbering = null
+          done()
+        }
+      } else {
+        this.seq = brokerLast
+      }
+    }
+    this.seqChecked = true
+    // [SVC-ACK-1] everything up to brokerLast is handled at the broker: the file's older events included
+    if (brokerLast > this.sender.acked) {
+      this.sender.acknowledge(brokerLast)
+      this.settleAckWaiters()
+      this.checkDrained()
+    }
+  }
+
+  /** Gives the held events with seqs in (seqAtOpen, top] the seq `seq + shift`, in pages, in order. */
+  private async renumber (top: number, shift: number): Promise<void> {
+    let after = this.seqAtOpen
+    for (;;) {
+      const page = (await this.persistence.read(after, 500)).filter((e) => e.seq <= top)
+      const lastOld = page[page.length - 1]?.seq
+      if (lastOld === undefined) return
+      await this.persistence.append(page.map((e) => ({ ...e, seq: e.seq + shift })), page.map((e) => e.seq))
+      for (const e of page) {
+        if (e.category === 'replacing' && this.newestReplacing.get(e.name) === e.seq) this.newestReplacing.set(e.name, e.seq + shift)
+      }
+      after = lastOld
+    }
+  }
+
   private checkAckTimeout (): void {
-    if (!this.link.online || this.sender.inflightCount === 0) {
+    const waitingForProbe = this.probing && !this.checkingSeqs
+    if (!this.link.online || (this.sender.inflightCount === 0 && !waitingForProbe)) {
       this.lastAckProgress = this.clock.now()
       return
     }
