@@ -27,7 +27,10 @@ export const GATEWAY_PIPELINE = {
   framesPerBatch: 256,
   /** Most events in one raiseBatch. */
   eventsPerBatch: 2000,
-  /** Most accepted frames waiting per device; beyond, frames are dropped and resent by the device. */
+  /**
+   * Most accepted frames waiting per device, to be committed or (while not durable) for the broker
+   * ([GW-ACK-2]); beyond, frames are dropped and resent by the device.
+   */
   pendingPerDevice: 4096,
   /** Most distinct device serials the gateway tracks. */
   devicesTracked: 10_000,
@@ -148,6 +151,8 @@ interface DeviceRecord {
   lastSeq: number
   /** Handled frames waiting for the broker before their ACK, oldest first ([GW-ACK-2]). */
   awaiting: AwaitingAck[]
+  /** Frames in `awaiting`. */
+  awaitingFrames: number
   readonly counters: DeviceCounters
 }
 
@@ -237,7 +242,7 @@ export class Gateway extends TypedEmitter<GatewayEvents> {
         fw: rec?.identity.fw ?? null,
         mark: rec?.tracker.durable == null ? null : formatPos(rec.tracker.durable),
         acknowledged: rec?.told == null ? null : formatPos(rec.told),
-        awaitingBroker: rec?.awaiting.reduce((n, a) => n + a.frames, 0) ?? 0,
+        awaitingBroker: rec?.awaitingFrames ?? 0,
         lastRxAt: p.lastRxAt,
         lastError: p.lastError,
         opens: p.counters.opens,
@@ -296,6 +301,7 @@ export class Gateway extends TypedEmitter<GatewayEvents> {
       told: mark,
       lastSeq: 0,
       awaiting: [],
+      awaitingFrames: 0,
       counters: { handled: 0, raised: 0, duplicates: 0, outOfOrder: 0, gaps: 0, unmapped: 0, commitFailures: 0 }
     }
   }
@@ -365,7 +371,7 @@ export class Gateway extends TypedEmitter<GatewayEvents> {
           rec.counters.unmapped += problems.length
           this.#logger.warn({ serial: rec.serial, at: formatPos(frame), problems }, 'report only partly mapped')
         }
-        if (rec.pending.length >= GATEWAY_PIPELINE.pendingPerDevice) {
+        if (rec.pending.length + rec.awaitingFrames >= GATEWAY_PIPELINE.pendingPerDevice) {
           // cannot keep it: forget everything not durable; the device resends after its HELLO
           this.#rollback(rec, 'too many frames waiting to be committed')
           return
@@ -457,10 +463,15 @@ export class Gateway extends TypedEmitter<GatewayEvents> {
     }
     const entry: AwaitingAck = { upTo, frames, seq: rec.lastSeq, ready: false }
     rec.awaiting.push(entry)
+    rec.awaitingFrames += frames
     this.endpoint.whenAcked(entry.seq).then(() => {
       entry.ready = true
       let last: FramePos | null = null
-      while (rec.awaiting[0]?.ready === true) last = (rec.awaiting.shift() as AwaitingAck).upTo
+      while (rec.awaiting[0]?.ready === true) {
+        const done = rec.awaiting.shift() as AwaitingAck
+        rec.awaitingFrames -= done.frames
+        last = done.upTo
+      }
       if (last !== null) this.#tell(rec, last)
     }, () => { /* closed first: the device resends to the next run */ })
   }
