@@ -434,11 +434,12 @@ export class Gateway extends TypedEmitter<GatewayEvents> {
       rec.counters.handled += batch.length
       rec.counters.raised += items.length
       rec.lastSeq = results[results.length - 1]?.seq ?? rec.lastSeq
-      this.emit('handled', { serial: rec.serial, upTo, frames: batch.length, raised: items.length })
       this.#acknowledge(rec, upTo, batch.length)
       // [GW-PUMP-1] frames that arrived while this commit was in flight go into the next one
+      // (before the event: a listener that throws must not stall the device)
       this.#pump(rec)
       this.#notifyIdle()
+      this.emit('handled', { serial: rec.serial, upTo, frames: batch.length, raised: items.length })
     }, (err: unknown) => {
       rec.inflight = false
       this.#inflight--
