@@ -2,10 +2,14 @@
  * The gateway against a hand-written device on a real TCP socket, a real broker and a real client:
  * what it acknowledges, what it raises, and what it refuses ([DEV-GW-*], [DEV-ACK-1], [GW-*]).
  */
+import { createServer } from 'node:net'
 import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { parseGatewayConfig, startGateway } from '@herald/gateway'
 import type { Gateway } from '@herald/gateway'
+import { createTwoLevelServicePersistence } from '@herald/service-endpoint'
+import type { AppendOutcome, ServicePersistence } from '@herald/service-endpoint'
+import type { RaisedEvent } from '@herald/shared'
 import { waitFor } from '@herald/shared/testing'
 import { collect } from './support/collect.js'
 import { Harness } from './support/harness.js'
@@ -188,5 +192,111 @@ describe('gateway with a scripted device', () => {
     await readings.until(2)
     expect(ns(readings)).toEqual([1, 2])
     expect(g.status().devices[0]?.opens).toBe(2)
+  })
+})
+
+/** A real persistence whose appends the test holds and lets go of, to choose when a commit finishes. */
+class HeldPersistence implements ServicePersistence {
+  appends = 0
+  #held: Array<() => void> = []
+  #holding = false
+  constructor (private readonly inner: ServicePersistence) {}
+  get instance (): string { return this.inner.instance }
+  hold (): void { this.#holding = true }
+  release (): void {
+    this.#holding = false
+    for (const go of this.#held.splice(0)) go()
+  }
+
+  lastSeq (): number { return this.inner.lastSeq() }
+  async append (events: readonly RaisedEvent[], supersede?: readonly number[], marks?: ReadonlyMap<string, string>): Promise<AppendOutcome> {
+    this.appends++
+    if (this.#holding) await new Promise<void>((resolve) => { this.#held.push(resolve) })
+    return await this.inner.append(events, supersede, marks)
+  }
+
+  marks (): ReadonlyMap<string, string> { return this.inner.marks() }
+  read (after: number, limit: number): Promise<RaisedEvent[]> { return this.inner.read(after, limit) }
+  acknowledge (upTo: number): Promise<void> { return this.inner.acknowledge(upTo) }
+  remove (seqs: readonly number[]): Promise<void> { return this.inner.remove(seqs) }
+  stats (): ReturnType<ServicePersistence['stats']> { return this.inner.stats() }
+  close (): Promise<void> { return this.inner.close() }
+}
+
+async function freePort (): Promise<number> {
+  const s = createServer()
+  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve))
+  const port = (s.address() as { port: number }).port
+  await new Promise<void>((resolve) => s.close(() => { resolve() }))
+  return port
+}
+
+describe('gateway commit loop and acknowledgements while not durable', () => {
+  let h: Harness
+  const gateways: Gateway[] = []
+  beforeEach(async () => { h = await Harness.create() })
+  afterEach(async () => {
+    for (const g of gateways.splice(0)) await g.close()
+    await h.close()
+  })
+
+  async function gateway (brokerUrl: string, device: ScriptedDevice, persistence: ServicePersistence): Promise<Gateway> {
+    const config = await parseGatewayConfig(join(h.dir, 'gateway.yaml'), configText(brokerUrl, join(h.dir, 'gw'), [device.url]))
+    const g = await startGateway(config, { persistence })
+    gateways.push(g)
+    await device.connected()
+    return g
+  }
+
+  it('[GW-PUMP-1] frames that arrive while a commit is in flight are committed right after it, without waiting for another frame', async () => {
+    const broker = await h.broker()
+    const device = await ScriptedDevice.listen()
+    h.onClose(() => device.close())
+    const readings = await collect(h.client(broker.url, 'alice', 'watch'), 'readings', { start: 'all' })
+    const persistence = new HeldPersistence(await createTwoLevelServicePersistence({ path: join(h.dir, 'held.db') }))
+    const g = await gateway(broker.url, device, persistence)
+    device.hello('TH-7', 1, { boot: 1, seq: 1 })
+    persistence.hold()
+    device.send(device.state(1, 1, { n: '1' }))
+    await waitFor(() => persistence.appends === 1, 'the first commit under way')
+    device.send(device.state(1, 2, { n: '2' }), device.state(1, 3, { n: '3' }))
+    await waitFor(() => g.status().devices[0]?.frames === 4, 'frames 2 and 3 at the gateway') // HELLO + 3
+    persistence.release() // the first commit finishes; nothing else arrives from the device
+    await device.acked(1, 3)
+    expect(persistence.appends).toBe(2) // frames 2 and 3 went into the next commit together
+    await readings.until(3)
+    expect(readings.payloads().map((p) => (p as { n: number }).n)).toEqual([1, 2, 3])
+  })
+
+  it('[GW-ACK-2] with memory-only persistence, a report is acknowledged only once the broker has acknowledged its events', async () => {
+    const port = await freePort()
+    const url = `mqtt://127.0.0.1:${port}`
+    const device = await ScriptedDevice.listen()
+    h.onClose(() => device.close())
+    // a level 2 that cannot be opened (its path is a directory): memory only from the start
+    const persistence = await createTwoLevelServicePersistence({ path: h.dir, openFailure: 'memory' })
+    const g = await gateway(url, device, persistence)
+    const handled: string[] = []
+    g.on('handled', ({ upTo }) => { handled.push(`${upTo.boot}:${upTo.seq}`) })
+    device.hello('TH-8', 1, { boot: 1, seq: 1 })
+    device.send(device.state(1, 1, { n: '1' }), device.state(1, 2, { n: '2' }))
+    await waitFor(() => handled.includes('1:2'), 'reports 1 and 2 handled in memory')
+    device.send(device.state(1, 2, { n: '2' })) // resent: a duplicate, answered with what the device may delete
+    await waitFor(() => g.status().devices[0]?.counters?.duplicates === 1, 'the resent report judged')
+    const s = g.status()
+    expect(s).toMatchObject({ durable: false, acks: 'after-broker-ack', service: { durable: false, backlog: 2 } })
+    expect(s.devices[0]).toMatchObject({ mark: '1:2', acknowledged: null, awaitingBroker: 2 })
+    expect(device.received.filter((f) => f.type === 'ACK')).toEqual([]) // no broker yet: nothing acknowledged
+
+    await h.broker({ port })
+    const readings = await collect(h.client(url, 'alice', 'watch'), 'readings', { start: 'all' })
+    await device.acked(1, 2)
+    expect(g.status().devices[0]).toMatchObject({ acknowledged: '1:2', awaitingBroker: 0 })
+    expect(g.endpoint.acked).toBeGreaterThanOrEqual(2)
+    // a report that maps to nothing waits for the reports before it, then is acknowledged with them
+    device.send(device.state(1, 3, { n: '3' }), { type: 'CLEAR', boot: 1, seq: 4, code: 'door', fields: {} }) // no rule maps CLEAR
+    await device.acked(1, 4)
+    await readings.until(3)
+    expect(readings.payloads().map((p) => (p as { n: number }).n)).toEqual([1, 2, 3])
   })
 })

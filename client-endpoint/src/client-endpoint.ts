@@ -349,13 +349,25 @@ export class ClientEndpoint extends TypedEmitter<ClientEndpointEvents> {
   private process (sub: ClientSubscription): void {
     if (sub.processing) return
     sub.processing = true
-    this.loop(sub).then(() => true, (err: unknown) => { this.reportError(err); return false }).then((completed) => {
+    void this.drain(sub)
+  }
+
+  /**
+   * [CLI-ORDER-2] Runs the loop until the queue is empty when it looks, and marks the subscription
+   * idle in the same synchronous step: events queued while a loop was finishing (several EVENTS
+   * frames in one network read reach process() while a transactional loop, which never awaits, has
+   * run through the first frame but not yet settled) are taken by another pass, never left waiting
+   * for the next frame. A failed pass ends the drain; the next frame starts it again.
+   */
+  private async drain (sub: ClientSubscription): Promise<void> {
+    try {
+      do await this.loop(sub)
+      while (sub.pending > 0 && !sub.closed && !this.closed)
+    } catch (err) {
+      this.reportError(err)
+    } finally {
       sub.markIdle()
-      // events that arrived after the loop took the last one and before it was marked idle (a
-      // synchronous, transactional handler runs the whole loop in one go, and frames arriving in one
-      // chunk are handed over back to back) must not wait for the next frame
-      if (completed && sub.pending > 0 && !sub.closed && !this.closed) this.process(sub)
-    }, (err: unknown) => { this.reportError(err) })
+    }
   }
 
   private async loop (sub: ClientSubscription): Promise<void> {

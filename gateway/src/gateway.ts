@@ -27,7 +27,10 @@ export const GATEWAY_PIPELINE = {
   framesPerBatch: 256,
   /** Most events in one raiseBatch. */
   eventsPerBatch: 2000,
-  /** Most accepted frames waiting per device; beyond, frames are dropped and resent by the device. */
+  /**
+   * Most accepted frames waiting per device, to be committed or (while not durable) for the broker
+   * ([GW-ACK-2]); beyond, frames are dropped and resent by the device.
+   */
   pendingPerDevice: 4096,
   /** Most distinct device serials the gateway tracks. */
   devicesTracked: 10_000,
@@ -67,8 +70,12 @@ export interface DeviceLineStatus {
   readonly serial: string | null
   readonly model: string | null
   readonly fw: string | null
-  /** The last report handled durably, `<boot>:<seq>`. */
+  /** The last report handled, `<boot>:<seq>`: durable while `durable`, else held in memory. */
   readonly mark: string | null
+  /** The last report acknowledged to the device ([GW-ACK-2]: behind `mark` while the broker has not acknowledged its events). */
+  readonly acknowledged: string | null
+  /** Reports handled whose ACK waits for the broker's acknowledgement of their events ([GW-ACK-2]). */
+  readonly awaitingBroker: number
   readonly lastRxAt: number | null
   readonly lastError: string | null
   readonly opens: number
@@ -84,6 +91,14 @@ export interface GatewayStatus {
   readonly at: number
   readonly serviceId: string
   readonly service: ServiceStatus
+  /** Whether handled reports are durable at the gateway (false after its SQLite level failed: `service.durable`). */
+  readonly durable: boolean
+  /**
+   * When a device's report is acknowledged ([GW-ACK-2]): 'on-commit' once its events and mark are
+   * durable at the gateway; 'after-broker-ack' once the broker has acknowledged its events, while
+   * the gateway is not durable.
+   */
+  readonly acks: 'on-commit' | 'after-broker-ack'
   readonly devicesOnline: number
   readonly devices: readonly DeviceLineStatus[]
   /** Frames decoded per second over the last status interval. */
@@ -117,6 +132,14 @@ interface PendingFrame {
   readonly raises: readonly MappedRaise[]
 }
 
+/** Frames handled while not durable, whose ACK waits until the broker has acknowledged `seq` ([GW-ACK-2]). */
+interface AwaitingAck {
+  readonly upTo: FramePos
+  readonly frames: number
+  readonly seq: number
+  ready: boolean
+}
+
 /** One device, by serial: what was handled, what waits to be committed, and its line. */
 interface DeviceRecord {
   readonly serial: string
@@ -125,6 +148,14 @@ interface DeviceRecord {
   port: DevicePort | null
   pending: PendingFrame[]
   inflight: boolean
+  /** What the device was told it may delete (its last ACK): the mark, or behind it while `awaiting`. */
+  told: FramePos | null
+  /** The highest seq raised from this device's frames in this run (0 for none). */
+  lastSeq: number
+  /** Handled frames waiting for the broker before their ACK, oldest first ([GW-ACK-2]). */
+  awaiting: AwaitingAck[]
+  /** Frames in `awaiting`. */
+  awaitingFrames: number
   readonly counters: DeviceCounters
 }
 
@@ -218,6 +249,8 @@ export class Gateway extends TypedEmitter<GatewayEvents> {
         model: rec?.identity.model ?? null,
         fw: rec?.identity.fw ?? null,
         mark: rec?.tracker.durable == null ? null : formatPos(rec.tracker.durable),
+        acknowledged: rec?.told == null ? null : formatPos(rec.told),
+        awaitingBroker: rec?.awaitingFrames ?? 0,
         lastRxAt: p.lastRxAt,
         lastError: p.lastError,
         opens: p.counters.opens,
@@ -230,10 +263,13 @@ export class Gateway extends TypedEmitter<GatewayEvents> {
     const sum = (f: (c: DeviceCounters) => number): number => [...this.#records.values()].reduce((n, r) => n + f(r.counters), 0)
     const frames = this.#ports.reduce((n, p) => n + p.counters.frames, 0)
     const seconds = Math.max(0.001, (now - this.#lastStatusAt) / 1000)
+    const service = this.endpoint.status
     return {
       at: now,
       serviceId: this.config.serviceId,
-      service: this.endpoint.status,
+      service,
+      durable: service.durable,
+      acks: service.durable ? 'on-commit' : 'after-broker-ack',
       devicesOnline: devices.filter((d) => d.state === PortState.online).length,
       devices,
       framesPerSecond: Math.round((frames - this.#framesAtLastStatus) / seconds * 10) / 10,
@@ -270,6 +306,10 @@ export class Gateway extends TypedEmitter<GatewayEvents> {
       port: null,
       pending: [],
       inflight: false,
+      told: mark,
+      lastSeq: 0,
+      awaiting: [],
+      awaitingFrames: 0,
       counters: { handled: 0, raised: 0, duplicates: 0, outOfOrder: 0, gaps: 0, unmapped: 0, commitFailures: 0 }
     }
   }
@@ -313,9 +353,8 @@ export class Gateway extends TypedEmitter<GatewayEvents> {
     if (port.state !== PortState.online || port.serial !== frame.serial) this.#logger.info({ ...log, mark: formatPos(rec.tracker.durable) }, 'device online')
     port.accept(frame.serial)
     this.#lastSerial.set(port, frame.serial)
-    // [DEV-ACK-1] answer a HELLO with what is durable
-    const durable = rec.tracker.durable
-    if (durable !== null) port.ack(durable)
+    // [DEV-ACK-1] answer a HELLO with what is durable ([GW-ACK-2]: at the broker, while the gateway is not)
+    if (rec.told !== null) port.ack(rec.told)
   }
 
   #onData (port: DevicePort, frame: DataFrame): void {
@@ -340,7 +379,7 @@ export class Gateway extends TypedEmitter<GatewayEvents> {
           rec.counters.unmapped += problems.length
           this.#logger.warn({ serial: rec.serial, at: formatPos(frame), problems }, 'report only partly mapped')
         }
-        if (rec.pending.length >= GATEWAY_PIPELINE.pendingPerDevice) {
+        if (rec.pending.length + rec.awaitingFrames >= GATEWAY_PIPELINE.pendingPerDevice) {
           // cannot keep it: forget everything not durable; the device resends after its HELLO
           this.#rollback(rec, 'too many frames waiting to be committed')
           return
@@ -351,8 +390,8 @@ export class Gateway extends TypedEmitter<GatewayEvents> {
       }
       case 'duplicate': {
         rec.counters.duplicates++
-        const durable = rec.tracker.durable
-        if (durable !== null) port.ack(durable)
+        // [GW-ACK-2] a resent frame still waiting for the broker is acknowledged when its events are
+        if (rec.told !== null) port.ack(rec.told)
         return
       }
       case 'outOfOrder':
@@ -396,16 +435,19 @@ export class Gateway extends TypedEmitter<GatewayEvents> {
     for (const f of batch) for (const r of f.raises) items.push(r)
     rec.inflight = true
     this.#inflight++
-    this.endpoint.raiseBatch(items, { marks: new Map([[markKey(rec.serial), formatPos(upTo)]]) }).then(() => {
+    this.endpoint.raiseBatch(items, { marks: new Map([[markKey(rec.serial), formatPos(upTo)]]) }).then((results) => {
       rec.inflight = false
       this.#inflight--
       rec.tracker.committed(upTo)
       rec.counters.handled += batch.length
       rec.counters.raised += items.length
-      this.emit('handled', { serial: rec.serial, upTo, frames: batch.length, raised: items.length })
-      if (rec.port !== null && rec.port.serial === rec.serial) rec.port.ack(upTo)
+      rec.lastSeq = results[results.length - 1]?.seq ?? rec.lastSeq
+      this.#acknowledge(rec, upTo, batch.length)
+      // [GW-PUMP-1] frames that arrived while this commit was in flight go into the next one
+      // (before the event: a listener that throws must not stall the device)
       this.#pump(rec)
       this.#notifyIdle()
+      this.emit('handled', { serial: rec.serial, upTo, frames: batch.length, raised: items.length })
     }, (err: unknown) => {
       rec.inflight = false
       this.#inflight--
@@ -416,6 +458,37 @@ export class Gateway extends TypedEmitter<GatewayEvents> {
       else this.#logger.error({ code: error.code, err: error }, `commit failed: ${error.message}`)
       this.#notifyIdle()
     })
+  }
+
+  /**
+   * [DEV-ACK-1] [GW-ACK-2] Tells the device it may delete its frames up to `upTo`, whose events the
+   * endpoint holds: at once while its persistence is durable; otherwise once the broker has
+   * acknowledged every event raised from them and from the device's frames before them (`lastSeq`).
+   * A frame that raised nothing waits for the frames before it, since an ACK is cumulative.
+   */
+  #acknowledge (rec: DeviceRecord, upTo: FramePos, frames: number): void {
+    if (rec.awaiting.length === 0 && this.endpoint.persistence.stats().durable) {
+      this.#tell(rec, upTo)
+      return
+    }
+    const entry: AwaitingAck = { upTo, frames, seq: rec.lastSeq, ready: false }
+    rec.awaiting.push(entry)
+    rec.awaitingFrames += frames
+    this.endpoint.whenAcked(entry.seq).then(() => {
+      entry.ready = true
+      let last: FramePos | null = null
+      while (rec.awaiting[0]?.ready === true) {
+        const done = rec.awaiting.shift() as AwaitingAck
+        rec.awaitingFrames -= done.frames
+        last = done.upTo
+      }
+      if (last !== null) this.#tell(rec, last)
+    }, () => { /* closed first: the device resends to the next run */ })
+  }
+
+  #tell (rec: DeviceRecord, upTo: FramePos): void {
+    rec.told = upTo
+    if (rec.port !== null && rec.port.serial === rec.serial) rec.port.ack(upTo)
   }
 
   #rollback (rec: DeviceRecord, why: string): void {
@@ -452,6 +525,8 @@ export class Gateway extends TypedEmitter<GatewayEvents> {
       raised: s.totals.raised,
       backlog: s.service.backlog,
       broker: s.service.state,
+      durable: s.durable,
+      acks: s.acks,
       lastAckAt: s.service.lastAckAt === null ? null : new Date(s.service.lastAckAt).toISOString()
     }, 'gateway status')
     this.emit('status', s)

@@ -163,6 +163,17 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
   private readonly ages: UploadAge
   private readonly upTopic: string
   private seq: number
+  /** lastSeq of the persistence when the endpoint was made: seqs above it were assigned by this process. */
+  private readonly seqAtOpen: number
+  /** [SVC-SEQ-1] Whether the broker's highest seq for the instance was checked (once per process). */
+  private seqChecked = false
+  /** A probe is out on the current connection, or its answer is being acted on. */
+  private probing = false
+  private checkingSeqs = false
+  /** While this process's events are given new seqs: appends wait for it, in call order. */
+  private renumbering: Promise<void> | null = null
+  /** The latest persistence append started (appends complete in call order). */
+  private lastAppend: Promise<unknown> = Promise.resolve()
   /** Per replacing event name: the seq of its newest instance, to supersede while unsent ([SVC-SUPERSEDE-1]). */
   private readonly newestReplacing = new Map<string, number>()
   private state: ServiceStatus['state'] = 'connecting'
@@ -175,6 +186,10 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
   /** When the acknowledgements last moved on (or the link came up), on the monotonic clock. */
   private lastAckProgress = 0
   private readonly drainWaiters: Array<() => void> = []
+  /** whenAcked() calls not yet settled, in call order. */
+  private ackWaiters: Array<{ seq: number, resolve: () => void, reject: (err: Error) => void }> = []
+  /** Whether a look at the backlog for settled ackWaiters is scheduled (after an expiry or a drop). */
+  private backlogCheckDue = false
   private readonly feed = new StatusFeed<ServiceStatus>()
 
   constructor (options: ServiceEndpointOptions) {
@@ -212,6 +227,7 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
     }
     this.seq = this.persistence.lastSeq()
     this.ages = new UploadAge(this.clock, this.seq)
+    this.seqAtOpen = this.seq
     this.persistence.onLevelFailure?.((info) => {
       this.logger.error({ err: info.error, lost: info.lost }, 'service persistence failed; holding events in memory only')
       this.emit('persistenceFailed', { error: info.error, lost: info.lost })
@@ -230,6 +246,7 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
         this.counters.expired += events.length
         this.emit('expired', { events, total: this.counters.expired })
         this.checkDrained()
+        this.checkBacklogWaiters()
       },
       onError: (err) => { this.reportError(err) }
     }, this.opts.window, this.opts.maxEventsPerFrame, this.opts.maxFrameBytes, this.opts.maxInflightBytes)
@@ -251,10 +268,12 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
       this.refusalReported = null
       this.setState('online')
       this.lastAckProgress = this.steadyNow()
-      this.sender.start()
+      if (this.seqChecked) this.sender.start()
+      else if (!this.checkingSeqs) this.probeSeqs()
     })
     this.link.on('offline', (err) => {
       this.sender.stop()
+      if (!this.checkingSeqs) this.probing = false
       if (err !== null) this.lastError = err
       if (!this.closed) this.setState('offline')
       if (err instanceof AuthError && err.code !== this.refusalReported && !this.closed) {
@@ -314,6 +333,68 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
   /** [SVC-MARK-1] A copy of the current source marks of the endpoint's persistence. */
   marks (): ReadonlyMap<string, string> {
     return this.persistence.marks()
+  }
+
+  /**
+   * [SVC-ACKED-1] The highest seq the broker has acknowledged for this endpoint's persistence
+   * instance since start() (cumulative, [SVC-ACK-1]): every event with a seq at or below it is
+   * durable at the broker, or was refused by it (`rejected`). 0 before the first acknowledgement.
+   */
+  get acked (): number {
+    return this.sender.acked
+  }
+
+  /**
+   * [SVC-ACKED-1] Resolves once no event with a seq at or below `seq` is held for the broker any more:
+   * the broker acknowledged them all (`acked >= seq`), or those it did not were removed unsent
+   * (`expired`, `dropped`). Resolves at once for a seq already covered. Waiters resolve in seq order.
+   * Rejects with a ClosedError when the endpoint closes first. This is what a caller whose own
+   * acknowledgements must not run ahead of durability waits for while `status.durable` is false.
+   */
+  whenAcked (seq: number): Promise<void> {
+    if (this.closed) return Promise.reject(new ClosedError('ServiceEndpoint is closed'))
+    if (!Number.isSafeInteger(seq)) return Promise.reject(new RequestError(ErrorCode.INVALID_ARGUMENT, `whenAcked: seq must be a whole number, got ${String(seq)}`))
+    if (seq <= this.sender.acked) return Promise.resolve()
+    return new Promise((resolve, reject) => {
+      this.ackWaiters.push({ seq, resolve, reject })
+      // the backlog may already be empty up to seq (expired or dropped events)
+      this.checkBacklogWaiters()
+    })
+  }
+
+  /** Resolves the whenAcked() waiters the broker's cumulative acknowledgement covers. */
+  private settleAckWaiters (): void {
+    if (this.ackWaiters.length === 0) return
+    const acked = this.sender.acked
+    const still: typeof this.ackWaiters = []
+    for (const w of this.ackWaiters) {
+      if (w.seq <= acked) w.resolve()
+      else still.push(w)
+    }
+    this.ackWaiters = still
+  }
+
+  /**
+   * Resolves the whenAcked() waiters below the oldest event still held: events removed unsent
+   * (expired, dropped) are never acknowledged by the broker when they were the newest. Runs after
+   * the removal's persistence call, and once per turn of the event loop at most.
+   */
+  private checkBacklogWaiters (): void {
+    if (this.ackWaiters.length === 0 || this.backlogCheckDue) return
+    this.backlogCheckDue = true
+    setImmediate(() => {
+      this.backlogCheckDue = false
+      if (this.closed || this.ackWaiters.length === 0) return
+      this.persistence.read(0, 1).then((oldest) => {
+        const held = oldest[0]?.seq ?? this.seq + 1
+        const still: typeof this.ackWaiters = []
+        for (const w of this.ackWaiters) {
+          if (w.seq < held) w.resolve()
+          else still.push(w)
+        }
+        this.ackWaiters = still
+      }, (err: unknown) => { this.reportError(err) })
+    })
   }
 
   private raiseOne (name: string, payload: Payload | undefined, kind: RaiseKind, recipient: string | null): Promise<RaiseResult> {
@@ -408,7 +489,11 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
     const last = this.seq
     let outcome: AppendOutcome
     try {
-      outcome = await this.persistence.append(events, supersede, marks)
+      // [SVC-SEQ-1] while earlier events get new seqs, later appends wait (their seqs are above)
+      if (this.renumbering !== null) await this.renumbering
+      const appended = this.persistence.append(events, supersede, marks)
+      this.lastAppend = appended
+      outcome = await appended
     } catch (err) {
       // not stored, and nothing superseded: the previous instances are still the newest, unless a
       // later raise has replaced them meanwhile
@@ -430,6 +515,7 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
     if (outcome.dropped.length > 0) {
       this.counters.dropped += outcome.dropped.length
       this.emit('dropped', { events: outcome.dropped, total: this.counters.dropped })
+      this.checkBacklogWaiters()
     }
     this.sender.notify()
     this.emitStatus()
@@ -460,11 +546,24 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
       if (ack.instance === this.persistence.instance) {
         this.sender.acknowledge(ack.acked)
         this.ages.forget(this.sender.acked)
+        this.settleAckWaiters()
       }
       this.link.drop(error)
       return
     }
     if (ack.instance !== this.persistence.instance) return
+    if (this.probing && !this.checkingSeqs) {
+      // the answer to the probe: nothing of ours was on its way
+      this.checkingSeqs = true
+      this.checkSeqs(ack.acked).catch((err: unknown) => { this.reportError(err) }).finally(() => {
+        this.checkingSeqs = false
+        this.probing = false
+        if (this.closed || !this.link.online) return
+        if (this.seqChecked) this.sender.start()
+        else this.probeSeqs()
+      })
+      return
+    }
     for (const r of ack.rejections) {
       const error = errorFromWire(r.code, r.message)
       this.counters.rejected++
@@ -478,13 +577,76 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
       this.counters.acknowledged += Math.max(0, inflightBefore - this.sender.inflightCount - ack.rejections.length)
       this.lastAckAt = this.clock.now()
       this.lastAckProgress = this.steadyNow()
+      this.settleAckWaiters()
     }
     this.emitStatus()
     this.checkDrained()
   }
 
+  /**
+   * [SVC-SEQ-1] Before the first upload of this process, asks the broker for its highest seq of the
+   * instance: an UP frame with no events, which the broker answers with an ACK of what it holds.
+   */
+  private probeSeqs (): void {
+    this.probing = true
+    this.link.send(this.upTopic, encodeUp({ instance: this.persistence.instance, after: 0, events: [] }))
+  }
+
+  /**
+   * [SVC-SEQ-1] The broker holds seqs of this instance up to `brokerLast`. Above the persistence's
+   * lastSeq at open, that means an earlier process raised events it never got to persist (a restart
+   * on a file whose level failed, [SVC-PERSIST-FAIL-1]): the events of this process that have such
+   * seqs would be discarded as duplicates. They get new seqs above the broker's, in the same order,
+   * each moved in one append that supersedes the old seq; later raises come after them.
+   */
+  private async checkSeqs (brokerLast: number): Promise<void> {
+    if (brokerLast > this.seqAtOpen) {
+      const top = this.seq
+      const shift = Math.max(top, brokerLast) - this.seqAtOpen
+      this.logger.error({ instance: this.persistence.instance, brokerLast, lastSeqAtOpen: this.seqAtOpen, renumbered: top - this.seqAtOpen },
+        'the broker holds seqs of this persistence instance that its file does not know (a restart after a fallback to memory?); this process\'s events get new seqs above them')
+      if (top > this.seqAtOpen) {
+        this.seq = top + shift
+        let done = (): void => {}
+        this.renumbering = new Promise<void>((resolve) => { done = resolve })
+        try {
+          await this.lastAppend.catch(() => {})
+          await this.renumber(top, shift)
+        } finally {
+          this.renumbering = null
+          done()
+        }
+      } else {
+        this.seq = brokerLast
+      }
+    }
+    this.seqChecked = true
+    // [SVC-ACK-1] everything up to brokerLast is handled at the broker: the file's older events included
+    if (brokerLast > this.sender.acked) {
+      this.sender.acknowledge(brokerLast)
+      this.settleAckWaiters()
+      this.checkDrained()
+    }
+  }
+
+  /** Gives the held events with seqs in (seqAtOpen, top] the seq `seq + shift`, in pages, in order. */
+  private async renumber (top: number, shift: number): Promise<void> {
+    let after = this.seqAtOpen
+    for (;;) {
+      const page = (await this.persistence.read(after, 500)).filter((e) => e.seq <= top)
+      const lastOld = page[page.length - 1]?.seq
+      if (lastOld === undefined) return
+      await this.persistence.append(page.map((e) => ({ ...e, seq: e.seq + shift })), page.map((e) => e.seq))
+      for (const e of page) {
+        if (e.category === 'replacing' && this.newestReplacing.get(e.name) === e.seq) this.newestReplacing.set(e.name, e.seq + shift)
+      }
+      after = lastOld
+    }
+  }
+
   private checkAckTimeout (): void {
-    if (!this.link.online || this.sender.inflightCount === 0) {
+    const waitingForProbe = this.probing && !this.checkingSeqs
+    if (!this.link.online || (this.sender.inflightCount === 0 && !waitingForProbe)) {
       this.lastAckProgress = this.steadyNow()
       return
     }
@@ -551,6 +713,7 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
     this.closed = true
     if (this.ackTimer !== null) clearInterval(this.ackTimer)
     await this.link.close()
+    for (const w of this.ackWaiters.splice(0)) w.reject(new ClosedError('ServiceEndpoint closed before the broker acknowledged'))
     this.state = 'closed'
     this.feed.end(this.status)
     await this.persistence.close()
