@@ -17,30 +17,13 @@ import { tempDir, waitFor } from '@herald/shared/testing'
 import { startBrokerProcess, startGatewayProcess, writeTestSite } from './support/processes.js'
 import type { Proc } from './support/processes.js'
 import { PtyPair } from './support/pty-pair.js'
-import { gatewayYaml } from './support/gateway-yaml.js'
+import { deviceChainYaml } from './support/gateway-yaml.js'
 import { SECRETS } from './support/site.js'
 
 const GATEWAY_KILLS = 3
 
 function gatewayConfig (brokerUrl: string, data: string, devices: readonly string[]): string {
-  return gatewayYaml(brokerUrl, data, devices, `  - { name: readings, category: queueing, lifetime: 1d }
-  - { name: alarms, category: queueing, lifetime: 7d }`, `lines:
-  reopenInitial: 50ms
-  reopenMax: 500ms
-  staleAfter: 2s
-status:
-  interval: 500ms
-mapping:
-  - on: STATE
-    raise: readings
-    payload: { serial: $serial, boot: $boot, seq: $seq }
-  - on: ALARM
-    raise: alarms
-    payload: { serial: $serial, boot: $boot, seq: $seq, type: $type }
-  - on: CLEAR
-    raise: alarms
-    payload: { serial: $serial, boot: $boot, seq: $seq, type: $type }
-`)
+  return deviceChainYaml(brokerUrl, data, devices, '500ms')
 }
 
 const key = (r: { serial: string, boot: number, seq: number }): string => `${r.serial}/${r.boot}:${r.seq}`

@@ -3,7 +3,6 @@
  * SIGKILLs and client SIGKILLs, with real processes, sockets and SQLite files. Counts are exact.
  */
 import { readFileSync, existsSync } from 'node:fs'
-import { createServer } from 'node:net'
 import { join } from 'node:path'
 import Database from 'better-sqlite3'
 import { describe, it, expect, afterEach } from 'vitest'
@@ -12,16 +11,9 @@ import { waitFor } from '@herald/shared/testing'
 import { Harness } from './support/harness.js'
 import { startBrokerProcess, startFixture, writeTestSite, type Proc } from './support/processes.js'
 import { SECRETS } from './support/site.js'
+import { freePort } from './support/ports.js'
 
 const N = 10_000
-
-async function freePort (): Promise<number> {
-  const s = createServer()
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve))
-  const port = (s.address() as { port: number }).port
-  await new Promise<void>((resolve) => s.close(() => { resolve() }))
-  return port
-}
 
 /** Checks that `got` holds payloads 0..n-1 exactly once each, in order, with distinct ids. */
 function expectExactlyOnceInOrder (got: readonly HeraldEvent[], n: number): void {

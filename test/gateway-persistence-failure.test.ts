@@ -7,7 +7,6 @@
  */
 import { readFileSync } from 'node:fs'
 import { mkdir, writeFile } from 'node:fs/promises'
-import { createServer } from 'node:net'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { ClientEndpoint } from '@herald/client-endpoint'
@@ -17,36 +16,12 @@ import type { EmittedReport, SimHandle } from '@herald/firmware-sim'
 import { tempDir, waitFor } from '@herald/shared/testing'
 import { startBrokerProcess, startFixture, writeTestSite } from './support/processes.js'
 import type { Proc } from './support/processes.js'
-import { gatewayYaml } from './support/gateway-yaml.js'
+import { deviceChainYaml } from './support/gateway-yaml.js'
 import { SECRETS } from './support/site.js'
+import { freePort } from './support/ports.js'
 
 function gatewayConfig (brokerUrl: string, data: string, devices: readonly string[]): string {
-  return gatewayYaml(brokerUrl, data, devices, `  - { name: readings, category: queueing, lifetime: 1d }
-  - { name: alarms, category: queueing, lifetime: 7d }`, `lines:
-  reopenInitial: 50ms
-  reopenMax: 500ms
-  staleAfter: 2s
-status:
-  interval: 200ms
-mapping:
-  - on: STATE
-    raise: readings
-    payload: { serial: $serial, boot: $boot, seq: $seq }
-  - on: ALARM
-    raise: alarms
-    payload: { serial: $serial, boot: $boot, seq: $seq, type: $type }
-  - on: CLEAR
-    raise: alarms
-    payload: { serial: $serial, boot: $boot, seq: $seq, type: $type }
-`)
-}
-
-async function freePort (): Promise<number> {
-  const s = createServer()
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve))
-  const port = (s.address() as { port: number }).port
-  await new Promise<void>((resolve) => s.close(() => { resolve() }))
-  return port
+  return deviceChainYaml(brokerUrl, data, devices, '200ms')
 }
 
 interface StatusFile {

@@ -2,7 +2,6 @@
  * The gateway against a hand-written device on a real TCP socket, a real broker and a real client:
  * what it acknowledges, what it raises, and what it refuses ([DEV-GW-*], [DEV-ACK-1], [GW-*]).
  */
-import { createServer } from 'node:net'
 import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { parseGatewayConfig, startGateway } from '@herald/gateway'
@@ -15,6 +14,7 @@ import { collect } from './support/collect.js'
 import { Harness } from './support/harness.js'
 import { ScriptedDevice } from './support/scripted-device.js'
 import { gatewayYaml } from './support/gateway-yaml.js'
+import { freePort } from './support/ports.js'
 
 function configText (brokerUrl: string, data: string, devices: readonly string[]): string {
   return gatewayYaml(brokerUrl, data, devices, `  - { name: readings, category: queueing, lifetime: 1d }
@@ -221,14 +221,6 @@ class HeldPersistence implements ServicePersistence {
   remove (seqs: readonly number[]): Promise<void> { return this.inner.remove(seqs) }
   stats (): ReturnType<ServicePersistence['stats']> { return this.inner.stats() }
   close (): Promise<void> { return this.inner.close() }
-}
-
-async function freePort (): Promise<number> {
-  const s = createServer()
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve))
-  const port = (s.address() as { port: number }).port
-  await new Promise<void>((resolve) => s.close(() => { resolve() }))
-  return port
 }
 
 describe('gateway commit loop and acknowledgements while not durable', () => {

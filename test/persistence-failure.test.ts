@@ -1,11 +1,11 @@
 /** [SVC-PERSIST-FAIL-1] The gateway's SQLite level fails mid-stream: the endpoint says so and loses nothing it holds. */
-import { createServer } from 'node:net'
 import { describe, it, expect, afterEach } from 'vitest'
 import { MemoryServicePersistence } from '@herald/service-endpoint'
 import { ErrorCode, type PersistenceError } from '@herald/shared'
 import { waitFor } from '@herald/shared/testing'
 import { collect } from './support/collect.js'
 import { Harness } from './support/harness.js'
+import { freePort } from './support/ports.js'
 
 describe('service persistence failure', () => {
   let h: Harness
@@ -76,14 +76,6 @@ describe('a restart on a file whose SQLite level failed ([SVC-SEQ-1])', () => {
     expect(new Set(c.events.map((e) => e.id)).size).toBe(i)
   })
 })
-
-async function freePort (): Promise<number> {
-  const s = createServer()
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve))
-  const port = (s.address() as { port: number }).port
-  await new Promise<void>((resolve) => s.close(() => { resolve() }))
-  return port
-}
 
 describe('ServiceEndpoint.whenAcked ([SVC-ACKED-1])', () => {
   let h: Harness

@@ -1,5 +1,4 @@
 /** Proof 5: lifetime expiry, max-size push-out, replacing and null events, through the client API. */
-import { createServer } from 'node:net'
 import { describe, it, expect, afterEach } from 'vitest'
 import { ManualClock, eventsOfService, type Clock, type StoredEvent } from '@herald/shared'
 import { MemoryEventStore, createBroker, listenTcp, type BrokerServer, type EventStore } from '@herald/broker'
@@ -7,20 +6,13 @@ import { waitFor } from '@herald/shared/testing'
 import { collect } from './support/collect.js'
 import { Harness } from './support/harness.js'
 import { testSite } from './support/site.js'
+import { freePort } from './support/ports.js'
 
 const HOUR = 3_600_000
 /** The lifetime the test site gives "short-lived". */
 const SHORT_LIFE = 2000
 
 /** A TCP port nothing listens on right now (a broker is started on it later). */
-async function freePort (): Promise<number> {
-  const server = createServer()
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const { port } = server.address() as { port: number }
-  await new Promise<void>((resolve) => server.close(() => { resolve() }))
-  return port
-}
-
 /** The broker's stored, unexpired "short-lived" events (by the broker's clock `now`). */
 async function shortLived (broker: BrokerServer, now: number): Promise<StoredEvent[]> {
   return await broker.broker.store.read({ event: 'short-lived', after: 0, services: null, recipient: null, now, limit: 1000 })

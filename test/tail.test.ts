@@ -4,7 +4,6 @@
  * sees: lines, JSON records, exit codes and messages.
  */
 import { spawn } from 'node:child_process'
-import { createServer } from 'node:net'
 import { join } from 'node:path'
 import { describe, it, expect, afterEach } from 'vitest'
 import type { HeraldEvent } from '@herald/client-endpoint'
@@ -14,6 +13,7 @@ import { collect } from './support/collect.js'
 import { Harness } from './support/harness.js'
 import { Proc } from './support/processes.js'
 import { SECRETS } from './support/site.js'
+import { freePort } from './support/ports.js'
 
 const CLI = join(import.meta.dirname, '..', 'cli', 'bin', 'herald.js')
 
@@ -36,14 +36,6 @@ async function finished (p: Proc): Promise<number | null> {
 }
 
 /** A port nothing listens on (taken from the OS, then released). */
-async function freePort (): Promise<number> {
-  const server = createServer()
-  await new Promise<void>((resolve) => { server.listen(0, '127.0.0.1', resolve) })
-  const { port } = server.address() as { port: number }
-  await new Promise<void>((resolve) => { server.close(() => { resolve() }) })
-  return port
-}
-
 describe('herald tail', () => {
   let h: Harness
   afterEach(async () => { await h.close() })

@@ -189,6 +189,8 @@ export class SqliteServicePersistence implements ServicePersistence {
   #queue: Op[] = []
   #timer: NodeJS.Immediate | null = null
   #closed = false
+  /** The checkpointer's closing after abandon(), which close() still waits for. */
+  #abandoned: Promise<void> = Promise.resolve()
   #observer: SqliteFlushObserver | null = null
   /** The committed marks, with those of the flush in progress staged. */
   readonly #markTable: MarkTable
@@ -334,7 +336,11 @@ export class SqliteServicePersistence implements ServicePersistence {
 
   /** Runs the queued operations, then closes the file; later calls reject with CLOSED. Idempotent. */
   async close (): Promise<void> {
-    if (this.#closed) return
+    if (this.#closed) {
+      // after abandon(): the checkpointer's worker may still hold the file; close() resolves once it let go
+      await this.#abandoned
+      return
+    }
     while (this.#queue.length > 0) this.#flush()
     if (this.#timer !== null) clearImmediate(this.#timer)
     this.#timer = null
@@ -359,7 +365,7 @@ export class SqliteServicePersistence implements ServicePersistence {
     if (this.#timer !== null) clearImmediate(this.#timer)
     this.#timer = null
     const queued = this.#queue.splice(0)
-    void this.#checkpointer?.close()
+    this.#abandoned = this.#checkpointer?.close().catch((err: unknown) => { this.#logger.warn({ err, path: this.path }, 'service persistence: checkpointer close failed') }) ?? Promise.resolve()
     try { this.#db.close() } catch (err) { this.#logger.warn({ err, path: this.path }, 'service persistence: close failed') }
     const err = new PersistenceError(`service persistence ${this.path} abandoned: ${error.message}`, { cause: error })
     for (const op of queued) op.reject(err)

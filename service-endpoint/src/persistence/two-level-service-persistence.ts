@@ -152,6 +152,8 @@ export class TwoLevelServicePersistence implements ServicePersistence {
   /** The marks once memory-only. */
   #memoryMarks = new MarkTable()
   #closed = false
+  /** The file level after it failed (abandoned), until close() has waited for it to let go. */
+  #abandonedFile: SqliteServicePersistence | null = null
 
   /** Use `createTwoLevelServicePersistence`. `file` null means it could not be opened (`openError`). */
   constructor (file: SqliteServicePersistence | null, opts: Required<TwoLevelServicePersistenceOptions>, openError: PersistenceError | null) {
@@ -270,6 +272,8 @@ export class TwoLevelServicePersistence implements ServicePersistence {
     if (this.#closed) return
     const file = this.#file
     if (file !== null) await file.close()
+    // an abandoned file's checkpointer worker may still be letting go of it
+    await this.#abandonedFile?.close()
     this.#closed = true
     file?.observe(null)
     this.#memory.clear()
@@ -351,6 +355,7 @@ export class TwoLevelServicePersistence implements ServicePersistence {
     this.#memoryLast = file.lastSeq()
     this.#memoryMarks = new MarkTable(file.marks())
     this.#file = null
+    this.#abandonedFile = file
     this.#complete = true
     file.observe(null)
     file.abandon(error)
