@@ -4,11 +4,12 @@
  * sees: lines, JSON records, exit codes and messages.
  */
 import { spawn } from 'node:child_process'
+import { mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import { describe, it, expect, afterEach } from 'vitest'
 import type { HeraldEvent } from '@herald/client-endpoint'
 import type { ServiceEndpoint } from '@herald/service-endpoint'
-import { waitFor } from '@herald/shared/testing'
+import { makeTestCa, waitFor } from '@herald/shared/testing'
 import { collect } from './support/collect.js'
 import { Harness } from './support/harness.js'
 import { Proc } from './support/processes.js'
@@ -204,5 +205,32 @@ describe('herald tail', () => {
     expect(p.lines.map((l) => parseLine(l))).toMatchObject([{ service: 'svc-a', event: 'readings', rest: '{"late":true}' }])
     // the last summary, printed on the way out
     expect(p.stderr).toMatch(/closed · 1 event · \d+\.\d\/s · readings 1\n$/)
+  })
+
+  it('with --no-summary, shows a connection error once (not once per retry), naming the URL and the reason', async () => {
+    h = await Harness.create()
+    const pki = join(h.dir, 'pki')
+    await mkdir(pki)
+    const [ca, otherCa] = [await makeTestCa(pki, 'ca'), await makeTestCa(pki, 'other-ca')]
+    const server = await ca.issueServer('server')
+    const broker = await h.broker({ tls: { certFile: server.certFile, keyFile: server.keyFile } })
+    const url = `mqtts://localhost:${broker.listener.address.port}`
+    // trusts another CA: every attempt is refused by the client's TLS
+    const p = tail(['readings', '--url', url, '--ca', otherCa.certFile, '--user', 'alice', '--no-summary'])
+    // and a port nothing listens on: every attempt is refused by the OS
+    const closed = `mqtt://127.0.0.1:${await freePort()}`
+    const q = tail(['readings', '--url', closed, '--user', 'alice', '--no-summary'])
+    const untrusted = (): number => p.stderr.split(`cannot connect to ${url}: TLS: the broker's certificate was refused`).length - 1
+    const refused = (): number => q.stderr.split(`cannot connect to ${closed}: `).length - 1
+    await waitFor(() => untrusted() >= 1 && refused() >= 1, 'both tails to show why they cannot connect')
+    expect(p.stderr).toMatch(/^herald tail: warn: cannot connect to mqtts:\/\/localhost:\d+: TLS: the broker's certificate was refused: .*check the CA.*; retrying/m)
+    expect(q.stderr).toMatch(/^herald tail: warn: cannot connect to mqtt:\/\/127\.0\.0\.1:\d+: .*ECONNREFUSED.*; retrying/m)
+    // several more retries, still one line each
+    const failures = broker.tlsListener?.handshakeFailures ?? 0
+    await waitFor(() => (broker.tlsListener?.handshakeFailures ?? 0) >= failures + 3, 'three more refused handshakes')
+    expect(untrusted()).toBe(1)
+    expect(refused()).toBe(1)
+    expect(p.lines).toEqual([])
+    expect(p.child.exitCode).toBeNull()
   })
 })

@@ -1,6 +1,6 @@
 /** In-process brokers and endpoints on real sockets, real SQLite files in temp dirs. */
 import { join } from 'node:path'
-import { startBrokerServer, type BrokerServer } from '@herald/broker'
+import { startBrokerServer, type BrokerServer, type BrokerServerOptions } from '@herald/broker'
 import { ClientEndpoint, SqlitePositionStore, type ClientEndpointOptions } from '@herald/client-endpoint'
 import { ServiceEndpoint, createTwoLevelServicePersistence, type ServiceEndpointOptions, type TwoLevelServicePersistenceOptions } from '@herald/service-endpoint'
 import { eventsOfService, type Clock } from '@herald/shared'
@@ -20,8 +20,8 @@ export class Harness {
     return h
   }
 
-  /** A broker on the test site, storing in `<dir>/<name>`, on `port` (0: any). */
-  async broker (options: { name?: string, port?: number, clock?: Clock, maxPacketBytes?: number } = {}): Promise<BrokerServer> {
+  /** A broker on the test site, storing in `<dir>/<name>`, on `port` (0: any), serving TLS with `tls`. */
+  async broker (options: { name?: string, port?: number, clock?: Clock, maxPacketBytes?: number, tls?: BrokerServerOptions['tls'] } = {}): Promise<BrokerServer> {
     const { name, port, ...rest } = options
     const server = await startBrokerServer({ ...rest, site: await testSite(), dataDir: join(this.dir, name ?? 'broker'), port: port ?? 0 })
     this.closers.push(() => server.close())

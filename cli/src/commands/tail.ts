@@ -2,7 +2,8 @@
  * `herald tail`: a console client for operators. Subscribes to one or more events with a
  * ClientEndpoint and prints each event as it arrives (a human line, or JSON with --json), with a live
  * summary line on a terminal. Refused credentials, refused access and unknown events end it with exit
- * code 2; an unreachable broker does not (the endpoint keeps retrying, the summary shows it).
+ * code 2; an unreachable broker does not (the endpoint keeps retrying, the summary shows it, and a
+ * warning names the URL and the reason once per run of identical connection errors).
  */
 import { readFileSync } from 'node:fs'
 import { hostname } from 'node:os'
@@ -264,9 +265,18 @@ async function runTail (eventArgs: readonly string[], opts: TailOptions): Promis
     finish(err.code === 'EPIPE' ? 0 : 1)
   })
 
+  // a connection error (refused TLS, refused connection, ...) is logged once per run of
+  // identical ones, not once per retry: with --no-summary nothing else would show it. Refused
+  // credentials are logged by the 'error' handler below.
+  let shownConnectionError: string | null = null
   client.on('status', (s) => {
     stats.connection(s, Date.now())
     out.refresh()
+    if (s.state === 'online') shownConnectionError = null
+    else if (s.state === 'offline' && s.lastError !== null && !(s.lastError instanceof AuthError) && s.lastError.message !== shownConnectionError && outcome === null) {
+      shownConnectionError = s.lastError.message
+      logger.warn({ code: s.lastError.code }, `cannot connect to ${opts.url}: ${s.lastError.message}; retrying`)
+    }
   })
   // [CONN-AUTH-2] refused credentials at error level (then the exit with code 2 below names them)
   client.on('error', (e) => { if (e instanceof AuthError) logger.error({ code: e.code }, e.message); else logger.warn({ code: e.code }, e.message) })
