@@ -105,12 +105,16 @@ async function readCertificates (files: BrokerTlsFiles): Promise<TlsCertificates
   }
   if (files.clientAuth === true && files.caFile === undefined) throw new ConfigError('TLS: client certificate authentication needs the CA that signs client certificates (--tls-ca)')
   if (files.caFile !== undefined && files.clientAuth !== true) throw new ConfigError('TLS: the CA file is the CA of client certificates and is only used with client certificate authentication (--tls-client-auth)')
-  const [cert, key, ca] = await Promise.all([
+  // read at once, but a failure is reported in this order (certificate, key, CA), not in the order the
+  // reads happen to fail: with two files missing, the message always names the certificate
+  const [cert, key, ca] = await Promise.allSettled([
     read('certificate', files.certFile),
     read('key', files.keyFile),
     files.caFile !== undefined ? read('CA', files.caFile) : Promise.resolve(undefined)
   ])
-  return { cert, key, ca }
+  for (const r of [cert, key, ca]) if (r.status === 'rejected') throw r.reason
+  const value = <T>(r: PromiseSettledResult<T>): T => (r as PromiseFulfilledResult<T>).value
+  return { cert: value(cert), key: value(key), ca: value(ca) }
 }
 
 /** The name of the event store's file in the data directory. */

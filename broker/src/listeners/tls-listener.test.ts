@@ -220,4 +220,14 @@ describe('plain listener on the network [CONN-TLS-3]', () => {
       expect(existsSync(data)).toBe(false)
     }
   })
+
+  it('with the certificate and the key both missing, names the certificate file, every time', async () => {
+    // both are read at once; the one reported must not depend on which read fails first
+    const tls = { certFile: join(dir.path, 'missing.crt'), keyFile: join(dir.path, 'missing.key') }
+    const messages = await Promise.all(Array.from({ length: 500 }, async () => {
+      const err = await startBrokerServer({ site, dataDir: join(dir.path, 'refused-missing'), port: 0, tls }).catch((e: unknown) => e)
+      return err instanceof ConfigError ? err.message.replace(/: ENOENT.*$/, '') : String(err)
+    }))
+    expect(new Set(messages)).toEqual(new Set([`TLS: cannot read the certificate file ${tls.certFile}`]))
+  })
 })
