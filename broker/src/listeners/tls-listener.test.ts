@@ -155,6 +155,44 @@ describe('TLS listener [CONN-TLS-1]', () => {
     expect(await served()).toBe(second)
     expect(await attempt(live.url, caOnly())).toEqual({ online: true })
   })
+
+  it('a reload ends the resumption of TLS sessions made with the old certificate [CONN-TLS-4]', async () => {
+    const { copyFile } = await import('node:fs/promises')
+    const [certFile, keyFile] = [join(dir.path, 'resumed.crt'), join(dir.path, 'resumed.key')]
+    await copyFile(server.certFile, certFile)
+    await copyFile(server.keyFile, keyFile)
+    const b = await broker({ tls: { certFile, keyFile } })
+    const caPem = await readFile(ca.certFile)
+    /**
+     * A TLS connection (resuming `session` if given): the certificate it saw, whether it resumed and,
+     * with `keep`, the session the broker gave it (with TLS 1.3 it comes after the handshake).
+     */
+    const handshake = (session?: Buffer, keep = false): Promise<{ fingerprint: string, reused: boolean, session: Buffer | null }> => new Promise((resolve, reject) => {
+      const s = tlsConnect({ host: '127.0.0.1', port: b.listener.address.port, ca: caPem, ...(session !== undefined ? { session } : {}) })
+      let secure = false
+      let ticket: Buffer | null = null
+      const done = (): void => {
+        if (!secure || (keep && ticket === null)) return
+        resolve({ fingerprint: s.getPeerCertificate().fingerprint256, reused: s.isSessionReused(), session: ticket })
+        s.destroy()
+      }
+      s.once('error', reject)
+      s.once('secureConnect', () => { secure = true; done() })
+      s.once('session', (t: Buffer) => { ticket = t; done() })
+    })
+    const first = await handshake(undefined, true)
+    const saved = first.session as Buffer
+    // resumption works: a client that resumes skips the certificate
+    expect((await handshake(saved)).reused).toBe(true)
+    const renewed = await ca.issueServer('renewed-resumed')
+    await copyFile(renewed.certFile, certFile)
+    await copyFile(renewed.keyFile, keyFile)
+    await b.reloadTls()
+    // after the reload (a renewal after a compromise, say), an old session is not resumed: a full handshake, with the new certificate
+    const after = await handshake(saved)
+    expect(after.reused).toBe(false)
+    expect(after.fingerprint).not.toBe(first.fingerprint)
+  })
 })
 
 describe('TLS handshakes are bounded', () => {

@@ -3,6 +3,7 @@
  * socket, handed to `broker.handle` once the handshake is done. The certificate can be replaced
  * while it runs (`setCertificates`): new connections get the new one, open ones keep theirs.
  */
+import { randomBytes } from 'node:crypto'
 import type { AddressInfo, Socket } from 'node:net'
 import { createSecureContext, createServer, type SecureContextOptions, type TLSSocket } from 'node:tls'
 import { ConfigError, checkCaCertificates, checkInt, silentLogger, withDefaults, type Logger } from '@herald/shared'
@@ -51,7 +52,8 @@ export interface TlsListener extends TcpListener {
   readonly handshaking: number
   /**
    * Serves new connections with these certificates (a renewed certificate, without a restart); open
-   * connections keep theirs. Throws a ConfigError, and keeps the old ones, if they do not load.
+   * connections keep theirs, and TLS sessions made before are not resumed ([CONN-TLS-4]). Throws a
+   * ConfigError, and keeps the old ones, if they do not load.
    */
   setCertificates (certificates: TlsCertificates): void
 }
@@ -132,6 +134,10 @@ export async function listenTls (broker: Pick<Broker, 'handle'>, options: TlsLis
     get handshaking () { return handshaking.size },
     setCertificates (c: TlsCertificates) {
       server.setSecureContext(checkTlsCertificates(c, clientAuth))
+      // [CONN-TLS-4] new session ticket keys (and, with the new context, an empty session cache): a
+      // session made with the old certificate is not resumed, so a client cannot skip the renewed
+      // one (a renewal after a key compromise must not be bypassed by resumption)
+      server.setTicketKeys(randomBytes(48))
     },
     close: () => new Promise<void>((resolve) => {
       server.close(() => { resolve() })
