@@ -2,18 +2,19 @@
  * The gateway against a hand-written device on a real TCP socket, a real broker and a real client:
  * what it acknowledges, what it raises, and what it refuses ([DEV-GW-*], [DEV-ACK-1], [GW-*]).
  */
+import { chmod, mkdir, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { parseGatewayConfig, startGateway } from '@herald/gateway'
 import type { Gateway } from '@herald/gateway'
 import { createTwoLevelServicePersistence } from '@herald/service-endpoint'
 import type { AppendOutcome, ServicePersistence } from '@herald/service-endpoint'
-import type { RaisedEvent } from '@herald/shared'
+import type { Logger, RaisedEvent } from '@herald/shared'
 import { waitFor } from '@herald/shared/testing'
 import { collect } from './support/collect.js'
 import { Harness } from './support/harness.js'
 import { ScriptedDevice } from './support/scripted-device.js'
-import { gatewayYaml } from './support/gateway-yaml.js'
+import { deviceChainYaml, gatewayYaml } from './support/gateway-yaml.js'
 import { freePort } from './support/ports.js'
 
 function configText (brokerUrl: string, data: string, devices: readonly string[]): string {
@@ -290,5 +291,56 @@ describe('gateway commit loop and acknowledgements while not durable', () => {
     await device.acked(1, 4)
     await readings.until(3)
     expect(readings.payloads().map((p) => (p as { n: number }).n)).toEqual([1, 2, 3])
+  })
+})
+
+describe('[FILES-PRIVATE-1] the gateway\'s data directory', () => {
+  let h: Harness
+  afterEach(async () => { await h.close() })
+
+  async function modeOf (path: string): Promise<string> {
+    return `0${((await stat(path)).mode & 0o777).toString(8)}`
+  }
+
+  it('is created 0700 with gateway.db, its -wal and -shm and status.json 0600, whatever the umask lets through', async () => {
+    h = await Harness.create()
+    const old = process.umask(0o022)
+    h.onClose(async () => { process.umask(old) })
+    const brokerUrl = (await h.broker()).url
+    const device = await ScriptedDevice.listen()
+    h.onClose(() => device.close())
+    const data = join(h.dir, 'new', 'gw')
+    const config = await parseGatewayConfig(join(h.dir, 'gateway.yaml'), deviceChainYaml(brokerUrl, data, [device.url], '100ms'))
+    const g = await startGateway(config)
+    h.onClose(() => g.close())
+    await device.connected()
+    device.hello('TH-9', 1, { boot: 1, seq: 1 })
+    device.send(device.state(1, 1, {}))
+    await device.acked(1, 1)
+    await waitFor(async () => stat(join(data, 'status.json')).then(() => true, () => false), 'status.json')
+    expect(await modeOf(data)).toBe('0700')
+    for (const f of ['gateway.db', 'gateway.db-wal', 'gateway.db-shm', 'status.json']) {
+      expect([f, await modeOf(join(data, f))]).toEqual([f, '0600'])
+    }
+  })
+
+  it('an existing directory open to others is left as it is, with a warning; gateway.db in it is made 0600', async () => {
+    h = await Harness.create()
+    const brokerUrl = (await h.broker()).url
+    const device = await ScriptedDevice.listen()
+    h.onClose(() => device.close())
+    const data = join(h.dir, 'shared-gw')
+    await mkdir(data)
+    await chmod(data, 0o755)
+    const first = await startGateway(await parseGatewayConfig(join(h.dir, 'gateway.yaml'), deviceChainYaml(brokerUrl, data, [device.url], '10s')))
+    await first.close()
+    await chmod(join(data, 'gateway.db'), 0o644) // as an older gateway left it
+    const warnings: string[] = []
+    const logger: Logger = { debug () {}, info () {}, error () {}, warn (_o, msg) { warnings.push(msg ?? '') } }
+    const g = await startGateway(await parseGatewayConfig(join(h.dir, 'gateway.yaml'), deviceChainYaml(brokerUrl, data, [device.url], '10s')), { logger })
+    h.onClose(() => g.close())
+    expect(await modeOf(data)).toBe('0755')
+    expect(warnings.filter((w) => w.includes('open to other users'))).toHaveLength(1)
+    expect(await modeOf(join(data, 'gateway.db'))).toBe('0600')
   })
 })

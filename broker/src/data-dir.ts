@@ -10,15 +10,15 @@
  * every POSIX lock this is meant for a local file system; on a network file system it is only as
  * good as that system's locking.
  */
-import { chmod, mkdir, open, stat } from 'node:fs/promises'
+import { mkdir, stat } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import Database from 'better-sqlite3'
-import { ConfigError, ErrorCode, type Logger } from '@herald/shared'
+import { ConfigError, ErrorCode, PRIVATE_DIR_MODE, PRIVATE_FILE_MODE, ensurePrivateFile, tightenIfPresent, type Logger } from '@herald/shared'
 
 /** Permissions of the data directory the broker creates: its owner only. */
-export const DATA_DIR_MODE = 0o700
+export const DATA_DIR_MODE = PRIVATE_DIR_MODE
 /** Permissions of every file the broker keeps there (events.db, -wal, -shm, broker.lock). */
-export const DATA_FILE_MODE = 0o600
+export const DATA_FILE_MODE = PRIVATE_FILE_MODE
 /** The lock file's name inside the data directory. */
 export const LOCK_FILE = 'broker.lock'
 
@@ -26,28 +26,6 @@ export const LOCK_FILE = 'broker.lock'
 export interface DataDirLock {
   readonly dir: string
   release (): void
-}
-
-/**
- * Creates `path` with DATA_FILE_MODE if missing, and sets that mode if it exists: SQLite itself
- * creates files 0644, and gives the -wal and -shm files it makes the database file's permissions.
- */
-export async function ensurePrivateFile (path: string): Promise<void> {
-  const handle = await open(path, 'a', DATA_FILE_MODE)
-  try {
-    await handle.chmod(DATA_FILE_MODE)
-  } finally {
-    await handle.close()
-  }
-}
-
-/** Sets DATA_FILE_MODE on `path` if it exists. */
-async function tightenIfPresent (path: string): Promise<void> {
-  try {
-    await chmod(path, DATA_FILE_MODE)
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
-  }
 }
 
 /**

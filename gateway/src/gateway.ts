@@ -6,11 +6,11 @@
  * report from a new one ([DEV-GW-1]). So every report the mapping turns into events is raised
  * exactly once, through line faults, device reboots and gateway restarts.
  */
-import { mkdir, rename, writeFile } from 'node:fs/promises'
+import { rename, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { formatPos, parsePos } from '@herald/device-protocol'
 import type { DataFrame, FramePos, HelloFrame } from '@herald/device-protocol'
-import { TypedEmitter, silentLogger, systemClock, toHeraldError } from '@herald/shared'
+import { PRIVATE_FILE_MODE, TypedEmitter, ensurePrivateDir, silentLogger, systemClock, toHeraldError } from '@herald/shared'
 import type { Clock, HeraldError, Logger } from '@herald/shared'
 import { ServiceEndpoint, createTwoLevelServicePersistence } from '@herald/service-endpoint'
 import type { RaiseItem, ServicePersistence, ServiceStatus } from '@herald/service-endpoint'
@@ -533,19 +533,20 @@ export class Gateway extends TypedEmitter<GatewayEvents> {
     await this.#writeStatusFile(s).catch((err: unknown) => { this.#logger.warn({ err: (err as Error).message }, 'could not write status.json') })
   }
 
-  /** Writes `status.json` in the data directory, atomically (write, then rename). */
+  /** Writes `status.json` in the data directory, atomically (write, then rename), 0600 [FILES-PRIVATE-1]. */
   async #writeStatusFile (s: GatewayStatus): Promise<void> {
     const path = join(this.config.dataDir, 'status.json')
     const { lastError, ...service } = s.service
     const doc = { ...s, service: { ...service, lastError: lastError === null ? null : `${lastError.code}: ${lastError.message}` } }
-    await writeFile(`${path}.tmp`, `${JSON.stringify(doc, null, 2)}\n`)
+    await rm(`${path}.tmp`, { force: true }) // one a crash left: writeFile's mode applies to a new file only
+    await writeFile(`${path}.tmp`, `${JSON.stringify(doc, null, 2)}\n`, { mode: PRIVATE_FILE_MODE })
     await rename(`${path}.tmp`, path)
   }
 }
 
-/** Opens the data directory and persistence, then starts the gateway. */
+/** Opens the data directory (created 0700) and persistence (gateway.db, 0600), then starts the gateway. */
 export async function startGateway (config: GatewayConfig, options: GatewayOptions = {}): Promise<Gateway> {
-  await mkdir(config.dataDir, { recursive: true })
+  await ensurePrivateDir(config.dataDir, 'gateway data directory', options.logger ?? silentLogger) // [FILES-PRIVATE-1]
   const persistence = options.persistence ?? await createTwoLevelServicePersistence({
     path: join(config.dataDir, 'gateway.db'),
     memoryCapacityBytes: config.persistence.memoryCapacityBytes,

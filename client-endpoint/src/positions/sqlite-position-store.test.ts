@@ -1,4 +1,4 @@
-import { existsSync, readFileSync } from 'node:fs'
+import { chmodSync, existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import Database from 'better-sqlite3'
 import { describe, it, expect } from 'vitest'
@@ -79,6 +79,31 @@ describe('SqlitePositionStore', () => {
     expect(db.prepare('SELECT COUNT(*) AS n FROM effects').get()).toEqual({ n: 1 })
     db.close()
     await dir.remove()
+  })
+
+  it('[FILES-PRIVATE-1] creates its file and -wal 0600 under umask 022, and makes an existing file 0600', async () => {
+    const dir = await tempDir()
+    const modes = (): string[] => readdirSync(dir.path).sort().map((n) => `${n} 0${(statSync(join(dir.path, n)).mode & 0o777).toString(8)}`)
+    const old = process.umask(0o022)
+    try {
+      const path = join(dir.path, 'positions.db')
+      const store = new SqlitePositionStore({ database: path })
+      store.commit('a', 3)
+      // locking_mode EXCLUSIVE keeps the WAL index in memory: no -shm file
+      expect(modes()).toEqual(['positions.db 0600', 'positions.db-wal 0600'])
+      store.close()
+      // as an older version left it: the file and an (empty) -wal readable by all
+      chmodSync(path, 0o644)
+      writeFileSync(`${path}-wal`, '', { mode: 0o644 })
+      const again = new SqlitePositionStore({ database: path })
+      expect(again.get('a')).toEqual({ position: 3, started: null })
+      again.commit('a', 4)
+      expect(modes()).toEqual(['positions.db 0600', 'positions.db-wal 0600'])
+      again.close()
+    } finally {
+      process.umask(old)
+      await dir.remove()
+    }
   })
 
   it('refuses a file that is not SQLite, naming it', async () => {

@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs'
 import { uptime } from 'node:os'
 import Database from 'better-sqlite3'
-import { PersistenceError, ConfigError } from '@herald/shared'
+import { PersistenceError, ConfigError, ensurePrivateSqliteFileSync } from '@herald/shared'
 import type { PositionStore, SubscriptionPosition } from './position-store.js'
 
 /** What a SqlitePositionStore survives ([CLI-POS-3], [CLI-POS-5]). */
@@ -90,6 +90,7 @@ export class SqlitePositionStore implements PositionStore {
     if (typeof bootId !== 'string' || bootId.length === 0 || bootId.length > 200) throw new ConfigError('SqlitePositionStore: option "bootId" must be a string of 1 to 200 characters')
     try {
       if (typeof options.database === 'string') {
+        ensurePrivateSqliteFileSync(options.database) // [FILES-PRIVATE-1] 0600 before SQLite creates -wal/-shm from its mode
         this.db = new Database(options.database)
         this.db.pragma('locking_mode = EXCLUSIVE')
         this.db.pragma('page_size = 512') // a new file only; an existing one keeps its page size

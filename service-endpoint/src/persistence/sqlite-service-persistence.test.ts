@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { join } from 'node:path'
-import { writeFile } from 'node:fs/promises'
+import { chmod, readdir, stat, writeFile } from 'node:fs/promises'
 import { createInterface } from 'node:readline'
 import { afterEach, describe, expect, it } from 'vitest'
 import Database from 'better-sqlite3'
@@ -39,6 +39,35 @@ describe('SqliteServicePersistence', () => {
     expect((err as PersistenceError).message).toContain(path)
     return err as PersistenceError
   }
+
+  /** Each file in `dir` with its permissions, e.g. `p.db 0600`. */
+  async function modes (dir: string): Promise<string[]> {
+    const names = (await readdir(dir)).sort()
+    return Promise.all(names.map(async (n) => `${n} 0${((await stat(join(dir, n))).mode & 0o777).toString(8)}`))
+  }
+
+  it('[FILES-PRIVATE-1] creates the file, its -wal and -shm 0600 under umask 022, and makes an existing file 0600', async () => {
+    const old = process.umask(0o022)
+    try {
+      await withDir(async (dir) => {
+        const path = join(dir, 'p.db')
+        const p = await createSqliteServicePersistence({ path })
+        await p.append([sizedEvent(1, 100)])
+        expect(await modes(dir)).toEqual(['p.db 0600', 'p.db-shm 0600', 'p.db-wal 0600'])
+        await p.close()
+        // as an older version left it: the file and an (empty) -wal readable by all
+        await chmod(path, 0o644)
+        await writeFile(`${path}-wal`, '', { mode: 0o644 })
+        const q = await createSqliteServicePersistence({ path })
+        expect((await q.read(0, 10)).map((e) => e.seq)).toEqual([1])
+        await q.append([sizedEvent(2, 100)])
+        expect(await modes(dir)).toEqual(['p.db 0600', 'p.db-shm 0600', 'p.db-wal 0600'])
+        await q.close()
+      })
+    } finally {
+      process.umask(old)
+    }
+  })
 
   it('rejects appends with PERSISTENCE_FAILED when the disk is full, keeping its counters true to the file', async () => {
     await withDir(async (dir) => {

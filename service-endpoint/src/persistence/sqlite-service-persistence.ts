@@ -30,7 +30,7 @@
 import { randomUUID } from 'node:crypto'
 import { createRequire } from 'node:module'
 import Database from 'better-sqlite3'
-import { CATEGORY_BY_CODE, CATEGORY_CODE, ClosedError, ConfigError, ErrorCode, HeraldError, PersistenceError, RequestError, WalCheckpointer, eventSize, silentLogger, withDefaults } from '@herald/shared'
+import { CATEGORY_BY_CODE, CATEGORY_CODE, ClosedError, ConfigError, ErrorCode, HeraldError, PersistenceError, RequestError, WalCheckpointer, ensurePrivateSqliteFileSync, eventSize, silentLogger, withDefaults } from '@herald/shared'
 import type { Logger, PayloadKind, RaisedEvent } from '@herald/shared'
 import { capacityExceeded, checkAppend } from './event-ring.js'
 import { MarkTable, checkMarks } from './mark-table.js'
@@ -157,7 +157,7 @@ function failure (what: string, err: unknown): PersistenceError {
 }
 
 /**
- * Opens (creating if needed) the service persistence file at `options.path`. Rejects with a
+ * Opens (creating if needed, 0600) the service persistence file at `options.path`. Rejects with a
  * PersistenceError naming the path if the file is not a Herald service persistence file, is of
  * another schema version, or is damaged; with a ConfigError if an option is wrong.
  */
@@ -165,6 +165,7 @@ export async function createSqliteServicePersistence (options: SqliteServicePers
   const opts = checkOptions(options)
   let db: Database.Database | undefined
   try {
+    ensurePrivateSqliteFileSync(opts.path) // [FILES-PRIVATE-1] 0600 before SQLite creates -wal/-shm from its mode
     db = new Database(opts.path)
     return new SqliteServicePersistence(db, opts)
   } catch (err) {

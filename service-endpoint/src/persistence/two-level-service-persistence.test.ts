@@ -1,5 +1,5 @@
 import { join } from 'node:path'
-import { writeFile } from 'node:fs/promises'
+import { readdir, stat, writeFile } from 'node:fs/promises'
 import { describe, expect, it } from 'vitest'
 import { ErrorCode, HeraldError, PersistenceError, eventSize } from '@herald/shared'
 import type { RaisedEvent } from '@herald/shared'
@@ -169,6 +169,22 @@ describe('TwoLevelServicePersistence', () => {
       expect(seqsOf(await p.read(0, 10))).toEqual([1])
       await p.close()
     })
+  })
+
+  it('[FILES-PRIVATE-1] keeps its file, -wal and -shm 0600 under umask 022', async () => {
+    const old = process.umask(0o022)
+    try {
+      await withDir(async (dir) => {
+        const p = await createTwoLevelServicePersistence({ path: join(dir, 'p.db') })
+        await p.append([sizedEvent(1, 100)])
+        const names = (await readdir(dir)).sort()
+        const modes = await Promise.all(names.map(async (n) => `${n} 0${((await stat(join(dir, n))).mode & 0o777).toString(8)}`))
+        expect(modes).toEqual(['p.db 0600', 'p.db-shm 0600', 'p.db-wal 0600'])
+        await p.close()
+      })
+    } finally {
+      process.umask(old)
+    }
   })
 
   it('serves a backlog larger than memory in order, refilling memory from the file', async () => {
