@@ -122,18 +122,33 @@ describe('power loss at the client machine', { timeout: 300_000 }, () => {
     const out: Outcome = { lost: 0, silent: 0, flagged: 0, rollbacks: [] }
     let before = new Set<string>()
     let runs = 0
-    for (const [i, , flag] of all) {
+    // for a failure: which run (and boot) handled each event first, and every silent redelivery
+    const firstRun = new Map<string, number>()
+    const firstAt = new Map<string, string>()
+    const boots: string[] = []
+    const silent: string[] = []
+    for (const [i, position, flag, started] of all) {
       if (i === 'run') {
         // a new run: the one before it ended in a cut (all but the first)
         if (++runs > 1) out.rollbacks.push(0)
+        boots.push(`${position} from ${flag} started ${started}`)
         before = new Set(seen)
         continue
       }
       if (flag === '1') out.flagged++
-      if (seen.has(i!) && flag !== '1') out.silent++
+      if (seen.has(i!) && flag !== '1') {
+        out.silent++
+        const r = firstRun.get(i!)!
+        if (silent.length < 20) silent.push(`event ${i} at ${position} in run ${runs - 1} (${boots[runs - 1]}), first handled at ${firstAt.get(i!)} in run ${r} (${boots[r]})`)
+      }
       if (before.has(i!)) out.rollbacks[out.rollbacks.length - 1]!++
+      if (!firstRun.has(i!)) {
+        firstRun.set(i!, runs - 1)
+        firstAt.set(i!, position!)
+      }
       seen.add(i!)
     }
+    if (silent.length > 0) console.log(`silent redeliveries (runs: ${boots.map((b, k) => `${k} ${b}`).join(', ')}):\n${silent.join('\n')}`)
     for (let i = 0; i < N; i++) if (!seen.has(String(i))) out.lost++
     console.log(`power cuts, ${durability}, start ${start}: ${JSON.stringify(out)}, ${all.length} handler calls`)
     return out

@@ -14,6 +14,7 @@ import { PayloadKind, decodeRequest, encodeControl, encodeEvents } from '@herald
 import type { Request, StoredEvent } from '@herald/shared'
 import { tempDir, waitFor } from '@herald/shared/testing'
 import { ClientEndpoint } from './client-endpoint.js'
+import { SqlitePositionStore } from './positions/sqlite-position-store.js'
 import type { HeraldEvent } from './herald-event.js'
 
 /** A broker that answers CONNECT and SUBSCRIBE, records REQUEST frames, and sends what the test says. */
@@ -185,5 +186,36 @@ describe('ClientEndpoint handler loop: several EVENTS frames in one network read
     await waitFor(() => broker.acked(sub) === 12, 'the ack of position 12')
     expect(handled).toEqual(range(12))
     expect(errors).toEqual([])
+  })
+
+  it('[CLI-REDELIVER-1] a range flagged from an earlier run stays flagged in the next run when the handler catches up in the middle of it', async () => {
+    // a crash (or, after a power loss, the reservation) left position 0 with started 10: events 1..10
+    // may have been handled. This run handles 1..3, its queue runs empty (one commit), and it dies.
+    const dir = await tempDir('herald-loop-')
+    closers.push(() => dir.remove())
+    const file = join(dir.path, 'positions.db')
+    const before = new SqlitePositionStore({ database: file, bootId: 'b' })
+    before.advance('readings', 0, 10)
+    before.close()
+    const runs: HeraldEvent[][] = []
+    for (const [from, to] of [[1, 3], [4, 12]] as const) {
+      const broker = await ScriptedBroker.listen()
+      const positions = new SqlitePositionStore({ database: file, bootId: 'b' }) // the same boot: a process crash
+      const client = new ClientEndpoint({ url: broker.url, clientName: 'loop-test', positions }).start()
+      const handled: HeraldEvent[] = []
+      runs.push(handled)
+      await client.subscribe('readings', {}, (e) => { handled.push(e) })
+      const sub = broker.subOf('readings')
+      broker.send([encodeEvents(sub, 3, Array.from({ length: to - from + 1 }, (_, i) => stored(from + i)))])
+      await handledAll(() => handled.length, to - from + 1)
+      await waitFor(() => broker.acked(sub) === to, `the ack of position ${to}`)
+      await client.close()
+      positions.close()
+      await broker.close()
+    }
+    expect(runs.map((r) => r.map((e) => [e.position, e.redelivered]))).toEqual([
+      [[1, true], [2, true], [3, true]],
+      [[4, true], [5, true], [6, true], [7, true], [8, true], [9, true], [10, true], [11, false], [12, false]]
+    ])
   })
 })

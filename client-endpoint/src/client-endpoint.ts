@@ -377,6 +377,14 @@ export class ClientEndpoint extends TypedEmitter<ClientEndpointEvents> {
       sub.committed = position
       this.scheduleAck(sub)
     }
+    // [CLI-REDELIVER-1] a commit inside a range flagged from an earlier run keeps the range's end as
+    // the started mark: a crash before the range is passed flags the rest of it again (a plain commit
+    // clears the mark, and the next run would get those events unflagged)
+    const commitNow = (position: number): void => {
+      if (sub.crashStarted !== null && sub.crashStarted > position) sub.positions.advance(sub.key, position, sub.crashStarted)
+      else sub.positions.commit(sub.key, position)
+      commit(position)
+    }
     try {
       for (let item = sub.take(); item !== undefined && !sub.closed; item = sub.take()) {
         const e = item.event
@@ -429,16 +437,10 @@ export class ClientEndpoint extends TypedEmitter<ClientEndpointEvents> {
         if (redelivered) sub.redelivered++
         if (sub.transaction !== null) commit(e.position)
         else if (sub.pending > 0) pending = e.position
-        else {
-          sub.positions.commit(sub.key, e.position)
-          commit(e.position)
-        }
+        else commitNow(e.position)
       }
     } finally {
-      if (pending !== null) {
-        sub.positions.commit(sub.key, pending)
-        commit(pending)
-      }
+      if (pending !== null) commitNow(pending)
     }
   }
 
