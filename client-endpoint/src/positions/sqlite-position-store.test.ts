@@ -137,6 +137,22 @@ describe('SqlitePositionStore', () => {
     await dir.remove()
   })
 
+  it('[CLI-POS-6] every reservation writes a WAL frame (so its commit syncs), even one of the value already recorded', async () => {
+    // a process killed before its reservation was synced leaves that value in the file; the next
+    // process reserves the same one: it must sync too, or it hands over events with nothing durable
+    const dir = await tempDir()
+    const path = join(dir.path, 'positions.db')
+    const store = new SqlitePositionStore({ database: path, bootId: 'x' })
+    store.advance('a', 4, 5)
+    store.reserve('a', 250)
+    const wal = (): number => statSync(`${path}-wal`).size
+    const before = wal()
+    store.reserve('a', 250)
+    expect(wal()).toBeGreaterThan(before)
+    store.close()
+    await dir.remove()
+  })
+
   it('opens a positions file from before reservations, keeping its positions', async () => {
     const dir = await tempDir()
     const path = join(dir.path, 'old.db')

@@ -101,15 +101,19 @@ export class SqlitePositionStore implements PositionStore {
         this.db = options.database
         this.owned = false
       }
-      this.db.exec(`CREATE TABLE IF NOT EXISTS ${table} (key TEXT PRIMARY KEY, position INTEGER NOT NULL, started INTEGER, reserved INTEGER) WITHOUT ROWID`)
+      this.db.exec(`CREATE TABLE IF NOT EXISTS ${table} (key TEXT PRIMARY KEY, position INTEGER NOT NULL, started INTEGER, reserved INTEGER, reservations INTEGER) WITHOUT ROWID`)
       const columns = (this.db.pragma(`table_info(${table})`) as Array<{ name: string }>).map((c) => c.name)
       if (!columns.includes('reserved')) this.db.exec(`ALTER TABLE ${table} ADD COLUMN reserved INTEGER`) // a file from before [CLI-POS-5]
+      if (!columns.includes('reservations')) this.db.exec(`ALTER TABLE ${table} ADD COLUMN reservations INTEGER`) // a file from before [CLI-POS-6]
       this.db.exec(`CREATE TABLE IF NOT EXISTS ${table}_boot (id INTEGER PRIMARY KEY CHECK (id = 1), boot TEXT NOT NULL)`)
       this.getStmt = this.db.prepare(`SELECT position, started FROM ${table} WHERE key = ?`)
       this.startStmt = this.db.prepare(`INSERT INTO ${table} (key, position, started) VALUES (?, 0, ?) ON CONFLICT(key) DO UPDATE SET started = excluded.started`)
       this.commitStmt = this.db.prepare(`INSERT INTO ${table} (key, position, started) VALUES (?, ?, NULL) ON CONFLICT(key) DO UPDATE SET position = excluded.position, started = NULL`)
       this.advanceStmt = this.db.prepare(`INSERT INTO ${table} (key, position, started) VALUES (?, ?, ?) ON CONFLICT(key) DO UPDATE SET position = excluded.position, started = excluded.started`)
-      this.reserveStmt = this.db.prepare(`INSERT INTO ${table} (key, position, reserved) VALUES (?, 0, ?) ON CONFLICT(key) DO UPDATE SET reserved = excluded.reserved`)
+      // [CLI-POS-6] the count changes the row on every reservation: SQLite writes nothing (and so
+      // syncs nothing) for an update that leaves the page as it was, e.g. the same reservation as
+      // one a killed process wrote but had not synced yet
+      this.reserveStmt = this.db.prepare(`INSERT INTO ${table} (key, position, reserved, reservations) VALUES (?, 0, ?, 1) ON CONFLICT(key) DO UPDATE SET reserved = excluded.reserved, reservations = coalesce(reservations, 0) + 1`)
       const recorded = this.db.prepare(`SELECT boot FROM ${table}_boot WHERE id = 1`).pluck().get() as string | undefined
       if (recorded !== bootId) {
         // [CLI-POS-5] a new boot: the writes after the last fsync may be lost, so every reserved
@@ -143,7 +147,10 @@ export class SqlitePositionStore implements PositionStore {
     this.advanceStmt.run(key, committed, started)
   }
 
-  /** [CLI-POS-5] With `durability: 'power-loss'`: one commit with fsync. With `'process-crash'`: nothing. */
+  /**
+   * [CLI-POS-5] With `durability: 'power-loss'`: one commit with fsync, always, even for the value
+   * already recorded ([CLI-POS-6]). With `'process-crash'`: nothing.
+   */
   reserve (key: string, upTo: number): void {
     if (this.durability !== PositionDurability.POWER_LOSS) return
     this.durably(() => { this.reserveStmt.run(key, upTo) })
