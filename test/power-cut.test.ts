@@ -12,7 +12,7 @@ import { describe, it, expect, afterAll, afterEach, beforeAll } from 'vitest'
 import { MemoryPositionStore } from '@herald/client-endpoint'
 import type { ServiceEndpoint } from '@herald/service-endpoint'
 import { ConfigError, ManualClock } from '@herald/shared'
-import { waitFor } from '@herald/shared/testing'
+import { seededRandom, waitFor } from '@herald/shared/testing'
 import { Harness } from './support/harness.js'
 import { PowerCutDir, buildPowerCutLibrary } from './support/power-cut.js'
 import type { Proc } from './support/processes.js'
@@ -22,18 +22,6 @@ const N = 4000
 /** Interruptions per test: power cuts, and in the power-loss tests every third a plain SIGKILL (same boot). */
 const CUTS = 6
 const WINDOW = 250
-
-/** A small seeded generator (mulberry32), so a failing run can be repeated. */
-function random (seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 interface Outcome {
   /** Events 0..N-1 never handled. */
@@ -79,7 +67,7 @@ describe('power loss at the client machine', { timeout: 300_000 }, () => {
     const dir = new PowerCutDir(join(h.dir, 'client'), library)
     mkdirSync(dir.path, { recursive: true })
     const log = join(h.dir, 'effects.log')
-    const rnd = random(seed)
+    const rnd = seededRandom(seed)
     const lines = (): string[][] => existsSync(log) ? readFileSync(log, 'utf8').split('\n').filter(Boolean).map((l) => l.split(' ')) : []
     let producer: Promise<void> | null = null
     let stopped = false

@@ -8,22 +8,11 @@ import type { AckFrame, Control, Request, UpFrame } from './codec.js'
 import { ErrorCode, ProtocolError } from './errors.js'
 import { PayloadKind } from './event.js'
 import type { RaisedEvent, StoredEvent, UpEvent } from './event.js'
+import { seededRandom } from './testing/index.js'
 
 const MAX = Number.MAX_SAFE_INTEGER
 const ALL_BYTES = Buffer.from(Array.from({ length: 256 }, (_, i) => i))
 const json = (v: unknown): Buffer => Buffer.from(JSON.stringify(v), 'utf8')
-
-/** A tiny deterministic PRNG (mulberry32): the same seed gives the same buffers on every run. */
-function mulberry32 (seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 /** Runs `fn` and returns the error it threw, failing the test if it returned. */
 function thrown (fn: () => unknown): unknown {
@@ -499,7 +488,7 @@ describe('codec fuzz', () => {
   afterAll(() => { Error.stackTraceLimit = savedLimit })
 
   it('100,000 seeded random buffers through each decoder throw only MALFORMED_FRAME ProtocolErrors', () => {
-    const rand = mulberry32(0x4e524c44)
+    const rand = seededRandom(0x4e524c44)
     const failures: string[] = []
     const counts = { ok: 0, refused: 0 }
     for (let i = 0; i < 100_000; i++) {
@@ -517,7 +506,7 @@ describe('codec fuzz', () => {
   })
 
   it('30,000 seeded mutations of the fixtures throw only MALFORMED_FRAME ProtocolErrors', () => {
-    const rand = mulberry32(12345)
+    const rand = seededRandom(12345)
     const failures: string[] = []
     const counts = { ok: 0, refused: 0 }
     for (let i = 0; i < 30_000; i++) {

@@ -18,4 +18,18 @@ export async function tempDir (prefix = 'herald-'): Promise<{ path: string, remo
   const path = await mkdtemp(join(tmpdir(), prefix))
   return { path, remove: () => rm(path, { recursive: true, force: true }) }
 }
+/**
+ * A small seeded PRNG (mulberry32): uniform numbers in [0, 1), the same sequence for the same seed,
+ * so a failing random test can be repeated from its seed.
+ */
+export function seededRandom (seed: number): () => number {
+  let a = seed >>> 0
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0
+    let t = a
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+}
 export * from './certificates.js'
