@@ -21,6 +21,15 @@ export default tseslint.config(
     }
   },
   {
+    // [ARCH-PURE-1] @herald/protocol is browser-safe: relative imports only (no Node built-ins, no
+    // npm packages); its tsconfig has no Node types, so Buffer or setImmediate fail its build too
+    files: ['protocol/src/**/*.ts'],
+    ignores: ['protocol/src/**/*.test.ts'],
+    rules: {
+      'no-restricted-imports': ['error', { patterns: [{ regex: '^[^.]', message: '@herald/protocol is browser-safe: only relative imports (Node-only code belongs in @herald/node-runtime)' }] }]
+    }
+  },
+  {
     files: ['**/*.js', '**/*.mjs'],
     ...tseslint.configs.disableTypeChecked,
     languageOptions: { ...tseslint.configs.disableTypeChecked.languageOptions, globals: globals.node }

@@ -12,8 +12,10 @@ import { describe, it, expect, afterEach } from 'vitest'
 import { startBrokerServer } from '@herald/broker'
 import { ClientEndpoint } from '@herald/client-endpoint'
 import { ServiceEndpoint } from '@herald/service-endpoint'
-import { clientClientId, clientKey, clientMessageTopic, clientRequestTopic, decodeEvents, encodeRequest, eventsOfService, FrameType, parseSite, type Logger } from '@herald/shared'
-import { tempDir, waitFor } from '@herald/shared/testing'
+import { clientClientId, clientKey, clientMessageTopic, clientRequestTopic, decodeEvents, encodeRequest, eventsOfService, FrameType, type Logger } from '@herald/protocol'
+import { parseSite } from '@herald/node-runtime'
+import { waitFor } from '@herald/protocol/testing'
+import { tempDir } from '@herald/node-runtime/testing'
 import mqtt from 'mqtt-packet'
 import { startBrokerProcess, startFixture, type Proc } from './support/processes.js'
 
@@ -76,7 +78,7 @@ async function rawClient (port: number, clientName: string, subs: number): Promi
   socket.pause()
   for (let i = 1; i <= subs; i++) {
     const req = encodeRequest({ op: 'sub', sub: i, event: 'feed', services: null, position: 0, start: 'all', window: 10_000 })
-    socket.write(mqtt.generate({ cmd: 'publish', topic: clientRequestTopic(key), payload: req, qos: 0, retain: false, dup: false }))
+    socket.write(mqtt.generate({ cmd: 'publish', topic: clientRequestTopic(key), payload: Buffer.from(req), qos: 0, retain: false, dup: false }))
   }
   return c
 }

@@ -5,12 +5,9 @@
 import mqtt, { type MqttClient } from 'mqtt'
 import { describe, it, expect, afterEach } from 'vitest'
 import type { ServiceEndpoint } from '@herald/service-endpoint'
-import type { HeraldError} from '@herald/shared';
-import {
-  AuthError, ErrorCode, RequestError, decodeAck, decodeControl, encodeUp, serviceAckTopic, serviceUpTopic,
-  clientMessageTopic, clientRequestTopic, PayloadKind, type AckFrame
-} from '@herald/shared'
-import { waitFor } from '@herald/shared/testing'
+import { type HeraldError, AuthError, ErrorCode, RequestError, decodeAck, decodeControl, encodeUp, serviceAckTopic, serviceUpTopic, clientMessageTopic, clientRequestTopic, PayloadKind, type AckFrame } from '@herald/protocol'
+;
+import { waitFor } from '@herald/protocol/testing'
 import { collect } from './support/collect.js'
 import { Harness } from './support/harness.js'
 import { SECRETS } from './support/site.js'
@@ -124,7 +121,7 @@ describe('typed errors, and the rest keeps working', () => {
     expect(bad.error?.code).toBe(ErrorCode.MALFORMED_FRAME)
     // the same connection then uploads a good frame
     const good = encodeUp({ instance: 'raw-1', after: 0, events: [{ seq: 1, name: 'readings', category: 'queueing', raisedAt: Date.now(), age: 0, isNull: false, recipient: null, payloadKind: PayloadKind.json, payload: Buffer.from('{"raw":true}') }] })
-    svc.c.publish(serviceUpTopic('svc-b'), good)
+    svc.c.publish(serviceUpTopic('svc-b'), Buffer.from(good))
     await waitFor(() => svc.frames.length >= 2, 'a second ACK frame')
     expect(decodeAck(svc.frames[1] as Buffer)).toMatchObject({ instance: 'raw-1', acked: 1, error: null })
     await c.until(1)

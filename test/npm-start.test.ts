@@ -5,7 +5,8 @@
 import { spawn } from 'node:child_process'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
-import { tempDir, waitFor } from '@herald/shared/testing'
+import { waitFor } from '@herald/protocol/testing'
+import { tempDir } from '@herald/node-runtime/testing'
 import { Proc } from './support/processes.js'
 
 const ROOT = join(import.meta.dirname, '..')

@@ -1,8 +1,8 @@
 /** [SVC-PERSIST-FAIL-1] The gateway's SQLite level fails mid-stream: the endpoint says so and loses nothing it holds. */
 import { describe, it, expect, afterEach } from 'vitest'
 import { MemoryServicePersistence } from '@herald/service-endpoint'
-import { ErrorCode, type PersistenceError } from '@herald/shared'
-import { waitFor } from '@herald/shared/testing'
+import { ErrorCode, type PersistenceError } from '@herald/protocol'
+import { waitFor } from '@herald/protocol/testing'
 import { collect } from './support/collect.js'
 import { Harness } from './support/harness.js'
 import { freePort } from './support/ports.js'

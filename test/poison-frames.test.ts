@@ -8,11 +8,8 @@ import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { MemoryEventStore, createBroker, listenTcp, startBrokerServer, type BrokerServer } from '@herald/broker'
 import { ServiceEndpoint, type ServicePersistence } from '@herald/service-endpoint'
-import {
-  ConfigError, ErrorCode, PayloadKind, decodeAck, encodeUp, eventsOfService, serviceAckTopic, serviceUpTopic,
-  type Logger, type UpEvent
-} from '@herald/shared'
-import { waitFor } from '@herald/shared/testing'
+import { ConfigError, ErrorCode, PayloadKind, decodeAck, encodeUp, eventsOfService, serviceAckTopic, serviceUpTopic, type Logger, type UpEvent } from '@herald/protocol'
+import { waitFor } from '@herald/protocol/testing'
 import { collect } from './support/collect.js'
 import { Harness } from './support/harness.js'
 import { SECRETS, testSite } from './support/site.js'
@@ -59,7 +56,7 @@ describe('poison UP frames are answered MALFORMED_FRAME and the connection stays
     const svc = await rawService(server.url)
     h.onClose(() => svc.c.endAsync())
     // the same poison frame three times, as a service that resends would
-    for (let i = 0; i < 3; i++) svc.c.publish(serviceUpTopic('svc-b'), encodeUp({ instance: '', after: 0, events: [event(1, Buffer.from('{"poison":true}'))] }))
+    for (let i = 0; i < 3; i++) svc.c.publish(serviceUpTopic('svc-b'), Buffer.from(encodeUp({ instance: '', after: 0, events: [event(1, Buffer.from('{"poison":true}'))] })))
     await waitFor(() => svc.acks.length >= 3, 'three ACK frames')
     for (const a of svc.acks) {
       expect(decodeAck(a)).toMatchObject({ instance: '', acked: 0, error: { code: ErrorCode.MALFORMED_FRAME, message: 'UP frame: the persistence instance is empty' } })
@@ -68,7 +65,7 @@ describe('poison UP frames are answered MALFORMED_FRAME and the connection stays
     expect(server.broker.store.count()).toBe(0)
     expect(log.lines.filter((l) => l.level === 'error')).toEqual([])
     // the connection was never dropped and goes on serving
-    svc.c.publish(serviceUpTopic('svc-b'), encodeUp({ instance: 'raw-1', after: 0, events: [event(1, Buffer.from('{"good":true}'))] }))
+    svc.c.publish(serviceUpTopic('svc-b'), Buffer.from(encodeUp({ instance: 'raw-1', after: 0, events: [event(1, Buffer.from('{"good":true}'))] })))
     await waitFor(() => svc.acks.length >= 4, 'a fourth ACK frame')
     expect(decodeAck(svc.acks[3] as Buffer)).toMatchObject({ instance: 'raw-1', acked: 1, error: null })
     await c.until(1)
@@ -88,7 +85,7 @@ describe('poison UP frames are answered MALFORMED_FRAME and the connection stays
       Buffer.from([0x22, 0xc0, 0xaf, 0x22]) // an overlong "/"
     ]
     const events = [event(1, Buffer.from('"before"')), ...cases.map((p, i) => event(i + 2, p)), event(cases.length + 2, Buffer.from('"after ✓"'))]
-    svc.c.publish(serviceUpTopic('svc-b'), encodeUp({ instance: 'raw-utf8', after: 0, events }))
+    svc.c.publish(serviceUpTopic('svc-b'), Buffer.from(encodeUp({ instance: 'raw-utf8', after: 0, events })))
     await waitFor(() => svc.acks.length >= 1, 'an ACK frame')
     const ack = decodeAck(svc.acks[0] as Buffer)
     expect(ack.error).toBeNull()
@@ -98,7 +95,7 @@ describe('poison UP frames are answered MALFORMED_FRAME and the connection stays
     expect(c.payloads()).toEqual(['before', 'after ✓'])
     expect(server.broker.store.count()).toBe(2)
     // bytes payloads are any bytes
-    svc.c.publish(serviceUpTopic('svc-b'), encodeUp({ instance: 'raw-utf8', after: cases.length + 2, events: [event(cases.length + 3, Buffer.from([0xff, 0xfe]), { payloadKind: PayloadKind.bytes })] }))
+    svc.c.publish(serviceUpTopic('svc-b'), Buffer.from(encodeUp({ instance: 'raw-utf8', after: cases.length + 2, events: [event(cases.length + 3, Buffer.from([0xff, 0xfe]), { payloadKind: PayloadKind.bytes })] })))
     await c.until(3)
     expect(c.payloads()[2]).toEqual(Buffer.from([0xff, 0xfe]))
   })
@@ -140,12 +137,12 @@ describe('a store that refuses a batch the uplink accepted', () => {
     const url = `mqtt://127.0.0.1:${listener.address.port}`
     const svc = await rawService(url)
     h.onClose(() => svc.c.endAsync())
-    svc.c.publish(serviceUpTopic('svc-b'), encodeUp({ instance: 'raw-2', after: 0, events: [event(1, Buffer.from('21'), { name: 'temperature', category: 'replacing' })] }))
+    svc.c.publish(serviceUpTopic('svc-b'), Buffer.from(encodeUp({ instance: 'raw-2', after: 0, events: [event(1, Buffer.from('21'), { name: 'temperature', category: 'replacing' })] })))
     await waitFor(() => svc.acks.length >= 1, 'an ACK frame')
     expect(decodeAck(svc.acks[0] as Buffer)).toMatchObject({ instance: 'raw-2', acked: 0, error: { code: ErrorCode.MALFORMED_FRAME } })
     expect(log.lines.filter((l) => l.msg === 'event store append failed')).toEqual([])
     // the frame was forgotten: the same seq is accepted again once it is valid
-    svc.c.publish(serviceUpTopic('svc-b'), encodeUp({ instance: 'raw-2', after: 0, events: [event(1, Buffer.from('1'))] }))
+    svc.c.publish(serviceUpTopic('svc-b'), Buffer.from(encodeUp({ instance: 'raw-2', after: 0, events: [event(1, Buffer.from('1'))] })))
     await waitFor(() => svc.acks.length >= 2, 'a second ACK frame')
     expect(decodeAck(svc.acks[1] as Buffer)).toMatchObject({ instance: 'raw-2', acked: 1, error: null })
     expect(store.count()).toBe(1)

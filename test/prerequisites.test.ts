@@ -6,7 +6,7 @@ import { spawn } from 'node:child_process'
 import { chmod, mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
-import { tempDir } from '@herald/shared/testing'
+import { tempDir } from '@herald/node-runtime/testing'
 import { PREREQUISITES, missingPrerequisites, prerequisitesMessage } from './support/prerequisites.mjs'
 
 const ROOT = join(import.meta.dirname, '..')

@@ -2,7 +2,7 @@
 import { join } from 'node:path'
 import { describe, it, expect, afterEach } from 'vitest'
 import { SqlitePositionStore } from '@herald/client-endpoint'
-import { AuthError, ErrorCode } from '@herald/shared'
+import { AuthError, ErrorCode } from '@herald/protocol'
 import { collect } from './support/collect.js'
 import { Harness } from './support/harness.js'
 

@@ -1,8 +1,8 @@
 /** Proof 5: lifetime expiry, max-size push-out, replacing and null events, through the client API. */
 import { describe, it, expect, afterEach } from 'vitest'
-import { ManualClock, eventsOfService, type Clock, type StoredEvent } from '@herald/shared'
+import { ManualClock, eventsOfService, systemClock, type Clock, type StoredEvent } from '@herald/protocol'
 import { MemoryEventStore, createBroker, listenTcp, type BrokerServer, type EventStore } from '@herald/broker'
-import { waitFor } from '@herald/shared/testing'
+import { waitFor } from '@herald/protocol/testing'
 import { collect } from './support/collect.js'
 import { Harness } from './support/harness.js'
 import { testSite } from './support/site.js'
@@ -220,7 +220,7 @@ describe('lifetime from the raise, at every hop [STORE-EXPIRE-1]', () => {
     h = await Harness.create()
     const broker = await h.broker()
     for (const skew of [6 * HOUR, -6 * HOUR]) {
-      const skewed: Clock = { now: () => Date.now() + skew, monotonic: () => performance.now() }
+      const skewed: Clock = { ...systemClock, now: () => Date.now() + skew }
       const svc = await h.service(broker.url, 'svc-a', { clock: skewed, memoryOnly: true })
       const before = Date.now()
       const r = await svc.raise('short-lived', { skew })

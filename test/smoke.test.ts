@@ -1,6 +1,6 @@
 import { describe, it, expect, afterEach } from 'vitest'
 import type { HeraldEvent } from '@herald/client-endpoint'
-import { waitFor } from '@herald/shared/testing'
+import { waitFor } from '@herald/protocol/testing'
 import { Harness } from './support/harness.js'
 
 describe('the whole chain in one process', () => {

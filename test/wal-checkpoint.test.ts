@@ -7,11 +7,12 @@ import { createRequire } from 'node:module'
 import { join } from 'node:path'
 import Database from 'better-sqlite3'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
-import { Category, PayloadKind, WAL_CHECKPOINTER_DEFAULTS, WalCheckpointer } from '@herald/shared'
-import { tempDir, waitFor } from '@herald/shared/testing'
+import { Category, PayloadKind, type RaisedEvent } from '@herald/protocol'
+import { WAL_CHECKPOINTER_DEFAULTS, WalCheckpointer } from '@herald/node-runtime'
+import { waitFor } from '@herald/protocol/testing'
+import { tempDir } from '@herald/node-runtime/testing'
 import { createSqliteEventStore } from '@herald/broker'
 import { createSqliteServicePersistence } from '@herald/service-endpoint'
-import type { RaisedEvent } from '@herald/shared'
 
 const DRIVER = createRequire(import.meta.url).resolve('better-sqlite3')
 

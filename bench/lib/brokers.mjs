@@ -6,7 +6,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createConnection } from 'node:net'
-import { HashedSecret } from '@herald/shared'
+import { HashedSecret } from '@herald/node-runtime'
 import { BenchError, Child, freePort, nodeChild } from './proc.mjs'
 
 export const ROOT = new URL('../..', import.meta.url).pathname

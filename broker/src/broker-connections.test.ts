@@ -3,8 +3,9 @@
  * real broker over real TCP sockets, each test connection from its own 127.x.y.z source address.
  */
 import { afterEach, describe, expect, it } from 'vitest'
-import { clientMessageTopic, clientRequestTopic, encodeRequest, parseSite, type Logger, type Site } from '@herald/shared'
-import { waitFor } from '@herald/shared/testing'
+import { clientMessageTopic, clientRequestTopic, encodeRequest, type Logger, type Site } from '@herald/protocol'
+import { parseSite } from '@herald/node-runtime'
+import { waitFor } from '@herald/protocol/testing'
 import { createBroker, type Broker, type BrokerOptions } from './broker.js'
 import { MemoryEventStore } from './event-store/memory-event-store.js'
 import { listenTcp, type TcpListener } from './listeners/tcp-listener.js'
@@ -159,7 +160,7 @@ describe('broker connection limits', () => {
     const h = await guest(port, '127.0.8.1', 'kiosk')
     h.c.send({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: clientMessageTopic('~guest/kiosk'), qos: 0 }] })
     await waitFor(() => h.c.packets.some((p) => p.cmd === 'suback'), 'suback')
-    h.c.send({ cmd: 'publish', topic: clientRequestTopic('~guest/kiosk'), payload: frame, qos: 0, retain: false, dup: false })
+    h.c.send({ cmd: 'publish', topic: clientRequestTopic('~guest/kiosk'), payload: Buffer.from(frame), qos: 0, retain: false, dup: false })
     await waitFor(() => h.c.packets.some((p) => p.cmd === 'publish'), 'the subscription answered')
   })
 

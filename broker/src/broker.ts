@@ -5,10 +5,7 @@
 import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { Aedes, type Client } from 'aedes'
-import {
-  AuthError, ConfigError, ErrorCode, checkInt, clientMessageTopic, clientRequestTopic, serviceAckTopic, serviceUpTopic,
-  silentLogger, systemClock, withDefaults, type Clock, type Logger, type Site
-} from '@herald/shared'
+import { AuthError, ConfigError, ErrorCode, checkInt, clientMessageTopic, clientRequestTopic, serviceAckTopic, serviceUpTopic, silentLogger, systemClock, withDefaults, type Clock, type Logger, type Site } from '@herald/protocol'
 import { ConnectionAdmission, type AdmissionRefusal, type Admitted } from './auth/connection-admission.js'
 import { LoginThrottle, addressKey, type LoginStats } from './auth/login-throttle.js'
 import { authenticate, type Principal } from './auth/principal.js'

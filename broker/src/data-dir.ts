@@ -13,7 +13,8 @@
 import { mkdir, stat } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import Database from 'better-sqlite3'
-import { ConfigError, ErrorCode, PRIVATE_DIR_MODE, PRIVATE_FILE_MODE, ensurePrivateFile, tightenIfPresent, type Logger } from '@herald/shared'
+import { ConfigError, ErrorCode, type Logger } from '@herald/protocol'
+import { PRIVATE_DIR_MODE, PRIVATE_FILE_MODE, ensurePrivateFile, tightenIfPresent } from '@herald/node-runtime'
 
 /** Permissions of the data directory the broker creates: its owner only. */
 export const DATA_DIR_MODE = PRIVATE_DIR_MODE

@@ -4,7 +4,7 @@
  * store (`EventStore.counters()`) and shown in `stats()`; this reports what changed since the last
  * report in one log line per interval, never one per event or per commit.
  */
-import type { Logger } from '@herald/shared'
+import type { Logger } from '@herald/protocol'
 import type { EventCounters, EventStore } from './event-store/event-store.js'
 
 /** What one report logs per event name: the counters' growth since the last report. */

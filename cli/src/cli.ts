@@ -4,7 +4,7 @@
  * own package); only the commands read the environment and create loggers.
  */
 import { Command } from 'commander'
-import { HeraldError } from '@herald/shared'
+import { HeraldError } from '@herald/protocol'
 import { gatewayCommand } from '@herald/gateway'
 import { simCommand } from '@herald/firmware-sim'
 import { brokerCommand, hashSecretCommand } from './commands/broker.js'

@@ -10,9 +10,9 @@ import Database from 'better-sqlite3'
 import mqttPacket from 'mqtt-packet'
 import type { Packet } from 'mqtt-packet'
 import { afterEach, describe, expect, it } from 'vitest'
-import { PayloadKind, decodeRequest, encodeControl, encodeEvents } from '@herald/shared'
-import type { Request, StoredEvent } from '@herald/shared'
-import { tempDir, waitFor } from '@herald/shared/testing'
+import { PayloadKind, decodeRequest, encodeControl, encodeEvents, type Request, type StoredEvent } from '@herald/protocol'
+import { waitFor } from '@herald/protocol/testing'
+import { tempDir } from '@herald/node-runtime/testing'
 import { ClientEndpoint } from './client-endpoint.js'
 import { SqlitePositionStore } from './positions/sqlite-position-store.js'
 import type { HeraldEvent } from './herald-event.js'
@@ -65,10 +65,10 @@ class ScriptedBroker {
   }
 
   /** Sends frames to the client's reply topic, as PUBLISH packets in ONE socket write. */
-  send (frames: readonly Buffer[]): void {
+  send (frames: readonly Uint8Array[]): void {
     const socket = this.#socket
     if (socket === null) throw new Error('no client connected')
-    socket.write(Buffer.concat(frames.map((payload) => mqttPacket.generate({ cmd: 'publish', topic: this.#replyTopic, payload, qos: 0, dup: false, retain: false }))))
+    socket.write(Buffer.concat(frames.map((payload) => mqttPacket.generate({ cmd: 'publish', topic: this.#replyTopic, payload: Buffer.from(payload), qos: 0, dup: false, retain: false }))))
   }
 
   /** The wire id of the subscription to `event`. */
@@ -109,7 +109,7 @@ function stored (position: number): StoredEvent {
 }
 
 /** `frames` EVENTS frames of `perFrame` events each, positions from 1 on. */
-function eventsFrames (sub: number, frames: number, perFrame: number): Buffer[] {
+function eventsFrames (sub: number, frames: number, perFrame: number): Uint8Array[] {
   return Array.from({ length: frames }, (_, f) => encodeEvents(sub, 3, Array.from({ length: perFrame }, (_, i) => stored(f * perFrame + i + 1))))
 }
 

@@ -4,12 +4,8 @@
  * `redelivered`, after a crash between handler and commit; exactly once in transactional mode).
  */
 import type Database from 'better-sqlite3'
-import {
-  AuthError, ClosedError, ConfigError, ErrorCode, FrameType, HeraldError, Link, RequestError, TypedEmitter,
-  assertName, checkBrokerConnection, backoffDelay, checkInt, clientClientId, clientKey, clientMessageTopic, clientRequestTopic,
-  decodeControl, decodeEvents, encodeRequest, errorFromWire, frameType, isValidName, silentLogger, systemClock, toHeraldError, withDefaults, StatusFeed,
-  type Clock, type TlsClientOptions, type Logger, type Widened, type StartFrom
-} from '@herald/shared'
+import { AuthError, ClosedError, ConfigError, ErrorCode, FrameType, HeraldError, Link, RequestError, TypedEmitter, assertName, backoffDelay, checkInt, clientClientId, clientKey, clientMessageTopic, clientRequestTopic, decodeControl, decodeEvents, encodeRequest, errorFromWire, frameType, isValidName, silentLogger, systemClock, toHeraldError, withDefaults, StatusFeed, type Clock, type Logger, type Transport, type Widened, type StartFrom } from '@herald/protocol'
+import { checkBrokerConnection, mqttTransport, type TlsClientOptions } from '@herald/node-runtime'
 import { ClientSubscription, type EventHandler } from './client-subscription.js'
 import { toHeraldEvent, type HeraldEvent } from './herald-event.js'
 import { MemoryPositionStore } from './positions/memory-position-store.js'
@@ -49,7 +45,15 @@ export interface ClientEndpointOptions {
    * Default 1,000.
    */
   readonly positionSyncMs?: number
+  /**
+   * How to reach the broker. Default: MQTT over TCP, TLS or WebSocket (by the URL) with `tls`.
+   * Tests give a memory transport.
+   */
+  readonly transport?: Transport
+  /** Time and timers. Default: the system clock. */
   readonly clock?: Clock
+  /** Uniform numbers in [0, 1) for the reconnect backoff's jitter. Default Math.random. */
+  readonly random?: () => number
   readonly logger?: Logger
 }
 
@@ -143,7 +147,7 @@ export class ClientEndpoint extends TypedEmitter<ClientEndpointEvents> {
     assertName(options.clientName, 'ClientEndpoint: clientName')
     if (options.user !== undefined) assertName(options.user, 'ClientEndpoint: user')
     if (options.user !== undefined && typeof options.password !== 'string') throw new ConfigError('ClientEndpoint: option "password" is required with "user"')
-    const { url: _u, tls: _t, clientName: _n, user: _us, password: _p, positions: _pos, clock: _c, logger: _l, ...numeric } = options
+    const { url: _u, tls: _t, clientName: _n, user: _us, password: _p, positions: _pos, transport: _tr, clock: _c, random: _r, logger: _l, ...numeric } = options
     this.opts = withDefaults('ClientEndpoint', CLIENT_ENDPOINT_DEFAULTS, numeric)
     checkInt('ClientEndpoint', 'window', this.opts.window, 1, 100_000)
     checkInt('ClientEndpoint', 'positionSyncMs', this.opts.positionSyncMs, 0, 3_600_000)
@@ -153,8 +157,10 @@ export class ClientEndpoint extends TypedEmitter<ClientEndpointEvents> {
     this.key = clientKey(options.user ?? null, options.clientName)
     this.reqTopic = clientRequestTopic(this.key)
     this.link = new Link({
+      transport: options.transport ?? mqttTransport(options.tls),
+      clock: this.clock,
+      random: options.random,
       url: options.url,
-      tls: options.tls,
       clientId: clientClientId(this.key),
       username: options.user,
       password: options.password,
@@ -283,7 +289,7 @@ export class ClientEndpoint extends TypedEmitter<ClientEndpointEvents> {
     }
   }
 
-  private onFrame (payload: Buffer): void {
+  private onFrame (payload: Uint8Array): void {
     try {
       const type = frameType(payload)
       if (type === FrameType.EVENTS) {
@@ -329,7 +335,7 @@ export class ClientEndpoint extends TypedEmitter<ClientEndpointEvents> {
           sub.wireId = 0
           if (error.code === ErrorCode.PERSISTENCE_FAILED) {
             // the broker could not read: try again after a while
-            setTimeout(() => { if (!sub.closed) this.resubscribe(sub) }, this.opts.retryInitialMs * 10).unref()
+            this.clock.setTimer(() => { if (!sub.closed && !this.closed) this.resubscribe(sub) }, this.opts.retryInitialMs * 10)
             return
           }
           sub.closed = true
@@ -427,7 +433,7 @@ export class ClientEndpoint extends TypedEmitter<ClientEndpointEvents> {
             // [CLI-RETRY-1] never skipped: reported and retried with backoff
             if (this.listenerCount('handlerError') > 0) this.emit('handlerError', { key: sub.key, event, error, attempt, retryInMs })
             else this.logger.warn({ key: sub.key, position: e.position, err: error, attempt }, 'handler failed; retrying')
-            await new Promise((resolve) => setTimeout(resolve, retryInMs))
+            await new Promise<void>((resolve) => { this.clock.setTimer(resolve, retryInMs) })
             if (sub.closed || this.closed) return
             redelivered = sub.transaction === null
           }
@@ -461,7 +467,7 @@ export class ClientEndpoint extends TypedEmitter<ClientEndpointEvents> {
     sub.ackDue = true
     if (this.ackScheduled) return
     this.ackScheduled = true
-    setImmediate(() => {
+    this.clock.defer(() => {
       this.ackScheduled = false
       for (const s of this.subs.values()) {
         if (!s.ackDue) continue

@@ -1,6 +1,6 @@
 /** One subscription of a client endpoint: its filters, its queue of received events, its handler loop. */
 import type Database from 'better-sqlite3'
-import type { StartFrom, StoredEvent } from '@herald/shared'
+import type { StartFrom, StoredEvent } from '@herald/protocol'
 import type { HeraldEvent } from './herald-event.js'
 import type { PositionStore } from './positions/position-store.js'
 

@@ -1,5 +1,5 @@
 /** The event a client handler receives ([CLI-EVENT-1]). */
-import { decodePayload, eventId, type Category, type Payload, type StoredEvent } from '@herald/shared'
+import { decodePayload, eventId, type Category, type Payload, type StoredEvent } from '@herald/protocol'
 
 export interface HeraldEvent {
   /** Unique id assigned when raised: `<persistence instance>-<seq>`. */

@@ -3,10 +3,8 @@
  * frames, asks for a HELLO when needed ([DEV-SESSION-1], [DEV-GW-4]) and sends what the gateway
  * decides (ACK, SYNC). What frames mean is the gateway's business (`PortHost`).
  */
-import { FrameDecoder, encodeFrame, isDataFrame } from '@herald/device-protocol'
-import type { DataFrame, DecoderStats, DeviceFrame, FramePos, HelloFrame } from '@herald/device-protocol'
-import { backoffDelay, silentLogger, systemClock } from '@herald/shared'
-import type { Clock, Logger } from '@herald/shared'
+import { FrameDecoder, encodeFrame, isDataFrame, type DataFrame, type DecoderStats, type DeviceFrame, type FramePos, type HelloFrame } from '@herald/device-protocol'
+import { backoffDelay, silentLogger, systemClock, type Clock, type Logger } from '@herald/protocol'
 import type { DeviceConfig, LineTiming } from './config/gateway-config.js'
 import { createDeviceLine } from './lines/device-line.js'
 import type { DeviceLine } from './lines/device-line.js'

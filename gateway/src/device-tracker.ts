@@ -3,8 +3,7 @@
  * ([DEV-GW-1]..[DEV-GW-3] in docs/device-protocol.md). Sans-I/O: the gateway feeds it HELLOs and
  * data frames and tells it what became durable.
  */
-import { comparePos } from '@herald/device-protocol'
-import type { FramePos as Pos } from '@herald/device-protocol'
+import { comparePos, type FramePos as Pos } from '@herald/device-protocol'
 
 function samePos (a: Pos | null, b: Pos | null): boolean {
   return a === null || b === null ? a === b : a.boot === b.boot && a.seq === b.seq

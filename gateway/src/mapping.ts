@@ -8,7 +8,7 @@
  * exactly-once.
  */
 import type { DataFrame } from '@herald/device-protocol'
-import type { JsonValue } from '@herald/shared'
+import type { JsonValue } from '@herald/protocol'
 
 /** Data frame types a rule can match. */
 export type DataFrameType = DataFrame['type']

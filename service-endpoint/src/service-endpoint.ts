@@ -2,13 +2,8 @@
  * ServiceEndpoint: raises events on a device gateway, online or offline, keeps them in service
  * persistence until the broker has durably acknowledged them, and uploads them in order.
  */
-import {
-  AuthError, ClosedError, ConfigError, ErrorCode, HeraldError, Link, NULL_PAYLOAD, PayloadKind, RequestError, TypedEmitter,
-  assertName, checkBrokerConnection, checkInt, decodeAck, encodePayload, encodeUp, errorFromWire, eventId, serviceAckTopic, serviceClientId,
-  serviceUpTopic, silentLogger, systemClock, toHeraldError, withDefaults, StatusFeed,
-  type Category, type Clock, type TlsClientOptions, type Logger, type Payload, type RaisedEvent, type Widened
-} from '@herald/shared'
-import type { PersistenceError } from '@herald/shared'
+import { AuthError, ClosedError, ConfigError, ErrorCode, HeraldError, NULL_PAYLOAD, PayloadKind, RequestError, TypedEmitter, Link, assertName, checkInt, decodeAck, encodePayload, encodeUp, errorFromWire, eventId, serviceAckTopic, serviceClientId, serviceUpTopic, silentLogger, systemClock, toHeraldError, utf8Length, withDefaults, StatusFeed, type Category, type Clock, type Logger, type TimerHandle, type Transport, type Payload, type RaisedEvent, type Widened, type PersistenceError } from '@herald/protocol'
+import { checkBrokerConnection, mqttTransport, type TlsClientOptions } from '@herald/node-runtime'
 import { MemoryServicePersistence } from './persistence/memory-service-persistence.js'
 import type { AppendOutcome, ServicePersistence } from './persistence/service-persistence.js'
 import { BacklogSender } from './uplink/backlog-sender.js'
@@ -53,7 +48,15 @@ export interface ServiceEndpointOptions {
   readonly ackTimeoutMs?: number
   /** MQTT keepalive in seconds. Default 30. */
   readonly keepaliveSec?: number
+  /**
+   * How to reach the broker. Default: MQTT over TCP, TLS or WebSocket (by the URL) with `tls`.
+   * Tests give a memory transport.
+   */
+  readonly transport?: Transport
+  /** Time and timers. Default: the system clock. */
   readonly clock?: Clock
+  /** Uniform numbers in [0, 1) for the reconnect backoff's jitter. Default Math.random. */
+  readonly random?: () => number
   readonly logger?: Logger
 }
 
@@ -182,7 +185,7 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
   /** The code of the credentials refusal last reported, until the next time online ([CONN-AUTH-2]). */
   private refusalReported: string | null = null
   private closed = false
-  private ackTimer: NodeJS.Timeout | null = null
+  private ackTimer: TimerHandle | null = null
   /** When the acknowledgements last moved on (or the link came up), on the monotonic clock. */
   private lastAckProgress = 0
   private readonly drainWaiters: Array<() => void> = []
@@ -199,7 +202,7 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
     checkBrokerConnection('ServiceEndpoint', options.url, options.tls)
     if (typeof options.secret !== 'string') throw new ConfigError('ServiceEndpoint: option "secret" must be a string')
     if (!Array.isArray(options.events) || options.events.length === 0) throw new ConfigError('ServiceEndpoint: option "events" must list the events this service raises')
-    const { url: _u, tls: _t, serviceId: _s, secret: _x, events: _e, persistence: _p, clock: _c, logger: _l, ...numeric } = options
+    const { url: _u, tls: _t, serviceId: _s, secret: _x, events: _e, persistence: _p, transport: _tr, clock: _c, random: _r, logger: _l, ...numeric } = options
     this.opts = withDefaults('ServiceEndpoint', SERVICE_ENDPOINT_DEFAULTS, numeric)
     checkInt('ServiceEndpoint', 'window', this.opts.window, 1, 100_000)
     checkInt('ServiceEndpoint', 'maxEventsPerFrame', this.opts.maxEventsPerFrame, 1, 10_000)
@@ -222,7 +225,7 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
     this.persistence = options.persistence ?? new MemoryServicePersistence()
     const instance: unknown = this.persistence.instance
     // [SVC-MALFORMED-2] the broker refuses frames without an instance: refuse the persistence here, not in a resend loop
-    if (typeof instance !== 'string' || instance === '' || Buffer.byteLength(instance) > 256) {
+    if (typeof instance !== 'string' || instance === '' || utf8Length(instance) > 256) {
       throw new ConfigError('ServiceEndpoint: persistence.instance must be a non-empty string of at most 256 bytes (it names every event it raised, [EVT-ID-1])')
     }
     this.seq = this.persistence.lastSeq()
@@ -251,8 +254,10 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
       onError: (err) => { this.reportError(err) }
     }, this.opts.window, this.opts.maxEventsPerFrame, this.opts.maxFrameBytes, this.opts.maxInflightBytes)
     this.link = new Link({
+      transport: options.transport ?? mqttTransport(options.tls),
+      clock: this.clock,
+      random: options.random,
       url: options.url,
-      tls: options.tls,
       clientId: serviceClientId(this.serviceId),
       username: this.serviceId,
       password: options.secret,
@@ -290,9 +295,18 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
   start (): this {
     this.checkOpen()
     this.link.start()
-    this.ackTimer = setInterval(() => { this.checkAckTimeout() }, Math.min(1000, this.opts.ackTimeoutMs))
-    this.ackTimer.unref()
+    this.scheduleAckCheck()
     return this
+  }
+
+  /** Checks for a stalled acknowledgement (ackTimeoutMs) every second (or ackTimeoutMs, if shorter). */
+  private scheduleAckCheck (): void {
+    this.ackTimer = this.clock.setTimer(() => {
+      this.ackTimer = null
+      if (this.closed) return
+      this.checkAckTimeout()
+      this.scheduleAckCheck()
+    }, Math.min(1000, this.opts.ackTimeoutMs))
   }
 
   /** Raises a replacing or queueing event. Resolves when the event is durable in persistence. */
@@ -382,7 +396,7 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
   private checkBacklogWaiters (): void {
     if (this.ackWaiters.length === 0 || this.backlogCheckDue) return
     this.backlogCheckDue = true
-    setImmediate(() => {
+    this.clock.defer(() => {
       this.backlogCheckDue = false
       if (this.closed || this.ackWaiters.length === 0) return
       this.persistence.read(0, 1).then((oldest) => {
@@ -530,7 +544,7 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
     return this.sender.readHorizon
   }
 
-  private onFrame (payload: Buffer): void {
+  private onFrame (payload: Uint8Array): void {
     let ack
     try {
       ack = decodeAck(payload)
@@ -671,7 +685,7 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
   private checkDrained (): void {
     if (this.drainWaiters.length === 0) return
     // acknowledge() in persistence is asynchronous: look again after it ran
-    setImmediate(() => {
+    this.clock.defer(() => {
       if (this.persistence.stats().count !== 0) return
       for (const w of this.drainWaiters.splice(0)) w()
     })
@@ -711,7 +725,7 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
   async close (): Promise<void> {
     if (this.closed) return
     this.closed = true
-    if (this.ackTimer !== null) clearInterval(this.ackTimer)
+    this.ackTimer?.cancel()
     await this.link.close()
     for (const w of this.ackWaiters.splice(0)) w.reject(new ClosedError('ServiceEndpoint closed before the broker acknowledged'))
     this.state = 'closed'

@@ -1,6 +1,6 @@
 /** Collecting what a subscription delivers, and waiting for it. */
 import type { ClientEndpoint, HeraldEvent, SubscribeOptions } from '@herald/client-endpoint'
-import { waitFor } from '@herald/shared/testing'
+import { waitFor } from '@herald/protocol/testing'
 
 export interface Collected {
   readonly events: HeraldEvent[]

@@ -3,8 +3,8 @@ import { join } from 'node:path'
 import { startBrokerServer, type BrokerServer, type BrokerServerOptions } from '@herald/broker'
 import { ClientEndpoint, SqlitePositionStore, type ClientEndpointOptions } from '@herald/client-endpoint'
 import { ServiceEndpoint, createTwoLevelServicePersistence, type ServiceEndpointOptions, type TwoLevelServicePersistenceOptions } from '@herald/service-endpoint'
-import { eventsOfService, type Clock } from '@herald/shared'
-import { tempDir } from '@herald/shared/testing'
+import { eventsOfService, type Clock } from '@herald/protocol'
+import { tempDir } from '@herald/node-runtime/testing'
 import { SECRETS, testSite } from './site.js'
 
 /** Collects what a test creates and closes it all. */

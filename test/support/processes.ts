@@ -6,7 +6,7 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
-import { TimeoutError } from '@herald/shared'
+import { TimeoutError } from '@herald/protocol'
 import { TEST_SITE_DOC } from './site.js'
 
 const ROOT = join(import.meta.dirname, '..', '..')

@@ -6,7 +6,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { join } from 'node:path'
-import { waitFor } from '@herald/shared/testing'
+import { waitFor } from '@herald/protocol/testing'
 
 export class PtyPair {
   readonly deviceEnd: string

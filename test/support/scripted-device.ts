@@ -4,9 +4,8 @@
  */
 import { createServer } from 'node:net'
 import type { Server, Socket } from 'node:net'
-import { FrameDecoder, encodeFrame } from '@herald/device-protocol'
-import type { DeviceFrame, FramePos } from '@herald/device-protocol'
-import { waitFor } from '@herald/shared/testing'
+import { FrameDecoder, encodeFrame, type DeviceFrame, type FramePos } from '@herald/device-protocol'
+import { waitFor } from '@herald/protocol/testing'
 
 export class ScriptedDevice {
   readonly received: DeviceFrame[] = []

@@ -1,5 +1,6 @@
 /** The site every cross-package test runs on, and credentials to match. */
-import { parseSite, type Site } from '@herald/shared'
+import { type Site } from '@herald/protocol'
+import { parseSite } from '@herald/node-runtime'
 
 export const SECRETS = {
   'svc-a': 'svc-a-secret',

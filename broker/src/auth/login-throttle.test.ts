@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { ConfigError, ManualClock } from '@herald/shared'
+import { ConfigError, ManualClock } from '@herald/protocol'
 import { LoginThrottle, addressKey, type LoginThrottleOptions } from './login-throttle.js'
 
 /** A check the test resolves by hand, recording that it ran. */

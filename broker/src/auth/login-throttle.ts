@@ -19,7 +19,7 @@
  * Memory is bounded: at most `maxTrackedKeys` addresses, names and trusted pairs each, the least
  * recently seen dropped first.
  */
-import { ConfigError, checkInt, type Clock, withDefaults } from '@herald/shared'
+import { ConfigError, checkInt, type Clock, withDefaults } from '@herald/protocol'
 
 /** Options of a LoginThrottle; defaults in LOGIN_THROTTLE_DEFAULTS. */
 export interface LoginThrottleOptions {

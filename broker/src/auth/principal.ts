@@ -2,7 +2,7 @@
  * Who is on a connection ([CONN-ID-1], [CONN-ID-2]), decided once at connect from the MQTT client id,
  * user name and password, and checked against the site.
  */
-import { GUEST_PRINCIPAL, isValidName, AuthError, ErrorCode, type ServiceDefinition, type Site, type UserDefinition } from '@herald/shared'
+import { GUEST_PRINCIPAL, isValidName, AuthError, ErrorCode, type ServiceDefinition, type Site, type UserDefinition } from '@herald/protocol'
 
 /** A service endpoint: client id `s/<serviceId>`, user name = service id, password = its secret. */
 export interface ServicePrincipal {

@@ -75,7 +75,7 @@ export class ConnectionWriter {
   }
 
   /** Writes one frame as a PUBLISH on the reply topic. */
-  write (frame: Buffer): void {
+  write (frame: Uint8Array): void {
     const s = this.stream
     if (s.destroyed || !s.writable || !this.subscribed()) return
     s.cork()

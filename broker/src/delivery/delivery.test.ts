@@ -1,6 +1,7 @@
 import { describe, it, expect } from 'vitest'
-import { ManualClock, parseSite, decodeControl, encodeRequest, decodeEvents, FrameType, PayloadKind, silentLogger, type Control, type Site, type StoredEvent } from '@herald/shared'
-import { waitFor } from '@herald/shared/testing'
+import { ManualClock, decodeControl, encodeRequest, decodeEvents, FrameType, PayloadKind, silentLogger, type Control, type Site, type StoredEvent } from '@herald/protocol'
+import { parseSite } from '@herald/node-runtime'
+import { waitFor } from '@herald/protocol/testing'
 import { MemoryEventStore } from '../event-store/memory-event-store.js'
 import type { ReadQuery } from '../event-store/event-store.js'
 import { Delivery } from './delivery.js'
@@ -27,7 +28,7 @@ describe('Delivery', () => {
     const site = await parseSite({ events: [{ name: 'log', category: 'queueing' }], users: [{ name: 'u', password: 'password-1' }] })
     const store = new FlakyStore({ limitsOf: (n) => site.events.get(n) })
     await store.append({ serviceId: 's', instance: 'i', events: [{ seq: 1, name: 'log', category: 'queueing', raisedAt: 1, isNull: false, recipient: null, payloadKind: PayloadKind.json, payload: Buffer.from('1') }], handledUpTo: 1, receivedAt: 1 })
-    const frames: Buffer[] = []
+    const frames: Uint8Array[] = []
     const delivery = new Delivery({
       site, store, clock: new ManualClock(2), logger: silentLogger,
       limits: LIMITS
@@ -73,8 +74,8 @@ describe('Delivery back-pressure ([CLI-BACKPRESSURE-1], [CLI-GUEST-1])', () => {
   }
 
   /** An output that records frames and is blocked while `blocked` is set. */
-  function output (): { write: (f: Buffer) => void, blocked: boolean, frames: Buffer[], positions: (sub: number) => number[], controls: () => Control[] } {
-    const frames: Buffer[] = []
+  function output (): { write: (f: Uint8Array) => void, blocked: boolean, frames: Uint8Array[], positions: (sub: number) => number[], controls: () => Control[] } {
+    const frames: Uint8Array[] = []
     return {
       frames,
       blocked: false,
@@ -84,7 +85,7 @@ describe('Delivery back-pressure ([CLI-BACKPRESSURE-1], [CLI-GUEST-1])', () => {
     }
   }
 
-  const subReq = (sub: number, window = 100): Buffer => encodeRequest({ op: 'sub', sub, event: 'log', services: null, position: 0, start: 'all', window })
+  const subReq = (sub: number, window = 100): Uint8Array => encodeRequest({ op: 'sub', sub, event: 'log', services: null, position: 0, start: 'all', window })
   const range = (from: number, to: number): number[] => Array.from({ length: to - from + 1 }, (_, i) => from + i)
 
   it('reads nothing for a blocked connection, also when events are stored meanwhile, and sends them all in order once it drained', async () => {

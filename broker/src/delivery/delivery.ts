@@ -9,10 +9,7 @@
  * drains or an ack frees budget; events stored meanwhile stay in the store, not in memory. Reads
  * are bounded too: at most `maxConcurrentReads` at once, each of at most one frame's bytes.
  */
-import {
-  decodeRequest, encodeControl, encodeEvents, ErrorCode, frameChunks, isValidName, mayReceive,
-  type Clock, type Control, type Logger, type Request, type Site, type StoredEvent
-} from '@herald/shared'
+import { decodeRequest, encodeControl, encodeEvents, ErrorCode, frameChunks, isValidName, mayReceive, type Clock, type Control, type Logger, type Request, type Site, type StoredEvent } from '@herald/protocol'
 import type { ClientPrincipal } from '../auth/principal.js'
 import type { EventStore } from '../event-store/event-store.js'
 import { Subscription } from './subscription.js'
@@ -43,7 +40,7 @@ export interface DeliveryLimits {
 
 /** Where a session's frames go: its connection. */
 export interface SessionOutput {
-  write (frame: Buffer): void
+  write (frame: Uint8Array): void
   /** True while the connection holds more unsent bytes than its bound: no EVENTS frames until `drained()`. */
   readonly blocked: boolean
 }
@@ -136,7 +133,7 @@ export class Delivery {
   }
 
   /** Handles a REQUEST frame from a client. */
-  handleRequest (session: ClientSession, payload: Buffer): void {
+  handleRequest (session: ClientSession, payload: Uint8Array): void {
     if (session.closed) return
     let req: Request
     try {

@@ -1,5 +1,5 @@
 /** One client subscription at the broker: its cursor, its in-flight window, its filters. */
-import type { EventDefinition, StoredEvent } from '@herald/shared'
+import type { EventDefinition, StoredEvent } from '@herald/protocol'
 
 export class Subscription {
   /** Position of the last event sent to the client. */

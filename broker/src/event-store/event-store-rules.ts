@@ -3,8 +3,7 @@
  * and a query the same way. Internal to the broker: the event-store folder, and the uplink, which runs
  * checkBatch before it accepts a frame so that a batch the store would refuse never reaches it.
  */
-import { Category, ErrorCode, RequestError } from '@herald/shared'
-import type { StoredEvent } from '@herald/shared'
+import { Category, ErrorCode, RequestError, type StoredEvent } from '@herald/protocol'
 import { emptyEventCounters, type AppendBatch, type ArrivingEvent, type EventCounters, type LimitsOf, type QueueLimits, type ReadQuery } from './event-store.js'
 
 /** The recipient key of an event that has none (replacing and queueing events). */

@@ -2,7 +2,7 @@
  * The broker's event storage ([STORE-*] in docs/protocol.md). Every backend passes
  * `describeEventStoreConformance` in `../testing/`.
  */
-import type { Category, RaisedEvent, StoredEvent } from '@herald/shared'
+import type { Category, RaisedEvent, StoredEvent } from '@herald/protocol'
 
 /** What the store needs to know of an event name to bound its queues. */
 export interface QueueLimits {

@@ -1,5 +1,5 @@
 import { describe, it, expect } from 'vitest'
-import { Category, PayloadKind } from '@herald/shared'
+import { Category, PayloadKind } from '@herald/protocol'
 import { describeEventStoreConformance } from '../testing/index.js'
 import { MemoryEventStore } from './memory-event-store.js'
 

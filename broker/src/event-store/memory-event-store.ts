@@ -2,8 +2,7 @@
  * An EventStore in memory: the same rules as the durable backends ([STORE-*]), nothing survives the
  * process. For tests and for brokers that need no durability.
  */
-import { Category, ClosedError, ConfigError } from '@herald/shared'
-import type { StoredEvent } from '@herald/shared'
+import { Category, ClosedError, ConfigError, type StoredEvent } from '@herald/protocol'
 import type { AppendBatch, AppendResult, EventCounters, EventStore, LimitsOf, ReadQuery } from './event-store.js'
 import { capOf, checkBatch, countFor, expiresAtOf, NO_RECIPIENT, recipientKeyOf, snapshotCounters, storedFrom } from './event-store-rules.js'
 

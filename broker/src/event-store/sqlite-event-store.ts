@@ -27,13 +27,12 @@
  */
 import { createRequire } from 'node:module'
 import Database from 'better-sqlite3'
-import { CATEGORY_BY_CODE, CATEGORY_CODE, Category, ClosedError, ConfigError, ErrorCode, PersistenceError, RequestError, WalCheckpointer, silentLogger } from '@herald/shared'
-import type { Logger, PayloadKind, StoredEvent } from '@herald/shared'
+import { CATEGORY_BY_CODE, CATEGORY_CODE, Category, ClosedError, ConfigError, ErrorCode, PersistenceError, RequestError, silentLogger, type Logger, type PayloadKind, type StoredEvent } from '@herald/protocol'
+import { WalCheckpointer, SqliteSynchronous } from '@herald/node-runtime'
 import type { AppendBatch, AppendResult, EventCounters, EventStore, LimitsOf, QueueLimits, ReadQuery } from './event-store.js'
 import { capOf, checkBatch, countFor, expiresAtOf, NO_RECIPIENT, recipientKeyOf, snapshotCounters, storedFrom } from './event-store-rules.js'
 
 /** How each commit reaches the disk. */
-import { SqliteSynchronous } from '@herald/shared'
 export { SqliteSynchronous }
 
 /** What `createSqliteEventStore` takes. */

@@ -4,9 +4,11 @@ import { connect as netConnect, type Socket } from 'node:net'
 import { connect as tlsConnect } from 'node:tls'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import type { HeraldError} from '@herald/shared';
-import { ConfigError, Link, parseSite, readTlsClientFiles, type Site, type TlsClientOptions } from '@herald/shared'
-import { makeTestCa, tempDir, waitFor, type CertFiles, type TestCa } from '@herald/shared/testing'
+import { type HeraldError, ConfigError, type Site, Link } from '@herald/protocol'
+;
+import { mqttTransport, parseSite, readTlsClientFiles, type TlsClientOptions } from '@herald/node-runtime'
+import { waitFor } from '@herald/protocol/testing'
+import { makeTestCa, tempDir, type CertFiles, type TestCa } from '@herald/node-runtime/testing'
 import { isLoopbackHost, startBrokerServer, type BrokerServer, type BrokerServerOptions } from '../server.js'
 
 let dir: { path: string, remove: () => Promise<void> }
@@ -45,8 +47,8 @@ async function broker (options: Partial<BrokerServerOptions> = {}): Promise<Brok
 /** A client's MQTT connection, as the endpoints make it; resolves `online`, or the error of the first failed attempt. */
 function attempt (url: string, tls?: TlsClientOptions, password = 'alice-password'): Promise<{ online: true } | { online: false, error: HeraldError | null }> {
   const link = new Link({
+    transport: mqttTransport(tls),
     url,
-    ...(tls !== undefined ? { tls } : {}),
     clientId: `c/alice/tls-${++n}`,
     username: 'alice',
     password,

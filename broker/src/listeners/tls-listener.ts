@@ -6,7 +6,8 @@
 import { randomBytes } from 'node:crypto'
 import type { AddressInfo, Socket } from 'node:net'
 import { createSecureContext, createServer, type SecureContextOptions, type TLSSocket } from 'node:tls'
-import { ConfigError, checkCaCertificates, checkInt, silentLogger, withDefaults, type Logger } from '@herald/shared'
+import { ConfigError, checkInt, silentLogger, withDefaults, type Logger } from '@herald/protocol'
+import { checkCaCertificates } from '@herald/node-runtime'
 import type { Broker } from '../broker.js'
 import type { TcpListener } from './tcp-listener.js'
 

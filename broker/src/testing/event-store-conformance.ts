@@ -3,8 +3,7 @@
  * test file is one call to `describeEventStoreConformance`.
  */
 import { describe, it, expect, beforeEach, afterEach } from 'vitest'
-import { Category, ClosedError, ErrorCode, PayloadKind, RequestError, encodePayload, NULL_PAYLOAD } from '@herald/shared'
-import type { RaisedEvent, StoredEvent } from '@herald/shared'
+import { Category, ClosedError, ErrorCode, PayloadKind, RequestError, encodePayload, NULL_PAYLOAD, type RaisedEvent, type StoredEvent } from '@herald/protocol'
 import type { AppendBatch, AppendResult, ArrivingEvent, EventStore, LimitsOf, QueueLimits, ReadQuery } from '../event-store/event-store.js'
 
 /** What a backend's factory hands the suite for one test. */

@@ -4,10 +4,7 @@
  * cumulative ACK frames only after the store's commit ([SVC-ACK-1]).
  */
 import { isUtf8 } from 'node:buffer'
-import {
-  decodeUp, encodeAck, ErrorCode, HeraldError, PayloadKind, RequestError, isValidName, GUEST_PRINCIPAL,
-  type AckFrame, type Clock, type EventDefinition, type Logger, type Rejection, type ServiceDefinition, type Site, type StoredEvent, type UpEvent, type UpFrame
-} from '@herald/shared'
+import { decodeUp, encodeAck, ErrorCode, HeraldError, PayloadKind, RequestError, isValidName, GUEST_PRINCIPAL, type AckFrame, type Clock, type EventDefinition, type Logger, type Rejection, type ServiceDefinition, type Site, type StoredEvent, type UpEvent, type UpFrame } from '@herald/protocol'
 import type { AppendBatch, EventStore } from '../event-store/event-store.js'
 import { checkBatch } from '../event-store/event-store-rules.js'
 
@@ -18,7 +15,7 @@ export interface UplinkContext {
   readonly clock: Clock
   readonly logger: Logger
   /** Sends a frame on the service's ack topic. */
-  sendToService (serviceId: string, frame: Buffer): void
+  sendToService (serviceId: string, frame: Uint8Array): void
   /** Called with newly stored events, after their commit, in position order. */
   onStored (events: readonly StoredEvent[]): void
   /** Called when the store failed: the service's connection should be dropped so it resends. */
@@ -69,7 +66,7 @@ export class Uplink {
   constructor (private readonly ctx: UplinkContext) {}
 
   /** Handles one UP frame from an authenticated service. Synchronous up to the store's queue. */
-  handle (service: ServiceDefinition, payload: Buffer): void {
+  handle (service: ServiceDefinition, payload: Uint8Array): void {
     this.stats.frames++
     let frame: UpFrame
     try {

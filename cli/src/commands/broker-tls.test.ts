@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { ConfigError } from '@herald/shared'
+import { ConfigError } from '@herald/protocol'
 import { brokerTlsFiles } from './broker.js'
 
 describe('herald broker TLS flags', () => {

@@ -4,7 +4,8 @@
  */
 import { Command, InvalidArgumentError } from 'commander'
 import { pino } from 'pino'
-import { ConfigError, ErrorCode, HashedSecret, HeraldError } from '@herald/shared'
+import { ConfigError, ErrorCode, HeraldError } from '@herald/protocol'
+import { HashedSecret } from '@herald/node-runtime'
 import { BROKER_DEFAULTS, isLoopbackHost, startBrokerServer, type BrokerTlsFiles } from '@herald/broker'
 import { defaultLogLevel, onShutdown, port } from './options.js'
 

@@ -1,5 +1,5 @@
 import { describe, it, expect } from 'vitest'
-import { AuthError, ConfigError, ErrorCode, RequestError, isValidName } from '@herald/shared'
+import { AuthError, ConfigError, ErrorCode, RequestError, isValidName } from '@herald/protocol'
 import { brokerUrl, defaultClientName, describeRefusal, humanLogLine, resolveCredentials, tailTls } from './tail.js'
 
 const noFile = (path: string): string => { throw new Error(`ENOENT: no such file, open '${path}'`) }

@@ -10,7 +10,8 @@ import { hostname } from 'node:os'
 import { Command, InvalidArgumentError, Option } from 'commander'
 import { pino } from 'pino'
 import { ClientEndpoint, SqlitePositionStore, type HeraldEvent, type Subscription } from '@herald/client-endpoint'
-import { AuthError, ConfigError, ErrorCode, HeraldError, isSecureUrl, isValidName, readTlsClientFiles, toHeraldError, type TlsClientOptions } from '@herald/shared'
+import { AuthError, ConfigError, ErrorCode, HeraldError, isValidName, toHeraldError } from '@herald/protocol'
+import { isSecureUrl, readTlsClientFiles, type TlsClientOptions } from '@herald/node-runtime'
 import {
   EventStats, LiveConsole, colorEnabled, renderEventJson, renderEventLine, renderSummary, summaryModeFor
 } from '../console/index.js'

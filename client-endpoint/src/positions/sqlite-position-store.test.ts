@@ -2,8 +2,8 @@ import { chmodSync, existsSync, readdirSync, readFileSync, statSync, writeFileSy
 import { join } from 'node:path'
 import Database from 'better-sqlite3'
 import { describe, it, expect } from 'vitest'
-import { PersistenceError } from '@herald/shared'
-import { tempDir } from '@herald/shared/testing'
+import { PersistenceError } from '@herald/protocol'
+import { tempDir } from '@herald/node-runtime/testing'
 import { describePositionStoreConformance } from '../testing/position-store-conformance.js'
 import { SqlitePositionStore } from './sqlite-position-store.js'
 

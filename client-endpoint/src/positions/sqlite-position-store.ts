@@ -5,7 +5,8 @@
 import { readFileSync } from 'node:fs'
 import { uptime } from 'node:os'
 import Database from 'better-sqlite3'
-import { PersistenceError, ConfigError, ensurePrivateSqliteFileSync } from '@herald/shared'
+import { PersistenceError, ConfigError } from '@herald/protocol'
+import { ensurePrivateSqliteFileSync } from '@herald/node-runtime'
 import type { PositionStore, SubscriptionPosition } from './position-store.js'
 
 /** What a SqlitePositionStore survives ([CLI-POS-3], [CLI-POS-5]). */

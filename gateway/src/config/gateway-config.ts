@@ -5,10 +5,9 @@
  */
 import { readFile } from 'node:fs/promises'
 import { dirname, resolve } from 'node:path'
-import { ConfigError, assertName, checkBrokerConnection, eventsOfService, isSecureUrl, loadSite, parseByteSize, parseDuration } from '@herald/shared'
-import type { TlsClientOptions } from '@herald/shared'
-import { OverflowPolicy } from '@herald/service-endpoint'
-import type { ServiceEventSpec } from '@herald/service-endpoint'
+import { ConfigError, assertName, eventsOfService, parseByteSize, parseDuration } from '@herald/protocol'
+import { checkBrokerConnection, isSecureUrl, loadSite, type TlsClientOptions } from '@herald/node-runtime'
+import { OverflowPolicy, type ServiceEventSpec } from '@herald/service-endpoint'
 import { parseDeviceUrl } from './device-url.js'
 import type { DeviceAddress } from './device-url.js'
 import { parseValueSource } from '../mapping.js'

@@ -4,7 +4,7 @@
  */
 import { LineCounter, isMap, isScalar, isSeq, parseDocument } from 'yaml'
 import type { Document, Node } from 'yaml'
-import { ConfigError } from '@herald/shared'
+import { ConfigError } from '@herald/protocol'
 
 /** One place in the document: a node (or its absence) and where it is. */
 export class YamlCursor {

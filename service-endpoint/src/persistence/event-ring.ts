@@ -3,8 +3,7 @@
  * and [SVC-PERSIST-4], and `EventRing`, an in-memory seq-ordered list of events with O(1) amortized
  * append and removal from the front. Not exported from the package.
  */
-import { CATEGORY_CODE, ErrorCode, PayloadKind, PersistenceError, RequestError, eventSize } from '@herald/shared'
-import type { RaisedEvent } from '@herald/shared'
+import { CATEGORY_CODE, ErrorCode, PayloadKind, PersistenceError, RequestError, eventSize, type RaisedEvent } from '@herald/protocol'
 import type { MarkTable } from './mark-table.js'
 import type { AppendOutcome, OverflowPolicy } from './service-persistence.js'
 

@@ -3,7 +3,7 @@
  * argument, and `MarkTable`, the marks a store holds, with those of a commit in progress staged on
  * top so that the key limit counts them before they are committed. Not exported from the package.
  */
-import { ErrorCode, RequestError } from '@herald/shared'
+import { ErrorCode, RequestError } from '@herald/protocol'
 import { MARK_LIMITS } from './service-persistence.js'
 
 /** A string as it may appear in an error message: quoted, cut to 40 characters. */

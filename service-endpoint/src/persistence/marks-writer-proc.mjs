@@ -7,7 +7,7 @@
 // soon as frame k's append resolved (writes to a pipe are synchronous: a printed line survives a
 // SIGKILL right after it). Appends go in groups of 1 to 40 concurrent calls, so commits vary in size.
 import { createSqliteServicePersistence } from '@herald/service-endpoint'
-import { PayloadKind } from '@herald/shared'
+import { PayloadKind } from '@herald/protocol'
 
 const a = JSON.parse(process.argv[2])
 const p = await createSqliteServicePersistence({ path: a.path })

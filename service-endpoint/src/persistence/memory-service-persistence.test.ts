@@ -1,6 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { ClosedError, ConfigError, eventSize } from '@herald/shared'
-import type { RaisedEvent } from '@herald/shared'
+import { ClosedError, ConfigError, eventSize, type RaisedEvent } from '@herald/protocol'
 import { describeServicePersistenceConformance, sizedEvent } from '../testing/index.js'
 import { MemoryServicePersistence } from './memory-service-persistence.js'
 import type { MemoryServicePersistenceOptions } from './memory-service-persistence.js'

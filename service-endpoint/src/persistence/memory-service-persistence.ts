@@ -3,8 +3,7 @@
  * (`stats().durable` is false). Used on gateways without a writable disk, and by tests.
  */
 import { randomUUID } from 'node:crypto'
-import { ClosedError, ConfigError, checkInt, withDefaults } from '@herald/shared'
-import type { RaisedEvent } from '@herald/shared'
+import { ClosedError, ConfigError, checkInt, withDefaults, type RaisedEvent } from '@herald/protocol'
 import { EventRing, appendToRing } from './event-ring.js'
 import { MarkTable, checkMarks } from './mark-table.js'
 import { OverflowPolicy } from './service-persistence.js'

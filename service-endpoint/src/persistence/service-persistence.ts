@@ -3,7 +3,7 @@
  * events until the broker has durably acknowledged them. Every backend passes
  * `describeServicePersistenceConformance` in `../testing/`.
  */
-import type { PersistenceError, RaisedEvent } from '@herald/shared'
+import type { PersistenceError, RaisedEvent } from '@herald/protocol'
 
 /** What to do when a level is full ([SVC-CAPACITY-1]). */
 export const OverflowPolicy = {

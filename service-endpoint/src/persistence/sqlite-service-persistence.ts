@@ -30,8 +30,8 @@
 import { randomUUID } from 'node:crypto'
 import { createRequire } from 'node:module'
 import Database from 'better-sqlite3'
-import { CATEGORY_BY_CODE, CATEGORY_CODE, ClosedError, ConfigError, ErrorCode, HeraldError, PersistenceError, RequestError, WalCheckpointer, ensurePrivateSqliteFileSync, eventSize, silentLogger, withDefaults } from '@herald/shared'
-import type { Logger, PayloadKind, RaisedEvent } from '@herald/shared'
+import { CATEGORY_BY_CODE, CATEGORY_CODE, ClosedError, ConfigError, ErrorCode, HeraldError, PersistenceError, RequestError, eventSize, silentLogger, withDefaults, type Logger, type PayloadKind, type RaisedEvent } from '@herald/protocol'
+import { WalCheckpointer, ensurePrivateSqliteFileSync, SqliteSynchronous } from '@herald/node-runtime'
 import { capacityExceeded, checkAppend } from './event-ring.js'
 import { MarkTable, checkMarks } from './mark-table.js'
 import { checkCapacityAndPolicy } from './memory-service-persistence.js'
@@ -39,7 +39,6 @@ import { OverflowPolicy } from './service-persistence.js'
 import type { AppendOutcome, PersistenceStats, ServicePersistence } from './service-persistence.js'
 
 /** How each commit reaches the disk. */
-import { SqliteSynchronous } from '@herald/shared'
 export { SqliteSynchronous }
 
 /** What `createSqliteServicePersistence` takes. */
@@ -67,7 +66,7 @@ export interface SqliteServicePersistenceOptions {
   readonly integrityCheck?: 'quick' | 'none'
   /**
    * Where WAL checkpoints run: 'worker' (default) from a worker thread with its own connection, so
-   * that no commit waits for one (the WAL stays bounded: see WalCheckpointer in @herald/shared);
+   * that no commit waits for one (the WAL stays bounded: see WalCheckpointer in @herald/node-runtime);
    * 'inline': SQLite's automatic checkpoint, inside the commit that crosses 1,000 pages.
    */
   readonly walCheckpoint?: 'worker' | 'inline'

@@ -24,8 +24,7 @@
  * a retried append carries its marks with it.
  */
 import { randomUUID } from 'node:crypto'
-import { ClosedError, ConfigError, ErrorCode, PersistenceError, RequestError, eventSize, silentLogger, withDefaults } from '@herald/shared'
-import type { Logger, RaisedEvent } from '@herald/shared'
+import { ClosedError, ConfigError, ErrorCode, PersistenceError, RequestError, eventSize, silentLogger, withDefaults, type Logger, type RaisedEvent } from '@herald/protocol'
 import { EventRing, appendToRing, isBackendFailure } from './event-ring.js'
 import { MarkTable, checkMarks } from './mark-table.js'
 import { checkCapacityAndPolicy } from './memory-service-persistence.js'

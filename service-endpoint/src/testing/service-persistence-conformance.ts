@@ -3,8 +3,7 @@
  * with exact values. Each backend's test file is one call to `describeServicePersistenceConformance`.
  */
 import { afterEach, describe, expect, it } from 'vitest'
-import { ErrorCode, HeraldError, PayloadKind, PersistenceError, eventSize } from '@herald/shared'
-import type { Category, RaisedEvent } from '@herald/shared'
+import { ErrorCode, HeraldError, PayloadKind, PersistenceError, eventSize, type Category, type RaisedEvent } from '@herald/protocol'
 import { MARK_LIMITS } from '../persistence/service-persistence.js'
 import type { OverflowPolicy, ServicePersistence } from '../persistence/service-persistence.js'
 

@@ -3,7 +3,7 @@
  * backlog in seq order, skips events whose lifetime ran out, sends UP frames while the window has
  * room, and applies the broker's cumulative acknowledgements.
  */
-import { frameChunks, type RaisedEvent, type UpFrameOf } from '@herald/shared'
+import { frameChunks, type RaisedEvent, type UpFrameOf } from '@herald/protocol'
 import type { ServicePersistence } from '../persistence/service-persistence.js'
 
 export interface SenderHooks {

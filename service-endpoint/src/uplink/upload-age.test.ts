@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { ManualClock, PayloadKind, type Clock, type RaisedEvent } from '@herald/shared'
+import { ManualClock, PayloadKind, type Clock, type RaisedEvent } from '@herald/protocol'
 import { EPOCH_TOLERANCE_MS, MAX_EPOCHS, UploadAge } from './upload-age.js'
 
 const HOUR = 3_600_000
@@ -54,7 +54,7 @@ describe('UploadAge [SVC-AGE-1]', () => {
   })
 
   it('a clock without monotonic() gives plain wall-clock ages: a constant skew cancels out', () => {
-    const skewed: Clock = { now: () => t + 7 * HOUR }
+    const skewed: Clock = { now: () => t + 7 * HOUR, setTimer: () => ({ cancel: () => {} }), defer: () => {} }
     let t = 1_700_000_000_000
     const ages = new UploadAge(skewed, 0)
     const [a] = raise(ages, skewed, 1)

@@ -16,7 +16,7 @@
  * `now() - raisedAt` on the wall clock, which is right as long as the wall clock did not jump while
  * the process was down. Ages are whole ms and never negative (a wall clock set back gives 0).
  */
-import type { Clock, RaisedEvent } from '@herald/shared'
+import type { Clock, RaisedEvent } from '@herald/protocol'
 
 /** A change of `wall - monotonic` up to this is drift, not a jump: it starts no new epoch. */
 export const EPOCH_TOLERANCE_MS = 100

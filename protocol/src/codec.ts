@@ -3,7 +3,7 @@
  * The first byte of every frame is its type. Event frames are binary, so a payload's bytes travel from
  * raise() to the client's handler without being parsed or re-encoded; control frames are JSON.
  */
-import { BinaryReader, BinaryWriter } from './binary.js'
+import { BinaryReader, BinaryWriter, utf8Decode, utf8Encode } from './binary.js'
 import type { PayloadKind} from './event.js';
 import { CATEGORY_BY_CODE, CATEGORY_CODE, type Category, type RaisedEvent, type StoredEvent, type UpEvent } from './event.js'
 import { ProtocolError } from './errors.js'
@@ -49,7 +49,7 @@ function checkCount (n: number): number {
   return n
 }
 
-function checkFrame (buf: Buffer, expected: FrameType, what: string): BinaryReader {
+function checkFrame (buf: Uint8Array, expected: FrameType, what: string): BinaryReader {
   if (buf.length > FRAME_LIMITS.maxFrameBytes) throw new ProtocolError(`${what} frame of ${buf.length} bytes is over the limit of ${FRAME_LIMITS.maxFrameBytes}`)
   const r = new BinaryReader(buf)
   const type = r.u8('frame type')
@@ -58,7 +58,16 @@ function checkFrame (buf: Buffer, expected: FrameType, what: string): BinaryRead
 }
 
 /** Reads the type byte of a frame, or throws a ProtocolError for an empty one. */
-export function frameType (buf: Buffer): number {
+/** A frame of one type byte and a JSON text. */
+function tagged (type: FrameType, json: string): Uint8Array {
+  const text = utf8Encode(json)
+  const out = new Uint8Array(1 + text.byteLength)
+  out[0] = type
+  out.set(text, 1)
+  return out
+}
+
+export function frameType (buf: Uint8Array): number {
   if (buf.length === 0) throw new ProtocolError('empty frame')
   return buf[0] as number
 }
@@ -113,9 +122,9 @@ export type UpFrame = UpFrameOf<UpEvent>
  * a whole number >= 0) is the event's own `age`, or what `ageOf` says when given: a sender passes
  * `ageOf` so that the age is measured as the frame is built, without copying its events.
  */
-export function encodeUp (frame: UpFrame): Buffer
-export function encodeUp<E extends RaisedEvent> (frame: UpFrameOf<E>, ageOf: (e: E) => number): Buffer
-export function encodeUp (frame: UpFrameOf<RaisedEvent>, ageOf?: (e: RaisedEvent) => number): Buffer {
+export function encodeUp (frame: UpFrame): Uint8Array
+export function encodeUp<E extends RaisedEvent> (frame: UpFrameOf<E>, ageOf: (e: E) => number): Uint8Array
+export function encodeUp (frame: UpFrameOf<RaisedEvent>, ageOf?: (e: RaisedEvent) => number): Uint8Array {
   let size = 64
   for (const e of frame.events) size += 56 + e.name.length + e.payload.byteLength
   const w = new BinaryWriter(size)
@@ -129,7 +138,7 @@ export function encodeUp (frame: UpFrameOf<RaisedEvent>, ageOf?: (e: RaisedEvent
   return w.finish()
 }
 
-export function decodeUp (buf: Buffer): UpFrame {
+export function decodeUp (buf: Uint8Array): UpFrame {
   const r = checkFrame(buf, FrameType.UP, 'UP')
   const instance = r.string('instance', MAX_STR)
   const after = r.varint('after')
@@ -170,7 +179,7 @@ export interface AckFrame {
   readonly error: { readonly code: string, readonly message: string } | null
 }
 
-export function encodeAck (frame: AckFrame): Buffer {
+export function encodeAck (frame: AckFrame): Uint8Array {
   const w = new BinaryWriter(32 + frame.rejections.length * 64)
   w.u8(FrameType.ACK).string(frame.instance).varint(frame.acked).varint(frame.rejections.length)
   for (const rj of frame.rejections) w.varint(rj.seq).string(rj.code).string(rj.message)
@@ -179,7 +188,7 @@ export function encodeAck (frame: AckFrame): Buffer {
   return w.finish()
 }
 
-export function decodeAck (buf: Buffer): AckFrame {
+export function decodeAck (buf: Uint8Array): AckFrame {
   const r = checkFrame(buf, FrameType.ACK, 'ACK')
   const instance = r.string('instance', MAX_STR)
   const acked = r.varint('acked')
@@ -216,21 +225,21 @@ export type Request =
   | { readonly op: 'ack', readonly sub: number, readonly position: number }
   | { readonly op: 'unsub', readonly sub: number }
 
-export function encodeRequest (req: Request): Buffer {
-  return Buffer.concat([Buffer.of(FrameType.REQUEST), Buffer.from(JSON.stringify(req))])
+export function encodeRequest (req: Request): Uint8Array {
+  return tagged(FrameType.REQUEST, JSON.stringify(req))
 }
 
 function isInt (v: unknown, min = 0): v is number {
   return typeof v === 'number' && Number.isSafeInteger(v) && v >= min
 }
 
-export function decodeRequest (buf: Buffer): Request {
+export function decodeRequest (buf: Uint8Array): Request {
   const r = checkFrame(buf, FrameType.REQUEST, 'REQUEST')
   void r
   if (buf.length > 64 * 1024) throw new ProtocolError(`REQUEST frame of ${buf.length} bytes is over the limit of 65536`)
   let v: unknown
   try {
-    v = JSON.parse(buf.toString('utf8', 1))
+    v = JSON.parse(utf8Decode(buf.subarray(1)))
   } catch (err) {
     throw new ProtocolError('REQUEST frame is not valid JSON', { cause: err })
   }
@@ -273,7 +282,7 @@ export interface EventsFrame {
 }
 
 /** Encodes an EVENTS frame; the event name is the subscription's and is not repeated. */
-export function encodeEvents (sub: number, brokerNow: number, events: readonly StoredEvent[]): Buffer {
+export function encodeEvents (sub: number, brokerNow: number, events: readonly StoredEvent[]): Uint8Array {
   let size = 32
   for (const e of events) size += 96 + e.payload.byteLength
   const w = new BinaryWriter(size)
@@ -292,7 +301,7 @@ export function encodeEvents (sub: number, brokerNow: number, events: readonly S
  * Decodes an EVENTS frame. `nameOf` gives the subscription's event name, or null for a subscription
  * the client no longer has (a frame from before a resubscription): then the frame is skipped and null returned.
  */
-export function decodeEvents (buf: Buffer, nameOf: (sub: number) => string | null): EventsFrame | null {
+export function decodeEvents (buf: Uint8Array, nameOf: (sub: number) => string | null): EventsFrame | null {
   const r = checkFrame(buf, FrameType.EVENTS, 'EVENTS')
   const sub = r.varint('sub')
   const brokerNow = r.varint('brokerNow')
@@ -330,15 +339,15 @@ export type Control =
   | { readonly op: 'subscribed', readonly sub: number, readonly category: Category, readonly head: number, readonly reset: boolean }
   | { readonly op: 'error', readonly sub: number | null, readonly code: string, readonly message: string }
 
-export function encodeControl (c: Control): Buffer {
-  return Buffer.concat([Buffer.of(FrameType.CONTROL), Buffer.from(JSON.stringify(c))])
+export function encodeControl (c: Control): Uint8Array {
+  return tagged(FrameType.CONTROL, JSON.stringify(c))
 }
 
-export function decodeControl (buf: Buffer): Control {
+export function decodeControl (buf: Uint8Array): Control {
   checkFrame(buf, FrameType.CONTROL, 'CONTROL')
   let v: unknown
   try {
-    v = JSON.parse(buf.toString('utf8', 1))
+    v = JSON.parse(utf8Decode(buf.subarray(1)))
   } catch (err) {
     throw new ProtocolError('CONTROL frame is not valid JSON', { cause: err })
   }

@@ -1,87 +1,11 @@
 /**
- * The site structure ([SITE-*] in docs/protocol.md): the events a site knows, their categories,
- * limits and access rules, the services that may raise them, the users and their roles, and whether
- * guests may connect. Loaded from one YAML or JSON file and validated with errors naming the entry.
+ * Reading and validating a site file ([SITE-*] in docs/protocol.md) into the site model of
+ * @herald/protocol, with errors naming the entry. Plain secrets are hashed here (node:crypto).
  */
 import { readFile } from 'node:fs/promises'
 import { parse as parseYaml } from 'yaml'
 import { HashedSecret } from './credentials.js'
-import { parseByteSize, parseDuration, formatDuration } from './duration.js'
-import { ConfigError, ErrorCode } from './errors.js'
-import { Category } from './event.js'
-import { isValidName } from './names.js'
-
-/** Bounds the site file may choose within ([SITE-LIMITS-1]). */
-export const SITE_LIMITS = {
-  minLifetimeMs: 1000,
-  maxLifetimeMs: 365 * 86_400_000,
-  maxQueueSize: 10_000_000,
-  maxPerRecipient: 1_000_000,
-  maxPayloadBytes: 16 * 1024 * 1024
-} as const
-
-/** Defaults for what an event entry leaves out ([SITE-DEFAULTS-1]). */
-export const SITE_DEFAULTS = {
-  lifetimeMs: 7 * 86_400_000,
-  maxQueueSize: 10_000,
-  maxPerRecipient: 1000,
-  maxPayloadBytes: 64 * 1024
-} as const
-
-/** Who may subscribe to an event ([SITE-ACCESS-1]). */
-export type AccessRule =
-  | { readonly kind: 'everyone' }
-  | { readonly kind: 'authenticated' }
-  | { readonly kind: 'roles', readonly roles: ReadonlySet<string> }
-
-/** One event of the site. */
-export interface EventDefinition {
-  readonly name: string
-  readonly category: Category
-  /** Lifetime in ms (queueing and private); null for replacing events, which live until replaced. */
-  readonly lifetimeMs: number | null
-  /** Most events kept per (service, event) for queueing; 1 for replacing. */
-  readonly maxQueueSize: number
-  /** Most events kept per (service, event, recipient) for private events. */
-  readonly maxPerRecipient: number
-  readonly maxPayloadBytes: number
-  readonly access: AccessRule
-}
-
-/** A service that may connect and raise events. */
-export interface ServiceDefinition {
-  readonly id: string
-  readonly secret: HashedSecret
-  readonly events: ReadonlySet<string>
-}
-
-/** A user that client endpoints may connect as. */
-export interface UserDefinition {
-  readonly name: string
-  readonly secret: HashedSecret
-  readonly roles: ReadonlySet<string>
-}
-
-/** A validated site structure. */
-export interface Site {
-  readonly guests: boolean
-  readonly events: ReadonlyMap<string, EventDefinition>
-  readonly services: ReadonlyMap<string, ServiceDefinition>
-  readonly users: ReadonlyMap<string, UserDefinition>
-}
-
-/** Whether a connected principal may subscribe to `event` ([SITE-ACCESS-2]). */
-export function mayReceive (event: EventDefinition, user: UserDefinition | null): boolean {
-  switch (event.access.kind) {
-    case 'everyone': return true
-    case 'authenticated': return user !== null
-    case 'roles': {
-      if (user === null) return false
-      for (const r of user.roles) if (event.access.roles.has(r)) return true
-      return false
-    }
-  }
-}
+import { Category, ConfigError, ErrorCode, SITE_DEFAULTS, SITE_LIMITS, formatDuration, isValidName, parseByteSize, parseDuration, type AccessRule, type EventDefinition, type ServiceDefinition, type Site, type UserDefinition } from '@herald/protocol'
 
 function siteError (message: string): ConfigError {
   return new ConfigError(message, { code: ErrorCode.SITE_INVALID })
@@ -280,9 +204,3 @@ export async function loadSite (path: string): Promise<Site> {
   }
 }
 
-/** The event definitions a service may raise: what a service endpoint needs to raise offline. */
-export function eventsOfService (site: Site, serviceId: string): EventDefinition[] {
-  const svc = site.services.get(serviceId)
-  if (svc === undefined) throw new ConfigError(`service "${serviceId}" is not in the site`)
-  return [...svc.events].map((n) => site.events.get(n)).filter((e): e is EventDefinition => e !== undefined)
-}

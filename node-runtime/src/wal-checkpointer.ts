@@ -25,9 +25,7 @@
  */
 import { statSync } from 'node:fs'
 import { Worker } from 'node:worker_threads'
-import { ConfigError } from './errors.js'
-import type { Logger } from './logger.js'
-import { silentLogger } from './logger.js'
+import { ConfigError, type Logger, silentLogger } from '@herald/protocol'
 import type { SqliteSynchronous } from './sqlite-synchronous.js'
 
 /** The part of a better-sqlite3 `Database` the checkpointer uses: the writing connection. */

@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { ConfigError } from './errors.js'
+import { ConfigError } from '@herald/protocol'
 import { checkBrokerConnection, isSecureUrl, nodeTlsOptions, readTlsClientFiles, tlsConnectError } from './tls.js'
 import { makeTestCa, tempDir, type CertFiles, type TestCa } from './testing/index.js'
 

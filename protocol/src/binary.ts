@@ -4,21 +4,67 @@
  */
 import { ProtocolError } from './errors.js'
 
+const encoder = new TextEncoder()
+const decoder = new TextDecoder()
+
+/** UTF-8 bytes of `s` (no BOM handling: the text is the text). */
+export function utf8Encode (s: string): Uint8Array {
+  return encoder.encode(s)
+}
+
+/** The text of UTF-8 bytes; malformed sequences become U+FFFD. */
+export function utf8Decode (b: Uint8Array): string {
+  return decoder.decode(b)
+}
+
+/** Bytes `s` takes in UTF-8 (lone surrogates count as U+FFFD, 3 bytes, as the encoder writes them). */
+export function utf8Length (s: string): number {
+  let n = 0
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i)
+    if (c < 0x80) n += 1
+    else if (c < 0x800) n += 2
+    else if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length && (s.charCodeAt(i + 1) & 0xfc00) === 0xdc00) { n += 4; i++ } else n += 3
+  }
+  return n
+}
+
+/** One Uint8Array holding `parts` one after another. */
+export function concatBytes (parts: readonly Uint8Array[]): Uint8Array {
+  let n = 0
+  for (const p of parts) n += p.byteLength
+  const out = new Uint8Array(n)
+  let at = 0
+  for (const p of parts) { out.set(p, at); at += p.byteLength }
+  return out
+}
+
+/** Short strings are mostly ASCII (names, instances): decoding them by hand skips TextDecoder's call cost. */
+function decodeShort (buf: Uint8Array, from: number, to: number): string {
+  let s = ''
+  for (let i = from; i < to; i++) {
+    const c = buf[i] as number
+    if (c >= 0x80) return decoder.decode(buf.subarray(from, to))
+    s += String.fromCharCode(c)
+  }
+  return s
+}
+
 /** Appends values to a growable buffer. */
 export class BinaryWriter {
-  private buf: Buffer
+  private buf: Uint8Array
   private len = 0
 
   constructor (initialSize = 256) {
-    this.buf = Buffer.allocUnsafe(initialSize)
+    this.buf = new Uint8Array(initialSize)
   }
 
   private ensure (n: number): void {
     if (this.len + n <= this.buf.length) return
     let size = this.buf.length * 2
     while (size < this.len + n) size *= 2
-    const next = Buffer.allocUnsafe(size)
-    this.buf.copy(next, 0, 0, this.len)
+    const next = new Uint8Array(size)
+    next.set(this.buf.subarray(0, this.len))
     this.buf = next
   }
 
@@ -40,10 +86,19 @@ export class BinaryWriter {
   }
 
   string (s: string): this {
-    const n = Buffer.byteLength(s, 'utf8')
+    if (s.length <= 42) {
+      // at most 126 bytes: a one-byte length, then the text written straight after it
+      this.ensure(1 + s.length * 3)
+      const at = this.len
+      const { written } = encoder.encodeInto(s, this.buf.subarray(at + 1))
+      this.buf[at] = written
+      this.len = at + 1 + written
+      return this
+    }
+    const n = utf8Length(s)
     this.varint(n)
     this.ensure(n)
-    this.len += this.buf.write(s, this.len, 'utf8')
+    this.len += encoder.encodeInto(s, this.buf.subarray(this.len)).written
     return this
   }
 
@@ -56,7 +111,7 @@ export class BinaryWriter {
   }
 
   /** The bytes written so far (a view, valid until the next write). */
-  finish (): Buffer {
+  finish (): Uint8Array {
     return this.buf.subarray(0, this.len)
   }
 }
@@ -64,7 +119,7 @@ export class BinaryWriter {
 /** Reads values from a buffer; every read is bounds-checked and throws a ProtocolError past the end. */
 export class BinaryReader {
   private pos = 0
-  constructor (private readonly buf: Buffer) {}
+  constructor (private readonly buf: Uint8Array) {}
 
   get remaining (): number {
     return this.buf.length - this.pos
@@ -99,18 +154,18 @@ export class BinaryReader {
     const n = this.varint(`${what} length`)
     if (n > maxBytes) throw new ProtocolError(`${what}: ${n} bytes is over the limit of ${maxBytes}`)
     this.need(n, what)
-    const s = this.buf.toString('utf8', this.pos, this.pos + n)
+    const s = n <= 64 ? decodeShort(this.buf, this.pos, this.pos + n) : decoder.decode(this.buf.subarray(this.pos, this.pos + n))
     this.pos += n
     return s
   }
 
   /** A byte string; `maxBytes` is a sanity bound (the site's payload limits are checked by the caller). */
-  bytes (what: string, maxBytes: number): Buffer {
+  bytes (what: string, maxBytes: number): Uint8Array {
     const n = this.varint(`${what} length`)
     if (n > maxBytes) throw new ProtocolError(`${what}: ${n} bytes is over the limit of ${maxBytes}`)
     this.need(n, what)
     // a copy, so the stored event does not pin the whole frame in memory
-    const b = Buffer.from(this.buf.subarray(this.pos, this.pos + n))
+    const b = this.buf.slice(this.pos, this.pos + n)
     this.pos += n
     return b
   }

@@ -1,8 +1,7 @@
-/** Test helpers shared by every package's tests. Nothing in a library imports this. */
-import { mkdtemp, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+/** Test helpers shared by every package's tests (browser-safe). Nothing in a library imports this. */
 import { TimeoutError } from '../errors.js'
+
+export * from './memory-transport.js'
 
 /** Waits until `cond()` is true (polling every `everyMs`), or throws a TimeoutError after `timeoutMs`. */
 export async function waitFor (cond: () => boolean | Promise<boolean>, what: string, timeoutMs = 20_000, everyMs = 10): Promise<void> {
@@ -13,11 +12,6 @@ export async function waitFor (cond: () => boolean | Promise<boolean>, what: str
   }
 }
 
-/** A fresh temporary directory and a function that removes it. */
-export async function tempDir (prefix = 'herald-'): Promise<{ path: string, remove: () => Promise<void> }> {
-  const path = await mkdtemp(join(tmpdir(), prefix))
-  return { path, remove: () => rm(path, { recursive: true, force: true }) }
-}
 /**
  * A small seeded PRNG (mulberry32): uniform numbers in [0, 1), the same sequence for the same seed,
  * so a failing random test can be repeated from its seed.
@@ -32,4 +26,3 @@ export function seededRandom (seed: number): () => number {
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296
   }
 }
-export * from './certificates.js'

@@ -7,8 +7,7 @@
  */
 import { chmodSync, closeSync, fchmodSync, fstatSync, openSync, statSync } from 'node:fs'
 import { chmod, mkdir, open, stat } from 'node:fs/promises'
-import { ConfigError } from './errors.js'
-import type { Logger } from './logger.js'
+import { ConfigError, type Logger } from '@herald/protocol'
 
 /** Permissions of a data directory Herald creates: its owner only. */
 export const PRIVATE_DIR_MODE = 0o700

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { BinaryWriter } from './binary.js'
+import { BinaryWriter, utf8Encode } from './binary.js'
 import {
   FRAME_LIMITS, FrameType, decodeAck, decodeControl, decodeEvents, decodeRequest, decodeUp,
   encodeAck, encodeControl, encodeEvents, encodeRequest, encodeUp, frameType
@@ -11,8 +11,8 @@ import type { RaisedEvent, StoredEvent, UpEvent } from './event.js'
 import { seededRandom } from './testing/index.js'
 
 const MAX = Number.MAX_SAFE_INTEGER
-const ALL_BYTES = Buffer.from(Array.from({ length: 256 }, (_, i) => i))
-const json = (v: unknown): Buffer => Buffer.from(JSON.stringify(v), 'utf8')
+const ALL_BYTES = Uint8Array.from({ length: 256 }, (_, i) => i)
+const json = (v: unknown): Uint8Array => utf8Encode(JSON.stringify(v))
 
 /** Runs `fn` and returns the error it threw, failing the test if it returned. */
 function thrown (fn: () => unknown): unknown {
@@ -51,8 +51,8 @@ function raised (over: Partial<UpEvent> & Pick<UpEvent, 'seq'>): UpEvent {
 const RAISED: UpEvent[] = [
   raised({ seq: 1, age: 1, payload: json({ celsius: 21.5, unit: '°C', tags: ['a', null, true], nested: { deep: [1, 2, 3] } }) }),
   raised({ seq: 2, name: 'alarm', category: 'queueing', age: 127, payloadKind: PayloadKind.bytes, payload: ALL_BYTES }),
-  raised({ seq: 3, name: 'alarm', category: 'queueing', age: 128, payloadKind: PayloadKind.bytes, payload: Buffer.alloc(0) }),
-  raised({ seq: 4, isNull: true, payloadKind: PayloadKind.none, payload: Buffer.alloc(0) }),
+  raised({ seq: 3, name: 'alarm', category: 'queueing', age: 128, payloadKind: PayloadKind.bytes, payload: new Uint8Array(0) }),
+  raised({ seq: 4, isNull: true, payloadKind: PayloadKind.none, payload: new Uint8Array(0) }),
   raised({ seq: 5, name: 'message', category: 'private', age: 86_400_000, recipient: 'alice/phone', payload: json('hello') }),
   raised({ seq: 6, name: 'Nachricht-Größe', category: 'private', recipient: 'zoë/電話📱', payload: json({ text: 'grüße 👋' }) }),
   raised({ seq: MAX, name: 'n', raisedAt: MAX, age: MAX, payload: json(null) }),
@@ -110,8 +110,8 @@ const EVENTS_FIXTURES: EventsFixture[] = [
     events: [
       stored({ position: 1, category: 'replacing', expiresAt: null, payload: json([1, 'two', { three: 3 }]) }),
       stored({ position: 2, payloadKind: PayloadKind.bytes, payload: ALL_BYTES }),
-      stored({ position: 3, payloadKind: PayloadKind.bytes, payload: Buffer.alloc(0), uploadAge: 0 }),
-      stored({ position: 4, category: 'replacing', isNull: true, payloadKind: PayloadKind.none, payload: Buffer.alloc(0), expiresAt: null }),
+      stored({ position: 3, payloadKind: PayloadKind.bytes, payload: new Uint8Array(0), uploadAge: 0 }),
+      stored({ position: 4, category: 'replacing', isNull: true, payloadKind: PayloadKind.none, payload: new Uint8Array(0), expiresAt: null }),
       stored({ position: 5, category: 'private', recipient: 'alice/phone' }),
       stored({ position: 6, category: 'private', recipient: 'zoë/電話📱', serviceId: 'Dienst-ü', instance: 'Gerät-Ω', payload: json('grüße 👋') }),
       stored({ position: MAX, seq: MAX, raisedAt: MAX, receivedAt: MAX, expiresAt: MAX, uploadAge: MAX })
@@ -140,14 +140,14 @@ const CONTROL_FIXTURES: Control[] = [
 const nameOfFixture = (f: EventsFixture) => (sub: number): string | null => (sub === f.sub ? f.name : null)
 
 /** Every fixture as bytes with the decoder that reads it. */
-const ENCODED: Array<{ label: string, bytes: Buffer, decode: (b: Buffer) => unknown }> = [
+const ENCODED: Array<{ label: string, bytes: Uint8Array, decode: (b: Uint8Array) => unknown }> = [
   ...UP_FIXTURES.map((f, i) => ({ label: `UP #${i}`, bytes: encodeUp(f), decode: decodeUp })),
   ...ACK_FIXTURES.map((f, i) => ({ label: `ACK #${i}`, bytes: encodeAck(f), decode: decodeAck })),
   ...REQUEST_FIXTURES.map((f, i) => ({ label: `REQUEST #${i}`, bytes: encodeRequest(f), decode: decodeRequest })),
   ...EVENTS_FIXTURES.map((f, i) => ({
     label: `EVENTS #${i}`,
     bytes: encodeEvents(f.sub, f.brokerNow, f.events),
-    decode: (b: Buffer) => decodeEvents(b, nameOfFixture(f))
+    decode: (b: Uint8Array) => decodeEvents(b, nameOfFixture(f))
   })),
   ...CONTROL_FIXTURES.map((f, i) => ({ label: `CONTROL #${i}`, bytes: encodeControl(f), decode: decodeControl }))
 ]
@@ -208,7 +208,7 @@ describe('codec round trips', () => {
   })
 
   it('a sub REQUEST without "services" decodes with services null', () => {
-    const bytes = Buffer.concat([Buffer.of(FrameType.REQUEST), json({ op: 'sub', sub: 4, event: 'e', position: 0, start: 'all', window: 10 })])
+    const bytes = Buffer.concat([Uint8Array.of(FrameType.REQUEST), json({ op: 'sub', sub: 4, event: 'e', position: 0, start: 'all', window: 10 })])
     expect(decodeRequest(bytes)).toEqual({ op: 'sub', sub: 4, event: 'e', services: null, position: 0, start: 'all', window: 10 })
   })
 
@@ -249,7 +249,7 @@ describe('codec round trips', () => {
 
 describe('codec rejects malformed frames', () => {
   it('frameType throws a ProtocolError for an empty frame', () => {
-    expectMalformed(() => frameType(Buffer.alloc(0)), 'empty frame')
+    expectMalformed(() => frameType(new Uint8Array(0)), 'empty frame')
   })
 
   it('every truncation of every fixture at every byte offset throws a MALFORMED_FRAME ProtocolError and nothing else', () => {
@@ -271,32 +271,32 @@ describe('codec rejects malformed frames', () => {
   })
 
   it('a binary frame cut inside a field names that field', () => {
-    const up = encodeUp({ instance: 'gw-1', after: 5, events: [raised({ seq: 1, payload: Buffer.from('abcd') })] })
+    const up = encodeUp({ instance: 'gw-1', after: 5, events: [raised({ seq: 1, payload: utf8Encode('abcd') })] })
     expectMalformed(() => decodeUp(up.subarray(0, 0)), 'frame type')
     expectMalformed(() => decodeUp(up.subarray(0, 3)), 'truncated', 'instance')
     expectMalformed(() => decodeUp(up.subarray(0, up.length - 1)), 'truncated', 'payload')
     // the age is the last field before the (here empty) payload: age 0 and length 0 are one byte each
-    const bare = encodeUp({ instance: 'gw-1', after: 5, events: [raised({ seq: 1, age: 0, payload: Buffer.alloc(0) })] })
+    const bare = encodeUp({ instance: 'gw-1', after: 5, events: [raised({ seq: 1, age: 0, payload: new Uint8Array(0) })] })
     expectMalformed(() => decodeUp(bare.subarray(0, bare.length - 2)), 'truncated', 'age')
   })
 
   it('trailing bytes after a complete frame are rejected', () => {
     for (const { label, bytes, decode } of ENCODED) {
-      for (const extra of [Buffer.of(0), Buffer.from('xyz')]) {
+      for (const extra of [Uint8Array.of(0), utf8Encode('xyz')]) {
         const err = thrown(() => decode(Buffer.concat([bytes, extra])))
         expect(err, label).toBeInstanceOf(ProtocolError)
         expect((err as ProtocolError).code, label).toBe(ErrorCode.MALFORMED_FRAME)
       }
     }
-    expectMalformed(() => decodeUp(Buffer.concat([encodeUp(UP_FIXTURES[0] as UpFrame), Buffer.of(9, 9, 9)])), 'UP', '3 unexpected trailing bytes')
-    expectMalformed(() => decodeAck(Buffer.concat([encodeAck(ACK_FIXTURES[0] as AckFrame), Buffer.of(1)])), 'ACK', '1 unexpected trailing bytes')
-    expectMalformed(() => decodeEvents(Buffer.concat([encodeEvents(1, 1, []), Buffer.of(1)]), () => 'e'), 'EVENTS', '1 unexpected trailing bytes')
-    expectMalformed(() => decodeRequest(Buffer.concat([encodeRequest(REQUEST_FIXTURES[0] as Request), Buffer.from('}')])), 'REQUEST', 'not valid JSON')
-    expectMalformed(() => decodeControl(Buffer.concat([encodeControl(CONTROL_FIXTURES[0] as Control), Buffer.from('x')])), 'CONTROL', 'not valid JSON')
+    expectMalformed(() => decodeUp(Buffer.concat([encodeUp(UP_FIXTURES[0] as UpFrame), Uint8Array.of(9, 9, 9)])), 'UP', '3 unexpected trailing bytes')
+    expectMalformed(() => decodeAck(Buffer.concat([encodeAck(ACK_FIXTURES[0] as AckFrame), Uint8Array.of(1)])), 'ACK', '1 unexpected trailing bytes')
+    expectMalformed(() => decodeEvents(Buffer.concat([encodeEvents(1, 1, []), Uint8Array.of(1)]), () => 'e'), 'EVENTS', '1 unexpected trailing bytes')
+    expectMalformed(() => decodeRequest(Buffer.concat([encodeRequest(REQUEST_FIXTURES[0] as Request), utf8Encode('}')])), 'REQUEST', 'not valid JSON')
+    expectMalformed(() => decodeControl(Buffer.concat([encodeControl(CONTROL_FIXTURES[0] as Control), utf8Encode('x')])), 'CONTROL', 'not valid JSON')
   })
 
   it('each decoder rejects every other frame type, naming both types', () => {
-    const decoders: Array<[string, number, (b: Buffer) => unknown]> = [
+    const decoders: Array<[string, number, (b: Uint8Array) => unknown]> = [
       ['UP', FrameType.UP, decodeUp],
       ['ACK', FrameType.ACK, decodeAck],
       ['REQUEST', FrameType.REQUEST, decodeRequest],
@@ -310,21 +310,21 @@ describe('codec rejects malformed frames', () => {
         expectMalformed(() => decode(bytes), `expected a ${name} frame (type ${expected}), got type ${type}`)
       }
     }
-    expectMalformed(() => decodeUp(Buffer.of(0, 0, 0, 0)), 'got type 0')
-    expectMalformed(() => decodeUp(Buffer.of(255)), 'got type 255')
+    expectMalformed(() => decodeUp(Uint8Array.of(0, 0, 0, 0)), 'got type 0')
+    expectMalformed(() => decodeUp(Uint8Array.of(255)), 'got type 255')
   })
 
   it('a frame over maxFrameBytes is rejected before it is read', () => {
     const big = Buffer.alloc(FRAME_LIMITS.maxFrameBytes + 1)
     big[0] = FrameType.UP
     expectMalformed(() => decodeUp(big), `${FRAME_LIMITS.maxFrameBytes + 1} bytes`, 'over the limit')
-    const bigRequest = Buffer.concat([Buffer.of(FrameType.REQUEST), Buffer.from(JSON.stringify({ op: 'unsub', sub: 1, pad: 'x'.repeat(64 * 1024) }))])
+    const bigRequest = Buffer.concat([Uint8Array.of(FrameType.REQUEST), Buffer.from(JSON.stringify({ op: 'unsub', sub: 1, pad: 'x'.repeat(64 * 1024) }))])
     expectMalformed(() => decodeRequest(bigRequest), `REQUEST frame of ${bigRequest.length} bytes is over the limit of 65536`)
   })
 
   it('UP and EVENTS accept maxEventsPerFrame events and reject one more, naming both numbers', () => {
     const limit = FRAME_LIMITS.maxEventsPerFrame
-    const small = (seq: number): UpEvent => raised({ seq, payloadKind: PayloadKind.bytes, payload: Buffer.of(seq & 0xff) })
+    const small = (seq: number): UpEvent => raised({ seq, payloadKind: PayloadKind.bytes, payload: Uint8Array.of(seq & 0xff) })
     const atLimit = Array.from({ length: limit }, (_, i) => small(i + 1))
     expect(decodeUp(encodeUp({ instance: 'gw', after: 0, events: atLimit })).events).toHaveLength(limit)
     expectMalformed(() => decodeUp(encodeUp({ instance: 'gw', after: 0, events: [...atLimit, small(limit + 1)] })), `${limit + 1} events`, `limit of ${limit}`)
@@ -360,8 +360,8 @@ describe('codec rejects malformed frames', () => {
 
   it('invalid event flags are rejected, naming the flags byte', () => {
     // UP with one event whose flags byte is `f`: type, instance "g", after 0, count 1, seq 1, name "n", flags, raisedAt 0, age 0, payload ""
-    const upWithFlags = (f: number): Buffer => new BinaryWriter().u8(FrameType.UP).string('g').varint(0).varint(1)
-      .varint(1).string('n').u8(f).varint(0).varint(0).bytes(Buffer.alloc(0)).finish()
+    const upWithFlags = (f: number): Uint8Array => new BinaryWriter().u8(FrameType.UP).string('g').varint(0).varint(1)
+      .varint(1).string('n').u8(f).varint(0).varint(0).bytes(new Uint8Array(0)).finish()
     expect(decodeUp(upWithFlags(1 | (1 << 3))).events[0]).toMatchObject({ category: 'queueing', payloadKind: PayloadKind.bytes, isNull: false })
     expect(decodeUp(upWithFlags(0 | 4 | (2 << 3))).events[0]).toMatchObject({ category: 'replacing', payloadKind: PayloadKind.none, isNull: true })
     for (const f of [3, 3 | (1 << 3), 3 << 3, 32, 64, 128, 255]) expectMalformed(() => decodeUp(upWithFlags(f)), `invalid event flags ${f}`)
@@ -370,7 +370,7 @@ describe('codec rejects malformed frames', () => {
   it('a varint longer than a safe integer is rejected, naming the field', () => {
     const up = Buffer.concat([new BinaryWriter().u8(FrameType.UP).string('gw').finish(), Buffer.from([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f])])
     expectMalformed(() => decodeUp(up), 'after', 'varint too long')
-    const nine = Buffer.concat([Buffer.of(FrameType.EVENTS), Buffer.alloc(8, 0x80), Buffer.of(0)])
+    const nine = Buffer.concat([Uint8Array.of(FrameType.EVENTS), Buffer.alloc(8, 0x80), Uint8Array.of(0)])
     expectMalformed(() => decodeEvents(nine, () => 'e'), 'sub', 'varint too long')
     // 2^53 - 1 in 8 bytes is the largest accepted
     const maxVarint = new BinaryWriter().u8(FrameType.EVENTS).varint(MAX).varint(MAX).varint(0).finish()
@@ -389,7 +389,7 @@ describe('codec rejects malformed frames', () => {
 // ---------------------------------------------------------------- REQUEST and CONTROL fields
 
 describe('decodeRequest names each malformed field', () => {
-  const req = (v: unknown): Buffer => Buffer.concat([Buffer.of(FrameType.REQUEST), Buffer.from(typeof v === 'string' ? v : JSON.stringify(v))])
+  const req = (v: unknown): Buffer => Buffer.concat([Uint8Array.of(FrameType.REQUEST), Buffer.from(typeof v === 'string' ? v : JSON.stringify(v))])
   const sub = { op: 'sub', sub: 1, event: 'temperature', services: null, position: 0, start: 'all', window: 10 }
 
   it.each<[string, unknown, string]>([
@@ -438,7 +438,7 @@ describe('decodeRequest names each malformed field', () => {
 })
 
 describe('decodeControl', () => {
-  const ctl = (v: unknown): Buffer => Buffer.concat([Buffer.of(FrameType.CONTROL), Buffer.from(typeof v === 'string' ? v : JSON.stringify(v))])
+  const ctl = (v: unknown): Buffer => Buffer.concat([Uint8Array.of(FrameType.CONTROL), Buffer.from(typeof v === 'string' ? v : JSON.stringify(v))])
 
   it.each<[string, unknown, string]>([
     ['invalid JSON', '{', 'CONTROL frame is not valid JSON'],
@@ -458,7 +458,7 @@ describe('decodeControl', () => {
 // ---------------------------------------------------------------- fuzz
 
 describe('codec fuzz', () => {
-  const decoders: Array<[string, (b: Buffer) => unknown]> = [
+  const decoders: Array<[string, (b: Uint8Array) => unknown]> = [
     ['UP', decodeUp],
     ['ACK', decodeAck],
     ['REQUEST', decodeRequest],

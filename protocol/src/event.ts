@@ -2,6 +2,7 @@
  * The event model ([EVT-*] in docs/protocol.md): categories, payload encoding and the three shapes an
  * event takes on its way: raised at a service, stored at the broker, delivered to a client.
  */
+import { utf8Decode, utf8Encode } from './binary.js'
 import { RequestError, ErrorCode } from './errors.js'
 
 /** The three event categories ([EVT-CAT-1]). */
@@ -41,7 +42,7 @@ const EMPTY = new Uint8Array(0)
 /** Encodes a payload once, at raise time; the bytes travel unchanged to the client. */
 export function encodePayload (payload: Payload | undefined): { kind: PayloadKind, bytes: Uint8Array } {
   if (payload instanceof Uint8Array) return { kind: PayloadKind.bytes, bytes: payload }
-  if (payload === undefined) return { kind: PayloadKind.json, bytes: Buffer.from('null') }
+  if (payload === undefined) return { kind: PayloadKind.json, bytes: utf8Encode('null') }
   let text: string | undefined
   try {
     text = JSON.stringify(payload)
@@ -49,7 +50,7 @@ export function encodePayload (payload: Payload | undefined): { kind: PayloadKin
     throw new RequestError(ErrorCode.INVALID_ARGUMENT, `payload is not JSON-serializable: ${(err as Error).message}`, { cause: err })
   }
   if (text === undefined) throw new RequestError(ErrorCode.INVALID_ARGUMENT, 'payload is not a JSON value (functions and symbols are not)')
-  return { kind: PayloadKind.json, bytes: Buffer.from(text, 'utf8') }
+  return { kind: PayloadKind.json, bytes: utf8Encode(text) }
 }
 
 /** The payload of a null event. */
@@ -59,7 +60,7 @@ export const NULL_PAYLOAD: { kind: PayloadKind, bytes: Uint8Array } = Object.fre
 export function decodePayload (kind: PayloadKind, bytes: Uint8Array): Payload | null {
   switch (kind) {
     case PayloadKind.json:
-      return JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8')) as JsonValue
+      return JSON.parse(utf8Decode(bytes)) as JsonValue
     case PayloadKind.bytes:
       return bytes
     default:

@@ -3,9 +3,9 @@ import { join } from 'node:path'
 import { inspect } from 'node:util'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { HashedSecret, SCRYPT_DEFAULTS, SCRYPT_MINIMUM } from './credentials.js'
-import { ConfigError, ErrorCode } from './errors.js'
-import { SITE_DEFAULTS, eventsOfService, loadSite, mayReceive, parseSite } from './site.js'
-import type { EventDefinition, Site, UserDefinition } from './site.js'
+import { ConfigError, ErrorCode } from '@herald/protocol'
+import { SITE_DEFAULTS, eventsOfService, mayReceive, type EventDefinition, type Site, type UserDefinition } from '@herald/protocol'
+import { loadSite, parseSite } from './site-file.js'
 import { tempDir } from './testing/index.js'
 
 /** Hashes made by the test itself are at the minimum cost a site accepts ([SITE-CRED-2]), which is the default. */

@@ -3,7 +3,7 @@
  * Plain secrets are hashed when the site is loaded and never kept.
  */
 import { randomBytes, scrypt as scryptCb, timingSafeEqual, type ScryptOptions } from 'node:crypto'
-import { ConfigError } from './errors.js'
+import { ConfigError } from '@herald/protocol'
 
 function scrypt (password: string, salt: Buffer, keylen: number, opts: ScryptOptions): Promise<Buffer> {
   return new Promise((resolve, reject) => {

@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs'
 import { X509Certificate } from 'node:crypto'
 import { createSecureContext } from 'node:tls'
-import { ConfigError, ErrorCode, HeraldError } from './errors.js'
+import { ConfigError, ErrorCode, HeraldError } from '@herald/protocol'
 
 /** PEM text or its bytes. */
 export type Pem = string | Uint8Array

@@ -1,0 +1,136 @@
+/**
+ * One endpoint's connection to the broker ([CONN-*] in docs/protocol.md), over any Transport:
+ * connects with the endpoint's identity, subscribes to its own reply topic, reconnects with
+ * exponential backoff and full jitter ([SVC-RECONNECT-1]), and reports online/offline. Frames are
+ * QoS 0: Herald's own acknowledgements make them reliable, and everything unacknowledged is resent
+ * after a reconnect. Its timers are the clock's, so tests move time by hand.
+ */
+import { backoffDelay, type BackoffOptions } from './backoff.js'
+import { systemClock, type Clock, type TimerHandle } from './clock.js'
+import type { HeraldError } from './errors.js'
+import { silentLogger, type Logger } from './logger.js'
+import type { DialOptions, Transport, TransportConnection } from './transport.js'
+import { TypedEmitter } from './typed-emitter.js'
+
+export interface LinkOptions extends DialOptions {
+  readonly transport: Transport
+  readonly reconnect: BackoffOptions
+  readonly clock?: Clock | undefined
+  /** Uniform numbers in [0, 1) for the backoff's jitter. Default Math.random. */
+  readonly random?: (() => number) | undefined
+  readonly logger?: Logger | undefined
+}
+
+export interface LinkEvents {
+  /** Connected and subscribed: frames may be sent. */
+  online: () => void
+  /** The connection ended; `error` says why when known. A reconnect is scheduled. */
+  offline: (error: HeraldError | null) => void
+  /** A frame arrived on the reply topic. */
+  frame: (payload: Uint8Array) => void
+  /** A connection attempt starts (0 for the first after being online or started). */
+  connecting: (attempt: number) => void
+}
+
+export class Link extends TypedEmitter<LinkEvents> {
+  private conn: TransportConnection | null = null
+  private attempt = 0
+  private timer: TimerHandle | null = null
+  private closed = false
+  private isOnline = false
+  /** Why the current connection is being dropped, when we drop it. */
+  private dropReason: HeraldError | null = null
+  private readonly clock: Clock
+  private readonly logger: Logger
+
+  constructor (private readonly options: LinkOptions) {
+    super()
+    this.clock = options.clock ?? systemClock
+    this.logger = options.logger ?? silentLogger
+  }
+
+  get online (): boolean {
+    return this.isOnline
+  }
+
+  /** Starts connecting (and reconnecting until close()). */
+  start (): void {
+    if (this.conn === null && this.timer === null && !this.closed) this.connect()
+  }
+
+  /** Sends a frame; false if offline (the caller resends after the next `online`). */
+  send (topic: string, payload: Uint8Array): boolean {
+    if (!this.isOnline || this.conn === null) return false
+    this.conn.send(topic, payload)
+    return true
+  }
+
+  /** Drops the current connection and reconnects (after backoff). */
+  drop (reason: HeraldError): void {
+    const c = this.conn
+    if (c === null) return
+    this.dropReason = reason
+    void c.end()
+  }
+
+  async close (): Promise<void> {
+    this.closed = true
+    this.timer?.cancel()
+    this.timer = null
+    const c = this.conn
+    this.conn = null
+    if (c !== null) await c.end()
+    if (this.isOnline) {
+      this.isOnline = false
+      this.emit('offline', null)
+    }
+  }
+
+  private connect (): void {
+    this.timer = null
+    this.emit('connecting', this.attempt)
+    const o = this.options
+    this.dropReason = null
+    let conn: TransportConnection | null = null
+    let closedEarly = false
+    const handlers = {
+      open: () => {
+        if (this.conn !== conn || conn === null) return
+        this.attempt = 0
+        this.isOnline = true
+        this.emit('online')
+      },
+      frame: (payload: Uint8Array) => {
+        if (this.conn === conn && conn !== null) this.emit('frame', payload)
+      },
+      close: (error: HeraldError | null) => {
+        if (conn === null) { closedEarly = true; this.closedWith(error); return }
+        if (this.conn !== conn) return
+        this.conn = null
+        this.closedWith(error)
+      }
+    }
+    conn = o.transport.dial({
+      url: o.url,
+      clientId: o.clientId,
+      username: o.username,
+      password: o.password,
+      replyTopic: o.replyTopic,
+      connectTimeoutMs: o.connectTimeoutMs,
+      keepaliveSec: o.keepaliveSec
+    }, handlers)
+    if (!closedEarly) this.conn = conn
+  }
+
+  private closedWith (error: HeraldError | null): void {
+    const wasOnline = this.isOnline
+    this.isOnline = false
+    const reason = error ?? this.dropReason
+    this.dropReason = null
+    if (reason !== null) this.logger.debug({ err: reason.message, code: reason.code }, 'connection closed')
+    if (wasOnline || reason !== null) this.emit('offline', reason)
+    if (this.closed) return
+    const delay = backoffDelay(this.attempt++, this.options.reconnect, this.options.random)
+    this.timer = this.clock.setTimer(() => { this.connect() }, delay)
+  }
+}
