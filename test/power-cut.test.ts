@@ -11,7 +11,8 @@ import { join } from 'node:path'
 import { describe, it, expect, afterAll, afterEach, beforeAll } from 'vitest'
 import { MemoryPositionStore } from '@herald/client-endpoint'
 import type { ServiceEndpoint } from '@herald/service-endpoint'
-import { ConfigError, ManualClock } from '@herald/protocol'
+import { ConfigError } from '@herald/protocol'
+import { HandSetClock } from './support/clocks.js'
 import { seededRandom, waitFor } from '@herald/protocol/testing'
 import { Harness } from './support/harness.js'
 import { PowerCutDir, buildPowerCutLibrary } from './support/power-cut.js'
@@ -172,7 +173,7 @@ describe('power loss at the client machine', { timeout: 300_000 }, () => {
     const store = Object.assign(new MemoryPositionStore(), {
       reserve (_key: string, upTo: number): void { reservations.push({ upTo, handledBefore: handled.length }) }
     })
-    const clock = new ManualClock()
+    const clock = new HandSetClock()
     const client = h.client(broker.url, 'alice', 'app', { positions: store, clock, window: 100 })
     const sub = await client.subscribe('readings', { start: 'new' }, (e) => { handled.push(e.position) })
     // [CLI-START-1] the first position, reserved before subscribe() resolved
