@@ -12,7 +12,10 @@ import { isSecureUrl, nodeTlsOptions, tlsConnectError, type TlsClientOptions } f
 import { TypedEmitter } from './typed-emitter.js'
 
 export interface LinkOptions {
-  /** `mqtt://host:port`, or `mqtts://host:port` for TLS ([CONN-TLS-1]). */
+  /**
+   * `mqtt://host:port`, or `mqtts://host:port` for TLS ([CONN-TLS-1]); or MQTT over WebSocket,
+   * `ws://host:port/mqtt` or `wss://host:port/mqtt` (no path means /mqtt, [CONN-WS-1]).
+   */
   readonly url: string
   /** TLS options for a `mqtts://` URL (checked by `checkBrokerConnection`). */
   readonly tls?: TlsClientOptions | undefined
@@ -45,6 +48,17 @@ function connackError (err: Error & { code?: unknown }): HeraldError {
   if (err.code === 4) return new AuthError(ErrorCode.BAD_CREDENTIALS, 'the broker refused the credentials', { cause: err })
   if (err.code === 5 || err.code === 2) return new AuthError(ErrorCode.NOT_AUTHORIZED, 'the broker refused this identity', { cause: err })
   return new HeraldError(ErrorCode.CONNECTION_LOST, err.message, { cause: err })
+}
+
+const isWebSocketUrl = (url: string): boolean => /^wss?:/i.test(url)
+
+/** [CONN-WS-1] a ws:// or wss:// URL without a path means the broker's /mqtt. */
+function brokerUrl (url: string): string {
+  if (!isWebSocketUrl(url)) return url
+  const u = new URL(url)
+  if (u.pathname !== '/') return url
+  u.pathname = '/mqtt'
+  return u.toString()
 }
 
 export class Link extends TypedEmitter<LinkEvents> {
@@ -101,7 +115,7 @@ export class Link extends TypedEmitter<LinkEvents> {
     this.timer = null
     this.emit('connecting', this.attempt)
     const o = this.options
-    const client = mqtt.connect(o.url, {
+    const client = mqtt.connect(brokerUrl(o.url), {
       // [CONN-TLS-1] CA, client certificate; a broker certificate that does not verify is refused unless told otherwise
       ...nodeTlsOptions(o.tls),
       clientId: o.clientId,
@@ -149,9 +163,11 @@ export class Link extends TypedEmitter<LinkEvents> {
       this.isOnline = false
       if (!answered && this.lastError === null && !this.closed) {
         // [CONN-TLS-3] closed with no word: never a silent retry, say what the likely causes are
-        this.lastError = new HeraldError(ErrorCode.CONNECTION_LOST, isSecureUrl(o.url)
-          ? 'the broker closed the connection before answering CONNECT; if it requires a client certificate, give one signed by its CA (tls.cert and tls.key, --cert and --key)'
-          : 'the broker closed the connection before answering CONNECT; if this port serves TLS, use an mqtts:// URL')
+        this.lastError = new HeraldError(ErrorCode.CONNECTION_LOST, isWebSocketUrl(o.url)
+          ? 'the broker closed the WebSocket connection before answering CONNECT, or refused the upgrade; check that this port serves MQTT over WebSocket (herald broker --ws-port) on the path /mqtt, wss:// if it serves TLS'
+          : isSecureUrl(o.url)
+            ? 'the broker closed the connection before answering CONNECT; if it requires a client certificate, give one signed by its CA (tls.cert and tls.key, --cert and --key)'
+            : 'the broker closed the connection before answering CONNECT; if this port serves TLS, use an mqtts:// URL')
       }
       if (wasOnline || this.lastError !== null) this.emit('offline', this.lastError)
       if (this.closed) return
