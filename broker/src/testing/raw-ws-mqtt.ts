@@ -34,6 +34,8 @@ export class RawWsMqtt {
   readonly packets: Packet[] = []
   /** Binary messages received. */
   messages = 0
+  /** Called with each packet received, after it is recorded. */
+  onPacket: ((p: Packet) => void) | null = null
   /** Resolves when the WebSocket is open; with false if it closed first (the upgrade refused). */
   readonly opened: Promise<boolean>
   /** The CONNACK return code, or null if the connection closed before one came. */
@@ -59,6 +61,7 @@ export class RawWsMqtt {
       this.parser.on('packet', (p: Packet) => {
         this.packets.push(p)
         if (p.cmd === 'connack') resolve(p.returnCode ?? 0)
+        this.onPacket?.(p)
       })
       void this.closed.then(() => { resolve(null) })
     })
