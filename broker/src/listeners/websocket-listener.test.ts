@@ -7,7 +7,7 @@ import { readFile } from 'node:fs/promises'
 import { connect as netConnect, type Socket } from 'node:net'
 import { join } from 'node:path'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { ConfigError, parseSite, type Site } from '@herald/shared'
+import { ConfigError, ErrorCode, parseSite, type Site } from '@herald/shared'
 import { makeTestCa, tempDir, waitFor, type CertFiles, type TestCa } from '@herald/shared/testing'
 import { createBroker, type Broker, type BrokerOptions } from '../broker.js'
 import { MemoryEventStore } from '../event-store/memory-event-store.js'
@@ -244,11 +244,13 @@ describe('WebSocket beside TCP in startBrokerServer', () => {
   let ca: TestCa
   let otherCa: TestCa
   let server: CertFiles
+  let clientCert: CertFiles
   beforeAll(async () => {
     dir = await tempDir('herald-ws-')
     ca = await makeTestCa(dir.path, 'ca')
     otherCa = await makeTestCa(dir.path, 'other-ca')
     server = await ca.issueServer('server')
+    clientCert = await ca.issueClient('client', 'alice')
   })
   afterAll(async () => { await dir.remove() })
 
@@ -285,6 +287,39 @@ describe('WebSocket beside TCP in startBrokerServer', () => {
       expect(b.webSocketListener?.secure).toBe(true)
     } finally {
       await b.close()
+    }
+  })
+
+  it('with client authentication, wss:// refuses a client without a certificate and admits one with a good certificate', async () => {
+    const b = await startBrokerServer({ site: await testSite(), dataDir: join(dir.path, 'mtls'), port: 0, tls: { certFile: server.certFile, keyFile: server.keyFile, caFile: ca.certFile, clientAuth: true }, webSocket: { port: 0 } })
+    try {
+      const url = b.webSocketUrl!.replace('127.0.0.1', 'localhost')
+      const trust = await readFile(ca.certFile)
+      const anonymous = new RawWsMqtt({ url, ca: trust, connect: { clientId: 'c/~guest/anon' } })
+      const known = new RawWsMqtt({ url, ca: trust, cert: await readFile(clientCert.certFile), key: await readFile(clientCert.keyFile), connect: { clientId: 'c/alice/cert', username: 'alice', password: Buffer.from(PASSWORD) } })
+      open.push(anonymous, known)
+      expect(await known.connack).toBe(0)
+      expect(await anonymous.connack).toBeNull()
+      expect(await anonymous.opened).toBe(false)
+      await waitFor(() => b.webSocketListener!.refused.tls >= 1, 'the refused handshake counted')
+    } finally {
+      await b.close()
+    }
+  })
+
+  it('a busy WebSocket port is ADDRESS_IN_USE naming it; the TCP listener and the data directory are released', async () => {
+    const first = await startBrokerServer({ site: await testSite(), dataDir: join(dir.path, 'busy-1'), port: 0, webSocket: { port: 0 } })
+    try {
+      const wsPort = first.webSocketListener!.address.port
+      const err = await startBrokerServer({ site: await testSite(), dataDir: join(dir.path, 'busy-2'), port: 0, webSocket: { port: wsPort } }).catch((e: unknown) => e)
+      expect(err).toBeInstanceOf(ConfigError)
+      expect((err as ConfigError).code).toBe(ErrorCode.ADDRESS_IN_USE)
+      expect((err as Error).message).toBe(`WebSocket port ${wsPort} on 127.0.0.1 is in use (another broker running?)`)
+      // nothing of the failed start holds the directory
+      const again = await startBrokerServer({ site: await testSite(), dataDir: join(dir.path, 'busy-2'), port: 0 })
+      await again.close()
+    } finally {
+      await first.close()
     }
   })
 })

@@ -16,6 +16,9 @@ export interface RawWsConnectOptions {
   readonly protocols?: readonly string[]
   /** CA certificate(s) for wss:// (PEM). */
   readonly ca?: Buffer | string
+  /** A client certificate and its key for wss:// (PEM). */
+  readonly cert?: Buffer | string
+  readonly key?: Buffer | string
   /** The CONNECT to send once open (fields not given: protocol 4, clean, keepalive 30); null sends none. */
   readonly connect: Partial<IConnectPacket> | null
 }
@@ -48,7 +51,9 @@ export class RawWsMqtt {
   constructor (options: RawWsConnectOptions) {
     const ws = new WebSocket(options.url, [...(options.protocols ?? ['mqtt'])], {
       ...(options.localAddress !== undefined ? { localAddress: options.localAddress } : {}),
-      ...(options.ca !== undefined ? { ca: options.ca } : {})
+      ...(options.ca !== undefined ? { ca: options.ca } : {}),
+      ...(options.cert !== undefined ? { cert: options.cert } : {}),
+      ...(options.key !== undefined ? { key: options.key } : {})
     })
     this.ws = ws
     ws.on('error', (err) => { this.error ??= err.message })
