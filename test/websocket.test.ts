@@ -87,6 +87,17 @@ describe('MQTT over WebSocket with a real herald broker', () => {
     expect(got.events).toHaveLength(N)
   })
 
+  it('a busy --ws-port stops a second broker with one line naming the flag, exit code 2', async () => {
+    h = await Harness.create()
+    const b = await broker([])
+    const wsPort = new URL(b.wsUrl).port
+    const child = spawn(process.execPath, [CLI, 'broker', '--site', await writeTestSite(h.dir), '--data', join(h.dir, 'second'), '--port', '0', '--ws-port', wsPort], { stdio: ['ignore', 'pipe', 'pipe'] })
+    const second = new Proc(child, 'second herald broker')
+    h.onClose(() => second.kill())
+    expect(await second.exited).toBe(2)
+    expect(second.stderr).toBe(`herald: WebSocket port ${wsPort} on 127.0.0.1 is in use (another broker running?): choose another with --ws-port [ADDRESS_IN_USE]\n`)
+  })
+
   it('serves wss:// with the TLS certificate (reloaded on SIGHUP): a client trusting the CA receives, one trusting another CA is refused with a reason', async () => {
     h = await Harness.create()
     const live = { certFile: join(h.dir, 'live.crt'), keyFile: join(h.dir, 'live.key') }
@@ -96,6 +107,7 @@ describe('MQTT over WebSocket with a real herald broker', () => {
     expect(b.wsUrl).toMatch(/^wss:\/\/127\.0\.0\.1:\d+\/mqtt$/)
     const trust: TlsClientOptions = readTlsClientFiles({ ca: ca.certFile })
     const wssLocal = b.wsUrl.replace('127.0.0.1', 'localhost')
+
     const svc = await h.service(b.url, 'svc-a', { tls: trust })
     const got = await collect(h.client(wssLocal, 'alice', 'wss-reader', { tls: trust }), 'readings', { start: 'all' })
     await svc.raise('readings', { n: 1 })
@@ -106,6 +118,10 @@ describe('MQTT over WebSocket with a real herald broker', () => {
     await waitFor(() => stranger.status.lastError !== null, 'the client to report why it cannot connect')
     expect(stranger.status.lastError?.message).toMatch(/^TLS: the broker's certificate was refused: .*check the CA/)
     expect(stranger.status.state).not.toBe('online')
+    // tls.servername is checked over wss:// too: a name the certificate does not carry is refused
+    const misnamed = h.client(b.wsUrl, 'alice', 'wss-misnamed', { tls: { ...trust, servername: 'elsewhere.example' } })
+    await waitFor(() => misnamed.status.lastError !== null, 'the client to report why it cannot connect')
+    expect(misnamed.status.lastError?.message).toMatch(/^TLS: the broker's certificate was refused: .*ERR_TLS_CERT_ALTNAME_INVALID/)
 
     // a renewed certificate on SIGHUP: new wss:// connections get it, the open one stays
     const port = Number(new URL(b.wsUrl).port)

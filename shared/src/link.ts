@@ -118,6 +118,8 @@ export class Link extends TypedEmitter<LinkEvents> {
     const client = mqtt.connect(brokerUrl(o.url), {
       // [CONN-TLS-1] CA, client certificate; a broker certificate that does not verify is refused unless told otherwise
       ...nodeTlsOptions(o.tls),
+      // over wss:// mqtt.js hands ca, cert, key and rejectUnauthorized to ws, not servername
+      ...(o.tls?.servername !== undefined && isWebSocketUrl(o.url) ? { wsOptions: { servername: o.tls.servername } as object } : {}),
       clientId: o.clientId,
       ...(o.username !== undefined ? { username: o.username } : {}),
       ...(o.password !== undefined ? { password: o.password } : {}),
