@@ -35,6 +35,8 @@ export interface BrokerWebSocketOptions {
   readonly handshakeTimeoutMs?: number | undefined
   /** Most connections not yet upgraded at once. Default 1,000. */
   readonly maxHandshakes?: number | undefined
+  /** Most connections not yet upgraded from one source address. Default 100. */
+  readonly maxHandshakesPerAddress?: number | undefined
   /** Plain HTTP requests (a page, say); default 404 for all. */
   readonly httpHandler?: HttpHandler | undefined
 }
@@ -190,6 +192,7 @@ export async function startBrokerServer (options: BrokerServerOptions): Promise<
           ...(certificates !== null ? { certificates, clientAuth: tls?.clientAuth === true } : {}),
           ...(webSocket.handshakeTimeoutMs !== undefined ? { handshakeTimeoutMs: webSocket.handshakeTimeoutMs } : {}),
           ...(webSocket.maxHandshakes !== undefined ? { maxHandshakes: webSocket.maxHandshakes } : {}),
+          ...(webSocket.maxHandshakesPerAddress !== undefined ? { maxHandshakesPerAddress: webSocket.maxHandshakesPerAddress } : {}),
           ...(webSocket.httpHandler !== undefined ? { httpHandler: webSocket.httpHandler } : {})
         })
       }

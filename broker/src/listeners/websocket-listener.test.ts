@@ -199,12 +199,28 @@ describe('WebSocket listener refusals before the upgrade [CONN-WS-1], [CONN-WS-2
     await waitFor(() => c.packets.some((p) => p.cmd === 'pingresp'), 'a PINGRESP')
   })
 
+  it('bounds connections not yet upgraded per source address; other addresses still upgrade', async () => {
+    const { listener, url } = await start({}, { maxHandshakesPerAddress: 2 })
+    const port = listener.address.port
+    const silent = [tcp(port, '127.0.28.1'), tcp(port, '127.0.28.1')]
+    await waitFor(() => listener.handshaking === 2, 'two silent connections in their handshake')
+    const third = tcp(port, '127.0.28.1')
+    await third.closed
+    expect(listener.refused.busy).toBe(1)
+    expect(await guest(url, '127.0.28.2', 'elsewhere').connack).toBe(0)
+    // a place freed is taken again
+    silent[0]!.socket.destroy()
+    await waitFor(() => listener.handshaking === 1, 'the closed one counted out')
+    expect(await guest(url, '127.0.28.1', 'again').connack).toBe(0)
+  })
+
   it('checks its options', async () => {
     const s = await testSite()
     const broker = await createBroker({ site: s, store: new MemoryEventStore({ limitsOf: (n) => s.events.get(n) }) })
     try {
       await expect(listenWebSocket(broker, { port: 0, maxHandshakes: 0 })).rejects.toThrow(/^listenWebSocket: option "maxHandshakes" must be a whole number from 1/)
       await expect(listenWebSocket(broker, { port: 0, clientAuth: true })).rejects.toThrow(ConfigError)
+      await expect(listenWebSocket(broker, { port: 0, maxHandshakesPerAddress: 0 })).rejects.toThrow(/"maxHandshakesPerAddress" must be a whole number from 1 to 100000, got 0/)
       await expect(listenWebSocket(broker, { port: 0, nope: 1 } as unknown as WebSocketListenerOptions)).rejects.toThrow(/unknown option "nope"/)
     } finally {
       await broker.close()

@@ -12,6 +12,7 @@ import type { AddressInfo, Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { WebSocketServer, type ServerOptions, type WebSocket } from 'ws'
 import { ConfigError, checkInt, silentLogger, withDefaults, type Logger } from '@herald/shared'
+import { addressKey } from '../auth/login-throttle.js'
 import type { Broker } from '../broker.js'
 import type { TcpListener } from './tcp-listener.js'
 import { checkTlsCertificates, type TlsCertificates } from './tls-listener.js'
@@ -50,6 +51,11 @@ export interface WebSocketListenerOptions {
   readonly handshakeTimeoutMs?: number
   /** Most connections not yet upgraded at once; one beyond is closed at once. Default 1,000. */
   readonly maxHandshakes?: number
+  /**
+   * Most connections not yet upgraded from one source address (IPv6: one /64), so that one address
+   * cannot hold every place of `maxHandshakes`. Default 100 (the broker's maxPendingConnectionsPerAddress).
+   */
+  readonly maxHandshakesPerAddress?: number
   /** How long a closing WebSocket waits for the peer's close frame before it is cut, in ms. Default 2,000. */
   readonly closeTimeoutMs?: number
   /** Plain HTTP requests; default: none (404). */
@@ -63,6 +69,7 @@ export const WEBSOCKET_LISTENER_DEFAULTS = Object.freeze({
   maxPacketBytes: 18 * 1024 * 1024,
   handshakeTimeoutMs: 10_000,
   maxHandshakes: 1000,
+  maxHandshakesPerAddress: 100,
   closeTimeoutMs: 2000
 })
 
@@ -76,7 +83,7 @@ export interface WebSocketRefusals {
   badRequest: number
   /** Not upgraded within handshakeTimeoutMs. */
   timeout: number
-  /** Over maxHandshakes. */
+  /** Over maxHandshakes, or maxHandshakesPerAddress. */
   busy: number
   /** The TLS handshake failed (wss://). */
   tls: number
@@ -114,6 +121,7 @@ export async function listenWebSocket (broker: Pick<Broker, 'handle'>, options: 
   checkInt('listenWebSocket', 'maxPacketBytes', opts.maxPacketBytes, 1024, 256 * 1024 * 1024)
   checkInt('listenWebSocket', 'handshakeTimeoutMs', opts.handshakeTimeoutMs, 100, 600_000)
   checkInt('listenWebSocket', 'maxHandshakes', opts.maxHandshakes, 1, 100_000)
+  checkInt('listenWebSocket', 'maxHandshakesPerAddress', opts.maxHandshakesPerAddress, 1, 100_000)
   checkInt('listenWebSocket', 'closeTimeoutMs', opts.closeTimeoutMs, 100, 600_000)
   if (httpHandler !== undefined && typeof httpHandler !== 'function') throw new ConfigError('listenWebSocket: option "httpHandler" must be a function')
   if (opts.clientAuth && certificates === undefined) throw new ConfigError('listenWebSocket: option "clientAuth" needs "certificates" (client certificates are a TLS feature)')
@@ -124,13 +132,17 @@ export async function listenWebSocket (broker: Pick<Broker, 'handle'>, options: 
   const sockets = new Set<Socket>()
   // connections accepted and not upgraded, by peer address and port (a TLS socket and the TCP
   // socket under it share them); each closed when its time is up
-  const pending = new Map<string, { socket: Socket, timer: NodeJS.Timeout }>()
+  const pending = new Map<string, { socket: Socket, timer: NodeJS.Timeout, address: string }>()
+  const pendingPerAddress = new Map<string, number>()
   const peer = (s: Socket): string => `${s.remoteAddress ?? ''}:${s.remotePort ?? ''}`
-  const settle = (s: Socket): void => {
-    const p = pending.get(peer(s))
+  const forget = (key: string): void => {
+    const p = pending.get(key)
     if (p === undefined) return
     clearTimeout(p.timer)
-    pending.delete(peer(s))
+    pending.delete(key)
+    const n = (pendingPerAddress.get(p.address) ?? 1) - 1
+    if (n <= 0) pendingPerAddress.delete(p.address)
+    else pendingPerAddress.set(p.address, n)
   }
 
   const server: Server = context !== null
@@ -158,7 +170,8 @@ export async function listenWebSocket (broker: Pick<Broker, 'handle'>, options: 
   } as ServerOptions & { closeTimeout: number })
 
   server.on('connection', (raw: Socket) => {
-    if (pending.size >= opts.maxHandshakes) {
+    const address = addressKey(raw.remoteAddress)
+    if (pending.size >= opts.maxHandshakes || (pendingPerAddress.get(address) ?? 0) >= opts.maxHandshakesPerAddress) {
       refused.busy++
       raw.destroy()
       return
@@ -166,19 +179,16 @@ export async function listenWebSocket (broker: Pick<Broker, 'handle'>, options: 
     const key = peer(raw)
     const timer = setTimeout(() => {
       refused.timeout++
-      pending.delete(key)
+      forget(key)
       raw.destroy()
     }, opts.handshakeTimeoutMs)
     timer.unref()
-    pending.set(key, { socket: raw, timer })
+    pending.set(key, { socket: raw, timer, address })
+    pendingPerAddress.set(address, (pendingPerAddress.get(address) ?? 0) + 1)
     sockets.add(raw)
     raw.once('close', () => {
       sockets.delete(raw)
-      const p = pending.get(key)
-      if (p?.socket === raw) {
-        clearTimeout(p.timer)
-        pending.delete(key)
-      }
+      if (pending.get(key)?.socket === raw) forget(key)
     })
   })
   if (context !== null) {
@@ -218,7 +228,7 @@ export async function listenWebSocket (broker: Pick<Broker, 'handle'>, options: 
       return
     }
     wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
-      settle(socket)
+      forget(peer(socket))
       broker.handle(new WebSocketDuplex(ws, { remoteAddress: socket.remoteAddress, remotePort: socket.remotePort }))
     })
   })
@@ -250,6 +260,7 @@ export async function listenWebSocket (broker: Pick<Broker, 'handle'>, options: 
     close: () => new Promise<void>((resolve) => {
       for (const p of pending.values()) clearTimeout(p.timer)
       pending.clear()
+      pendingPerAddress.clear()
       server.close(() => { resolve() })
       for (const s of sockets) s.destroy()
     })
