@@ -92,7 +92,7 @@ export function brokerCommand (): Command {
       })
       logger.info({ url: server.url, ...(server.webSocketUrl !== null ? { webSocketUrl: server.webSocketUrl } : {}), site: opts.site, data: opts.data, stored: server.broker.store.count(), clientAuth: opts.tlsClientAuth === true }, 'broker listening')
       if (!server.tls && opts.insecure === true && !isLoopbackHost(opts.host)) logger.warn({ host: opts.host }, 'plain MQTT on a non-loopback address (--insecure): credentials cross the network in the clear')
-      // a line for scripts and tests to wait for, also when logs are JSON
+      // a line for scripts and tests to wait for, also when logs are JSON: the MQTT URL first, then the WebSocket one
       process.stdout.write(`herald broker listening on ${server.url}\n`)
       if (server.webSocketUrl !== null) process.stdout.write(`herald broker listening on ${server.webSocketUrl}\n`)
       if (server.tls) {
