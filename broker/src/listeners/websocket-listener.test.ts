@@ -160,6 +160,7 @@ describe('WebSocket listener refusals before the upgrade [CONN-WS-1], [CONN-WS-2
   it('hands plain requests to the httpHandler, which may leave them to the listener', async () => {
     const { listener } = await start({}, {
       httpHandler: (req, res) => {
+        if (req.url === '/broken') throw new Error('a bug in the page')
         if (req.url !== '/') return false
         res.writeHead(200, { 'Content-Type': 'text/plain', 'Content-Length': 7, Connection: 'close' })
         res.end('a page\n')
@@ -174,6 +175,7 @@ describe('WebSocket listener refusals before the upgrade [CONN-WS-1], [CONN-WS-2
     }
     expect(await get('/')).toMatch(/^HTTP\/1\.1 200 [^]*\r\n\r\na page\n$/)
     expect(await get('/nothing')).toMatch(/^HTTP\/1\.1 404 /)
+    expect(await get('/broken')).toMatch(/^HTTP\/1\.1 500 /)
     expect(await guest(listener.url, '127.0.24.2', 'ws').connack).toBe(0)
   })
 

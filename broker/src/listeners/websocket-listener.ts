@@ -206,7 +206,15 @@ export async function listenWebSocket (broker: Pick<Broker, 'handle'>, options: 
     else socket.destroy()
   })
   server.on('request', (req: IncomingMessage, res: ServerResponse) => {
-    if (httpHandler?.(req, res) === true) return
+    try {
+      if (httpHandler?.(req, res) === true) return
+    } catch (err) {
+      // a failing page handler costs its request, not the broker
+      logger.error({ err: (err as Error).message, url: req.url }, 'the WebSocket listener\'s httpHandler threw')
+      if (!res.headersSent) res.writeHead(500, { 'Content-Type': 'text/plain', Connection: 'close' })
+      res.end()
+      return
+    }
     const onPath = pathOf(req) === WEBSOCKET_PATH
     refused.path++
     const body = onPath ? 'MQTT over WebSocket: upgrade to WebSocket with subprotocol mqtt\n' : 'not found: MQTT over WebSocket is on /mqtt\n'
