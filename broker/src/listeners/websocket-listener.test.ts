@@ -83,6 +83,8 @@ describe('WebSocket listener framing [CONN-WS-3]', () => {
     // aedes answers a SUBSCRIBE after its hooks, so the PINGRESPs may come first
     expect(c.packets.map((p) => p.cmd).sort()).toEqual(['connack', 'pingresp', 'pingresp', 'pingresp', 'suback'])
     expect(c.packets.find((p) => p.cmd === 'suback')).toMatchObject({ cmd: 'suback', messageId: 7, granted: [0] })
+    expect(c.textMessages).toBe(0)
+    expect(c.messages).toBeGreaterThanOrEqual(1)
     expect(broker.stats().connections).toBe(1)
   })
 

@@ -37,6 +37,8 @@ export class RawWsMqtt {
   readonly packets: Packet[] = []
   /** Binary messages received. */
   messages = 0
+  /** Text messages received (MQTT over WebSocket has none). */
+  textMessages = 0
   /** Called with each packet received, after it is recorded. */
   onPacket: ((p: Packet) => void) | null = null
   /** Resolves when the WebSocket is open; with false if it closed first (the upgrade refused). */
@@ -70,7 +72,11 @@ export class RawWsMqtt {
       })
       void this.closed.then(() => { resolve(null) })
     })
-    ws.on('message', (data: Buffer) => {
+    ws.on('message', (data: Buffer, isBinary: boolean) => {
+      if (!isBinary) {
+        this.textMessages++
+        return
+      }
       this.messages++
       this.parser.parse(data)
     })
