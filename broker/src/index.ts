@@ -2,7 +2,11 @@ export { createBroker, BROKER_DEFAULTS, type Broker, type BrokerOptions, type Br
 export { LOGIN_THROTTLE_DEFAULTS, type LoginStats } from './auth/login-throttle.js'
 export { listenTcp, type TcpListener } from './listeners/tcp-listener.js'
 export { listenTls, TLS_LISTENER_DEFAULTS, type TlsListener, type TlsListenerOptions, type TlsCertificates } from './listeners/tls-listener.js'
-export { startBrokerServer, checkListenerSecurity, isLoopbackHost, type BrokerServer, type BrokerServerOptions, type BrokerTlsFiles } from './server.js'
+export {
+  listenWebSocket, WEBSOCKET_LISTENER_DEFAULTS, WEBSOCKET_PATH, WEBSOCKET_SUBPROTOCOL,
+  type HttpHandler, type WebSocketListener, type WebSocketListenerOptions, type WebSocketRefusals
+} from './listeners/websocket-listener.js'
+export { startBrokerServer, checkListenerSecurity, isLoopbackHost, type BrokerServer, type BrokerServerOptions, type BrokerTlsFiles, type BrokerWebSocketOptions } from './server.js'
 export type { EventStore, AppendBatch, AppendResult, ArrivingEvent, EventCounters, ReadQuery, QueueLimits, LimitsOf } from './event-store/event-store.js'
 export { DropReport, type DropDelta } from './drop-report.js'
 export { createSqliteEventStore, SqliteEventStore } from './event-store/sqlite-event-store.js'

@@ -1,4 +1,4 @@
-/** A broker on a site file, a data directory and a TCP or TLS port: what `herald broker` runs. */
+/** A broker on a site file, a data directory and a TCP or TLS port (and a WebSocket one): what `herald broker` runs. */
 import { readFile } from 'node:fs/promises'
 import { isIP } from 'node:net'
 import { join } from 'node:path'
@@ -10,6 +10,7 @@ import { lockDataDir, type DataDirLock } from './data-dir.js'
 import { createSqliteEventStore } from './event-store/sqlite-event-store.js'
 import { listenTcp, type TcpListener } from './listeners/tcp-listener.js'
 import { checkTlsCertificates, listenTls, type TlsCertificates, type TlsListener } from './listeners/tls-listener.js'
+import { listenWebSocket, type HttpHandler, type WebSocketListener } from './listeners/websocket-listener.js'
 
 /** The files a TLS listener serves with ([CONN-TLS-1]). */
 export interface BrokerTlsFiles {
@@ -27,6 +28,20 @@ export interface BrokerTlsFiles {
   readonly maxHandshakes?: number | undefined
 }
 
+/** A WebSocket listener beside the TCP or TLS one ([CONN-WS-1..5]): wss:// with the TLS files, else ws://. */
+export interface BrokerWebSocketOptions {
+  /** Its port, on the same host; 0 picks a free one. */
+  readonly port: number
+  /** A connection not upgraded this long after it was accepted is closed, in ms. Default 10,000. */
+  readonly handshakeTimeoutMs?: number | undefined
+  /** Most connections not yet upgraded at once. Default 1,000. */
+  readonly maxHandshakes?: number | undefined
+  /** Most connections not yet upgraded from one source address. Default 100. */
+  readonly maxHandshakesPerAddress?: number | undefined
+  /** Plain HTTP requests (a page, say); default 404 for all. */
+  readonly httpHandler?: HttpHandler | undefined
+}
+
 export interface BrokerServerOptions extends Omit<BrokerOptions, 'site' | 'store'> {
   /** A site file path, or an already loaded site. */
   readonly site: string | Site
@@ -41,6 +56,8 @@ export interface BrokerServerOptions extends Omit<BrokerOptions, 'site' | 'store
   readonly host?: string
   /** Serve TLS (`mqtts://`) with these files instead of plain MQTT. */
   readonly tls?: BrokerTlsFiles | undefined
+  /** Also serve MQTT over WebSocket (wss:// with `tls`, with the same certificate). Default: not. */
+  readonly webSocket?: BrokerWebSocketOptions | undefined
   /**
    * Allow plain MQTT on an address that is not loopback ([CONN-TLS-3]): credentials then cross the
    * network in the clear. Default false: such a listener refuses to start.
@@ -59,9 +76,13 @@ export interface BrokerServer {
   readonly tls: boolean
   /** The listener, when it serves TLS (its handshake failures, its certificates). */
   readonly tlsListener: TlsListener | null
+  /** The WebSocket listener, if any (its address, `url` and refusals). */
+  readonly webSocketListener: WebSocketListener | null
+  /** `ws://host:port/mqtt` or `wss://host:port/mqtt`, or null without a WebSocket listener. */
+  readonly webSocketUrl: string | null
   /**
    * Reads the TLS files again and serves new connections with them (a renewed certificate, no
-   * restart); open connections keep theirs. Rejects with a ConfigError, keeping the old
+   * restart), on the WebSocket listener too; open connections keep theirs. Rejects with a ConfigError, keeping the old
    * certificate, if the files do not load; a ConfigError too without TLS.
    */
   reloadTls (): Promise<void>
@@ -123,16 +144,17 @@ export const EVENTS_FILE = 'events.db'
 
 /**
  * Loads the site, checks the listener's security and TLS files, takes the data directory, listens on
- * TCP or TLS, opens the SQLite store and creates the broker. In that order, so that an insecure
+ * TCP or TLS (and WebSocket, if asked), opens the SQLite store and creates the broker. In that order, so that an insecure
  * listener, a wrong site or TLS file, a data directory another broker holds (`DATA_DIR_LOCKED`) or a
  * busy port (`ADDRESS_IN_USE`) fail before the store is opened; each step that fails undoes the ones
  * before. Connections that arrive while the store opens are closed (the endpoints reconnect).
  */
 export async function startBrokerServer (options: BrokerServerOptions): Promise<BrokerServer> {
-  const { site: siteOpt, dataDir, port, host: hostOpt, tls, insecure, ...rest } = options
+  const { site: siteOpt, dataDir, port, host: hostOpt, tls, insecure, webSocket, ...rest } = options
   const host = hostOpt ?? '127.0.0.1'
   const logger = options.logger ?? silentLogger
-  // everything that can be refused is refused before the data directory and the store are touched
+  // everything that can be refused is refused before the data directory and the store are touched;
+  // [CONN-TLS-3] holds for the WebSocket listener too: same host, and TLS for both or neither
   checkListenerSecurity(host, tls !== undefined, insecure === true)
   const site = typeof siteOpt === 'string' ? await loadSite(siteOpt) : siteOpt
   const certificates = tls !== undefined ? await readCertificates(tls) : null
@@ -140,9 +162,11 @@ export async function startBrokerServer (options: BrokerServerOptions): Promise<
   const lock: DataDirLock = await lockDataDir(dataDir, [EVENTS_FILE], logger)
   let listener: TcpListener | null = null
   let tlsListener: TlsListener | null = null
+  let wsListener: WebSocketListener | null = null
   try {
     let ready: Broker | null = null
     const gate = { handle: (stream: Duplex) => { if (ready === null) stream.destroy(); else ready.handle(stream) } }
+    let listening = `port ${port}`
     try {
       if (tls !== undefined && certificates !== null) {
         tlsListener = await listenTls(gate, {
@@ -158,12 +182,27 @@ export async function startBrokerServer (options: BrokerServerOptions): Promise<
       } else {
         listener = await listenTcp(gate, { port, host })
       }
+      if (webSocket !== undefined) {
+        listening = `WebSocket port ${webSocket.port}`
+        wsListener = await listenWebSocket(gate, {
+          port: webSocket.port,
+          host,
+          logger,
+          // [CONN-WS-4] a message holds one packet of the broker's largest size
+          ...(rest.maxPacketBytes !== undefined ? { maxPacketBytes: rest.maxPacketBytes } : {}),
+          ...(certificates !== null ? { certificates, clientAuth: tls?.clientAuth === true } : {}),
+          ...(webSocket.handshakeTimeoutMs !== undefined ? { handshakeTimeoutMs: webSocket.handshakeTimeoutMs } : {}),
+          ...(webSocket.maxHandshakes !== undefined ? { maxHandshakes: webSocket.maxHandshakes } : {}),
+          ...(webSocket.maxHandshakesPerAddress !== undefined ? { maxHandshakesPerAddress: webSocket.maxHandshakesPerAddress } : {}),
+          ...(webSocket.httpHandler !== undefined ? { httpHandler: webSocket.httpHandler } : {})
+        })
+      }
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
-        throw new ConfigError(`port ${port} on ${host} is in use (another broker running?)`, { code: ErrorCode.ADDRESS_IN_USE, cause: err })
+        throw new ConfigError(`${listening} on ${host} is in use (another broker running?)`, { code: ErrorCode.ADDRESS_IN_USE, cause: err })
       }
       if ((err as NodeJS.ErrnoException).code === 'EACCES') {
-        throw new ConfigError(`port ${port} on ${host}: not allowed to listen there (ports below 1024 need privileges)`, { cause: err })
+        throw new ConfigError(`${listening} on ${host}: not allowed to listen there (ports below 1024 need privileges)`, { cause: err })
       }
       throw err
     }
@@ -182,6 +221,7 @@ export async function startBrokerServer (options: BrokerServerOptions): Promise<
     ready = broker
     const l = listener
     const tl = tlsListener
+    const wl = wsListener
     const { address, port: actual } = l.address
     const shown = address.includes(':') ? `[${address}]` : address
     return {
@@ -190,14 +230,20 @@ export async function startBrokerServer (options: BrokerServerOptions): Promise<
       url: `${tl !== null ? 'mqtts' : 'mqtt'}://${shown}:${actual}`,
       tls: tl !== null,
       tlsListener: tl,
+      webSocketListener: wl,
+      webSocketUrl: wl?.url ?? null,
       async reloadTls () {
         if (tls === undefined || tl === null) throw new ConfigError('this broker does not serve TLS: nothing to reload')
-        tl.setCertificates(await readCertificates(tls))
+        const c = await readCertificates(tls)
+        // checked by the first; the second takes what the first took
+        tl.setCertificates(c)
+        wl?.setCertificates(c)
         logger.info({ cert: tls.certFile }, 'TLS certificate reloaded')
       },
       async close () {
         try {
           await l.close()
+          await wl?.close()
           await broker.close()
         } finally {
           lock.release()
@@ -206,6 +252,7 @@ export async function startBrokerServer (options: BrokerServerOptions): Promise<
     }
   } catch (err) {
     await listener?.close()
+    await wsListener?.close()
     lock.release()
     throw err
   }

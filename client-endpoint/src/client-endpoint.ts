@@ -13,7 +13,7 @@ import type { PositionStore } from './positions/position-store.js'
 import { SqlitePositionStore } from './positions/sqlite-position-store.js'
 
 export interface ClientEndpointOptions {
-  /** `mqtt://host:port` of the broker, or `mqtts://host:port` for TLS ([CONN-TLS-1]). */
+  /** `mqtt://host:port` of the broker, `mqtts://host:port` for TLS ([CONN-TLS-1]), or `ws://host:port/mqtt`, `wss://...` over WebSocket ([CONN-WS-1]). */
   readonly url: string
   /** TLS options for a `mqtts://` URL: the CA to check the broker's certificate against, a client certificate and key. Refused with a plain URL. */
   readonly tls?: TlsClientOptions

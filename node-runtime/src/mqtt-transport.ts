@@ -15,15 +15,28 @@ function connackError (err: Error & { code?: unknown }): HeraldError {
   return new HeraldError(ErrorCode.CONNECTION_LOST, err.message, { cause: err })
 }
 
+const isWebSocketUrl = (url: string): boolean => /^wss?:/i.test(url)
+
+/** [CONN-WS-1] a ws:// or wss:// URL without a path means the broker's /mqtt. */
+function brokerUrl (url: string): string {
+  if (!isWebSocketUrl(url)) return url
+  const u = new URL(url)
+  if (u.pathname !== '/') return url
+  u.pathname = '/mqtt'
+  return u.toString()
+}
+
 /** MQTT over TCP, TLS or WebSocket with mqtt.js. `tls` applies to `mqtts://` and `wss://` URLs (checked by `checkBrokerConnection`). */
 export function mqttTransport (tls?: TlsClientOptions): Transport {
   return { dial: (options, handlers) => dialMqtt(options, handlers, tls) }
 }
 
 function dialMqtt (o: DialOptions, handlers: DialHandlers, tls: TlsClientOptions | undefined): TransportConnection {
-  const client = mqtt.connect(o.url, {
+  const client = mqtt.connect(brokerUrl(o.url), {
     // [CONN-TLS-1] CA, client certificate; a broker certificate that does not verify is refused unless told otherwise
     ...nodeTlsOptions(tls),
+    // over wss:// mqtt.js hands ca, cert, key and rejectUnauthorized to ws, not servername
+    ...(tls?.servername !== undefined && isWebSocketUrl(o.url) ? { wsOptions: { servername: tls.servername } as object } : {}),
     clientId: o.clientId,
     ...(o.username !== undefined ? { username: o.username } : {}),
     ...(o.password !== undefined ? { password: o.password } : {}),
@@ -46,9 +59,11 @@ function dialMqtt (o: DialOptions, handlers: DialHandlers, tls: TlsClientOptions
     client.removeAllListeners('message')
     if (!answered && lastError === null && !ended) {
       // [CONN-TLS-3] closed with no word: never a silent retry, say what the likely causes are
-      lastError = new HeraldError(ErrorCode.CONNECTION_LOST, isSecureUrl(o.url)
-        ? 'the broker closed the connection before answering CONNECT; if it requires a client certificate, give one signed by its CA (tls.cert and tls.key, --cert and --key)'
-        : 'the broker closed the connection before answering CONNECT; if this port serves TLS, use an mqtts:// URL')
+      lastError = new HeraldError(ErrorCode.CONNECTION_LOST, isWebSocketUrl(o.url)
+        ? 'the broker closed the WebSocket connection before answering CONNECT, or refused the upgrade; check that this port serves MQTT over WebSocket (herald broker --ws-port) on the path /mqtt, wss:// if it serves TLS'
+        : isSecureUrl(o.url)
+          ? 'the broker closed the connection before answering CONNECT; if it requires a client certificate, give one signed by its CA (tls.cert and tls.key, --cert and --key)'
+          : 'the broker closed the connection before answering CONNECT; if this port serves TLS, use an mqtts:// URL')
     }
     handlers.close(lastError)
   }

@@ -66,7 +66,7 @@ export function checkBrokerConnection (component: string, url: unknown, tls: unk
   }
   if (tls === undefined) return
   if (tls === null || typeof tls !== 'object' || Array.isArray(tls)) throw new ConfigError(`${component}: option "tls" must be an object with ca, cert, key, servername, rejectUnauthorized`)
-  if (!SECURE.has(parsed.protocol)) throw new ConfigError(`${component}: option "tls" is given but "url" is ${parsed.protocol}//, which does not use TLS; use mqtts://`)
+  if (!SECURE.has(parsed.protocol)) throw new ConfigError(`${component}: option "tls" is given but "url" is ${parsed.protocol}//, which does not use TLS; use ${parsed.protocol === 'ws:' ? 'wss://' : 'mqtts://'}`)
   const t = tls as Record<string, unknown>
   for (const k of Object.keys(t)) {
     if (!TLS_KEYS.has(k)) throw new ConfigError(`${component}: unknown option "tls.${k}" (expected ca, cert, key, servername, rejectUnauthorized)`)

@@ -20,7 +20,7 @@ export interface ServiceEventSpec {
 }
 
 export interface ServiceEndpointOptions {
-  /** `mqtt://host:port` of the broker, or `mqtts://host:port` for TLS ([CONN-TLS-1]). */
+  /** `mqtt://host:port` of the broker, `mqtts://host:port` for TLS ([CONN-TLS-1]), or `ws://host:port/mqtt`, `wss://...` over WebSocket ([CONN-WS-1]). */
   readonly url: string
   /** TLS options for a `mqtts://` URL: the CA to check the broker's certificate against, a client certificate and key. Refused with a plain URL. */
   readonly tls?: TlsClientOptions

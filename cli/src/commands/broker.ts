@@ -17,7 +17,7 @@ async function readStdin (): Promise<string> {
 
 /** The options of `herald broker`, as parsed. */
 interface BrokerCommandOptions {
-  site: string, data: string, port?: number, host: string, logLevel: string,
+  site: string, data: string, port?: number, wsPort?: number, host: string, logLevel: string,
   tlsCert?: string, tlsKey?: string, tlsCa?: string, tlsClientAuth?: boolean, insecure?: boolean,
   maxConnectionsPerAddress?: number, maxPendingConnectionsPerAddress?: number, maxGuestConnectionsPerAddress?: number, maxGuestConnections?: number
 }
@@ -58,6 +58,7 @@ export function brokerCommand (): Command {
     .requiredOption('--site <file>', 'site structure file (YAML or JSON)')
     .requiredOption('--data <dir>', 'data directory for the event store (created if missing)')
     .option('--port <n>', 'TCP port (0: any free port; default 1883, 8883 with --tls-cert)', port)
+    .option('--ws-port <n>', 'also serve MQTT over WebSocket on this port, path /mqtt (wss:// with --tls-cert; 0: any free port)', port)
     .option('--host <address>', 'address to listen on; other than loopback needs TLS or --insecure', '127.0.0.1')
     .option('--tls-cert <file>', 'serve TLS (mqtts://) with this certificate chain (PEM); reloaded on SIGHUP')
     .option('--tls-key <file>', 'the private key of --tls-cert (PEM)')
@@ -79,6 +80,7 @@ export function brokerCommand (): Command {
       for (const [, option] of BACK_PRESSURE_FLAGS) if (opts[option] !== undefined) limits[option] = opts[option]
       const server = await startBrokerServer({
         site: opts.site, dataDir: opts.data, port: opts.port ?? (tls !== undefined ? 8883 : 1883), host: opts.host, tls, insecure: opts.insecure, logger,
+        ...(opts.wsPort !== undefined ? { webSocket: { port: opts.wsPort } } : {}),
         ...(opts.maxConnectionsPerAddress !== undefined ? { maxConnectionsPerAddress: opts.maxConnectionsPerAddress } : {}),
         ...(opts.maxPendingConnectionsPerAddress !== undefined ? { maxPendingConnectionsPerAddress: opts.maxPendingConnectionsPerAddress } : {}),
         ...(opts.maxGuestConnectionsPerAddress !== undefined ? { maxGuestConnectionsPerAddress: opts.maxGuestConnectionsPerAddress } : {}),
@@ -86,13 +88,14 @@ export function brokerCommand (): Command {
         ...limits
       }).catch((err: unknown) => {
         // a busy port or a held data directory: one line and exit code 2 (cli.ts), no stack
-        if (err instanceof HeraldError && err.code === ErrorCode.ADDRESS_IN_USE) throw new ConfigError(`${err.message}: choose another with --port`, { code: err.code, cause: err })
+        if (err instanceof HeraldError && err.code === ErrorCode.ADDRESS_IN_USE) throw new ConfigError(`${err.message}: choose another with ${err.message.startsWith('WebSocket ') ? '--ws-port' : '--port'}`, { code: err.code, cause: err })
         throw err
       })
-      logger.info({ url: server.url, site: opts.site, data: opts.data, stored: server.broker.store.count(), clientAuth: opts.tlsClientAuth === true }, 'broker listening')
+      logger.info({ url: server.url, ...(server.webSocketUrl !== null ? { webSocketUrl: server.webSocketUrl } : {}), site: opts.site, data: opts.data, stored: server.broker.store.count(), clientAuth: opts.tlsClientAuth === true }, 'broker listening')
       if (!server.tls && opts.insecure === true && !isLoopbackHost(opts.host)) logger.warn({ host: opts.host }, 'plain MQTT on a non-loopback address (--insecure): credentials cross the network in the clear')
-      // a line for scripts and tests to wait for, also when logs are JSON
+      // a line for scripts and tests to wait for, also when logs are JSON: the MQTT URL first, then the WebSocket one
       process.stdout.write(`herald broker listening on ${server.url}\n`)
+      if (server.webSocketUrl !== null) process.stdout.write(`herald broker listening on ${server.webSocketUrl}\n`)
       if (server.tls) {
         // a renewed certificate is taken up without a restart: `kill -HUP <pid>`
         process.on('SIGHUP', () => {
