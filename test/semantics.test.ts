@@ -1,12 +1,13 @@
 /** Proof 5: lifetime expiry, max-size push-out, replacing and null events, through the client API. */
 import { describe, it, expect, afterEach } from 'vitest'
-import { ManualClock, eventsOfService, systemClock, type Clock, type StoredEvent } from '@herald/protocol'
+import { eventsOfService, systemClock, type Clock, type StoredEvent } from '@herald/protocol'
 import { MemoryEventStore, createBroker, listenTcp, type BrokerServer, type EventStore } from '@herald/broker'
 import { waitFor } from '@herald/protocol/testing'
 import { collect } from './support/collect.js'
 import { Harness } from './support/harness.js'
 import { testSite } from './support/site.js'
 import { freePort } from './support/ports.js'
+import { SettableClock } from './support/settable-clock.js'
 
 const HOUR = 3_600_000
 /** The lifetime the test site gives "short-lived". */
@@ -24,7 +25,7 @@ describe('event categories as a client sees them', () => {
 
   it('queueing: events past their lifetime are never delivered, and are purged', async () => {
     h = await Harness.create()
-    const clock = new ManualClock(Date.now())
+    const clock = new SettableClock(Date.now())
     const broker = await h.broker({ clock })
     const svc = await h.service(broker.url, 'svc-a')
     for (let i = 0; i < 10; i++) await svc.raise('short-lived', { old: i })
@@ -42,7 +43,7 @@ describe('event categories as a client sees them', () => {
 
   it('queueing: a service does not upload events whose lifetime ran out while it was offline', async () => {
     h = await Harness.create()
-    const clock = new ManualClock(Date.now())
+    const clock = new SettableClock(Date.now())
     const dead = 'mqtt://127.0.0.1:9' // nothing listens there
     const svc = await h.service(dead, 'svc-a', { clock })
     const expired: number[] = []
@@ -145,8 +146,8 @@ describe('lifetime from the raise, at every hop [STORE-EXPIRE-1]', () => {
   it('an event uploaded after its service was offline for part of its lifetime expires at raise + lifetime, though the gateway clock jumped', async () => {
     h = await Harness.create()
     const port = await freePort()
-    const gw = new ManualClock(Date.now())
-    const bk = new ManualClock(Date.now() - 5 * HOUR) // the broker's clock has nothing to do with the gateway's
+    const gw = new SettableClock(Date.now())
+    const bk = new SettableClock(Date.now() - 5 * HOUR) // the broker's clock has nothing to do with the gateway's
     const svc = await h.service(`mqtt://127.0.0.1:${port}`, 'svc-a', { clock: gw })
     const old = await svc.raise('short-lived', { old: true })
     gw.advance(1500) // 1.5 s of its 2 s pass offline
@@ -174,12 +175,12 @@ describe('lifetime from the raise, at every hop [STORE-EXPIRE-1]', () => {
 
   it('an event read back from the gateway file after a restart counts its age on the gateway wall clock', async () => {
     h = await Harness.create()
-    const gw = new ManualClock(Date.now())
+    const gw = new SettableClock(Date.now())
     const offline = await h.service('mqtt://127.0.0.1:9', 'svc-a', { clock: gw })
     const a = await offline.raise('short-lived', { n: 1 })
     await offline.close()
     gw.advance(1200) // down for 1.2 s
-    const bk = new ManualClock(Date.now() + 7 * HOUR)
+    const bk = new SettableClock(Date.now() + 7 * HOUR)
     const broker = await h.broker({ clock: bk })
     const again = await h.service(broker.url, 'svc-a', { clock: gw })
     await again.drained()
@@ -191,7 +192,7 @@ describe('lifetime from the raise, at every hop [STORE-EXPIRE-1]', () => {
     const site = await testSite()
     // a gateway that does not know the lifetime, so it cannot drop them itself [SVC-EXPIRE-1]
     const events = eventsOfService(site, 'svc-a').map((e) => (e.name === 'short-lived' ? { ...e, lifetimeMs: null } : e))
-    const gw = new ManualClock(Date.now())
+    const gw = new SettableClock(Date.now())
     const offline = await h.service('mqtt://127.0.0.1:9', 'svc-a', { clock: gw, events })
     for (let i = 0; i < 3; i++) await offline.raise('short-lived', { stale: i })
     const kept = await offline.raise('readings', { kept: true })
@@ -284,7 +285,7 @@ describe('a gateway clock set back [EVT-CLOCK-1]', () => {
     const broker = await createBroker({ site, store: stalled })
     const listener = await listenTcp(broker, { port: 0 })
     h.onClose(async () => { await listener.close(); await broker.close() })
-    const gw = new ManualClock(Date.now())
+    const gw = new SettableClock(Date.now())
     const svc = await h.service(`mqtt://127.0.0.1:${listener.address.port}`, 'svc-a', { clock: gw, ackTimeoutMs: 5000, memoryOnly: true })
     await waitFor(() => svc.status.state === 'online', 'online')
     void svc.raise('readings', { n: 1 })
