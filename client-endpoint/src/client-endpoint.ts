@@ -254,6 +254,7 @@ export class ClientEndpoint extends TypedEmitter<ClientEndpointEvents> {
       get position () { return sub.committed },
       unsubscribe: async () => {
         sub.closed = true
+        sub.stopRetryWait?.()
         if (sub.wireId !== 0) {
           this.link.send(this.reqTopic, encodeRequest({ op: 'unsub', sub: sub.wireId }))
           this.wire.delete(sub.wireId)
@@ -433,7 +434,11 @@ export class ClientEndpoint extends TypedEmitter<ClientEndpointEvents> {
             // [CLI-RETRY-1] never skipped: reported and retried with backoff
             if (this.listenerCount('handlerError') > 0) this.emit('handlerError', { key: sub.key, event, error, attempt, retryInMs })
             else this.logger.warn({ key: sub.key, position: e.position, err: error, attempt }, 'handler failed; retrying')
-            await new Promise<void>((resolve) => { this.clock.setTimer(resolve, retryInMs) })
+            // close() and unsubscribe() end the wait at once: they wait for the loop, not the backoff
+            await new Promise<void>((resolve) => {
+              const t = this.clock.setTimer(() => { sub.stopRetryWait = null; resolve() }, retryInMs)
+              sub.stopRetryWait = () => { sub.stopRetryWait = null; t.cancel(); resolve() }
+            })
             if (sub.closed || this.closed) return
             redelivered = sub.transaction === null
           }
@@ -506,6 +511,7 @@ export class ClientEndpoint extends TypedEmitter<ClientEndpointEvents> {
     this.closed = true
     for (const sub of this.subs.values()) {
       sub.closed = true
+      sub.stopRetryWait?.()
       this.failSettle(sub, new ClosedError('ClientEndpoint closed'))
     }
     await this.link.close()

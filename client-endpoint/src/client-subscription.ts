@@ -38,6 +38,8 @@ export class ClientSubscription {
   delivered = 0
   redelivered = 0
   retries = 0
+  /** While a failed handler waits for its retry: ends the wait now (close, unsubscribe). */
+  stopRetryWait: (() => void) | null = null
   private idleWaiters: Array<() => void> = []
   settle: { resolve: () => void, reject: (err: Error) => void } | null = null
 

@@ -28,7 +28,11 @@ export interface LinkEvents {
   offline: (error: HeraldError | null) => void
   /** A frame arrived on the reply topic. */
   frame: (payload: Uint8Array) => void
-  /** A connection attempt starts (0 for the first after being online or started). */
+  /**
+   * A connection attempt starts. `attempt`: the failures (failed attempts, or the connection ending)
+   * since start() or the last time online; 0 only for the first attempt after start(). The delay
+   * before it was backoffDelay(attempt - 1).
+   */
   connecting: (attempt: number) => void
 }
 

@@ -26,6 +26,7 @@ export interface UplinkContext {
 export interface UplinkStats {
   frames: number
   stored: number
+  /** Events resent that were already handled (a lost ACK): acknowledged again, not stored ([STORE-DEDUP-1]). */
   duplicates: number
   rejected: number
   malformed: number
@@ -104,7 +105,7 @@ export class Uplink {
       this.queueAck(service.id, { instance: frame.instance, acked: this.ctx.store.lastSeq(service.id, frame.instance), rejections: [], error: { code: judged.code, message: judged.message } })
       return
     }
-    const { events, rejections, last } = judged
+    const { events, rejections, last, duplicates } = judged
     // [STORE-EXPIRE-1] each event's lifetime counts from receivedAt - age: its raise, on this clock
     const batch: AppendBatch = { serviceId: service.id, instance: frame.instance, events, handledUpTo: last, receivedAt: this.ctx.clock.now() }
     try {
@@ -118,6 +119,7 @@ export class Uplink {
       return
     }
     this.stats.rejected += rejections.length
+    this.stats.duplicates += duplicates
     if (last > accepted) this.accepted.set(key, last)
     this.ctx.store.append(batch).then((result) => {
       this.stats.stored += result.stored.length
@@ -145,19 +147,21 @@ export class Uplink {
   }
 
   /** Checks every event of a frame ([SVC-REJECT-1]); a broken sequence order rejects the whole frame. */
-  private judge (service: ServiceDefinition, frame: UpFrame, accepted: number): { events: UpEvent[], rejections: Rejection[], last: number } | HeraldError {
+  private judge (service: ServiceDefinition, frame: UpFrame, accepted: number): { events: UpEvent[], rejections: Rejection[], last: number, duplicates: number } | HeraldError {
     const events: UpEvent[] = []
     const rejections: Rejection[] = []
+    let duplicates = 0
     let prev = frame.after
     for (const e of frame.events) {
       if (e.seq <= prev) return new HeraldError(ErrorCode.MALFORMED_FRAME, `seq ${e.seq} does not follow ${prev}: sequence numbers must increase within a frame and after "after"`)
       prev = e.seq
-      if (e.seq <= accepted) continue // a duplicate: the store counts it
+      // a duplicate (a resend after a lost ACK): counted here, never passed to the store
+      if (e.seq <= accepted) { duplicates++; continue }
       const reason = this.reject(service, e)
       if (reason === null) events.push(e)
       else rejections.push({ seq: e.seq, code: reason[0], message: reason[1] })
     }
-    return { events, rejections, last: prev }
+    return { events, rejections, last: prev, duplicates }
   }
 
   private reject (service: ServiceDefinition, e: UpEvent): [ErrorCode, string] | null {
@@ -181,7 +185,7 @@ export class Uplink {
     return null
   }
 
-  /** Merges acks per (service, instance) and sends them once per turn of the event loop. */
+  /** Merges acks per (service, instance) and sends them once per turn of the event loop ([SVC-ACK-1]: several frames' ACKs in one). */
   private queueAck (serviceId: string, ack: PendingAck): void {
     const k = `${serviceId}\u0000${ack.instance}`
     const prev = this.pendingAcks.get(k)
@@ -194,7 +198,8 @@ export class Uplink {
     }
     if (!this.ackScheduled) {
       this.ackScheduled = true
-      setImmediate(() => { this.flushAcks() })
+      // after the work in progress: the frames of one network read share one ACK (the clock's, so tests batch by hand)
+      this.ctx.clock.defer(() => { this.flushAcks() })
     }
   }
 

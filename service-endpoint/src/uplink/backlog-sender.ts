@@ -131,7 +131,14 @@ export class BacklogSender {
         this.hooks.onExpired(expired)
       }
       // frames bounded by count and bytes, so that no frame is ever too large for the broker
+      let full = false
       for (const chunk of frameChunks(send, this.maxEventsPerFrame, this.maxFrameBytes)) {
+        // [SVC-UPLOAD-1] maxInflightBytes holds per frame, not per read (a read may hold far more):
+        // the rest of the batch is read again once acknowledgements free room
+        if (this.inflightCount > 0 && this.inflightBytes >= this.maxInflightBytes) {
+          full = true
+          break
+        }
         if (!this.hooks.send({ instance: this.persistence.instance, after: this.lastSent, events: chunk })) {
           this.active = false
           return
@@ -142,7 +149,8 @@ export class BacklogSender {
         }
         this.lastSent = (chunk[chunk.length - 1] as RaisedEvent).seq
       }
-      this.readUpTo = (batch[batch.length - 1] as RaisedEvent).seq
+      // when full, the unsent events (and the expired ones among them, removed already) are read again
+      this.readUpTo = full ? this.lastSent : (batch[batch.length - 1] as RaisedEvent).seq
     }
   }
 }
