@@ -1,22 +1,24 @@
 /**
- * ClientEndpoint: subscribes to events from an application, keeps only positions, and hands each
- * stored event to its handler exactly once per subscription (at most once more, flagged
- * `redelivered`, after a crash between handler and commit; exactly once in transactional mode).
+ * The client endpoint's core, browser-safe ([ARCH-PURE-1]: only @herald/protocol, no Node
+ * built-ins): subscribes to events from an application, keeps only positions, and hands each stored
+ * event to its handler exactly once per subscription (at most once more, flagged `redelivered`, after
+ * a crash between handler and commit; exactly once in transactional mode). The Node entry
+ * (client-endpoint.ts: MQTT over TCP/TLS, SQLite, transactional mode) and the browser entry
+ * (browser/index.ts: MQTT over WebSocket, IndexedDB) wrap it.
  */
-import type Database from 'better-sqlite3'
 import { AuthError, ClosedError, ConfigError, ErrorCode, FrameType, HeraldError, Link, RequestError, TypedEmitter, assertName, backoffDelay, checkInt, clientClientId, clientKey, clientMessageTopic, clientRequestTopic, decodeControl, decodeEvents, encodeRequest, errorFromWire, frameType, isValidName, silentLogger, systemClock, toHeraldError, withDefaults, StatusFeed, type Clock, type Logger, type Transport, type Widened, type StartFrom } from '@herald/protocol'
-import { checkBrokerConnection, mqttTransport, type TlsClientOptions } from '@herald/node-runtime'
 import { ClientSubscription, type EventHandler } from './client-subscription.js'
 import { toHeraldEvent, type HeraldEvent } from './herald-event.js'
 import { MemoryPositionStore } from './positions/memory-position-store.js'
 import type { PositionStore } from './positions/position-store.js'
-import { SqlitePositionStore } from './positions/sqlite-position-store.js'
 
-export interface ClientEndpointOptions {
-  /** `mqtt://host:port` of the broker, or `mqtts://host:port` for TLS ([CONN-TLS-1]). */
+/** A position write: done when it returns, or when the promise resolves (an asynchronous store, e.g. IndexedDB). */
+type Write = void | Promise<void>
+
+/** The options both entries take; each adds how the URL is reached (Node: `tls`). */
+export interface ClientEndpointCoreOptions {
+  /** The broker's URL; which schemes are taken is the entry's (Node: `mqtt://`, `mqtts://`; browser: `ws://`, `wss://`). */
   readonly url: string
-  /** TLS options for a `mqtts://` URL: the CA to check the broker's certificate against, a client certificate and key. Refused with a plain URL. */
-  readonly tls?: TlsClientOptions
   /** This client's name; with the user it forms the client key `<user>/<clientName>` private events are addressed to. */
   readonly clientName: string
   /** User name; leave out to connect as a guest (if the site admits guests). */
@@ -46,8 +48,8 @@ export interface ClientEndpointOptions {
    */
   readonly positionSyncMs?: number
   /**
-   * How to reach the broker. Default: MQTT over TCP, TLS or WebSocket (by the URL) with `tls`.
-   * Tests give a memory transport.
+   * How to reach the broker. Default: the entry's (Node: MQTT over TCP, TLS or WebSocket by the URL,
+   * with `tls`; browser: MQTT over WebSocket). Tests give a memory transport.
    */
   readonly transport?: Transport
   /** Time and timers. Default: the system clock. */
@@ -69,7 +71,7 @@ export const CLIENT_ENDPOINT_DEFAULTS = Object.freeze({
   positionSyncMs: 1000
 })
 
-export interface SubscribeOptions {
+export interface SubscribeOptions<Tx = never> {
   /** Only events from these services. Default: all services. */
   readonly services?: readonly string[]
   /** Where to start when this subscription has no position yet: everything the broker holds (default) or only new events. */
@@ -82,7 +84,22 @@ export interface SubscribeOptions {
    * Transactional mode ([CLI-TX-1]): the application's better-sqlite3 database. The handler must be
    * synchronous; it runs inside a transaction on this database in which the position is committed too.
    */
-  readonly transaction?: Database.Database
+  readonly transaction?: Tx
+}
+
+/** What an entry gives the core: the transport to use, and (Node) transactional mode. */
+export interface ClientEndpointPlatform<Tx> {
+  /** Checks the URL and the entry's own options; throws a ConfigError naming the option. */
+  checkConnection (url: string): void
+  /** The transport when the options give none. */
+  defaultTransport (): Transport
+  /** [CLI-TX-1] transactional mode, where the entry has it (Node, better-sqlite3). */
+  readonly transactions?: {
+    /** The position store inside the application's database. */
+    positions (db: Tx): PositionStore
+    /** Runs `fn` inside one transaction on `db` (it throws: rolled back). */
+    run (db: Tx, fn: () => void): void
+  }
 }
 
 /** A live subscription. */
@@ -120,7 +137,7 @@ export interface ClientEndpointEvents {
   error: (error: HeraldError) => void
 }
 
-export class ClientEndpoint extends TypedEmitter<ClientEndpointEvents> {
+export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointEvents> {
   /** `<user>/<clientName>`: the address of this client's private events. */
   readonly key: string
   readonly positions: PositionStore
@@ -129,8 +146,8 @@ export class ClientEndpoint extends TypedEmitter<ClientEndpointEvents> {
   private readonly logger: Logger
   private readonly link: Link
   private readonly reqTopic: string
-  private readonly subs = new Map<string, ClientSubscription>()
-  private readonly wire = new Map<number, ClientSubscription>()
+  private readonly subs = new Map<string, ClientSubscription<Tx>>()
+  private readonly wire = new Map<number, ClientSubscription<Tx>>()
   private nextWireId = 0
   private ackScheduled = false
   private state: ClientStatus['state'] = 'connecting'
@@ -139,15 +156,20 @@ export class ClientEndpoint extends TypedEmitter<ClientEndpointEvents> {
   private refusalReported: string | null = null
   private closed = false
   private readonly feed = new StatusFeed<ClientStatus>()
+  private readonly platform: ClientEndpointPlatform<Tx>
+  /** Position writes not waited for (commits after a handler), until they are done. */
+  private readonly writes = new Set<Promise<void>>()
 
-  constructor (options: ClientEndpointOptions) {
+  constructor (options: ClientEndpointCoreOptions, platform: ClientEndpointPlatform<Tx>) {
     super()
     if (options === undefined || options === null) throw new ConfigError('ClientEndpoint: options are required')
-    checkBrokerConnection('ClientEndpoint', options.url, options.tls)
+    this.platform = platform
+    platform.checkConnection(options.url)
     assertName(options.clientName, 'ClientEndpoint: clientName')
     if (options.user !== undefined) assertName(options.user, 'ClientEndpoint: user')
     if (options.user !== undefined && typeof options.password !== 'string') throw new ConfigError('ClientEndpoint: option "password" is required with "user"')
-    const { url: _u, tls: _t, clientName: _n, user: _us, password: _p, positions: _pos, transport: _tr, clock: _c, random: _r, logger: _l, ...numeric } = options
+    // the entry's own options (Node: `tls`) are checked by platform.checkConnection
+    const { url: _u, tls: _t, clientName: _n, user: _us, password: _p, positions: _pos, transport: _tr, clock: _c, random: _r, logger: _l, ...numeric } = options as ClientEndpointCoreOptions & { tls?: unknown }
     this.opts = withDefaults('ClientEndpoint', CLIENT_ENDPOINT_DEFAULTS, numeric)
     checkInt('ClientEndpoint', 'window', this.opts.window, 1, 100_000)
     checkInt('ClientEndpoint', 'positionSyncMs', this.opts.positionSyncMs, 0, 3_600_000)
@@ -157,7 +179,7 @@ export class ClientEndpoint extends TypedEmitter<ClientEndpointEvents> {
     this.key = clientKey(options.user ?? null, options.clientName)
     this.reqTopic = clientRequestTopic(this.key)
     this.link = new Link({
-      transport: options.transport ?? mqttTransport(options.tls),
+      transport: options.transport ?? platform.defaultTransport(),
       clock: this.clock,
       random: options.random,
       url: options.url,
@@ -200,6 +222,25 @@ export class ClientEndpoint extends TypedEmitter<ClientEndpointEvents> {
       }
     })
     this.link.on('frame', (payload) => { this.onFrame(payload) })
+    // [CLI-BROWSER-3] a store that can be taken away (another tab took its lock) ends the endpoint
+    void this.positions.lost?.then((err) => { this.positionsLost(err) })
+  }
+
+  private positionsLost (err: HeraldError): void {
+    if (this.closed) return
+    this.lastError = err
+    this.reportError(err, 'positions lost')
+    this.close().catch((e: unknown) => { this.reportError(e) })
+  }
+
+  /** Keeps a write not waited for until it is done; a failure is reported ([CLI-BROWSER-2]). */
+  private track (w: Write): void {
+    if (w === undefined) return
+    const p = w.then(() => { this.writes.delete(p) }, (err: unknown) => {
+      this.writes.delete(p)
+      this.reportError(err, 'position write failed')
+    })
+    this.writes.add(p)
   }
 
   /** Starts connecting. Subscriptions made before are sent once online. */
@@ -213,7 +254,7 @@ export class ClientEndpoint extends TypedEmitter<ClientEndpointEvents> {
    * Subscribes to an event ([CLI-SUB-1]). Resolves once the broker accepted the subscription;
    * rejects with a typed error (UNKNOWN_EVENT, NOT_AUTHORIZED, BAD_CREDENTIALS, ...) otherwise.
    */
-  async subscribe (eventName: string, options: SubscribeOptions, handler: EventHandler): Promise<Subscription> {
+  async subscribe (eventName: string, options: SubscribeOptions<Tx>, handler: EventHandler): Promise<Subscription> {
     if (this.closed) throw new ClosedError('ClientEndpoint is closed')
     if (!isValidName(eventName)) throw new RequestError(ErrorCode.INVALID_ARGUMENT, `subscribe: ${JSON.stringify(eventName)} is not a valid event name`)
     if (typeof handler !== 'function') throw new ConfigError('subscribe: handler must be a function')
@@ -227,8 +268,10 @@ export class ClientEndpoint extends TypedEmitter<ClientEndpointEvents> {
     if (start !== 'all' && start !== 'new') throw new ConfigError('subscribe: option "start" must be "all" or "new"')
     const window = options.window ?? this.opts.window
     checkInt('subscribe', 'window', window, 1, 100_000)
-    const positions = options.transaction === undefined ? this.positions : new SqlitePositionStore({ database: options.transaction })
-    const sub = new ClientSubscription(key, eventName, services, start, window, handler, positions, options.transaction ?? null)
+    const tx = this.platform.transactions
+    if (options.transaction !== undefined && tx === undefined) throw new ConfigError('subscribe: option "transaction" (transactional mode) needs the Node entry and a better-sqlite3 database')
+    const positions = options.transaction === undefined || tx === undefined ? this.positions : tx.positions(options.transaction)
+    const sub = new ClientSubscription<Tx>(key, eventName, services, start, window, handler, positions, options.transaction ?? null)
     const recorded = positions.get(key)
     sub.committed = recorded?.position ?? 0
     sub.crashStarted = recorded?.started ?? null
@@ -244,7 +287,7 @@ export class ClientEndpoint extends TypedEmitter<ClientEndpointEvents> {
     return this.view(sub)
   }
 
-  private view (sub: ClientSubscription): Subscription {
+  private view (sub: ClientSubscription<Tx>): Subscription {
     return {
       key: sub.key,
       event: sub.event,
@@ -265,7 +308,7 @@ export class ClientEndpoint extends TypedEmitter<ClientEndpointEvents> {
   }
 
   /** (Re)sends a subscription once no handler of it is running, from its committed position ([CLI-RESUME-1]). */
-  private resubscribe (sub: ClientSubscription): void {
+  private resubscribe (sub: ClientSubscription<Tx>): void {
     void sub.idle().then(() => {
       if (sub.closed || !this.link.online || sub.wireId !== 0) return
       const id = ++this.nextWireId
@@ -280,7 +323,7 @@ export class ClientEndpoint extends TypedEmitter<ClientEndpointEvents> {
     })
   }
 
-  private failSettle (sub: ClientSubscription, err: HeraldError): void {
+  private failSettle (sub: ClientSubscription<Tx>, err: HeraldError): void {
     const s = sub.settle
     if (s !== null) {
       sub.settle = null
@@ -295,7 +338,7 @@ export class ClientEndpoint extends TypedEmitter<ClientEndpointEvents> {
       if (type === FrameType.EVENTS) {
         const frame = decodeEvents(payload, (id) => this.wire.get(id)?.event ?? null)
         if (frame === null) return
-        const sub = this.wire.get(frame.sub) as ClientSubscription
+        const sub = this.wire.get(frame.sub) as ClientSubscription<Tx>
         const now = this.clock.now()
         for (const e of frame.events) sub.queue.push({ event: e, ageAtSend: Math.max(0, frame.brokerNow - e.receivedAt) + e.uploadAge, arrivedAt: now })
         this.process(sub)
@@ -305,25 +348,36 @@ export class ClientEndpoint extends TypedEmitter<ClientEndpointEvents> {
           const sub = this.wire.get(c.sub)
           if (sub === undefined) return
           const recorded = sub.positions.get(sub.key)
+          let w1: Write = undefined
+          let w2: Write = undefined
           if (c.reset) {
             // [CLI-RESET-1] the broker's store was replaced: our position means nothing there
             this.logger.warn({ key: sub.key, position: sub.committed }, 'the broker has no events up to this position; starting over from what it holds')
-            sub.positions.commit(sub.key, 0)
-            sub.positions.reserve?.(sub.key, 0)
+            w1 = sub.positions.commit(sub.key, 0)
+            w2 = sub.positions.reserve?.(sub.key, 0)
             sub.committed = 0
             sub.reserved = 0
             sub.crashStarted = null
           } else if (recorded === null) {
             // [CLI-START-1] remember where a first subscription started; [CLI-POS-5] durably, before
             // subscribe() resolves and before any event is handed over
-            sub.positions.commit(sub.key, c.head)
-            sub.positions.reserve?.(sub.key, c.head)
+            w1 = sub.positions.commit(sub.key, c.head)
+            w2 = sub.positions.reserve?.(sub.key, c.head)
             sub.committed = c.head
             sub.reserved = c.head
           }
           const s = sub.settle
           sub.settle = null
-          s?.resolve()
+          if (s === null) {
+            this.track(w1)
+            this.track(w2)
+          } else if (w1 === undefined && w2 === undefined) {
+            s.resolve()
+          } else {
+            // [CLI-BROWSER-2] an asynchronous store: subscribe() resolves once the write is done
+            // (the handler loop waits for its own first write, which an ordered store does after it)
+            Promise.all([w1, w2]).then(() => { s.resolve() }, (err: unknown) => { s.reject(toHeraldError(err)) })
+          }
         } else {
           const error = errorFromWire(c.code, c.message)
           const sub = c.sub === null ? undefined : this.wire.get(c.sub)
@@ -352,7 +406,7 @@ export class ClientEndpoint extends TypedEmitter<ClientEndpointEvents> {
   }
 
   /** Runs the handler over the queue, one event at a time, in order ([CLI-ORDER-1]). */
-  private process (sub: ClientSubscription): void {
+  private process (sub: ClientSubscription<Tx>): void {
     if (sub.processing) return
     sub.processing = true
     void this.drain(sub)
@@ -365,7 +419,7 @@ export class ClientEndpoint extends TypedEmitter<ClientEndpointEvents> {
    * run through the first frame but not yet settled) are taken by another pass, never left waiting
    * for the next frame. A failed pass ends the drain; the next frame starts it again.
    */
-  private async drain (sub: ClientSubscription): Promise<void> {
+  private async drain (sub: ClientSubscription<Tx>): Promise<void> {
     try {
       do await this.loop(sub)
       while (sub.pending > 0 && !sub.closed && !this.closed)
@@ -376,7 +430,7 @@ export class ClientEndpoint extends TypedEmitter<ClientEndpointEvents> {
     }
   }
 
-  private async loop (sub: ClientSubscription): Promise<void> {
+  private async loop (sub: ClientSubscription<Tx>): Promise<void> {
     // [CLI-POS-4] a handled event whose commit waits for the next event's start mark: one write for both
     let pending: number | null = null
     const commit = (position: number): void => {
@@ -386,9 +440,10 @@ export class ClientEndpoint extends TypedEmitter<ClientEndpointEvents> {
     // [CLI-REDELIVER-1] a commit inside a range flagged from an earlier run keeps the range's end as
     // the started mark: a crash before the range is passed flags the rest of it again (a plain commit
     // clears the mark, and the next run would get those events unflagged)
+    // [CLI-BROWSER-2] not waited for: until it is done, the started mark before it covers the event
     const commitNow = (position: number): void => {
-      if (sub.crashStarted !== null && sub.crashStarted > position) sub.positions.advance(sub.key, position, sub.crashStarted)
-      else sub.positions.commit(sub.key, position)
+      if (sub.crashStarted !== null && sub.crashStarted > position) this.track(sub.positions.advance(sub.key, position, sub.crashStarted))
+      else this.track(sub.positions.commit(sub.key, position))
       commit(position)
     }
     try {
@@ -401,13 +456,17 @@ export class ClientEndpoint extends TypedEmitter<ClientEndpointEvents> {
           // [CLI-REDELIVER-1] recorded before the handler, so a crash inside it is known after restart;
           // while a range flagged from a crash is delivered again, its end, so a crash now keeps it
           const mark = sub.crashStarted === null ? e.position : Math.max(e.position, sub.crashStarted)
+          let w: Write
           if (pending !== null) {
-            sub.positions.advance(sub.key, pending, mark)
+            w = sub.positions.advance(sub.key, pending, mark)
             commit(pending)
             pending = null
           } else {
-            sub.positions.markStarted(sub.key, mark)
+            w = sub.positions.markStarted(sub.key, mark)
           }
+          // [CLI-BROWSER-2] an asynchronous store: the mark is done before the handler runs (awaited
+          // only when a promise came back: the synchronous SQLite path takes no extra turn per event)
+          if (w !== undefined) await w
           if (sub.positions.reserve !== undefined && (e.position > sub.reserved || this.clock.now() - sub.reservedAt >= this.opts.positionSyncMs)) {
             // [CLI-POS-5] durable, with the writes above, before the handler runs: after a power loss
             // every reserved event is flagged, and nothing beyond was handled. It covers what was
@@ -415,7 +474,8 @@ export class ClientEndpoint extends TypedEmitter<ClientEndpointEvents> {
             // and it comes again after positionSyncMs, so the durable position is never older
             const last = sub.queue[sub.queue.length - 1]?.event.position ?? 0
             const upTo = Math.max(e.position + sub.window - 1, last, sub.crashStarted ?? 0)
-            sub.positions.reserve(sub.key, upTo)
+            const r = sub.positions.reserve(sub.key, upTo)
+            if (r !== undefined) await r
             sub.reserved = upTo
             sub.reservedAt = this.clock.now()
           }
@@ -451,19 +511,21 @@ export class ClientEndpoint extends TypedEmitter<ClientEndpointEvents> {
   }
 
   /** [CLI-TX-1] the handler's writes and the position commit in one transaction. */
-  private runTransactional (sub: ClientSubscription, event: HeraldEvent): void {
-    const db = sub.transaction as Database.Database
-    db.transaction(() => {
+  private runTransactional (sub: ClientSubscription<Tx>, event: HeraldEvent): void {
+    const tx = this.platform.transactions
+    if (tx === undefined) throw new ConfigError('transactional mode needs the Node entry')
+    tx.run(sub.transaction as Tx, () => {
       const r = sub.handler(event) as unknown
       if (r !== undefined && typeof (r as { then?: unknown }).then === 'function') {
         throw new ConfigError(`subscription "${sub.key}": a transactional handler must be synchronous (it returned a promise)`)
       }
-      sub.positions.commit(sub.key, event.position)
-    })()
+      // the platform's transactional store is synchronous (SQLite in the application's database)
+      void sub.positions.commit(sub.key, event.position)
+    })
   }
 
   /** Tells the broker what was committed, once per turn of the event loop ([CLI-ACK-1]). */
-  private scheduleAck (sub: ClientSubscription): void {
+  private scheduleAck (sub: ClientSubscription<Tx>): void {
     sub.ackDue = true
     if (this.ackScheduled) return
     this.ackScheduled = true
@@ -510,8 +572,10 @@ export class ClientEndpoint extends TypedEmitter<ClientEndpointEvents> {
     }
     await this.link.close()
     await Promise.all([...this.subs.values()].map((s) => s.idle()))
-    for (const sub of this.subs.values()) if (sub.transaction !== null) sub.positions.close()
-    this.positions.close()
+    // [CLI-BROWSER-2] the commits not waited for are done before the store closes
+    while (this.writes.size > 0) await Promise.all([...this.writes])
+    for (const sub of this.subs.values()) if (sub.transaction !== null) await sub.positions.close()
+    await this.positions.close()
     this.state = 'closed'
     this.feed.end(this.status)
   }
