@@ -29,6 +29,7 @@ interface PageApi {
   handled: number
   status: string
   started: boolean
+  state (): string
   errors: Array<{ code: string, message: string }>
   readLog (): Promise<LogEntry[]>
   readPositions (): Promise<Array<{ k: string, p: number, s: number | null }>>
@@ -68,8 +69,8 @@ describe('browser client in Chromium', () => {
   })
   afterAll(async () => { await h?.close() })
 
-  const pageUrl = (clientName: string, autostart: boolean): string => pages.url + '?cfg=' + encodeURIComponent(JSON.stringify({
-    url: pages.wsUrl, user: 'bob', password: SECRETS.bob, clientName, event: 'readings', transport: TRANSPORT, autostart
+  const pageUrl = (clientName: string, autostart: boolean, ifLocked?: string): string => pages.url + '?cfg=' + encodeURIComponent(JSON.stringify({
+    url: pages.wsUrl, user: 'bob', password: SECRETS.bob, clientName, event: 'readings', transport: TRANSPORT, autostart, ifLocked
   }))
   const handledInLog = async (page: Page): Promise<number> => (await page.evaluate(() => heraldTest.readLog())).length
 
@@ -164,4 +165,31 @@ describe('browser client in Chromium', () => {
     })
     await page.close()
   })
+
+  it('[CLI-BROWSER-3] two tabs of one client: the second is refused (POSITIONS_LOCKED); a third that takes over gets the events, and the first stops with POSITIONS_LOCKED', async () => {
+    const first = await browser.newPage()
+    await first.goto(pageUrl('tabs', true))
+    await until('the first tab to subscribe', () => first.evaluate(() => heraldTest.started))
+    const second = await browser.newPage()
+    await second.goto(pageUrl('tabs', true))
+    await until('the second tab to be refused', async () => (await second.evaluate(() => heraldTest.errors)).some((e) => e.code === 'POSITIONS_LOCKED'))
+    expect(await second.evaluate(() => heraldTest.started)).toBe(false)
+    await second.close()
+
+    const third = await browser.newPage()
+    await third.goto(pageUrl('tabs', true, 'takeover'))
+    await until('the third tab to subscribe', () => third.evaluate(() => heraldTest.started))
+    await until('the first tab to stop', async () => await first.evaluate(() => heraldTest.state()) === 'closed')
+    expect((await first.evaluate(() => heraldTest.errors)).map((e) => e.code)).toContain('POSITIONS_LOCKED')
+
+    // the first tab no longer connects (one MQTT connection per client id): the third gets what follows
+    const before = (await third.evaluate(() => heraldTest.readLog())).length
+    const service = await h.service(broker.url, 'svc-b', { memoryOnly: true })
+    await service.raiseBatch(Array.from({ length: 20 }, (_, k) => ({ name: 'readings', payload: { i: 100_000 + k } })))
+    await until('the third tab to handle the new events', async () => (await third.evaluate(() => heraldTest.readLog())).filter((e) => e.i >= 100_000).length === 20, 60_000)
+    expect((await third.evaluate(() => heraldTest.readLog())).length).toBeGreaterThanOrEqual(before + 20)
+    expect(await first.evaluate(() => heraldTest.state())).toBe('closed')
+    await first.close()
+    await third.close()
+  }, 120_000)
 })
