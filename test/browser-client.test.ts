@@ -1,6 +1,7 @@
 /**
  * The browser client in real headless Chromium ([CLI-BROWSER-1] .. [CLI-BROWSER-3]): a page
- * subscribes over MQTT over WebSocket (bridged to a real `herald broker` process) while a service
+ * subscribes over MQTT over WebSocket (through a bridge the test can cut, to a real `herald broker`
+ * process: its `--ws-port` listener once the CLI has one, else its TCP port) while a service
  * raises 5,000 events; the test reloads the page several times mid-stream, cuts the WebSocket once
  * and restarts the broker; at the end every event was handled exactly once in order, flagged
  * redeliveries at most one per reload, no silent duplicate, and the position in IndexedDB is the last
@@ -9,7 +10,7 @@
  * Also: wrong password and an unauthorized event give the typed errors in the page, and a second
  * open of the same client's positions is refused (the tab lock).
  */
-import { existsSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { Browser } from 'puppeteer-core'
@@ -23,6 +24,8 @@ const ROOT = join(import.meta.dirname, '..')
 const EVENTS = 5000
 // the browser entry's own WebSocket transport once it is in the tree; until then mqtt.js's browser build
 const TRANSPORT = existsSync(join(ROOT, 'client-endpoint/src/browser/websocket-transport.ts')) ? 'default' : 'mqttjs'
+// the broker's own WebSocket listener (`--ws-port`) once the CLI has it; until then its TCP port behind the bridge
+const BROKER_WS = readFileSync(join(ROOT, 'cli/src/commands/broker.ts'), 'utf8').includes("'--ws-port <n>'")
 
 interface LogEntry { readonly i: number, readonly position: number, readonly redelivered: boolean }
 interface PageApi {
@@ -54,15 +57,19 @@ describe('browser client in Chromium', () => {
   let broker: { proc: Proc, url: string, port: number }
   let site: string
   let brokerPort: number
+  let wsPort: number
   const dataDir = (): string => join(h.dir, 'broker')
+  /** `herald broker` on the same ports every time (so a restart is where the page reconnects). */
+  const startBroker = (): ReturnType<typeof startBrokerProcess> => startBrokerProcess(site, dataDir(), brokerPort, BROKER_WS ? ['--ws-port', String(wsPort)] : [])
 
   beforeAll(async () => {
     h = await Harness.create()
     site = await writeTestSite(h.dir)
     brokerPort = await freePort()
-    broker = await startBrokerProcess(site, dataDir(), brokerPort)
+    wsPort = await freePort()
+    broker = await startBroker()
     h.onClose(() => broker.proc.kill())
-    pages = await startPageServer(await bundlePage('test/fixtures/browser/client-page.ts'), brokerPort)
+    pages = await startPageServer(await bundlePage('test/fixtures/browser/client-page.ts'), BROKER_WS ? { wsUrl: `ws://127.0.0.1:${wsPort}/mqtt` } : { tcpPort: brokerPort })
     h.onClose(() => pages.close())
     browser = await launchChromium()
     h.onClose(() => browser.close())
@@ -108,7 +115,7 @@ describe('browser client in Chromium', () => {
         cut = true
       } else if (at === restartAt) {
         await broker.proc.kill()
-        broker = await startBrokerProcess(site, dataDir(), brokerPort)
+        broker = await startBroker()
         restarted = true
       } else {
         await page.reload()
@@ -136,7 +143,7 @@ describe('browser client in Chromium', () => {
         throw new Error(`event ${next} skipped: ${e.i} handled next (entry ${k})`)
       }
     }
-    process.stderr.write(`browser test: ${log.length} handled for ${EVENTS} events, ${flagged} flagged redelivered, ${reloads} reloads (transport ${TRANSPORT})\n`)
+    process.stderr.write(`browser test: ${log.length} handled for ${EVENTS} events, ${flagged} flagged redelivered, ${reloads} reloads (transport ${TRANSPORT}, broker ${BROKER_WS ? 'WebSocket listener' : 'TCP behind the bridge'})\n`)
     expect(next).toBe(EVENTS)
     expect(silent).toEqual([])
     expect(flagged).toBeLessThanOrEqual(reloads)

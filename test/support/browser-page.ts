@@ -1,14 +1,14 @@
 /**
  * For the browser client test: a page server on loopback (the page, its bundle built with esbuild from
- * the sources, and MQTT over WebSocket at /mqtt bridged to a broker's TCP port, so the test can cut
- * every WebSocket at once), and headless Chromium (Debian's /usr/bin/chromium) driven by puppeteer-core.
+ * the sources, and MQTT over WebSocket at /mqtt bridged to the broker — its WebSocket listener, or
+ * its TCP port — so the test can cut every WebSocket at once), and headless Chromium (Debian's /usr/bin/chromium) driven by puppeteer-core.
  */
 import { createServer, type Server } from 'node:http'
 import { connect, type Socket } from 'node:net'
 import { join } from 'node:path'
 import { build } from 'esbuild'
 import puppeteer, { type Browser } from 'puppeteer-core'
-import { WebSocketServer, type WebSocket } from 'ws'
+import { WebSocket as WsClient, WebSocketServer, type WebSocket } from 'ws'
 
 const ROOT = join(import.meta.dirname, '..', '..')
 export const CHROMIUM = '/usr/bin/chromium'
@@ -37,8 +37,14 @@ export interface PageServer {
   close (): Promise<void>
 }
 
-/** Serves `/` (a page loading `/page.js`) and bridges `/mqtt` WebSockets to `127.0.0.1:<brokerPort>`. */
-export async function startPageServer (script: string, brokerPort: number): Promise<PageServer> {
+/**
+ * Where the page server's `/mqtt` leads: the broker's MQTT over TCP (the bytes of each WebSocket
+ * message), or the broker's own WebSocket listener (`herald broker --ws-port`), message for message.
+ */
+export type Upstream = { readonly tcpPort: number } | { readonly wsUrl: string }
+
+/** Serves `/` (a page loading `/page.js`) and bridges `/mqtt` WebSockets to the broker (`upstream`). */
+export async function startPageServer (script: string, upstream: Upstream): Promise<PageServer> {
   const html = '<!doctype html><meta charset="utf-8"><title>herald browser test</title><script type="module" src="/page.js"></script>'
   const server: Server = createServer((req, res) => {
     const path = new URL(req.url ?? '/', 'http://x').pathname
@@ -47,29 +53,54 @@ export async function startPageServer (script: string, brokerPort: number): Prom
     else res.writeHead(404).end()
   })
   const wss = new WebSocketServer({ noServer: true, handleProtocols: (protocols) => protocols.has('mqtt') ? 'mqtt' : false })
-  const pairs = new Set<{ ws: WebSocket, tcp: Socket }>()
+  const pairs = new Set<{ ws: WebSocket, up: { destroy: () => void } }>()
   server.on('upgrade', (req, socket, head) => {
     if (new URL(req.url ?? '/', 'http://x').pathname !== '/mqtt') {
       socket.destroy()
       return
     }
     wss.handleUpgrade(req, socket, head, (ws) => {
-      const tcp = connect(brokerPort, '127.0.0.1')
-      const pair = { ws, tcp }
-      pairs.add(pair)
-      const end = (): void => {
-        pairs.delete(pair)
-        ws.terminate()
-        tcp.destroy()
-      }
-      ws.on('message', (data: Buffer) => { tcp.write(data) })
-      tcp.on('data', (d) => { ws.send(d) })
-      ws.on('close', end)
-      ws.on('error', end)
-      tcp.on('close', end)
-      tcp.on('error', end)
+      if ('tcpPort' in upstream) bridgeTcp(ws, upstream.tcpPort)
+      else bridgeWs(ws, upstream.wsUrl)
     })
   })
+  const bridgeTcp = (ws: WebSocket, port: number): void => {
+    const tcp: Socket = connect(port, '127.0.0.1')
+    const pair = { ws, up: { destroy: () => { tcp.destroy() } } }
+    pairs.add(pair)
+    const end = (): void => {
+      pairs.delete(pair)
+      ws.terminate()
+      tcp.destroy()
+    }
+    ws.on('message', (data: Buffer) => { tcp.write(data) })
+    tcp.on('data', (d) => { ws.send(d) })
+    ws.on('close', end)
+    ws.on('error', end)
+    tcp.on('close', end)
+    tcp.on('error', end)
+  }
+  const bridgeWs = (ws: WebSocket, url: string): void => {
+    const up = new WsClient(url, 'mqtt')
+    const early: Buffer[] = []
+    const pair = { ws, up: { destroy: () => { up.terminate() } } }
+    pairs.add(pair)
+    const end = (): void => {
+      pairs.delete(pair)
+      ws.terminate()
+      up.terminate()
+    }
+    ws.on('message', (data: Buffer) => {
+      if (up.readyState === WsClient.OPEN) up.send(data)
+      else early.push(data)
+    })
+    up.on('open', () => { for (const d of early.splice(0)) up.send(d) })
+    up.on('message', (d: Buffer) => { ws.send(d) })
+    ws.on('close', end)
+    ws.on('error', end)
+    up.on('close', end)
+    up.on('error', end)
+  }
   await new Promise<void>((resolve) => { server.listen(0, '127.0.0.1', resolve) })
   const port = (server.address() as { port: number }).port
   return {
@@ -79,12 +110,12 @@ export async function startPageServer (script: string, brokerPort: number): Prom
       const n = pairs.size
       for (const p of [...pairs]) {
         p.ws.terminate()
-        p.tcp.destroy()
+        p.up.destroy()
       }
       return n
     },
     async close () {
-      for (const p of [...pairs]) { p.ws.terminate(); p.tcp.destroy() }
+      for (const p of [...pairs]) { p.ws.terminate(); p.up.destroy() }
       wss.close()
       server.closeAllConnections()
       await new Promise<void>((resolve) => { server.close(() => { resolve() }) })
