@@ -13,7 +13,7 @@
 import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import type { Browser } from 'puppeteer-core'
+import type { Browser, Page } from 'puppeteer-core'
 import { Harness } from './support/harness.js'
 import { startBrokerProcess, writeTestSite, type Proc } from './support/processes.js'
 import { freePort } from './support/ports.js'
@@ -48,6 +48,14 @@ async function until (what: string, fn: () => Promise<boolean>, ms = 120_000): P
     if (Date.now() > deadline) throw new Error(`browser test: timed out waiting for ${what}`)
     await new Promise((resolve) => setTimeout(resolve, 50))
   }
+}
+
+/** Waits until the page's endpoint has subscribed; a timeout names the errors the page saw. */
+async function subscribed (page: Page, what: string): Promise<void> {
+  await until(what, () => page.evaluate(() => heraldTest.started), 120_000).catch(async (err: unknown) => {
+    const errors = await page.evaluate(() => heraldTest.errors).catch(() => [])
+    throw new Error(`${(err as Error).message}; errors in the page: ${JSON.stringify(errors)}`)
+  })
 }
 
 describe('browser client in Chromium', () => {
@@ -88,7 +96,7 @@ describe('browser client in Chromium', () => {
     const log: LogEntry[] = []
     await page.exposeFunction('heraldRecord', (entry: LogEntry) => { log.push(entry) })
     await page.goto(pageUrl('console', true))
-    await until('the page to subscribe', () => page.evaluate(() => heraldTest.started))
+    await subscribed(page, 'the page to subscribe')
 
     const service = await h.service(broker.url, 'svc-b', { memoryOnly: false })
     let raised = 0
@@ -120,7 +128,7 @@ describe('browser client in Chromium', () => {
       } else {
         await page.reload()
         reloads++
-        await until('the reloaded page to subscribe', () => page.evaluate(() => heraldTest.started))
+        await subscribed(page, 'the reloaded page to subscribe')
       }
     }
     await raising
@@ -160,7 +168,7 @@ describe('browser client in Chromium', () => {
   it('wrong password and an unauthorized event give typed errors in the page; a second open of the same client is POSITIONS_LOCKED', async () => {
     const page = await browser.newPage()
     await page.goto(pageUrl('errors', true, { start: 'new' }))
-    await until('the page to subscribe', () => page.evaluate(() => heraldTest.started))
+    await subscribed(page, 'the page to subscribe')
     const out = await page.evaluate((pw: string) => heraldTest.errorCases(pw, 'alarms'), 'not-the-password')
     expect(out).toEqual({
       wrongPasswordError: 'AuthError:BAD_CREDENTIALS',
@@ -174,7 +182,7 @@ describe('browser client in Chromium', () => {
   it('[CLI-BROWSER-3] two tabs of one client: the second is refused (POSITIONS_LOCKED); a third that takes over gets the events, and the first stops with POSITIONS_LOCKED', async () => {
     const first = await browser.newPage()
     await first.goto(pageUrl('tabs', true, { start: 'new' }))
-    await until('the first tab to subscribe', () => first.evaluate(() => heraldTest.started))
+    await subscribed(first, 'the first tab to subscribe')
     const second = await browser.newPage()
     await second.goto(pageUrl('tabs', true, { start: 'new' }))
     await until('the second tab to be refused', async () => (await second.evaluate(() => heraldTest.errors)).some((e) => e.code === 'POSITIONS_LOCKED'))
@@ -183,7 +191,7 @@ describe('browser client in Chromium', () => {
 
     const third = await browser.newPage()
     await third.goto(pageUrl('tabs', true, { start: 'new', ifLocked: 'takeover' }))
-    await until('the third tab to subscribe', () => third.evaluate(() => heraldTest.started))
+    await subscribed(third, 'the third tab to subscribe')
     await until('the first tab to stop', async () => await first.evaluate(() => heraldTest.state()) === 'closed')
     expect((await first.evaluate(() => heraldTest.errors)).map((e) => e.code)).toContain('POSITIONS_LOCKED')
 
