@@ -30,6 +30,18 @@ export default tseslint.config(
     }
   },
   {
+    // [ARCH-PURE-1] the browser-safe part of @herald/client-endpoint (client-endpoint/tsconfig.browser.json):
+    // only relative imports and @herald/protocol; no Node built-ins, no better-sqlite3, no node-runtime
+    files: [
+      'client-endpoint/src/client-endpoint-core.ts', 'client-endpoint/src/client-subscription.ts', 'client-endpoint/src/herald-event.ts',
+      'client-endpoint/src/positions/position-store.ts', 'client-endpoint/src/positions/memory-position-store.ts', 'client-endpoint/src/browser/**/*.ts'
+    ],
+    ignores: ['client-endpoint/src/**/*.test.ts'],
+    rules: {
+      'no-restricted-imports': ['error', { patterns: [{ regex: '^(?!\\.|@herald/protocol$)', message: 'the browser-safe client core imports only relative files and @herald/protocol (Node-only code belongs in client-endpoint.ts, positions/sqlite-*, or @herald/node-runtime)' }] }]
+    }
+  },
+  {
     files: ['**/*.js', '**/*.mjs'],
     ...tseslint.configs.disableTypeChecked,
     languageOptions: { ...tseslint.configs.disableTypeChecked.languageOptions, globals: globals.node }

@@ -14,6 +14,8 @@ import { PayloadKind, decodeRequest, encodeControl, encodeEvents, type Request, 
 import { waitFor } from '@herald/protocol/testing'
 import { tempDir } from '@herald/node-runtime/testing'
 import { ClientEndpoint } from './client-endpoint.js'
+import { MemoryPositionStore } from './positions/memory-position-store.js'
+import type { PositionStore, SubscriptionPosition } from './positions/position-store.js'
 import { SqlitePositionStore } from './positions/sqlite-position-store.js'
 import type { HeraldEvent } from './herald-event.js'
 
@@ -217,5 +219,59 @@ describe('ClientEndpoint handler loop: several EVENTS frames in one network read
       [[1, true], [2, true], [3, true]],
       [[4, true], [5, true], [6, true], [7, true], [8, true], [9, true], [10, true], [11, false], [12, false]]
     ])
+  })
+})
+
+/**
+ * An asynchronous store (as IndexedDB): memory answers `get` at once, a write is "on disk" only
+ * when its promise resolves, some turns later, in the order made.
+ */
+class SlowAsyncStore implements PositionStore {
+  readonly durable = true
+  readonly disk = new Map<string, { position: number, started: number | null }>()
+  private readonly memory = new MemoryPositionStore()
+  private chain: Promise<void> = Promise.resolve()
+  private later (key: string): Promise<void> {
+    const snapshot = this.memory.get(key)
+    this.chain = this.chain.then(() => new Promise<void>((resolve) => {
+      setTimeout(() => {
+        if (snapshot !== null) this.disk.set(key, { ...snapshot })
+        resolve()
+      }, 2)
+    }))
+    return this.chain
+  }
+
+  get (key: string): SubscriptionPosition | null { return this.memory.get(key) }
+  markStarted (key: string, position: number): Promise<void> { this.memory.markStarted(key, position); return this.later(key) }
+  commit (key: string, position: number): Promise<void> { this.memory.commit(key, position); return this.later(key) }
+  advance (key: string, committed: number, started: number): Promise<void> { this.memory.advance(key, committed, started); return this.later(key) }
+  async close (): Promise<void> { await this.chain }
+}
+
+describe('ClientEndpoint on an asynchronous position store ([CLI-BROWSER-2])', () => {
+  it('waits for the start mark before each handler, for the first position before subscribe() resolves, and for every write at close', async () => {
+    const broker = await ScriptedBroker.listen()
+    const positions = new SlowAsyncStore()
+    const client = new ClientEndpoint({ url: broker.url, clientName: 'async-store', positions }).start()
+    const errors: string[] = []
+    client.on('error', (e) => { errors.push(e.message) })
+    await client.subscribe('readings', {}, (e) => {
+      // on disk before the handler runs: a reload now flags this event, never loses or repeats it silently
+      const d = positions.disk.get('readings')
+      if (d === undefined || d.started === null || d.started < e.position || d.position >= e.position) errors.push(`event ${e.position}: on disk ${JSON.stringify(d)}`)
+      handled.push(e.position)
+    })
+    const handled: number[] = []
+    // [CLI-START-1] the start position is on disk once subscribe() resolved
+    expect(positions.disk.get('readings')).toEqual({ position: 0, started: null })
+    const sub = broker.subOf('readings')
+    broker.send(eventsFrames(sub, 3, 4))
+    await waitFor(() => handled.length >= 12, '12 events handled')
+    await client.close()
+    expect(handled).toEqual(range(12))
+    expect(errors).toEqual([])
+    expect(positions.disk.get('readings')).toEqual({ position: 12, started: null })
+    await broker.close()
   })
 })

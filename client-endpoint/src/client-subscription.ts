@@ -1,5 +1,4 @@
 /** One subscription of a client endpoint: its filters, its queue of received events, its handler loop. */
-import type Database from 'better-sqlite3'
 import type { StartFrom, StoredEvent } from '@herald/protocol'
 import type { HeraldEvent } from './herald-event.js'
 import type { PositionStore } from './positions/position-store.js'
@@ -16,7 +15,7 @@ export interface QueuedEvent {
   readonly arrivedAt: number
 }
 
-export class ClientSubscription {
+export class ClientSubscription<Tx = never> {
   /** The id of the current wire subscription; 0 when none (offline or not yet sent). */
   wireId = 0
   /** The position of the last event committed (cached from the store). */
@@ -52,7 +51,7 @@ export class ClientSubscription {
     readonly handler: EventHandler,
     readonly positions: PositionStore,
     /** The application's database in transactional mode, else null. */
-    readonly transaction: Database.Database | null
+    readonly transaction: Tx | null
   ) {}
 
   get pending (): number {

@@ -24,6 +24,8 @@ export const ErrorCode = {
   // persistence
   PERSISTENCE_FAILED: 'PERSISTENCE_FAILED',
   CAPACITY_EXCEEDED: 'CAPACITY_EXCEEDED',
+  /** [CLI-BROWSER-3] another tab (or worker) holds, or took over, the positions of this client key. */
+  POSITIONS_LOCKED: 'POSITIONS_LOCKED',
   // lifecycle
   CLOSED: 'CLOSED',
   TIMEOUT: 'TIMEOUT',
@@ -73,9 +75,9 @@ export class ProtocolError extends HeraldError {
   }
 }
 
-/** A storage level failed (I/O error, disk full, corrupt file) or is full. */
+/** A storage level failed (I/O error, disk full, corrupt file), is full, or is held by another tab. */
 export class PersistenceError extends HeraldError {
-  constructor (message: string, options?: { cause?: unknown; code?: typeof ErrorCode.PERSISTENCE_FAILED | typeof ErrorCode.CAPACITY_EXCEEDED }) {
+  constructor (message: string, options?: { cause?: unknown; code?: typeof ErrorCode.PERSISTENCE_FAILED | typeof ErrorCode.CAPACITY_EXCEEDED | typeof ErrorCode.POSITIONS_LOCKED }) {
     super(options?.code ?? ErrorCode.PERSISTENCE_FAILED, message, options)
   }
 }
@@ -110,6 +112,7 @@ export function errorFromWire (code: string, message: string): HeraldError {
       return new TimeoutError(message)
     case ErrorCode.PERSISTENCE_FAILED:
     case ErrorCode.CAPACITY_EXCEEDED:
+    case ErrorCode.POSITIONS_LOCKED:
       return new PersistenceError(message, { code })
     default:
       return new RequestError(code, message)

@@ -3,6 +3,7 @@
  * finished, and which events after it may have been started ([CLI-POS-*]).
  * O(subscriptions), never O(events). Every backend passes `describePositionStoreConformance`.
  */
+import type { HeraldError } from '@herald/protocol'
 
 /** What is recorded for one subscription key. */
 export interface SubscriptionPosition {
@@ -17,25 +18,29 @@ export interface SubscriptionPosition {
 }
 
 /**
- * Synchronous by design (like better-sqlite3), so a commit can sit inside the application's own
- * transaction.
+ * `get` is synchronous; the writes are synchronous by design (like better-sqlite3, so a commit can sit
+ * inside the application's own transaction) or, for an asynchronous backend (IndexedDB), return a
+ * promise ([CLI-BROWSER-2]): such a store answers `get` from what it loaded when it opened and from
+ * the writes made since, and does its writes in the order they were made. The endpoint waits only
+ * for a promise actually returned, so a synchronous store costs no extra turn per event.
  *
  * - [CLI-POS-1] `commit(key, p)` records p as the position and clears `started`.
  * - [CLI-POS-2] `markStarted(key, p)` records p as started and leaves the position as it was.
- * - [CLI-POS-3] A durable backend's records survive the process being killed right after the call.
+ * - [CLI-POS-3] A durable backend's records survive the process being killed right after the call
+ *   (an asynchronous backend: once its promise resolved).
  * - [CLI-POS-4] `advance(key, c, s)` records c as the position and s as started, in one write.
  * - [CLI-POS-5] `reserve(key, upTo)` records that the handlers of events up to `upTo` may start; a
  *   backend durable against power loss has made it, and every call before it, durable when it returns.
  */
 export interface PositionStore {
   get (key: string): SubscriptionPosition | null
-  markStarted (key: string, position: number): void
-  commit (key: string, position: number): void
+  markStarted (key: string, position: number): void | Promise<void>
+  commit (key: string, position: number): void | Promise<void>
   /**
    * [CLI-POS-4] `commit(key, committed)` and `markStarted(key, started)` in one write: what a client
    * does between two events it handles back to back, at the cost of one write instead of two.
    */
-  advance (key: string, committed: number, started: number): void
+  advance (key: string, committed: number, started: number): void | Promise<void>
   /**
    * [CLI-POS-5] Before the handlers of a received batch run, the client reserves up to the batch's
    * last position. It neither changes the position nor `started` as `get` returns them while the
@@ -43,8 +48,14 @@ export interface PositionStore {
    * after the surviving position. Leaves nothing to do for a store that does not survive power loss;
    * a store without it is taken as one.
    */
-  reserve? (key: string, upTo: number): void
+  reserve? (key: string, upTo: number): void | Promise<void>
   /** Whether records survive a restart. */
   readonly durable: boolean
-  close (): void
+  /**
+   * [CLI-BROWSER-3] For a store that can be taken away while open (another tab took its lock):
+   * resolves with the error when that happened. The endpoint then stops and reports it.
+   */
+  readonly lost?: Promise<HeraldError>
+  /** Waits for the writes made, then releases the store. */
+  close (): void | Promise<void>
 }

@@ -1,0 +1,588 @@
+/**
+ * The client endpoint's core, browser-safe ([ARCH-PURE-1]: only @herald/protocol, no Node
+ * built-ins): subscribes to events from an application, keeps only positions, and hands each stored
+ * event to its handler exactly once per subscription (at most once more, flagged `redelivered`, after
+ * a crash between handler and commit; exactly once in transactional mode). The Node entry
+ * (client-endpoint.ts: MQTT over TCP/TLS, SQLite, transactional mode) and the browser entry
+ * (browser/index.ts: MQTT over WebSocket, IndexedDB) wrap it.
+ */
+import { AuthError, ClosedError, ConfigError, ErrorCode, FrameType, HeraldError, Link, RequestError, TypedEmitter, assertName, backoffDelay, checkInt, clientClientId, clientKey, clientMessageTopic, clientRequestTopic, decodeControl, decodeEvents, encodeRequest, errorFromWire, frameType, isValidName, silentLogger, systemClock, toHeraldError, withDefaults, StatusFeed, type Clock, type Logger, type Transport, type Widened, type StartFrom } from '@herald/protocol'
+import { ClientSubscription, type EventHandler } from './client-subscription.js'
+import { toHeraldEvent, type HeraldEvent } from './herald-event.js'
+import { MemoryPositionStore } from './positions/memory-position-store.js'
+import type { PositionStore } from './positions/position-store.js'
+
+/** A position write: done when it returns, or when the promise resolves (an asynchronous store, e.g. IndexedDB). */
+type Write = void | Promise<void>
+
+/** The options both entries take; each adds how the URL is reached (Node: `tls`). */
+export interface ClientEndpointCoreOptions {
+  /** The broker's URL; which schemes are taken is the entry's (Node: `mqtt://`, `mqtts://`; browser: `ws://`, `wss://`). */
+  readonly url: string
+  /** This client's name; with the user it forms the client key `<user>/<clientName>` private events are addressed to. */
+  readonly clientName: string
+  /** User name; leave out to connect as a guest (if the site admits guests). */
+  readonly user?: string
+  readonly password?: string
+  /** Where positions are kept. Default: memory (a restarted client starts over). */
+  readonly positions?: PositionStore
+  /** Default in-flight window per subscription, in events. Default 1,000. */
+  readonly window?: number
+  /** First delay before retrying a failed handler, ms. Default 100. */
+  readonly retryInitialMs?: number
+  /** Largest delay between handler retries, ms. Default 30,000. */
+  readonly retryMaxMs?: number
+  /** First reconnect delay in ms. Default 100. */
+  readonly reconnectInitialMs?: number
+  /** Largest reconnect delay in ms. Default 10,000. */
+  readonly reconnectMaxMs?: number
+  /** Connect timeout in ms. Default 10,000. */
+  readonly connectTimeoutMs?: number
+  /** MQTT keepalive in seconds. Default 30. */
+  readonly keepaliveSec?: number
+  /**
+   * Longest time, in ms, between two durable writes of a subscription's position while its events are
+   * handled ([CLI-POS-5]): with a position store durable against power loss, it bounds in time how far
+   * a power loss rolls the position back (flagged). 0: before every event (one fsync per event).
+   * Default 1,000.
+   */
+  readonly positionSyncMs?: number
+  /**
+   * How to reach the broker. Default: the entry's (Node: MQTT over TCP, TLS or WebSocket by the URL,
+   * with `tls`; browser: MQTT over WebSocket). Tests give a memory transport.
+   */
+  readonly transport?: Transport
+  /** Time and timers. Default: the system clock. */
+  readonly clock?: Clock
+  /** Uniform numbers in [0, 1) for the reconnect backoff's jitter. Default Math.random. */
+  readonly random?: () => number
+  readonly logger?: Logger
+}
+
+/** Defaults of the numeric ClientEndpointOptions. */
+export const CLIENT_ENDPOINT_DEFAULTS = Object.freeze({
+  window: 1000,
+  retryInitialMs: 100,
+  retryMaxMs: 30_000,
+  reconnectInitialMs: 100,
+  reconnectMaxMs: 10_000,
+  connectTimeoutMs: 10_000,
+  keepaliveSec: 30,
+  positionSyncMs: 1000
+})
+
+export interface SubscribeOptions<Tx = never> {
+  /** Only events from these services. Default: all services. */
+  readonly services?: readonly string[]
+  /** Where to start when this subscription has no position yet: everything the broker holds (default) or only new events. */
+  readonly start?: StartFrom
+  /** The key its position is kept under. Default: the event name, plus `?services=a,b` when filtered. */
+  readonly key?: string
+  /** In-flight window for this subscription. Default: the endpoint's. */
+  readonly window?: number
+  /**
+   * Transactional mode ([CLI-TX-1]): the application's better-sqlite3 database. The handler must be
+   * synchronous; it runs inside a transaction on this database in which the position is committed too.
+   */
+  readonly transaction?: Tx
+}
+
+/** What an entry gives the core: the transport to use, and (Node) transactional mode. */
+export interface ClientEndpointPlatform<Tx> {
+  /** Checks the URL and the entry's own options; throws a ConfigError naming the option. */
+  checkConnection (url: string): void
+  /** The transport when the options give none. */
+  defaultTransport (): Transport
+  /** [CLI-TX-1] transactional mode, where the entry has it (Node, better-sqlite3). */
+  readonly transactions?: {
+    /** The position store inside the application's database. */
+    positions (db: Tx): PositionStore
+    /** Runs `fn` inside one transaction on `db` (it throws: rolled back). */
+    run (db: Tx, fn: () => void): void
+  }
+}
+
+/** A live subscription. */
+export interface Subscription {
+  readonly key: string
+  readonly event: string
+  /** Events handled (committed) since subscribe(). */
+  readonly delivered: number
+  /** Of which were flagged redelivered. */
+  readonly redelivered: number
+  /** Handler failures retried. */
+  readonly retries: number
+  /** The position of the last committed event. */
+  readonly position: number
+  unsubscribe (): Promise<void>
+}
+
+export interface ClientStatus {
+  readonly state: 'connecting' | 'online' | 'offline' | 'closed'
+  readonly subscriptions: number
+  readonly lastError: HeraldError | null
+}
+
+export interface ClientEndpointEvents {
+  status: (status: ClientStatus) => void
+  /** A handler threw; the same event is retried after `retryInMs` ([CLI-RETRY-1]). */
+  handlerError: (info: { key: string, event: HeraldEvent, error: unknown, attempt: number, retryInMs: number }) => void
+  /** The broker ended a subscription after it was active (e.g. access revoked). */
+  subscriptionError: (info: { key: string, error: HeraldError }) => void
+  /**
+   * A background failure, among them refused credentials ([CONN-AUTH-2]: an AuthError naming the
+   * user, once per run of refusals; the endpoint goes on retrying). Emitted only when listened to:
+   * without a listener the error is logged at error level on the endpoint's logger, never thrown.
+   */
+  error: (error: HeraldError) => void
+}
+
+export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointEvents> {
+  /** `<user>/<clientName>`: the address of this client's private events. */
+  readonly key: string
+  readonly positions: PositionStore
+  private readonly opts: Widened<typeof CLIENT_ENDPOINT_DEFAULTS>
+  private readonly clock: Clock
+  private readonly logger: Logger
+  private readonly link: Link
+  private readonly reqTopic: string
+  private readonly subs = new Map<string, ClientSubscription<Tx>>()
+  private readonly wire = new Map<number, ClientSubscription<Tx>>()
+  private nextWireId = 0
+  private ackScheduled = false
+  private state: ClientStatus['state'] = 'connecting'
+  private lastError: HeraldError | null = null
+  /** The code of the credentials refusal last reported, until the next time online ([CONN-AUTH-2]). */
+  private refusalReported: string | null = null
+  private closed = false
+  private readonly feed = new StatusFeed<ClientStatus>()
+  private readonly platform: ClientEndpointPlatform<Tx>
+  /** Position writes not waited for (commits after a handler), until they are done. */
+  private readonly writes = new Set<Promise<void>>()
+
+  constructor (options: ClientEndpointCoreOptions, platform: ClientEndpointPlatform<Tx>) {
+    super()
+    if (options === undefined || options === null) throw new ConfigError('ClientEndpoint: options are required')
+    this.platform = platform
+    platform.checkConnection(options.url)
+    assertName(options.clientName, 'ClientEndpoint: clientName')
+    if (options.user !== undefined) assertName(options.user, 'ClientEndpoint: user')
+    if (options.user !== undefined && typeof options.password !== 'string') throw new ConfigError('ClientEndpoint: option "password" is required with "user"')
+    // the entry's own options (Node: `tls`) are checked by platform.checkConnection
+    const { url: _u, tls: _t, clientName: _n, user: _us, password: _p, positions: _pos, transport: _tr, clock: _c, random: _r, logger: _l, ...numeric } = options as ClientEndpointCoreOptions & { tls?: unknown }
+    this.opts = withDefaults('ClientEndpoint', CLIENT_ENDPOINT_DEFAULTS, numeric)
+    checkInt('ClientEndpoint', 'window', this.opts.window, 1, 100_000)
+    checkInt('ClientEndpoint', 'positionSyncMs', this.opts.positionSyncMs, 0, 3_600_000)
+    this.clock = options.clock ?? systemClock
+    this.logger = options.logger ?? silentLogger
+    this.positions = options.positions ?? new MemoryPositionStore()
+    this.key = clientKey(options.user ?? null, options.clientName)
+    this.reqTopic = clientRequestTopic(this.key)
+    this.link = new Link({
+      transport: options.transport ?? platform.defaultTransport(),
+      clock: this.clock,
+      random: options.random,
+      url: options.url,
+      clientId: clientClientId(this.key),
+      username: options.user,
+      password: options.password,
+      replyTopic: clientMessageTopic(this.key),
+      reconnect: { initialMs: this.opts.reconnectInitialMs, maxMs: this.opts.reconnectMaxMs },
+      connectTimeoutMs: this.opts.connectTimeoutMs,
+      keepaliveSec: this.opts.keepaliveSec,
+      logger: this.logger
+    })
+    this.link.on('connecting', () => { this.setState('connecting') })
+    this.link.on('online', () => {
+      this.lastError = null
+      this.refusalReported = null
+      this.setState('online')
+      for (const sub of this.subs.values()) this.resubscribe(sub)
+    })
+    this.link.on('offline', (err) => {
+      this.wire.clear()
+      for (const sub of this.subs.values()) {
+        sub.wireId = 0
+        sub.clearQueue()
+      }
+      if (err !== null) {
+        this.lastError = err
+        // [CLI-AUTH-1] refused credentials fail the subscriptions waiting for the broker
+        if (err.code === ErrorCode.BAD_CREDENTIALS || err.code === ErrorCode.NOT_AUTHORIZED) {
+          for (const sub of this.subs.values()) this.failSettle(sub, err)
+        }
+      }
+      if (!this.closed) this.setState('offline')
+      if (err instanceof AuthError && err.code !== this.refusalReported && !this.closed) {
+        // [CONN-AUTH-2] refused credentials are loud: a typed error, not only status.lastError
+        this.refusalReported = err.code
+        const who = options.user === undefined ? `guest client "${options.clientName}"` : `user "${options.user}"`
+        const what = err.code === ErrorCode.BAD_CREDENTIALS ? 'the credentials of' : 'the identity of'
+        this.reportError(new AuthError(err.code === ErrorCode.BAD_CREDENTIALS ? ErrorCode.BAD_CREDENTIALS : ErrorCode.NOT_AUTHORIZED, `the broker at ${options.url} refused ${what} ${who} (${err.code}); retrying`, { cause: err }), 'credentials refused')
+      }
+    })
+    this.link.on('frame', (payload) => { this.onFrame(payload) })
+    // [CLI-BROWSER-3] a store that can be taken away (another tab took its lock) ends the endpoint
+    void this.positions.lost?.then((err) => { this.positionsLost(err) })
+  }
+
+  private positionsLost (err: HeraldError): void {
+    if (this.closed) return
+    this.lastError = err
+    this.reportError(err, 'positions lost')
+    this.close().catch((e: unknown) => { this.reportError(e) })
+  }
+
+  /** Keeps a write not waited for until it is done; a failure is reported ([CLI-BROWSER-2]). */
+  private track (w: Write): void {
+    if (w === undefined) return
+    const p = w.then(() => { this.writes.delete(p) }, (err: unknown) => {
+      this.writes.delete(p)
+      this.reportError(err, 'position write failed')
+    })
+    this.writes.add(p)
+  }
+
+  /** Starts connecting. Subscriptions made before are sent once online. */
+  start (): this {
+    if (this.closed) throw new ClosedError('ClientEndpoint is closed')
+    this.link.start()
+    return this
+  }
+
+  /**
+   * Subscribes to an event ([CLI-SUB-1]). Resolves once the broker accepted the subscription;
+   * rejects with a typed error (UNKNOWN_EVENT, NOT_AUTHORIZED, BAD_CREDENTIALS, ...) otherwise.
+   */
+  async subscribe (eventName: string, options: SubscribeOptions<Tx>, handler: EventHandler): Promise<Subscription> {
+    if (this.closed) throw new ClosedError('ClientEndpoint is closed')
+    if (!isValidName(eventName)) throw new RequestError(ErrorCode.INVALID_ARGUMENT, `subscribe: ${JSON.stringify(eventName)} is not a valid event name`)
+    if (typeof handler !== 'function') throw new ConfigError('subscribe: handler must be a function')
+    const services = options.services === undefined ? null : [...options.services].sort()
+    if (services !== null) {
+      for (const s of services) assertName(s, 'subscribe: services[]')
+    }
+    const key = options.key ?? (services === null ? eventName : `${eventName}?services=${services.join(',')}`)
+    if (this.subs.has(key)) throw new ConfigError(`subscribe: a subscription with key "${key}" exists already`)
+    const start = options.start ?? 'all'
+    if (start !== 'all' && start !== 'new') throw new ConfigError('subscribe: option "start" must be "all" or "new"')
+    const window = options.window ?? this.opts.window
+    checkInt('subscribe', 'window', window, 1, 100_000)
+    const tx = this.platform.transactions
+    if (options.transaction !== undefined && tx === undefined) throw new ConfigError('subscribe: option "transaction" (transactional mode) needs the Node entry and a better-sqlite3 database')
+    const positions = options.transaction === undefined || tx === undefined ? this.positions : tx.positions(options.transaction)
+    const sub = new ClientSubscription<Tx>(key, eventName, services, start, window, handler, positions, options.transaction ?? null)
+    const recorded = positions.get(key)
+    sub.committed = recorded?.position ?? 0
+    sub.crashStarted = recorded?.started ?? null
+    this.subs.set(key, sub)
+    const settled = new Promise<void>((resolve, reject) => { sub.settle = { resolve, reject } })
+    if (this.link.online) this.resubscribe(sub)
+    try {
+      await settled
+    } catch (err) {
+      this.subs.delete(key)
+      throw err
+    }
+    return this.view(sub)
+  }
+
+  private view (sub: ClientSubscription<Tx>): Subscription {
+    return {
+      key: sub.key,
+      event: sub.event,
+      get delivered () { return sub.delivered },
+      get redelivered () { return sub.redelivered },
+      get retries () { return sub.retries },
+      get position () { return sub.committed },
+      unsubscribe: async () => {
+        sub.closed = true
+        sub.stopRetryWait?.()
+        if (sub.wireId !== 0) {
+          this.link.send(this.reqTopic, encodeRequest({ op: 'unsub', sub: sub.wireId }))
+          this.wire.delete(sub.wireId)
+        }
+        this.subs.delete(sub.key)
+        await sub.idle()
+      }
+    }
+  }
+
+  /** (Re)sends a subscription once no handler of it is running, from its committed position ([CLI-RESUME-1]). */
+  private resubscribe (sub: ClientSubscription<Tx>): void {
+    void sub.idle().then(() => {
+      if (sub.closed || !this.link.online || sub.wireId !== 0) return
+      const id = ++this.nextWireId
+      sub.wireId = id
+      this.wire.set(id, sub)
+      const recorded = sub.positions.get(sub.key)
+      sub.committed = recorded?.position ?? 0
+      // [CLI-START-1] a recorded position, even 0, is where to resume: `start` only applies without one
+      this.link.send(this.reqTopic, encodeRequest({
+        op: 'sub', sub: id, event: sub.event, services: sub.services, position: sub.committed, start: recorded === null ? sub.start : 'all', window: sub.window
+      }))
+    })
+  }
+
+  private failSettle (sub: ClientSubscription<Tx>, err: HeraldError): void {
+    const s = sub.settle
+    if (s !== null) {
+      sub.settle = null
+      sub.closed = true
+      s.reject(err)
+    }
+  }
+
+  private onFrame (payload: Uint8Array): void {
+    try {
+      const type = frameType(payload)
+      if (type === FrameType.EVENTS) {
+        const frame = decodeEvents(payload, (id) => this.wire.get(id)?.event ?? null)
+        if (frame === null) return
+        const sub = this.wire.get(frame.sub) as ClientSubscription<Tx>
+        const now = this.clock.now()
+        for (const e of frame.events) sub.queue.push({ event: e, ageAtSend: Math.max(0, frame.brokerNow - e.receivedAt) + e.uploadAge, arrivedAt: now })
+        this.process(sub)
+      } else if (type === FrameType.CONTROL) {
+        const c = decodeControl(payload)
+        if (c.op === 'subscribed') {
+          const sub = this.wire.get(c.sub)
+          if (sub === undefined) return
+          const recorded = sub.positions.get(sub.key)
+          let w1: Write = undefined
+          let w2: Write = undefined
+          if (c.reset) {
+            // [CLI-RESET-1] the broker's store was replaced: our position means nothing there
+            this.logger.warn({ key: sub.key, position: sub.committed }, 'the broker has no events up to this position; starting over from what it holds')
+            w1 = sub.positions.commit(sub.key, 0)
+            w2 = sub.positions.reserve?.(sub.key, 0)
+            sub.committed = 0
+            sub.reserved = 0
+            sub.crashStarted = null
+          } else if (recorded === null) {
+            // [CLI-START-1] remember where a first subscription started; [CLI-POS-5] durably, before
+            // subscribe() resolves and before any event is handed over
+            w1 = sub.positions.commit(sub.key, c.head)
+            w2 = sub.positions.reserve?.(sub.key, c.head)
+            sub.committed = c.head
+            sub.reserved = c.head
+          }
+          const s = sub.settle
+          sub.settle = null
+          if (s === null) {
+            this.track(w1)
+            this.track(w2)
+          } else if (w1 === undefined && w2 === undefined) {
+            s.resolve()
+          } else {
+            // [CLI-BROWSER-2] an asynchronous store: subscribe() resolves once the write is done
+            // (the handler loop waits for its own first write, which an ordered store does after it)
+            Promise.all([w1, w2]).then(() => { s.resolve() }, (err: unknown) => { s.reject(toHeraldError(err)) })
+          }
+        } else {
+          const error = errorFromWire(c.code, c.message)
+          const sub = c.sub === null ? undefined : this.wire.get(c.sub)
+          if (sub === undefined) {
+            this.reportError(error)
+            return
+          }
+          this.wire.delete(sub.wireId)
+          sub.wireId = 0
+          if (error.code === ErrorCode.PERSISTENCE_FAILED) {
+            // the broker could not read: try again after a while
+            this.clock.setTimer(() => { if (!sub.closed && !this.closed) this.resubscribe(sub) }, this.opts.retryInitialMs * 10)
+            return
+          }
+          sub.closed = true
+          this.subs.delete(sub.key)
+          if (sub.settle !== null) this.failSettle(sub, error)
+          else this.emit('subscriptionError', { key: sub.key, error })
+        }
+      } else {
+        this.reportError(new HeraldError(ErrorCode.MALFORMED_FRAME, `unexpected frame type ${type}`))
+      }
+    } catch (err) {
+      this.reportError(err)
+    }
+  }
+
+  /** Runs the handler over the queue, one event at a time, in order ([CLI-ORDER-1]). */
+  private process (sub: ClientSubscription<Tx>): void {
+    if (sub.processing) return
+    sub.processing = true
+    void this.drain(sub)
+  }
+
+  /**
+   * [CLI-ORDER-2] Runs the loop until the queue is empty when it looks, and marks the subscription
+   * idle in the same synchronous step: events queued while a loop was finishing (several EVENTS
+   * frames in one network read reach process() while a transactional loop, which never awaits, has
+   * run through the first frame but not yet settled) are taken by another pass, never left waiting
+   * for the next frame. A failed pass ends the drain; the next frame starts it again.
+   */
+  private async drain (sub: ClientSubscription<Tx>): Promise<void> {
+    try {
+      do await this.loop(sub)
+      while (sub.pending > 0 && !sub.closed && !this.closed)
+    } catch (err) {
+      this.reportError(err)
+    } finally {
+      sub.markIdle()
+    }
+  }
+
+  private async loop (sub: ClientSubscription<Tx>): Promise<void> {
+    // [CLI-POS-4] a handled event whose commit waits for the next event's start mark: one write for both
+    let pending: number | null = null
+    const commit = (position: number): void => {
+      sub.committed = position
+      this.scheduleAck(sub)
+    }
+    // [CLI-REDELIVER-1] a commit inside a range flagged from an earlier run keeps the range's end as
+    // the started mark: a crash before the range is passed flags the rest of it again (a plain commit
+    // clears the mark, and the next run would get those events unflagged)
+    // [CLI-BROWSER-2] not waited for: until it is done, the started mark before it covers the event
+    const commitNow = (position: number): void => {
+      if (sub.crashStarted !== null && sub.crashStarted > position) this.track(sub.positions.advance(sub.key, position, sub.crashStarted))
+      else this.track(sub.positions.commit(sub.key, position))
+      commit(position)
+    }
+    try {
+      for (let item = sub.take(); item !== undefined && !sub.closed; item = sub.take()) {
+        const e = item.event
+        if (e.position <= (pending ?? sub.committed)) continue // already handled (a frame from before a resubscription)
+        // [CLI-REDELIVER-1] every event up to the recorded started one may have been handled before
+        let redelivered = sub.crashStarted !== null && e.position <= sub.crashStarted
+        if (sub.transaction === null) {
+          // [CLI-REDELIVER-1] recorded before the handler, so a crash inside it is known after restart;
+          // while a range flagged from a crash is delivered again, its end, so a crash now keeps it
+          const mark = sub.crashStarted === null ? e.position : Math.max(e.position, sub.crashStarted)
+          let w: Write
+          if (pending !== null) {
+            w = sub.positions.advance(sub.key, pending, mark)
+            commit(pending)
+            pending = null
+          } else {
+            w = sub.positions.markStarted(sub.key, mark)
+          }
+          // [CLI-BROWSER-2] an asynchronous store: the mark is done before the handler runs (awaited
+          // only when a promise came back: the synchronous SQLite path takes no extra turn per event)
+          if (w !== undefined) await w
+          if (sub.positions.reserve !== undefined && (e.position > sub.reserved || this.clock.now() - sub.reservedAt >= this.opts.positionSyncMs)) {
+            // [CLI-POS-5] durable, with the writes above, before the handler runs: after a power loss
+            // every reserved event is flagged, and nothing beyond was handled. It covers what was
+            // received and the next `window` positions, so a slow stream needs no fsync per event;
+            // and it comes again after positionSyncMs, so the durable position is never older
+            const last = sub.queue[sub.queue.length - 1]?.event.position ?? 0
+            const upTo = Math.max(e.position + sub.window - 1, last, sub.crashStarted ?? 0)
+            const r = sub.positions.reserve(sub.key, upTo)
+            if (r !== undefined) await r
+            sub.reserved = upTo
+            sub.reservedAt = this.clock.now()
+          }
+        }
+        for (let attempt = 1; ; attempt++) {
+          const event = toHeraldEvent(e, item.ageAtSend + (this.clock.now() - item.arrivedAt), redelivered)
+          try {
+            if (sub.transaction !== null) this.runTransactional(sub, event)
+            else await sub.handler(event)
+            break
+          } catch (error) {
+            if (error instanceof ConfigError) throw error
+            const retryInMs = backoffDelay(attempt - 1, { initialMs: this.opts.retryInitialMs, maxMs: this.opts.retryMaxMs })
+            sub.retries++
+            // [CLI-RETRY-1] never skipped: reported and retried with backoff
+            if (this.listenerCount('handlerError') > 0) this.emit('handlerError', { key: sub.key, event, error, attempt, retryInMs })
+            else this.logger.warn({ key: sub.key, position: e.position, err: error, attempt }, 'handler failed; retrying')
+            // close() and unsubscribe() end the wait at once: they wait for the loop, not the backoff
+            await new Promise<void>((resolve) => {
+              const t = this.clock.setTimer(() => { sub.stopRetryWait = null; resolve() }, retryInMs)
+              sub.stopRetryWait = () => { sub.stopRetryWait = null; t.cancel(); resolve() }
+            })
+            if (sub.closed || this.closed) return
+            redelivered = sub.transaction === null
+          }
+        }
+        if (sub.crashStarted !== null && e.position >= sub.crashStarted) sub.crashStarted = null
+        sub.delivered++
+        if (redelivered) sub.redelivered++
+        if (sub.transaction !== null) commit(e.position)
+        else if (sub.pending > 0) pending = e.position
+        else commitNow(e.position)
+      }
+    } finally {
+      if (pending !== null) commitNow(pending)
+    }
+  }
+
+  /** [CLI-TX-1] the handler's writes and the position commit in one transaction. */
+  private runTransactional (sub: ClientSubscription<Tx>, event: HeraldEvent): void {
+    const tx = this.platform.transactions
+    if (tx === undefined) throw new ConfigError('transactional mode needs the Node entry')
+    tx.run(sub.transaction as Tx, () => {
+      const r = sub.handler(event) as unknown
+      if (r !== undefined && typeof (r as { then?: unknown }).then === 'function') {
+        throw new ConfigError(`subscription "${sub.key}": a transactional handler must be synchronous (it returned a promise)`)
+      }
+      // the platform's transactional store is synchronous (SQLite in the application's database)
+      void sub.positions.commit(sub.key, event.position)
+    })
+  }
+
+  /** Tells the broker what was committed, once per turn of the event loop ([CLI-ACK-1]). */
+  private scheduleAck (sub: ClientSubscription<Tx>): void {
+    sub.ackDue = true
+    if (this.ackScheduled) return
+    this.ackScheduled = true
+    this.clock.defer(() => {
+      this.ackScheduled = false
+      for (const s of this.subs.values()) {
+        if (!s.ackDue) continue
+        s.ackDue = false
+        if (s.wireId !== 0) this.link.send(this.reqTopic, encodeRequest({ op: 'ack', sub: s.wireId, position: s.committed }))
+      }
+    })
+  }
+
+  get status (): ClientStatus {
+    return { state: this.state, subscriptions: this.subs.size, lastError: this.lastError }
+  }
+
+  /** A stream of status changes, starting with the current one; ends at close(). */
+  statusUpdates (): AsyncIterable<ClientStatus> {
+    return this.feed.stream(this.status)
+  }
+
+  private setState (state: ClientStatus['state']): void {
+    if (this.state === state) return
+    this.state = state
+    const s = this.status
+    this.feed.push(s)
+    this.emit('status', s)
+  }
+
+  private reportError (err: unknown, what = 'client endpoint error'): void {
+    const e = toHeraldError(err)
+    if (this.listenerCount('error') > 0) this.emit('error', e)
+    else this.logger.error({ err: e, code: e.code }, `${what}: ${e.message}`)
+  }
+
+  /** Stops receiving, waits for running handlers, closes the position store. */
+  async close (): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    for (const sub of this.subs.values()) {
+      sub.closed = true
+      sub.stopRetryWait?.()
+      this.failSettle(sub, new ClosedError('ClientEndpoint closed'))
+    }
+    await this.link.close()
+    await Promise.all([...this.subs.values()].map((s) => s.idle()))
+    // [CLI-BROWSER-2] the commits not waited for are done before the store closes
+    while (this.writes.size > 0) await Promise.all([...this.writes])
+    for (const sub of this.subs.values()) if (sub.transaction !== null) await sub.positions.close()
+    await this.positions.close()
+    this.state = 'closed'
+    this.feed.end(this.status)
+  }
+}
