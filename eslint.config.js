@@ -30,6 +30,15 @@ export default tseslint.config(
     }
   },
   {
+    // [ARCH-PURE-1] the client endpoint's browser code likewise: relative imports and @herald/protocol
+    // only; client-endpoint/tsconfig.browser.json builds it without Node types
+    files: ['client-endpoint/src/browser/**/*.ts'],
+    ignores: ['client-endpoint/src/browser/**/*.test.ts'],
+    rules: {
+      'no-restricted-imports': ['error', { patterns: [{ regex: '^(?!\\.|@herald/protocol$)', message: 'client-endpoint/src/browser is browser-safe: only relative imports and @herald/protocol (Node-only code stays outside src/browser)' }] }]
+    }
+  },
+  {
     files: ['**/*.js', '**/*.mjs'],
     ...tseslint.configs.disableTypeChecked,
     languageOptions: { ...tseslint.configs.disableTypeChecked.languageOptions, globals: globals.node }
