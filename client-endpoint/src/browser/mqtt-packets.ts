@@ -294,6 +294,8 @@ export class MqttPacketReader {
       if (this.headerLength === 1) {
         const type = b >> 4
         if (!INCOMING.has(type)) throw new ProtocolError(`MQTT ${packetTypeName(type)} (first byte 0x${b.toString(16).padStart(2, '0')}): not a packet a broker sends to a client of QoS 0`)
+        // [MQTT-2.2.2-2] checked here too, so that garbage is refused before its length is waited for
+        if (type !== PacketType.PUBLISH && (b & 0x0f) !== 0) throw new ProtocolError(`MQTT ${packetTypeName(type)} with reserved flags ${b & 0x0f} set`)
         continue
       }
       if ((b & 0x80) !== 0) {
