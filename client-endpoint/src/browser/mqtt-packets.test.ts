@@ -81,7 +81,7 @@ describe('MQTT packet decoding', () => {
     ['SUBACK granted', gen({ cmd: 'suback', messageId: 1, granted: [0] }), { type: PacketType.SUBACK, packetId: 1, granted: [0] }],
     ['SUBACK refused', gen({ cmd: 'suback', messageId: 300, granted: [128] }), { type: PacketType.SUBACK, packetId: 300, granted: [128] }],
     ['PINGRESP', gen({ cmd: 'pingresp' }), { type: PacketType.PINGRESP }],
-    ['UNSUBACK', gen({ cmd: 'unsuback', messageId: 9 }), { type: PacketType.UNSUBACK, packetId: 9 }],
+    ['UNSUBACK', gen({ cmd: 'unsuback', messageId: 9, granted: [] }), { type: PacketType.UNSUBACK, packetId: 9 }],
     ['PUBLISH QoS 0', gen({ cmd: 'publish', topic: 'herald/c/ü/r', payload: Buffer.from([1, 2, 3]), qos: 0, dup: false, retain: false }),
       { type: PacketType.PUBLISH, topic: 'herald/c/ü/r', payload: Uint8Array.of(1, 2, 3), qos: 0, dup: false, retain: false, packetId: null }],
     ['PUBLISH QoS 1', gen({ cmd: 'publish', topic: 't', payload: Buffer.from('x'), qos: 1, messageId: 5, dup: true, retain: false }),
