@@ -74,7 +74,7 @@ describe('system prerequisites of the tests', () => {
 
   it('vitest (its globalSetup) stops before any test runs, with the same line', async () => {
     const bin = await pathWith([])
-    const r = await run([join(ROOT, 'node_modules', 'vitest', 'vitest.mjs'), 'run', 'shared/src/duration.test.ts'], bin)
+    const r = await run([join(ROOT, 'node_modules', 'vitest', 'vitest.mjs'), 'run', 'protocol/src/duration.test.ts'], bin)
     expect(r.code).toBe(1)
     expect(r.stderr).toContain(`${prerequisitesMessage(PREREQUISITES)!}\n`)
     expect(r.stderr).toContain('herald tests: missing system packages: socat, openssl')
