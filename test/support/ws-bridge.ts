@@ -5,7 +5,7 @@
  * port. `scriptedWebSocketServer` accepts WebSocket connections and lets a test answer them by hand:
  * a broker that never answers CONNECT, or goes quiet after CONNACK.
  */
-import { createServer, type Server } from 'node:http'
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo, Socket } from 'node:net'
 import { WebSocketServer, createWebSocketStream, type WebSocket } from 'ws'
 import type { Broker } from '@herald/broker'
@@ -31,13 +31,16 @@ async function listen (server: Server, port: number): Promise<number> {
   return (server.address() as AddressInfo).port
 }
 
-/** Serves `broker` over WebSocket on port 0 (or `port`). */
-export async function bridgeWebSocket (broker: Pick<Broker, 'handle'>, port = 0): Promise<WebSocketBridge> {
+/**
+ * Serves `broker` over WebSocket on port 0 (or `port`); plain HTTP requests go to `httpHandler`
+ * first (as the broker listener's option of that name), else 404.
+ */
+export async function bridgeWebSocket (broker: Pick<Broker, 'handle'>, port = 0, httpHandler?: (req: IncomingMessage, res: ServerResponse) => boolean): Promise<WebSocketBridge> {
   let server: Server
   let sockets = new Set<Socket>()
   let open = 0
   const start = async (p: number): Promise<number> => {
-    server = createServer((_req, res) => { res.writeHead(404).end() })
+    server = createServer((req, res) => { if (httpHandler?.(req, res) !== true) res.writeHead(404).end() })
     const live = new Set<Socket>()
     sockets = live
     server.on('connection', (s: Socket) => { live.add(s); s.once('close', () => { live.delete(s) }) })
