@@ -41,7 +41,8 @@ function showStatus (state, detail) {
 /** A typed error (HeraldError: name, code, message) on the page. */
 function showError (err, context) {
   const code = err?.code ?? 'ERROR'
-  const text = `${context !== undefined ? `${context}: ` : ''}${err?.name ?? 'Error'} ${code}: ${err?.message ?? String(err)}`
+  // the code is the error's type (stable, documented); a minified bundle may shorten class names
+  const text = `${context !== undefined ? `${context}: ` : ''}${code}: ${err?.message ?? String(err)}`
   demo.errors.push({ code, message: err?.message ?? String(err), context: context ?? null })
   errorLine.hidden = false
   errorLine.textContent = text
@@ -94,7 +95,6 @@ async function disconnect () {
   const p = positions
   client = null
   positions = null
-  $('connect').disabled = false
   $('disconnect').disabled = true
   if (c !== null) await c.close().catch(() => {})
   if (p !== null) {
@@ -113,7 +113,6 @@ async function connect () {
   const password = $('password').value
   const clientName = $('client-name').value.trim()
   const events = $('events').value.split(',').map((s) => s.trim()).filter((s) => s !== '')
-  $('connect').disabled = true
   $('disconnect').disabled = false
   showStatus('connecting')
   try {

@@ -48,6 +48,7 @@ describe('the demo page handler', () => {
     expect(await (await fetch(`${base}/herald-client.js`)).text()).toBe('export const ClientEndpoint = 1\n')
     expect(await (await fetch(`${base}/herald-client.js.map`)).text()).toBe('{"version":3}')
 
+    expect((await fetch(`${base}/favicon.ico`)).status).toBe(204)
     const other = await fetch(`${base}/mqtt`)
     expect(other.status).toBe(404)
     expect(await other.text()).toBe('left to the listener\n')

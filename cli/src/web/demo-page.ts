@@ -50,7 +50,8 @@ export function defaultBundleFile (): string | null {
 
 /**
  * A handler for the WebSocket listener's plain HTTP requests: GET or HEAD of `/`, `/index.html`,
- * `/demo.js`, `/demo.css`, `/demo-config.json`, `/herald-client.js` (and its `.map`); returns false
+ * `/demo.js`, `/demo.css`, `/demo-config.json`, `/herald-client.js` (and its `.map`), `/favicon.ico`
+ * (204); returns false
  * for anything else (the listener answers 404). Files are read once and kept (a few hundred KiB).
  */
 export function demoPageHandler (options: DemoPageOptions): (req: IncomingMessage, res: ServerResponse) => boolean {
@@ -79,6 +80,11 @@ export function demoPageHandler (options: DemoPageOptions): (req: IncomingMessag
     const send = (status: number, type: string, body: string | Buffer): void => {
       res.writeHead(status, { ...headers, 'Content-Type': type, 'Content-Length': Buffer.byteLength(body) })
       res.end(req.method === 'HEAD' ? undefined : body)
+    }
+    if (path === '/favicon.ico') {
+      // asked for by every page: no icon, and no 404 in the page's console
+      res.writeHead(204, headers).end()
+      return true
     }
     if (path === '/demo-config.json') {
       send(200, 'application/json', configBody)
