@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { tempDir } from '@herald/node-runtime/testing'
-import { demoPageHandler, type DemoPageOptions } from './demo-page.js'
+import { demoPageHandler, demoPageUrl, type DemoPageOptions } from './demo-page.js'
 
 describe('the demo page handler', () => {
   const closers: Array<() => Promise<void>> = []
@@ -69,5 +69,10 @@ describe('the demo page handler', () => {
     expect(await missing.text()).toMatch(/missing: run npm run build/)
     await writeFile(bundleFile, 'built\n')
     expect(await (await fetch(`${base}/herald-client.js`)).text()).toBe('built\n')
+  })
+
+  it('the page\'s URL on a WebSocket listener', () => {
+    expect(demoPageUrl('ws://127.0.0.1:8083/mqtt')).toBe('http://127.0.0.1:8083/')
+    expect(demoPageUrl('wss://[::1]:443/mqtt')).toBe('https://[::1]/')
   })
 })

@@ -39,6 +39,15 @@ const PAGE_FILES: Readonly<Record<string, { file: string, type: string }>> = {
   '/demo.css': { file: 'demo.css', type: 'text/css; charset=utf-8' }
 }
 
+/** The demo page's URL on a WebSocket listener: `ws://host:port/mqtt` -> `http://host:port/` (`wss://` -> `https://`). */
+export function demoPageUrl (webSocketUrl: string): string {
+  const u = new URL(webSocketUrl)
+  u.protocol = u.protocol === 'wss:' ? 'https:' : 'http:'
+  u.pathname = '/'
+  u.search = ''
+  return u.toString()
+}
+
 /** Where the browser client bundle is, or null if @herald/client-endpoint does not export one (not built). */
 export function defaultBundleFile (): string | null {
   try {
