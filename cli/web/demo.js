@@ -78,7 +78,7 @@ function showEvent (e) {
   tr.dataset.event = e.name
   tr.dataset.position = String(e.position)
   tr.append(
-    cell(new Date().toLocaleTimeString()),
+    cell(new Date().toLocaleTimeString([], { hour12: false })),
     cell(e.name, 'name'),
     cell(e.serviceId, 'service'),
     cell(String(e.position), 'position'),
