@@ -39,7 +39,10 @@ export interface StaticServer {
 export async function serveStatic (files: Readonly<Record<string, StaticFile>>): Promise<StaticServer> {
   const served: string[] = []
   const server: Server = createServer((req, res) => {
-    const path = new URL(req.url ?? '/', 'http://x').pathname
+    // the path as sent, without its query (not through new URL: '//x' would read as a host)
+    const target = req.url ?? '/'
+    const q = target.indexOf('?')
+    const path = q === -1 ? target : target.slice(0, q)
     const name = path === '/' ? '/index.html' : path
     const f = files[name]
     if (f === undefined && name === '/favicon.ico') {

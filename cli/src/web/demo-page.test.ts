@@ -54,6 +54,8 @@ describe('the demo page handler', () => {
     expect(await other.text()).toBe('left to the listener\n')
     expect((await fetch(`${base}/`, { method: 'POST', body: 'x' })).status).toBe(404)
     expect((await fetch(`${base}/../../package.json`)).status).toBe(404)
+    expect((await fetch(`${base}//demo-config.json`)).status).toBe(404)
+    expect(await (await fetch(`${base}/demo-config.json?x=1`)).json()).toEqual({ events: ['temperature', 'alarms'], user: 'alice' })
     const head = await fetch(`${base}/demo.js`, { method: 'HEAD' })
     expect(head.status).toBe(200)
     expect(await head.text()).toBe('')

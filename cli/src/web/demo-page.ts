@@ -79,7 +79,10 @@ export function demoPageHandler (options: DemoPageOptions): (req: IncomingMessag
   }
   return (req, res) => {
     if (req.method !== 'GET' && req.method !== 'HEAD') return false
-    const path = new URL(req.url ?? '/', 'http://x').pathname
+    // the path as sent, without its query (not through new URL: '//x' would read as a host)
+    const target = req.url ?? '/'
+    const q = target.indexOf('?')
+    const path = q === -1 ? target : target.slice(0, q)
     const headers = {
       'Cache-Control': 'no-cache',
       'X-Content-Type-Options': 'nosniff',
