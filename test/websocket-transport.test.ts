@@ -4,6 +4,7 @@
  * credentials, frames both ways, a broker that dies and comes back, a server that never answers
  * CONNECT, one that goes quiet after CONNACK. [CONN-WSC-*]
  */
+import { createServer, type Socket } from 'node:net'
 import { afterEach, describe, expect, it } from 'vitest'
 import { WebSocket } from 'ws'
 import mqttPacket from 'mqtt-packet'
@@ -155,6 +156,21 @@ describe('webSocketTransport against a real broker over real WebSockets', () => 
     expect(err?.message).toMatch(/did not answer CONNECT within 500 ms/)
     // it did get the CONNECT
     expect(silent.connections[0]?.received[0]?.[0]).toBe(0x10)
+  })
+
+  it('a TCP server that never answers the WebSocket upgrade: the connect timeout says no WebSocket connection came; nothing is thrown', async () => {
+    h = await Harness.create()
+    const sockets = new Set<Socket>()
+    const mute = createServer((s) => { sockets.add(s) })
+    await new Promise<void>((resolve) => { mute.listen(0, '127.0.0.1', resolve) })
+    h.onClose(() => new Promise<void>((resolve) => { for (const s of sockets) s.destroy(); mute.close(() => { resolve() }) }))
+    const port = (mute.address() as { port: number }).port
+    const a = dialOnce(`ws://127.0.0.1:${port}`, { connectTimeoutMs: 500 })
+    const err = await a.closed
+    expect(err?.code).toBe(ErrorCode.CONNECTION_LOST)
+    expect(err?.message).toBe(`no WebSocket connection to ws://127.0.0.1:${port}/mqtt within 500 ms`)
+    // the abandoned handshake's own error (ws emits one) went nowhere: the process is still here
+    await waitFor(() => sockets.size === 1, 'the connection seen')
   })
 
   it('a server that goes quiet after CONNACK and SUBACK: keepalive finds it dead (CONNECTION_LOST)', async () => {
