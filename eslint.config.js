@@ -45,5 +45,10 @@ export default tseslint.config(
     files: ['**/*.js', '**/*.mjs'],
     ...tseslint.configs.disableTypeChecked,
     languageOptions: { ...tseslint.configs.disableTypeChecked.languageOptions, globals: globals.node }
+  },
+  {
+    // the demo page's script runs in a browser (served by herald demo / herald broker --ws-demo-page)
+    files: ['cli/web/**/*.js'],
+    languageOptions: { globals: globals.browser }
   }
 )

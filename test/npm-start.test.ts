@@ -17,7 +17,7 @@ describe('npm start', () => {
     let proc: Proc | undefined
     try {
       // the README's command, with a free port and a temp data directory so it cannot collide
-      const child = spawn('npm', ['start', '--', '--port', '0', '--data', dir.path, '--no-summary'], {
+      const child = spawn('npm', ['start', '--', '--port', '0', '--ws-port', '0', '--data', dir.path, '--no-summary'], {
         cwd: ROOT,
         stdio: ['ignore', 'pipe', 'pipe'],
         env: { ...process.env, NO_COLOR: '1' },

@@ -18,6 +18,8 @@ await build({
   platform: 'browser',
   target: 'es2022',
   minify: true,
+  // error classes keep their names (err.name: AuthError, ...), as in Node
+  keepNames: true,
   sourcemap: true,
   legalComments: 'none',
   logLevel: 'warning'

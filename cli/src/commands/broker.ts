@@ -5,7 +5,8 @@
 import { Command, InvalidArgumentError } from 'commander'
 import { pino } from 'pino'
 import { ConfigError, ErrorCode, HeraldError } from '@herald/protocol'
-import { HashedSecret } from '@herald/node-runtime'
+import { HashedSecret, loadSite } from '@herald/node-runtime'
+import { demoPageHandler, demoPageUrl } from '../web/demo-page.js'
 import { BROKER_DEFAULTS, isLoopbackHost, startBrokerServer, type BrokerTlsFiles } from '@herald/broker'
 import { defaultLogLevel, onShutdown, port } from './options.js'
 
@@ -17,7 +18,7 @@ async function readStdin (): Promise<string> {
 
 /** The options of `herald broker`, as parsed. */
 interface BrokerCommandOptions {
-  site: string, data: string, port?: number, wsPort?: number, host: string, logLevel: string,
+  site: string, data: string, port?: number, wsPort?: number, wsDemoPage?: boolean, host: string, logLevel: string,
   tlsCert?: string, tlsKey?: string, tlsCa?: string, tlsClientAuth?: boolean, insecure?: boolean,
   maxConnectionsPerAddress?: number, maxPendingConnectionsPerAddress?: number, maxGuestConnectionsPerAddress?: number, maxGuestConnections?: number
 }
@@ -59,6 +60,7 @@ export function brokerCommand (): Command {
     .requiredOption('--data <dir>', 'data directory for the event store (created if missing)')
     .option('--port <n>', 'TCP port (0: any free port; default 1883, 8883 with --tls-cert)', port)
     .option('--ws-port <n>', 'also serve MQTT over WebSocket on this port, path /mqtt (wss:// with --tls-cert; 0: any free port)', port)
+    .option('--ws-demo-page', 'with --ws-port: also serve the demo page (the site\'s events live in a browser) at / on the WebSocket port')
     .option('--host <address>', 'address to listen on; other than loopback needs TLS or --insecure', '127.0.0.1')
     .option('--tls-cert <file>', 'serve TLS (mqtts://) with this certificate chain (PEM); reloaded on SIGHUP')
     .option('--tls-key <file>', 'the private key of --tls-cert (PEM)')
@@ -78,9 +80,13 @@ export function brokerCommand (): Command {
       const tls = brokerTlsFiles(opts)
       const limits: BackPressureOptions = {}
       for (const [, option] of BACK_PRESSURE_FLAGS) if (opts[option] !== undefined) limits[option] = opts[option]
+      // [CONN-WSC-7] the demo page lists the site's events (not private ones); it fills in no credentials
+      if (opts.wsDemoPage === true && opts.wsPort === undefined) throw new ConfigError('--ws-demo-page needs --ws-port: the page is served on the WebSocket port')
+      const site = opts.wsDemoPage === true ? await loadSite(opts.site) : opts.site
+      const httpHandler = typeof site === 'string' ? undefined : demoPageHandler({ config: { events: [...site.events.values()].filter((e) => e.category !== 'private').map((e) => e.name) } })
       const server = await startBrokerServer({
-        site: opts.site, dataDir: opts.data, port: opts.port ?? (tls !== undefined ? 8883 : 1883), host: opts.host, tls, insecure: opts.insecure, logger,
-        ...(opts.wsPort !== undefined ? { webSocket: { port: opts.wsPort } } : {}),
+        site, dataDir: opts.data, port: opts.port ?? (tls !== undefined ? 8883 : 1883), host: opts.host, tls, insecure: opts.insecure, logger,
+        ...(opts.wsPort !== undefined ? { webSocket: { port: opts.wsPort, ...(httpHandler !== undefined ? { httpHandler } : {}) } } : {}),
         ...(opts.maxConnectionsPerAddress !== undefined ? { maxConnectionsPerAddress: opts.maxConnectionsPerAddress } : {}),
         ...(opts.maxPendingConnectionsPerAddress !== undefined ? { maxPendingConnectionsPerAddress: opts.maxPendingConnectionsPerAddress } : {}),
         ...(opts.maxGuestConnectionsPerAddress !== undefined ? { maxGuestConnectionsPerAddress: opts.maxGuestConnectionsPerAddress } : {}),
@@ -96,6 +102,7 @@ export function brokerCommand (): Command {
       // a line for scripts and tests to wait for, also when logs are JSON: the MQTT URL first, then the WebSocket one
       process.stdout.write(`herald broker listening on ${server.url}\n`)
       if (server.webSocketUrl !== null) process.stdout.write(`herald broker listening on ${server.webSocketUrl}\n`)
+      if (server.webSocketUrl !== null && httpHandler !== undefined) process.stdout.write(`herald broker demo page on ${demoPageUrl(server.webSocketUrl)}\n`)
       if (server.tls) {
         // a renewed certificate is taken up without a restart: `kill -HUP <pid>`
         process.on('SIGHUP', () => {

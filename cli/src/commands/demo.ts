@@ -2,7 +2,8 @@
  * `herald demo` (what `npm start` runs): the whole chain on one machine, on the embedded default.
  * A broker on the example site with SQLite, a simulated fleet on TCP ports (firmware-sim), a gateway
  * on the example gateway configuration pointed at the fleet, and a console client that prints events
- * as they arrive with a one-line live summary. Ctrl-C closes everything in order.
+ * as they arrive with a one-line live summary; and on the broker's WebSocket port the demo page,
+ * which shows the same events in a browser ([CONN-WSC-7]). Ctrl-C closes everything in order.
  */
 import { once } from 'node:events'
 import { mkdir } from 'node:fs/promises'
@@ -16,6 +17,7 @@ import { loadGatewayConfig, parseDeviceUrl, startGateway, type Gateway } from '@
 import { ErrorCode, HeraldError, mayReceive, toHeraldError } from '@herald/protocol'
 import { loadSite } from '@herald/node-runtime'
 import { EventStats, LiveConsole, colorEnabled, renderEventLine, renderSummary, summaryModeFor } from '../console/index.js'
+import { demoPageHandler, demoPageUrl } from '../web/demo-page.js'
 import { defaultLogLevel, port } from './options.js'
 
 export interface DemoOptions {
@@ -23,6 +25,7 @@ export interface DemoOptions {
   readonly gateway: string
   readonly data: string
   readonly port: number
+  readonly wsPort: number
   readonly devices: string
   readonly rate: string
   readonly seed: number
@@ -52,6 +55,7 @@ export function demoCommand (): Command {
     .option('--gateway <file>', 'gateway configuration; its devices are replaced by the simulated fleet', 'examples/gateway.yaml')
     .option('--data <dir>', 'data directory (broker/, gateway/, sim-state.json, demo-client.db, demo.log)', '.herald-data')
     .option('--port <n>', 'broker TCP port (0: any free port)', port, 1883)
+    .option('--ws-port <n>', 'broker WebSocket port, with the demo page at / (0: any free port)', port, 8083)
     .option('--devices <list>', 'the simulated fleet, model:count,...', 'thermostat:1,door:1,pump:1')
     .option('--rate <rate>', 'state reports per device, e.g. 1/s or 2/min', '1/s')
     .option('--seed <n>', 'simulation seed', (v) => { const n = Number(v); if (!Number.isSafeInteger(n)) throw new InvalidArgumentError('a whole number'); return n }, 1)
@@ -69,7 +73,8 @@ async function runDemo (opts: DemoOptions): Promise<void> {
   const groups = wrap(parseDevices)(opts.devices)
   const rate = wrap(parseRate)(opts.rate)
   const faults: FaultOptions | undefined = opts.faults === undefined ? undefined : wrap(parseFaults)(opts.faults)
-  const password = process.env.HERALD_PASSWORD ?? EXAMPLE_PASSWORDS[opts.user]
+  const fromEnv = process.env.HERALD_PASSWORD
+  const password = fromEnv ?? EXAMPLE_PASSWORDS[opts.user]
   if (password === undefined) throw new InvalidArgumentError(`no password for user "${opts.user}": set HERALD_PASSWORD`)
   const site = await loadSite(opts.site)
   const gatewayConfig = await loadGatewayConfig(opts.gateway, process.env)
@@ -91,7 +96,15 @@ async function runDemo (opts: DemoOptions): Promise<void> {
   let gateway: Gateway | null = null
   let out: LiveConsole | null = null
   try {
-    const broker = await startBrokerServer({ site, dataDir: join(opts.data, 'broker'), port: opts.port, host: '127.0.0.1', logger: logger.child({ part: 'broker' }) })
+    // the console client and the demo page watch every event the gateway raises that the user may receive
+    const user = site.users.get(opts.user) ?? null
+    const events = gatewayConfig.events.map((e) => e.name).filter((n) => {
+      const def = site.events.get(n)
+      return def !== undefined && def.category !== 'private' && mayReceive(def, user)
+    })
+    // [CONN-WSC-7] the demo page on the WebSocket port; the password filled in only if it is the example site's (never one from the environment)
+    const page = demoPageHandler({ config: { events, user: opts.user, ...(fromEnv === undefined ? { password } : {}), clientName: 'demo-page', autoConnect: fromEnv === undefined } })
+    const broker = await startBrokerServer({ site, dataDir: join(opts.data, 'broker'), port: opts.port, host: '127.0.0.1', webSocket: { port: opts.wsPort, httpHandler: page }, logger: logger.child({ part: 'broker' }) })
     closers.push(() => broker.close())
 
     // the fleet's non-volatile memory survives npm start runs: a run is a power cycle of the same devices
@@ -117,12 +130,6 @@ async function runDemo (opts: DemoOptions): Promise<void> {
       out?.note(`herald demo: gateway: ${err.message} [${err.code}]`)
     })
 
-    // the console client watches every event the gateway raises that its user may receive
-    const user = site.users.get(opts.user) ?? null
-    const events = gatewayConfig.events.map((e) => e.name).filter((n) => {
-      const def = site.events.get(n)
-      return def !== undefined && def.category !== 'private' && mayReceive(def, user)
-    })
     const stats = new EventStats(Date.now(), { names: events })
     const colorOut = colorEnabled(stdout, process.env)
     const colorErr = colorEnabled(stderr, process.env)
@@ -156,6 +163,7 @@ async function runDemo (opts: DemoOptions): Promise<void> {
       await o.line(renderEventLine(e, { arrivedAt: now, color: colorOut }))
     }
     o.note(`herald demo: broker ${broker.url} (site ${opts.site}, data ${opts.data}), log in ${logFile}`)
+    if (broker.webSocketUrl !== null) o.note(`herald demo: demo page ${demoPageUrl(broker.webSocketUrl)} (the same events live in a browser, MQTT over WebSocket on ${broker.webSocketUrl})`)
     for (const d of devices) o.note(`herald demo: ${d.name} at ${d.url} -> gateway ${gatewayConfig.serviceId}`)
     o.note(`herald demo: ${opts.user} watches ${events.join(', ')}; Ctrl-C stops everything`)
     for (const name of events) await client.subscribe(name, { start: 'all' }, handler)
@@ -164,7 +172,11 @@ async function runDemo (opts: DemoOptions): Promise<void> {
     out?.stop(false)
     await closeAll()
     const e = toHeraldError(err)
-    if (e.code === ErrorCode.ADDRESS_IN_USE) throw new HeraldError(e.code, `${e.message}; pick another with --port (npm start -- --port 1884)`, { cause: err })
+    if (e.code === ErrorCode.ADDRESS_IN_USE) {
+      throw new HeraldError(e.code, e.message.startsWith('WebSocket ')
+        ? `${e.message}; pick another with --ws-port (npm start -- --ws-port 8084)`
+        : `${e.message}; pick another with --port (npm start -- --port 1884)`, { cause: err })
+    }
     if (e.code === ErrorCode.DATA_DIR_LOCKED) throw new HeraldError(e.code, `data directory ${resolve(opts.data, 'broker')} is in use by another broker: another herald demo running? Stop it, or run this one apart (npm start -- --data .herald-data-2 --port 1884)`, { cause: err })
     throw e
   }
