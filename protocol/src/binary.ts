@@ -39,6 +39,29 @@ export function concatBytes (parts: readonly Uint8Array[]): Uint8Array {
   return out
 }
 
+/**
+ * Copies of small byte strings (payloads) are carved out of shared 8 KiB slabs, as Node's Buffer
+ * pool does: one ArrayBuffer per payload costs an allocation and garbage-collector work per event.
+ * A live copy pins at most its slab (8 KiB); copies of 4 KiB and more get their own buffer.
+ */
+const SLAB_BYTES = 8 * 1024
+let slab = new Uint8Array(SLAB_BYTES)
+let slabUsed = 0
+
+function copyOf (src: Uint8Array, from: number, to: number): Uint8Array {
+  const n = to - from
+  if (n >= SLAB_BYTES / 2) return src.slice(from, to)
+  if (slabUsed + n > SLAB_BYTES) {
+    slab = new Uint8Array(SLAB_BYTES)
+    slabUsed = 0
+  }
+  const out = slab.subarray(slabUsed, slabUsed + n)
+  out.set(src.subarray(from, to))
+  // 8-byte aligned, as Node's pool
+  slabUsed = (slabUsed + n + 7) & ~7
+  return out
+}
+
 /** Short strings are mostly ASCII (names, instances): decoding them by hand skips TextDecoder's call cost. */
 function decodeShort (buf: Uint8Array, from: number, to: number): string {
   let s = ''
@@ -165,7 +188,7 @@ export class BinaryReader {
     if (n > maxBytes) throw new ProtocolError(`${what}: ${n} bytes is over the limit of ${maxBytes}`)
     this.need(n, what)
     // a copy, so the stored event does not pin the whole frame in memory
-    const b = this.buf.slice(this.pos, this.pos + n)
+    const b = copyOf(this.buf, this.pos, this.pos + n)
     this.pos += n
     return b
   }
