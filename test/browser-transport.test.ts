@@ -92,4 +92,18 @@ describe('the WebSocket transport in headless Chromium', () => {
     await b.close()
     expect(() => process.kill(pid as number, 0)).toThrow()
   })
+
+  it('the harness leaves no hung chromium behind: a browser that stopped answering (SIGSTOP) is killed by close(), and a page call on it rejects', async () => {
+    h = await Harness.create()
+    const site = await serveStatic({ '/index.html': '<!doctype html><meta charset="utf-8"><title>hung</title>' })
+    h.onClose(() => site.close())
+    const b = await Chromium.launch()
+    const { page } = await b.open(site.origin)
+    const pid = b.pid as number
+    process.kill(pid, 'SIGSTOP')
+    const call = page.evaluate(() => 1).then(() => 'answered', () => 'rejected')
+    await b.close(2000)
+    expect(() => process.kill(pid, 0)).toThrow()
+    expect(await call).toBe('rejected')
+  })
 })
