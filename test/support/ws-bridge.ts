@@ -16,8 +16,6 @@ export interface WebSocketBridge {
   /** `ws://127.0.0.1:<port>/mqtt`. */
   readonly url: string
   readonly port: number
-  /** Connections relayed now. */
-  readonly open: number
   /** Cuts every relayed connection at once, both sides, no close frame; keeps listening. Returns how many. */
   cut (): number
   /** Cuts every connection and stops listening: to a client, a broker that died. */
@@ -90,7 +88,6 @@ export async function bridgeWebSocket (upstream: string, port = 0): Promise<WebS
   return {
     url: `ws://127.0.0.1:${actual}/mqtt`,
     port: actual,
-    get open () { return pairs.size },
     cut,
     async kill () { if (running) { running = false; await stop() } },
     async restart () { if (!running) { await start(actual); running = true } },
