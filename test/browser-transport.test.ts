@@ -1,19 +1,14 @@
 /**
  * The browser transport in a real browser: headless Chromium (test/support/browser.ts) loads a page
  * that imports webSocketTransport and Link, bundled here with esbuild for the browser (a Node
- * built-in anywhere in them fails the bundle), connects to a real broker over WebSocket as a
+ * built-in anywhere in them fails the bundle), connects to a real broker's WebSocket listener as a
  * client, subscribes with a REQUEST frame and receives the EVENTS frame a service's events arrive
  * in. Also: a wrong password gives the typed AuthError in the page. [CONN-WSC-1]
  */
-import { join } from 'node:path'
 import { afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { build } from 'esbuild'
-import { Chromium, serveStatic } from './support/browser.js'
+import { Chromium, bundle, serveStatic } from './support/browser.js'
 import { Harness } from './support/harness.js'
 import { SECRETS } from './support/site.js'
-import { bridgeWebSocket } from './support/ws-bridge.js'
-
-const ROOT = join(import.meta.dirname, '..')
 
 /** What the page exposes: one function that connects, subscribes and reports what came. */
 const ENTRY = `
@@ -44,21 +39,10 @@ globalThis.heraldSmoke = (url, user, password, event) => new Promise((resolve) =
 })
 `
 
-let bundle = ''
+let script = ''
 
 beforeAll(async () => {
-  const out = await build({
-    stdin: { contents: ENTRY, resolveDir: ROOT, loader: 'ts', sourcefile: 'smoke-entry.ts' },
-    bundle: true,
-    format: 'esm',
-    platform: 'browser',
-    target: 'es2022',
-    // the workspace packages' TypeScript sources (as vitest resolves them)
-    conditions: ['source'],
-    write: false,
-    logLevel: 'silent'
-  })
-  bundle = out.outputFiles[0]?.text ?? ''
+  script = await bundle({ contents: ENTRY, sourcefile: 'smoke-entry.ts' })
 })
 
 describe('the WebSocket transport in headless Chromium', () => {
@@ -71,17 +55,16 @@ describe('the WebSocket transport in headless Chromium', () => {
   })
 
   it('a page connects to a real broker over WebSocket, subscribes, and receives a service\'s events; a wrong password is a typed AuthError', async () => {
-    expect(bundle).toContain('heraldSmoke')
-    expect(bundle).not.toMatch(/from\s*["']node:/)
+    expect(script).toContain('heraldSmoke')
+    expect(script).not.toMatch(/from\s*["']node:/)
     h = await Harness.create()
-    const broker = await h.broker()
-    const ws = await bridgeWebSocket(broker.broker)
-    h.onClose(() => ws.close())
+    const broker = await h.broker({ webSocket: { port: 0 } })
+    const wsUrl = broker.webSocketUrl as string
     const svc = await h.service(broker.url, 'svc-a')
     for (let i = 0; i < 3; i++) await svc.raise('readings', { i })
     const site = await serveStatic({
       '/index.html': '<!doctype html><meta charset="utf-8"><title>smoke</title><script type="module" src="/smoke.js"></script>',
-      '/smoke.js': bundle
+      '/smoke.js': script
     })
     h.onClose(() => site.close())
 
@@ -91,12 +74,12 @@ describe('the WebSocket transport in headless Chromium', () => {
 
     const got = await page.evaluate(async ([url, password]) => {
       return await (globalThis as unknown as { heraldSmoke: (u: string, user: string, p: string, e: string) => Promise<unknown> }).heraldSmoke(url, 'alice', password, 'readings')
-    }, [ws.url, SECRETS.alice] as const)
+    }, [wsUrl, SECRETS.alice] as const)
     expect(got).toEqual({ payloads: [{ i: 0 }, { i: 1 }, { i: 2 }], protocol: 'ok' })
 
     const refused = await page.evaluate(async ([url]) => {
       return await (globalThis as unknown as { heraldSmoke: (u: string, user: string, p: string, e: string) => Promise<unknown> }).heraldSmoke(url, 'alice', 'wrong', 'readings')
-    }, [ws.url] as const)
+    }, [wsUrl] as const)
     expect(refused).toEqual({ error: { name: 'AuthError', code: 'BAD_CREDENTIALS', message: 'the broker refused the credentials' } })
     expect(errors).toEqual([])
   })
@@ -108,5 +91,19 @@ describe('the WebSocket transport in headless Chromium', () => {
     expect(pid).toBeGreaterThan(0)
     await b.close()
     expect(() => process.kill(pid as number, 0)).toThrow()
+  })
+
+  it('the harness leaves no hung chromium behind: a browser that stopped answering (SIGSTOP) is killed by close(), and a page call on it rejects', async () => {
+    h = await Harness.create()
+    const site = await serveStatic({ '/index.html': '<!doctype html><meta charset="utf-8"><title>hung</title>' })
+    h.onClose(() => site.close())
+    const b = await Chromium.launch()
+    const { page } = await b.open(site.origin)
+    const pid = b.pid as number
+    process.kill(pid, 'SIGSTOP')
+    const call = page.evaluate(() => 1).then(() => 'answered', () => 'rejected')
+    await b.close(2000)
+    expect(() => process.kill(pid, 0)).toThrow()
+    expect(await call).toBe('rejected')
   })
 })

@@ -14,7 +14,6 @@ import { demoPageHandler, defaultBundleFile } from '../cli/src/web/demo-page.js'
 import { Chromium } from './support/browser.js'
 import { Harness } from './support/harness.js'
 import { SECRETS } from './support/site.js'
-import { bridgeWebSocket } from './support/ws-bridge.js'
 
 describe('the demo page in headless Chromium', () => {
   let h: Harness
@@ -29,15 +28,15 @@ describe('the demo page in headless Chromium', () => {
     const bundleFile = defaultBundleFile()
     expect(bundleFile, 'the browser client bundle (npm run build)').not.toBeNull()
     h = await Harness.create()
-    const broker = await h.broker()
     const handler = demoPageHandler({ config: { events: ['readings'], user: 'alice', password: SECRETS.alice, clientName: 'demo-test', autoConnect: true }, bundleFile: bundleFile as string })
-    const ws = await bridgeWebSocket(broker.broker, 0, handler)
-    h.onClose(() => ws.close())
+    // the page and MQTT over WebSocket on the broker's own listener, as `herald broker --ws-demo-page`
+    const broker = await h.broker({ webSocket: { port: 0, httpHandler: handler } })
+    const wsPort = (broker.webSocketListener as NonNullable<typeof broker.webSocketListener>).address.port
     const svc = await h.service(broker.url, 'svc-a')
     for (let i = 0; i < 3; i++) await svc.raise('readings', { i })
 
     browser = await Chromium.launch()
-    const origin = `http://127.0.0.1:${ws.port}`
+    const origin = `http://127.0.0.1:${wsPort}`
     const { page, errors } = await browser.open(`${origin}/`)
     await page.waitForSelector('#status[data-state="online"]', { timeout: 30_000 })
     await page.waitForFunction(() => document.querySelectorAll('#events-table tr.event').length >= 3, undefined, { timeout: 30_000 })
@@ -53,7 +52,7 @@ describe('the demo page in headless Chromium', () => {
     const positions = rows.map((r) => Number(r[2]))
     for (let i = 1; i < positions.length; i++) expect(positions[i - 1]).toBeGreaterThan(positions[i] as number)
     expect(await page.textContent('#counts')).toBe('4 events handled, 0 flagged redelivered')
-    expect(await page.textContent('#status')).toContain(`online · ws://127.0.0.1:${ws.port}/mqtt`)
+    expect(await page.textContent('#status')).toContain(`online · ws://127.0.0.1:${wsPort}/mqtt`)
     expect(errors).toEqual([])
 
     // a wrong password: the typed error on the page, and the page stops retrying

@@ -1,8 +1,9 @@
 /**
  * The browser's transport (webSocketTransport, client-endpoint/src/browser) in Node, over real
- * WebSockets (the `ws` package's WebSocket class, API-compatible with a browser's) to a real broker:
- * credentials, frames both ways, a broker that dies and comes back, a server that never answers
- * CONNECT, one that goes quiet after CONNACK. [CONN-WSC-*]
+ * WebSockets (the `ws` package's WebSocket class, API-compatible with a browser's) to a real
+ * broker's own WebSocket listener: credentials, frames both ways, the broker's WebSocket side dying
+ * and coming back (a relay in front of the listener, test/support/ws-bridge.ts), a server that never
+ * answers CONNECT, one that goes quiet after CONNACK. [CONN-WSC-*]
  */
 import { createServer, type Socket } from 'node:net'
 import { afterEach, describe, expect, it } from 'vitest'
@@ -44,16 +45,15 @@ describe('webSocketTransport against a real broker over real WebSockets', () => 
 
   it('good credentials open the connection; a wrong password is AuthError BAD_CREDENTIALS', async () => {
     h = await Harness.create()
-    const broker = await h.broker()
-    const ws = await bridgeWebSocket(broker.broker)
-    h.onClose(() => ws.close())
+    const broker = await h.broker({ webSocket: { port: 0 } })
+    const url = broker.webSocketUrl as string
 
-    const good = dialOnce(ws.url, {})
+    const good = dialOnce(url, {})
     await good.opened
     await good.conn.end()
     expect(await good.closed).toBeNull()
 
-    const bad = dialOnce(ws.url, { password: 'wrong' })
+    const bad = dialOnce(url, { password: 'wrong' })
     const err = await bad.closed
     expect(err).toBeInstanceOf(AuthError)
     expect(err?.code).toBe(ErrorCode.BAD_CREDENTIALS)
@@ -61,11 +61,10 @@ describe('webSocketTransport against a real broker over real WebSockets', () => 
 
   it('a ClientEndpoint over it receives a service\'s events end to end, in order, with their metadata', async () => {
     h = await Harness.create()
-    const broker = await h.broker()
-    const ws = await bridgeWebSocket(broker.broker)
-    h.onClose(() => ws.close())
+    const broker = await h.broker({ webSocket: { port: 0 } })
+    const url = broker.webSocketUrl as string
     const svc = await h.service(broker.url, 'svc-a')
-    const client = h.client(ws.url, 'alice', 'browser-like', { transport: webSocketTransport({ WebSocket: NodeWebSocket }) })
+    const client = h.client(url, 'alice', 'browser-like', { transport: webSocketTransport({ WebSocket: NodeWebSocket }) })
     const got: HeraldEvent[] = []
     await client.subscribe('readings', {}, (e) => { got.push(e) })
     const n = 300
@@ -79,10 +78,9 @@ describe('webSocketTransport against a real broker over real WebSockets', () => 
 
   it('a wrong password reaches a ClientEndpoint as its typed error and status', async () => {
     h = await Harness.create()
-    const broker = await h.broker()
-    const ws = await bridgeWebSocket(broker.broker)
-    h.onClose(() => ws.close())
-    const client = new ClientEndpoint({ url: ws.url, clientName: 'x', user: 'alice', password: 'nope', transport: webSocketTransport({ WebSocket: NodeWebSocket }), reconnectInitialMs: 50, reconnectMaxMs: 200 })
+    const broker = await h.broker({ webSocket: { port: 0 } })
+    const url = broker.webSocketUrl as string
+    const client = new ClientEndpoint({ url, clientName: 'x', user: 'alice', password: 'nope', transport: webSocketTransport({ WebSocket: NodeWebSocket }), reconnectInitialMs: 50, reconnectMaxMs: 200 })
     h.onClose(() => client.close())
     const errors: HeraldError[] = []
     client.on('error', (e) => { errors.push(e) })
@@ -95,8 +93,9 @@ describe('webSocketTransport against a real broker over real WebSockets', () => 
 
   it('the broker\'s WebSocket side killed: close(CONNECTION_LOST); Link reconnects once it is back, and frames flow again', async () => {
     h = await Harness.create()
-    const broker = await h.broker()
-    const ws = await bridgeWebSocket(broker.broker)
+    const broker = await h.broker({ webSocket: { port: 0 } })
+    // a relay in front of the broker's listener: its WebSocket side can die and come back alone
+    const ws = await bridgeWebSocket(broker.webSocketUrl as string)
     h.onClose(() => ws.close())
     const link = new Link({
       transport: webSocketTransport({ WebSocket: NodeWebSocket }),
@@ -128,8 +127,9 @@ describe('webSocketTransport against a real broker over real WebSockets', () => 
 
   it('events raised while the broker\'s WebSocket side is down reach a ClientEndpoint once it is back, each once, in order', async () => {
     h = await Harness.create()
-    const broker = await h.broker()
-    const ws = await bridgeWebSocket(broker.broker)
+    const broker = await h.broker({ webSocket: { port: 0 } })
+    // a relay in front of the broker's listener: its WebSocket side can die and come back alone
+    const ws = await bridgeWebSocket(broker.webSocketUrl as string)
     h.onClose(() => ws.close())
     const svc = await h.service(broker.url, 'svc-a')
     const client = h.client(ws.url, 'alice', 'reconnecting', { transport: webSocketTransport({ WebSocket: NodeWebSocket }) })

@@ -4,13 +4,17 @@
  * from a local HTTP server on port 0 (`serveStatic`); every page's console errors, uncaught errors
  * and failed requests are collected, so a test can assert that there were none. `close()` ends the
  * browser, and SIGKILLs its process if it does not go within a few seconds: no chromium outlives a
- * test, passed or failed (call it from afterEach).
+ * test, passed or failed (call it from afterEach or afterAll). `bundle` builds a page's script from
+ * the workspace's TypeScript sources with esbuild.
  */
 import { readFile } from 'node:fs/promises'
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo, Socket } from 'node:net'
-import { extname } from 'node:path'
-import { chromium as playwright, type Browser, type BrowserServer, type Page } from 'playwright-core'
+import { extname, join } from 'node:path'
+import { build } from 'esbuild'
+import { chromium as playwright, type Browser, type BrowserContext, type BrowserServer, type Page } from 'playwright-core'
+
+const ROOT = join(import.meta.dirname, '..', '..')
 
 /** Where Debian's chromium package puts the browser. */
 export const CHROMIUM_PATH = process.env.HERALD_CHROMIUM ?? '/usr/bin/chromium'
@@ -22,6 +26,27 @@ const TYPES: Readonly<Record<string, string>> = {
   '.map': 'application/json',
   '.css': 'text/css; charset=utf-8',
   '.json': 'application/json'
+}
+
+/**
+ * Bundles a page's script for the browser (ESM, es2022), the workspace packages from their
+ * TypeScript sources (as vitest resolves them): `entry` a file under the repository root, or the
+ * `contents` of one resolved from there. A Node built-in anywhere in it fails the build.
+ */
+export async function bundle (entry: string | { readonly contents: string, readonly sourcefile: string }): Promise<string> {
+  const out = await build({
+    ...(typeof entry === 'string'
+      ? { entryPoints: [join(ROOT, entry)] }
+      : { stdin: { contents: entry.contents, resolveDir: ROOT, loader: 'ts' as const, sourcefile: entry.sourcefile } }),
+    bundle: true,
+    format: 'esm',
+    platform: 'browser',
+    target: 'es2022',
+    conditions: ['source'],
+    write: false,
+    logLevel: 'silent'
+  })
+  return out.outputFiles[0]?.text ?? ''
 }
 
 /** A file served: its content, or `{ file }` read from disk on each request (a bundle built by the test). */
@@ -120,9 +145,17 @@ export class Chromium {
     return this.server.process().pid
   }
 
-  /** Opens `url` in a new page (a fresh context: its own storage), collecting its errors. */
-  async open (url: string, options: { timeoutMs?: number } = {}): Promise<OpenedPage> {
-    const context = await this.browser.newContext()
+  /** A browser context: pages opened in it share its storage (IndexedDB, Web Locks), as tabs of one profile. */
+  async newContext (): Promise<BrowserContext> {
+    return this.browser.newContext()
+  }
+
+  /**
+   * Opens `url` in a new page, collecting its errors: in `context` (tabs sharing storage), else in a
+   * fresh context of its own. `setup` runs on the page before it loads (page.exposeFunction, say).
+   */
+  async open (url: string, options: { timeoutMs?: number, context?: BrowserContext, setup?: (page: Page) => Promise<void> } = {}): Promise<OpenedPage> {
+    const context = options.context ?? await this.browser.newContext()
     const page = await context.newPage()
     const errors: string[] = []
     const console: string[] = []
@@ -132,6 +165,7 @@ export class Chromium {
     })
     page.on('pageerror', (e) => { errors.push(`uncaught: ${e.message}`) })
     page.on('requestfailed', (r) => { errors.push(`request failed: ${r.url()} ${r.failure()?.errorText ?? ''}`) })
+    await options.setup?.(page)
     await page.goto(url, { timeout: options.timeoutMs ?? 30_000 })
     return { page, errors, console }
   }

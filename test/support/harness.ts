@@ -20,8 +20,11 @@ export class Harness {
     return h
   }
 
-  /** A broker on the test site, storing in `<dir>/<name>`, on `port` (0: any), serving TLS with `tls`. */
-  async broker (options: { name?: string, port?: number, clock?: Clock, maxPacketBytes?: number, tls?: BrokerServerOptions['tls'] } = {}): Promise<BrokerServer> {
+  /**
+   * A broker on the test site, storing in `<dir>/<name>`, on `port` (0: any), serving TLS with `tls`,
+   * and MQTT over WebSocket with `webSocket` (`{ port: 0 }`: its `webSocketUrl`).
+   */
+  async broker (options: { name?: string, port?: number, clock?: Clock, maxPacketBytes?: number, tls?: BrokerServerOptions['tls'], webSocket?: BrokerServerOptions['webSocket'] } = {}): Promise<BrokerServer> {
     const { name, port, ...rest } = options
     const server = await startBrokerServer({ ...rest, site: await testSite(), dataDir: join(this.dir, name ?? 'broker'), port: port ?? 0 })
     this.closers.push(() => server.close())
