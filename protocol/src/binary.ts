@@ -56,7 +56,9 @@ function copyOf (src: Uint8Array, from: number, to: number): Uint8Array {
     slabUsed = 0
   }
   const out = slab.subarray(slabUsed, slabUsed + n)
-  out.set(src.subarray(from, to))
+  // a loop for the short ones: src.subarray would be one more object per payload
+  if (n <= 64) for (let i = 0; i < n; i++) out[i] = src[from + i] as number
+  else out.set(src.subarray(from, to))
   // 8-byte aligned, as Node's pool
   slabUsed = (slabUsed + n + 7) & ~7
   return out
