@@ -50,7 +50,8 @@ let slabUsed = 0
 
 function copyOf (src: Uint8Array, from: number, to: number): Uint8Array {
   const n = to - from
-  if (n >= SLAB_BYTES / 2) return src.slice(from, to)
+  // Uint8Array's slice, a copy (a Buffer's own slice is a view of the frame)
+  if (n >= SLAB_BYTES / 2) return Uint8Array.prototype.slice.call(src, from, to)
   if (slabUsed + n > SLAB_BYTES) {
     slab = new Uint8Array(SLAB_BYTES)
     slabUsed = 0

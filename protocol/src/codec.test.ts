@@ -195,6 +195,22 @@ describe('codec round trips', () => {
     expect([...(back.events[0]?.payload ?? [])]).toEqual([...ALL_BYTES])
   })
 
+  it('payloads decoded from a Node Buffer, small (from a shared slab) or large, are copies apart from the frame and from each other', () => {
+    const big = Uint8Array.from({ length: 5000 }, (_, i) => i & 0xff)
+    const events = [1, 2, 3].map((seq) => raised({ seq, payloadKind: PayloadKind.bytes, payload: Uint8Array.of(seq, seq, seq) }))
+    events.push(raised({ seq: 4, payloadKind: PayloadKind.bytes, payload: big }))
+    // MQTT hands the frame over as a Buffer, whose own slice() is a view, not a copy
+    const frame = Buffer.from(encodeUp({ instance: 'gw', after: 0, events }))
+    const back = decodeUp(frame)
+    frame.fill(0)
+    const [a, b, c, d] = back.events.map((e) => e.payload)
+    a?.fill(9)
+    expect([...(b ?? [])]).toEqual([2, 2, 2])
+    expect([...(c ?? [])]).toEqual([3, 3, 3])
+    expect([...(d ?? [])]).toEqual([...big])
+    expect(d?.buffer.byteLength).toBe(big.byteLength)
+  })
+
   it.each(ACK_FIXTURES.map((f, i) => [i, f] as const))('ACK #%i decodes to exactly what was encoded', (_i, f) => {
     const bytes = encodeAck(f)
     expect(frameType(bytes)).toBe(FrameType.ACK)
