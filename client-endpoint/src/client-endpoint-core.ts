@@ -6,7 +6,7 @@
  * (client-endpoint.ts: MQTT over TCP/TLS, SQLite, transactional mode) and the browser entry
  * (browser/index.ts: MQTT over WebSocket, IndexedDB) wrap it.
  */
-import { AuthError, ClosedError, ConfigError, ErrorCode, FrameType, HeraldError, Link, RequestError, TypedEmitter, assertName, backoffDelay, checkInt, clientClientId, clientKey, clientMessageTopic, clientRequestTopic, decodeControl, decodeEvents, encodeRequest, errorFromWire, frameType, isValidName, silentLogger, systemClock, toHeraldError, withDefaults, StatusFeed, type Clock, type Logger, type Transport, type Widened, type StartFrom } from '@herald/protocol'
+import { AuthError, ClosedError, ConfigError, ErrorCode, FrameType, HeraldError, Link, RequestError, TypedEmitter, assertName, backoffDelay, checkInt, clientClientId, clientKey, clientMessageTopic, clientRequestTopic, decodeControl, decodeEvents, encodeRequest, errorFromWire, frameType, isValidName, silentLogger, systemClock, toHeraldError, withDefaults, StatusFeed, type Clock, type Logger, type Transport, type Widened, type StartFrom , type TimerHandle } from '@herald/protocol'
 import { ClientSubscription, type EventHandler } from './client-subscription.js'
 import { toHeraldEvent, type HeraldEvent } from './herald-event.js'
 import { MemoryPositionStore } from './positions/memory-position-store.js'
@@ -143,6 +143,10 @@ export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointE
   readonly positions: PositionStore
   private readonly opts: Widened<typeof CLIENT_ENDPOINT_DEFAULTS>
   private readonly clock: Clock
+  /** Jitter for the reconnect backoff and the handler retries. */
+  private readonly random: () => number
+  /** Resubscriptions waiting after the broker could not read ([CLI-RETRY-1]); cancelled by close(). */
+  private readonly resubscribeTimers = new Set<TimerHandle>()
   private readonly logger: Logger
   private readonly link: Link
   private readonly reqTopic: string
@@ -174,6 +178,7 @@ export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointE
     checkInt('ClientEndpoint', 'window', this.opts.window, 1, 100_000)
     checkInt('ClientEndpoint', 'positionSyncMs', this.opts.positionSyncMs, 0, 3_600_000)
     this.clock = options.clock ?? systemClock
+    this.random = options.random ?? Math.random
     this.logger = options.logger ?? silentLogger
     this.positions = options.positions ?? new MemoryPositionStore()
     this.key = clientKey(options.user ?? null, options.clientName)
@@ -181,7 +186,7 @@ export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointE
     this.link = new Link({
       transport: options.transport ?? platform.defaultTransport(),
       clock: this.clock,
-      random: options.random,
+      random: this.random,
       url: options.url,
       clientId: clientClientId(this.key),
       username: options.user,
@@ -390,7 +395,11 @@ export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointE
           sub.wireId = 0
           if (error.code === ErrorCode.PERSISTENCE_FAILED) {
             // the broker could not read: try again after a while
-            this.clock.setTimer(() => { if (!sub.closed && !this.closed) this.resubscribe(sub) }, this.opts.retryInitialMs * 10)
+            const t = this.clock.setTimer(() => {
+              this.resubscribeTimers.delete(t)
+              if (!sub.closed && !this.closed) this.resubscribe(sub)
+            }, this.opts.retryInitialMs * 10)
+            this.resubscribeTimers.add(t)
             return
           }
           sub.closed = true
@@ -489,7 +498,7 @@ export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointE
             break
           } catch (error) {
             if (error instanceof ConfigError) throw error
-            const retryInMs = backoffDelay(attempt - 1, { initialMs: this.opts.retryInitialMs, maxMs: this.opts.retryMaxMs })
+            const retryInMs = backoffDelay(attempt - 1, { initialMs: this.opts.retryInitialMs, maxMs: this.opts.retryMaxMs }, this.random)
             sub.retries++
             // [CLI-RETRY-1] never skipped: reported and retried with backoff
             if (this.listenerCount('handlerError') > 0) this.emit('handlerError', { key: sub.key, event, error, attempt, retryInMs })
@@ -571,6 +580,8 @@ export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointE
   async close (): Promise<void> {
     if (this.closed) return
     this.closed = true
+    for (const t of this.resubscribeTimers) t.cancel()
+    this.resubscribeTimers.clear()
     for (const sub of this.subs.values()) {
       sub.closed = true
       sub.stopRetryWait?.()
