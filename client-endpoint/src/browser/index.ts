@@ -14,6 +14,7 @@ export type { HeraldEvent } from '../herald-event.js'
 export type { PositionStore, SubscriptionPosition } from '../positions/position-store.js'
 export { MemoryPositionStore } from '../positions/memory-position-store.js'
 export { IndexedDbPositionStore, type IndexedDbPositionStoreOptions, type IfLocked, type LockRequester } from './indexeddb-position-store.js'
+export { webSocketTransport, WEBSOCKET_TRANSPORT_DEFAULTS, type WebSocketTransportOptions } from './websocket-transport.js'
 export { AuthError, ClosedError, ConfigError, ErrorCode, HeraldError, PersistenceError, ProtocolError, RequestError, TimeoutError, clientKey, type Transport } from '@herald/protocol'
 
 export interface ClientEndpointOptions extends ClientEndpointCoreOptions {
