@@ -6,7 +6,7 @@
  * (client-endpoint.ts: MQTT over TCP/TLS, SQLite, transactional mode) and the browser entry
  * (browser/index.ts: MQTT over WebSocket, IndexedDB) wrap it.
  */
-import { AuthError, ClosedError, ConfigError, ErrorCode, FrameType, HeraldError, Link, RequestError, TypedEmitter, assertName, backoffDelay, checkInt, clientClientId, clientKey, clientMessageTopic, clientRequestTopic, decodeControl, decodeEvents, encodeRequest, errorFromWire, frameType, isValidName, silentLogger, systemClock, toHeraldError, withDefaults, StatusFeed, type Clock, type Logger, type Transport, type Widened, type StartFrom , type TimerHandle } from '@herald/protocol'
+import { AuthError, ClosedError, ConfigError, ErrorCode, FrameType, HeraldError, Link, RequestError, TypedEmitter, assertName, backoffDelay, checkInt, clientClientId, clientKey, clientMessageTopic, clientRequestTopic, decodeControl, decodeEvents, encodeRequest, errorFromWire, frameType, isValidName, silentLogger, systemClock, toHeraldError, withDefaults, StatusFeed, type Clock, type Logger, type Transport, type Widened, type StartFrom , type TimerHandle , type EndpointConnectionOptions } from '@herald/protocol'
 import { ClientSubscription, type EventHandler } from './client-subscription.js'
 import { toHeraldEvent, type HeraldEvent } from './herald-event.js'
 import { MemoryPositionStore } from './positions/memory-position-store.js'
@@ -16,7 +16,7 @@ import type { PositionStore } from './positions/position-store.js'
 type Write = void | Promise<void>
 
 /** The options both entries take; each adds how the URL is reached (Node: `tls`). */
-export interface ClientEndpointCoreOptions {
+export interface ClientEndpointCoreOptions extends EndpointConnectionOptions {
   /** The broker's URL; which schemes are taken is the entry's (Node: `mqtt://`, `mqtts://`; browser: `ws://`, `wss://`). */
   readonly url: string
   /** This client's name; with the user it forms the client key `<user>/<clientName>` private events are addressed to. */
@@ -32,14 +32,6 @@ export interface ClientEndpointCoreOptions {
   readonly retryInitialMs?: number
   /** Largest delay between handler retries, ms. Default 30,000. */
   readonly retryMaxMs?: number
-  /** First reconnect delay in ms. Default 100. */
-  readonly reconnectInitialMs?: number
-  /** Largest reconnect delay in ms. Default 10,000. */
-  readonly reconnectMaxMs?: number
-  /** Connect timeout in ms. Default 10,000. */
-  readonly connectTimeoutMs?: number
-  /** MQTT keepalive in seconds. Default 30. */
-  readonly keepaliveSec?: number
   /**
    * Longest time, in ms, between two durable writes of a subscription's position while its events are
    * handled ([CLI-POS-5]): with a position store durable against power loss, it bounds in time how far
@@ -47,16 +39,6 @@ export interface ClientEndpointCoreOptions {
    * Default 1,000.
    */
   readonly positionSyncMs?: number
-  /**
-   * How to reach the broker. Default: the entry's (Node: MQTT over TCP, TLS or WebSocket by the URL,
-   * with `tls`; browser: MQTT over WebSocket). Tests give a memory transport.
-   */
-  readonly transport?: Transport
-  /** Time and timers. Default: the system clock. */
-  readonly clock?: Clock
-  /** Uniform numbers in [0, 1) for the reconnect backoff's jitter. Default Math.random. */
-  readonly random?: () => number
-  readonly logger?: Logger
 }
 
 /** Defaults of the numeric ClientEndpointOptions. */

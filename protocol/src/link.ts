@@ -21,6 +21,28 @@ export interface LinkOptions extends DialOptions {
   readonly logger?: Logger | undefined
 }
 
+/** How an endpoint connects: the options both endpoints take, with the defaults in their DEFAULTS tables. */
+export interface EndpointConnectionOptions {
+  /** First reconnect delay in ms. Default 100. */
+  readonly reconnectInitialMs?: number
+  /** Largest reconnect delay in ms. Default 10,000. */
+  readonly reconnectMaxMs?: number
+  /** Connect timeout in ms. Default 10,000. */
+  readonly connectTimeoutMs?: number
+  /** MQTT keepalive in seconds. Default 30. */
+  readonly keepaliveSec?: number
+  /**
+   * How to reach the broker. Default: the entry's (Node: MQTT over TCP, TLS or WebSocket by the URL,
+   * with `tls`; browser: MQTT over WebSocket). Tests give a memory transport.
+   */
+  readonly transport?: Transport
+  /** Time and timers. Default: the system clock. */
+  readonly clock?: Clock
+  /** Uniform numbers in [0, 1) for the jitter of the reconnect backoff (and the client's handler retries). Default Math.random. */
+  readonly random?: () => number
+  readonly logger?: Logger
+}
+
 export interface LinkEvents {
   /** Connected and subscribed: frames may be sent. */
   online: () => void

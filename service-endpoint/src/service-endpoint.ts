@@ -2,7 +2,7 @@
  * ServiceEndpoint: raises events on a device gateway, online or offline, keeps them in service
  * persistence until the broker has durably acknowledged them, and uploads them in order.
  */
-import { AuthError, ClosedError, ConfigError, ErrorCode, HeraldError, NULL_PAYLOAD, PayloadKind, RequestError, TypedEmitter, Link, assertName, checkInt, decodeAck, encodePayload, encodeUp, errorFromWire, eventId, serviceAckTopic, serviceClientId, serviceUpTopic, silentLogger, systemClock, toHeraldError, utf8Length, withDefaults, StatusFeed, type Category, type Clock, type Logger, type TimerHandle, type Transport, type Payload, type RaisedEvent, type Widened, type PersistenceError } from '@herald/protocol'
+import { AuthError, ClosedError, ConfigError, ErrorCode, HeraldError, NULL_PAYLOAD, PayloadKind, RequestError, TypedEmitter, Link, assertName, checkInt, decodeAck, encodePayload, encodeUp, errorFromWire, eventId, serviceAckTopic, serviceClientId, serviceUpTopic, silentLogger, systemClock, toHeraldError, utf8Length, withDefaults, StatusFeed, type Category, type Clock, type Logger, type TimerHandle, type Payload, type RaisedEvent, type Widened, type PersistenceError , type EndpointConnectionOptions } from '@herald/protocol'
 import { checkBrokerConnection, mqttTransport, type TlsClientOptions } from '@herald/node-runtime'
 import { MemoryServicePersistence } from './persistence/memory-service-persistence.js'
 import type { AppendOutcome, ServicePersistence } from './persistence/service-persistence.js'
@@ -19,7 +19,7 @@ export interface ServiceEventSpec {
   readonly maxPayloadBytes?: number
 }
 
-export interface ServiceEndpointOptions {
+export interface ServiceEndpointOptions extends EndpointConnectionOptions {
   /** `mqtt://host:port` of the broker, `mqtts://host:port` for TLS ([CONN-TLS-1]), or `ws://host:port/mqtt`, `wss://...` over WebSocket ([CONN-WS-1]). */
   readonly url: string
   /** TLS options for a `mqtts://` URL: the CA to check the broker's certificate against, a client certificate and key. Refused with a plain URL. */
@@ -38,26 +38,8 @@ export interface ServiceEndpointOptions {
   readonly maxEventsPerFrame?: number
   /** Target size of one UP frame in bytes (a larger single event goes alone). Default 1 MiB. */
   readonly maxFrameBytes?: number
-  /** First reconnect delay in ms. Default 100. */
-  readonly reconnectInitialMs?: number
-  /** Largest reconnect delay in ms. Default 10,000. */
-  readonly reconnectMaxMs?: number
-  /** Connect timeout in ms. Default 10,000. */
-  readonly connectTimeoutMs?: number
   /** With events in flight and no acknowledgement for this long, the connection is dropped and resent. Default 30,000 ms. */
   readonly ackTimeoutMs?: number
-  /** MQTT keepalive in seconds. Default 30. */
-  readonly keepaliveSec?: number
-  /**
-   * How to reach the broker. Default: MQTT over TCP, TLS or WebSocket (by the URL) with `tls`.
-   * Tests give a memory transport.
-   */
-  readonly transport?: Transport
-  /** Time and timers. Default: the system clock. */
-  readonly clock?: Clock
-  /** Uniform numbers in [0, 1) for the reconnect backoff's jitter. Default Math.random. */
-  readonly random?: () => number
-  readonly logger?: Logger
 }
 
 /** Defaults of the numeric ServiceEndpointOptions. */
