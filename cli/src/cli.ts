@@ -10,14 +10,16 @@ import { simCommand } from '@herald/firmware-sim'
 import { brokerCommand, hashSecretCommand } from './commands/broker.js'
 import { demoCommand } from './commands/demo.js'
 import { tailCommand } from './commands/tail.js'
+import { applyCliConventions } from './conventions.js'
 
-const program = new Command('herald').description('Herald: device-to-broker events, exactly once').showHelpAfterError()
+const program = new Command('herald').description('Herald: device-to-broker events, exactly once')
 program.addCommand(brokerCommand())
 program.addCommand(hashSecretCommand())
 program.addCommand(tailCommand())
 program.addCommand(gatewayCommand())
 program.addCommand(demoCommand())
 program.addCommand(simCommand())
+applyCliConventions(program)
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   const code = err instanceof HeraldError ? ` [${err.code}]` : ''

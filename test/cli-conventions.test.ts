@@ -1,0 +1,58 @@
+/**
+ * One command-line convention for every subcommand ([CMD-USAGE-1], README "Command line"): the real
+ * `herald` binary, run as a user would. Usage errors exit 2 with commander's one line, an unknown
+ * option is named (with a suggestion) even when a required option is missing too, help exits 0 and
+ * marks the required options.
+ */
+import { spawnSync } from 'node:child_process'
+import { join } from 'node:path'
+import { describe, expect, it } from 'vitest'
+
+const CLI = join(import.meta.dirname, '..', 'cli', 'bin', 'herald.js')
+
+function herald (...args: string[]): { code: number | null, stdout: string, stderr: string } {
+  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 30_000, env: { ...process.env, HERALD_PASSWORD: '' } })
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr }
+}
+
+describe('herald command line', () => {
+  it.each([
+    [['nosuch'], "unknown command 'nosuch'"],
+    [['broker'], "required option '--site <file>' not specified"],
+    [['broker', '--site', 'a.yaml', '--data', 'd', '--port', '99999'], "option '--port <n>' argument '99999' is invalid"],
+    [['tail', '--bogus', 'x'], "unknown option '--bogus'"],
+    [['gateway'], "required option '--config <file>' not specified"],
+    [['sim', '--devices'], "option '--devices <list>' argument missing"],
+    [['demo', '--rate'], "option '--rate"]
+  ])('herald %j is a usage error: exit 2 and one line saying what is wrong', (args, message) => {
+    const r = herald(...args)
+    expect(r.code).toBe(2)
+    expect(r.stderr).toContain(message)
+  })
+
+  it('names an unknown option, with a suggestion, before a required option it may have been meant to be', () => {
+    for (const [args, typo, meant] of [
+      [['broker', '--sitee', 'site.yaml', '--data', 'd'], '--sitee', '--site'],
+      [['broker', '--data', 'd', '--sitee=site.yaml'], '--sitee', '--site'],
+      [['gateway', '--confg', 'gw.yaml'], '--confg', '--config']
+    ] as const) {
+      const r = herald(...args)
+      expect(r.code).toBe(2)
+      expect(r.stderr).toContain(`unknown option '${typo}'`)
+      expect(r.stderr).toContain(`Did you mean ${meant}?`)
+      expect(r.stderr).not.toContain('required option')
+    }
+  })
+
+  it('help exits 0 and marks the required options', () => {
+    const broker = herald('broker', '--help')
+    expect(broker.code).toBe(0)
+    expect(broker.stdout).toMatch(/--site <file> .*\(required\)/)
+    expect(broker.stdout).toMatch(/--data <dir> .*\(required\)/)
+    expect(broker.stdout).not.toMatch(/--port <n> .*\(required\)/)
+    const gateway = herald('gateway', '--help')
+    expect(gateway.code).toBe(0)
+    expect(gateway.stdout).toMatch(/--config <file> .*\(required\)/)
+    expect(herald('--help').code).toBe(0)
+  })
+})
