@@ -21,6 +21,9 @@ describe('herald command line', () => {
     [['broker'], "required option '--site <file>' not specified"],
     [['broker', '--site', 'a.yaml', '--data', 'd', '--port', '99999'], "option '--port <n>' argument '99999' is invalid"],
     [['tail', '--bogus', 'x'], "unknown option '--bogus'"],
+    // durations carry their unit everywhere (sim --summary-every, tail --summary-every, --rto, ...)
+    [['tail', 'x', '--summary-every', '5'], 'a duration with its unit, e.g. 5s or 500ms'],
+    [['sim', '--devices', 'door:1', '--summary-every', '5'], "option '--summary-every <duration>' argument '5' is invalid"],
     [['gateway'], "required option '--config <file>' not specified"],
     [['sim', '--devices'], "option '--devices <list>' argument missing"],
     [['demo', '--rate'], "option '--rate"]

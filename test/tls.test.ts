@@ -119,7 +119,7 @@ describe('TLS with a real herald broker', () => {
     expect(ok.lines.map((l) => (JSON.parse(l) as { payload: { i: number } }).payload.i)).toEqual([0, 1, 2, 3, 4])
 
     // without --ca the system's root CAs do not know the test CA: tail keeps retrying and shows why
-    const untrusting = tail(['--url', `mqtts://localhost:${b.port}`, '--count', '1', '--summary-interval', '0.1'])
+    const untrusting = tail(['--url', `mqtts://localhost:${b.port}`, '--count', '1', '--summary-every', '100ms'])
     await waitFor(() => /the broker's certificate was refused/.test(untrusting.stderr), 'tail to show the refused certificate', 60_000)
     expect(untrusting.lines).toEqual([])
 

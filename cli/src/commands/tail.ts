@@ -10,7 +10,7 @@ import { hostname } from 'node:os'
 import { Command, InvalidArgumentError, Option } from 'commander'
 import { pino } from 'pino'
 import { ClientEndpoint, SqlitePositionStore, type HeraldEvent, type Subscription } from '@herald/client-endpoint'
-import { AuthError, ConfigError, ErrorCode, HeraldError, isValidName, toHeraldError } from '@herald/protocol'
+import { AuthError, ConfigError, ErrorCode, HeraldError, isValidName, parseDuration, toHeraldError } from '@herald/protocol'
 import { isSecureUrl, readTlsClientFiles, type TlsClientOptions } from '@herald/node-runtime'
 import {
   EventStats, LiveConsole, colorEnabled, renderEventJson, renderEventLine, renderSummary, summaryModeFor
@@ -37,7 +37,9 @@ export interface TailOptions {
   /** False with --no-summary. */
   readonly summary: boolean
   /** Seconds between summary lines when stderr is not a terminal. */
-  readonly summaryInterval: number
+  /** ms between summary lines (--summary-every; --summary-interval in seconds is its old spelling). */
+  readonly summaryEvery: number
+  readonly summaryInterval?: number
   readonly count?: number
   readonly logLevel: string
 }
@@ -131,6 +133,19 @@ function positiveInt (what: string, max: number) {
   }
 }
 
+/** A summary interval with its unit (`5s`, `500ms`), from 100 ms to 1 hour. */
+function summaryEvery (value: string): number {
+  let ms: number
+  try {
+    ms = parseDuration(value, 'the interval')
+  } catch {
+    throw new InvalidArgumentError('a duration with its unit, e.g. 5s or 500ms')
+  }
+  if (ms < 100 || ms > 3_600_000) throw new InvalidArgumentError('an interval is from 100ms to 1h')
+  return ms
+}
+
+/** [CMD-USAGE-1] the old spelling, seconds without a unit: still taken, not shown. */
 function seconds (value: string): number {
   const n = Number(value)
   if (!Number.isFinite(n) || n < 0.1 || n > 3600) throw new InvalidArgumentError('an interval is from 0.1 to 3600 seconds')
@@ -188,7 +203,8 @@ export function tailCommand (): Command {
     .option('--positions <file>', 'keep positions in this SQLite file, so a restart resumes where it stopped (default: memory)')
     .option('--json', 'print one JSON object per event, with all its metadata')
     .option('--no-summary', 'no summary line')
-    .option('--summary-interval <seconds>', 'seconds between summary lines when stderr is not a terminal', seconds, 5)
+    .option('--summary-every <duration>', 'summary line interval when stderr is not a terminal, e.g. 5s or 500ms', summaryEvery, 5000)
+    .addOption(new Option('--summary-interval <seconds>', 'the old spelling of --summary-every, in seconds').argParser(seconds).hideHelp())
     .option('--count <n>', 'exit (code 0) after this many events', positiveInt('--count', 1_000_000_000))
     .option('--log-level <level>', 'trace, debug, info, warn, error', defaultLogLevel)
     .action(async (events: string[], opts: TailOptions) => {
@@ -219,7 +235,7 @@ async function runTail (eventArgs: readonly string[], opts: TailOptions): Promis
     err: stderr,
     summary: mode,
     render: () => renderSummary(stats.view(Date.now()), { color: colorErr }),
-    ...(mode === 'periodic' ? { intervalMs: opts.summaryInterval * 1000 } : {})
+    ...(mode === 'periodic' ? { intervalMs: opts.summaryInterval !== undefined ? Math.round(opts.summaryInterval * 1000) : opts.summaryEvery } : {})
   })
   const logger = pino({ level: opts.logLevel, base: null }, { write: (s: string) => { out.note(humanLogLine(s)) } })
   const positions = opts.positions === undefined ? undefined : new SqlitePositionStore({ database: opts.positions })
