@@ -23,6 +23,7 @@ describe('herald command line', () => {
     [['tail', '--bogus', 'x'], "unknown option '--bogus'"],
     // durations carry their unit everywhere (sim --summary-every, tail --summary-every, --rto, ...)
     [['tail', 'x', '--summary-every', '5'], 'a duration with its unit, e.g. 5s or 500ms'],
+    [['broker', '--site', 'a.yaml', '--data', 'd', '--slow-connection-timeout', '30'], 'a duration with its unit, e.g. 30s or 500ms'],
     [['sim', '--devices', 'door:1', '--summary-every', '5'], "option '--summary-every <duration>' argument '5' is invalid"],
     [['gateway'], "required option '--config <file>' not specified"],
     [['sim', '--devices'], "option '--devices <list>' argument missing"],

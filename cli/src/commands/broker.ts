@@ -2,9 +2,9 @@
  * `herald broker`: runs a broker on a site file, a data directory and a port, and `herald
  * hash-secret`: makes a credential hash for the site file.
  */
-import { Command, InvalidArgumentError } from 'commander'
+import { Command, InvalidArgumentError, Option } from 'commander'
 import { pino } from 'pino'
-import { ConfigError, ErrorCode, HeraldError } from '@herald/protocol'
+import { ConfigError, ErrorCode, HeraldError, formatDuration, parseDuration } from '@herald/protocol'
 import { HashedSecret, loadSite } from '@herald/node-runtime'
 import { demoPageHandler, demoPageUrl } from '../web/demo-page.js'
 import { BROKER_DEFAULTS, isLoopbackHost, startBrokerServer, type BrokerTlsFiles } from '@herald/broker'
@@ -45,13 +45,21 @@ function wholeNumber (value: string): number {
 const BACK_PRESSURE_FLAGS = [
   ['--max-connection-queued-bytes <n>', 'maxConnectionQueuedBytes', 'unsent bytes in a connection\'s socket above which it gets no events until it drains'],
   ['--max-connection-inflight-bytes <n>', 'maxConnectionInflightBytes', 'payload bytes in flight per client connection, across its subscriptions'],
-  ['--slow-connection-timeout-ms <n>', 'slowConnectionTimeoutMs', 'close a connection that stays above its queued-bytes bound this long'],
   ['--guest-max-subscriptions <n>', 'guestMaxSubscriptions', 'subscriptions per guest connection'],
   ['--guest-max-window <n>', 'guestMaxWindow', 'largest window of a guest subscription, in events'],
   ['--guest-max-connection-inflight-bytes <n>', 'guestMaxConnectionInflightBytes', 'payload bytes in flight per guest connection'],
   ['--max-concurrent-reads <n>', 'maxConcurrentReads', 'event store reads for delivery under way at once']
 ] as const
-type BackPressureOptions = Partial<Record<typeof BACK_PRESSURE_FLAGS[number][1], number>>
+type BackPressureOptions = Partial<Record<typeof BACK_PRESSURE_FLAGS[number][1] | 'slowConnectionTimeoutMs', number>> & { slowConnectionTimeout?: number }
+
+/** A duration with its unit (`30s`, `500ms`), in ms. */
+function durationArg (value: string): number {
+  try {
+    return parseDuration(value, 'the duration')
+  } catch {
+    throw new InvalidArgumentError('a duration with its unit, e.g. 30s or 500ms')
+  }
+}
 
 export function brokerCommand (): Command {
   const cmd = new Command('broker')
@@ -74,12 +82,17 @@ export function brokerCommand (): Command {
     .option('--max-guest-connections-per-address <n>', 'most guest connections from one source address (default 10)', wholeNumber)
     .option('--max-guest-connections <n>', 'most guest connections in all (default 1000)', wholeNumber)
   for (const [flag, option, help] of BACK_PRESSURE_FLAGS) cmd.option(flag, `${help} (default ${BROKER_DEFAULTS[option]})`, wholeNumber)
+  // [CMD-USAGE-1] a duration with its unit; --slow-connection-timeout-ms <n> is its old spelling, still taken
+  cmd.option('--slow-connection-timeout <duration>', `close a connection that stays above its queued-bytes bound this long, e.g. 30s (default ${formatDuration(BROKER_DEFAULTS.slowConnectionTimeoutMs)})`, durationArg)
+  cmd.addOption(new Option('--slow-connection-timeout-ms <n>', 'the old spelling of --slow-connection-timeout, in ms').argParser(wholeNumber).hideHelp())
   return cmd
     .action(async (opts: BrokerCommandOptions & BackPressureOptions) => {
       const logger = pino({ level: opts.logLevel })
       const tls = brokerTlsFiles(opts)
       const limits: BackPressureOptions = {}
       for (const [, option] of BACK_PRESSURE_FLAGS) if (opts[option] !== undefined) limits[option] = opts[option]
+      const slowMs = opts.slowConnectionTimeout ?? opts.slowConnectionTimeoutMs
+      if (slowMs !== undefined) limits.slowConnectionTimeoutMs = slowMs
       // [CONN-WSC-7] the demo page lists the site's events (not private ones); it fills in no credentials
       if (opts.wsDemoPage === true && opts.wsPort === undefined) throw new ConfigError('--ws-demo-page needs --ws-port: the page is served on the WebSocket port')
       const site = opts.wsDemoPage === true ? await loadSite(opts.site) : opts.site
