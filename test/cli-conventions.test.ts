@@ -7,6 +7,8 @@
 import { spawnSync } from 'node:child_process'
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
+import { tempDir } from '@herald/node-runtime/testing'
+import { startBrokerProcess, writeTestSite } from './support/processes.js'
 
 const CLI = join(import.meta.dirname, '..', 'cli', 'bin', 'herald.js')
 
@@ -58,5 +60,23 @@ describe('herald command line', () => {
     expect(gateway.code).toBe(0)
     expect(gateway.stdout).toMatch(/--config <file> .*\(required\)/)
     expect(herald('--help').code).toBe(0)
+  })
+
+  it('broker logs: short text lines with --log-format text, JSON lines by default when stdout is not a terminal', async () => {
+    const dir = await tempDir('herald-cli-')
+    try {
+      const site = await writeTestSite(dir.path)
+      const text = await startBrokerProcess(site, join(dir.path, 'a'), 0, ['--log-level', 'info', '--log-format', 'text'])
+      await text.proc.waitLine((l) => l.startsWith('herald broker: info: broker listening {'), 20_000)
+      await text.proc.kill()
+      expect(text.proc.lines.filter((l) => l.startsWith('{'))).toEqual([])
+      const json = await startBrokerProcess(site, join(dir.path, 'b'), 0, ['--log-level', 'info'])
+      const listening = await json.proc.waitLine((l) => l.includes('"msg":"broker listening"'), 20_000)
+      await json.proc.kill()
+      expect(JSON.parse(listening)).toMatchObject({ level: 30, msg: 'broker listening' })
+      expect(herald('broker', '--site', site, '--data', join(dir.path, 'c'), '--log-format', 'yaml').code).toBe(2)
+    } finally {
+      await dir.remove()
+    }
   })
 })

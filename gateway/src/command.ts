@@ -1,9 +1,10 @@
 /**
  * `herald gateway --config gateway.yaml`: runs a gateway until SIGINT/SIGTERM. Prints one line per
- * device line and the broker when it starts, then logs (pino, JSON) and a status every interval.
+ * device line and the broker when it starts, then logs (JSON lines, or text on a terminal: --log-format) and a status every interval.
  */
-import { Command } from 'commander'
+import { Command, Option } from 'commander'
 import { pino } from 'pino'
+import { LOG_FORMATS, logDestination, type LogFormat } from '@herald/node-runtime'
 import { loadGatewayConfig } from './config/gateway-config.js'
 import { startGateway } from './gateway.js'
 
@@ -12,9 +13,11 @@ export function gatewayCommand (): Command {
     .description('run a gateway: device lines in, events out (see docs/gateway.md)')
     .requiredOption('--config <file>', 'gateway configuration (YAML)')
     .option('--log-level <level>', 'trace, debug, info, warn, error', process.env.HERALD_LOG_LEVEL ?? 'info')
-    .action(async (opts: { config: string, logLevel: string }) => {
+    .addOption(new Option('--log-format <format>', 'logs as JSON lines, or short text lines; auto: text on a terminal').choices(LOG_FORMATS).default('auto'))
+    .action(async (opts: { config: string, logLevel: string, logFormat: LogFormat }) => {
       const config = await loadGatewayConfig(opts.config, process.env)
-      const logger = pino({ level: opts.logLevel })
+      const destination = logDestination(opts.logFormat, process.stdout, 'herald gateway')
+      const logger = destination === undefined ? pino({ level: opts.logLevel }) : pino({ level: opts.logLevel }, destination)
       const gateway = await startGateway(config, { logger })
       process.stdout.write(`herald gateway ${config.serviceId} -> ${config.brokerUrl}, data in ${config.dataDir}\n`)
       for (const d of config.devices) process.stdout.write(`  device ${d.name}: ${d.url}\n`)

@@ -5,7 +5,7 @@
 import { Command, InvalidArgumentError, Option } from 'commander'
 import { pino } from 'pino'
 import { ConfigError, ErrorCode, HeraldError, formatDuration, parseDuration } from '@herald/protocol'
-import { HashedSecret, loadSite } from '@herald/node-runtime'
+import { HashedSecret, LOG_FORMATS, loadSite, logDestination, type LogFormat } from '@herald/node-runtime'
 import { demoPageHandler, demoPageUrl } from '../web/demo-page.js'
 import { BROKER_DEFAULTS, isLoopbackHost, startBrokerServer, type BrokerTlsFiles } from '@herald/broker'
 import { defaultLogLevel, onShutdown, port } from './options.js'
@@ -18,7 +18,7 @@ async function readStdin (): Promise<string> {
 
 /** The options of `herald broker`, as parsed. */
 interface BrokerCommandOptions {
-  site: string, data: string, port?: number, wsPort?: number, wsDemoPage?: boolean, host: string, logLevel: string,
+  site: string, data: string, port?: number, wsPort?: number, wsDemoPage?: boolean, host: string, logLevel: string, logFormat: LogFormat,
   tlsCert?: string, tlsKey?: string, tlsCa?: string, tlsClientAuth?: boolean, insecure?: boolean,
   maxConnectionsPerAddress?: number, maxPendingConnectionsPerAddress?: number, maxGuestConnectionsPerAddress?: number, maxGuestConnections?: number
 }
@@ -76,6 +76,7 @@ export function brokerCommand (): Command {
     .option('--tls-client-auth', 'require a client certificate signed by --tls-ca (credentials are still checked)')
     .option('--insecure', 'allow plain MQTT on a non-loopback --host: passwords cross the network in the clear')
     .option('--log-level <level>', 'trace, debug, info, warn, error', defaultLogLevel)
+    .addOption(new Option('--log-format <format>', 'logs as JSON lines, or short text lines; auto: text on a terminal').choices(LOG_FORMATS).default('auto'))
     // [CONN-LIMIT-3]: behind a NAT or a proxy many endpoints share one source address
     .option('--max-connections-per-address <n>', 'most connections from one source address (default 1000)', wholeNumber)
     .option('--max-pending-connections-per-address <n>', 'most connections from one source address not yet logged in (default 100)', wholeNumber)
@@ -87,7 +88,8 @@ export function brokerCommand (): Command {
   cmd.addOption(new Option('--slow-connection-timeout-ms <n>', 'the old spelling of --slow-connection-timeout, in ms').argParser(wholeNumber).hideHelp())
   return cmd
     .action(async (opts: BrokerCommandOptions & BackPressureOptions) => {
-      const logger = pino({ level: opts.logLevel })
+      const destination = logDestination(opts.logFormat, process.stdout, 'herald broker')
+      const logger = destination === undefined ? pino({ level: opts.logLevel }) : pino({ level: opts.logLevel }, destination)
       const tls = brokerTlsFiles(opts)
       const limits: BackPressureOptions = {}
       for (const [, option] of BACK_PRESSURE_FLAGS) if (opts[option] !== undefined) limits[option] = opts[option]

@@ -11,7 +11,7 @@ import { Command, InvalidArgumentError, Option } from 'commander'
 import { pino } from 'pino'
 import { ClientEndpoint, SqlitePositionStore, type HeraldEvent, type Subscription } from '@herald/client-endpoint'
 import { AuthError, ConfigError, ErrorCode, HeraldError, isValidName, parseDuration, toHeraldError } from '@herald/protocol'
-import { isSecureUrl, readTlsClientFiles, type TlsClientOptions } from '@herald/node-runtime'
+import { humanLogLine as humanLine, isSecureUrl, readTlsClientFiles, type TlsClientOptions } from '@herald/node-runtime'
 import {
   EventStats, LiveConsole, colorEnabled, renderEventJson, renderEventLine, renderSummary, summaryModeFor
 } from '../console/index.js'
@@ -109,17 +109,9 @@ export function describeRefusal (err: HeraldError, ctx: { event: string, url: st
   return new HeraldError(err.code, message, { cause: err })
 }
 
-const LEVELS: Readonly<Record<number, string>> = { 10: 'trace', 20: 'debug', 30: 'info', 40: 'warn', 50: 'error', 60: 'fatal' }
-
 /** A pino JSON line as a short human line: `herald tail: warn: <msg> {fields}`. */
 export function humanLogLine (json: string): string {
-  try {
-    const { level, msg, time: _t, pid: _p, hostname: _h, ...rest } = JSON.parse(json) as Record<string, unknown>
-    const fields = Object.keys(rest).length > 0 ? ` ${JSON.stringify(rest)}` : ''
-    return `herald tail: ${LEVELS[level as number] ?? JSON.stringify(level)}: ${typeof msg === 'string' ? msg : JSON.stringify(msg ?? '')}${fields}`
-  } catch {
-    return `herald tail: ${json.trimEnd()}`
-  }
+  return humanLine(json, 'herald tail')
 }
 
 /** Thrown from the handler for an event that arrives after tail decided to stop: it stays uncommitted. */
