@@ -9,6 +9,7 @@ import { gatewayCommand } from '@herald/gateway'
 import { simCommand } from '@herald/firmware-sim'
 import { brokerCommand, hashSecretCommand } from './commands/broker.js'
 import { demoCommand } from './commands/demo.js'
+import { raiseCommand } from './commands/raise.js'
 import { tailCommand } from './commands/tail.js'
 import { applyCliConventions } from './conventions.js'
 
@@ -16,6 +17,7 @@ const program = new Command('herald').description('Herald: device-to-broker even
 program.addCommand(brokerCommand())
 program.addCommand(hashSecretCommand())
 program.addCommand(tailCommand())
+program.addCommand(raiseCommand())
 program.addCommand(gatewayCommand())
 program.addCommand(demoCommand())
 program.addCommand(simCommand())
