@@ -10,7 +10,7 @@ import { ConnectionAdmission, type AdmissionRefusal, type Admitted } from './aut
 import { LoginThrottle, addressKey, type LoginStats } from './auth/login-throttle.js'
 import { authenticate, type Principal } from './auth/principal.js'
 import { ConnectionWriter } from './delivery/connection-writer.js'
-import { Delivery, type ClientSession } from './delivery/delivery.js'
+import { Delivery, type ClientSession, type SubscriptionLag } from './delivery/delivery.js'
 import type { EventCounters, EventStore } from './event-store/event-store.js'
 import { DropReport } from './drop-report.js'
 import { PacketSizeGuard } from './listeners/packet-size-guard.js'
@@ -145,6 +145,17 @@ export interface BrokerStats {
   readonly slowConnectionsClosed: number
   /** Connections above `maxConnectionQueuedBytes` now, waiting for their socket to drain. */
   readonly blockedConnections: number
+  /** Logged-in connections now by kind; `pending` are not logged in yet. */
+  readonly connectionsByKind: Readonly<{ service: number, client: number, guest: number, pending: number }>
+  /**
+   * Per event name since the broker started: events stored, sent to clients, and refused by error
+   * code ([SVC-REJECT-1]; names not in the site count under "(unknown)"). Names with nothing yet may be missing.
+   */
+  readonly perEvent: Readonly<Record<string, Readonly<{ stored: number, delivered: number, refused: Readonly<Record<string, number>> }>>>
+  /** Events stored now per event name, if the store tells. */
+  readonly storedByEvent: Readonly<Record<string, number>>
+  /** Per event name with subscriptions: their count and lag in positions (Delivery.lag). */
+  readonly lag: Readonly<Record<string, Readonly<SubscriptionLag>>>
 }
 
 /** A running broker. */
@@ -171,6 +182,17 @@ function connectError (err: unknown): AuthCodeError {
   // MQTT 3.1.1 CONNACK codes: 4 bad user name or password, 5 not authorized, 3 server unavailable
   e.returnCode = err instanceof Refusal ? err.returnCode : err instanceof AuthError ? (err.code === ErrorCode.BAD_CREDENTIALS ? 4 : 5) : 3
   return e
+}
+
+type PerEvent = { stored: number, delivered: number, refused: Record<string, number> }
+
+function perEventStats (uplink: Uplink, delivery: Delivery): Record<string, PerEvent> {
+  const out: Record<string, PerEvent> = {}
+  const of = (name: string): PerEvent => (out[name] ??= { stored: 0, delivered: 0, refused: {} })
+  for (const [name, n] of uplink.storedByEvent) of(name).stored = n
+  for (const [name, n] of delivery.deliveredByEvent) of(name).delivered = n
+  for (const [name, byCode] of uplink.refusedByEvent) of(name).refused = Object.fromEntries(byCode)
+  return out
 }
 
 /** Creates a broker around an event store. */
@@ -483,6 +505,7 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
       })
     },
     stats (): BrokerStats {
+      const guests = delivery.guestSessionCount
       return {
         connections: admission.connections,
         clientSessions: delivery.sessionCount,
@@ -494,7 +517,16 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
         logins: { ...throttle.stats },
         connectionsRefused: { ...refused },
         slowConnectionsClosed,
-        blockedConnections: [...openWriters].filter((w) => w.blocked).length
+        blockedConnections: [...openWriters].filter((w) => w.blocked).length,
+        connectionsByKind: {
+          service: services.size,
+          client: delivery.sessionCount - guests,
+          guest: guests,
+          pending: Math.max(0, admission.connections - services.size - delivery.sessionCount)
+        },
+        perEvent: perEventStats(uplink, delivery),
+        storedByEvent: Object.fromEntries(store.storedByEvent?.() ?? []),
+        lag: Object.fromEntries(delivery.lag(store.head()))
       }
     },
     async retainedCount (): Promise<number> {
