@@ -1,0 +1,147 @@
+/**
+ * `/metrics`, `/healthz` and `/readyz` of real processes ([OPS-METRICS-1], [OPS-METRICS-2]): a
+ * simulated device -> `herald gateway` -> `herald broker` -> a client, both processes scraped while
+ * events flow, and their counters checked against what the client received.
+ */
+import { writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { ClientEndpoint, type HeraldEvent } from '@herald/client-endpoint'
+import { startSim } from '@herald/firmware-sim'
+import { waitFor } from '@herald/protocol/testing'
+import { tempDir } from '@herald/node-runtime/testing'
+import { deviceChainYaml } from './support/gateway-yaml.js'
+import { freePort } from './support/ports.js'
+import { startBrokerProcess, startGatewayProcess, writeTestSite, type Proc } from './support/processes.js'
+import { SECRETS } from './support/site.js'
+
+/** One sample of a Prometheus text exposition: its name, labels and value. */
+interface Sample { name: string, labels: Record<string, string>, value: number }
+
+/** Parses the Prometheus text format (the subset prom-client writes). */
+function parse (text: string): Sample[] {
+  const out: Sample[] = []
+  for (const line of text.split('\n')) {
+    if (line === '' || line.startsWith('#')) continue
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/.exec(line)
+    if (m === null) throw new Error(`not a sample line: ${line}`)
+    const labels: Record<string, string> = {}
+    for (const l of (m[2] ?? '').matchAll(/([a-zA-Z_]+)="((?:[^"\\]|\\.)*)"/g)) labels[l[1]!] = l[2]!
+    out.push({ name: m[1]!, labels, value: Number(m[3]) })
+  }
+  return out
+}
+
+/** The sum of the samples of `name` whose labels include `labels`. */
+function sum (samples: readonly Sample[], name: string, labels: Record<string, string> = {}): number {
+  return samples.filter((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v)).reduce((n, s) => n + s.value, 0)
+}
+
+async function scrape (base: string): Promise<Sample[]> {
+  const res = await fetch(`${base}/metrics`)
+  expect(res.status).toBe(200)
+  expect(res.headers.get('content-type')).toMatch(/^text\/plain; version=0\.0\.4/)
+  return parse(await res.text())
+}
+
+/** The base URL (`http://host:port`) from a process's "... metrics on <url>/metrics" line. */
+async function metricsBase (proc: Proc): Promise<string> {
+  const line = await proc.waitLine((l) => / metrics on http:\/\//.test(l))
+  return line.slice(line.indexOf('http://')).replace(/\/metrics$/, '')
+}
+
+describe('metrics and health endpoints of the broker and the gateway', () => {
+  let dir: { path: string, remove: () => Promise<void> }
+  const closers: Array<() => Promise<void>> = []
+
+  beforeAll(async () => { dir = await tempDir('herald-metrics-') })
+  afterAll(async () => {
+    for (const c of closers.reverse()) await c().catch(() => {})
+    await dir.remove()
+  })
+
+  it('counts what flows: stored and delivered equal what the gateway raised and the client received', async () => {
+    const site = await writeTestSite(dir.path)
+    const brokerMetricsPort = await freePort()
+    const broker = await startBrokerProcess(site, join(dir.path, 'broker'), 0, ['--metrics-port', String(brokerMetricsPort)])
+    closers.push(() => broker.proc.kill())
+    const brokerBase = await metricsBase(broker.proc)
+    expect(brokerBase).toBe(`http://127.0.0.1:${brokerMetricsPort}`)
+
+    // health and the bounds of the listener: only GET on three paths
+    expect((await fetch(`${brokerBase}/healthz`)).status).toBe(200)
+    const ready = await fetch(`${brokerBase}/readyz`)
+    expect([ready.status, await ready.json()]).toEqual([200, { status: 'ready' }])
+    expect((await fetch(`${brokerBase}/`)).status).toBe(404)
+    expect((await fetch(`${brokerBase}/metrics/x`)).status).toBe(404)
+    const post = await fetch(`${brokerBase}/metrics`, { method: 'POST', body: 'x' })
+    expect([post.status, post.headers.get('allow')]).toEqual([405, 'GET, HEAD'])
+
+    const sim = await startSim({ devices: [{ model: 'thermostat', count: 2 }], link: { kind: 'tcp', host: '127.0.0.1', basePort: 0 }, rate: 20, seed: 3 })
+    let simClosed = false
+    closers.push(async () => { if (!simClosed) await sim.close() })
+    // the gateway takes its metrics port from its configuration file
+    const gatewayMetricsPort = await freePort()
+    const configFile = join(dir.path, 'gateway.yaml')
+    await writeFile(configFile, `${deviceChainYaml(broker.url, join(dir.path, 'gateway'), sim.devices.map((d) => d.url), '500ms')}metrics:\n  port: ${gatewayMetricsPort}\n`)
+    const gateway = await startGatewayProcess(configFile)
+    closers.push(() => gateway.kill())
+    const gatewayBase = await metricsBase(gateway)
+    expect(gatewayBase).toBe(`http://127.0.0.1:${gatewayMetricsPort}`)
+
+    const received: HeraldEvent[] = []
+    const client = new ClientEndpoint({ url: broker.url, clientName: 'metrics-test', user: 'alice', password: SECRETS.alice, reconnectInitialMs: 20, reconnectMaxMs: 200 })
+    closers.push(() => client.close())
+    client.start()
+    for (const event of ['readings', 'alarms']) await client.subscribe(event, { start: 'all' }, (e) => { received.push(e) })
+
+    // while events flow: both processes answer, and the counters move
+    await waitFor(() => received.length >= 20, 'the first events at the client', 60_000)
+    const during = await scrape(brokerBase)
+    expect(sum(during, 'herald_events_stored_total', { event: 'readings' })).toBeGreaterThan(0)
+    expect(sum(during, 'herald_connections', { kind: 'service' })).toBe(1)
+    expect(sum(during, 'herald_connections', { kind: 'client' })).toBe(1)
+    expect(sum(during, 'herald_connections', { kind: 'guest' })).toBe(0)
+    expect(sum(during, 'herald_subscriptions', { event: 'readings' })).toBe(1)
+    expect(sum(during, 'herald_store_commit_duration_seconds_count')).toBeGreaterThan(0)
+    expect(sum(during, 'herald_store_sync_duration_seconds_count')).toBe(sum(during, 'herald_store_commit_duration_seconds_count'))
+    const gwDuring = await scrape(gatewayBase)
+    for (const d of sim.devices) {
+      const line = d.url
+      expect(sum(gwDuring, 'herald_gateway_device_line_up', { line })).toBe(1)
+      expect(sum(gwDuring, 'herald_gateway_frames_total', { line })).toBeGreaterThan(0)
+    }
+    expect(sum(gwDuring, 'herald_gateway_durable')).toBe(1)
+    expect(sum(gwDuring, 'herald_gateway_broker_connected')).toBe(1)
+    expect((await fetch(`${gatewayBase}/healthz`)).status).toBe(200)
+    expect((await fetch(`${gatewayBase}/readyz`)).status).toBe(200)
+    expect((await fetch(`${gatewayBase}/status`)).status).toBe(404)
+    expect((await fetch(`${gatewayBase}/metrics`, { method: 'DELETE' })).status).toBe(405)
+
+    // the devices stop; once the gateway's backlog is empty and the client has everything, the counters agree
+    await sim.close()
+    simClosed = true
+    let gw: Sample[] = []
+    let b: Sample[] = []
+    await waitFor(async () => {
+      gw = await scrape(gatewayBase)
+      b = await scrape(brokerBase)
+      const stored = sum(b, 'herald_events_stored_total')
+      return sum(gw, 'herald_gateway_backlog_events') === 0 && stored > 0 && received.length === stored &&
+        sum(gw, 'herald_gateway_events_raised_total') === stored && sum(b, 'herald_events_delivered_total') === stored
+    }, 'the gateway\'s backlog empty and every stored event at the client', 60_000, 100)
+    const byEvent = (name: string): number => received.filter((e) => e.name === name).length
+    for (const event of ['readings', 'alarms']) {
+      expect(sum(b, 'herald_events_stored_total', { event })).toBe(byEvent(event))
+      expect(sum(b, 'herald_events_delivered_total', { event })).toBe(byEvent(event))
+      expect(sum(b, 'herald_stored_events', { event })).toBe(byEvent(event))
+    }
+    expect(sum(gw, 'herald_gateway_events_raised_total')).toBe(received.length)
+    expect(sum(gw, 'herald_gateway_backlog_bytes')).toBe(0)
+    expect(sum(gw, 'herald_gateway_frames_refused_total', { reason: 'corrupt' })).toBe(0)
+    expect(sum(b, 'herald_events_refused_total')).toBe(0)
+    expect(sum(b, 'herald_store_head_position')).toBe(received.length)
+    // the client is caught up: no lag
+    expect(sum(b, 'herald_subscription_max_lag_positions', { event: 'readings' })).toBe(0)
+  })
+})
