@@ -84,7 +84,9 @@ export async function startMetricsServer (options: MetricsServerOptions): Promis
     })
   }
 
-  const server = createServer({ maxHeaderSize: limits.maxHeaderBytes, requestTimeout: limits.requestTimeoutMs, headersTimeout: limits.requestTimeoutMs }, handle)
+  const server = createServer({ maxHeaderSize: limits.maxHeaderBytes, requestTimeout: limits.requestTimeoutMs, headersTimeout: limits.requestTimeoutMs,
+    // how often the timeouts are checked (Node's default, 30 s, would hold a slow request that long)
+    connectionsCheckingInterval: Math.max(50, Math.min(1000, Math.floor(limits.requestTimeoutMs / 4))) }, handle)
   server.maxConnections = limits.maxConnections
   // an idle keep-alive connection holds one of the few slots for at most this long
   server.keepAliveTimeout = Math.min(5000, limits.requestTimeoutMs)
@@ -93,7 +95,13 @@ export async function startMetricsServer (options: MetricsServerOptions): Promis
     sockets.add(s)
     s.once('close', () => { sockets.delete(s) })
   })
-  server.on('clientError', (_err, socket) => { socket.destroy() })
+  // a bad request gets a status line and the connection closed: 431 for a head over maxHeaderBytes,
+  // 408 for one not received within requestTimeoutMs, 400 otherwise
+  server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
+    const status = err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : '400 Bad Request'
+    if (socket.writable) socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`)
+    else socket.destroy()
+  })
   await new Promise<void>((resolve, reject) => {
     const onError = (err: NodeJS.ErrnoException): void => {
       reject(err.code === 'EADDRINUSE'
