@@ -3,17 +3,22 @@
  * simulated device -> `herald gateway` -> `herald broker` -> a client, both processes scraped while
  * events flow, and their counters checked against what the client received.
  */
+import { spawn } from 'node:child_process'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { ClientEndpoint, type HeraldEvent } from '@herald/client-endpoint'
 import { startSim } from '@herald/firmware-sim'
+import { eventsOfService } from '@herald/protocol'
 import { waitFor } from '@herald/protocol/testing'
+import { ServiceEndpoint } from '@herald/service-endpoint'
 import { tempDir } from '@herald/node-runtime/testing'
 import { deviceChainYaml } from './support/gateway-yaml.js'
 import { freePort } from './support/ports.js'
-import { startBrokerProcess, startGatewayProcess, writeTestSite, type Proc } from './support/processes.js'
-import { SECRETS } from './support/site.js'
+import { Proc, startBrokerProcess, startGatewayProcess, writeTestSite } from './support/processes.js'
+import { SECRETS, testSite } from './support/site.js'
+
+const CLI = join(import.meta.dirname, '..', 'cli', 'bin', 'herald.js')
 
 /** One sample of a Prometheus text exposition: its name, labels and value. */
 interface Sample { name: string, labels: Record<string, string>, value: number }
@@ -143,5 +148,46 @@ describe('metrics and health endpoints of the broker and the gateway', () => {
     expect(sum(b, 'herald_store_head_position')).toBe(received.length)
     // the client is caught up: no lag
     expect(sum(b, 'herald_subscription_max_lag_positions', { event: 'readings' })).toBe(0)
+
+    // a wrong password counts as an authentication failure, and the refused login as no connection
+    expect(sum(b, 'herald_authentication_failures_total')).toBe(0)
+    const intruder = new ClientEndpoint({ url: broker.url, clientName: 'intruder', user: 'bob', password: 'not-bobs-password', reconnectInitialMs: 200, reconnectMaxMs: 1000 })
+    intruder.on('error', () => {})
+    closers.push(() => intruder.close())
+    intruder.start()
+    await waitFor(async () => sum(await scrape(brokerBase), 'herald_authentication_failures_total', { reason: 'bad_credentials' }) >= 1, 'a counted authentication failure', 30_000, 100)
+    await intruder.close()
+    expect(sum(await scrape(brokerBase), 'herald_connections', { kind: 'client' })).toBe(1)
+  })
+
+  it('/readyz is 503 with the reason once the store cannot commit (files limited to 2 MiB), /healthz still 200', async () => {
+    const site = await writeTestSite(dir.path)
+    // ulimit -f makes writes past 2 MiB fail (EFBIG; SIGXFSZ ignored), as a full disk would
+    const child = spawn('sh', ['-c', `trap '' XFSZ; ulimit -f 4096; exec "$0" "$@"`, process.execPath, CLI, 'broker', '--site', site, '--data', join(dir.path, 'small-broker'),
+      '--port', '0', '--metrics-port', '0', '--log-level', 'fatal'], { stdio: ['ignore', 'pipe', 'pipe'] })
+    const proc = new Proc(child, 'broker')
+    closers.push(() => proc.kill())
+    const url = (await proc.waitLine((l) => l.startsWith('herald broker listening on '))).slice('herald broker listening on '.length)
+    const base = await metricsBase(proc)
+    expect((await fetch(`${base}/readyz`)).status).toBe(200)
+
+    const svc = new ServiceEndpoint({ url, serviceId: 'svc-a', secret: SECRETS['svc-a'], events: eventsOfService(await testSite(), 'svc-a'), reconnectInitialMs: 50, reconnectMaxMs: 500 })
+    svc.on('error', () => {})
+    closers.push(() => svc.close())
+    svc.start()
+    const filler = 'x'.repeat(50_000)
+    let raised = 0
+    let ready: Response | null = null
+    await waitFor(async () => {
+      // raise about 500 KiB more, then look
+      for (let i = 0; i < 10; i++) await svc.raise('readings', { i: raised++, filler })
+      ready = await fetch(`${base}/readyz`)
+      return ready.status === 503
+    }, 'a failed commit at the broker', 60_000, 50)
+    expect(await ready!.json()).toEqual({ status: 'not ready', reason: expect.stringMatching(/^the last commit failed: /) as unknown })
+    expect((await fetch(`${base}/healthz`)).status).toBe(200)
+    // nothing more was stored than fits: the store's counters still answer
+    const m = await scrape(base)
+    expect(sum(m, 'herald_events_stored_total', { event: 'readings' })).toBeLessThan(raised)
   })
 })
