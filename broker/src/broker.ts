@@ -286,6 +286,9 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
   const writers = new WeakMap<Client, ConnectionWriter>()
   const openWriters = new Set<ConnectionWriter>()
   let slowConnectionsClosed = 0
+  // logged-in connections by kind, for stats() and metrics
+  const loggedIn = { service: 0, client: 0, guest: 0 }
+  const loggedInKind = new WeakMap<Client, keyof typeof loggedIn>()
 
   // [CLI-BACKPRESSURE-1] the broker's frames go straight onto the connection's stream, bounded
   const writerLimits = {
@@ -394,6 +397,12 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
         const problem = a?.admit(principal, other !== undefined && other !== client) ?? null
         if (problem !== null) return refuse(new Refusal(problem, 3, `connection limit reached (${problem})`), 0)
         principals.set(client, principal)
+        // counted until the stream closes (one already closed has had its 'close')
+        if (!(client.conn as unknown as Duplex).destroyed) {
+          const kind = principal.kind === 'service' ? 'service' : principal.user === null ? 'guest' : 'client'
+          loggedIn[kind]++
+          loggedInKind.set(client, kind)
+        }
         openWriter(client, principal.kind === 'service' ? serviceAckTopic(principal.service.id) : clientMessageTopic(principal.key))
         if (principal.kind === 'service') services.set(principal.service.id, client)
         done(null, true)
@@ -495,6 +504,11 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
       })
       stream.once('close', () => {
         a.release()
+        const kind = loggedInKind.get(client)
+        if (kind !== undefined) {
+          loggedIn[kind]--
+          loggedInKind.delete(client)
+        }
         const w = writers.get(client)
         if (w !== undefined) {
           w.close()
@@ -505,7 +519,6 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
       })
     },
     stats (): BrokerStats {
-      const guests = delivery.guestSessionCount
       return {
         connections: admission.connections,
         clientSessions: delivery.sessionCount,
@@ -518,12 +531,7 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
         connectionsRefused: { ...refused },
         slowConnectionsClosed,
         blockedConnections: [...openWriters].filter((w) => w.blocked).length,
-        connectionsByKind: {
-          service: services.size,
-          client: delivery.sessionCount - guests,
-          guest: guests,
-          pending: Math.max(0, admission.connections - services.size - delivery.sessionCount)
-        },
+        connectionsByKind: { ...loggedIn, pending: Math.max(0, admission.connections - loggedIn.service - loggedIn.client - loggedIn.guest) },
         perEvent: perEventStats(uplink, delivery),
         storedByEvent: Object.fromEntries(store.storedByEvent?.() ?? []),
         lag: Object.fromEntries(delivery.lag(store.head()))

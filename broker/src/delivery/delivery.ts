@@ -137,13 +137,6 @@ export class Delivery {
     return this.sessions.size
   }
 
-  /** Client sessions of guests (no user) now: a walk over the sessions, for metrics at scrape time. */
-  get guestSessionCount (): number {
-    let n = 0
-    for (const s of this.sessions.values()) if (s.principal.user === null) n++
-    return n
-  }
-
   /**
    * Per event name: subscriptions, and the largest and summed lag, in positions between `head` and
    * the last position sent to each subscription; a subscription caught up (its last read found
