@@ -5,6 +5,7 @@
  */
 import { spawn } from 'node:child_process'
 import { writeFile } from 'node:fs/promises'
+import { createServer } from 'node:net'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { ClientEndpoint, type HeraldEvent } from '@herald/client-endpoint'
@@ -189,5 +190,22 @@ describe('metrics and health endpoints of the broker and the gateway', () => {
     // nothing more was stored than fits: the store's counters still answer
     const m = await scrape(base)
     expect(sum(m, 'herald_events_stored_total', { event: 'readings' })).toBeLessThan(raised)
+  })
+
+  it('a busy --metrics-port stops the broker with one line naming the flag, exit code 2, and frees its data directory', async () => {
+    const site = await writeTestSite(dir.path)
+    const holder = createServer()
+    await new Promise<void>((resolve) => holder.listen(0, '127.0.0.1', resolve))
+    closers.push(() => new Promise((resolve) => { holder.close(() => { resolve() }) }))
+    const busy = (holder.address() as { port: number }).port
+    const data = join(dir.path, 'busy-metrics')
+    const child = spawn(process.execPath, [CLI, 'broker', '--site', site, '--data', data, '--port', '0', '--metrics-port', String(busy), '--log-level', 'fatal'], { stdio: ['ignore', 'pipe', 'pipe'] })
+    const proc = new Proc(child, 'broker')
+    closers.push(() => proc.kill())
+    expect(await proc.exited).toBe(2)
+    expect(proc.stderr).toBe(`herald: metrics port ${busy} on 127.0.0.1 is in use: choose another with --metrics-port [ADDRESS_IN_USE]\n`)
+    const again = await startBrokerProcess(site, data, 0, ['--metrics-port', '0'])
+    closers.push(() => again.proc.kill())
+    expect((await fetch(`${await metricsBase(again.proc)}/readyz`)).status).toBe(200)
   })
 })
