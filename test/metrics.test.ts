@@ -4,6 +4,7 @@
  * events flow, and their counters checked against what the client received.
  */
 import { spawn } from 'node:child_process'
+import { statSync } from 'node:fs'
 import { writeFile } from 'node:fs/promises'
 import { createServer } from 'node:net'
 import { join } from 'node:path'
@@ -192,7 +193,7 @@ describe('metrics and health endpoints of the broker and the gateway', () => {
     expect(sum(m, 'herald_events_stored_total', { event: 'readings' })).toBeLessThan(raised)
   })
 
-  it('a busy --metrics-port stops the broker with one line naming the flag, exit code 2, and frees its data directory', async () => {
+  it('a busy --metrics-port stops the broker before it opens the store, with one line naming the flag, exit code 2', async () => {
     const site = await writeTestSite(dir.path)
     const holder = createServer()
     await new Promise<void>((resolve) => holder.listen(0, '127.0.0.1', resolve))
@@ -204,6 +205,8 @@ describe('metrics and health endpoints of the broker and the gateway', () => {
     closers.push(() => proc.kill())
     expect(await proc.exited).toBe(2)
     expect(proc.stderr).toBe(`herald: metrics port ${busy} on 127.0.0.1 is in use: choose another with --metrics-port [ADDRESS_IN_USE]\n`)
+    // refused before the store was opened: its file is still the empty one the lock made private
+    expect(statSync(join(data, 'events.db')).size).toBe(0)
     const again = await startBrokerProcess(site, data, 0, ['--metrics-port', '0'])
     closers.push(() => again.proc.kill())
     expect((await fetch(`${await metricsBase(again.proc)}/readyz`)).status).toBe(200)

@@ -7,6 +7,7 @@ import { ConfigError, ErrorCode, silentLogger, type Logger, type Site } from '@h
 import { loadSite, startMetricsServer, type MetricsServer, type MetricsServerOptions } from '@herald/node-runtime'
 import { createBroker, type Broker, type BrokerOptions } from './broker.js'
 import { lockDataDir, type DataDirLock } from './data-dir.js'
+import type { Registry } from 'prom-client'
 import { brokerMetricsRegistry } from './metrics.js'
 import { createSqliteEventStore } from './event-store/sqlite-event-store.js'
 import { listenTcp, type TcpListener } from './listeners/tcp-listener.js'
@@ -175,6 +176,7 @@ export async function startBrokerServer (options: BrokerServerOptions): Promise<
   let closing = false
   try {
     let ready: Broker | null = null
+    let registry: Registry | null = null
     const gate = { handle: (stream: Duplex) => { if (ready === null) stream.destroy(); else ready.handle(stream) } }
     let listening = `port ${port}`
     try {
@@ -207,6 +209,21 @@ export async function startBrokerServer (options: BrokerServerOptions): Promise<
           ...(webSocket.httpHandler !== undefined ? { httpHandler: webSocket.httpHandler } : {})
         })
       }
+      if (metrics !== undefined) {
+        listening = `metrics port ${metrics.port}`
+        // with the other listeners, so a busy port fails before the store opens; until the broker is
+        // there it is not ready, and /metrics answers 500
+        metricsServer = await startMetricsServer({
+          ...metrics,
+          logger,
+          metrics: async () => {
+            if (registry === null) throw new Error('the broker is starting')
+            return { contentType: registry.contentType, body: await registry.metrics() }
+          },
+          // [OPS-METRICS-2] ready: listeners up (not closing) and the store open, its last commit good
+          ready: () => ready === null ? 'the broker is starting' : closing ? 'the broker is closing' : (ready.store.problem?.() ?? null)
+        })
+      }
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
         throw new ConfigError(`${listening} on ${host} is in use (another broker running?)`, { code: ErrorCode.ADDRESS_IN_USE, cause: err })
@@ -229,21 +246,7 @@ export async function startBrokerServer (options: BrokerServerOptions): Promise<
       throw err
     }
     ready = broker
-    if (metrics !== undefined) {
-      const registry = brokerMetricsRegistry(broker)
-      try {
-        metricsServer = await startMetricsServer({
-          ...metrics,
-          logger,
-          metrics: async () => ({ contentType: registry.contentType, body: await registry.metrics() }),
-          // [OPS-METRICS-2] ready: listeners up (not closing) and the store open, its last commit good
-          ready: () => closing ? 'the broker is closing' : (broker.store.problem?.() ?? null)
-        })
-      } catch (err) {
-        await broker.close()
-        throw err
-      }
-    }
+    registry = metrics !== undefined ? brokerMetricsRegistry(broker) : null
     const ms = metricsServer
     const l = listener
     const tl = tlsListener
@@ -282,6 +285,7 @@ export async function startBrokerServer (options: BrokerServerOptions): Promise<
   } catch (err) {
     await listener?.close()
     await wsListener?.close()
+    await metricsServer?.close()
     lock.release()
     throw err
   }
