@@ -81,6 +81,9 @@ describe('broker connection limits', () => {
     expect((await alice(port, '127.0.4.1', 'app2')).code).toBe(0)
     expect((await alice(port, '127.0.4.1', 'app3')).code).toBeNull()
     expect(broker.stats().connectionsRefused.perAddress).toBe(1)
+    // by kind (for /metrics): the taken-over guest and the refused ones are not counted
+    await waitFor(() => broker.stats().connections === 5, 'the refused connection closed')
+    expect(broker.stats().connectionsByKind).toEqual({ service: 0, client: 2, guest: 3, pending: 0 })
   })
 
   it('bounds connections from one address that have not logged in yet', async () => {
@@ -91,6 +94,7 @@ describe('broker connection limits', () => {
     expect((await guest(port, '127.0.13.1', 'late')).code).toBeNull()
     expect(broker.stats().connectionsRefused.pendingPerAddress).toBe(1)
     expect((await guest(port, '127.0.13.2', 'elsewhere')).code).toBe(0)
+    expect(broker.stats().connectionsByKind).toEqual({ service: 0, client: 0, guest: 1, pending: 3 })
     // one of the silent ones logs in: it no longer counts as pending, and another may come
     silent[0]!.send({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, keepalive: 30, clientId: 'c/~guest/s0' })
     expect(await silent[0]!.connack).toBe(0)

@@ -10,7 +10,7 @@ import { ConnectionAdmission, type AdmissionRefusal, type Admitted } from './aut
 import { LoginThrottle, addressKey, type LoginStats } from './auth/login-throttle.js'
 import { authenticate, type Principal } from './auth/principal.js'
 import { ConnectionWriter } from './delivery/connection-writer.js'
-import { Delivery, type ClientSession } from './delivery/delivery.js'
+import { Delivery, type ClientSession, type SubscriptionLag } from './delivery/delivery.js'
 import type { EventCounters, EventStore } from './event-store/event-store.js'
 import { DropReport } from './drop-report.js'
 import { PacketSizeGuard } from './listeners/packet-size-guard.js'
@@ -145,6 +145,17 @@ export interface BrokerStats {
   readonly slowConnectionsClosed: number
   /** Connections above `maxConnectionQueuedBytes` now, waiting for their socket to drain. */
   readonly blockedConnections: number
+  /** Logged-in connections now by kind; `pending` are not logged in yet. */
+  readonly connectionsByKind: Readonly<{ service: number, client: number, guest: number, pending: number }>
+  /**
+   * Per event name since the broker started: events stored, sent to clients, and refused by error
+   * code ([SVC-REJECT-1]; names not in the site count under "(unknown)"). Names with nothing yet may be missing.
+   */
+  readonly perEvent: Readonly<Record<string, Readonly<{ stored: number, delivered: number, refused: Readonly<Record<string, number>> }>>>
+  /** Events stored now per event name, if the store tells. */
+  readonly storedByEvent: Readonly<Record<string, number>>
+  /** Per event name with subscriptions: their count and lag in positions (Delivery.lag). */
+  readonly lag: Readonly<Record<string, Readonly<SubscriptionLag>>>
 }
 
 /** A running broker. */
@@ -171,6 +182,17 @@ function connectError (err: unknown): AuthCodeError {
   // MQTT 3.1.1 CONNACK codes: 4 bad user name or password, 5 not authorized, 3 server unavailable
   e.returnCode = err instanceof Refusal ? err.returnCode : err instanceof AuthError ? (err.code === ErrorCode.BAD_CREDENTIALS ? 4 : 5) : 3
   return e
+}
+
+type PerEvent = { stored: number, delivered: number, refused: Record<string, number> }
+
+function perEventStats (uplink: Uplink, delivery: Delivery): Record<string, PerEvent> {
+  const out: Record<string, PerEvent> = {}
+  const of = (name: string): PerEvent => (out[name] ??= { stored: 0, delivered: 0, refused: {} })
+  for (const [name, n] of uplink.storedByEvent) of(name).stored = n
+  for (const [name, n] of delivery.deliveredByEvent) of(name).delivered = n
+  for (const [name, byCode] of uplink.refusedByEvent) of(name).refused = Object.fromEntries(byCode)
+  return out
 }
 
 /** Creates a broker around an event store. */
@@ -264,6 +286,9 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
   const writers = new WeakMap<Client, ConnectionWriter>()
   const openWriters = new Set<ConnectionWriter>()
   let slowConnectionsClosed = 0
+  // logged-in connections by kind, for stats() and metrics
+  const loggedIn = { service: 0, client: 0, guest: 0 }
+  const loggedInKind = new WeakMap<Client, keyof typeof loggedIn>()
 
   // [CLI-BACKPRESSURE-1] the broker's frames go straight onto the connection's stream, bounded
   const writerLimits = {
@@ -372,6 +397,12 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
         const problem = a?.admit(principal, other !== undefined && other !== client) ?? null
         if (problem !== null) return refuse(new Refusal(problem, 3, `connection limit reached (${problem})`), 0)
         principals.set(client, principal)
+        // counted until the stream closes (one already closed has had its 'close')
+        if (!(client.conn as unknown as Duplex).destroyed) {
+          const kind = principal.kind === 'service' ? 'service' : principal.user === null ? 'guest' : 'client'
+          loggedIn[kind]++
+          loggedInKind.set(client, kind)
+        }
         openWriter(client, principal.kind === 'service' ? serviceAckTopic(principal.service.id) : clientMessageTopic(principal.key))
         if (principal.kind === 'service') services.set(principal.service.id, client)
         done(null, true)
@@ -473,6 +504,11 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
       })
       stream.once('close', () => {
         a.release()
+        const kind = loggedInKind.get(client)
+        if (kind !== undefined) {
+          loggedIn[kind]--
+          loggedInKind.delete(client)
+        }
         const w = writers.get(client)
         if (w !== undefined) {
           w.close()
@@ -494,7 +530,11 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
         logins: { ...throttle.stats },
         connectionsRefused: { ...refused },
         slowConnectionsClosed,
-        blockedConnections: [...openWriters].filter((w) => w.blocked).length
+        blockedConnections: [...openWriters].filter((w) => w.blocked).length,
+        connectionsByKind: { ...loggedIn, pending: Math.max(0, admission.connections - loggedIn.service - loggedIn.client - loggedIn.guest) },
+        perEvent: perEventStats(uplink, delivery),
+        storedByEvent: Object.fromEntries(store.storedByEvent?.() ?? []),
+        lag: Object.fromEntries(delivery.lag(store.head()))
       }
     },
     async retainedCount (): Promise<number> {

@@ -6,8 +6,9 @@ export {
   listenWebSocket, WEBSOCKET_LISTENER_DEFAULTS, WEBSOCKET_PATH, WEBSOCKET_SUBPROTOCOL,
   type HttpHandler, type WebSocketListener, type WebSocketListenerOptions, type WebSocketRefusals
 } from './listeners/websocket-listener.js'
-export { startBrokerServer, checkListenerSecurity, isLoopbackHost, type BrokerServer, type BrokerServerOptions, type BrokerTlsFiles, type BrokerWebSocketOptions } from './server.js'
-export type { EventStore, AppendBatch, AppendResult, ArrivingEvent, EventCounters, ReadQuery, QueueLimits, LimitsOf } from './event-store/event-store.js'
+export { startBrokerServer, checkListenerSecurity, isLoopbackHost, type BrokerServer, type BrokerServerOptions, type BrokerTlsFiles, type BrokerWebSocketOptions, type BrokerMetricsOptions } from './server.js'
+export { brokerMetricsRegistry, COMMIT_SECONDS_BUCKETS } from './metrics.js'
+export type { EventStore, AppendBatch, AppendResult, ArrivingEvent, EventCounters, CommitObserver, ReadQuery, QueueLimits, LimitsOf } from './event-store/event-store.js'
 export { DropReport, type DropDelta } from './drop-report.js'
 export { createSqliteEventStore, SqliteEventStore } from './event-store/sqlite-event-store.js'
 export { MemoryEventStore } from './event-store/memory-event-store.js'

@@ -4,9 +4,11 @@ import { isIP } from 'node:net'
 import { join } from 'node:path'
 import type { Duplex } from 'node:stream'
 import { ConfigError, ErrorCode, silentLogger, type Logger, type Site } from '@herald/protocol'
-import { loadSite } from '@herald/node-runtime'
+import { loadSite, startMetricsServer, type MetricsServer, type MetricsServerOptions } from '@herald/node-runtime'
 import { createBroker, type Broker, type BrokerOptions } from './broker.js'
 import { lockDataDir, type DataDirLock } from './data-dir.js'
+import type { Registry } from 'prom-client'
+import { brokerMetricsRegistry } from './metrics.js'
 import { createSqliteEventStore } from './event-store/sqlite-event-store.js'
 import { listenTcp, type TcpListener } from './listeners/tcp-listener.js'
 import { checkTlsCertificates, listenTls, type TlsCertificates, type TlsListener } from './listeners/tls-listener.js'
@@ -42,6 +44,9 @@ export interface BrokerWebSocketOptions {
   readonly httpHandler?: HttpHandler | undefined
 }
 
+/** The HTTP listener of /metrics, /healthz and /readyz ([OPS-METRICS-1]); plain HTTP, no secrets. */
+export type BrokerMetricsOptions = Omit<MetricsServerOptions, 'metrics' | 'ready' | 'logger'>
+
 export interface BrokerServerOptions extends Omit<BrokerOptions, 'site' | 'store'> {
   /** A site file path, or an already loaded site. */
   readonly site: string | Site
@@ -63,6 +68,8 @@ export interface BrokerServerOptions extends Omit<BrokerOptions, 'site' | 'store
    * network in the clear. Default false: such a listener refuses to start.
    */
   readonly insecure?: boolean | undefined
+  /** Also serve /metrics, /healthz and /readyz over HTTP on this port (host default 127.0.0.1). Default: not. */
+  readonly metrics?: BrokerMetricsOptions | undefined
   readonly logger?: Logger
 }
 
@@ -80,6 +87,8 @@ export interface BrokerServer {
   readonly webSocketListener: WebSocketListener | null
   /** `ws://host:port/mqtt` or `wss://host:port/mqtt`, or null without a WebSocket listener. */
   readonly webSocketUrl: string | null
+  /** The metrics listener's `http://host:port`, or null without one. */
+  readonly metricsUrl: string | null
   /**
    * Reads the TLS files again and serves new connections with them (a renewed certificate, no
    * restart), on the WebSocket listener too; open connections keep theirs. Rejects with a ConfigError, keeping the old
@@ -150,7 +159,7 @@ export const EVENTS_FILE = 'events.db'
  * before. Connections that arrive while the store opens are closed (the endpoints reconnect).
  */
 export async function startBrokerServer (options: BrokerServerOptions): Promise<BrokerServer> {
-  const { site: siteOpt, dataDir, port, host: hostOpt, tls, insecure, webSocket, ...rest } = options
+  const { site: siteOpt, dataDir, port, host: hostOpt, tls, insecure, webSocket, metrics, ...rest } = options
   const host = hostOpt ?? '127.0.0.1'
   const logger = options.logger ?? silentLogger
   // everything that can be refused is refused before the data directory and the store are touched;
@@ -163,8 +172,11 @@ export async function startBrokerServer (options: BrokerServerOptions): Promise<
   let listener: TcpListener | null = null
   let tlsListener: TlsListener | null = null
   let wsListener: WebSocketListener | null = null
+  let metricsServer: MetricsServer | null = null
+  let closing = false
   try {
     let ready: Broker | null = null
+    let registry: Registry | null = null
     const gate = { handle: (stream: Duplex) => { if (ready === null) stream.destroy(); else ready.handle(stream) } }
     let listening = `port ${port}`
     try {
@@ -197,6 +209,21 @@ export async function startBrokerServer (options: BrokerServerOptions): Promise<
           ...(webSocket.httpHandler !== undefined ? { httpHandler: webSocket.httpHandler } : {})
         })
       }
+      if (metrics !== undefined) {
+        listening = `metrics port ${metrics.port}`
+        // with the other listeners, so a busy port fails before the store opens; until the broker is
+        // there it is not ready, and /metrics answers 500
+        metricsServer = await startMetricsServer({
+          ...metrics,
+          logger,
+          metrics: async () => {
+            if (registry === null) throw new Error('the broker is starting')
+            return { contentType: registry.contentType, body: await registry.metrics() }
+          },
+          // [OPS-METRICS-2] ready: listeners up (not closing) and the store open, its last commit good
+          ready: () => ready === null ? 'the broker is starting' : closing ? 'the broker is closing' : (ready.store.problem?.() ?? null)
+        })
+      }
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
         throw new ConfigError(`${listening} on ${host} is in use (another broker running?)`, { code: ErrorCode.ADDRESS_IN_USE, cause: err })
@@ -219,6 +246,8 @@ export async function startBrokerServer (options: BrokerServerOptions): Promise<
       throw err
     }
     ready = broker
+    registry = metrics !== undefined ? brokerMetricsRegistry(broker) : null
+    const ms = metricsServer
     const l = listener
     const tl = tlsListener
     const wl = wsListener
@@ -232,6 +261,7 @@ export async function startBrokerServer (options: BrokerServerOptions): Promise<
       tlsListener: tl,
       webSocketListener: wl,
       webSocketUrl: wl?.url ?? null,
+      metricsUrl: ms?.url ?? null,
       async reloadTls () {
         if (tls === undefined || tl === null) throw new ConfigError('this broker does not serve TLS: nothing to reload')
         const c = await readCertificates(tls)
@@ -241,10 +271,12 @@ export async function startBrokerServer (options: BrokerServerOptions): Promise<
         logger.info({ cert: tls.certFile }, 'TLS certificate reloaded')
       },
       async close () {
+        closing = true
         try {
           await l.close()
           await wl?.close()
           await broker.close()
+          await ms?.close()
         } finally {
           lock.release()
         }
@@ -253,6 +285,7 @@ export async function startBrokerServer (options: BrokerServerOptions): Promise<
   } catch (err) {
     await listener?.close()
     await wsListener?.close()
+    await metricsServer?.close()
     lock.release()
     throw err
   }

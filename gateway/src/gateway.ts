@@ -232,6 +232,11 @@ export class Gateway extends TypedEmitter<GatewayEvents> {
     return this
   }
 
+  /** True once close() was called. */
+  get closed (): boolean {
+    return this.#closed
+  }
+
   /** The status now. */
   status (): GatewayStatus {
     const now = this.#clock.now()

@@ -10,3 +10,4 @@ export { mapFrame, parseValueSource, META_NAMES, FIELD_TYPES, type MappingRule, 
 export { DeviceTracker, type Verdict } from './device-tracker.js'
 export { PortState } from './device-port.js'
 export { gatewayCommand } from './command.js'
+export { gatewayMetricsRegistry, gatewayProblem } from './metrics.js'

@@ -86,6 +86,9 @@ function fitting (events: readonly StoredEvent[], credit: number, budget: number
   return n
 }
 
+/** The lag of one event name's subscriptions (Delivery.lag). */
+export interface SubscriptionLag { subscriptions: number, max: number, total: number }
+
 export class Delivery {
   private readonly sessions = new Map<string, ClientSession>()
   private readonly byEvent = new Map<string, Set<Subscription>>()
@@ -95,6 +98,8 @@ export class Delivery {
   private reads = 0
   /** Events sent to clients, for status and tests. */
   delivered = 0
+  /** Events sent to clients per event name (for metrics). */
+  readonly deliveredByEvent = new Map<string, number>()
 
   constructor (private readonly ctx: DeliveryContext) {}
 
@@ -130,6 +135,26 @@ export class Delivery {
 
   get sessionCount (): number {
     return this.sessions.size
+  }
+
+  /**
+   * Per event name: subscriptions, and the largest and summed lag, in positions between `head` and
+   * the last position sent to each subscription; a subscription caught up (its last read found
+   * nothing more) has none. A walk over the subscriptions, for metrics at scrape time.
+   */
+  lag (head: number): Map<string, SubscriptionLag> {
+    const out = new Map<string, SubscriptionLag>()
+    for (const [name, subs] of this.byEvent) {
+      const l: SubscriptionLag = { subscriptions: 0, max: 0, total: 0 }
+      for (const sub of subs) {
+        const lag = sub.caughtUp ? 0 : Math.max(0, head - sub.cursor)
+        l.subscriptions++
+        l.total += lag
+        if (lag > l.max) l.max = lag
+      }
+      out.set(name, l)
+    }
+    return out
   }
 
   /** Handles a REQUEST frame from a client. */
@@ -344,6 +369,7 @@ export class Delivery {
     }
     session.inflightBytes += sub.markSent(events, sent)
     this.delivered += sent
+    if (sent > 0) this.deliveredByEvent.set(sub.def.name, (this.deliveredByEvent.get(sub.def.name) ?? 0) + sent)
     return sent
   }
 

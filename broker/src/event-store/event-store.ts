@@ -144,7 +144,19 @@ export interface EventStore {
   counters (): Record<string, EventCounters>
   /** Completes pending appends, then releases the backend. Further calls reject with ClosedError. */
   close (): Promise<void>
+  /** Events stored per event name, expired-but-unpurged ones included (for metrics; optional). */
+  storedByEvent? (): Map<string, number>
+  /** Null while the store is open and its last commit succeeded, else why not (for /readyz; optional). */
+  problem? (): string | null
+  /** Sets (or with null clears) the observer of commit latencies (for metrics; optional). */
+  observeCommits? (observer: CommitObserver | null): void
 }
+
+/**
+ * Told after each successful commit, with the monotonic clock: `commitSeconds` the whole group
+ * commit (writes and COMMIT), `syncSeconds` the COMMIT itself (where the fsync happens).
+ */
+export type CommitObserver = (commitSeconds: number, syncSeconds: number) => void
 
 /** How a store learns each event's limits (from the site). */
 export type LimitsOf = (eventName: string) => QueueLimits | undefined

@@ -119,6 +119,8 @@ describe('SqliteEventStore', () => {
     }
     expect(seq).toBeGreaterThan(3) // a few fitted before the file was full
     expect(failure).toBeInstanceOf(PersistenceError)
+    // [OPS-METRICS-2] /readyz says why until a commit succeeds again
+    expect(store.problem()).toMatch(/^the last commit failed: .*full/)
     expect(failure).toMatchObject({ code: ErrorCode.PERSISTENCE_FAILED, cause: { code: 'SQLITE_FULL' } })
     expect((failure as Error).message).toMatch(/commit of 1 append\(s\) with 1 event\(s\).*SQLITE_FULL/)
 
@@ -144,8 +146,10 @@ describe('SqliteEventStore', () => {
     expect(ok.stored.map((e) => e.seq)).toEqual([seq + 1, seq + 2])
     expect(ok.stored[0]!.position).toBe(head + 1)
     expect(store.lastSeq('svc', 'i1')).toBe(seq + 2)
+    expect(store.problem()).toBeNull()
 
     await store.close()
+    expect(store.problem()).toBe('event store is closed')
     const again = await openStore()
     expect(again.head()).toBe(head + 2)
     expect(again.count()).toBe(2)
@@ -223,5 +227,29 @@ describe('SqliteEventStore', () => {
     const positions = (list: Array<{ position: number, payload: Uint8Array }>): string[] => list.map((e) => `${e.position}:${Array.from(e.payload).join(',')}`)
     expect(fromMemory.map(positions)).toEqual(fromFile.map(positions))
     expect(fromFile.some((r) => r.length > 0)).toBe(true)
+  })
+})
+
+describe('SqliteEventStore for metrics [OPS-METRICS-1]', () => {
+  let dir: { path: string, remove: () => Promise<void> }
+  beforeEach(async () => { dir = await tempDir('herald-sqlite-metrics-') })
+  afterEach(async () => { await dir.remove() })
+
+  it('counts stored events per name and tells each commit\'s duration and its sync\'s, the sync within the commit', async () => {
+    const limitsOf: LimitsOf = (name) => name === 'a' || name === 'b' ? { category: Category.queueing, lifetimeMs: 60_000, maxQueueSize: 2, maxPerRecipient: 1 } : undefined
+    const store = await createSqliteEventStore({ path: join(dir.path, 'events.db'), limitsOf })
+    const commits: Array<[number, number]> = []
+    store.observeCommits((c, s) => { commits.push([c, s]) })
+    const raised = (seq: number, name: string): ArrivingEvent => ({ name, category: Category.queueing, seq, raisedAt: 1, isNull: false, payloadKind: PayloadKind.bytes, payload: new Uint8Array(4), recipient: null })
+    await store.append({ serviceId: 'svc', instance: 'i', events: [raised(1, 'a'), raised(2, 'a'), raised(3, 'a'), raised(4, 'b')], handledUpTo: 4, receivedAt: 1000 })
+    await store.append({ serviceId: 'svc', instance: 'i', events: [raised(5, 'b')], handledUpTo: 5, receivedAt: 1000 })
+    // a's queue holds 2: one was pushed out
+    expect(Object.fromEntries(store.storedByEvent())).toEqual({ a: 2, b: 2 })
+    expect(commits).toHaveLength(2)
+    for (const [c, s] of commits) expect(0 <= s && s <= c).toBe(true)
+    store.observeCommits(null)
+    await store.append({ serviceId: 'svc', instance: 'i', events: [raised(6, 'b')], handledUpTo: 6, receivedAt: 1000 })
+    expect(commits).toHaveLength(2)
+    await store.close()
   })
 })

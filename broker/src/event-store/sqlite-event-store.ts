@@ -29,7 +29,7 @@ import { createRequire } from 'node:module'
 import Database from 'better-sqlite3'
 import { CATEGORY_BY_CODE, CATEGORY_CODE, Category, ClosedError, ConfigError, ErrorCode, PersistenceError, RequestError, silentLogger, type Logger, type PayloadKind, type StoredEvent } from '@herald/protocol'
 import { WalCheckpointer, SqliteSynchronous } from '@herald/node-runtime'
-import type { AppendBatch, AppendResult, EventCounters, EventStore, LimitsOf, QueueLimits, ReadQuery } from './event-store.js'
+import type { AppendBatch, AppendResult, CommitObserver, EventCounters, EventStore, LimitsOf, QueueLimits, ReadQuery } from './event-store.js'
 import { capOf, checkBatch, countFor, expiresAtOf, NO_RECIPIENT, recipientKeyOf, snapshotCounters, storedFrom } from './event-store-rules.js'
 
 /** How each commit reaches the disk. */
@@ -187,6 +187,11 @@ export class SqliteEventStore implements EventStore {
   #pending: Pending[] = []
   #timer: NodeJS.Immediate | null = null
   #closed = false
+  /** Why the last commit failed; null after a successful one. */
+  #commitFailure: string | null = null
+  #commitObserver: CommitObserver | null = null
+  /** performance.now() when #write finished, inside the transaction: the COMMIT starts there. */
+  #writtenAt = 0
   /** Runs the WAL checkpoints off this thread; null with walCheckpoint 'inline'. */
   readonly #checkpointer: WalCheckpointer | null
 
@@ -329,6 +334,25 @@ export class SqliteEventStore implements EventStore {
     return snapshotCounters(this.#counters)
   }
 
+  storedByEvent (): Map<string, number> {
+    this.#checkOpen()
+    const out = new Map<string, number>()
+    for (const [key, n] of this.#counts) {
+      const name = key.slice(key.indexOf('\u0000') + 1, key.lastIndexOf('\u0000'))
+      out.set(name, (out.get(name) ?? 0) + n)
+    }
+    return out
+  }
+
+  problem (): string | null {
+    if (this.#closed) return 'event store is closed'
+    return this.#commitFailure
+  }
+
+  observeCommits (observer: CommitObserver | null): void {
+    this.#commitObserver = observer
+  }
+
   /** Commits pending appends, then closes the file. Idempotent: a second call resolves at once. */
   async close (): Promise<void> {
     if (this.#closed) return
@@ -346,9 +370,11 @@ export class SqliteEventStore implements EventStore {
     if (pending.length === 0) return
     this.#pending = []
     let out: FlushOutcome
+    const startedAt = performance.now()
     try {
       out = this.#flushTxn(pending)
     } catch (err) {
+      this.#commitFailure = `the last commit failed: ${(err as Error).message}`
       const events = pending.reduce((n, p) => n + p.batch.events.length, 0)
       this.#logger.error({ err, path: this.#path, appends: pending.length, events }, 'event store commit failed')
       const code = (err as { code?: unknown }).code
@@ -357,6 +383,11 @@ export class SqliteEventStore implements EventStore {
       for (const p of pending) p.reject(new PersistenceError(message, { cause: err }))
       return
     }
+    if (this.#commitObserver !== null) {
+      const doneAt = performance.now()
+      this.#commitObserver((doneAt - startedAt) / 1000, (doneAt - this.#writtenAt) / 1000)
+    }
+    this.#commitFailure = null
     this.#checkpointer?.committed()
     // Committed: only now do the caches change.
     this.#head = out.head
@@ -460,6 +491,7 @@ export class SqliteEventStore implements EventStore {
       if (s.last !== s.before) this.#putSeq.run(s.service, s.instance, s.last)
     }
     if (head !== this.#head) this.#putHead.run(head)
+    this.#writtenAt = performance.now()
     return { results, head, seqs, queues, added, removed, gone, nulls, counted }
   }
 

@@ -23,6 +23,9 @@ export interface UplinkContext {
 }
 
 /** Counters for status and tests. */
+/** The event name refusals of names not in the site are counted under (metrics). */
+export const UNKNOWN_EVENT_NAME = '(unknown)'
+
 export interface UplinkStats {
   frames: number
   stored: number
@@ -61,6 +64,13 @@ export class Uplink {
   private readonly pendingAcks = new Map<string, PendingAck>()
   private ackScheduled = false
   readonly stats: UplinkStats = { frames: 0, stored: 0, duplicates: 0, rejected: 0, malformed: 0, outOfOrder: 0, expiredOnArrival: 0, nullsDropped: 0 }
+  /** Events stored per event name (for metrics): one Map update per stored event. */
+  readonly storedByEvent = new Map<string, number>()
+  /**
+   * Events refused per event name and error code (for metrics). A name not in the site counts under
+   * UNKNOWN_EVENT_NAME, so a service cannot grow this map without bound.
+   */
+  readonly refusedByEvent = new Map<string, Map<string, number>>()
 
   private readonly limitsOf = (name: string): EventDefinition | undefined => this.ctx.site.events.get(name)
 
@@ -123,6 +133,7 @@ export class Uplink {
     if (last > accepted) this.accepted.set(key, last)
     this.ctx.store.append(batch).then((result) => {
       this.stats.stored += result.stored.length
+      for (const e of result.stored) this.storedByEvent.set(e.name, (this.storedByEvent.get(e.name) ?? 0) + 1)
       this.stats.duplicates += result.duplicates
       this.stats.expiredOnArrival += result.expired
       this.stats.nullsDropped += result.nullsDropped
@@ -159,9 +170,19 @@ export class Uplink {
       if (e.seq <= accepted) { duplicates++; continue }
       const reason = this.reject(service, e)
       if (reason === null) events.push(e)
-      else rejections.push({ seq: e.seq, code: reason[0], message: reason[1] })
+      else {
+        rejections.push({ seq: e.seq, code: reason[0], message: reason[1] })
+        this.countRefused(e.name, reason[0])
+      }
     }
     return { events, rejections, last: prev, duplicates }
+  }
+
+  private countRefused (name: string, code: string): void {
+    const key = this.ctx.site.events.has(name) ? name : UNKNOWN_EVENT_NAME
+    let byCode = this.refusedByEvent.get(key)
+    if (byCode === undefined) this.refusedByEvent.set(key, byCode = new Map<string, number>())
+    byCode.set(code, (byCode.get(code) ?? 0) + 1)
   }
 
   private reject (service: ServiceDefinition, e: UpEvent): [ErrorCode, string] | null {

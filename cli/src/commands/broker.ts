@@ -19,6 +19,7 @@ async function readStdin (): Promise<string> {
 /** The options of `herald broker`, as parsed. */
 interface BrokerCommandOptions {
   site: string, data: string, port?: number, wsPort?: number, wsDemoPage?: boolean, host: string, logLevel: string, logFormat: LogFormat,
+  metricsPort?: number, metricsHost?: string,
   tlsCert?: string, tlsKey?: string, tlsCa?: string, tlsClientAuth?: boolean, insecure?: boolean,
   maxConnectionsPerAddress?: number, maxPendingConnectionsPerAddress?: number, maxGuestConnectionsPerAddress?: number, maxGuestConnections?: number
 }
@@ -77,6 +78,8 @@ export function brokerCommand (): Command {
     .option('--insecure', 'allow plain MQTT on a non-loopback --host: passwords cross the network in the clear')
     .option('--log-level <level>', 'trace, debug, info, warn, error', defaultLogLevel)
     .addOption(new Option('--log-format <format>', 'logs as JSON lines, or short text lines; auto: text on a terminal').choices(LOG_FORMATS).default('auto'))
+    .option('--metrics-port <n>', 'serve /metrics (Prometheus), /healthz and /readyz over plain HTTP on this port (0: any free port)', port)
+    .option('--metrics-host <address>', 'address of the metrics listener (no secrets there, so any address is allowed)', '127.0.0.1')
     // [CONN-LIMIT-3]: behind a NAT or a proxy many endpoints share one source address
     .option('--max-connections-per-address <n>', 'most connections from one source address (default 1000)', wholeNumber)
     .option('--max-pending-connections-per-address <n>', 'most connections from one source address not yet logged in (default 100)', wholeNumber)
@@ -101,6 +104,7 @@ export function brokerCommand (): Command {
       const httpHandler = typeof site === 'string' ? undefined : demoPageHandler({ config: { events: [...site.events.values()].filter((e) => e.category !== 'private').map((e) => e.name) } })
       const server = await startBrokerServer({
         site, dataDir: opts.data, port: opts.port ?? (tls !== undefined ? 8883 : 1883), host: opts.host, tls, insecure: opts.insecure, logger,
+        ...(opts.metricsPort !== undefined ? { metrics: { port: opts.metricsPort, host: opts.metricsHost } } : {}),
         ...(opts.wsPort !== undefined ? { webSocket: { port: opts.wsPort, ...(httpHandler !== undefined ? { httpHandler } : {}) } } : {}),
         ...(opts.maxConnectionsPerAddress !== undefined ? { maxConnectionsPerAddress: opts.maxConnectionsPerAddress } : {}),
         ...(opts.maxPendingConnectionsPerAddress !== undefined ? { maxPendingConnectionsPerAddress: opts.maxPendingConnectionsPerAddress } : {}),
@@ -109,7 +113,7 @@ export function brokerCommand (): Command {
         ...limits
       }).catch((err: unknown) => {
         // a busy port or a held data directory: one line and exit code 2 (cli.ts), no stack
-        if (err instanceof HeraldError && err.code === ErrorCode.ADDRESS_IN_USE) throw new ConfigError(`${err.message}: choose another with ${err.message.startsWith('WebSocket ') ? '--ws-port' : '--port'}`, { code: err.code, cause: err })
+        if (err instanceof HeraldError && err.code === ErrorCode.ADDRESS_IN_USE) throw new ConfigError(err.message.startsWith('metrics ') ? err.message : `${err.message}: choose another with ${err.message.startsWith('WebSocket ') ? '--ws-port' : '--port'}`, { code: err.code, cause: err })
         throw err
       })
       logger.info({ url: server.url, ...(server.webSocketUrl !== null ? { webSocketUrl: server.webSocketUrl } : {}), site: opts.site, data: opts.data, stored: server.broker.store.count(), clientAuth: opts.tlsClientAuth === true }, 'broker listening')
@@ -118,6 +122,7 @@ export function brokerCommand (): Command {
       process.stdout.write(`herald broker listening on ${server.url}\n`)
       if (server.webSocketUrl !== null) process.stdout.write(`herald broker listening on ${server.webSocketUrl}\n`)
       if (server.webSocketUrl !== null && httpHandler !== undefined) process.stdout.write(`herald broker demo page on ${demoPageUrl(server.webSocketUrl)}\n`)
+      if (server.metricsUrl !== null) process.stdout.write(`herald broker metrics on ${server.metricsUrl}/metrics\n`)
       if (server.tls) {
         // a renewed certificate is taken up without a restart: `kill -HUP <pid>`
         process.on('SIGHUP', () => {

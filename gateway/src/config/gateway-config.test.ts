@@ -107,6 +107,14 @@ describe('gateway configuration', () => {
     expect((await parseGatewayConfig(join(dir, 'gw.yaml'), GOOD.replace('  secret: plant-secret-1', '  secretFile: secret.txt'))).secret).toBe('from-a-file')
   })
 
+  it('takes an optional metrics listener [OPS-METRICS-1]: a port, the host 127.0.0.1 by default', async () => {
+    expect((await parseGatewayConfig('gw.yaml', GOOD)).metrics).toBeNull()
+    expect((await parseGatewayConfig('gw.yaml', `${GOOD}metrics:\n  port: 9101\n`)).metrics).toEqual({ port: 9101, host: '127.0.0.1' })
+    expect((await parseGatewayConfig('gw.yaml', `${GOOD}metrics: { port: 0, host: 0.0.0.0 }\n`)).metrics).toEqual({ port: 0, host: '0.0.0.0' })
+    expect(await errorOf(`${GOOD}metrics:\n  port: 70000\n`)).toMatch(/^gw\.yaml:\d+: metrics\.port: must be a port number from 0 to 65535, got 70000$/)
+    expect(await errorOf(`${GOOD}metrics:\n  host: 127.0.0.1\n`)).toMatch(/^gw\.yaml:\d+: metrics\.port: is required$/)
+  })
+
   it('names the file, the line and the entry of every mistake', async () => {
     expect(await errorOf(withLine(26, '    raise: tempreature'))).toBe('gw.yaml:26: mapping[0].raise: unknown event "tempreature" (this service raises: temperature, readings, overheat)')
     expect(await errorOf(withLine(29, '      celsius: temp:float'))).toBe('gw.yaml:29: mapping[0].payload.celsius: "temp:float": unknown type "float" (one of string, number, int, bool)')
@@ -115,7 +123,7 @@ describe('gateway configuration', () => {
     expect(await errorOf(withLine(22, '  staleAfter: soon'))).toBe('gw.yaml:22: lines.staleAfter: "soon" is not a duration (use a number and a unit: ms, s, m, h, d, w, e.g. "10m" or "7d")')
     expect(await errorOf(withLine(39, '    raiseNull: readings'))).toBe('gw.yaml:39: mapping[3].raiseNull: "readings" is queueing; only a replacing event can be null')
     expect(await errorOf(withLine(24, '  - on: STATUS'))).toBe('gw.yaml:24: mapping[0].on: "STATUS" is not a data frame type (STATE, ALARM or CLEAR)')
-    expect(await errorOf(withLine(5, 'brokr: mqtt://127.0.0.1:1883'))).toBe('gw.yaml:5: brokr: unknown key "brokr" (expected one of: service, broker, data, site, events, persistence, devices, lines, mapping, status)')
+    expect(await errorOf(withLine(5, 'brokr: mqtt://127.0.0.1:1883'))).toBe('gw.yaml:5: brokr: unknown key "brokr" (expected one of: service, broker, data, site, events, persistence, devices, lines, mapping, status, metrics)')
     expect(await errorOf(withLine(5, 'broker: http://x'))).toBe('gw.yaml:5: broker: "http://x" is not a broker URL like mqtt://127.0.0.1:1883, or mqtts://broker.example:8883 for TLS')
     expect(await errorOf(withLine(17, '  - name: serial:///dev/ttyUSB0?baud=9600'))).toBe('gw.yaml:20: devices[1].name: device name "serial:///dev/ttyUSB0?baud=9600" is used twice')
     expect(await errorOf(withLine(12, '    lifetime: forever'))).toMatch(/^gw.yaml:12: events\[1\]\.lifetime: "forever" is not a duration/)

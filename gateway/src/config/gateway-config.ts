@@ -65,9 +65,11 @@ export interface GatewayConfig {
   readonly mapping: readonly MappingRule[]
   /** How often the status is logged and written to status.json. Default 10 s. */
   readonly statusIntervalMs: number
+  /** Where `herald gateway` serves /metrics, /healthz and /readyz ([OPS-METRICS-1]); null: not served (`metrics:` in the file, or --metrics-port). */
+  readonly metrics: { readonly port: number, readonly host: string } | null
 }
 
-const TOP_KEYS = ['service', 'broker', 'data', 'site', 'events', 'persistence', 'devices', 'lines', 'mapping', 'status']
+const TOP_KEYS = ['service', 'broker', 'data', 'site', 'events', 'persistence', 'devices', 'lines', 'mapping', 'status', 'metrics']
 
 /** Reads and validates a gateway configuration file. Relative paths are relative to the file. */
 export async function loadGatewayConfig (file: string, env: NodeJS.ProcessEnv = {}): Promise<GatewayConfig> {
@@ -141,7 +143,18 @@ export async function parseGatewayConfig (file: string, text: string, env: NodeJ
   const statusIntervalMs = root.get('status').only(['interval']).get('interval').parsed((v) => parseDuration(v, 'interval'), 10_000)
   if (statusIntervalMs < 100) throw root.get('status').get('interval').error('must be at least 100ms')
 
-  return { file, serviceId, secret, brokerUrl, brokerTls, dataDir, events, persistence, devices, lines, mapping, statusIntervalMs }
+  const m = root.get('metrics').only(['port', 'host'])
+  const metrics = !m.present
+    ? null
+    : {
+        port: m.get('port').parsed((v) => {
+          if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0 || v > 65_535) throw new Error(`must be a port number from 0 to 65535, got ${JSON.stringify(v)}`)
+          return v
+        }),
+        host: m.get('host').string('127.0.0.1')
+      }
+
+  return { file, serviceId, secret, brokerUrl, brokerTls, dataDir, events, persistence, devices, lines, mapping, statusIntervalMs, metrics }
 }
 
 /**
