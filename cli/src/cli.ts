@@ -7,6 +7,7 @@ import { Command } from 'commander'
 import { HeraldError } from '@herald/protocol'
 import { gatewayCommand } from '@herald/gateway'
 import { simCommand } from '@herald/firmware-sim'
+import { benchCommand } from './commands/bench.js'
 import { brokerCommand, hashSecretCommand } from './commands/broker.js'
 import { demoCommand } from './commands/demo.js'
 import { raiseCommand } from './commands/raise.js'
@@ -21,6 +22,7 @@ program.addCommand(raiseCommand())
 program.addCommand(gatewayCommand())
 program.addCommand(demoCommand())
 program.addCommand(simCommand())
+program.addCommand(benchCommand())
 applyCliConventions(program)
 
 program.parseAsync(process.argv).catch((err: unknown) => {
