@@ -17,19 +17,10 @@ import { parseSite } from '@herald/node-runtime'
 import { waitFor } from '@herald/protocol/testing'
 import { tempDir } from '@herald/node-runtime/testing'
 import mqtt from 'mqtt-packet'
+import { BACK_PRESSURE_SITE_DOC, PAYLOAD_BYTES, QUEUE_EVENTS } from './support/back-pressure-site.js'
 import { startBrokerProcess, startFixture, type Proc } from './support/processes.js'
 
-const SITE_DOC = {
-  guests: true,
-  events: [
-    { name: 'feed', category: 'queueing', lifetime: '1d', maxQueueSize: 100_000, access: 'everyone' },
-    { name: 'live', category: 'queueing', lifetime: '1d', maxQueueSize: 1000, access: 'everyone' }
-  ],
-  services: [{ id: 'svc', secret: 'svc-secret-1', events: ['feed', 'live'] }],
-  users: [{ name: 'u', password: 'u-password' }]
-}
-const QUEUE_EVENTS = 5000
-const PAYLOAD_BYTES = 1024
+const SITE_DOC = BACK_PRESSURE_SITE_DOC
 const GUESTS = 500
 const HEAVY_USERS = 5
 const SUBS_PER_USER = 1000

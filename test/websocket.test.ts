@@ -18,6 +18,7 @@ import { AuthError, ErrorCode, clientClientId, clientKey, clientMessageTopic, cl
 import { parseSite, readTlsClientFiles, type TlsClientOptions } from '@herald/node-runtime'
 import { waitFor } from '@herald/protocol/testing'
 import { makeTestCa, tempDir, type CertFiles, type TestCa } from '@herald/node-runtime/testing'
+import { BACK_PRESSURE_SITE_DOC, PAYLOAD_BYTES, QUEUE_EVENTS } from './support/back-pressure-site.js'
 import { collect } from './support/collect.js'
 import { Harness } from './support/harness.js'
 import { Proc, writeTestSite } from './support/processes.js'
@@ -145,17 +146,7 @@ describe('MQTT over WebSocket with a real herald broker', () => {
 })
 
 describe('back-pressure over WebSocket', () => {
-  const SITE_DOC = {
-    guests: true,
-    events: [
-      { name: 'feed', category: 'queueing', lifetime: '1d', maxQueueSize: 100_000, access: 'everyone' },
-      { name: 'live', category: 'queueing', lifetime: '1d', maxQueueSize: 1000, access: 'everyone' }
-    ],
-    services: [{ id: 'svc', secret: 'svc-secret-1', events: ['feed', 'live'] }],
-    users: [{ name: 'u', password: 'u-password' }]
-  }
-  const QUEUE_EVENTS = 5000
-  const PAYLOAD_BYTES = 1024
+  const SITE_DOC = BACK_PRESSURE_SITE_DOC
   /** The target for the TCP scenario (test/back-pressure.test.ts), and the growth above the broker's size once its queue is filled. */
   const MAX_RSS_BYTES = 600e6
   const MAX_RSS_GROWTH_BYTES = 160e6
