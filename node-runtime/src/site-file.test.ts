@@ -4,7 +4,7 @@ import { inspect } from 'node:util'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { HashedSecret, SCRYPT_DEFAULTS, SCRYPT_MINIMUM } from './credentials.js'
 import { ConfigError, ErrorCode } from '@herald/protocol'
-import { SITE_DEFAULTS, eventsOfService, mayReceive, type EventDefinition, type Site, type UserDefinition } from '@herald/protocol'
+import { SITE_DEFAULTS, eventsOfService, isAdmin, mayReceive, type EventDefinition, type Site, type UserDefinition } from '@herald/protocol'
 import { loadSite, parseSite } from './site-file.js'
 import { tempDir } from './testing/index.js'
 
@@ -201,6 +201,12 @@ describe('parseSite refuses each invalid entry with a SITE_INVALID ConfigError n
     ['both password and passwordHash', () => withUser({ name: 'carol', password: 'long-enough-pw', passwordHash: hash }), ['users[1] (carol)', 'give exactly one of "password" or "passwordHash"']],
     ['a short password', () => withUser({ name: 'carol', password: 'short' }), ['users[1] (carol)', '"password" must be a string of at least 8 characters']],
     ['an unknown key in a user', () => withUser({ name: 'carol', passwordHash: hash, secret: 'x' }), ['users[1]', 'unknown key "secret"']],
+    ['a user named like a service ([SITE-NAME-2])', () => withUser({ name: 'boiler', passwordHash: hash }), ['users[1] (boiler)', 'user name is also a service id']],
+    // admin
+    ['admin that is a list', () => ({ ...baseDoc(), admin: ['operator'] }), ['admin must be a mapping { roles: [ ... ] }']],
+    ['admin with no roles', () => ({ ...baseDoc(), admin: { roles: [] } }), ['admin.roles must name at least one role']],
+    ['admin with an extra key', () => ({ ...baseDoc(), admin: { roles: ['ops'], users: ['alice'] } }), ['admin must be a mapping']],
+    ['admin with a bad role name', () => ({ ...baseDoc(), admin: { roles: ['night shift'] } }), ['admin.roles[0]', '"night shift" is not a valid name']],
     // the document
     ['an unknown top-level key', () => ({ ...baseDoc(), devices: [] }), ['site: unknown key "devices"']],
     ['guests that is not a boolean', () => ({ ...baseDoc(), guests: 'yes' }), ['site: guests must be true or false']],
@@ -211,6 +217,19 @@ describe('parseSite refuses each invalid entry with a SITE_INVALID ConfigError n
     const err = await rejection(parseSite(doc()))
     expect(err.code).toBe(ErrorCode.SITE_INVALID)
     for (const part of parts) expect(err.message).toContain(part)
+  })
+})
+
+describe('admins ([SITE-ADMIN-1])', () => {
+  it('users with a role named under admin.roles are admins; others, guests, and everyone on a site without admin are not', async () => {
+    const site = await parseSite({ ...baseDoc(), admin: { roles: ['operator', 'root'] } })
+    expect([...site.adminRoles]).toEqual(['operator', 'root'])
+    expect(isAdmin(site, site.users.get('alice') as UserDefinition)).toBe(true)
+    expect(isAdmin(site, site.users.get('bob') as UserDefinition)).toBe(false)
+    expect(isAdmin(site, null)).toBe(false)
+    const plain = await parseSite(baseDoc())
+    expect(plain.adminRoles.size).toBe(0)
+    expect(isAdmin(plain, plain.users.get('alice') as UserDefinition)).toBe(false)
   })
 })
 

@@ -121,7 +121,7 @@ function parseAccess (v: unknown, where: string): AccessRule {
 /** Validates a parsed site document. Plain secrets are hashed here and dropped. */
 export async function parseSite (doc: unknown): Promise<Site> {
   if (!isObj(doc)) throw siteError('site: the document must be a mapping with events, services, users, guests')
-  onlyKeys(doc, ['events', 'services', 'users', 'guests', 'allowNoEvents'], 'site')
+  onlyKeys(doc, ['events', 'services', 'users', 'guests', 'admin', 'allowNoEvents'], 'site')
   if (doc.guests !== undefined && typeof doc.guests !== 'boolean') throw siteError('site: guests must be true or false')
   if (doc.allowNoEvents !== undefined && typeof doc.allowNoEvents !== 'boolean') throw siteError('site: allowNoEvents must be true or false')
   const events = new Map<string, EventDefinition>()
@@ -154,9 +154,22 @@ export async function parseSite (doc: unknown): Promise<Site> {
     if (!isValidName(raw.name)) throw siteError(`${where}: name ${JSON.stringify(raw.name)} is not a valid name`)
     const at = `${where} (${raw.name})`
     if (users.has(raw.name)) throw siteError(`${at}: user name is defined twice`)
+    // [SITE-NAME-2] a plain MQTT login names a user or a service by its name alone
+    if (services.has(raw.name)) throw siteError(`${at}: user name is also a service id; user names and service ids must differ`)
     users.set(raw.name, { name: raw.name, secret: await secretOf(raw, 'password', at), roles: new Set(names(raw.roles, `${at}: roles`)) })
   }
-  return { guests: doc.guests ?? false, events, services, users }
+  return { guests: doc.guests ?? false, events, services, users, adminRoles: parseAdmin(doc.admin) }
+}
+
+// [SITE-ADMIN-1] `admin: { roles: [...] }` names the roles whose users are admins
+function parseAdmin (v: unknown): ReadonlySet<string> {
+  if (v === undefined) return new Set()
+  if (isObj(v) && Array.isArray(v.roles) && Object.keys(v).length === 1) {
+    const roles = names(v.roles, 'admin.roles')
+    if (roles.length === 0) throw siteError('admin.roles must name at least one role (leave "admin" out for a site without admins)')
+    return new Set(roles)
+  }
+  throw siteError('admin must be a mapping { roles: [ ... ] }')
 }
 
 /** Where a JSON.parse error message points, as `line L, column C`, or '' if it names no position. */

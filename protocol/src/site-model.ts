@@ -72,6 +72,15 @@ export interface Site {
   readonly events: ReadonlyMap<string, EventDefinition>
   readonly services: ReadonlyMap<string, ServiceDefinition>
   readonly users: ReadonlyMap<string, UserDefinition>
+  /** Roles whose users may use the broker's admin side: dashboard, site reload ([SITE-ADMIN-1]). Empty: no admins. */
+  readonly adminRoles: ReadonlySet<string>
+}
+
+/** Whether `user` has one of the site's admin roles ([SITE-ADMIN-1]); a guest never has. */
+export function isAdmin (site: Site, user: UserDefinition | null): boolean {
+  if (user === null) return false
+  for (const r of user.roles) if (site.adminRoles.has(r)) return true
+  return false
 }
 
 /** Whether a connected principal may subscribe to `event` ([SITE-ACCESS-2]). */
