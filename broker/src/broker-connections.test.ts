@@ -83,7 +83,7 @@ describe('broker connection limits', () => {
     expect(broker.stats().connectionsRefused.perAddress).toBe(1)
     // by kind (for /metrics): the taken-over guest and the refused ones are not counted
     await waitFor(() => broker.stats().connections === 5, 'the refused connection closed')
-    expect(broker.stats().connectionsByKind).toEqual({ service: 0, client: 2, guest: 3, pending: 0 })
+    expect(broker.stats().connectionsByKind).toEqual({ service: 0, client: 2, guest: 3, plain: 0, pending: 0 })
   })
 
   it('bounds connections from one address that have not logged in yet', async () => {
@@ -94,7 +94,7 @@ describe('broker connection limits', () => {
     expect((await guest(port, '127.0.13.1', 'late')).code).toBeNull()
     expect(broker.stats().connectionsRefused.pendingPerAddress).toBe(1)
     expect((await guest(port, '127.0.13.2', 'elsewhere')).code).toBe(0)
-    expect(broker.stats().connectionsByKind).toEqual({ service: 0, client: 0, guest: 1, pending: 3 })
+    expect(broker.stats().connectionsByKind).toEqual({ service: 0, client: 0, guest: 1, plain: 0, pending: 3 })
     // one of the silent ones logs in: it no longer counts as pending, and another may come
     silent[0]!.send({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, keepalive: 30, clientId: 'c/~guest/s0' })
     expect(await silent[0]!.connack).toBe(0)
@@ -218,5 +218,44 @@ describe('broker login throttling', () => {
     for (let i = 0; i < 3; i++) expect(await login(`127.0.11.${10 + i}`, 'wrong')).toBe(4)
     expect(await login('127.0.11.20', PASSWORD)).toBe(3)
     expect(await login('127.0.11.1', PASSWORD)).toBe(0)
+  })
+})
+
+describe('plain MQTT logins [PLAIN-LOGIN-1], [PLAIN-LOGIN-2]', () => {
+  it('a client id not of Herald\'s form logs in as a user, a service or a guest; a wrong secret or an unknown name gets 4', async () => {
+    const { broker, port } = await start()
+    const codes = await Promise.all([
+      conn(port, '127.0.9.1', 'mqtt-explorer-1', { username: 'alice', password: Buffer.from(PASSWORD) }),
+      conn(port, '127.0.9.2', 'esp32-boiler', { username: 'svc', password: Buffer.from('svc-secret-1') }),
+      conn(port, '127.0.9.3', 'anonymous-dashboard'),
+      conn(port, '127.0.9.4', 'wrong', { username: 'alice', password: Buffer.from('not-her-password') }),
+      conn(port, '127.0.9.5', 'unknown', { username: 'mallory', password: Buffer.from('whatever-1') }),
+      conn(port, '127.0.9.6', 'svc-wrong', { username: 'svc', password: Buffer.from('bad-secret-1') })
+    ])
+    expect(codes.map((x) => x.code)).toEqual([0, 0, 0, 4, 4, 4])
+    await waitFor(() => broker.stats().connections === 3, 'the refused connections to close')
+    expect(broker.stats().connectionsByKind).toEqual({ service: 0, client: 0, guest: 0, plain: 3, pending: 0 })
+  })
+
+  it('a site without guests refuses a plain client without a user name with 5', async () => {
+    const s = await parseSite({ events: [{ name: 'temperature', category: 'replacing' }], users: [{ name: 'alice', password: PASSWORD }] })
+    const broker = await createBroker({ site: s, store: new MemoryEventStore({ limitsOf: (n) => s.events.get(n) }) })
+    const listener = await listenTcp(broker, { port: 0 })
+    running = { broker, listener }
+    expect((await conn(listener.address.port, '127.0.9.7', 'anonymous')).code).toBe(5)
+  })
+
+  it('another login cannot take over a plain client id in use (CONNACK 2, the first stays); the same login can', async () => {
+    const { broker, port } = await start()
+    const first = await conn(port, '127.0.9.8', 'shared-id', { username: 'alice', password: Buffer.from(PASSWORD) })
+    expect(first.code).toBe(0)
+    const byBob = await conn(port, '127.0.9.9', 'shared-id', { username: 'bob', password: Buffer.from('bob-password') })
+    const byGuest = await conn(port, '127.0.9.10', 'shared-id')
+    expect([byBob.code, byGuest.code]).toEqual([2, 2])
+    expect(broker.stats().connectionsRefused.clientIdInUse).toBe(2)
+    await waitFor(() => broker.stats().connections === 1, 'the refused connections to close')
+    const again = await conn(port, '127.0.9.11', 'shared-id', { username: 'alice', password: Buffer.from(PASSWORD) })
+    expect(again.code).toBe(0)
+    await first.c.closed
   })
 })

@@ -14,6 +14,8 @@ import { Delivery, type ClientSession, type SubscriptionLag } from './delivery/d
 import type { EventCounters, EventStore } from './event-store/event-store.js'
 import { DropReport } from './drop-report.js'
 import { PacketSizeGuard } from './listeners/packet-size-guard.js'
+import { PlainIngest } from './plain/plain-ingest.js'
+import { PlainView } from './plain/plain-view.js'
 import { Uplink, type UplinkStats } from './uplink/uplink.js'
 
 /** Broker options; every limit has a default in BROKER_DEFAULTS. */
@@ -125,7 +127,7 @@ export const BROKER_DEFAULTS = Object.freeze({
 })
 
 /** Why connections were refused or closed by the broker's limits ([CONN-LIMIT-*], [AUTH-THROTTLE-*]). */
-export type ConnectionRefusal = AdmissionRefusal | 'throttled' | 'busy' | 'will' | 'persistentSession' | 'retain' | 'connectTimeout' | 'idle'
+export type ConnectionRefusal = AdmissionRefusal | 'clientIdInUse' | 'throttled' | 'busy' | 'will' | 'persistentSession' | 'retain' | 'connectTimeout' | 'idle'
 
 /** Counters a broker exposes. */
 export interface BrokerStats {
@@ -145,8 +147,8 @@ export interface BrokerStats {
   readonly slowConnectionsClosed: number
   /** Connections above `maxConnectionQueuedBytes` now, waiting for their socket to drain. */
   readonly blockedConnections: number
-  /** Logged-in connections now by kind; `pending` are not logged in yet. */
-  readonly connectionsByKind: Readonly<{ service: number, client: number, guest: number, pending: number }>
+  /** Logged-in connections now by kind (`plain`: plain MQTT clients, [PLAIN-LOGIN-1]); `pending` are not logged in yet. */
+  readonly connectionsByKind: Readonly<{ service: number, client: number, guest: number, plain: number, pending: number }>
   /**
    * Per event name since the broker started: events stored, sent to clients, and refused by error
    * code ([SVC-REJECT-1]; names not in the site count under "(unknown)"). Names with nothing yet may be missing.
@@ -172,9 +174,9 @@ export interface Broker {
 
 interface AuthCodeError extends Error { returnCode: number }
 
-/** A connection refused by a limit, with the CONNACK code to send (3 server unavailable, 5 not authorized). */
+/** A connection refused by a limit, with the CONNACK code to send (2 identifier rejected, 3 server unavailable, 5 not authorized). */
 class Refusal extends Error {
-  constructor (readonly reason: ConnectionRefusal, readonly returnCode: 3 | 5, message: string) { super(message) }
+  constructor (readonly reason: ConnectionRefusal, readonly returnCode: 2 | 3 | 5, message: string) { super(message) }
 }
 
 function connectError (err: unknown): AuthCodeError {
@@ -182,6 +184,13 @@ function connectError (err: unknown): AuthCodeError {
   // MQTT 3.1.1 CONNACK codes: 4 bad user name or password, 5 not authorized, 3 server unavailable
   e.returnCode = err instanceof Refusal ? err.returnCode : err instanceof AuthError ? (err.code === ErrorCode.BAD_CREDENTIALS ? 4 : 5) : 3
   return e
+}
+
+/** Whether two principals are the same login (the same user, service, or both guests). */
+function sameLogin (a: Principal | undefined, b: Principal): boolean {
+  if (a === undefined || a.kind !== b.kind) return false
+  if (a.kind === 'service') return a.service.id === (b as typeof a).service.id
+  return a.user?.name === (b as typeof a).user?.name && (a.kind === 'client' || a.service?.id === (b as typeof a).service?.id)
 }
 
 type PerEvent = { stored: number, delivered: number, refused: Record<string, number> }
@@ -268,7 +277,7 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
     maxQueuedChecks: limits.maxQueuedLoginChecks
   }, clock)
   const refused: Record<ConnectionRefusal, number> = {
-    maxConnections: 0, perAddress: 0, pendingPerAddress: 0, perUser: 0, guests: 0, guestsPerAddress: 0, throttled: 0, busy: 0, will: 0, persistentSession: 0, retain: 0, connectTimeout: 0, idle: 0
+    maxConnections: 0, clientIdInUse: 0, perAddress: 0, pendingPerAddress: 0, perUser: 0, guests: 0, guestsPerAddress: 0, throttled: 0, busy: 0, will: 0, persistentSession: 0, retain: 0, connectTimeout: 0, idle: 0
   }
   // a flood must not flood the log: at most one line per reason per second, with the count of the
   // lines left out since the last one
@@ -287,7 +296,7 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
   const openWriters = new Set<ConnectionWriter>()
   let slowConnectionsClosed = 0
   // logged-in connections by kind, for stats() and metrics
-  const loggedIn = { service: 0, client: 0, guest: 0 }
+  const loggedIn = { service: 0, client: 0, guest: 0, plain: 0 }
   const loggedInKind = new WeakMap<Client, keyof typeof loggedIn>()
 
   // [CLI-BACKPRESSURE-1] the broker's frames go straight onto the connection's stream, bounded
@@ -320,7 +329,10 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
       const c = services.get(serviceId)
       if (c !== undefined) writers.get(c)?.write(frame)
     },
-    onStored: (events) => { delivery.onStored(events) },
+    onStored: (events) => {
+      delivery.onStored(events)
+      plainView.onStored(events)
+    },
     onStoreFailure: (serviceId) => { services.get(serviceId)?.close() }
   })
   const delivery = new Delivery({
@@ -341,6 +353,10 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
       maxConcurrentReads: limits.maxConcurrentReads
     }
   })
+
+  // [PLAIN-*] ordinary MQTT clients: a read-only view of stored events, and ingest
+  const plainView = new PlainView()
+  const plainIngest = new PlainIngest()
 
   const sessionOf = (client: Client, principal: Principal): ClientSession | null => {
     if (principal.kind !== 'client') return null
@@ -394,16 +410,21 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
       }
       authenticate(site, client.id, username, password, gate).then((principal) => {
         const other = (aedes as unknown as { clients: Record<string, Client | undefined> }).clients[client.id]
-        const problem = a?.admit(principal, other !== undefined && other !== client) ?? null
+        const takeover = other !== undefined && other !== client
+        // [PLAIN-LOGIN-2] a plain client id is chosen freely: one login may not take over another's connection
+        if (takeover && principal.kind === 'plain' && !sameLogin(principals.get(other), principal)) {
+          return refuse(new Refusal('clientIdInUse', 2, `client id ${JSON.stringify(client.id)} is in use by another login`), 0)
+        }
+        const problem = a?.admit(principal, takeover) ?? null
         if (problem !== null) return refuse(new Refusal(problem, 3, `connection limit reached (${problem})`), 0)
         principals.set(client, principal)
         // counted until the stream closes (one already closed has had its 'close')
         if (!(client.conn as unknown as Duplex).destroyed) {
-          const kind = principal.kind === 'service' ? 'service' : principal.user === null ? 'guest' : 'client'
+          const kind = principal.kind === 'service' ? 'service' : principal.kind === 'plain' ? 'plain' : principal.user === null ? 'guest' : 'client'
           loggedIn[kind]++
           loggedInKind.set(client, kind)
         }
-        openWriter(client, principal.kind === 'service' ? serviceAckTopic(principal.service.id) : clientMessageTopic(principal.key))
+        if (principal.kind !== 'plain') openWriter(client, principal.kind === 'service' ? serviceAckTopic(principal.service.id) : clientMessageTopic(principal.key))
         if (principal.kind === 'service') services.set(principal.service.id, client)
         done(null, true)
       }, (err: unknown) => {
@@ -414,6 +435,7 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
     // [CONN-TOPIC-1] a connection subscribes to its own reply topic only
     authorizeSubscribe: (client, sub, done) => {
       const p = principals.get(client)
+      if (p?.kind === 'plain') return plainView.authorizeSubscribe(client, p, sub, done)
       const own = p === undefined ? null : p.kind === 'service' ? serviceAckTopic(p.service.id) : clientMessageTopic(p.key)
       if (sub.topic === own) done(null, sub)
       else done(null, null)
@@ -429,6 +451,7 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
         logRefusal('retain', { clientId: client.id, topic: packet.topic }, 'publish with the retain flag; closing the connection')
         return done(new Error('retained messages are not accepted'))
       }
+      if (p.kind === 'plain') return plainIngest.authorizePublish(client, p, packet, done)
       const payload = packet.payload as Buffer
       if (p.kind === 'service' && packet.topic === serviceUpTopic(p.service.id)) {
         uplink.handle(p.service, payload)
@@ -451,6 +474,10 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
     const s = sessions.get(client)
     if (s !== undefined) delivery.close(s)
     const p = principals.get(client)
+    if (p?.kind === 'plain') {
+      plainView.closed(client)
+      plainIngest.closed(client)
+    }
     if (p?.kind === 'service' && services.get(p.service.id) === client) services.delete(p.service.id)
   })
   aedes.on('clientError', (client, err) => { logger.debug({ clientId: client.id, err: err.message }, 'client error') })
@@ -531,7 +558,7 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
         connectionsRefused: { ...refused },
         slowConnectionsClosed,
         blockedConnections: [...openWriters].filter((w) => w.blocked).length,
-        connectionsByKind: { ...loggedIn, pending: Math.max(0, admission.connections - loggedIn.service - loggedIn.client - loggedIn.guest) },
+        connectionsByKind: { ...loggedIn, pending: Math.max(0, admission.connections - loggedIn.service - loggedIn.client - loggedIn.guest - loggedIn.plain) },
         perEvent: perEventStats(uplink, delivery),
         storedByEvent: Object.fromEntries(store.storedByEvent?.() ?? []),
         lag: Object.fromEntries(delivery.lag(store.head()))

@@ -35,7 +35,7 @@ export function brokerMetricsRegistry (broker: Broker): Registry {
 
   new Gauge({
     name: 'herald_connections',
-    help: 'Connections open now, by kind (service, client, guest; pending: not logged in yet)',
+    help: 'Connections open now, by kind (service, client, guest; plain: plain MQTT clients; pending: not logged in yet)',
     labelNames: ['kind'],
     registers,
     collect () {
@@ -43,6 +43,7 @@ export function brokerMetricsRegistry (broker: Broker): Registry {
       this.set({ kind: 'service' }, k.service)
       this.set({ kind: 'client' }, k.client)
       this.set({ kind: 'guest' }, k.guest)
+      this.set({ kind: 'plain' }, k.plain)
       this.set({ kind: 'pending' }, k.pending)
     }
   })

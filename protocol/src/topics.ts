@@ -26,9 +26,14 @@ export function clientMessageTopic (clientKey: string): string {
   return `${ROOT}/c/${clientKey}/msg`
 }
 
-/** Reserved for a later read-only plain-MQTT view of stored events ([TOPIC-VIEW-1]). */
-export function eventViewTopic (serviceId: string, eventName: string): string {
-  return `${ROOT}/events/${serviceId}/${eventName}`
+/** Broker -> plain MQTT client: a stored event in the read-only view ([TOPIC-VIEW-1]). */
+export function eventViewTopic (eventName: string, serviceId: string): string {
+  return `${ROOT}/v1/events/${eventName}/${serviceId}`
+}
+
+/** Plain MQTT client -> broker: raise an event ([TOPIC-RAISE-1]); private events name their recipient after it. */
+export function raiseTopic (eventName: string, recipient?: string): string {
+  return recipient === undefined ? `${ROOT}/v1/raise/${eventName}` : `${ROOT}/v1/raise/${eventName}/${recipient}`
 }
 
 /** The MQTT client id a service endpoint connects with ([CONN-ID-1]). */

@@ -71,12 +71,13 @@ export class ConnectionAdmission {
       address,
       admit: (principal, takeover) => {
         if (released || counted !== null) return null
-        if (principal.kind !== 'client') {
+        // a service endpoint is one connection per id already
+        if (principal.kind === 'service') {
           settle()
           return null
         }
         // [CONN-LIMIT-4] a takeover replaces a connection of the same client id, so it adds none
-        if (principal.user === null) {
+        if (principal.user === null && (principal.kind === 'client' || principal.service === null)) {
           if (!takeover && this.guests >= this.limits.maxGuestConnections) return 'guests'
           if (!takeover && address !== 'unknown' && (this.guestsByAddress.get(address) ?? 0) >= this.limits.maxGuestConnectionsPerAddress) return 'guestsPerAddress'
           this.guests++
@@ -84,7 +85,8 @@ export class ConnectionAdmission {
           counted = { user: null }
           settle()
         } else {
-          const user = principal.user.name
+          // plain connections with a service's secret (ingest) count like a user's, as `s/<id>`
+          const user = principal.user !== null ? principal.user.name : `s/${(principal as { service: { id: string } }).service.id}`
           if (!takeover && (this.byUser.get(user) ?? 0) >= this.limits.maxConnectionsPerUser) return 'perUser'
           inc(this.byUser, user)
           counted = { user }

@@ -21,12 +21,29 @@ export interface ClientPrincipal {
   readonly user: UserDefinition | null
 }
 
-export type Principal = ServicePrincipal | ClientPrincipal
+/**
+ * A plain MQTT connection ([PLAIN-LOGIN-1]): any client id not of Herald's form (`s/...`, `c/...`).
+ * The user name names a site user (the read-only view), a service (ingest), or nobody (a guest,
+ * where the site admits guests). Exactly one of `user` and `service` is set, or neither for a guest.
+ */
+export interface PlainPrincipal {
+  readonly kind: 'plain'
+  readonly clientId: string
+  readonly user: UserDefinition | null
+  readonly service: ServiceDefinition | null
+}
+
+export type Principal = ServicePrincipal | ClientPrincipal | PlainPrincipal
 
 /** The shape of an MQTT client id, before credentials are checked. */
 export type ClaimedIdentity =
   | { readonly kind: 'service', readonly serviceId: string }
   | { readonly kind: 'client', readonly user: string | null, readonly clientName: string }
+
+/** Whether an MQTT client id is of Herald's form (`s/...` or `c/...`, valid or not); any other is a plain MQTT client. */
+export function isHeraldClientId (id: string): boolean {
+  return id.startsWith('s/') || id.startsWith('c/')
+}
 
 /** Parses an MQTT client id into the identity it claims, or null if it is not a Herald client id. */
 export function parseClientId (id: string): ClaimedIdentity | null {
@@ -54,6 +71,7 @@ const ungated: SecretGate = (_name, check) => check()
  * NOT_AUTHORIZED for a guest when the site admits none or a malformed client id.
  */
 export async function authenticate (site: Site, clientId: string, username: string | undefined, password: Buffer | undefined, gate: SecretGate = ungated): Promise<Principal> {
+  if (!isHeraldClientId(clientId)) return await authenticatePlain(site, clientId, username, password, gate)
   const claimed = parseClientId(clientId)
   if (claimed === null) throw new AuthError(ErrorCode.NOT_AUTHORIZED, `client id ${JSON.stringify(clientId)} is not of the form s/<service> or c/<user>/<name>`)
   const secret = password?.toString('utf8') ?? ''
@@ -77,4 +95,29 @@ export async function authenticate (site: Site, clientId: string, username: stri
   const ok = await gate(claimed.user, async () => (await against?.verify(secret)) === true && known)
   if (!ok || user === undefined) throw new AuthError(ErrorCode.BAD_CREDENTIALS, 'bad user name or password')
   return { kind: 'client', key: `${user.name}/${claimed.clientName}`, user }
+}
+
+/**
+ * [PLAIN-LOGIN-1] A plain MQTT client logs in with a user's name and password, a service's id and
+ * secret ([SITE-NAME-2]: one name means one of them), or no user name as a guest. An unknown name is
+ * hashed anyway, so that it takes as long as a wrong secret, and gets the same answer.
+ */
+async function authenticatePlain (site: Site, clientId: string, username: string | undefined, password: Buffer | undefined, gate: SecretGate): Promise<PlainPrincipal> {
+  const secret = password?.toString('utf8') ?? ''
+  if (username === undefined || username === '') {
+    if (!site.guests) throw new AuthError(ErrorCode.NOT_AUTHORIZED, 'this site admits no guests: log in with a user name and password')
+    if (secret !== '') throw new AuthError(ErrorCode.BAD_CREDENTIALS, 'a password without a user name')
+    return { kind: 'plain', clientId, user: null, service: null }
+  }
+  const service = site.services.get(username)
+  if (service !== undefined) {
+    const ok = await gate(`s/${service.id}`, async () => await service.secret.verify(secret))
+    if (!ok) throw new AuthError(ErrorCode.BAD_CREDENTIALS, 'bad user name or password')
+    return { kind: 'plain', clientId, user: null, service }
+  }
+  const user = site.users.get(username)
+  const against = user?.secret ?? site.users.values().next().value?.secret ?? site.services.values().next().value?.secret
+  const ok = await gate(username, async () => (await against?.verify(secret)) === true && user !== undefined)
+  if (!ok || user === undefined) throw new AuthError(ErrorCode.BAD_CREDENTIALS, 'bad user name or password')
+  return { kind: 'plain', clientId, user, service: null }
 }
