@@ -2,7 +2,7 @@
 //
 //   npm run bench                         build, then every scenario at full size
 //   npm run bench -- --quick              small sizes, for a quick check (targets not judged)
-//   npm run bench -- --only s1,s5         some scenarios (s1 .. s7)
+//   npm run bench -- --only s1,s5         some scenarios (s1 .. s8)
 //   npm run bench -- --cpu-prof           profile the Herald processes (bench/results/profiles/)
 //   npm run bench -- --no-save            do not write bench/results/<date>.json
 //
@@ -14,7 +14,7 @@ import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { BenchError, Child, freePort, killEach, nodeChild, nowMs } from './lib/proc.mjs'
 import { EVENT, ROOT, SERVICE_SECRET, USER, USER_PASSWORD, findMosquitto, proc, startAedes, startHerald, startMosquitto } from './lib/brokers.mjs'
-import { clientChildren, heraldRun, heraldWorkspace, mqttRun, serviceChildren, split } from './lib/runs.mjs'
+import { clientChildren, heraldIngestRun, heraldRun, heraldWorkspace, mqttRun, serviceChildren, split } from './lib/runs.mjs'
 
 const { values: opts } = parseArgs({
   options: {
@@ -24,7 +24,7 @@ const { values: opts } = parseArgs({
     'no-save': { type: 'boolean', default: false }
   }
 })
-const SCENARIOS = ['s1', 's2', 's3', 's4', 's5', 's6', 's7']
+const SCENARIOS = ['s1', 's2', 's3', 's4', 's5', 's6', 's7', 's8']
 const only = opts.only === undefined ? SCENARIOS : opts.only.split(',').map((s) => s.trim())
 for (const s of only) {
   if (!SCENARIOS.includes(s)) {
@@ -134,6 +134,41 @@ async function s1 () {
   row('1 service -> 1 client', 'latency p99 at 1,000 events/s, positions process-crash', 'ms', 'lower', l(heraldCrashOnlyPaced, 'p99'), l(paced.mosquitto, 'p99'), l(paced.aedes, 'p99'))
   row('1 service -> 1 client', 'client CPU per event at 1,000 events/s (power-loss)', 'µs', 'lower', cpu(heraldPaced), null, null)
   row('1 service -> 1 client', 'client CPU per event at 1,000 events/s (process-crash)', 'µs', 'lower', cpu(heraldCrashOnlyPaced), null, null)
+}
+
+// Scenario 8: plain MQTT ([PLAIN-*]): what the view and ingest cost. Scenario 1's Herald run
+// without a plain client, then with one plain subscriber on herald/v1/events/# (QoS 0, then 1),
+// in the same run; then ingest: a plain publisher raising by QoS 1 publish, against the QoS 1
+// pipelined references.
+async function s8 () {
+  const n = SIZE.s1
+  const base = { services: 1, serviceProcs: 1, count: n, clients: 1, clientProcs: 1 }
+  log('s8: Herald full load, no plain client')
+  const alone = await heraldRun({ ...base, deadline: deadlineIn() })
+  log('s8: Herald full load, a plain subscriber at QoS 0')
+  const view0 = await heraldRun({ ...base, deadline: deadlineIn(), plainSubscriber: { qos: 0 } })
+  log('s8: Herald full load, a plain subscriber at QoS 1')
+  const view1 = await heraldRun({ ...base, deadline: deadlineIn(), plainSubscriber: { qos: 1 } })
+  const refs = await references('s8 pipelined', (b) => mqttRun(b, { pubClients: 1, pubProcs: 1, count: n, inflight: 1000, subClients: 1, subProcs: 1, deadline: deadlineIn() }))
+  log('s8: Herald ingest, a plain publisher at QoS 1')
+  const ingest = await heraldIngestRun({ count: n, inflight: 1000, deadline: deadlineIn(), nodeArgs: nodeArgsFor('s8') })
+  raw.s8 = { alone, view0, view1, ingest, refs }
+  const scen = 'plain MQTT view and ingest'
+  const m = refs.mosquitto?.perSecond ?? null
+  const a = refs.aedes?.perSecond ?? null
+  row(scen, 'client endpoint events/s, no plain client (scenario 1)', 'events/s', 'higher', alone.perSecond, m, a)
+  row(scen, 'client endpoint events/s, a plain view subscriber at QoS 0', 'events/s', 'higher', view0.perSecond, m, a)
+  row(scen, 'client endpoint events/s, a plain view subscriber at QoS 1', 'events/s', 'higher', view1.perSecond, m, a)
+  row(scen, 'plain view subscriber events/s, QoS 0', 'events/s', 'higher', view0.plainView?.perSecond ?? null, m, a)
+  row(scen, 'plain view subscriber events/s, QoS 1', 'events/s', 'higher', view1.plainView?.perSecond ?? null, m, a)
+  row(scen, 'broker CPU per event, no plain client', 'µs', 'lower', alone.cpuPerEvent.broker, null, null)
+  row(scen, 'broker CPU per event, a plain view subscriber at QoS 0', 'µs', 'lower', view0.cpuPerEvent.broker, null, null)
+  row(scen, 'broker CPU per event, a plain view subscriber at QoS 1', 'µs', 'lower', view1.cpuPerEvent.broker, null, null)
+  row(scen, 'ingest: QoS 1 publish -> client endpoint, events/s', 'events/s', 'higher', ingest.perSecond, m, a)
+  row(scen, 'ingest: PUBACKs/s (each after the commit)', 'events/s', 'higher', ingest.ackedPerSecond, null, null)
+  row(scen, 'ingest: latency p50, publish -> client endpoint', 'ms', 'lower', ingest.latency?.p50 ?? null, refs.mosquitto?.latency?.p50 ?? null, refs.aedes?.latency?.p50 ?? null)
+  row(scen, 'ingest: latency p99, publish -> client endpoint', 'ms', 'lower', ingest.latency?.p99 ?? null, refs.mosquitto?.latency?.p99 ?? null, refs.aedes?.latency?.p99 ?? null)
+  row(scen, 'ingest: broker CPU per event', 'µs', 'lower', ingest.cpuPerEvent.broker, null, null)
 }
 
 // Scenario 2: fan-out, 1 service -> 20 clients
@@ -393,7 +428,7 @@ if (mosq === null) {
   log('Mosquitto is not installed: its column stays empty. Install it with: sudo apt-get install mosquitto')
 }
 log(`Herald benchmark, ${opts.quick ? 'quick' : 'full'} run: ${only.join(', ')}`)
-const fns = { s1, s2, s3, s4, s5, s6, s7 }
+const fns = { s1, s2, s3, s4, s5, s6, s7, s8 }
 for (const s of only) {
   const t = nowMs()
   try {

@@ -101,7 +101,7 @@ export function clientChildren ({ url, dir, clients, procs, expect, guests = fal
  * service endpoints raising `count` events each (client positions in `durability` mode). Throughput
  * counts from the first raise() call to the last handler call.
  */
-export async function heraldRun ({ services, serviceProcs, count, rate = 0, window = 5000, maxUnacked = 4000, clients, clientProcs, deadline, nodeArgs = [], durability }) {
+export async function heraldRun ({ services, serviceProcs, count, rate = 0, window = 5000, maxUnacked = 4000, clients, clientProcs, deadline, nodeArgs = [], durability, plainSubscriber = null }) {
   const ws = await heraldWorkspace(services)
   const children = []
   let broker = null
@@ -110,6 +110,14 @@ export async function heraldRun ({ services, serviceProcs, count, rate = 0, wind
     const cl = clientChildren({ url: broker.url, dir: ws.dir, clients, procs: clientProcs, expect: services * count, nodeArgs, durability })
     children.push(...cl)
     await Promise.all(cl.map((c) => c.waitFor('ready', 'clients subscribed', deadline)))
+    // a plain MQTT client on the read-only view ([PLAIN-VIEW-*]), besides the client endpoints
+    const plain = plainSubscriber === null
+      ? null
+      : nodeChild('plain view subscriber', proc('mqtt-sub.mjs'), { url: broker.url, topic: 'herald/v1/events/#', clients: 1, expect: services * count, username: USER, password: USER_PASSWORD, qos: plainSubscriber.qos, envelope: true, clientIdPrefix: 'bench-plain' })
+    if (plain !== null) {
+      children.push(plain)
+      await plain.waitFor('ready', 'the plain subscriber subscribed', deadline)
+    }
     const sv = serviceChildren({ url: broker.url, dir: ws.dir, services, procs: serviceProcs, count, rate, window, maxUnacked, nodeArgs })
     children.push(...sv)
     await Promise.all(sv.map((c) => c.waitFor('ready', 'services online', deadline)))
@@ -117,6 +125,7 @@ export async function heraldRun ({ services, serviceProcs, count, rate = 0, wind
     for (const s of sv) s.send('go')
     const raised = (await Promise.all(sv.map((c) => c.waitFor('raised', 'every raise() resolved', deadline)))).map((m) => m.raised)
     const results = (await Promise.all(cl.map((c) => c.waitFor('result', `${services * count} events per client`, deadline)))).map((m) => m.result)
+    const plainResult = plain === null ? null : (await plain.waitFor('result', `${services * count} events at the plain subscriber`, deadline)).result
     const cpu1 = [broker.child.cpu(), sum(sv.map((c) => c.cpu())), sum(cl.map((c) => c.cpu()))]
     const start = Math.min(...raised.map((r) => r.start))
     const end = Math.max(...results.map((r) => r.last))
@@ -130,7 +139,47 @@ export async function heraldRun ({ services, serviceProcs, count, rate = 0, wind
     // CPU microseconds per event raised, per side: what each process costs whatever the machine's load
     const perEvent = (i) => Math.round((cpu1[i] - cpu0[i]) * 1000 / (services * count) * 10) / 10
     const cpuPerEvent = { broker: perEvent(0), services: perEvent(1), clients: perEvent(2) }
-    return { events: services * count, deliveries, redelivered, cpuPerEvent, seconds: (end - start) / 1000, perSecond: deliveries / ((end - start) / 1000), latency: mergeLatency(results.map((r) => r.latency)) }
+    const plainView = plainResult === null ? null : { received: plainResult.received, perSecond: plainResult.received / ((plainResult.last - start) / 1000), latency: plainResult.latency }
+    return { events: services * count, deliveries, redelivered, cpuPerEvent, seconds: (end - start) / 1000, perSecond: deliveries / ((end - start) / 1000), latency: mergeLatency(results.map((r) => r.latency)), plainView }
+  } finally {
+    await killEach(children)
+    if (broker !== null) await broker.child.kill()
+    await ws.dispose()
+  }
+}
+
+/**
+ * Plain-MQTT ingest ([PLAIN-INGEST-*]): `publishers` mqtt.js connections with the service's
+ * credentials each publish `count` events at QoS 1 to herald/v1/raise/<event>, at most `inflight`
+ * unacknowledged; one client endpoint receives them. Throughput counts from the first publish to the
+ * last handler call; `acked` from the first publish to the last PUBACK (each one after the commit).
+ */
+export async function heraldIngestRun ({ publishers = 1, count, inflight = 1000, deadline, nodeArgs = [] }) {
+  const ws = await heraldWorkspace(1)
+  const children = []
+  let broker = null
+  try {
+    broker = await startHerald({ site: ws.site, dataDir: join(ws.dir, 'data'), nodeArgs }, deadline)
+    const cl = clientChildren({ url: broker.url, dir: ws.dir, clients: 1, procs: 1, expect: publishers * count, nodeArgs })
+    children.push(...cl)
+    await Promise.all(cl.map((c) => c.waitFor('ready', 'clients subscribed', deadline)))
+    const pub = nodeChild('plain publisher', proc('mqtt-pub.mjs'), { url: broker.url, topic: `herald/v1/raise/${EVENT}`, clients: publishers, count, inflight, username: 'svc-0', password: SERVICE_SECRET })
+    children.push(pub)
+    await pub.waitFor('ready', 'the plain publishers connected', deadline)
+    const cpu0 = broker.child.cpu()
+    pub.send('go')
+    const published = (await pub.waitFor('result', 'all PUBACKs', deadline)).result
+    const [result] = (await Promise.all(cl.map((c) => c.waitFor('result', `${publishers * count} events at the client`, deadline)))).map((m) => m.result)
+    const cpu1 = broker.child.cpu()
+    return {
+      events: publishers * count,
+      deliveries: result.received,
+      seconds: (result.last - published.start) / 1000,
+      perSecond: result.received / ((result.last - published.start) / 1000),
+      ackedPerSecond: published.sent / ((published.end - published.start) / 1000),
+      latency: result.latency,
+      cpuPerEvent: { broker: Math.round((cpu1 - cpu0) * 1000 / (publishers * count) * 10) / 10 }
+    }
   } finally {
     await killEach(children)
     if (broker !== null) await broker.child.kill()

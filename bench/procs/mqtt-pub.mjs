@@ -1,5 +1,5 @@
 // MQTT publishers (mqtt.js, QoS 1) for the reference brokers. argv[2] is JSON:
-//   { url, topic, clients, count, inflight, rate, protocolVersion }
+//   { url, topic, clients, count, inflight, rate, protocolVersion, username, password }
 // `clients` connections each publish `count` messages of 200 bytes, at most `inflight` unacknowledged
 // (1 = stop-and-wait), paced at `rate`/s per connection if rate > 0. Prints {"ready"} once connected,
 // starts on "go", prints {"result": {start, end, sent}} when every PUBACK arrived.
@@ -8,7 +8,7 @@ import { command, nowMs, paced, report, stampedPayload } from './child.mjs'
 
 const a = JSON.parse(process.argv[2])
 const connect = (i) => new Promise((resolve, reject) => {
-  const c = mqtt.connect(a.url, { clientId: `bench-pub-${process.pid}-${i}`, protocolVersion: a.protocolVersion ?? 4, clean: true, reconnectPeriod: 0, keepalive: 60 })
+  const c = mqtt.connect(a.url, { clientId: `bench-pub-${process.pid}-${i}`, protocolVersion: a.protocolVersion ?? 4, clean: true, reconnectPeriod: 0, keepalive: 60, ...(a.username !== undefined ? { username: a.username, password: a.password } : {}) })
   c.once('connect', () => { resolve(c) })
   c.once('error', reject)
 })
