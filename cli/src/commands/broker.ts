@@ -119,12 +119,8 @@ export function brokerCommand (): Command {
       })
       logger.info({ url: server.url, ...(server.webSocketUrl !== null ? { webSocketUrl: server.webSocketUrl } : {}), site: opts.site, data: opts.data, stored: server.broker.store.count(), clientAuth: opts.tlsClientAuth === true }, 'broker listening')
       if (!server.tls && opts.insecure === true && !isLoopbackHost(opts.host)) logger.warn({ host: opts.host }, 'plain MQTT on a non-loopback address (--insecure): credentials cross the network in the clear')
-      // a line for scripts and tests to wait for, also when logs are JSON: the MQTT URL first, then the WebSocket one
-      process.stdout.write(`herald broker listening on ${server.url}\n`)
-      if (server.webSocketUrl !== null) process.stdout.write(`herald broker listening on ${server.webSocketUrl}\n`)
-      if (server.webSocketUrl !== null && httpHandler !== undefined) process.stdout.write(`herald broker demo page on ${demoPageUrl(server.webSocketUrl)}\n`)
-      if (server.metricsUrl !== null) process.stdout.write(`herald broker metrics on ${server.metricsUrl}/metrics\n`)
-      // `kill -HUP <pid>`: a renewed certificate and a changed site file are taken up without a restart
+      // `kill -HUP <pid>`: a renewed certificate and a changed site file are taken up without a restart;
+      // handled before the listening line, so that a SIGHUP sent once it is printed never kills the broker
       process.on('SIGHUP', () => {
         if (server.tls) {
           server.reloadTls().then(
@@ -136,6 +132,11 @@ export function brokerCommand (): Command {
         // nothing did; a refused reload leaves the broker on the previous site
         server.reloadSite().catch(() => undefined)
       })
+      // a line for scripts and tests to wait for, also when logs are JSON: the MQTT URL first, then the WebSocket one
+      process.stdout.write(`herald broker listening on ${server.url}\n`)
+      if (server.webSocketUrl !== null) process.stdout.write(`herald broker listening on ${server.webSocketUrl}\n`)
+      if (server.webSocketUrl !== null && httpHandler !== undefined) process.stdout.write(`herald broker demo page on ${demoPageUrl(server.webSocketUrl)}\n`)
+      if (server.metricsUrl !== null) process.stdout.write(`herald broker metrics on ${server.metricsUrl}/metrics\n`)
       onShutdown(() => server.close(), (msg, err) => { logger.info({ err }, msg) })
     })
 }
