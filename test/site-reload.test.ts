@@ -7,7 +7,8 @@ import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { ClientEndpoint, type HeraldEvent } from '@herald/client-endpoint'
 import { ServiceEndpoint } from '@herald/service-endpoint'
-import { AuthError, ErrorCode, eventsOfService, type HeraldError } from '@herald/protocol'
+import { AuthError, ConfigError, ErrorCode, eventsOfService, type HeraldError } from '@herald/protocol'
+import { startBrokerServer } from '@herald/broker'
 import { waitFor } from '@herald/protocol/testing'
 import { HashedSecret, parseSite } from '@herald/node-runtime'
 import { tempDir } from '@herald/node-runtime/testing'
@@ -356,5 +357,80 @@ describe('site reload (SIGHUP on herald broker)', () => {
     await raising
     await waitFor(() => got.ids.length >= total && svc.status.backlog === 0, 'all events delivered')
     expect(got.ids).toEqual(Array.from({ length: total }, (_, i) => i))
+  })
+})
+
+describe('server.reloadSite() (what SIGHUP and the admin route call)', () => {
+  const closers: Array<() => Promise<void>> = []
+  afterEach(async () => {
+    for (const c of closers.splice(0).reverse()) {
+      try { await c() } catch { /* best effort */ }
+    }
+  })
+
+  async function serve (doc: Doc, asObject = false): Promise<{ server: Awaited<ReturnType<typeof startBrokerServer>>, sitePath: string }> {
+    const d = await tempDir('herald-reload-')
+    closers.push(d.remove)
+    const sitePath = join(d.path, 'site.json')
+    await writeFile(sitePath, await siteText(doc))
+    const server = await startBrokerServer({ site: asObject ? await parseSite(JSON.parse(await siteText(doc))) : sitePath, dataDir: join(d.path, 'data'), port: 0 })
+    closers.push(() => server.close())
+    return { server, sitePath }
+  }
+  function client (url: string, user: string | null, clientName: string, password?: string): ClientEndpoint {
+    const ep = new ClientEndpoint({ url, clientName, ...(user !== null ? { user, password: password ?? user + SUFFIX } : {}), reconnectInitialMs: 20, reconnectMaxMs: 200 })
+    closers.push(() => ep.close())
+    return ep.start()
+  }
+
+  it('resolves to a JSON report, rejects a bad file with SITE_INVALID, and runs reloads one at a time', async () => {
+    const { server, sitePath } = await serve(baseDoc())
+    const same = await server.reloadSite()
+    expect(same.changed).toBe(false)
+    const next = baseDoc()
+    next.users.push({ name: 'dave', roles: [] })
+    await writeFile(sitePath, await siteText(next))
+    // two at once: both see the file, the second finds nothing more to change
+    const [r1, r2] = await Promise.all([server.reloadSite(), server.reloadSite()])
+    expect(r1.users.added).toEqual(['dave'])
+    expect(r2.changed).toBe(false)
+    expect(JSON.parse(JSON.stringify(r1))).toEqual(r1)
+    await writeFile(sitePath, '{ "events": [')
+    const err = await server.reloadSite().catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(ConfigError)
+    expect((err as ConfigError).code).toBe(ErrorCode.SITE_INVALID)
+    expect(server.broker.site.users.has('dave')).toBe(true)
+  })
+
+  it('a broker started with a Site object has no file to reload: a ConfigError', async () => {
+    const { server } = await serve(baseDoc(), true)
+    await expect(server.reloadSite()).rejects.toThrow(/started with a site object/)
+  })
+
+  it('guests turned off closes guest connections; a changed password disconnects its user, and only the new one logs in', async () => {
+    const { server, sitePath } = await serve(baseDoc())
+    const guest = client(server.url, null, 'kiosk')
+    const carol = client(server.url, 'carol', 'app')
+    const alice = client(server.url, 'alice', 'app')
+    await waitFor(() => guest.status.state === 'online' && carol.status.state === 'online' && alice.status.state === 'online', 'all online')
+    const guestErrors: HeraldError[] = []
+    const carolErrors: HeraldError[] = []
+    guest.on('error', (e) => { guestErrors.push(e) })
+    carol.on('error', (e) => { carolErrors.push(e) })
+    let aliceOffline = 0
+    alice.on('status', (s) => { if (s.state === 'offline') aliceOffline++ })
+    const next = baseDoc()
+    next.guests = false
+    hashes.set('carol', (await HashedSecret.hash('carol-new-secret')).encode())
+    await writeFile(sitePath, await siteText(next))
+    const report = await server.reloadSite()
+    expect(report).toMatchObject({ guests: false, users: { changed: ['carol'] } })
+    await waitFor(() => guestErrors.some((e) => e.code === ErrorCode.NOT_AUTHORIZED), 'the guest refused after the reload')
+    await waitFor(() => carolErrors.some((e) => e.code === ErrorCode.BAD_CREDENTIALS), 'carol with the old password refused')
+    const carol2 = client(server.url, 'carol', 'app2', 'carol-new-secret')
+    await waitFor(() => carol2.status.state === 'online', 'carol with the new password logs in')
+    expect(alice.status.state).toBe('online')
+    expect(aliceOffline).toBe(0)
+    hashes.delete('carol')
   })
 })
