@@ -82,7 +82,7 @@ class Fixture {
     const before = this.broker.proc.lines.length
     this.broker.proc.child.kill('SIGHUP')
     await waitFor(() => this.broker.proc.lines.slice(before).some(isReloadLine), 'the reload\'s log line')
-    return JSON.parse(this.broker.proc.lines.slice(before).find(isReloadLine) as string)
+    return JSON.parse(this.broker.proc.lines.slice(before).find(isReloadLine) as string) as { level: number, msg: string, err?: string, change?: unknown }
   }
 
   async service (id: string, doc: Doc, secret = id + SUFFIX): Promise<ServiceEndpoint> {

@@ -87,7 +87,8 @@ describe('diffSites', () => {
   it('refuses a category change, naming the event, whether or not anything is stored ([SITE-RELOAD-2])', async () => {
     const next = await site((d) => { events(d)[1] = { name: 'log', category: 'private' } })
     const c = diffSites(await site(), next, none)
-    expect(c.problems).toEqual([{ event: 'log', reason: expect.stringContaining('category changed from queueing to private') }])
+    expect(c.problems.map((p) => p.event)).toEqual(['log'])
+    expect(c.problems[0]?.reason).toContain('category changed from queueing to private')
     const err = siteChangeRefused(c.problems)
     expect(err).toBeInstanceOf(ConfigError)
     expect(err.code).toBe(ErrorCode.SITE_INVALID)
@@ -101,9 +102,12 @@ describe('diffSites', () => {
     })
     expect(diffSites(await site(), next, new Map([['alarm', 0], ['log', 3]])).problems).toEqual([])
     const c = diffSites(await site(), next, new Map([['alarm', 2]]))
-    expect(c.problems).toEqual([{ event: 'alarm', reason: expect.stringContaining('the store holds 2 events of it') }])
+    expect(c.problems.map((p) => p.event)).toEqual(['alarm'])
+    expect(c.problems[0]?.reason).toContain('the store holds 2 events of it')
     // a store that cannot tell: refused, never a guess
-    expect(diffSites(await site(), next, null).problems).toEqual([{ event: 'alarm', reason: expect.stringContaining('cannot tell') }])
+    const unknown = diffSites(await site(), next, null).problems
+    expect(unknown.map((p) => p.event)).toEqual(['alarm'])
+    expect(unknown[0]?.reason).toContain('cannot tell')
   })
 
   it('names every offending event at once', async () => {
