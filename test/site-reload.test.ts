@@ -368,12 +368,12 @@ describe('server.reloadSite() (what SIGHUP and the admin route call)', () => {
     }
   })
 
-  async function serve (doc: Doc, asObject = false): Promise<{ server: Awaited<ReturnType<typeof startBrokerServer>>, sitePath: string }> {
+  async function serve (doc: Doc, asObject = false, options: { maxConcurrentLoginChecks?: number } = {}): Promise<{ server: Awaited<ReturnType<typeof startBrokerServer>>, sitePath: string }> {
     const d = await tempDir('herald-reload-')
     closers.push(d.remove)
     const sitePath = join(d.path, 'site.json')
     await writeFile(sitePath, await siteText(doc))
-    const server = await startBrokerServer({ site: asObject ? await parseSite(JSON.parse(await siteText(doc))) : sitePath, dataDir: join(d.path, 'data'), port: 0 })
+    const server = await startBrokerServer({ site: asObject ? await parseSite(JSON.parse(await siteText(doc))) : sitePath, dataDir: join(d.path, 'data'), port: 0, ...options })
     closers.push(() => server.close())
     return { server, sitePath }
   }
@@ -432,5 +432,22 @@ describe('server.reloadSite() (what SIGHUP and the admin route call)', () => {
     expect(alice.status.state).toBe('online')
     expect(aliceOffline).toBe(0)
     hashes.delete('carol')
+  })
+
+  it('a login whose secret check was under way when the reload removed its user is refused ([SITE-RELOAD-3])', async () => {
+    const { server } = await serve(baseDoc(), false, { maxConcurrentLoginChecks: 1 })
+    const next = baseDoc()
+    next.users = next.users.filter((u) => u.name !== 'bob')
+    const nextSite = await parseSite(JSON.parse(await siteText(next)))
+    const bobs = [0, 1, 2].map((i) => client(server.url, 'bob', `app${i}`))
+    const errors = bobs.map(() => [] as HeraldError[])
+    bobs.forEach((b, i) => { b.on('error', (e) => { errors[i]?.push(e) }) })
+    // a check started under the old site and not yet finished
+    const l = (): { checks: number, succeeded: number, failed: number } => server.broker.stats().logins
+    await waitFor(() => l().checks > l().succeeded + l().failed, 'a secret check under way', 20_000, 1)
+    server.broker.reloadSite(nextSite)
+    await waitFor(() => errors.every((e) => e.some((x) => x.code === ErrorCode.BAD_CREDENTIALS)), 'every bob refused')
+    expect(bobs.map((b) => b.status.state)).not.toContain('online')
+    expect(server.broker.stats().connectionsByKind.client).toBe(0)
   })
 })
