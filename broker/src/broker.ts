@@ -525,7 +525,9 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
       if (q === null) {
         n++
         logger.info({ clientId: client.id }, 'closing a connection: its entry left the site, its secret changed, or guests are no longer admitted')
+        // no frame of it is handled from now on (authorizePublish finds no principal)
         principals.delete(client)
+        if (p.kind === 'service' && services.get(p.service.id) === client) services.delete(p.service.id)
         client.close()
         continue
       }
