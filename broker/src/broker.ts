@@ -17,6 +17,7 @@ import { PacketSizeGuard } from './listeners/packet-size-guard.js'
 import { PlainIngest } from './plain/plain-ingest.js'
 import { PlainView } from './plain/plain-view.js'
 import { Uplink, type UplinkStats } from './uplink/uplink.js'
+import { accessGrew, diffSites, sameSecret, siteChangeRefused, type SiteChange, type SiteChangeReport } from './site/site-change.js'
 
 /** Broker options; every limit has a default in BROKER_DEFAULTS. */
 export interface BrokerOptions {
@@ -168,6 +169,19 @@ export interface Broker {
   /** Messages in aedes' retained store: none while [CONN-RETAIN-1] holds (for tests and monitoring). */
   retainedCount (): Promise<number>
   readonly store: EventStore
+  /**
+   * The site in force: the one given to createBroker, or the last one reloadSite() applied. A store
+   * whose limits follow reloads reads its event definitions here ([SITE-RELOAD-6]).
+   */
+  readonly site: Site
+  /**
+   * Applies a new, validated site to the running broker ([SITE-RELOAD-1..7]), synchronously, or
+   * throws a ConfigError (SITE_INVALID) naming each change stored data cannot follow, changing
+   * nothing. New logins, raised events and subscriptions use it at once; connections of removed
+   * entries, of entries whose secret changed and of guests when guests are turned off are closed;
+   * live subscriptions are checked again. Returns what changed.
+   */
+  reloadSite (next: Site): SiteChangeReport
   /** Closes every connection, stops timers and closes the store. */
   close (): Promise<void>
 }
@@ -207,7 +221,9 @@ function perEventStats (uplink: Uplink, delivery: Delivery): Record<string, PerE
 /** Creates a broker around an event store. */
 export async function createBroker (options: BrokerOptions): Promise<Broker> {
   if (options?.site === undefined || options.store === undefined) throw new ConfigError('createBroker: options "site" and "store" are required')
-  const { site, store } = options
+  const { store } = options
+  // the site in force; reloadSite() replaces it ([SITE-RELOAD-1])
+  let site: Site = options.site
   const limits = withDefaults('createBroker', BROKER_DEFAULTS, {
     maxConnections: options.maxConnections,
     maxPacketBytes: options.maxPacketBytes,
@@ -358,6 +374,24 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
   const plainView = new PlainView()
   const plainIngest = new PlainIngest()
 
+  /**
+   * A principal checked against an earlier site, under `next` ([SITE-RELOAD-3]): the same entry with
+   * its new definition, or null if it is gone, its secret changed, or (a guest) guests are off.
+   */
+  const underSite = (p: Principal, next: Site): Principal | null => {
+    if (p.kind === 'service') {
+      const def = next.services.get(p.service.id)
+      return def === undefined || !sameSecret(p.service.secret, def.secret) ? null : { kind: 'service', service: def }
+    }
+    if (p.kind === 'plain' && p.service !== null) {
+      const def = next.services.get(p.service.id)
+      return def === undefined || !sameSecret(p.service.secret, def.secret) ? null : { ...p, service: def }
+    }
+    if (p.user === null) return next.guests ? p : null
+    const def = next.users.get(p.user.name)
+    return def === undefined || !sameSecret(p.user.secret, def.secret) ? null : p.kind === 'plain' ? { ...p, user: def } : { kind: 'client', key: p.key, user: def }
+  }
+
   const sessionOf = (client: Client, principal: Principal): ClientSession | null => {
     if (principal.kind !== 'client') return null
     let s = sessions.get(client)
@@ -408,7 +442,11 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
         if (verdict === 'failed') logger.warn({ clientId: client.id, address, name }, 'login failed')
         return verdict === 'ok'
       }
-      authenticate(site, client.id, username, password, gate).then((principal) => {
+      const siteAtStart = site
+      authenticate(site, client.id, username, password, gate).then((checked) => {
+        // [SITE-RELOAD-3] a reload while the secret was checked: the login must hold under the new site
+        const principal = site === siteAtStart ? checked : underSite(checked, site)
+        if (principal === null) return refuse(new AuthError(ErrorCode.BAD_CREDENTIALS, 'the site changed during the login: this name or secret is no longer valid'), 0)
         const other = (aedes as unknown as { clients: Record<string, Client | undefined> }).clients[client.id]
         const takeover = other !== undefined && other !== client
         // [PLAIN-LOGIN-2] a plain client id is chosen freely: one login may not take over another's connection
@@ -502,9 +540,62 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
   const dropLog = setInterval(() => { drops.report() }, limits.dropLogIntervalMs)
   dropLog.unref()
 
+  /**
+   * [SITE-RELOAD-3], [SITE-RELOAD-4] every logged-in connection under the new site: kept with its
+   * entry's new definition, or closed. One walk over the connections at each reload, nothing on the
+   * hot path. (A listener with connections of its own, e.g. plain MQTT, adds its walk next to this.)
+   */
+  const recheckConnections = (next: Site): { closed: number } => {
+    let n = 0
+    const clients = Object.values((aedes as unknown as { clients: Record<string, Client | undefined> }).clients)
+    for (const client of clients) {
+      if (client === undefined) continue
+      const p = principals.get(client)
+      if (p === undefined) continue // not logged in yet: the login checks the site it ends under
+      const q = underSite(p, next)
+      if (q === null) {
+        n++
+        logger.info({ clientId: client.id }, 'closing a connection: its entry left the site, its secret changed, or guests are no longer admitted')
+        // no frame of it is handled from now on (authorizePublish finds no principal)
+        principals.delete(client)
+        if (p.kind === 'service' && services.get(p.service.id) === client) services.delete(p.service.id)
+        client.close()
+        continue
+      }
+      principals.set(client, q)
+    }
+    return { closed: n }
+  }
+
+  const reloadSite = (next: Site): SiteChangeReport => {
+    if (closed) throw new ConfigError('the broker is closed')
+    const stored = store.storedByEvent?.() ?? null
+    const change: SiteChange = diffSites(site, next, stored)
+    // [SITE-RELOAD-2] refused as a whole: nothing of it applies
+    if (change.problems.length > 0) throw siteChangeRefused(change.problems)
+    const prev = site
+    site = next
+    uplink.setSite(next)
+    const { closed: closedConnections } = recheckConnections(next)
+    // [SITE-RELOAD-5] live subscriptions under the users' new roles; more access: told to ask again
+    const grew: ClientSession[] = []
+    delivery.recheck(next, (session) => {
+      const p = session.principal
+      const q = underSite(p, next)
+      if (q === null || q.kind !== 'client') return null // its connection was closed above
+      if (accessGrew(prev, p.user, next, q.user)) grew.push(session)
+      return q
+    })
+    for (const session of grew) delivery.notifyAccessGranted(session)
+    logger.debug({ closedConnections, notified: grew.length }, 'site applied')
+    return change.report
+  }
+
   let closed = false
   return {
     store,
+    get site () { return site },
+    reloadSite,
     handle (stream: Duplex): void {
       if (closed) {
         stream.destroy()

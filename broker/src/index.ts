@@ -12,3 +12,4 @@ export type { EventStore, AppendBatch, AppendResult, ArrivingEvent, EventCounter
 export { DropReport, type DropDelta } from './drop-report.js'
 export { createSqliteEventStore, SqliteEventStore } from './event-store/sqlite-event-store.js'
 export { MemoryEventStore } from './event-store/memory-event-store.js'
+export { diffSites, describeSiteChange, type SiteChange, type SiteChangeProblem, type SiteChangeReport } from './site/site-change.js'

@@ -6,6 +6,7 @@ import type { Duplex } from 'node:stream'
 import { ConfigError, ErrorCode, silentLogger, type Logger, type Site } from '@herald/protocol'
 import { loadSite, startMetricsServer, type MetricsServer, type MetricsServerOptions } from '@herald/node-runtime'
 import { createBroker, type Broker, type BrokerOptions } from './broker.js'
+import { describeSiteChange, type SiteChangeReport } from './site/site-change.js'
 import { lockDataDir, type DataDirLock } from './data-dir.js'
 import type { Registry } from 'prom-client'
 import { brokerMetricsRegistry } from './metrics.js'
@@ -95,6 +96,14 @@ export interface BrokerServer {
    * certificate, if the files do not load; a ConfigError too without TLS.
    */
   reloadTls (): Promise<void>
+  /**
+   * Reads the site file again and applies it ([SITE-RELOAD-1]): resolves to what changed (JSON, also
+   * logged as one line), or rejects with a ConfigError (SITE_INVALID) naming the problem (the file
+   * does not load or validate, or a change stored data cannot follow), changing nothing. Reloads
+   * run one at a time, in call order. A broker started with a Site object, not a path, has no file
+   * to read: a ConfigError (use `broker.reloadSite(site)`).
+   */
+  reloadSite (): Promise<SiteChangeReport>
   close (): Promise<void>
 }
 
@@ -166,6 +175,7 @@ export async function startBrokerServer (options: BrokerServerOptions): Promise<
   // [CONN-TLS-3] holds for the WebSocket listener too: same host, and TLS for both or neither
   checkListenerSecurity(host, tls !== undefined, insecure === true)
   const site = typeof siteOpt === 'string' ? await loadSite(siteOpt) : siteOpt
+  const siteHolder = { site }
   const certificates = tls !== undefined ? await readCertificates(tls) : null
   if (certificates !== null) checkTlsCertificates(certificates, tls?.clientAuth === true)
   const lock: DataDirLock = await lockDataDir(dataDir, [EVENTS_FILE], logger)
@@ -235,7 +245,8 @@ export async function startBrokerServer (options: BrokerServerOptions): Promise<
     }
     const store = await createSqliteEventStore({
       path: join(dataDir, EVENTS_FILE),
-      limitsOf: (name) => site.events.get(name),
+      // [SITE-RELOAD-6] the limits of the site in force, reloads included
+      limitsOf: (name) => (ready ?? siteHolder).site.events.get(name),
       logger
     })
     let broker: Broker
@@ -246,6 +257,7 @@ export async function startBrokerServer (options: BrokerServerOptions): Promise<
       throw err
     }
     ready = broker
+    let reloads: Promise<unknown> = Promise.resolve()
     registry = metrics !== undefined ? brokerMetricsRegistry(broker) : null
     const ms = metricsServer
     const l = listener
@@ -269,6 +281,25 @@ export async function startBrokerServer (options: BrokerServerOptions): Promise<
         tl.setCertificates(c)
         wl?.setCertificates(c)
         logger.info({ cert: tls.certFile }, 'TLS certificate reloaded')
+      },
+      reloadSite () {
+        const run = async (): Promise<SiteChangeReport> => {
+          if (typeof siteOpt !== 'string') throw new ConfigError('this broker was started with a site object, not a site file: there is no file to reload (call broker.reloadSite(site))')
+          if (closing) throw new ConfigError('the broker is closing')
+          let report: SiteChangeReport
+          try {
+            // [SITE-RELOAD-1] validated first: a file that does not load changes nothing
+            report = broker.reloadSite(await loadSite(siteOpt))
+          } catch (err) {
+            logger.error({ site: siteOpt, err: (err as Error).message }, 'site not reloaded; the broker goes on with the previous site')
+            throw err
+          }
+          logger.info({ site: siteOpt, change: report }, describeSiteChange(report))
+          return report
+        }
+        const next = reloads.then(run, run)
+        reloads = next.catch(() => undefined)
+        return next
       },
       async close () {
         closing = true

@@ -67,6 +67,12 @@ export interface SubscribeOptions<Tx = never> {
    * synchronous; it runs inside a transaction on this database in which the position is committed too.
    */
   readonly transaction?: Tx
+  /**
+   * If the broker refuses the subscription for access (NOT_AUTHORIZED), resolve anyway and wait:
+   * the refusal is emitted as `subscriptionError`, `waitingForAccess` is true, and delivery starts
+   * once a site change grants access ([SITE-RELOAD-5]). Default false: subscribe() rejects.
+   */
+  readonly waitForAccess?: boolean
 }
 
 /** What an entry gives the core: the transport to use, and (Node) transactional mode. */
@@ -96,6 +102,11 @@ export interface Subscription {
   readonly retries: number
   /** The position of the last committed event. */
   readonly position: number
+  /**
+   * True while the broker refuses it for access (NOT_AUTHORIZED): nothing is delivered until a site
+   * change grants access, then delivery goes on from `position` ([SITE-RELOAD-5]).
+   */
+  readonly waitingForAccess: boolean
   unsubscribe (): Promise<void>
 }
 
@@ -109,7 +120,12 @@ export interface ClientEndpointEvents {
   status: (status: ClientStatus) => void
   /** A handler threw; the same event is retried after `retryInMs` ([CLI-RETRY-1]). */
   handlerError: (info: { key: string, event: HeraldEvent, error: unknown, attempt: number, retryInMs: number }) => void
-  /** The broker ended a subscription after it was active (e.g. access revoked). */
+  /**
+   * The broker ended a subscription after it was active (e.g. its event was removed from the site),
+   * or refused it for access ([SITE-RELOAD-5]: access withdrawn by a site change, or a first refusal
+   * with `waitForAccess`): then `error.code` is NOT_AUTHORIZED, the subscription is kept, waiting
+   * (`waitingForAccess`), and delivery goes on once access is granted again.
+   */
   subscriptionError: (info: { key: string, error: HeraldError }) => void
   /**
    * A background failure, among them refused credentials ([CONN-AUTH-2]: an AuthError naming the
@@ -256,12 +272,14 @@ export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointE
     const window = options.window ?? this.opts.window
     checkInt('subscribe', 'window', window, 1, 100_000)
     const tx = this.platform.transactions
+    if (options.waitForAccess !== undefined && typeof options.waitForAccess !== 'boolean') throw new ConfigError('subscribe: option "waitForAccess" must be true or false')
     if (options.transaction !== undefined && tx === undefined) throw new ConfigError('subscribe: option "transaction" (transactional mode) needs the Node entry and a better-sqlite3 database')
     const positions = options.transaction === undefined || tx === undefined ? this.positions : tx.positions(options.transaction)
     const sub = new ClientSubscription<Tx>(key, eventName, services, start, window, handler, positions, options.transaction ?? null)
     const recorded = positions.get(key)
     sub.committed = recorded?.position ?? 0
     sub.crashStarted = recorded?.started ?? null
+    sub.waitForAccess = options.waitForAccess === true
     this.subs.set(key, sub)
     const settled = new Promise<void>((resolve, reject) => { sub.settle = { resolve, reject } })
     if (this.link.online) this.resubscribe(sub)
@@ -282,6 +300,7 @@ export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointE
       get redelivered () { return sub.redelivered },
       get retries () { return sub.retries },
       get position () { return sub.committed },
+      get waitingForAccess () { return sub.waitingForAccess },
       unsubscribe: async () => {
         sub.closed = true
         sub.stopRetryWait?.()
@@ -354,6 +373,7 @@ export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointE
             sub.committed = c.head
             sub.reserved = c.head
           }
+          sub.waitingForAccess = false
           const s = sub.settle
           sub.settle = null
           if (s === null) {
@@ -366,6 +386,9 @@ export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointE
             // (the handler loop waits for its own first write, which an ordered store does after it)
             Promise.all([w1, w2]).then(() => { s.resolve() }, (err: unknown) => { s.reject(toHeraldError(err)) })
           }
+        } else if (c.op === 'accessGranted') {
+          // [SITE-RELOAD-5] the site now lets this user receive more: ask again for what was refused
+          for (const sub of this.subs.values()) if (sub.waitingForAccess && sub.wireId === 0) this.resubscribe(sub)
         } else {
           const error = errorFromWire(c.code, c.message)
           const sub = c.sub === null ? undefined : this.wire.get(c.sub)
@@ -382,6 +405,16 @@ export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointE
               if (!sub.closed && !this.closed) this.resubscribe(sub)
             }, this.opts.retryInitialMs * 10)
             this.resubscribeTimers.add(t)
+            return
+          }
+          if (error.code === ErrorCode.NOT_AUTHORIZED && (sub.settle === null || sub.waitForAccess)) {
+            // [SITE-RELOAD-5] refused for access: kept, waiting to be granted; told once per refusal
+            const s = sub.settle
+            sub.settle = null
+            const wasWaiting = sub.waitingForAccess
+            sub.waitingForAccess = true
+            if (!wasWaiting) this.emit('subscriptionError', { key: sub.key, error })
+            s?.resolve()
             return
           }
           sub.closed = true

@@ -439,3 +439,71 @@ describe('ClientEndpoint (memory transport, manual clock)', () => {
     })
   })
 })
+
+describe('ClientEndpoint: access withdrawn and granted by a site change ([SITE-RELOAD-5])', () => {
+  const refuse = (h: Harness, sub: number): void => {
+    h.transport.last.inject(encodeControl({ op: 'error', sub, code: ErrorCode.NOT_AUTHORIZED, message: 'user "alice" may no longer receive "log" (the site changed)' }))
+  }
+  const subRequests = (h: Harness): SubRequest[] => h.transport.last.requests().filter((r): r is SubRequest => r.op === 'sub')
+
+  it('a withdrawn subscription is reported once, waits, and goes on from its position on accessGranted', async () => {
+    const h = makeClient()
+    const reported: Array<[string, string]> = []
+    h.ep.on('subscriptionError', ({ key, error }) => { reported.push([key, error.code]) })
+    const r = recorder()
+    const sub = await subscribed(h, r.handler)
+    await h.deliver([1, 2])
+    expect(sub.position).toBe(2)
+    refuse(h, h.subRequest().sub)
+    await flush()
+    expect(reported).toEqual([['log', ErrorCode.NOT_AUTHORIZED]])
+    expect(sub.waitingForAccess).toBe(true)
+    expect(subRequests(h)).toHaveLength(1)
+    // granted: asked again from its position; refused again: not reported twice
+    h.transport.last.inject(encodeControl({ op: 'accessGranted' }))
+    await flush()
+    expect(subRequests(h)).toHaveLength(2)
+    expect(h.subRequest()).toMatchObject({ event: 'log', position: 2, start: 'all' })
+    refuse(h, h.subRequest().sub)
+    await flush()
+    expect(reported).toHaveLength(1)
+    h.transport.last.inject(encodeControl({ op: 'accessGranted' }))
+    await flush()
+    await h.accept(2)
+    expect(sub.waitingForAccess).toBe(false)
+    await h.deliver([3])
+    expect(r.seen.map((e) => e.position)).toEqual([1, 2, 3])
+    expect(h.errors).toEqual([])
+  })
+
+  it('subscribe() rejects a refusal for access, unless waitForAccess: then it resolves, reports it, and waits', async () => {
+    const h = makeClient()
+    h.ep.start()
+    await h.connect()
+    const plain = h.ep.subscribe('log', { key: 'plain' }, () => {})
+    await flush()
+    refuse(h, h.subRequest().sub)
+    await expect(plain).rejects.toMatchObject({ code: ErrorCode.NOT_AUTHORIZED })
+    const reported: string[] = []
+    h.ep.on('subscriptionError', ({ key }) => { reported.push(key) })
+    const waiting = h.ep.subscribe('log', { waitForAccess: true }, () => {})
+    await flush()
+    refuse(h, h.subRequest().sub)
+    const sub = await waiting
+    expect(sub.waitingForAccess).toBe(true)
+    expect(reported).toEqual(['log'])
+    // accessGranted sends again only what waits for access
+    const before = subRequests(h).length
+    h.transport.last.inject(encodeControl({ op: 'accessGranted' }))
+    await flush()
+    expect(subRequests(h).length).toBe(before + 1)
+    // an unsubscribed waiting subscription is not asked for again
+    refuse(h, h.subRequest().sub)
+    await flush()
+    await sub.unsubscribe()
+    h.transport.last.inject(encodeControl({ op: 'accessGranted' }))
+    await flush()
+    expect(subRequests(h).filter((r) => r.op === 'sub').length).toBe(before + 1)
+    await expect(h.ep.subscribe('log', { key: 'k2', waitForAccess: 'yes' as unknown as boolean }, () => {})).rejects.toBeInstanceOf(ConfigError)
+  })
+})

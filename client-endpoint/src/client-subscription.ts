@@ -41,6 +41,13 @@ export class ClientSubscription<Tx = never> {
   stopRetryWait: (() => void) | null = null
   private idleWaiters: Array<() => void> = []
   settle: { resolve: () => void, reject: (err: Error) => void } | null = null
+  /**
+   * The broker refused it for access (NOT_AUTHORIZED) and it waits to be granted ([SITE-RELOAD-5]):
+   * sent again on the broker's `accessGranted` notice and after every reconnect.
+   */
+  waitingForAccess = false
+  /** subscribe() option `waitForAccess`: a first refusal for access waits too, instead of rejecting. */
+  waitForAccess = false
 
   constructor (
     readonly key: string,

@@ -2,7 +2,7 @@
  * Hashed credentials ([SITE-CRED-1]): `scrypt$<N>$<r>$<p>$<salt b64>$<hash b64>`, made with node:crypto.
  * Plain secrets are hashed when the site is loaded and never kept.
  */
-import { randomBytes, scrypt as scryptCb, timingSafeEqual, type ScryptOptions } from 'node:crypto'
+import { createHmac, randomBytes, scrypt as scryptCb, timingSafeEqual, type ScryptOptions } from 'node:crypto'
 import { ConfigError } from '@herald/protocol'
 
 function scrypt (password: string, salt: Buffer, keylen: number, opts: ScryptOptions): Promise<Buffer> {
@@ -28,6 +28,13 @@ export const SCRYPT_DEFAULTS = { N: 16384, r: 8, p: 1 } as const
  */
 export const SCRYPT_MINIMUM = { N: 16384, r: 8, p: 1 } as const
 
+/**
+ * Key of the in-memory fingerprints of plain secrets: random per process, never stored, so a
+ * fingerprint tells two loads of the same plain secret apart from a changed one ([SITE-RELOAD-3])
+ * and nothing else.
+ */
+const FINGERPRINT_KEY = randomBytes(32)
+
 /** A verified-at-load, opaque hashed credential. `toString()` and JSON never show the hash. */
 export class HashedSecret {
   readonly #N: number
@@ -35,6 +42,8 @@ export class HashedSecret {
   readonly #p: number
   readonly #salt: Buffer
   readonly #hash: Buffer
+  /** For a secret hashed from plain text here: HMAC of the plain text under FINGERPRINT_KEY. */
+  #fingerprint: string | null = null
 
   private constructor (N: number, r: number, p: number, salt: Buffer, hash: Buffer) {
     this.#N = N; this.#r = r; this.#p = p; this.#salt = salt; this.#hash = hash
@@ -66,7 +75,20 @@ export class HashedSecret {
   static async hash (secret: string, cost: { N: number, r: number, p: number } = SCRYPT_DEFAULTS): Promise<HashedSecret> {
     const salt = randomBytes(16)
     const hash = await scrypt(secret, salt, 32, { N: cost.N, r: cost.r, p: cost.p, maxmem: scryptMaxmem(cost.N, cost.r, cost.p) })
-    return new HashedSecret(cost.N, cost.r, cost.p, salt, hash)
+    const h = new HashedSecret(cost.N, cost.r, cost.p, salt, hash)
+    h.#fingerprint = createHmac('sha256', FINGERPRINT_KEY).update(secret).digest('base64')
+    return h
+  }
+
+  /**
+   * Whether `other` is the same secret ([SITE-RELOAD-3]): the same stored hash, or, for two hashed
+   * from plain text in this process, the same plain text (each load salts it afresh). A plain
+   * secret and a stored hash of it count as different.
+   */
+  same (other: { encode (): string }): boolean {
+    if (!(other instanceof HashedSecret)) return false
+    if (this.#fingerprint !== null || other.#fingerprint !== null) return this.#fingerprint === other.#fingerprint
+    return this.encode() === other.encode()
   }
 
   /** True if `secret` matches; constant time in the comparison. */

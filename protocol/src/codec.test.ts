@@ -134,7 +134,8 @@ const CONTROL_FIXTURES: Control[] = [
   { op: 'subscribed', sub: MAX, category: 'queueing', head: MAX, reset: true },
   { op: 'subscribed', sub: 2, category: 'private', head: 5, reset: false },
   { op: 'error', sub: null, code: 'NOT_AUTHORIZED', message: 'user "bob" may not receive "alarm" — ✗' },
-  { op: 'error', sub: 9, code: 'UNKNOWN_EVENT', message: '' }
+  { op: 'error', sub: 9, code: 'UNKNOWN_EVENT', message: '' },
+  { op: 'accessGranted' }
 ]
 
 const nameOfFixture = (f: EventsFixture) => (sub: number): string | null => (sub === f.sub ? f.name : null)

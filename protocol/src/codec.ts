@@ -338,6 +338,11 @@ export type Control =
    */
   | { readonly op: 'subscribed', readonly sub: number, readonly category: Category, readonly head: number, readonly reset: boolean }
   | { readonly op: 'error', readonly sub: number | null, readonly code: string, readonly message: string }
+  /**
+   * A site reload gave this connection's user access to more events ([SITE-RELOAD-5]): the client
+   * sends again the subscriptions the broker refused it for access (NOT_AUTHORIZED).
+   */
+  | { readonly op: 'accessGranted' }
 
 export function encodeControl (c: Control): Uint8Array {
   return tagged(FrameType.CONTROL, JSON.stringify(c))
@@ -359,5 +364,6 @@ export function decodeControl (buf: Uint8Array): Control {
   if (o.op === 'error' && (o.sub === null || isInt(o.sub, 1)) && typeof o.code === 'string' && typeof o.message === 'string') {
     return { op: 'error', sub: o.sub, code: o.code, message: o.message }
   }
+  if (o.op === 'accessGranted') return { op: 'accessGranted' }
   throw new ProtocolError('CONTROL frame has an unknown shape')
 }

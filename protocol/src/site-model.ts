@@ -13,6 +13,11 @@ export interface SiteSecret {
   verify (secret: string): Promise<boolean>
   /** The storable form (for `scrypt`: `scrypt$N$r$p$salt$hash`). */
   encode (): string
+  /**
+   * Whether `other` stands for the same secret ([SITE-RELOAD-3]: a site reload keeps the logins of
+   * an entry whose secret did not change). Without it, the same `encode()` counts as the same.
+   */
+  same? (other: SiteSecret): boolean
 }
 
 /** Bounds the site file may choose within ([SITE-LIMITS-1]). */

@@ -170,3 +170,46 @@ describe('Delivery back-pressure ([CLI-BACKPRESSURE-1], [CLI-GUEST-1])', () => {
     expect(user.controls().map((c) => c.op)).toEqual(['subscribed', 'subscribed', 'subscribed'])
   })
 })
+
+describe('Delivery.recheck ([SITE-RELOAD-5])', () => {
+  it('ends the subscriptions a new site no longer allows, naming the event, keeps the others, and uses the new roles for new ones', async () => {
+    const doc = (aliceRoles: string[], withLog: boolean) => ({
+      events: [
+        { name: 'alarms', category: 'queueing', access: { roles: ['ops'] } },
+        { name: 'readings', category: 'queueing' },
+        ...(withLog ? [{ name: 'log', category: 'queueing' }] : [])
+      ],
+      users: [{ name: 'alice', password: 'password-1', roles: aliceRoles }]
+    })
+    const before = await parseSite(doc(['ops'], true))
+    const after = await parseSite(doc([], false))
+    let site: Site = before
+    const store = new MemoryEventStore({ limitsOf: (n) => site.events.get(n) })
+    const frames: Uint8Array[] = []
+    const delivery = new Delivery({ site, store, clock: new ManualClock(2), logger: silentLogger, limits: LIMITS })
+    const session = delivery.open({ kind: 'client', key: 'alice/app', user: before.users.get('alice') ?? null }, { write: (frame) => { frames.push(frame) }, blocked: false })
+    const sub = (id: number, event: string) => encodeRequest({ op: 'sub', sub: id, event, services: null, position: 0, start: 'all', window: 10 })
+    delivery.handleRequest(session, sub(1, 'alarms'))
+    delivery.handleRequest(session, sub(2, 'readings'))
+    delivery.handleRequest(session, sub(3, 'log'))
+    const controls = (): Control[] => frames.filter((f) => f[0] === FrameType.CONTROL).map(decodeControl)
+    expect(controls().map((c) => c.op)).toEqual(['subscribed', 'subscribed', 'subscribed'])
+
+    site = after
+    delivery.recheck(after, (s) => ({ ...s.principal, user: after.users.get('alice') ?? null }))
+    const ended = controls().slice(3)
+    expect(ended).toEqual([
+      { op: 'error', sub: 1, code: 'NOT_AUTHORIZED', message: 'user "alice" may no longer receive "alarms" (the site changed)' },
+      { op: 'error', sub: 3, code: 'UNKNOWN_EVENT', message: 'event "log" was removed from the site' }
+    ])
+    expect([...session.subs.keys()]).toEqual([2])
+    // the kept subscription still gets what is stored
+    const r = await store.append({ serviceId: 's', instance: 'i', events: [{ seq: 1, name: 'readings', category: 'queueing', raisedAt: 1, isNull: false, recipient: null, payloadKind: PayloadKind.json, payload: Buffer.from('1') }], handledUpTo: 1, receivedAt: 1 })
+    delivery.onStored(r.stored)
+    await waitFor(() => frames.some((f) => f[0] === FrameType.EVENTS), 'an EVENTS frame for the kept subscription')
+    // a new subscription is checked with the new roles
+    delivery.handleRequest(session, sub(4, 'alarms'))
+    expect(controls().at(-1)).toMatchObject({ op: 'error', sub: 4, code: 'NOT_AUTHORIZED' })
+    expect(delivery.lag(store.head()).has('alarms')).toBe(false)
+  })
+})

@@ -9,7 +9,7 @@
  * drains or an ack frees budget; events stored meanwhile stay in the store, not in memory. Reads
  * are bounded too: at most `maxConcurrentReads` at once, each of at most one frame's bytes.
  */
-import { decodeRequest, encodeControl, encodeEvents, ErrorCode, frameChunks, isValidName, mayReceive, type Clock, type Control, type Logger, type Request, type Site, type StoredEvent } from '@herald/protocol'
+import { decodeRequest, encodeControl, encodeEvents, ErrorCode, frameChunks, isValidName, mayReceive, type Clock, type Control, type EventDefinition, type Logger, type Request, type Site, type StoredEvent } from '@herald/protocol'
 import type { ClientPrincipal } from '../auth/principal.js'
 import type { EventStore } from '../event-store/event-store.js'
 import { Subscription } from './subscription.js'
@@ -70,7 +70,11 @@ export class ClientSession {
   /** Payload bytes that reads under way may send. */
   reservedBytes = 0
   closed = false
-  constructor (readonly principal: ClientPrincipal, readonly output: SessionOutput, readonly limits: SessionLimits) {}
+  /** Replaced by a site reload with the user's new definition ([SITE-RELOAD-5]). */
+  principal: ClientPrincipal
+  constructor (principal: ClientPrincipal, readonly output: SessionOutput, readonly limits: SessionLimits) {
+    this.principal = principal
+  }
   get key (): string { return this.principal.key }
   /** Payload bytes the connection may still have in flight. */
   get bytesLeft (): number { return this.limits.maxInflightBytes - this.inflightBytes - this.reservedBytes }
@@ -101,7 +105,12 @@ export class Delivery {
   /** Events sent to clients per event name (for metrics). */
   readonly deliveredByEvent = new Map<string, number>()
 
-  constructor (private readonly ctx: DeliveryContext) {}
+  /** The site subscriptions are checked against; recheck() swaps it ([SITE-RELOAD-5]). */
+  private site: Site
+
+  constructor (private readonly ctx: DeliveryContext) {
+    this.site = ctx.site
+  }
 
   /** A client connected. A previous session with the same key is closed first ([CLI-TAKEOVER-1]). */
   open (principal: ClientPrincipal, output: SessionOutput): ClientSession {
@@ -131,6 +140,47 @@ export class Delivery {
     session.subs.clear()
     session.waiting.clear()
     if (this.sessions.get(session.key) === session) this.sessions.delete(session.key)
+  }
+
+  /**
+   * A site reload ([SITE-RELOAD-5]): checks every live subscription against `site` with its user's
+   * new definition (`userOf`; null: the user is gone, its connections are being closed). A
+   * subscription to an event removed or no longer receivable ends with a CONTROL error for it
+   * (UNKNOWN_EVENT, NOT_AUTHORIZED) naming the event; what it was sent and not acknowledged comes
+   * again when it is granted again, from the client's position. The others go on with the new
+   * definition. Returns the sessions, for the caller's notices.
+   */
+  recheck (site: Site, userOf: (session: ClientSession) => ClientPrincipal | null): ClientSession[] {
+    this.site = site
+    const all = [...this.sessions.values()]
+    for (const session of all) {
+      const principal = userOf(session)
+      if (principal === null) continue
+      session.principal = principal
+      const user = principal.user
+      let ended = false
+      for (const sub of [...session.subs.values()]) {
+        const def = site.events.get(sub.def.name)
+        let refusal: [ErrorCode, string] | null = null
+        if (def === undefined) refusal = [ErrorCode.UNKNOWN_EVENT, `event "${sub.def.name}" was removed from the site`]
+        else if (!mayReceive(def, user) || (def.category === 'private' && user === null)) refusal = [ErrorCode.NOT_AUTHORIZED, `${user === null ? 'a guest' : `user "${user.name}"`} may no longer receive "${def.name}" (the site changed)`]
+        if (refusal === null) {
+          sub.def = def as EventDefinition
+          continue
+        }
+        this.removeSub(sub)
+        session.subs.delete(sub.id)
+        ended = true
+        this.control(session, { op: 'error', sub: sub.id, code: refusal[0], message: refusal[1] })
+      }
+      if (ended) this.resume(session)
+    }
+    return all
+  }
+
+  /** Tells a session that it may receive more than before ([SITE-RELOAD-5]). */
+  notifyAccessGranted (session: ClientSession): void {
+    if (!session.closed) this.control(session, { op: 'accessGranted' })
   }
 
   get sessionCount (): number {
@@ -198,7 +248,7 @@ export class Delivery {
     if (session.subs.has(req.sub)) return fail(ErrorCode.INVALID_ARGUMENT, `subscription id ${req.sub} is already in use on this connection`)
     const limits = session.limits
     if (session.subs.size >= limits.maxSubscriptions) return fail(ErrorCode.CAPACITY_EXCEEDED, `at most ${limits.maxSubscriptions} subscriptions per ${session.principal.user === null ? 'guest ' : ''}connection`)
-    const def = this.ctx.site.events.get(req.event)
+    const def = this.site.events.get(req.event)
     if (def === undefined) return fail(ErrorCode.UNKNOWN_EVENT, `event "${req.event}" is not defined in the site`)
     const user = session.principal.user
     if (!mayReceive(def, user)) return fail(ErrorCode.NOT_AUTHORIZED, `${user === null ? 'a guest' : `user "${user.name}"`} may not receive "${def.name}"`)

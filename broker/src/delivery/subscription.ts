@@ -20,7 +20,8 @@ export class Subscription {
 
   constructor (
     readonly id: number,
-    readonly def: EventDefinition,
+    /** Replaced by a site reload with the event's new definition (same name and category). */
+    public def: EventDefinition,
     readonly services: ReadonlySet<string> | null,
     /** The recipient key for private events, else null. */
     readonly recipient: string | null,

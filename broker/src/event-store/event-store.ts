@@ -144,7 +144,10 @@ export interface EventStore {
   counters (): Record<string, EventCounters>
   /** Completes pending appends, then releases the backend. Further calls reject with ClosedError. */
   close (): Promise<void>
-  /** Events stored per event name, expired-but-unpurged ones included (for metrics; optional). */
+  /**
+   * Events stored per event name, expired-but-unpurged ones included (for metrics, and for a site
+   * reload, which removes an event only when none are held [SITE-RELOAD-2]; without it, none is removed).
+   */
   storedByEvent? (): Map<string, number>
   /** Null while the store is open and its last commit succeeded, else why not (for /readyz; optional). */
   problem? (): string | null

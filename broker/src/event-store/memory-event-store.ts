@@ -140,6 +140,14 @@ export class MemoryEventStore implements EventStore {
     return snapshotCounters(this.#counters)
   }
 
+  /** Events stored per event name, expired-but-unpurged ones included (a site reload checks removals with it). */
+  storedByEvent (): Map<string, number> {
+    this.#checkOpen()
+    const out = new Map<string, number>()
+    for (const [name, events] of this.#byEvent) if (events.size > 0) out.set(name, events.size)
+    return out
+  }
+
   /** Idempotent: a second call resolves at once. */
   async close (): Promise<void> {
     this.#closed = true

@@ -36,7 +36,9 @@ export const CONFORMANCE_LIMITS: Readonly<Record<string, QueueLimits>> = Object.
   msg: { category: Category.private, lifetimeMs: 60_000, maxQueueSize: 10_000, maxPerRecipient: 3 }
 })
 
-const limitsOf: LimitsOf = (name) => CONFORMANCE_LIMITS[name]
+/** Limits a test changes while the store runs, as a site reload does ([SITE-RELOAD-6]); cleared after each test. */
+const changed = new Map<string, QueueLimits>()
+const limitsOf: LimitsOf = (name) => changed.get(name) ?? CONFORMANCE_LIMITS[name]
 const T0 = 1_700_000_000_000
 
 function limits (name: string): QueueLimits {
@@ -137,6 +139,7 @@ export function describeEventStoreConformance (name: string, factory: EventStore
     })
 
     afterEach(async () => {
+      changed.clear()
       for (const s of opened) await s.close()
       await fixture.cleanup()
     })
@@ -417,6 +420,23 @@ export function describeEventStoreConformance (name: string, factory: EventStore
         await s.append(batch('svc', 'i1', evs(max + 3, newest, 'temp')))
         expect(seqsOf(await s.read(query('temp')))).toEqual(evs(newest - max + 1, newest, 'temp').map((e) => e.seq))
         expect(s.count()).toBe(max)
+      })
+
+      it('[SITE-RELOAD-6] a smaller maxQueueSize from the limits in force trims the queue to it at its next append', async () => {
+        await store.append(batch('a', 'i1', evs(1, 5, 'temp')))
+        changed.set('temp', { ...limits('temp'), maxQueueSize: 2 })
+        // nothing changes until the next append to that queue ...
+        expect(seqsOf(await store.read(query('temp')))).toEqual([1, 2, 3, 4, 5])
+        await store.append(batch('a', 'i1', [ev(6, 'temp')]))
+        // ... which keeps the newest two, counted as pushed out
+        expect(seqsOf(await store.read(query('temp')))).toEqual([5, 6])
+        expect(store.count()).toBe(2)
+        expect(store.counters().temp?.pushedOut).toBe(4)
+      })
+
+      it('storedByEvent counts the events held per name (a site reload removes an event only when none are held)', async () => {
+        await store.append(batch('a', 'i1', [...evs(1, 3, 'log'), ev(4, 'door'), ev(5, 'door')]))
+        expect(Object.fromEntries(store.storedByEvent?.() ?? [])).toEqual({ log: 3, door: 1 })
       })
 
       it('a private event keeps the newest maxPerRecipient of its (service, event, recipient)', async () => {

@@ -72,9 +72,22 @@ export class Uplink {
    */
   readonly refusedByEvent = new Map<string, Map<string, number>>()
 
-  private readonly limitsOf = (name: string): EventDefinition | undefined => this.ctx.site.events.get(name)
+  /** The site events are judged against; setSite() swaps it ([SITE-RELOAD-4]): one field read per use. */
+  private site: Site
 
-  constructor (private readonly ctx: UplinkContext) {}
+  private readonly limitsOf = (name: string): EventDefinition | undefined => this.site.events.get(name)
+
+  constructor (private readonly ctx: UplinkContext) {
+    this.site = ctx.site
+  }
+
+  /**
+   * Judges events against `site` from now on ([SITE-RELOAD-4]). Frames already judged keep their
+   * verdict: what was accepted is stored and acknowledged.
+   */
+  setSite (site: Site): void {
+    this.site = site
+  }
 
   /** Handles one UP frame from an authenticated service. Synchronous up to the store's queue. */
   handle (service: ServiceDefinition, payload: Uint8Array): void {
@@ -179,14 +192,14 @@ export class Uplink {
   }
 
   private countRefused (name: string, code: string): void {
-    const key = this.ctx.site.events.has(name) ? name : UNKNOWN_EVENT_NAME
+    const key = this.site.events.has(name) ? name : UNKNOWN_EVENT_NAME
     let byCode = this.refusedByEvent.get(key)
     if (byCode === undefined) this.refusedByEvent.set(key, byCode = new Map<string, number>())
     byCode.set(code, (byCode.get(code) ?? 0) + 1)
   }
 
   private reject (service: ServiceDefinition, e: UpEvent): [ErrorCode, string] | null {
-    const def = this.ctx.site.events.get(e.name)
+    const def = this.site.events.get(e.name)
     if (def === undefined) return [ErrorCode.UNKNOWN_EVENT, `event "${e.name}" is not defined in the site`]
     if (!service.events.has(e.name)) return [ErrorCode.NOT_AUTHORIZED, `service "${service.id}" may not raise "${e.name}"`]
     if (def.category !== e.category) return [ErrorCode.WRONG_CATEGORY, `event "${e.name}" is ${def.category}, raised as ${e.category}`]

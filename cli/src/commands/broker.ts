@@ -102,8 +102,9 @@ export function brokerCommand (): Command {
       if (opts.wsDemoPage === true && opts.wsPort === undefined) throw new ConfigError('--ws-demo-page needs --ws-port: the page is served on the WebSocket port')
       const site = opts.wsDemoPage === true ? await loadSite(opts.site) : opts.site
       const httpHandler = typeof site === 'string' ? undefined : demoPageHandler({ config: { events: [...site.events.values()].filter((e) => e.category !== 'private').map((e) => e.name) } })
+      // the path, not the loaded site, so that SIGHUP can read it again ([SITE-RELOAD-1])
       const server = await startBrokerServer({
-        site, dataDir: opts.data, port: opts.port ?? (tls !== undefined ? 8883 : 1883), host: opts.host, tls, insecure: opts.insecure, logger,
+        site: opts.site, dataDir: opts.data, port: opts.port ?? (tls !== undefined ? 8883 : 1883), host: opts.host, tls, insecure: opts.insecure, logger,
         ...(opts.metricsPort !== undefined ? { metrics: { port: opts.metricsPort, host: opts.metricsHost } } : {}),
         ...(opts.wsPort !== undefined ? { webSocket: { port: opts.wsPort, ...(httpHandler !== undefined ? { httpHandler } : {}) } } : {}),
         ...(opts.maxConnectionsPerAddress !== undefined ? { maxConnectionsPerAddress: opts.maxConnectionsPerAddress } : {}),
@@ -118,20 +119,24 @@ export function brokerCommand (): Command {
       })
       logger.info({ url: server.url, ...(server.webSocketUrl !== null ? { webSocketUrl: server.webSocketUrl } : {}), site: opts.site, data: opts.data, stored: server.broker.store.count(), clientAuth: opts.tlsClientAuth === true }, 'broker listening')
       if (!server.tls && opts.insecure === true && !isLoopbackHost(opts.host)) logger.warn({ host: opts.host }, 'plain MQTT on a non-loopback address (--insecure): credentials cross the network in the clear')
+      // `kill -HUP <pid>`: a renewed certificate and a changed site file are taken up without a restart;
+      // handled before the listening line, so that a SIGHUP sent once it is printed never kills the broker
+      process.on('SIGHUP', () => {
+        if (server.tls) {
+          server.reloadTls().then(
+            () => { process.stdout.write('herald broker reloaded its TLS certificate\n') },
+            (err: unknown) => { logger.error({ err: (err as Error).message }, 'TLS certificate not reloaded; serving the previous one') }
+          )
+        }
+        // [SITE-RELOAD-1] one log line either way (startBrokerServer logs it): what changed, or why
+        // nothing did; a refused reload leaves the broker on the previous site
+        server.reloadSite().catch(() => undefined)
+      })
       // a line for scripts and tests to wait for, also when logs are JSON: the MQTT URL first, then the WebSocket one
       process.stdout.write(`herald broker listening on ${server.url}\n`)
       if (server.webSocketUrl !== null) process.stdout.write(`herald broker listening on ${server.webSocketUrl}\n`)
       if (server.webSocketUrl !== null && httpHandler !== undefined) process.stdout.write(`herald broker demo page on ${demoPageUrl(server.webSocketUrl)}\n`)
       if (server.metricsUrl !== null) process.stdout.write(`herald broker metrics on ${server.metricsUrl}/metrics\n`)
-      if (server.tls) {
-        // a renewed certificate is taken up without a restart: `kill -HUP <pid>`
-        process.on('SIGHUP', () => {
-          server.reloadTls().then(
-            () => { process.stdout.write('herald broker reloaded its TLS certificate\n') },
-            (err: unknown) => { logger.error({ err: (err as Error).message }, 'TLS certificate not reloaded; serving the previous one') }
-          )
-        })
-      }
       onShutdown(() => server.close(), (msg, err) => { logger.info({ err }, msg) })
     })
 }
