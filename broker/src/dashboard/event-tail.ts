@@ -83,7 +83,9 @@ export class EventTail {
       this.services[i] = e.serviceId
       const n = Math.min(this.previewBytes, e.payload.byteLength)
       this.previewLength[i] = n
-      if (n > 0) this.previews.set(e.payload.subarray(0, n), i * this.previewBytes)
+      // a whole payload is copied as it is; a longer one through a view of its first bytes
+      if (n === e.payload.byteLength) this.previews.set(e.payload, i * this.previewBytes)
+      else if (n > 0) this.previews.set(e.payload.subarray(0, n), i * this.previewBytes)
     }
   }
 
