@@ -5,6 +5,8 @@
  * service endpoint raises events, the tail shows them and its filter works at the server.
  * HERALD_DASHBOARD_SCREENSHOT=<file> also saves a screenshot of the page (docs/dashboard.png).
  */
+import { spawn } from 'node:child_process'
+import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { eventsOfService } from '@herald/protocol'
@@ -13,10 +15,40 @@ import { loadSite } from '@herald/node-runtime'
 import { tempDir } from '@herald/node-runtime/testing'
 import { ClientEndpoint } from '@herald/client-endpoint'
 import { ServiceEndpoint } from '@herald/service-endpoint'
-import { startBrokerProcess } from './support/processes.js'
+import { Proc, startBrokerProcess, startGatewayProcess } from './support/processes.js'
+import { freePort } from './support/ports.js'
 import { Chromium } from './support/browser.js'
 
-const SITE = join(import.meta.dirname, '..', 'examples', 'site.yaml')
+const ROOT = join(import.meta.dirname, '..')
+const SITE = join(ROOT, 'examples', 'site.yaml')
+
+/**
+ * A real gateway (examples/gateway.yaml as plant-1) on a simulated thermostat and door, serving its
+ * metrics on `metricsPort`; its lines' URLs come from `herald sim`.
+ */
+async function startFleet (dir: string, brokerUrl: string, metricsPort: number, cleanups: Array<() => Promise<void>>): Promise<void> {
+  const sim = new Proc(spawn(process.execPath, [join(ROOT, 'cli', 'bin', 'herald.js'), 'sim', '--devices', 'thermostat:1,door:1', '--link', 'tcp:0', '--rate', '2/s'], { stdio: ['ignore', 'pipe', 'pipe'] }), 'sim')
+  cleanups.push(() => sim.kill())
+  const url = async (model: string): Promise<string> => /tcp:\/\/\S+/.exec(await sim.waitLine((l) => l.startsWith(`${model} `)))?.[0] as string
+  const [thermostat, door] = [await url('thermostat'), await url('door')]
+  const example = await readFile(join(ROOT, 'examples', 'gateway.yaml'), 'utf8')
+  const mapping = example.slice(example.indexOf('\nmapping:') + 1)
+  const config = join(dir, 'gateway.yaml')
+  await writeFile(config, `service:
+  id: plant-1
+  secret: plant-secret-1
+broker: ${brokerUrl}
+data: ${join(dir, 'gateway-data')}
+site: ${SITE}
+metrics:
+  port: ${metricsPort}
+devices:
+  - { name: thermostat-1, url: '${thermostat}', model: thermostat }
+  - { name: door-1, url: '${door}', model: door }
+${mapping}`)
+  const gateway = await startGatewayProcess(config)
+  cleanups.push(() => gateway.kill())
+}
 
 describe('the broker dashboard in headless Chromium', () => {
   const cleanups: Array<() => Promise<void>> = []
@@ -30,12 +62,16 @@ describe('the broker dashboard in headless Chromium', () => {
   it('loads, shows a refused login and a non-admin, logs an admin in, moves its numbers while events flow, and filters its tail', async () => {
     const dir = await tempDir('herald-dashboard-')
     cleanups.push(() => dir.remove())
-    const { proc, url } = await startBrokerProcess(SITE, join(dir.path, 'data'), 0, ['--metrics-port', '0', '--dashboard', '--dashboard-gateway', 'http://127.0.0.1:1/metrics'])
+    const gatewayMetrics = await freePort()
+    const { proc, url } = await startBrokerProcess(SITE, join(dir.path, 'data'), 0, [
+      '--metrics-port', '0', '--dashboard', '--dashboard-gateway', `http://127.0.0.1:${gatewayMetrics}/metrics`, '--dashboard-gateway', `http://127.0.0.1:${await freePort()}/metrics`
+    ])
     cleanups.push(() => proc.kill())
     const line = await proc.waitLine((l) => l.startsWith('herald broker dashboard on '))
     const dashboardUrl = line.slice('herald broker dashboard on '.length)
     expect(dashboardUrl).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/admin$/)
 
+    await startFleet(dir.path, url, gatewayMetrics, cleanups)
     const site = await loadSite(SITE)
     const svc = new ServiceEndpoint({ url, serviceId: 'boiler-1', secret: 'boiler-secret-1', events: eventsOfService(site, 'boiler-1'), reconnectInitialMs: 20, reconnectMaxMs: 200 })
     cleanups.push(() => svc.close())
@@ -47,7 +83,7 @@ describe('the broker dashboard in headless Chromium', () => {
 
     browser = await Chromium.launch()
     const { page, errors } = await browser.open(dashboardUrl)
-    await page.setViewportSize({ width: 1280, height: 800 })
+    await page.setViewportSize({ width: 1280, height: 1000 })
     await page.waitForSelector('#login-form', { state: 'visible', timeout: 30_000 })
 
     // an unknown user and a wrong password: one message; a user without an admin role: another
@@ -93,8 +129,11 @@ describe('the broker dashboard in headless Chromium', () => {
     await page.waitForFunction(() => Array.from(document.querySelectorAll<HTMLElement>('#events tbody tr')).some((tr) => tr.children[0]?.textContent === 'readings'), undefined, { timeout: 30_000 })
     expect(await page.textContent('#services')).toContain('boiler-1')
     await page.waitForFunction(() => (document.querySelector('#clients tbody')?.textContent ?? '').includes('alice/dashboard-test'), undefined, { timeout: 30_000 })
-    // the gateway named on the command line is not there: shown as down
-    await page.waitForFunction(() => (document.querySelector('#gateways tbody')?.textContent ?? '').includes('down'), undefined, { timeout: 30_000 })
+    // the gateway with its device lines up; the second one named on the command line is not there: down
+    await page.waitForFunction(() => {
+      const rows = Array.from(document.querySelectorAll<HTMLElement>('#gateways tbody tr'), (tr) => tr.textContent ?? '')
+      return rows.length === 2 && rows[0]?.includes('thermostat-1 up') === true && rows[0].includes('door-1 up') && /down: .*ECONNREFUSED/.test(rows[1] ?? '')
+    }, undefined, { timeout: 60_000 })
     // the chart has points
     await page.waitForFunction(() => (document.getElementById('line-in')?.getAttribute('points') ?? '').split(' ').length >= 2, undefined, { timeout: 30_000 })
 

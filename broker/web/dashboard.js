@@ -114,10 +114,12 @@ function draw (d) {
 function chart () {
   const n = history.length
   const max = Math.max(1, ...history.map((s) => Math.max(s.in, s.out)))
-  const points = (key) => history.map((s, i) => `${(600 * (HISTORY - n + i) / (HISTORY - 1)).toFixed(1)},${(155 - 140 * s[key] / max).toFixed(1)}`).join(' ')
+  // the x axis spans the history there is, at least a minute, at most five
+  const span = Math.min(HISTORY, Math.max(60, n))
+  const points = (key) => history.map((s, i) => `${(600 * (span - n + i) / (span - 1)).toFixed(1)},${(155 - 140 * s[key] / max).toFixed(1)}`).join(' ')
   $('line-in').setAttribute('points', points('in'))
   $('line-out').setAttribute('points', points('out'))
-  $('chart-max').textContent = `${num(max)}/s`
+  $('chart-max').textContent = `scale: ${num(max)}/s`
   $('history-span').textContent = n >= 2 ? `${Math.round((history[n - 1].t - history[0].t) / 1000)} s` : '0 s'
 }
 

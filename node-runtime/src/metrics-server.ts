@@ -3,7 +3,8 @@
  * on `--metrics-port` ([OPS-METRICS-1]). It knows no metrics library: it serves what `metrics()`
  * renders. Bounded: GET only (405 otherwise), these three paths only (404 otherwise), small
  * headers, a request timeout and a connection limit. It carries no secrets, so it may listen off
- * loopback without TLS; the default host is 127.0.0.1.
+ * loopback without TLS; the default host is 127.0.0.1. The broker's dashboard ([OPS-DASH-1]) adds
+ * its routes through `handler`, and serves HTTPS (`tls`) off loopback ([OPS-DASH-3]).
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
 import { createServer as createHttpsServer } from 'node:https'
