@@ -193,6 +193,8 @@ export interface Broker {
    * A refusal carries the delay to wait before answering it.
    */
   checkAdmin (name: string, password: string, address: string | undefined): Promise<AdminCheck>
+  /** Whether `name` is a user of the site with an admin role now ([SITE-ADMIN-1]): a dashboard session ends when not. */
+  isAdminUser (name: string): boolean
   /** The last stored events (the dashboard's tail), newest first ([OPS-DASH-5]). */
   recentEvents (filter?: TailFilter, limit?: number): TailEntry[]
   /** Connected services and client sessions, at most `maxClients` of these. */
@@ -588,6 +590,10 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
       if (verdict === 'failed') logger.warn({ address: key, name }, 'dashboard login failed')
       const v = verdict === 'ok' ? 'failed' : verdict
       return { ok: false, reason: v === 'failed' ? 'refused' : v, delayMs: throttle.refusalDelayMs(key, v) }
+    },
+    isAdminUser (name: string): boolean {
+      const user = site.users.get(name)
+      return user !== undefined && isAdmin(site, user)
     },
     recentEvents (filter?: TailFilter, limit?: number): TailEntry[] {
       return tail.read(filter, limit)

@@ -40,11 +40,11 @@ afterEach(async () => {
   running = null
 })
 
-async function start (options: Partial<DashboardOptions> = {}, brokerOptions: Partial<BrokerOptions> = {}): Promise<Running> {
+async function start (options: Partial<DashboardOptions> = {}, brokerOptions: Partial<BrokerOptions> = {}, wrap: (b: Broker) => Broker = (b) => b): Promise<Running> {
   const s = await testSite()
   const broker = await createBroker({ site: s, store: new MemoryEventStore({ limitsOf: (n) => s.events.get(n) }), ...brokerOptions })
   const listener = await listenTcp(broker, { port: 0 })
-  const dashboard = await Dashboard.create({ broker, secure: false, ...options })
+  const dashboard = await Dashboard.create({ broker: wrap(broker), secure: false, ...options })
   const server = await startMetricsServer({ port: 0, metrics: async () => ({ contentType: 'text/plain', body: '' }), ready: () => null, handler: (req, res) => dashboard.handle(req, res) })
   running = { broker, listener, server, dashboard, origin: server.url, mqttPort: listener.address.port }
   return running
@@ -157,6 +157,21 @@ describe('dashboard login [OPS-DASH-2]', () => {
     expect(errorOf(refused)).toMatch(/too many failed logins/)
     expect(r.broker.stats().logins.checks).toBe(checks)
     expect(r.broker.stats().logins.throttled).toBeGreaterThan(0)
+  })
+
+  it('ends the sessions and feeds of a user who is no longer an admin (a site reload took the role away)', async () => {
+    let admins = new Set(['alice'])
+    const r = await start({ sampleIntervalMs: 50 }, {}, (b) => ({ ...b, isAdminUser: (name: string) => admins.has(name) }))
+    const c = await adminCookie(r)
+    const feed = await openFeed(r, c)
+    await waitFor(() => feed.messages.length >= 2, 'two feed messages', 20_000)
+    admins = new Set()
+    await waitFor(() => r.dashboard.feedCount === 0, 'the feed closed', 20_000)
+    expect((await call(r, 'GET', '/admin/session', { headers: { cookie: c } })).status).toBe(401)
+    admins = new Set(['alice'])
+    // the session is gone for good: a new login is needed
+    expect((await call(r, 'GET', '/admin/session', { headers: { cookie: c } })).status).toBe(401)
+    feed.close()
   })
 
   it('ends the session on logout: the cookie no longer opens the session or the feed', async () => {

@@ -299,7 +299,7 @@ export class Dashboard {
 
   /** [OPS-DASH-5] Writes one SSE message; a feed whose page does not read is closed instead. */
   private send (f: Feed, body: Record<string, unknown>): void {
-    if (this.sessions.use(f.token) === null) {
+    if (this.live(f.token) === null) {
       // logged out or expired: the page shows the login again
       f.res.end('event: logout\ndata: {}\n\n')
       this.feeds.delete(f)
@@ -318,8 +318,19 @@ export class Dashboard {
 
   private user (req: IncomingMessage): { token: string, user: string } | null {
     const token = cookieOf(req)
-    const user = this.sessions.use(token)
+    const user = this.live(token)
     return user === null || token === undefined ? null : { token, user }
+  }
+
+  /** The user of a live session who is still an admin (a site reload may have changed that), else null. */
+  private live (token: string | undefined): string | null {
+    const user = this.sessions.use(token)
+    if (user === null) return null
+    if (!this.options.broker.isAdminUser(user)) {
+      this.sessions.endUser(user)
+      return null
+    }
+    return user
   }
 
   private page (req: IncomingMessage, res: ServerResponse): void {
