@@ -5,7 +5,7 @@ import { isIP } from 'node:net'
 import { join } from 'node:path'
 import type { Duplex } from 'node:stream'
 import { ConfigError, ErrorCode, silentLogger, type Logger, type Site } from '@herald/protocol'
-import { loadSite, startMetricsServer, type MetricsServer, type MetricsServerOptions } from '@herald/node-runtime'
+import { METRICS_SERVER_DEFAULTS, loadSite, startMetricsServer, type MetricsServer, type MetricsServerOptions } from '@herald/node-runtime'
 import { createBroker, type Broker, type BrokerOptions } from './broker.js'
 import { lockDataDir, type DataDirLock } from './data-dir.js'
 import type { Registry } from 'prom-client'
@@ -14,7 +14,7 @@ import { createSqliteEventStore } from './event-store/sqlite-event-store.js'
 import { listenTcp, type TcpListener } from './listeners/tcp-listener.js'
 import { checkTlsCertificates, listenTls, type TlsCertificates, type TlsListener } from './listeners/tls-listener.js'
 import { listenWebSocket, type HttpHandler, type WebSocketListener } from './listeners/websocket-listener.js'
-import { Dashboard, type DashboardOptions } from './dashboard/dashboard.js'
+import { DASHBOARD_DEFAULTS, Dashboard, type DashboardOptions } from './dashboard/dashboard.js'
 
 /** The files a TLS listener serves with ([CONN-TLS-1]). */
 export interface BrokerTlsFiles {
@@ -185,6 +185,10 @@ export async function startBrokerServer (options: BrokerServerOptions): Promise<
   const metricsHttps = dashboardOpt !== undefined && metrics !== undefined && !isLoopbackHost(metrics.host ?? '127.0.0.1') && certificates !== null
   if (dashboardOpt !== undefined) {
     if (metrics === undefined) throw new ConfigError('the dashboard is served on the metrics listener: give --metrics-port with --dashboard')
+    // a feed holds a connection of the listener: leave some for scrapes and logins
+    const feeds = dashboardOpt.maxFeeds ?? DASHBOARD_DEFAULTS.maxFeeds
+    const connections = metrics.maxConnections ?? METRICS_SERVER_DEFAULTS.maxConnections
+    if (feeds >= connections) throw new ConfigError(`dashboard: maxFeeds (${feeds}) must be below the metrics listener's maxConnections (${connections})`)
     if (!metricsHttps && insecure !== true && !isLoopbackHost(metrics.host ?? '127.0.0.1')) {
       throw new ConfigError(`refusing to serve the dashboard on ${metrics.host ?? ''} over plain HTTP: admin passwords would cross the network in the clear. ` +
         'Give --tls-cert and --tls-key (the metrics listener then serves HTTPS), keep --metrics-host on loopback, or --insecure if this network is trusted')

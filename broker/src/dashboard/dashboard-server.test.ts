@@ -36,6 +36,8 @@ describe('the dashboard off loopback [OPS-DASH-3]', () => {
     await expect(startBrokerServer({ site: await site(), dataDir: join(d, 'a'), port: 0, metrics: { port: 0, host: '0.0.0.0' }, dashboard: {} }))
       .rejects.toThrow(/refusing to serve the dashboard on 0\.0\.0\.0 over plain HTTP/)
     await expect(startBrokerServer({ site: await site(), dataDir: join(d, 'b'), port: 0, dashboard: {} })).rejects.toThrow(ConfigError)
+    await expect(startBrokerServer({ site: await site(), dataDir: join(d, 'c'), port: 0, metrics: { port: 0, maxConnections: 4 }, dashboard: { maxFeeds: 4 } }))
+      .rejects.toThrow(/maxFeeds \(4\) must be below the metrics listener's maxConnections \(4\)/)
   })
 
   it('is served over HTTPS with the broker\'s certificate there, its session cookie Secure', async () => {
