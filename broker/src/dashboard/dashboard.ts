@@ -376,25 +376,24 @@ export class Dashboard {
       return json(res, 415, { error: 'send application/json' })
     }
     const max = this.limits.maxBodyBytes
-    if (Number(req.headers['content-length'] ?? 0) > max) {
+    // answered at once, the rest of the body unread: the connection closes once the answer is out
+    const tooLarge = (): void => {
       res.setHeader('connection', 'close')
+      res.once('finish', () => { req.socket.destroy() })
       json(res, 413, { error: `request body above ${max} bytes` })
-      req.destroy()
-      return
     }
+    if (Number(req.headers['content-length'] ?? 0) > max) return tooLarge()
     const chunks: Buffer[] = []
     let n = 0
     let over = false
     req.on('data', (c: Buffer) => {
+      if (over) return
       n += c.byteLength
       if (n > max) {
-        if (!over) {
-          over = true
-          res.setHeader('connection', 'close')
-          json(res, 413, { error: `request body above ${max} bytes` })
-          req.destroy()
-        }
-        return
+        over = true
+        chunks.length = 0
+        req.pause()
+        return tooLarge()
       }
       chunks.push(c)
     })
