@@ -159,5 +159,5 @@ describe('the broker dashboard in headless Chromium', () => {
     await page.waitForSelector('#login-form', { state: 'visible', timeout: 30_000 })
     // the refused logins answer 401 and 403, and a feed closed for a new filter is aborted: nothing else
     expect(errors.filter((e) => !/status of 40[13] /.test(e) && !/\/admin\/feed.* net::ERR_ABORTED$/.test(e))).toEqual([])
-  })
+  }, 240_000)
 })
