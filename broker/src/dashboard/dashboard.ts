@@ -202,12 +202,12 @@ export class Dashboard {
   handle (req: IncomingMessage, res: ServerResponse): boolean {
     const path = (req.url ?? '/').split('?')[0] as string
     if (path !== DASHBOARD_PATH && !path.startsWith(`${DASHBOARD_PATH}/`)) return false
-    const route = this.routes[path]
+    const route = Object.hasOwn(this.routes, path) ? this.routes[path] : undefined
     if (route === undefined) {
       json(res, 404, { error: `not found: ${path}` })
       return true
     }
-    const fn = route[req.method ?? '']
+    const fn = Object.hasOwn(route, req.method ?? '') ? route[req.method ?? ''] : undefined
     if (fn === undefined) {
       const allow = Object.keys(route).join(', ')
       json(res, 405, { error: `method not allowed: ${allow} only` }, { allow })
