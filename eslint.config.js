@@ -48,7 +48,8 @@ export default tseslint.config(
   },
   {
     // the demo page's script runs in a browser (served by herald demo / herald broker --ws-demo-page)
-    files: ['cli/web/**/*.js'],
+    // and so does the broker dashboard's (broker/web, served at /admin on the metrics port)
+    files: ['cli/web/**/*.js', 'broker/web/**/*.js'],
     languageOptions: { globals: globals.browser }
   }
 )

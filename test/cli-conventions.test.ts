@@ -27,6 +27,9 @@ describe('herald command line', () => {
     [['tail', 'x', '--summary-every', '5'], 'a duration with its unit, e.g. 5s or 500ms'],
     [['broker', '--site', 'a.yaml', '--data', 'd', '--slow-connection-timeout', '30'], 'a duration with its unit, e.g. 30s or 500ms'],
     [['sim', '--devices', 'door:1', '--summary-every', '5'], "option '--summary-every <duration>' argument '5' is invalid"],
+    // [OPS-DASH-1] the dashboard is served on the metrics listener
+    [['broker', '--site', 'a.yaml', '--data', 'd', '--dashboard'], '--dashboard needs --metrics-port'],
+    [['broker', '--site', 'a.yaml', '--data', 'd', '--metrics-port', '0', '--dashboard-gateway', 'http://127.0.0.1:9101/metrics'], '--dashboard-gateway needs --dashboard'],
     [['gateway'], "required option '--config <file>' not specified"],
     [['sim', '--devices'], "option '--devices <list>' argument missing"],
     [['demo', '--rate'], "option '--rate"],

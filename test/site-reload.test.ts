@@ -402,6 +402,33 @@ describe('server.reloadSite() (what SIGHUP and the admin route call)', () => {
     expect(server.broker.site.users.has('dave')).toBe(true)
   })
 
+  it('the dashboard\'s POST /admin/reload-site runs the same reload: 200 with the report, 400 naming a bad file ([OPS-DASH-8])', async () => {
+    const doc = { ...baseDoc(), admin: { roles: ['operator'] } }
+    const d = await tempDir('herald-reload-')
+    closers.push(d.remove)
+    const sitePath = join(d.path, 'site.json')
+    await writeFile(sitePath, await siteText(doc))
+    const server = await startBrokerServer({ site: sitePath, dataDir: join(d.path, 'data'), port: 0, metrics: { port: 0 }, dashboard: {} })
+    closers.push(() => server.close())
+    const origin = server.metricsUrl as string
+    const post = (path: string, body: unknown, cookie = ''): Promise<Response> =>
+      fetch(`${origin}${path}`, { method: 'POST', headers: { 'content-type': 'application/json', origin, ...(cookie !== '' ? { cookie } : {}) }, body: JSON.stringify(body) })
+    const login = await post('/admin/login', { user: 'alice', password: 'alice' + SUFFIX })
+    expect(login.status).toBe(200)
+    const cookie = (login.headers.get('set-cookie') ?? '').split(';')[0] as string
+    const next = { ...doc, users: [...doc.users, { name: 'dave', roles: [] }] }
+    await writeFile(sitePath, await siteText(next))
+    const ok = await post('/admin/reload-site', {}, cookie)
+    expect(ok.status).toBe(200)
+    expect(((await ok.json()) as { users: { added: string[] } }).users.added).toEqual(['dave'])
+    expect(server.broker.site.users.has('dave')).toBe(true)
+    await writeFile(sitePath, '{ "events": [')
+    const bad = await post('/admin/reload-site', {}, cookie)
+    expect(bad.status).toBe(400)
+    expect(((await bad.json()) as { error: string }).error).toMatch(/not valid JSON/)
+    expect(server.broker.site.users.has('dave')).toBe(true)
+  })
+
   it('a broker started with a Site object has no file to reload: a ConfigError', async () => {
     const { server } = await serve(baseDoc(), true)
     await expect(server.reloadSite()).rejects.toThrow(/started with a site object/)

@@ -5,14 +5,15 @@
 import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { Aedes, type Client } from 'aedes'
-import { AuthError, ConfigError, ErrorCode, checkInt, clientMessageTopic, clientRequestTopic, serviceAckTopic, serviceUpTopic, silentLogger, systemClock, withDefaults, type Clock, type Logger, type Site } from '@herald/protocol'
+import { AuthError, ConfigError, ErrorCode, checkInt, clientMessageTopic, clientRequestTopic, isAdmin, serviceAckTopic, serviceUpTopic, silentLogger, systemClock, withDefaults, type Clock, type Logger, type Site } from '@herald/protocol'
 import { ConnectionAdmission, type AdmissionRefusal, type Admitted } from './auth/connection-admission.js'
 import { LoginThrottle, addressKey, type LoginStats } from './auth/login-throttle.js'
 import { authenticate, type Principal } from './auth/principal.js'
 import { ConnectionWriter } from './delivery/connection-writer.js'
-import { Delivery, type ClientSession, type SubscriptionLag } from './delivery/delivery.js'
+import { Delivery, type ClientSession, type SessionSummary, type SubscriptionLag } from './delivery/delivery.js'
 import type { EventCounters, EventStore } from './event-store/event-store.js'
 import { DropReport } from './drop-report.js'
+import { EventTail, type TailEntry, type TailFilter } from './dashboard/event-tail.js'
 import { PacketSizeGuard } from './listeners/packet-size-guard.js'
 import { PlainIngest } from './plain/plain-ingest.js'
 import { PlainView } from './plain/plain-view.js'
@@ -93,6 +94,23 @@ export interface BrokerOptions {
   readonly maxConcurrentLoginChecks?: number
   /** Most secret checks waiting for a slot. Default 64. */
   readonly maxQueuedLoginChecks?: number
+  /** Stored events kept for the dashboard's live tail ([OPS-DASH-5]). Default 500. */
+  readonly tailEvents?: number
+  /** Payload bytes of each tail event kept as its preview. Default 256. */
+  readonly tailPreviewBytes?: number
+}
+
+/** How an admin login ended ([OPS-DASH-2]): `notAdmin` only after the right password. */
+export type AdminCheck =
+  | { readonly ok: true, readonly user: string }
+  | { readonly ok: false, readonly reason: 'refused' | 'notAdmin' | 'throttled' | 'busy', readonly delayMs: number }
+
+/** Who is connected now, for the dashboard: service ids, and client sessions with their subscriptions. */
+export interface ConnectedEndpoints {
+  readonly services: readonly string[]
+  readonly clients: readonly SessionSummary[]
+  /** More client sessions than were listed. */
+  readonly clientsLeftOut: number
 }
 
 /** The defaults of every BrokerOptions limit. */
@@ -124,7 +142,9 @@ export const BROKER_DEFAULTS = Object.freeze({
   guestMaxSubscriptions: 10,
   guestMaxWindow: 100,
   guestMaxConnectionInflightBytes: 256 * 1024,
-  maxConcurrentReads: 16
+  maxConcurrentReads: 16,
+  tailEvents: 500,
+  tailPreviewBytes: 256
 })
 
 /** Why connections were refused or closed by the broker's limits ([CONN-LIMIT-*], [AUTH-THROTTLE-*]). */
@@ -182,6 +202,19 @@ export interface Broker {
    * live subscriptions are checked again. Returns what changed.
    */
   reloadSite (next: Site): SiteChangeReport
+  /**
+   * An admin login for the dashboard ([OPS-DASH-2]): the user's password checked like an MQTT login,
+   * through the same login throttle ([AUTH-THROTTLE-1..4]) and with the same cost for an unknown
+   * name as for a wrong password; then whether a role of the user is an admin role ([SITE-ADMIN-1]).
+   * A refusal carries the delay to wait before answering it.
+   */
+  checkAdmin (name: string, password: string, address: string | undefined): Promise<AdminCheck>
+  /** Whether `name` is a user of the site with an admin role now ([SITE-ADMIN-1]): a dashboard session ends when not. */
+  isAdminUser (name: string): boolean
+  /** The last stored events (the dashboard's tail), newest first ([OPS-DASH-5]). */
+  recentEvents (filter?: TailFilter, limit?: number): TailEntry[]
+  /** Connected services and client sessions, at most `maxClients` of these. */
+  connected (maxClients: number): ConnectedEndpoints
   /** Closes every connection, stops timers and closes the store. */
   close (): Promise<void>
 }
@@ -252,7 +285,9 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
     guestMaxSubscriptions: options.guestMaxSubscriptions,
     guestMaxWindow: options.guestMaxWindow,
     guestMaxConnectionInflightBytes: options.guestMaxConnectionInflightBytes,
-    maxConcurrentReads: options.maxConcurrentReads
+    maxConcurrentReads: options.maxConcurrentReads,
+    tailEvents: options.tailEvents,
+    tailPreviewBytes: options.tailPreviewBytes
   })
   checkInt('createBroker', 'maxConnections', limits.maxConnections, 1, 1_000_000)
   checkInt('createBroker', 'maxPacketBytes', limits.maxPacketBytes, 1024, 256 * 1024 * 1024)
@@ -277,6 +312,8 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
   checkInt('createBroker', 'maxGuestConnectionsPerAddress', limits.maxGuestConnectionsPerAddress, 0, 1_000_000)
   checkInt('createBroker', 'maxKeepaliveSec', limits.maxKeepaliveSec, 1, 65_535)
   checkInt('createBroker', 'connectTimeoutMs', limits.connectTimeoutMs, 100, 600_000)
+  checkInt('createBroker', 'tailEvents', limits.tailEvents, 1, 100_000)
+  checkInt('createBroker', 'tailPreviewBytes', limits.tailPreviewBytes, 0, 65_536)
   const clock = options.clock ?? systemClock
   const logger = options.logger ?? silentLogger
 
@@ -336,6 +373,7 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
     return w
   }
 
+  const tail = new EventTail({ size: limits.tailEvents, previewBytes: limits.tailPreviewBytes })
   const uplink = new Uplink({
     site,
     store,
@@ -348,6 +386,8 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
     onStored: (events) => {
       delivery.onStored(events)
       plainView.onStored(events)
+      // [OPS-DASH-5] the tail: O(1) per event, no allocation
+      tail.push(events)
     },
     onStoreFailure: (serviceId) => { services.get(serviceId)?.close() }
   })
@@ -654,6 +694,32 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
         storedByEvent: Object.fromEntries(store.storedByEvent?.() ?? []),
         lag: Object.fromEntries(delivery.lag(store.head()))
       }
+    },
+    async checkAdmin (name: string, password: string, address: string | undefined): Promise<AdminCheck> {
+      const key = addressKey(address)
+      const user = site.users.get(name)
+      // an unknown name is hashed anyway (against any password), as in authenticate()
+      const against = user?.secret ?? site.users.values().next().value?.secret
+      const verdict = await throttle.attempt(key, name, async () => (await against?.verify(password)) === true && user !== undefined)
+      if (verdict === 'ok' && user !== undefined) {
+        if (isAdmin(site, user)) return { ok: true, user: user.name }
+        logger.warn({ address: key, name }, 'dashboard login refused: not an admin')
+        return { ok: false, reason: 'notAdmin', delayMs: 0 }
+      }
+      if (verdict === 'failed') logger.warn({ address: key, name }, 'dashboard login failed')
+      const v = verdict === 'ok' ? 'failed' : verdict
+      return { ok: false, reason: v === 'failed' ? 'refused' : v, delayMs: throttle.refusalDelayMs(key, v) }
+    },
+    isAdminUser (name: string): boolean {
+      const user = site.users.get(name)
+      return user !== undefined && isAdmin(site, user)
+    },
+    recentEvents (filter?: TailFilter, limit?: number): TailEntry[] {
+      return tail.read(filter, limit)
+    },
+    connected (maxClients: number): ConnectedEndpoints {
+      const clients = delivery.summaries(store.head(), maxClients)
+      return { services: [...services.keys()].sort(), clients, clientsLeftOut: Math.max(0, delivery.sessionCount - clients.length) }
     },
     async retainedCount (): Promise<number> {
       let n = 0

@@ -1,10 +1,11 @@
 /** A broker on a site file, a data directory and a TCP or TLS port (and a WebSocket one): what `herald broker` runs. */
 import { readFile } from 'node:fs/promises'
+import type { IncomingMessage, ServerResponse } from 'node:http'
 import { isIP } from 'node:net'
 import { join } from 'node:path'
 import type { Duplex } from 'node:stream'
 import { ConfigError, ErrorCode, silentLogger, type Logger, type Site } from '@herald/protocol'
-import { loadSite, startMetricsServer, type MetricsServer, type MetricsServerOptions } from '@herald/node-runtime'
+import { METRICS_SERVER_DEFAULTS, loadSite, startMetricsServer, type MetricsServer, type MetricsServerOptions } from '@herald/node-runtime'
 import { createBroker, type Broker, type BrokerOptions } from './broker.js'
 import { describeSiteChange, type SiteChangeReport } from './site/site-change.js'
 import { lockDataDir, type DataDirLock } from './data-dir.js'
@@ -14,6 +15,7 @@ import { createSqliteEventStore } from './event-store/sqlite-event-store.js'
 import { listenTcp, type TcpListener } from './listeners/tcp-listener.js'
 import { checkTlsCertificates, listenTls, type TlsCertificates, type TlsListener } from './listeners/tls-listener.js'
 import { listenWebSocket, type HttpHandler, type WebSocketListener } from './listeners/websocket-listener.js'
+import { DASHBOARD_DEFAULTS, Dashboard, type DashboardOptions } from './dashboard/dashboard.js'
 
 /** The files a TLS listener serves with ([CONN-TLS-1]). */
 export interface BrokerTlsFiles {
@@ -48,6 +50,9 @@ export interface BrokerWebSocketOptions {
 /** The HTTP listener of /metrics, /healthz and /readyz ([OPS-METRICS-1]); plain HTTP, no secrets. */
 export type BrokerMetricsOptions = Omit<MetricsServerOptions, 'metrics' | 'ready' | 'logger'>
 
+/** The dashboard on the metrics listener ([OPS-DASH-1..8]): needs `metrics`. */
+export type BrokerDashboardOptions = Omit<DashboardOptions, 'broker' | 'secure' | 'logger'>
+
 export interface BrokerServerOptions extends Omit<BrokerOptions, 'site' | 'store'> {
   /** A site file path, or an already loaded site. */
   readonly site: string | Site
@@ -71,6 +76,11 @@ export interface BrokerServerOptions extends Omit<BrokerOptions, 'site' | 'store
   readonly insecure?: boolean | undefined
   /** Also serve /metrics, /healthz and /readyz over HTTP on this port (host default 127.0.0.1). Default: not. */
   readonly metrics?: BrokerMetricsOptions | undefined
+  /**
+   * Serve the admin dashboard under /admin on the metrics listener ([OPS-DASH-1]). Off loopback the
+   * listener then serves HTTPS with `tls`, or plain HTTP only with `insecure` ([OPS-DASH-3]). Default: not.
+   */
+  readonly dashboard?: BrokerDashboardOptions | undefined
   readonly logger?: Logger
 }
 
@@ -88,8 +98,10 @@ export interface BrokerServer {
   readonly webSocketListener: WebSocketListener | null
   /** `ws://host:port/mqtt` or `wss://host:port/mqtt`, or null without a WebSocket listener. */
   readonly webSocketUrl: string | null
-  /** The metrics listener's `http://host:port`, or null without one. */
+  /** The metrics listener's `http://host:port` (`https://` for a dashboard off loopback), or null without one. */
   readonly metricsUrl: string | null
+  /** The dashboard, if any (`metricsUrl` + `/admin`). */
+  readonly dashboard: Dashboard | null
   /**
    * Reads the TLS files again and serves new connections with them (a renewed certificate, no
    * restart), on the WebSocket listener too; open connections keep theirs. Rejects with a ConfigError, keeping the old
@@ -168,7 +180,7 @@ export const EVENTS_FILE = 'events.db'
  * before. Connections that arrive while the store opens are closed (the endpoints reconnect).
  */
 export async function startBrokerServer (options: BrokerServerOptions): Promise<BrokerServer> {
-  const { site: siteOpt, dataDir, port, host: hostOpt, tls, insecure, webSocket, metrics, ...rest } = options
+  const { site: siteOpt, dataDir, port, host: hostOpt, tls, insecure, webSocket, metrics, dashboard: dashboardOpt, ...rest } = options
   const host = hostOpt ?? '127.0.0.1'
   const logger = options.logger ?? silentLogger
   // everything that can be refused is refused before the data directory and the store are touched;
@@ -178,6 +190,21 @@ export async function startBrokerServer (options: BrokerServerOptions): Promise<
   const siteHolder = { site }
   const certificates = tls !== undefined ? await readCertificates(tls) : null
   if (certificates !== null) checkTlsCertificates(certificates, tls?.clientAuth === true)
+  // [OPS-DASH-3] admin passwords cross the metrics listener: off loopback it serves HTTPS (with the
+  // broker's certificate), or plain HTTP only with insecure
+  const metricsHttps = dashboardOpt !== undefined && metrics !== undefined && !isLoopbackHost(metrics.host ?? '127.0.0.1') && certificates !== null
+  if (dashboardOpt !== undefined) {
+    if (metrics === undefined) throw new ConfigError('the dashboard is served on the metrics listener: give --metrics-port with --dashboard')
+    // a feed holds a connection of the listener: leave some for scrapes and logins
+    const feeds = dashboardOpt.maxFeeds ?? DASHBOARD_DEFAULTS.maxFeeds
+    const connections = metrics.maxConnections ?? METRICS_SERVER_DEFAULTS.maxConnections
+    if (feeds >= connections) throw new ConfigError(`dashboard: maxFeeds (${feeds}) must be below the metrics listener's maxConnections (${connections})`)
+    if (!metricsHttps && insecure !== true && !isLoopbackHost(metrics.host ?? '127.0.0.1')) {
+      throw new ConfigError(`refusing to serve the dashboard on ${metrics.host ?? ''} over plain HTTP: admin passwords would cross the network in the clear. ` +
+        'Give --tls-cert and --tls-key (the metrics listener then serves HTTPS), keep --metrics-host on loopback, or --insecure if this network is trusted')
+    }
+  }
+  let dashboard: Dashboard | null = null
   const lock: DataDirLock = await lockDataDir(dataDir, [EVENTS_FILE], logger)
   let listener: TcpListener | null = null
   let tlsListener: TlsListener | null = null
@@ -226,6 +253,8 @@ export async function startBrokerServer (options: BrokerServerOptions): Promise<
         metricsServer = await startMetricsServer({
           ...metrics,
           logger,
+          ...(dashboardOpt !== undefined ? { handler: (req: IncomingMessage, res: ServerResponse) => dashboard?.handle(req, res) ?? false } : {}),
+          ...(metricsHttps && certificates !== null ? { tls: { cert: certificates.cert, key: certificates.key } } : {}),
           metrics: async () => {
             if (registry === null) throw new Error('the broker is starting')
             return { contentType: registry.contentType, body: await registry.metrics() }
@@ -256,9 +285,39 @@ export async function startBrokerServer (options: BrokerServerOptions): Promise<
       await store.close()
       throw err
     }
-    ready = broker
     let reloads: Promise<unknown> = Promise.resolve()
+    // [SITE-RELOAD-1] one at a time, in order: SIGHUP and the dashboard's button alike
+    const reloadSite = (): Promise<SiteChangeReport> => {
+      const run = async (): Promise<SiteChangeReport> => {
+        if (typeof siteOpt !== 'string') throw new ConfigError('this broker was started with a site object, not a site file: there is no file to reload (call broker.reloadSite(site))')
+        if (closing) throw new ConfigError('the broker is closing')
+        let report: SiteChangeReport
+        try {
+          // [SITE-RELOAD-1] validated first: a file that does not load changes nothing
+          report = broker.reloadSite(await loadSite(siteOpt))
+        } catch (err) {
+          logger.error({ site: siteOpt, err: (err as Error).message }, 'site not reloaded; the broker goes on with the previous site')
+          throw err
+        }
+        logger.info({ site: siteOpt, change: report }, describeSiteChange(report))
+        return report
+      }
+      const next = reloads.then(run, run)
+      reloads = next.catch(() => undefined)
+      return next
+    }
+    if (dashboardOpt !== undefined) {
+      try {
+        // [OPS-DASH-8] the dashboard's reload button runs the same reload as SIGHUP
+        dashboard = await Dashboard.create({ reloadSite, ...dashboardOpt, broker, secure: metricsHttps, logger })
+      } catch (err) {
+        await broker.close()
+        throw err
+      }
+    }
+    ready = broker
     registry = metrics !== undefined ? brokerMetricsRegistry(broker) : null
+    const db = dashboard
     const ms = metricsServer
     const l = listener
     const tl = tlsListener
@@ -274,38 +333,23 @@ export async function startBrokerServer (options: BrokerServerOptions): Promise<
       webSocketListener: wl,
       webSocketUrl: wl?.url ?? null,
       metricsUrl: ms?.url ?? null,
+      dashboard: db,
       async reloadTls () {
         if (tls === undefined || tl === null) throw new ConfigError('this broker does not serve TLS: nothing to reload')
         const c = await readCertificates(tls)
         // checked by the first; the second takes what the first took
         tl.setCertificates(c)
         wl?.setCertificates(c)
+        if (metricsHttps) ms?.setCertificates(c)
         logger.info({ cert: tls.certFile }, 'TLS certificate reloaded')
       },
-      reloadSite () {
-        const run = async (): Promise<SiteChangeReport> => {
-          if (typeof siteOpt !== 'string') throw new ConfigError('this broker was started with a site object, not a site file: there is no file to reload (call broker.reloadSite(site))')
-          if (closing) throw new ConfigError('the broker is closing')
-          let report: SiteChangeReport
-          try {
-            // [SITE-RELOAD-1] validated first: a file that does not load changes nothing
-            report = broker.reloadSite(await loadSite(siteOpt))
-          } catch (err) {
-            logger.error({ site: siteOpt, err: (err as Error).message }, 'site not reloaded; the broker goes on with the previous site')
-            throw err
-          }
-          logger.info({ site: siteOpt, change: report }, describeSiteChange(report))
-          return report
-        }
-        const next = reloads.then(run, run)
-        reloads = next.catch(() => undefined)
-        return next
-      },
+      reloadSite,
       async close () {
         closing = true
         try {
           await l.close()
           await wl?.close()
+          db?.close()
           await broker.close()
           await ms?.close()
         } finally {

@@ -3,9 +3,11 @@
  * on `--metrics-port` ([OPS-METRICS-1]). It knows no metrics library: it serves what `metrics()`
  * renders. Bounded: GET only (405 otherwise), these three paths only (404 otherwise), small
  * headers, a request timeout and a connection limit. It carries no secrets, so it may listen off
- * loopback without TLS; the default host is 127.0.0.1.
+ * loopback without TLS; the default host is 127.0.0.1. The broker's dashboard ([OPS-DASH-1]) adds
+ * its routes through `handler`, and serves HTTPS (`tls`) off loopback ([OPS-DASH-3]).
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
+import { createServer as createHttpsServer } from 'node:https'
 import type { AddressInfo, Socket } from 'node:net'
 import { ConfigError, ErrorCode, checkInt, silentLogger, withDefaults, type Logger } from '@herald/protocol'
 
@@ -25,6 +27,13 @@ export interface MetricsServerOptions {
   /** A request not received in full after this long is answered 408 and closed, in ms. Default 5,000. */
   readonly requestTimeoutMs?: number | undefined
   readonly logger?: Logger | undefined
+  /**
+   * Other routes on the same listener (the broker's dashboard, [OPS-DASH-1]): called first, returns
+   * true if it answered the request. Default none.
+   */
+  readonly handler?: ((req: IncomingMessage, res: ServerResponse) => boolean) | undefined
+  /** Serve HTTPS with this certificate chain and key (PEM) instead of HTTP. Default: HTTP. */
+  readonly tls?: { readonly cert: string | Buffer, readonly key: string | Buffer } | undefined
 }
 
 /** The defaults of the metrics server's bounds. */
@@ -36,8 +45,10 @@ export const METRICS_SERVER_DEFAULTS = Object.freeze({
 
 export interface MetricsServer {
   readonly port: number
-  /** `http://host:port`. */
+  /** `http://host:port`, `https://host:port` with `tls`. */
   readonly url: string
+  /** With `tls`: serves new connections with a renewed certificate. */
+  setCertificates (tls: { readonly cert: string | Buffer, readonly key: string | Buffer }): void
   close (): Promise<void>
 }
 
@@ -63,6 +74,7 @@ export async function startMetricsServer (options: MetricsServerOptions): Promis
   const logger = options.logger ?? silentLogger
 
   const handle = (req: IncomingMessage, res: ServerResponse): void => {
+    if (options.handler?.(req, res) === true) return
     const path = (req.url ?? '/').split('?')[0]
     if (path !== '/metrics' && path !== '/healthz' && path !== '/readyz') return reply(res, 404, 'text/plain; charset=utf-8', 'not found: /metrics, /healthz and /readyz are served here\n')
     if (req.method !== 'GET' && req.method !== 'HEAD') return reply(res, 405, 'text/plain; charset=utf-8', 'method not allowed: GET only\n', { allow: 'GET, HEAD' })
@@ -84,9 +96,13 @@ export async function startMetricsServer (options: MetricsServerOptions): Promis
     })
   }
 
-  const server = createServer({ maxHeaderSize: limits.maxHeaderBytes, requestTimeout: limits.requestTimeoutMs, headersTimeout: limits.requestTimeoutMs,
+  const httpOptions = { maxHeaderSize: limits.maxHeaderBytes, requestTimeout: limits.requestTimeoutMs, headersTimeout: limits.requestTimeoutMs,
     // how often the timeouts are checked (Node's default, 30 s, would hold a slow request that long)
-    connectionsCheckingInterval: Math.max(50, Math.min(1000, Math.floor(limits.requestTimeoutMs / 4))) }, handle)
+    connectionsCheckingInterval: Math.max(50, Math.min(1000, Math.floor(limits.requestTimeoutMs / 4))) }
+  const tls = options.tls
+  const server = tls !== undefined
+    ? createHttpsServer({ ...httpOptions, cert: tls.cert, key: tls.key, handshakeTimeout: limits.requestTimeoutMs }, handle)
+    : createServer(httpOptions, handle)
   server.maxConnections = limits.maxConnections
   // an idle keep-alive connection holds one of the few slots for at most this long
   server.keepAliveTimeout = Math.min(5000, limits.requestTimeoutMs)
@@ -118,7 +134,10 @@ export async function startMetricsServer (options: MetricsServerOptions): Promis
   const urlHost = host.includes(':') ? `[${host}]` : host
   return {
     port,
-    url: `http://${urlHost}:${port}`,
+    url: `${tls !== undefined ? 'https' : 'http'}://${urlHost}:${port}`,
+    setCertificates (c): void {
+      if (tls !== undefined) (server as ReturnType<typeof createHttpsServer>).setSecureContext({ cert: c.cert, key: c.key })
+    },
     async close (): Promise<void> {
       const closed = new Promise<void>((resolve) => { server.close(() => { resolve() }) })
       for (const s of sockets) s.destroy()

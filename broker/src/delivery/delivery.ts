@@ -90,6 +90,17 @@ function fitting (events: readonly StoredEvent[], credit: number, budget: number
   return n
 }
 
+/** One client session as the dashboard lists it (Delivery.summaries). */
+export interface SessionSummary {
+  /** `<user>/<clientName>`, `~guest/<clientName>` for a guest. */
+  readonly key: string
+  readonly guest: boolean
+  /** Its subscriptions (the first 50): event name and lag in positions (0 when caught up). */
+  readonly subscriptions: ReadonlyArray<{ readonly event: string, readonly lag: number }>
+  /** Subscriptions beyond those listed. */
+  readonly subscriptionsLeftOut: number
+}
+
 /** The lag of one event name's subscriptions (Delivery.lag). */
 export interface SubscriptionLag { subscriptions: number, max: number, total: number }
 
@@ -203,6 +214,21 @@ export class Delivery {
         if (lag > l.max) l.max = lag
       }
       out.set(name, l)
+    }
+    return out
+  }
+
+  /** Up to `max` client sessions with their subscriptions and lag (for the dashboard, once a second). */
+  summaries (head: number, max: number): SessionSummary[] {
+    const out: SessionSummary[] = []
+    for (const s of this.sessions.values()) {
+      if (out.length >= max) break
+      const subscriptions: Array<{ event: string, lag: number }> = []
+      for (const sub of s.subs.values()) {
+        if (subscriptions.length >= 50) break
+        subscriptions.push({ event: sub.def.name, lag: sub.caughtUp ? 0 : Math.max(0, head - sub.cursor) })
+      }
+      out.push({ key: s.key, guest: s.principal.user === null, subscriptions, subscriptionsLeftOut: s.subs.size - subscriptions.length })
     }
     return out
   }

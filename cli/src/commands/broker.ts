@@ -19,7 +19,7 @@ async function readStdin (): Promise<string> {
 /** The options of `herald broker`, as parsed. */
 interface BrokerCommandOptions {
   site: string, data: string, port?: number, wsPort?: number, wsDemoPage?: boolean, host: string, logLevel: string, logFormat: LogFormat,
-  metricsPort?: number, metricsHost?: string,
+  metricsPort?: number, metricsHost?: string, dashboard?: boolean, dashboardGateway?: string[],
   tlsCert?: string, tlsKey?: string, tlsCa?: string, tlsClientAuth?: boolean, insecure?: boolean,
   maxConnectionsPerAddress?: number, maxPendingConnectionsPerAddress?: number, maxGuestConnectionsPerAddress?: number, maxGuestConnections?: number
 }
@@ -79,7 +79,10 @@ export function brokerCommand (): Command {
     .option('--log-level <level>', 'trace, debug, info, warn, error', defaultLogLevel)
     .addOption(new Option('--log-format <format>', 'logs as JSON lines, or short text lines; auto: text on a terminal').choices(LOG_FORMATS).default('auto'))
     .option('--metrics-port <n>', 'serve /metrics (Prometheus), /healthz and /readyz over plain HTTP on this port (0: any free port)', port)
-    .option('--metrics-host <address>', 'address of the metrics listener (no secrets there, so any address is allowed)', '127.0.0.1')
+    .option('--metrics-host <address>', 'address of the metrics listener (no secrets there, so any address is allowed; with --dashboard other than loopback needs TLS or --insecure)', '127.0.0.1')
+    // [OPS-DASH-1] the admin dashboard on the metrics listener
+    .option('--dashboard', 'with --metrics-port: serve the admin dashboard at /admin on the metrics listener (users with an admin role log in; HTTPS off loopback with --tls-cert)')
+    .option('--dashboard-gateway <url>', 'with --dashboard: show this gateway\'s figures, scraped from its metrics URL (repeatable)', (v: string, all: string[] = []) => [...all, v])
     // [CONN-LIMIT-3]: behind a NAT or a proxy many endpoints share one source address
     .option('--max-connections-per-address <n>', 'most connections from one source address (default 1000)', wholeNumber)
     .option('--max-pending-connections-per-address <n>', 'most connections from one source address not yet logged in (default 100)', wholeNumber)
@@ -100,12 +103,15 @@ export function brokerCommand (): Command {
       if (slowMs !== undefined) limits.slowConnectionTimeoutMs = slowMs
       // [CONN-WSC-7] the demo page lists the site's events (not private ones); it fills in no credentials
       if (opts.wsDemoPage === true && opts.wsPort === undefined) throw new ConfigError('--ws-demo-page needs --ws-port: the page is served on the WebSocket port')
+      if (opts.dashboard === true && opts.metricsPort === undefined) throw new ConfigError('--dashboard needs --metrics-port: the dashboard is served on the metrics listener')
+      if (opts.dashboardGateway !== undefined && opts.dashboard !== true) throw new ConfigError('--dashboard-gateway needs --dashboard')
       const site = opts.wsDemoPage === true ? await loadSite(opts.site) : opts.site
       const httpHandler = typeof site === 'string' ? undefined : demoPageHandler({ config: { events: [...site.events.values()].filter((e) => e.category !== 'private').map((e) => e.name) } })
       // the path, not the loaded site, so that SIGHUP can read it again ([SITE-RELOAD-1])
       const server = await startBrokerServer({
         site: opts.site, dataDir: opts.data, port: opts.port ?? (tls !== undefined ? 8883 : 1883), host: opts.host, tls, insecure: opts.insecure, logger,
         ...(opts.metricsPort !== undefined ? { metrics: { port: opts.metricsPort, host: opts.metricsHost } } : {}),
+        ...(opts.dashboard === true ? { dashboard: { gateways: opts.dashboardGateway ?? [] } } : {}),
         ...(opts.wsPort !== undefined ? { webSocket: { port: opts.wsPort, ...(httpHandler !== undefined ? { httpHandler } : {}) } } : {}),
         ...(opts.maxConnectionsPerAddress !== undefined ? { maxConnectionsPerAddress: opts.maxConnectionsPerAddress } : {}),
         ...(opts.maxPendingConnectionsPerAddress !== undefined ? { maxPendingConnectionsPerAddress: opts.maxPendingConnectionsPerAddress } : {}),
@@ -137,6 +143,7 @@ export function brokerCommand (): Command {
       if (server.webSocketUrl !== null) process.stdout.write(`herald broker listening on ${server.webSocketUrl}\n`)
       if (server.webSocketUrl !== null && httpHandler !== undefined) process.stdout.write(`herald broker demo page on ${demoPageUrl(server.webSocketUrl)}\n`)
       if (server.metricsUrl !== null) process.stdout.write(`herald broker metrics on ${server.metricsUrl}/metrics\n`)
+      if (server.dashboard !== null && server.metricsUrl !== null) process.stdout.write(`herald broker dashboard on ${server.metricsUrl}/admin\n`)
       onShutdown(() => server.close(), (msg, err) => { logger.info({ err }, msg) })
     })
 }
