@@ -394,7 +394,7 @@ export function describeEventStoreConformance (name: string, factory: EventStore
           store.append(batch('svc', 'i1', [keyed(1, 'log', 'k'), keyed(2, 'log', 'k')])),
           store.append(batch('svc', 'i1', [keyed(3, 'log', 'k'), keyed(4, 'log', 'other')]))
         ])
-        expect([seqsOf(r1!.stored), r1!.duplicates, seqsOf(r2!.stored), r2!.duplicates]).toEqual([[1], 1, [4], 1])
+        expect([seqsOf(r1.stored), r1.duplicates, seqsOf(r2.stored), r2.duplicates]).toEqual([[1], 1, [4], 1])
         expect(seqsOf(await store.read(query('log')))).toEqual([1, 4])
       })
 
