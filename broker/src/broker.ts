@@ -14,7 +14,7 @@ import { Delivery, type ClientSession, type SubscriptionLag } from './delivery/d
 import type { EventCounters, EventStore } from './event-store/event-store.js'
 import { DropReport } from './drop-report.js'
 import { PacketSizeGuard } from './listeners/packet-size-guard.js'
-import { PlainIngest } from './plain/plain-ingest.js'
+import { PLAIN_INGEST_DEFAULTS, PlainIngest, type IngestStats } from './plain/plain-ingest.js'
 import { PlainView } from './plain/plain-view.js'
 import { Uplink, type UplinkStats } from './uplink/uplink.js'
 
@@ -92,6 +92,13 @@ export interface BrokerOptions {
   readonly maxConcurrentLoginChecks?: number
   /** Most secret checks waiting for a slot. Default 64. */
   readonly maxQueuedLoginChecks?: number
+  /**
+   * Most payload bytes of one plain MQTT connection's publishes waiting for their commit; more wait
+   * unread ([PLAIN-INGEST-6]). One publish alone always goes. Default 1 MiB.
+   */
+  readonly maxIngestConnectionBytes?: number
+  /** Most payload bytes of all plain MQTT publishes waiting for their commit ([PLAIN-INGEST-6]). Default 64 MiB. */
+  readonly maxIngestPendingBytes?: number
 }
 
 /** The defaults of every BrokerOptions limit. */
@@ -123,7 +130,9 @@ export const BROKER_DEFAULTS = Object.freeze({
   guestMaxSubscriptions: 10,
   guestMaxWindow: 100,
   guestMaxConnectionInflightBytes: 256 * 1024,
-  maxConcurrentReads: 16
+  maxConcurrentReads: 16,
+  maxIngestConnectionBytes: PLAIN_INGEST_DEFAULTS.maxConnectionBytes,
+  maxIngestPendingBytes: PLAIN_INGEST_DEFAULTS.maxPendingBytes
 })
 
 /** Why connections were refused or closed by the broker's limits ([CONN-LIMIT-*], [AUTH-THROTTLE-*]). */
@@ -158,6 +167,8 @@ export interface BrokerStats {
   readonly storedByEvent: Readonly<Record<string, number>>
   /** Per event name with subscriptions: their count and lag in positions (Delivery.lag). */
   readonly lag: Readonly<Record<string, Readonly<SubscriptionLag>>>
+  /** Plain MQTT ingest ([PLAIN-INGEST-*]): publishes accepted, stored, duplicates, refused by reason. */
+  readonly ingest: Readonly<IngestStats>
 }
 
 /** A running broker. */
@@ -195,12 +206,18 @@ function sameLogin (a: Principal | undefined, b: Principal): boolean {
 
 type PerEvent = { stored: number, delivered: number, refused: Record<string, number> }
 
-function perEventStats (uplink: Uplink, delivery: Delivery): Record<string, PerEvent> {
+function perEventStats (uplink: Uplink, delivery: Delivery, ingest: PlainIngest): Record<string, PerEvent> {
   const out: Record<string, PerEvent> = {}
   const of = (name: string): PerEvent => (out[name] ??= { stored: 0, delivered: 0, refused: {} })
   for (const [name, n] of uplink.storedByEvent) of(name).stored = n
   for (const [name, n] of delivery.deliveredByEvent) of(name).delivered = n
   for (const [name, byCode] of uplink.refusedByEvent) of(name).refused = Object.fromEntries(byCode)
+  // [PLAIN-INGEST-*] events raised over plain MQTT count with the uplink's
+  for (const [name, n] of ingest.storedByEvent) of(name).stored += n
+  for (const [name, byCode] of ingest.refusedByEvent) {
+    const r = of(name).refused
+    for (const [code, n] of byCode) r[code] = (r[code] ?? 0) + n
+  }
   return out
 }
 
@@ -236,7 +253,9 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
     guestMaxSubscriptions: options.guestMaxSubscriptions,
     guestMaxWindow: options.guestMaxWindow,
     guestMaxConnectionInflightBytes: options.guestMaxConnectionInflightBytes,
-    maxConcurrentReads: options.maxConcurrentReads
+    maxConcurrentReads: options.maxConcurrentReads,
+    maxIngestConnectionBytes: options.maxIngestConnectionBytes,
+    maxIngestPendingBytes: options.maxIngestPendingBytes
   })
   checkInt('createBroker', 'maxConnections', limits.maxConnections, 1, 1_000_000)
   checkInt('createBroker', 'maxPacketBytes', limits.maxPacketBytes, 1024, 256 * 1024 * 1024)
@@ -261,6 +280,8 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
   checkInt('createBroker', 'maxGuestConnectionsPerAddress', limits.maxGuestConnectionsPerAddress, 0, 1_000_000)
   checkInt('createBroker', 'maxKeepaliveSec', limits.maxKeepaliveSec, 1, 65_535)
   checkInt('createBroker', 'connectTimeoutMs', limits.connectTimeoutMs, 100, 600_000)
+  checkInt('createBroker', 'maxIngestConnectionBytes', limits.maxIngestConnectionBytes, 1024, 1024 * 1024 * 1024)
+  checkInt('createBroker', 'maxIngestPendingBytes', limits.maxIngestPendingBytes, limits.maxIngestConnectionBytes, 16 * 1024 * 1024 * 1024)
   const clock = options.clock ?? systemClock
   const logger = options.logger ?? silentLogger
 
@@ -356,7 +377,18 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
 
   // [PLAIN-*] ordinary MQTT clients: a read-only view of stored events, and ingest
   const plainView = new PlainView()
-  const plainIngest = new PlainIngest()
+  const plainIngest = new PlainIngest({
+    site,
+    store,
+    clock,
+    logger,
+    onStored: (events) => {
+      delivery.onStored(events)
+      plainView.onStored(events)
+    },
+    maxConnectionBytes: limits.maxIngestConnectionBytes,
+    maxPendingBytes: limits.maxIngestPendingBytes
+  })
 
   const sessionOf = (client: Client, principal: Principal): ClientSession | null => {
     if (principal.kind !== 'client') return null
@@ -467,7 +499,8 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
     },
     authorizeForward: (client, packet) => {
       // frames on request topics are consumed by the broker, never delivered
-      return packet.topic.endsWith('/up') || packet.topic.endsWith('/req') ? null : packet
+      // and so are plain MQTT raises ([PLAIN-INGEST-1])
+      return packet.topic.endsWith('/up') || packet.topic.endsWith('/req') || packet.topic.startsWith('herald/v1/raise/') ? null : packet
     }
   })
   aedes.on('clientDisconnect', (client) => {
@@ -559,9 +592,10 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
         slowConnectionsClosed,
         blockedConnections: [...openWriters].filter((w) => w.blocked).length,
         connectionsByKind: { ...loggedIn, pending: Math.max(0, admission.connections - loggedIn.service - loggedIn.client - loggedIn.guest - loggedIn.plain) },
-        perEvent: perEventStats(uplink, delivery),
+        perEvent: perEventStats(uplink, delivery, plainIngest),
         storedByEvent: Object.fromEntries(store.storedByEvent?.() ?? []),
-        lag: Object.fromEntries(delivery.lag(store.head()))
+        lag: Object.fromEntries(delivery.lag(store.head())),
+        ingest: { ...plainIngest.stats, refused: { ...plainIngest.stats.refused } }
       }
     },
     async retainedCount (): Promise<number> {
