@@ -18,7 +18,7 @@ import { isUtf8 } from 'node:buffer'
 import type { AedesOptions, Client } from 'aedes'
 import { Category, ErrorCode, GUEST_PRINCIPAL, PayloadKind, isValidName, type Clock, type Logger, type ServiceDefinition, type Site, type StoredEvent } from '@herald/protocol'
 import type { PlainPrincipal } from '../auth/principal.js'
-import type { ArrivingEvent, EventStore } from '../event-store/event-store.js'
+import type { AppendResult, ArrivingEvent, EventStore } from '../event-store/event-store.js'
 import { DEDUP_KEY_DEFAULTS } from '../event-store/event-store.js'
 
 type Packet = Parameters<NonNullable<AedesOptions['authorizePublish']>>[1]
@@ -261,13 +261,19 @@ export class PlainIngest {
 
   #submit (p: Publish): void {
     const { conn, service } = p
-    const seq = (this.#seqs.get(service.id) ?? this.#ctx.store.lastSeq(service.id, INGEST_INSTANCE)) + 1
-    this.#seqs.set(service.id, seq)
     conn.inStore += p.bytes
     this.#inStore += p.bytes
     this.stats.accepted++
-    const receivedAt = p.event.raisedAt
-    this.#ctx.store.append({ serviceId: service.id, instance: INGEST_INSTANCE, events: [{ ...p.event, seq }], handledUpTo: seq, receivedAt }).then((result) => {
+    let appended: Promise<AppendResult>
+    try {
+      // [PLAIN-INGEST-3] the next seq of the service's ingest instance; a failed commit leaves a gap, never a reuse
+      const seq = (this.#seqs.get(service.id) ?? this.#ctx.store.lastSeq(service.id, INGEST_INSTANCE)) + 1
+      this.#seqs.set(service.id, seq)
+      appended = this.#ctx.store.append({ serviceId: service.id, instance: INGEST_INSTANCE, events: [{ ...p.event, seq }], handledUpTo: seq, receivedAt: p.event.raisedAt })
+    } catch (err) {
+      appended = Promise.reject(err instanceof Error ? err : new Error(String(err)))
+    }
+    appended.then((result) => {
       this.#release(p)
       this.stats.stored += result.stored.length
       this.stats.duplicates += result.duplicates
