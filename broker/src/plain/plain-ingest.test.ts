@@ -3,14 +3,18 @@
  * connections: what is stored, when the PUBACK goes out, what closes a connection, the bounds.
  * The end-to-end proofs (real processes, mosquitto_pub, SIGKILL) are in test/plain-ingest.test.ts.
  */
+import { join } from 'node:path'
+import Database from 'better-sqlite3'
 import { afterEach, describe, expect, it } from 'vitest'
 import { PayloadKind, PersistenceError, silentLogger, type Logger, type Site, type StoredEvent } from '@herald/protocol'
 import { parseSite } from '@herald/node-runtime'
+import { tempDir } from '@herald/node-runtime/testing'
 import { waitFor } from '@herald/protocol/testing'
 import type { Packet } from 'mqtt-packet'
 import { createBroker, type Broker, type BrokerOptions } from '../broker.js'
 import type { AppendBatch, AppendResult, EventStore, ReadQuery } from '../event-store/event-store.js'
 import { MemoryEventStore } from '../event-store/memory-event-store.js'
+import { createSqliteEventStore } from '../event-store/sqlite-event-store.js'
 import { listenTcp, type TcpListener } from '../listeners/tcp-listener.js'
 import { RawMqtt } from '../testing/raw-mqtt.js'
 import { INGEST_INSTANCE } from './plain-ingest.js'
@@ -180,6 +184,31 @@ describe('plain MQTT ingest [PLAIN-INGEST-1..4]', () => {
     expect(broker.stats().ingest).toMatchObject({ accepted: 6, stored: 3, duplicates: 3 })
     // one dedup record for the service, however many connections
     expect(store.lastSeq('svc', INGEST_INSTANCE)).toBe(6)
+  })
+
+  it('a device reconnecting in a loop adds no dedup record: one per service in the SQLite file, seqs going on', async () => {
+    const s = await testSite()
+    const dir = await tempDir('herald-ingest-')
+    const path = join(dir.path, 'events.db')
+    try {
+      const { port } = await start({ store: await createSqliteEventStore({ path, limitsOf: (n) => s.events.get(n) }) })
+      for (let i = 0; i < 20; i++) {
+        const c = await plain(port, `looping-dev-${i}`)
+        publish(c, 'herald/v1/raise/readings', String(i))
+        await waitFor(() => pubacks(c).length === 1, 'the PUBACK')
+        c.destroy()
+        await c.closed
+      }
+      await running?.listener.close()
+      await running?.broker.close()
+      running = null
+      const db = new Database(path, { readonly: true })
+      expect(db.prepare('SELECT service, instance, last_seq FROM dedup').raw(true).all()).toEqual([['svc', INGEST_INSTANCE, 20]])
+      expect(db.prepare('SELECT COUNT(*) FROM events').pluck().get()).toBe(20)
+      db.close()
+    } finally {
+      await dir.remove()
+    }
   })
 
   it('QoS 0 publishes are stored too (best effort: no PUBACK exists to promise anything)', async () => {
