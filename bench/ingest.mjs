@@ -34,11 +34,18 @@ await writeFile(site, JSON.stringify({
   services: [{ id: 'dev', secret: SECRET, events: ['readings'] }],
   users: [{ name: 'reader', password: 'reader-password' }]
 }))
-const broker = spawn(process.execPath, [...(process.env.INGEST_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.INGEST_PROF}`] : []), join(ROOT, 'cli/bin/herald.js'), 'broker', '--site', site, '--data', join(dir, 'data'), '--port', '0', '--log-level', 'warn'], { stdio: ['ignore', 'pipe', 'inherit'] })
-const url = await new Promise((resolve, reject) => {
-  createInterface({ input: broker.stdout }).on('line', (l) => { if (l.startsWith('herald broker listening on ')) resolve(l.slice('herald broker listening on '.length)) })
+const broker = spawn(process.execPath, [...(process.env.INGEST_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.INGEST_PROF}`] : []), join(ROOT, 'cli/bin/herald.js'), 'broker', '--site', site, '--data', join(dir, 'data'), '--port', '0', '--metrics-port', '0', '--log-level', 'warn'], { stdio: ['ignore', 'pipe', 'inherit'] })
+const lines = createInterface({ input: broker.stdout })
+const lineOf = (prefix) => new Promise((resolve, reject) => {
+  lines.on('line', (l) => { if (l.startsWith(prefix)) resolve(l.slice(prefix.length)) })
   broker.once('exit', (code) => { reject(new Error(`broker exited ${code}`)) })
 })
+const [url, metricsUrl] = await Promise.all([lineOf('herald broker listening on '), lineOf('herald broker metrics on ')])
+/** Group commits of the broker's store so far (from /metrics). */
+async function commits () {
+  const text = await (await fetch(metricsUrl)).text()
+  return Number(/^herald_store_commit_duration_seconds_count (\d+)/m.exec(text)?.[1] ?? 0)
+}
 
 try {
   const clients = await Promise.all(Array.from({ length: DEVICES }, (_, d) => new Promise((resolve, reject) => {
@@ -49,6 +56,7 @@ try {
   const perDevice = Math.ceil(EVENTS / DEVICES)
   const body = 'x'.repeat(Math.max(0, PAYLOAD - 12))
   let acked = 0
+  const commitsBefore = await commits()
   const t0 = performance.now()
   await Promise.all(clients.map((c, d) => new Promise((resolve, reject) => {
     let mine = 0
@@ -64,8 +72,9 @@ try {
   const s = (performance.now() - t0) / 1000
   for (const c of clients) c.end(true)
   const rate = Math.round(acked / s)
-  process.stdout.write(`ingest: ${acked} QoS 1 publishes from ${DEVICES} mqtt.js devices (${PAYLOAD} B payload${opts.keyed ? ', keyed' : ''}) acknowledged in ${s.toFixed(2)} s: ${rate} publishes/s\n`)
-  process.stdout.write(`${JSON.stringify({ devices: DEVICES, events: acked, payloadBytes: PAYLOAD, keyed: opts.keyed, seconds: Number(s.toFixed(3)), publishesPerSecond: rate })}\n`)
+  const groupCommits = (await commits()) - commitsBefore
+  process.stdout.write(`ingest: ${acked} QoS 1 publishes from ${DEVICES} mqtt.js devices (${PAYLOAD} B payload${opts.keyed ? ', keyed' : ''}) acknowledged in ${s.toFixed(2)} s: ${rate} publishes/s, ${groupCommits} group commits (${(acked / Math.max(1, groupCommits)).toFixed(0)} publishes per fsync)\n`)
+  process.stdout.write(`${JSON.stringify({ devices: DEVICES, events: acked, payloadBytes: PAYLOAD, keyed: opts.keyed, seconds: Number(s.toFixed(3)), publishesPerSecond: rate, groupCommits })}\n`)
 } finally {
   broker.kill(process.env.INGEST_PROF ? 'SIGINT' : 'SIGKILL')
   await new Promise((resolve) => { broker.once('exit', resolve) })
