@@ -146,19 +146,33 @@ describe('plain MQTT ingest end to end', () => {
     procs.push(first.proc)
     const DEVICES = 4
     const PER_DEVICE = 500
+    const PAD = 'x'.repeat(1000)
+    const KILL_AT = 400
     const devices = await Promise.all(Array.from({ length: DEVICES }, async (_, d) => await device(first.url, `burst-${d}`)))
     const acked = new Set<string>()
     let failed = 0
-    // every publish pipelined at once; PUBACKs arrive as commits finish
+    // every publish pipelined at once; PUBACKs arrive as commits finish. At the 400th the broker is
+    // SIGKILLed at once (from the PUBACK's callback, mid-burst: a PUBACK sent before its commit would
+    // be lost right there); PUBACKs it sent before it died still count
     for (let n = 0; n < PER_DEVICE; n++) {
       for (let d = 0; d < DEVICES; d++) {
-        const body = JSON.stringify({ d, n })
-        devices[d]!.publish('herald/v1/raise/readings', body, { qos: 1 }, (err) => { if (err === undefined || err === null) acked.add(body); else failed++ })
+        // 1 KiB each: a device's burst spans many socket reads, so many commits
+        const body = JSON.stringify({ d, n, pad: PAD })
+        devices[d]!.publish('herald/v1/raise/readings', body, { qos: 1 }, (err) => {
+          if (err !== undefined && err !== null) {
+            failed++
+            return
+          }
+          acked.add(body)
+          if (acked.size === KILL_AT) first.proc.child.kill('SIGKILL')
+        })
       }
     }
-    await waitFor(() => acked.size >= 400, 'the first PUBACKs', 60_000)
+    await first.proc.exited
     await first.proc.kill()
     procs.splice(0)
+    // every connection closed: no PUBACK can come any more
+    await waitFor(() => devices.every((c) => !c.connected), 'the devices to see the broker gone', 60_000)
     const ackedAtKill = new Set(acked)
     for (const c of devices) c.end(true)
     // the burst was cut: not everything was acknowledged
