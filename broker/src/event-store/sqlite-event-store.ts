@@ -250,7 +250,7 @@ export class SqliteEventStore implements EventStore {
     this.#putSeq = db.prepare(`INSERT INTO dedup (service, instance, last_seq) VALUES (?, ?, ?)
       ON CONFLICT (service, instance) DO UPDATE SET last_seq = excluded.last_seq`)
     this.#putHead = db.prepare(`UPDATE meta SET value = ? WHERE key = 'head'`)
-    this.#putKey = db.prepare('INSERT INTO dedup_keys (service, instance, key, seq) VALUES (?, ?, ?, ?)')
+    this.#putKey = db.prepare('INSERT INTO dedup_keys (service, instance, key, seq) VALUES (?, ?, ?, ?) ON CONFLICT (service, instance, key) DO UPDATE SET seq = excluded.seq')
     this.#dropKeys = db.prepare('DELETE FROM dedup_keys WHERE service = ? AND instance = ? AND seq <= ?')
     const where = `event = ? AND recipient = ? AND position > ? AND (expires_at IS NULL OR expires_at > ?)`
     this.#read = db.prepare(`SELECT ${COLUMNS} FROM events WHERE ${where} ORDER BY position LIMIT ?`).raw(true)
