@@ -5,7 +5,7 @@
 import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { Aedes, type Client } from 'aedes'
-import { AuthError, ConfigError, ErrorCode, checkInt, clientMessageTopic, clientRequestTopic, isAdmin, serviceAckTopic, serviceUpTopic, silentLogger, systemClock, withDefaults, type Clock, type Logger, type Site } from '@herald/protocol'
+import { AuthError, ConfigError, ErrorCode, checkInt, clientMessageTopic, clientRequestTopic, isAdmin, serviceAckTopic, serviceUpTopic, silentLogger, systemClock, withDefaults, type Clock, type Logger, type Site, type StoredEvent } from '@herald/protocol'
 import { ConnectionAdmission, type AdmissionRefusal, type Admitted } from './auth/connection-admission.js'
 import { LoginThrottle, addressKey, type LoginStats } from './auth/login-throttle.js'
 import { authenticate, type Principal } from './auth/principal.js'
@@ -15,7 +15,7 @@ import type { EventCounters, EventStore } from './event-store/event-store.js'
 import { DropReport } from './drop-report.js'
 import { EventTail, type TailEntry, type TailFilter } from './dashboard/event-tail.js'
 import { PacketSizeGuard } from './listeners/packet-size-guard.js'
-import { PlainIngest } from './plain/plain-ingest.js'
+import { PLAIN_INGEST_DEFAULTS, PlainIngest, type IngestStats } from './plain/plain-ingest.js'
 import { PlainView } from './plain/plain-view.js'
 import { Uplink, type UplinkStats } from './uplink/uplink.js'
 import { accessGrew, diffSites, sameSecret, siteChangeRefused, type SiteChange, type SiteChangeReport } from './site/site-change.js'
@@ -98,6 +98,13 @@ export interface BrokerOptions {
   readonly tailEvents?: number
   /** Payload bytes of each tail event kept as its preview. Default 256. */
   readonly tailPreviewBytes?: number
+  /**
+   * Most payload bytes of one plain MQTT connection's publishes waiting for their commit; more wait
+   * unread ([PLAIN-INGEST-6]). One publish alone always goes. Default 1 MiB.
+   */
+  readonly maxIngestConnectionBytes?: number
+  /** Most payload bytes of all plain MQTT publishes waiting for their commit ([PLAIN-INGEST-6]). Default 64 MiB. */
+  readonly maxIngestPendingBytes?: number
 }
 
 /** How an admin login ended ([OPS-DASH-2]): `notAdmin` only after the right password. */
@@ -144,7 +151,9 @@ export const BROKER_DEFAULTS = Object.freeze({
   guestMaxConnectionInflightBytes: 256 * 1024,
   maxConcurrentReads: 16,
   tailEvents: 500,
-  tailPreviewBytes: 256
+  tailPreviewBytes: 256,
+  maxIngestConnectionBytes: PLAIN_INGEST_DEFAULTS.maxConnectionBytes,
+  maxIngestPendingBytes: PLAIN_INGEST_DEFAULTS.maxPendingBytes
 })
 
 /** Why connections were refused or closed by the broker's limits ([CONN-LIMIT-*], [AUTH-THROTTLE-*]). */
@@ -179,6 +188,8 @@ export interface BrokerStats {
   readonly storedByEvent: Readonly<Record<string, number>>
   /** Per event name with subscriptions: their count and lag in positions (Delivery.lag). */
   readonly lag: Readonly<Record<string, Readonly<SubscriptionLag>>>
+  /** Plain MQTT ingest ([PLAIN-INGEST-*]): publishes accepted, stored, duplicates, refused by reason. */
+  readonly ingest: Readonly<IngestStats>
 }
 
 /** A running broker. */
@@ -242,12 +253,18 @@ function sameLogin (a: Principal | undefined, b: Principal): boolean {
 
 type PerEvent = { stored: number, delivered: number, refused: Record<string, number> }
 
-function perEventStats (uplink: Uplink, delivery: Delivery): Record<string, PerEvent> {
+function perEventStats (uplink: Uplink, delivery: Delivery, ingest: PlainIngest): Record<string, PerEvent> {
   const out: Record<string, PerEvent> = {}
   const of = (name: string): PerEvent => (out[name] ??= { stored: 0, delivered: 0, refused: {} })
   for (const [name, n] of uplink.storedByEvent) of(name).stored = n
   for (const [name, n] of delivery.deliveredByEvent) of(name).delivered = n
   for (const [name, byCode] of uplink.refusedByEvent) of(name).refused = Object.fromEntries(byCode)
+  // [PLAIN-INGEST-*] events raised over plain MQTT count with the uplink's
+  for (const [name, n] of ingest.storedByEvent) of(name).stored += n
+  for (const [name, byCode] of ingest.refusedByEvent) {
+    const r = of(name).refused
+    for (const [code, n] of byCode) r[code] = (r[code] ?? 0) + n
+  }
   return out
 }
 
@@ -287,7 +304,9 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
     guestMaxConnectionInflightBytes: options.guestMaxConnectionInflightBytes,
     maxConcurrentReads: options.maxConcurrentReads,
     tailEvents: options.tailEvents,
-    tailPreviewBytes: options.tailPreviewBytes
+    tailPreviewBytes: options.tailPreviewBytes,
+    maxIngestConnectionBytes: options.maxIngestConnectionBytes,
+    maxIngestPendingBytes: options.maxIngestPendingBytes
   })
   checkInt('createBroker', 'maxConnections', limits.maxConnections, 1, 1_000_000)
   checkInt('createBroker', 'maxPacketBytes', limits.maxPacketBytes, 1024, 256 * 1024 * 1024)
@@ -314,6 +333,8 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
   checkInt('createBroker', 'connectTimeoutMs', limits.connectTimeoutMs, 100, 600_000)
   checkInt('createBroker', 'tailEvents', limits.tailEvents, 1, 100_000)
   checkInt('createBroker', 'tailPreviewBytes', limits.tailPreviewBytes, 0, 65_536)
+  checkInt('createBroker', 'maxIngestConnectionBytes', limits.maxIngestConnectionBytes, 1024, 1024 * 1024 * 1024)
+  checkInt('createBroker', 'maxIngestPendingBytes', limits.maxIngestPendingBytes, limits.maxIngestConnectionBytes, 16 * 1024 * 1024 * 1024)
   const clock = options.clock ?? systemClock
   const logger = options.logger ?? silentLogger
 
@@ -374,6 +395,13 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
   }
 
   const tail = new EventTail({ size: limits.tailEvents, previewBytes: limits.tailPreviewBytes })
+  // what follows each commit, from service endpoints and plain ingest alike: the endpoints' delivery,
+  // the plain view, the dashboard's tail ([OPS-DASH-5]: O(1) per event, no allocation)
+  const stored = (events: readonly StoredEvent[]): void => {
+    delivery.onStored(events)
+    plainView.onStored(events)
+    tail.push(events)
+  }
   const uplink = new Uplink({
     site,
     store,
@@ -383,12 +411,7 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
       const c = services.get(serviceId)
       if (c !== undefined) writers.get(c)?.write(frame)
     },
-    onStored: (events) => {
-      delivery.onStored(events)
-      plainView.onStored(events)
-      // [OPS-DASH-5] the tail: O(1) per event, no allocation
-      tail.push(events)
-    },
+    onStored: (events) => { stored(events) },
     onStoreFailure: (serviceId) => { services.get(serviceId)?.close() }
   })
   const delivery = new Delivery({
@@ -412,7 +435,15 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
 
   // [PLAIN-*] ordinary MQTT clients: a read-only view of stored events, and ingest
   const plainView = new PlainView()
-  const plainIngest = new PlainIngest()
+  const plainIngest = new PlainIngest({
+    site,
+    store,
+    clock,
+    logger,
+    onStored: (events) => { stored(events) },
+    maxConnectionBytes: limits.maxIngestConnectionBytes,
+    maxPendingBytes: limits.maxIngestPendingBytes
+  })
 
   /**
    * A principal checked against an earlier site, under `next` ([SITE-RELOAD-3]): the same entry with
@@ -545,7 +576,8 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
     },
     authorizeForward: (client, packet) => {
       // frames on request topics are consumed by the broker, never delivered
-      return packet.topic.endsWith('/up') || packet.topic.endsWith('/req') ? null : packet
+      // and so are plain MQTT raises ([PLAIN-INGEST-1])
+      return packet.topic.endsWith('/up') || packet.topic.endsWith('/req') || packet.topic.startsWith('herald/v1/raise/') ? null : packet
     }
   })
   aedes.on('clientDisconnect', (client) => {
@@ -616,6 +648,7 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
     const prev = site
     site = next
     uplink.setSite(next)
+    plainIngest.setSite(next)
     const { closed: closedConnections } = recheckConnections(next)
     // [SITE-RELOAD-5] live subscriptions under the users' new roles; more access: told to ask again
     const grew: ClientSession[] = []
@@ -690,9 +723,10 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
         slowConnectionsClosed,
         blockedConnections: [...openWriters].filter((w) => w.blocked).length,
         connectionsByKind: { ...loggedIn, pending: Math.max(0, admission.connections - loggedIn.service - loggedIn.client - loggedIn.guest - loggedIn.plain) },
-        perEvent: perEventStats(uplink, delivery),
+        perEvent: perEventStats(uplink, delivery, plainIngest),
         storedByEvent: Object.fromEntries(store.storedByEvent?.() ?? []),
-        lag: Object.fromEntries(delivery.lag(store.head()))
+        lag: Object.fromEntries(delivery.lag(store.head())),
+        ingest: { ...plainIngest.stats, refused: { ...plainIngest.stats.refused } }
       }
     },
     async checkAdmin (name: string, password: string, address: string | undefined): Promise<AdminCheck> {

@@ -30,7 +30,16 @@ const STATS: BrokerStats = {
     '(unknown)': { stored: 0, delivered: 0, refused: { UNKNOWN_EVENT: 1 } }
   },
   storedByEvent: { readings: 8, temperature: 1 },
-  lag: { readings: { subscriptions: 2, max: 30, total: 35 } }
+  lag: { readings: { subscriptions: 2, max: 30, total: 35 } },
+  ingest: {
+    accepted: 12,
+    stored: 9,
+    duplicates: 2,
+    nullsDropped: 1,
+    refused: { notService: 0, malformedTopic: 1, unknownEvent: 3, notAuthorized: 0, wrongCategory: 0, payloadTooLarge: 2, invalidPayload: 0, qos2: 0, storeFailed: 0 },
+    waitingBytes: 512,
+    held: 0
+  }
 }
 
 /** name{labels} -> value of every sample. */
@@ -49,7 +58,7 @@ describe('broker metrics [OPS-METRICS-1]', () => {
   it('map stats() to conventional names and labels at scrape time', async () => {
     const { broker } = fakeBroker(STATS)
     const m = await samples(broker)
-    expect(Object.fromEntries([...m].filter(([k]) => k.startsWith('herald_') && !k.startsWith('herald_store_commit') && !k.startsWith('herald_store_sync') && !k.startsWith('herald_connections_refused')))).toEqual({
+    expect(Object.fromEntries([...m].filter(([k]) => k.startsWith('herald_') && !k.startsWith('herald_store_commit') && !k.startsWith('herald_store_sync') && !k.startsWith('herald_connections_refused') && !k.startsWith('herald_ingest_refused')))).toEqual({
       'herald_connections{kind="service"}': 2,
       'herald_connections{kind="client"}': 2,
       'herald_connections{kind="guest"}': 1,
@@ -76,6 +85,10 @@ describe('broker metrics [OPS-METRICS-1]', () => {
       'herald_events_replaced_total{event="temperature"}': 5,
       herald_events_duplicate_total: 2,
       herald_up_frames_malformed_total: 1,
+      'herald_ingest_publishes_total{outcome="stored"}': 9,
+      'herald_ingest_publishes_total{outcome="duplicate"}': 2,
+      'herald_ingest_publishes_total{outcome="null_dropped"}': 1,
+      herald_ingest_waiting_bytes: 512,
       'herald_stored_events{event="readings"}': 8,
       'herald_stored_events{event="temperature"}': 1,
       herald_store_head_position: 40,
@@ -85,6 +98,9 @@ describe('broker metrics [OPS-METRICS-1]', () => {
     })
     expect(m.get('herald_connections_refused_total{reason="perAddress"}')).toBe(3)
     expect(m.get('herald_connections_refused_total{reason="idle"}')).toBe(0)
+    expect(m.get('herald_ingest_refused_total{reason="unknownEvent"}')).toBe(3)
+    expect(m.get('herald_ingest_refused_total{reason="payloadTooLarge"}')).toBe(2)
+    expect(m.get('herald_ingest_refused_total{reason="qos2"}')).toBe(0)
     // Node's process metrics are there too
     expect(m.has('process_cpu_seconds_total')).toBe(true)
   })

@@ -120,6 +120,36 @@ export function brokerMetricsRegistry (broker: Broker): Registry {
       this.inc(stats().uplink.malformed)
     }
   })
+  // [PLAIN-INGEST-*] plain MQTT publishes
+  new Counter({
+    name: 'herald_ingest_publishes_total',
+    help: 'Plain MQTT publishes committed (PLAIN-INGEST-1), by outcome: stored, duplicate (a key already handled, STORE-DEDUP-2), null_dropped (a null over a null)',
+    labelNames: ['outcome'],
+    registers,
+    collect () {
+      const i = stats().ingest
+      this.reset()
+      this.inc({ outcome: 'stored' }, i.stored)
+      this.inc({ outcome: 'duplicate' }, i.duplicates)
+      this.inc({ outcome: 'null_dropped' }, i.nullsDropped)
+    }
+  })
+  new Counter({
+    name: 'herald_ingest_refused_total',
+    help: 'Plain MQTT publishes that closed their connection (PLAIN-INGEST-5), by reason',
+    labelNames: ['reason'],
+    registers,
+    collect () {
+      this.reset()
+      for (const [reason, n] of Object.entries(stats().ingest.refused)) this.inc({ reason }, n)
+    }
+  })
+  new Gauge({
+    name: 'herald_ingest_waiting_bytes',
+    help: 'Payload bytes of plain MQTT publishes waiting for their commit now (PLAIN-INGEST-6)',
+    registers,
+    collect () { this.set(stats().ingest.waitingBytes) }
+  })
   new Gauge({
     name: 'herald_stored_events',
     help: 'Events in the store now (expired but not yet purged ones included), per event name',

@@ -3,8 +3,8 @@
  * and a query the same way. Internal to the broker: the event-store folder, and the uplink, which runs
  * checkBatch before it accepts a frame so that a batch the store would refuse never reaches it.
  */
-import { Category, ErrorCode, RequestError, type StoredEvent } from '@herald/protocol'
-import { emptyEventCounters, type AppendBatch, type ArrivingEvent, type EventCounters, type LimitsOf, type QueueLimits, type ReadQuery } from './event-store.js'
+import { Category, ConfigError, ErrorCode, RequestError, type StoredEvent } from '@herald/protocol'
+import { DEDUP_KEY_DEFAULTS, emptyEventCounters, type AppendBatch, type ArrivingEvent, type EventCounters, type LimitsOf, type QueueLimits, type ReadQuery } from './event-store.js'
 
 /** The recipient key of an event that has none (replacing and queueing events). */
 export const NO_RECIPIENT = ''
@@ -70,6 +70,9 @@ export function checkBatch (batch: AppendBatch, limitsOf: LimitsOf): QueueLimits
     }
     if (e.recipient === NO_RECIPIENT) throw invalid(`event "${e.name}" seq ${e.seq}: recipient must not be empty`)
     if (!(e.payload instanceof Uint8Array)) throw invalid(`event "${e.name}" seq ${e.seq}: payload must be a Uint8Array`)
+    if (e.key !== undefined && (typeof e.key !== 'string' || e.key.length === 0 || e.key.length > DEDUP_KEY_DEFAULTS.maxKeyLength)) {
+      throw invalid(`event "${e.name}" seq ${e.seq}: key must be a string of 1 to ${DEDUP_KEY_DEFAULTS.maxKeyLength} characters`)
+    }
     if (e.age !== undefined && (!Number.isSafeInteger(e.age) || e.age < 0)) throw invalid(`event "${e.name}" seq ${e.seq}: age must be a whole number of ms >= 0, got ${e.age}`)
     out.push(limits)
   }
@@ -117,4 +120,11 @@ export function storedFrom (
     expiresAt: at.expiresAt,
     uploadAge: e.age ?? 0
   }
+}
+
+/** Checks the `maxDedupKeys` option of a store ([STORE-DEDUP-2]) and returns it or the default. */
+export function checkMaxDedupKeys (where: string, value: number | undefined): number {
+  const n = value ?? DEDUP_KEY_DEFAULTS.maxDedupKeys
+  if (!Number.isSafeInteger(n) || n < 1 || n > 10_000_000) throw new ConfigError(`${where}: option "maxDedupKeys" must be a whole number from 1 to 10000000, got ${String(n)}`)
+  return n
 }

@@ -22,6 +22,11 @@ export interface QueueLimits {
 export interface ArrivingEvent extends RaisedEvent {
   /** Ms since the event was raised, by the service's clock when it sent the frame; >= 0. Default 0. */
   readonly age?: number
+  /**
+   * A de-duplication key ([STORE-DEDUP-2]): an event whose key the store remembers for its
+   * (service, instance) is a duplicate. 1 to 128 characters. Default: none (dedup by seq only).
+   */
+  readonly key?: string
 }
 
 /** The accepted events of one UP frame. */
@@ -112,6 +117,13 @@ export interface ReadQuery {
  * - [STORE-DEDUP-1] An event whose seq is <= the highest seq already handled for its
  *   (service, instance) is a duplicate: not stored, counted. The record is updated in the same
  *   transaction that stores the events.
+ * - [STORE-DEDUP-2] An event with a `key` that the store remembers for its (service, instance) is a
+ *   duplicate: not stored, counted in `duplicates`, its seq handled. The key of every event handled
+ *   (stored, expired on arrival or dropped as a null over a null) is remembered in the same
+ *   transaction; the store keeps the newest `maxDedupKeys` keys per (service, instance) (default
+ *   10,000, DEDUP_KEY_DEFAULTS) and forgets the oldest beyond, so a key is recognised while fewer
+ *   than that many newer keyed events of its (service, instance) were handled. Durable backends
+ *   keep the keys across a reopen.
  * - [STORE-POS-1] Positions are assigned in append order, increase strictly, are never reused (not
  *   even after the newest events are deleted) and survive restarts.
  * - [STORE-REPLACE-1] A replacing event removes every older instance of its (service, event).
@@ -160,6 +172,14 @@ export interface EventStore {
  * commit (writes and COMMIT), `syncSeconds` the COMMIT itself (where the fsync happens).
  */
 export type CommitObserver = (commitSeconds: number, syncSeconds: number) => void
+
+/** The bounds of [STORE-DEDUP-2], shared by every backend. */
+export const DEDUP_KEY_DEFAULTS = Object.freeze({
+  /** Keys remembered per (service, instance); the oldest are forgotten beyond. */
+  maxDedupKeys: 10_000,
+  /** Longest key, in characters. */
+  maxKeyLength: 128
+})
 
 /** How a store learns each event's limits (from the site). */
 export type LimitsOf = (eventName: string) => QueueLimits | undefined

@@ -3,8 +3,8 @@ import { Category, PayloadKind } from '@herald/protocol'
 import { describeEventStoreConformance } from '../testing/index.js'
 import { MemoryEventStore } from './memory-event-store.js'
 
-describeEventStoreConformance('MemoryEventStore', async (limitsOf) => ({
-  store: new MemoryEventStore({ limitsOf }),
+describeEventStoreConformance('MemoryEventStore', async (limitsOf, options) => ({
+  store: new MemoryEventStore({ limitsOf, ...options }),
   cleanup: async () => {}
 }), { durable: false })
 

@@ -4,12 +4,14 @@
  */
 import { Category, ClosedError, ConfigError, type StoredEvent } from '@herald/protocol'
 import type { AppendBatch, AppendResult, EventCounters, EventStore, LimitsOf, ReadQuery } from './event-store.js'
-import { capOf, checkBatch, countFor, expiresAtOf, NO_RECIPIENT, recipientKeyOf, snapshotCounters, storedFrom } from './event-store-rules.js'
+import { capOf, checkBatch, checkMaxDedupKeys, countFor, expiresAtOf, NO_RECIPIENT, recipientKeyOf, snapshotCounters, storedFrom } from './event-store-rules.js'
 
 /** What a MemoryEventStore is built from. */
 export interface MemoryEventStoreOptions {
   /** Each event name's category and limits (from the site). Required. */
   readonly limitsOf: LimitsOf
+  /** Dedup keys remembered per (service, instance) ([STORE-DEDUP-2]). Default 10,000 (DEDUP_KEY_DEFAULTS). */
+  readonly maxDedupKeys?: number
 }
 
 /** Key of a queue: (service, event, recipient). */
@@ -33,6 +35,9 @@ export class MemoryEventStore implements EventStore {
   /** Per queue: its events by position, oldest first. */
   readonly #queues = new Map<string, Map<number, StoredEvent>>()
   readonly #seqs = new Map<string, number>()
+  /** [STORE-DEDUP-2] per (service, instance): remembered keys, oldest first. */
+  readonly #keys = new Map<string, Set<string>>()
+  readonly #maxDedupKeys: number
   readonly #counters = new Map<string, EventCounters>()
   #head = 0
   #count = 0
@@ -41,6 +46,7 @@ export class MemoryEventStore implements EventStore {
   constructor (options: MemoryEventStoreOptions) {
     if (typeof options?.limitsOf !== 'function') throw new ConfigError('MemoryEventStore: option "limitsOf" must be a function')
     this.#limitsOf = options.limitsOf
+    this.#maxDedupKeys = checkMaxDedupKeys('MemoryEventStore', options.maxDedupKeys)
   }
 
   async append (batch: AppendBatch): Promise<AppendResult> {
@@ -58,6 +64,14 @@ export class MemoryEventStore implements EventStore {
       // [STORE-DEDUP-1]
       if (e.seq <= last) { duplicates++; continue }
       last = e.seq
+      if (e.key !== undefined) {
+        // [STORE-DEDUP-2] a key seen before: handled, not stored; a new one is remembered, oldest forgotten
+        let keys = this.#keys.get(key)
+        if (keys === undefined) this.#keys.set(key, keys = new Set<string>())
+        if (keys.has(e.key)) { duplicates++; continue }
+        keys.add(e.key)
+        if (keys.size > this.#maxDedupKeys) keys.delete(keys.values().next().value as string)
+      }
       const expiresAt = expiresAtOf(lim, batch.receivedAt, e.age)
       if (expiresAt !== null && expiresAt <= batch.receivedAt) {
         // [STORE-EXPIRE-2] handled, never stored

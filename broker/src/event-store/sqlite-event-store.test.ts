@@ -9,12 +9,12 @@ import type { AppendBatch, ArrivingEvent, LimitsOf, QueueLimits } from './event-
 import { createSqliteEventStore } from './sqlite-event-store.js'
 import type { SqliteEventStore, SqliteEventStoreOptions } from './sqlite-event-store.js'
 
-describeEventStoreConformance('SqliteEventStore', async (limitsOf) => {
+describeEventStoreConformance('SqliteEventStore', async (limitsOf, options) => {
   const dir = await tempDir('herald-event-store-')
   const path = join(dir.path, 'events.db')
   return {
-    store: await createSqliteEventStore({ path, limitsOf }),
-    reopen: async () => await createSqliteEventStore({ path, limitsOf }),
+    store: await createSqliteEventStore({ path, limitsOf, ...options }),
+    reopen: async () => await createSqliteEventStore({ path, limitsOf, ...options }),
     cleanup: dir.remove
   }
 }, { durable: true })
@@ -64,6 +64,7 @@ describe('SqliteEventStore', () => {
       ['synchronous', { synchronous: 'OFF' }],
       ['maxSizeBytes', { maxSizeBytes: -1 }],
       ['logger', { logger: 'console' }],
+      ['maxDedupKeys', { maxDedupKeys: 0 }],
       ['colour', { colour: 'blue' }]
     ]
     for (const [option, bad] of cases) {
@@ -77,6 +78,30 @@ describe('SqliteEventStore', () => {
   it('rejects a file that is not an event store with a PersistenceError', async () => {
     await writeFile(path, 'this is not a database, just some text that is long enough to look like a header....')
     await expect(createSqliteEventStore({ path, limitsOf })).rejects.toBeInstanceOf(PersistenceError)
+  })
+
+  it('opens a schema 2 file (no dedup keys) as schema 3: its events stay, keys are remembered from then on', async () => {
+    const s = await openStore()
+    await s.append(batch('svc', [ev(1, 'tick', 3)]))
+    await s.close()
+    open.splice(0)
+    // make it what a schema 2 broker wrote
+    const raw = new Database(path)
+    raw.exec(`DROP TABLE dedup_keys; UPDATE meta SET value = 2 WHERE key = 'schema'`)
+    raw.close()
+    const s2 = await openStore()
+    expect(s2.lastSeq('svc', 'i1')).toBe(1)
+    await s2.append(batch('svc', [{ ...ev(2, 'tick', 3), key: 'k1' }]))
+    await s2.close()
+    open.splice(0)
+    const check = new Database(path, { readonly: true })
+    expect(check.prepare(`SELECT value FROM meta WHERE key = 'schema'`).pluck().get()).toBe(3)
+    expect(check.prepare('SELECT service, instance, key, seq FROM dedup_keys').raw(true).all()).toEqual([['svc', 'i1', 'k1', 2]])
+    check.close()
+    const s3 = await openStore()
+    const r = await s3.append(batch('svc', [{ ...ev(3, 'tick', 3), key: 'k1' }]))
+    expect([r.stored.length, r.duplicates]).toEqual([0, 1])
+    expect((await s3.read({ event: 'tick', after: 0, services: null, recipient: null, now: T0, limit: 10 })).map((e) => e.seq)).toEqual([1, 2])
   })
 
   it('opens a schema 1 file (no upload ages): its events read with uploadAge 0, new ones keep theirs, a newer schema is refused', async () => {

@@ -6,6 +6,8 @@
  *   come from an in-memory counter that is written to `head` in the transaction that uses them, so
  *   they are never reused even when the newest rows are deleted ([STORE-POS-1]).
  * - `dedup(service, instance, last_seq)`: [STORE-DEDUP-1], cached in a Map.
+ * - `dedup_keys(service, instance, key, seq)`: [STORE-DEDUP-2], the newest `maxDedupKeys` keys per
+ *   (service, instance), cached in a Map of insertion-ordered Maps (oldest first).
  * - `events(position, ...)`: one row per stored event; `recipient` is '' for non-private events so
  *   that every lookup is a plain equality on an index:
  *   `events_read (event, recipient, position)` serves `read`,
@@ -29,8 +31,9 @@ import { createRequire } from 'node:module'
 import Database from 'better-sqlite3'
 import { CATEGORY_BY_CODE, CATEGORY_CODE, Category, ClosedError, ConfigError, ErrorCode, PersistenceError, RequestError, silentLogger, type Logger, type PayloadKind, type StoredEvent } from '@herald/protocol'
 import { WalCheckpointer, SqliteSynchronous } from '@herald/node-runtime'
+import { DEDUP_KEY_DEFAULTS } from './event-store.js'
 import type { AppendBatch, AppendResult, CommitObserver, EventCounters, EventStore, LimitsOf, QueueLimits, ReadQuery } from './event-store.js'
-import { capOf, checkBatch, countFor, expiresAtOf, NO_RECIPIENT, recipientKeyOf, snapshotCounters, storedFrom } from './event-store-rules.js'
+import { capOf, checkBatch, checkMaxDedupKeys, countFor, expiresAtOf, NO_RECIPIENT, recipientKeyOf, snapshotCounters, storedFrom } from './event-store-rules.js'
 
 /** How each commit reaches the disk. */
 export { SqliteSynchronous }
@@ -57,21 +60,27 @@ export interface SqliteEventStoreOptions {
    * automatic checkpoint, inside the commit that crosses 1,000 pages.
    */
   readonly walCheckpoint?: 'worker' | 'inline'
+  /** Dedup keys remembered per (service, instance) ([STORE-DEDUP-2]). Default 10,000 (DEDUP_KEY_DEFAULTS). */
+  readonly maxDedupKeys?: number
 }
 
 /** Defaults of the optional options. */
-export const SQLITE_EVENT_STORE_DEFAULTS: Readonly<{ logger: Logger, synchronous: SqliteSynchronous, maxSizeBytes: number | null, walCheckpoint: 'worker' | 'inline' }> = Object.freeze({
+export const SQLITE_EVENT_STORE_DEFAULTS: Readonly<{ logger: Logger, synchronous: SqliteSynchronous, maxSizeBytes: number | null, walCheckpoint: 'worker' | 'inline', maxDedupKeys: number }> = Object.freeze({
   logger: silentLogger,
   synchronous: SqliteSynchronous.FULL,
   maxSizeBytes: null,
-  walCheckpoint: 'worker'
+  walCheckpoint: 'worker',
+  maxDedupKeys: DEDUP_KEY_DEFAULTS.maxDedupKeys
 })
 
 /** Where the checkpoint worker loads the SQLite driver from. */
 const DRIVER = createRequire(import.meta.url).resolve('better-sqlite3')
 
-/** 2: events.upload_age ([EVT-AGE-1]); a version 1 file gets the column (0 for its rows) when opened. */
-const SCHEMA_VERSION = 2
+/**
+ * 2: events.upload_age ([EVT-AGE-1]); a version 1 file gets the column (0 for its rows) when opened.
+ * 3: the dedup_keys table ([STORE-DEDUP-2]); a version 1 or 2 file gets it (empty) when opened.
+ */
+const SCHEMA_VERSION = 3
 /** Most events kept in memory for reads of recent positions. */
 const RECENT_MAX_EVENTS = 20_000
 /** Most payload bytes kept in memory for reads of recent positions. */
@@ -98,6 +107,9 @@ interface QueueDelta { service: string, event: string, recipient: string, cap: n
 
 interface SeqDelta { service: string, instance: string, last: number, before: number }
 
+/** [STORE-DEDUP-2] keys a flush adds to one (service, instance), in seq order. */
+interface KeyDelta { service: string, instance: string, added: Map<string, number> }
+
 interface FlushOutcome {
   results: AppendResult[]
   head: number
@@ -111,6 +123,8 @@ interface FlushOutcome {
   nulls: Map<string, boolean>
   /** What the flush dropped, per event name, to add to the counters after the commit. */
   counted: Map<string, EventCounters>
+  /** Keys added per (service, instance) ([STORE-DEDUP-2]). */
+  keys: Map<string, KeyDelta>
 }
 
 function queueKey (service: string, event: string, recipient: string): string {
@@ -125,7 +139,7 @@ function checkOptions (options: SqliteEventStoreOptions): Required<SqliteEventSt
   const where = 'SqliteEventStore'
   if (options === null || typeof options !== 'object') throw new ConfigError(`${where}: options must be an object`)
   for (const k of Object.keys(options)) {
-    if (!['path', 'limitsOf', 'logger', 'synchronous', 'maxSizeBytes', 'walCheckpoint'].includes(k)) throw new ConfigError(`${where}: unknown option "${k}"`)
+    if (!['path', 'limitsOf', 'logger', 'synchronous', 'maxSizeBytes', 'walCheckpoint', 'maxDedupKeys'].includes(k)) throw new ConfigError(`${where}: unknown option "${k}"`)
   }
   if (typeof options.path !== 'string' || options.path === '' || options.path === ':memory:') {
     throw new ConfigError(`${where}: option "path" must be a file path`)
@@ -147,7 +161,8 @@ function checkOptions (options: SqliteEventStoreOptions): Required<SqliteEventSt
   if (walCheckpoint !== 'worker' && walCheckpoint !== 'inline') {
     throw new ConfigError(`${where}: option "walCheckpoint" must be 'worker' or 'inline', got ${String(walCheckpoint)}`)
   }
-  return { path: options.path, limitsOf: options.limitsOf, logger, synchronous, maxSizeBytes, walCheckpoint }
+  const maxDedupKeys = checkMaxDedupKeys(where, options.maxDedupKeys)
+  return { path: options.path, limitsOf: options.limitsOf, logger, synchronous, maxSizeBytes, walCheckpoint, maxDedupKeys }
 }
 
 /** Opens (creating if needed) the store at `options.path` and loads its caches. */
@@ -171,6 +186,9 @@ export class SqliteEventStore implements EventStore {
   readonly #logger: Logger
   readonly #path: string
   readonly #seqs = new Map<string, number>()
+  /** [STORE-DEDUP-2] per (service, instance): key -> seq, oldest first. */
+  readonly #keys = new Map<string, Map<string, number>>()
+  readonly #maxDedupKeys: number
   /** Rows per queue (service, event, recipient), expired-but-unpurged ones included. */
   readonly #counts = new Map<string, number>()
   /** Replacing queues whose stored instance is a null one ([STORE-REPLACE-2]). */
@@ -199,6 +217,8 @@ export class SqliteEventStore implements EventStore {
   readonly #pushOut: Database.Statement
   readonly #putSeq: Database.Statement
   readonly #putHead: Database.Statement
+  readonly #putKey: Database.Statement
+  readonly #dropKeys: Database.Statement
   readonly #read: Database.Statement
   readonly #readServices: Database.Statement
   readonly #purge: Database.Statement
@@ -211,6 +231,7 @@ export class SqliteEventStore implements EventStore {
     this.#limitsOf = opts.limitsOf
     this.#logger = opts.logger
     this.#path = opts.path
+    this.#maxDedupKeys = opts.maxDedupKeys
 
     const mode = db.pragma('journal_mode = WAL', { simple: true }) as string
     if (mode.toLowerCase() !== 'wal') throw new PersistenceError(`event store: ${opts.path} cannot use WAL mode (got ${mode})`)
@@ -229,6 +250,8 @@ export class SqliteEventStore implements EventStore {
     this.#putSeq = db.prepare(`INSERT INTO dedup (service, instance, last_seq) VALUES (?, ?, ?)
       ON CONFLICT (service, instance) DO UPDATE SET last_seq = excluded.last_seq`)
     this.#putHead = db.prepare(`UPDATE meta SET value = ? WHERE key = 'head'`)
+    this.#putKey = db.prepare('INSERT INTO dedup_keys (service, instance, key, seq) VALUES (?, ?, ?, ?) ON CONFLICT (service, instance, key) DO UPDATE SET seq = excluded.seq')
+    this.#dropKeys = db.prepare('DELETE FROM dedup_keys WHERE service = ? AND instance = ? AND seq <= ?')
     const where = `event = ? AND recipient = ? AND position > ? AND (expires_at IS NULL OR expires_at > ?)`
     this.#read = db.prepare(`SELECT ${COLUMNS} FROM events WHERE ${where} ORDER BY position LIMIT ?`).raw(true)
     this.#readServices = db.prepare(`SELECT ${COLUMNS} FROM events INDEXED BY events_read
@@ -393,6 +416,15 @@ export class SqliteEventStore implements EventStore {
     this.#head = out.head
     this.#count += out.added - out.removed
     for (const [key, s] of out.seqs) this.#seqs.set(key, s.last)
+    for (const [key, k] of out.keys) {
+      let keys = this.#keys.get(key)
+      if (keys === undefined) this.#keys.set(key, keys = new Map<string, number>())
+      for (const [name, seq] of k.added) keys.set(name, seq)
+      for (const name of keys.keys()) {
+        if (keys.size <= this.#maxDedupKeys) break
+        keys.delete(name)
+      }
+    }
     for (const [key, q] of out.queues) {
       if (q.count > 0) this.#counts.set(key, q.count)
       else this.#counts.delete(key)
@@ -415,6 +447,7 @@ export class SqliteEventStore implements EventStore {
     const queues = new Map<string, QueueDelta>()
     const nulls = new Map<string, boolean>()
     const counted = new Map<string, EventCounters>()
+    const keyDeltas = new Map<string, KeyDelta>()
     const results: AppendResult[] = []
     let head = this.#head
     let added = 0
@@ -439,6 +472,14 @@ export class SqliteEventStore implements EventStore {
         // [STORE-DEDUP-1]
         if (e.seq <= last) { duplicates++; continue }
         last = e.seq
+        if (e.key !== undefined) {
+          // [STORE-DEDUP-2] a key remembered (or added earlier in this flush): handled, not stored
+          let kd = keyDeltas.get(sk)
+          if (kd === undefined) keyDeltas.set(sk, kd = { service: serviceId, instance, added: new Map<string, number>() })
+          if (kd.added.has(e.key) || this.#keys.get(sk)?.has(e.key) === true) { duplicates++; continue }
+          kd.added.set(e.key, e.seq)
+          this.#putKey.run(serviceId, instance, e.key, e.seq)
+        }
         const lim = limits[i]!
         const expiresAt = expiresAtOf(lim, receivedAt, e.age)
         if (expiresAt !== null && expiresAt <= receivedAt) {
@@ -490,9 +531,25 @@ export class SqliteEventStore implements EventStore {
     for (const s of seqs.values()) {
       if (s.last !== s.before) this.#putSeq.run(s.service, s.instance, s.last)
     }
+    // [STORE-DEDUP-2] beyond maxDedupKeys, the oldest keys (lowest seqs) go: one delete per (service, instance)
+    for (const [sk, kd] of keyDeltas) {
+      const old = this.#keys.get(sk)
+      const excess = (old?.size ?? 0) + kd.added.size - this.#maxDedupKeys
+      if (excess <= 0) continue
+      // old keys, then this flush's: seqs increase along them, so the excess-th seq is the cut
+      let cutoff = 0
+      let n = 0
+      cut: for (const seqs of [old?.values() ?? [].values(), kd.added.values()]) {
+        for (const seq of seqs) {
+          cutoff = seq
+          if (++n === excess) break cut
+        }
+      }
+      this.#dropKeys.run(kd.service, kd.instance, cutoff)
+    }
     if (head !== this.#head) this.#putHead.run(head)
     this.#writtenAt = performance.now()
-    return { results, head, seqs, queues, added, removed, gone, nulls, counted }
+    return { results, head, seqs, queues, added, removed, gone, nulls, counted, keys: keyDeltas }
   }
 
   /** Runs inside a purge transaction: deletes up to PURGE_CHUNK expired rows; returns rows per queue. */
@@ -599,6 +656,10 @@ export class SqliteEventStore implements EventStore {
           raised_at INTEGER NOT NULL, received_at INTEGER NOT NULL, expires_at INTEGER,
           flags INTEGER NOT NULL, payload_kind INTEGER NOT NULL, payload BLOB NOT NULL,
           upload_age INTEGER NOT NULL DEFAULT 0);
+        CREATE TABLE IF NOT EXISTS dedup_keys (
+          service TEXT NOT NULL, instance TEXT NOT NULL, key TEXT NOT NULL, seq INTEGER NOT NULL,
+          PRIMARY KEY (service, instance, key)) WITHOUT ROWID;
+        CREATE INDEX IF NOT EXISTS dedup_keys_age ON dedup_keys (service, instance, seq);
         CREATE INDEX IF NOT EXISTS events_read ON events (event, recipient, position);
         CREATE INDEX IF NOT EXISTS events_queue ON events (service, event, recipient, position);
         CREATE INDEX IF NOT EXISTS events_expiry ON events (expires_at) WHERE expires_at IS NOT NULL;
@@ -607,8 +668,9 @@ export class SqliteEventStore implements EventStore {
       const version = this.#db.prepare(`SELECT value FROM meta WHERE key = 'schema'`).pluck().get() as number | undefined
       if (version === undefined) {
         this.#db.prepare(`INSERT INTO meta (key, value) VALUES ('schema', ?)`).run(SCHEMA_VERSION)
-      } else if (version === 1) {
-        this.#db.exec('ALTER TABLE events ADD COLUMN upload_age INTEGER NOT NULL DEFAULT 0')
+      } else if (version === 1 || version === 2) {
+        // 1 -> 2: the upload_age column; 2 -> 3: dedup_keys, made by CREATE TABLE IF NOT EXISTS above
+        if (version === 1) this.#db.exec('ALTER TABLE events ADD COLUMN upload_age INTEGER NOT NULL DEFAULT 0')
         this.#db.prepare(`UPDATE meta SET value = ? WHERE key = 'schema'`).run(SCHEMA_VERSION)
       } else if (version !== SCHEMA_VERSION) {
         throw new PersistenceError(`event store: ${this.#path} has schema version ${version}; this broker reads version ${SCHEMA_VERSION}`)
@@ -624,6 +686,12 @@ export class SqliteEventStore implements EventStore {
     this.#recentFloor = this.#head
     for (const [service, instance, last] of db.prepare('SELECT service, instance, last_seq FROM dedup').raw(true).iterate() as IterableIterator<[string, string, number]>) {
       this.#seqs.set(seqKey(service, instance), last)
+    }
+    for (const [service, instance, key, seq] of db.prepare('SELECT service, instance, key, seq FROM dedup_keys ORDER BY service, instance, seq').raw(true).iterate() as IterableIterator<[string, string, string, number]>) {
+      const sk = seqKey(service, instance)
+      let keys = this.#keys.get(sk)
+      if (keys === undefined) this.#keys.set(sk, keys = new Map<string, number>())
+      keys.set(key, seq)
     }
     // [STORE-REPLACE-2] a replacing queue holds one row after every commit: a null row is its stored instance
     const nullHeads = db.prepare(`SELECT service, event, recipient FROM events WHERE category = ${CATEGORY_CODE.replacing} AND (flags & ${FLAG_NULL}) <> 0`).raw(true)

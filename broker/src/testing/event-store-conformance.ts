@@ -19,8 +19,14 @@ export interface EventStoreFixture {
   readonly cleanup: () => Promise<void>
 }
 
-/** Makes a fresh store that uses `limitsOf`. */
-export type EventStoreFactory = (limitsOf: LimitsOf) => Promise<EventStoreFixture>
+/** Options the suite sets on a store it makes (and on its reopen). */
+export interface EventStoreFactoryOptions {
+  /** [STORE-DEDUP-2] keys per (service, instance); the backend's default when missing. */
+  readonly maxDedupKeys?: number
+}
+
+/** Makes a fresh store that uses `limitsOf` (and `options`, when given). */
+export type EventStoreFactory = (limitsOf: LimitsOf, options?: EventStoreFactoryOptions) => Promise<EventStoreFixture>
 
 /** The events the suite's site knows. */
 export const CONFORMANCE_LIMITS: Readonly<Record<string, QueueLimits>> = Object.freeze({
@@ -366,6 +372,98 @@ export function describeEventStoreConformance (name: string, factory: EventStore
         const r = await s.append(batch('svc', 'i1', evs(8, 10, 'log')))
         expect(seqsOf(r.stored)).toEqual([10])
         expect(r.duplicates).toBe(2)
+      })
+    })
+
+    describe('[STORE-DEDUP-2] dedup keys', () => {
+      const keyed = (seq: number, name: string, key: string, opts: { isNull?: boolean } = {}): ArrivingEvent => {
+        const e = ev(seq, name, opts.isNull === true ? { payload: NULL_PAYLOAD, isNull: true } : {})
+        return { ...e, key }
+      }
+
+      it('an event with a key already handled is a duplicate, though its seq is new; the seq is handled', async () => {
+        const first = await store.append(batch('svc', 'i1', [keyed(1, 'log', 'a'), keyed(2, 'log', 'b')]))
+        expect(seqsOf(first.stored)).toEqual([1, 2])
+        const again = await store.append(batch('svc', 'i1', [keyed(3, 'log', 'b'), keyed(4, 'log', 'c'), ev(5, 'log')]))
+        expect(seqsOf(again.stored)).toEqual([4, 5])
+        expect(again.duplicates).toBe(1)
+        expect(again.lastSeq).toBe(5)
+        expect(store.lastSeq('svc', 'i1')).toBe(5)
+        expect(seqsOf(await store.read(query('log')))).toEqual([1, 2, 4, 5])
+      })
+
+      it('keys repeated within one append, and in appends of the same turn, are stored once', async () => {
+        const [r1, r2] = await Promise.all([
+          store.append(batch('svc', 'i1', [keyed(1, 'log', 'k'), keyed(2, 'log', 'k')])),
+          store.append(batch('svc', 'i1', [keyed(3, 'log', 'k'), keyed(4, 'log', 'other')]))
+        ])
+        expect([seqsOf(r1.stored), r1.duplicates, seqsOf(r2.stored), r2.duplicates]).toEqual([[1], 1, [4], 1])
+        expect(seqsOf(await store.read(query('log')))).toEqual([1, 4])
+      })
+
+      it('keys belong to their (service, instance): the same key elsewhere is a new event', async () => {
+        await store.append(batch('svc', 'i1', [keyed(1, 'log', 'k')]))
+        const r = await Promise.all([
+          store.append(batch('svc', 'i2', [keyed(1, 'log', 'k')])),
+          store.append(batch('other', 'i1', [keyed(1, 'log', 'k')]))
+        ])
+        expect(r.map((x) => x.stored.length)).toEqual([1, 1])
+      })
+
+      it('a keyed event that arrived expired or as a null over a null is handled: its key is remembered', async () => {
+        await store.append(batch('svc', 'i1', [keyed(1, 'blip', 'late')], { receivedAt: T0 }))
+        // blip lives 1 s: an age of 2 s makes it arrive expired
+        const expired = await store.append(batch('svc', 'i1', [{ ...keyed(2, 'blip', 'old'), age: 2000 }]))
+        expect(expired.expired).toBe(1)
+        const retried = await store.append(batch('svc', 'i1', [keyed(3, 'blip', 'old'), keyed(4, 'door', 'n1', { isNull: true })]))
+        expect(retried.duplicates).toBe(1)
+        const r = await store.append(batch('svc', 'i1', [keyed(5, 'door', 'n1', { isNull: true }), keyed(6, 'door', 'n2', { isNull: true })]))
+        expect([r.duplicates, r.nullsDropped, r.stored.length]).toEqual([1, 1, 0])
+      })
+
+      it('rejects a key that is empty or longer than 128 characters, changing nothing', async () => {
+        for (const key of ['', 'x'.repeat(129)]) {
+          const err = await store.append(batch('svc', 'i1', [keyed(1, 'log', key)])).catch((e: unknown) => e)
+          expect(err).toBeInstanceOf(RequestError)
+          expect((err as RequestError).code).toBe(ErrorCode.INVALID_ARGUMENT)
+        }
+        expect(store.lastSeq('svc', 'i1')).toBe(0)
+        expect((await store.append(batch('svc', 'i1', [keyed(1, 'log', 'x'.repeat(128))]))).stored.length).toBe(1)
+      })
+
+      it('forgets the oldest keys beyond maxDedupKeys per (service, instance)', async () => {
+        const f = await factory(limitsOf, { maxDedupKeys: 3 })
+        opened.push(f.store)
+        try {
+          await f.store.append(batch('svc', 'i1', [keyed(1, 'log', 'a'), keyed(2, 'log', 'b')]))
+          await f.store.append(batch('svc', 'i1', [keyed(3, 'log', 'c'), keyed(4, 'log', 'd')]))
+          // a is forgotten (4 keys, 3 kept): stored again; b, c and d are still known
+          const r = await f.store.append(batch('svc', 'i1', [keyed(5, 'log', 'b'), keyed(6, 'log', 'c'), keyed(7, 'log', 'd')]))
+          expect(r.duplicates).toBe(3)
+          const a = await f.store.append(batch('svc', 'i1', [keyed(8, 'log', 'a')]))
+          expect(seqsOf(a.stored)).toEqual([8])
+          // now the newest three are c, d, a: b is gone
+          const b = await f.store.append(batch('svc', 'i1', [keyed(9, 'log', 'b'), keyed(10, 'log', 'a')]))
+          expect([seqsOf(b.stored), b.duplicates]).toEqual([[9], 1])
+          if (f.reopen !== undefined) {
+            await f.store.close()
+            const s = await f.reopen()
+            opened.push(s)
+            // after a reopen: the newest three (d, a, b) still known, c forgotten
+            const after = await s.append(batch('svc', 'i1', [keyed(11, 'log', 'd'), keyed(12, 'log', 'a'), keyed(13, 'log', 'b'), keyed(14, 'log', 'c')]))
+            expect([seqsOf(after.stored), after.duplicates]).toEqual([[14], 3])
+          }
+        } finally {
+          for (const s of opened.splice(opened.indexOf(f.store))) await s.close()
+          await f.cleanup()
+        }
+      })
+
+      durableIt('keys survive a reopen', async () => {
+        await store.append(batch('svc', 'i1', [keyed(1, 'log', 'a'), keyed(2, 'msg', 'b')].map((e) => e.name === 'msg' ? { ...e, recipient: 'u/c' } : e)))
+        const s = await reopen()
+        const r = await s.append(batch('svc', 'i1', [keyed(3, 'log', 'a'), { ...keyed(4, 'msg', 'b'), recipient: 'u/c' }, keyed(5, 'log', 'c')]))
+        expect([seqsOf(r.stored), r.duplicates, r.lastSeq]).toEqual([[5], 2, 5])
       })
     })
 

@@ -161,6 +161,15 @@ describe('Uplink', () => {
     expect(h.uplink.stats.malformed).toBe(3)
   })
 
+  it('answers a frame of the persistence instance "mqtt", the broker\'s for plain-MQTT ingest, as MALFORMED_FRAME, storing nothing [PLAIN-INGEST-3]', async () => {
+    const h = await makeUplink()
+    h.uplink.handle(h.service, up(0, [ev(1)], 'mqtt'))
+    await h.settle()
+    expect(h.acks.map((a) => [a.instance, a.acked, a.error?.code ?? null])).toEqual([['mqtt', 0, ErrorCode.MALFORMED_FRAME]])
+    expect(h.stored).toEqual([])
+    expect(h.store.lastSeq('svc', 'mqtt')).toBe(0)
+  })
+
   it('refuses a whole frame whose seqs do not increase, with what it holds', async () => {
     const h = await makeUplink()
     h.uplink.handle(h.service, up(0, [ev(1)]))

@@ -7,6 +7,7 @@ import { isUtf8 } from 'node:buffer'
 import { decodeUp, encodeAck, ErrorCode, HeraldError, PayloadKind, RequestError, isValidName, GUEST_PRINCIPAL, type AckFrame, type Clock, type EventDefinition, type Logger, type Rejection, type ServiceDefinition, type Site, type StoredEvent, type UpEvent, type UpFrame } from '@herald/protocol'
 import type { AppendBatch, EventStore } from '../event-store/event-store.js'
 import { checkBatch } from '../event-store/event-store-rules.js'
+import { INGEST_INSTANCE } from '../plain/plain-ingest.js'
 
 /** What the uplink needs from the broker around it. */
 export interface UplinkContext {
@@ -107,6 +108,13 @@ export class Uplink {
       this.stats.malformed++
       this.ctx.logger.warn({ service: service.id }, 'UP frame with an empty persistence instance')
       this.queueAck(service.id, { instance: '', acked: 0, rejections: [], error: { code: ErrorCode.MALFORMED_FRAME, message: 'UP frame: the persistence instance is empty' } })
+      return
+    }
+    if (frame.instance === INGEST_INSTANCE) {
+      // [PLAIN-INGEST-3] the broker numbers the service's plain-MQTT raises in this instance: an endpoint's would collide
+      this.stats.malformed++
+      this.ctx.logger.warn({ service: service.id }, `UP frame with the persistence instance "${INGEST_INSTANCE}", which is the broker's for plain-MQTT ingest`)
+      this.queueAck(service.id, { instance: frame.instance, acked: 0, rejections: [], error: { code: ErrorCode.MALFORMED_FRAME, message: `UP frame: the persistence instance "${INGEST_INSTANCE}" is reserved for plain-MQTT ingest [PLAIN-INGEST-3]` } })
       return
     }
     const key = `${service.id}\u0000${frame.instance}`

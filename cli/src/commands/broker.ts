@@ -49,7 +49,9 @@ const BACK_PRESSURE_FLAGS = [
   ['--guest-max-subscriptions <n>', 'guestMaxSubscriptions', 'subscriptions per guest connection'],
   ['--guest-max-window <n>', 'guestMaxWindow', 'largest window of a guest subscription, in events'],
   ['--guest-max-connection-inflight-bytes <n>', 'guestMaxConnectionInflightBytes', 'payload bytes in flight per guest connection'],
-  ['--max-concurrent-reads <n>', 'maxConcurrentReads', 'event store reads for delivery under way at once']
+  ['--max-concurrent-reads <n>', 'maxConcurrentReads', 'event store reads for delivery under way at once'],
+  ['--max-ingest-connection-bytes <n>', 'maxIngestConnectionBytes', 'payload bytes of one plain MQTT connection\'s raises waiting for their commit [PLAIN-INGEST-6]'],
+  ['--max-ingest-pending-bytes <n>', 'maxIngestPendingBytes', 'payload bytes of all plain MQTT raises waiting for their commit [PLAIN-INGEST-6]']
 ] as const
 type BackPressureOptions = Partial<Record<typeof BACK_PRESSURE_FLAGS[number][1] | 'slowConnectionTimeoutMs', number>> & { slowConnectionTimeout?: number }
 
