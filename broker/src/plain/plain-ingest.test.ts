@@ -333,3 +333,39 @@ describe('plain MQTT ingest: bounds [PLAIN-INGEST-6]', () => {
     await expect(createBroker({ site: s, store, maxIngestConnectionBytes: 4096, maxIngestPendingBytes: 2048 })).rejects.toThrow('maxIngestPendingBytes')
   })
 })
+
+describe('plain MQTT ingest under a site reload [SITE-RELOAD-3..4]', () => {
+  it('a service that loses an event has its next publish of it refused; a removed service\'s plain connections close; nothing acknowledged is lost', async () => {
+    const { port, store, broker } = await start()
+    const c = await plain(port, 'boiler-dev')
+    const other = await plain(port, 'other-dev', 'svc2', 'svc2-secret-1')
+    const first = publish(c, 'herald/v1/raise/readings', '1')
+    await waitFor(() => pubacks(c).includes(first), 'the first publish acknowledged')
+    const doc = (events: string[], services: Array<{ id: string, secret: string, events: string[] }>): Promise<Site> => parseSite({
+      guests: true,
+      events: [
+        { name: 'temperature', category: 'replacing', access: 'everyone' },
+        { name: 'readings', category: 'queueing', lifetime: '1d', maxQueueSize: 1000, maxPayload: 1000, access: 'authenticated' },
+        { name: 'notices', category: 'private', lifetime: '1h', maxPerRecipient: 100, access: 'authenticated' },
+        { name: 'other', category: 'queueing', lifetime: '1d', access: 'authenticated' }
+      ].filter((e) => events.includes(e.name)),
+      services,
+      users: [{ name: 'alice', password: 'alice-password' }]
+    })
+    // svc may raise temperature only now; svc2 is gone
+    broker.reloadSite(await doc(['temperature', 'readings', 'notices', 'other'], [{ id: 'svc', secret: 'svc-secret-1', events: ['temperature'] }]))
+    await other.closed
+    const allowed = publish(c, 'herald/v1/raise/temperature', '20')
+    await waitFor(() => pubacks(c).includes(allowed), 'a raise still allowed acknowledged')
+    const refused = publish(c, 'herald/v1/raise/readings', '2')
+    await c.closed
+    expect(pubacks(c)).not.toContain(refused)
+    expect(broker.stats().ingest.refused.notAuthorized).toBe(1)
+    expect((await readAll(store, 'readings')).map((e) => Buffer.from(e.payload).toString())).toEqual(['1'])
+    expect((await readAll(store, 'temperature')).map((e) => Buffer.from(e.payload).toString())).toEqual(['20'])
+    // and svc2 cannot log in again
+    const again = new RawMqtt({ port, localAddress: '127.0.21.250', connect: { clientId: 'other-dev', username: 'svc2', password: Buffer.from('svc2-secret-1') } })
+    open.push(again)
+    expect(await again.connack).toBe(4)
+  })
+})
