@@ -15,7 +15,7 @@ import type { EventCounters, EventStore } from './event-store/event-store.js'
 import { DropReport } from './drop-report.js'
 import { PacketSizeGuard } from './listeners/packet-size-guard.js'
 import { PlainIngest } from './plain/plain-ingest.js'
-import { PlainView } from './plain/plain-view.js'
+import { PlainView, type PlainViewStats } from './plain/plain-view.js'
 import { Uplink, type UplinkStats } from './uplink/uplink.js'
 
 /** Broker options; every limit has a default in BROKER_DEFAULTS. */
@@ -92,6 +92,17 @@ export interface BrokerOptions {
   readonly maxConcurrentLoginChecks?: number
   /** Most secret checks waiting for a slot. Default 64. */
   readonly maxQueuedLoginChecks?: number
+  // the plain-MQTT view ([PLAIN-VIEW-6])
+  /** Most subscriptions (topic filters) on one plain MQTT connection; more get SUBACK 0x80. Default 100. */
+  readonly plainMaxSubscriptions?: number
+  /**
+   * Most bytes waiting unsent for a plain MQTT connection: above it, live QoS 0 events to it are
+   * dropped (counted) and its retained values wait; closed when above it for `slowConnectionTimeoutMs`,
+   * or at once past it plus `maxPacketBytes`. Default 1 MiB.
+   */
+  readonly plainMaxQueuedBytes?: number
+  /** Most QoS 1 events sent to one plain MQTT connection and not acknowledged; one more closes it. Default 1,000 (at most 65,535). */
+  readonly plainMaxInflight?: number
 }
 
 /** The defaults of every BrokerOptions limit. */
@@ -123,7 +134,10 @@ export const BROKER_DEFAULTS = Object.freeze({
   guestMaxSubscriptions: 10,
   guestMaxWindow: 100,
   guestMaxConnectionInflightBytes: 256 * 1024,
-  maxConcurrentReads: 16
+  maxConcurrentReads: 16,
+  plainMaxSubscriptions: 100,
+  plainMaxQueuedBytes: 1024 * 1024,
+  plainMaxInflight: 1000
 })
 
 /** Why connections were refused or closed by the broker's limits ([CONN-LIMIT-*], [AUTH-THROTTLE-*]). */
@@ -158,6 +172,8 @@ export interface BrokerStats {
   readonly storedByEvent: Readonly<Record<string, number>>
   /** Per event name with subscriptions: their count and lag in positions (Delivery.lag). */
   readonly lag: Readonly<Record<string, Readonly<SubscriptionLag>>>
+  /** The plain-MQTT view: subscribers, events sent and dropped, connections it closed ([PLAIN-VIEW-6]). */
+  readonly plainView: Readonly<PlainViewStats>
 }
 
 /** A running broker. */
@@ -236,7 +252,10 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
     guestMaxSubscriptions: options.guestMaxSubscriptions,
     guestMaxWindow: options.guestMaxWindow,
     guestMaxConnectionInflightBytes: options.guestMaxConnectionInflightBytes,
-    maxConcurrentReads: options.maxConcurrentReads
+    maxConcurrentReads: options.maxConcurrentReads,
+    plainMaxSubscriptions: options.plainMaxSubscriptions,
+    plainMaxQueuedBytes: options.plainMaxQueuedBytes,
+    plainMaxInflight: options.plainMaxInflight
   })
   checkInt('createBroker', 'maxConnections', limits.maxConnections, 1, 1_000_000)
   checkInt('createBroker', 'maxPacketBytes', limits.maxPacketBytes, 1024, 256 * 1024 * 1024)
@@ -252,6 +271,9 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
   checkInt('createBroker', 'guestMaxWindow', limits.guestMaxWindow, 1, limits.maxWindow)
   checkInt('createBroker', 'guestMaxConnectionInflightBytes', limits.guestMaxConnectionInflightBytes, 1024, limits.maxConnectionInflightBytes)
   checkInt('createBroker', 'maxConcurrentReads', limits.maxConcurrentReads, 1, 10_000)
+  checkInt('createBroker', 'plainMaxSubscriptions', limits.plainMaxSubscriptions, 1, 100_000)
+  checkInt('createBroker', 'plainMaxQueuedBytes', limits.plainMaxQueuedBytes, 16 * 1024, 1024 * 1024 * 1024)
+  checkInt('createBroker', 'plainMaxInflight', limits.plainMaxInflight, 1, 65_535)
   checkInt('createBroker', 'purgeIntervalMs', limits.purgeIntervalMs, 100, 86_400_000)
   checkInt('createBroker', 'dropLogIntervalMs', limits.dropLogIntervalMs, 100, 86_400_000)
   checkInt('createBroker', 'maxConnectionsPerAddress', limits.maxConnectionsPerAddress, 1, 1_000_000)
@@ -355,7 +377,20 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
   })
 
   // [PLAIN-*] ordinary MQTT clients: a read-only view of stored events, and ingest
-  const plainView = new PlainView()
+  const plainView = new PlainView({
+    site: () => site,
+    store,
+    clock,
+    logger,
+    limits: {
+      maxSubscriptions: limits.plainMaxSubscriptions,
+      maxQueuedBytes: limits.plainMaxQueuedBytes,
+      slowTimeoutMs: limits.slowConnectionTimeoutMs,
+      hardLimitBytes: limits.plainMaxQueuedBytes + limits.maxPacketBytes,
+      maxInflight: limits.plainMaxInflight
+    },
+    onClose: () => { slowConnectionsClosed++ }
+  })
   const plainIngest = new PlainIngest()
 
   const sessionOf = (client: Client, principal: Principal): ClientSession | null => {
@@ -466,6 +501,9 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
       done(new Error(`publishing on ${packet.topic} is not allowed`))
     },
     authorizeForward: (client, packet) => {
+      // [PLAIN-VIEW-1] a plain client gets what the view writes, never a message routed by aedes
+      // (its filters, `#` too, would match the endpoints' and plain publishers' topics)
+      if (principals.get(client)?.kind === 'plain') return null
       // frames on request topics are consumed by the broker, never delivered
       return packet.topic.endsWith('/up') || packet.topic.endsWith('/req') ? null : packet
     }
@@ -479,6 +517,12 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
       plainIngest.closed(client)
     }
     if (p?.kind === 'service' && services.get(p.service.id) === client) services.delete(p.service.id)
+  })
+  aedes.on('subscribe', (subs, client) => {
+    if (principals.get(client)?.kind === 'plain') plainView.subscribed(client, subs)
+  })
+  aedes.on('unsubscribe', (topics, client) => {
+    if (principals.get(client)?.kind === 'plain') plainView.unsubscribed(client, topics)
   })
   aedes.on('clientError', (client, err) => { logger.debug({ clientId: client.id, err: err.message }, 'client error') })
   aedes.on('keepaliveTimeout', (client) => {
@@ -561,7 +605,8 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
         connectionsByKind: { ...loggedIn, pending: Math.max(0, admission.connections - loggedIn.service - loggedIn.client - loggedIn.guest - loggedIn.plain) },
         perEvent: perEventStats(uplink, delivery),
         storedByEvent: Object.fromEntries(store.storedByEvent?.() ?? []),
-        lag: Object.fromEntries(delivery.lag(store.head()))
+        lag: Object.fromEntries(delivery.lag(store.head())),
+        plainView: plainView.stats
       }
     },
     async retainedCount (): Promise<number> {
