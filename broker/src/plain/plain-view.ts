@@ -162,6 +162,13 @@ class PlainConnection {
   /** Event names readable at the last access check, to find newly granted ones on recheck(). */
   readable = new Set<string>()
   readonly inflight = new Set<number>()
+  /** QoS 1 events waiting for room in the in-flight window, in order, and their bytes. */
+  readonly waiting: Array<{ out: Outgoing, retain: boolean }> = []
+  waitingBytes = 0
+  /** Runs while the window is full: no PUBACK for this long closes the connection. */
+  ackTimer: NodeJS.Timeout | null = null
+  /** A PUBACK freed room in the window. */
+  onAck: () => void = () => {}
   private nextId = 1
   blocked = false
   private timer: NodeJS.Timeout | null = null
@@ -187,7 +194,10 @@ class PlainConnection {
     // view reads the packet ids here (aedes' parser emits every packet it reads)
     const parser = (this.client as unknown as { _parser: { on (ev: 'packet', f: (p: { cmd: string, messageId?: number }) => void): void } })._parser
     parser.on('packet', (p) => {
-      if (p.cmd === 'puback' && p.messageId !== undefined && this.inflight.delete(p.messageId)) this.wake()
+      if (p.cmd === 'puback' && p.messageId !== undefined && this.inflight.delete(p.messageId)) {
+        this.onAck()
+        this.wake()
+      }
     })
   }
 
@@ -223,7 +233,7 @@ class PlainConnection {
 
   /** Resolves when the connection may take more of a retained burst (or is closed). */
   async ready (maxInflight: number): Promise<void> {
-    while (!this.closed && (this.blocked || this.inflight.size >= maxInflight)) {
+    while (!this.closed && (this.blocked || this.inflight.size >= maxInflight || this.waiting.length > 0)) {
       await new Promise<void>((resolve) => { this.waiters.push(resolve) })
     }
   }
@@ -232,6 +242,10 @@ class PlainConnection {
     this.closed = true
     if (this.timer !== null) clearTimeout(this.timer)
     this.timer = null
+    if (this.ackTimer !== null) clearTimeout(this.ackTimer)
+    this.ackTimer = null
+    this.waiting.length = 0
+    this.waitingBytes = 0
     if (this.blocked) this.conn.off('drain', this.drained)
     this.blocked = false
     this.bursts.clear()
@@ -293,7 +307,10 @@ export class PlainView {
       if (sub === undefined || s.qos === 128) continue
       if (!pc.subs.has(sub.filter)) this.subscriptionCount++
       pc.subs.set(sub.filter, sub)
-      if (sub.qos === 1) pc.hookAcks()
+      if (sub.qos === 1) {
+        pc.onAck = () => { this.acked(pc) }
+        pc.hookAcks()
+      }
       this.active.add(pc)
       this.queueBurst(pc, sub, null)
     }
@@ -391,8 +408,40 @@ export class PlainView {
       this.dropped++
       return false
     }
-    if (qos === 1 && pc.inflight.size >= limits.maxInflight) return this.shut(pc, 'inflight')
-    if ((qos === 1 || retain) && s.writableLength > limits.hardLimitBytes) return this.shut(pc, 'overflow')
+    if ((qos === 1 || retain) && s.writableLength + pc.waitingBytes > limits.hardLimitBytes) return this.shut(pc, 'overflow')
+    if (qos === 1 && (pc.inflight.size >= limits.maxInflight || pc.waiting.length > 0)) {
+      // [PLAIN-VIEW-6] the window is full: the event waits (its bytes count against the hard
+      // limit); a window that stays full for the slow-connection timeout closes the connection
+      pc.waiting.push({ out, retain })
+      pc.waitingBytes += out.body.length
+      pc.ackTimer ??= setTimeout(() => { this.shut(pc, 'inflight') }, limits.slowTimeoutMs)
+      pc.ackTimer.unref()
+      return true
+    }
+    this.write(pc, out, qos, retain)
+    return true
+  }
+
+  /** A PUBACK came: the waiting QoS 1 events fill the window again. */
+  private acked (pc: PlainConnection): void {
+    if (pc.ackTimer !== null) {
+      clearTimeout(pc.ackTimer)
+      pc.ackTimer = null
+    }
+    while (pc.waiting.length > 0 && pc.inflight.size < this.options.limits.maxInflight && !pc.closed) {
+      const w = pc.waiting.shift()!
+      pc.waitingBytes -= w.out.body.length
+      this.write(pc, w.out, 1, w.retain)
+    }
+    if (pc.waiting.length > 0 && !pc.closed) {
+      pc.ackTimer = setTimeout(() => { this.shut(pc, 'inflight') }, this.options.limits.slowTimeoutMs)
+      pc.ackTimer.unref()
+    }
+  }
+
+  private write (pc: PlainConnection, out: Outgoing, qos: 0 | 1, retain: boolean): void {
+    const s = pc.conn
+    const limits = this.options.limits
     const body = out.body
     s.cork()
     s.write(publishHeader(out.topic, body.length, qos, retain, qos === 1 ? pc.takeId() : 0))
@@ -400,7 +449,6 @@ export class PlainView {
     s.uncork()
     this.sent++
     if (!pc.blocked && s.writableLength > limits.maxQueuedBytes && s.writableNeedDrain) pc.block(limits.slowTimeoutMs, () => { this.shut(pc, 'stuck') })
-    return true
   }
 
   private shut (pc: PlainConnection, reason: PlainCloseReason): false {
@@ -408,7 +456,7 @@ export class PlainView {
     const queued = pc.conn.writableLength
     this.closedBy[reason]++
     this.logger.warn({ clientId: pc.client.id, reason, queuedBytes: queued, inflight: pc.inflight.size }, reason === 'inflight'
-      ? `closing a plain connection with ${pc.inflight.size} QoS 1 events not acknowledged`
+      ? `closing a plain connection that acknowledged none of its ${pc.inflight.size} QoS 1 events in flight for ${this.options.limits.slowTimeoutMs} ms`
       : reason === 'stuck'
         ? `closing a plain connection that has not read its socket for ${this.options.limits.slowTimeoutMs} ms`
         : 'closing a plain connection whose unsent bytes passed the hard limit')
