@@ -1,7 +1,19 @@
-/** The view's topic rules and envelope ([PLAIN-VIEW-1..3]); delivery is proven end to end in test/plain-view.test.ts. */
+/**
+ * The view's topic rules and envelope ([PLAIN-VIEW-1..3]), and PlainView on a memory store with
+ * stand-in connections: recheck() after a site change [PLAIN-VIEW-4], unsubscribe, and a retained
+ * value never older than a live one. Delivery over real sockets: test/plain-view.test.ts.
+ */
+import { EventEmitter } from 'node:events'
+import { PassThrough } from 'node:stream'
+import type { Client } from 'aedes'
+import mqttPacket, { type IPublishPacket } from 'mqtt-packet'
 import { describe, expect, it } from 'vitest'
-import { PayloadKind, utf8Encode, type StoredEvent } from '@herald/protocol'
-import { filterCanMatchView, filterMatches, viewEnvelope, viewTopic } from './plain-view.js'
+import { PayloadKind, utf8Encode, type Site, type StoredEvent } from '@herald/protocol'
+import { parseSite } from '@herald/node-runtime'
+import { waitFor } from '@herald/protocol/testing'
+import type { PlainPrincipal } from '../auth/principal.js'
+import { MemoryEventStore } from '../event-store/memory-event-store.js'
+import { PlainView, filterCanMatchView, filterMatches, viewEnvelope, viewTopic } from './plain-view.js'
 
 function stored (over: Partial<StoredEvent> = {}): StoredEvent {
   return {
@@ -61,5 +73,132 @@ describe('the envelope', () => {
     const e = JSON.parse(viewEnvelope(stored({ name: 'notices', category: 'private', recipient: 'alice/phone', payloadKind: PayloadKind.bytes, payload: bytes })).toString('utf8')) as Record<string, unknown>
     expect(e).toMatchObject({ recipient: 'alice/phone', payloadEncoding: 'base64', payload: Buffer.from(bytes).toString('base64') })
     expect(Buffer.from(e.payload as string, 'base64')).toEqual(Buffer.from(bytes))
+  })
+})
+
+const SITE_DOC = (roles: string[]) => ({
+  guests: true,
+  events: [
+    { name: 'tamper', category: 'replacing', access: { roles: ['operator'] } },
+    { name: 'temperature', category: 'replacing', access: 'everyone' },
+    { name: 'alarms', category: 'queueing', lifetime: '1d', access: { roles: ['operator'] } }
+  ],
+  services: [{ id: 'svc-a', secret: 'svc-a-secret', events: ['tamper', 'temperature', 'alarms'] }],
+  users: [{ name: 'bob', password: 'bob-password', roles }]
+})
+
+/** A stand-in for an aedes client: its stream, and its parser (where the view reads PUBACKs). */
+function fakeClient (id: string): { client: Client, received: IPublishPacket[] } {
+  const conn = new PassThrough()
+  const received: IPublishPacket[] = []
+  const parser = mqttPacket.parser({ protocolVersion: 4 })
+  parser.on('packet', (p) => { if (p.cmd === 'publish') received.push(p) })
+  conn.on('data', (d: Buffer) => { parser.parse(d) })
+  return { client: { id, conn, _parser: new EventEmitter() } as unknown as Client, received }
+}
+
+async function setup (roles: string[]): Promise<{ view: PlainView, store: MemoryEventStore, setSite: (s: Site) => void, raise: (name: string, payload: unknown, isNull?: boolean) => Promise<StoredEvent[]> }> {
+  let site = await parseSite(SITE_DOC(roles))
+  const store = new MemoryEventStore({ limitsOf: (n) => site.events.get(n) })
+  const view = new PlainView({ site: () => site, store, limits: { maxSubscriptions: 10, maxQueuedBytes: 1 << 20, slowTimeoutMs: 60_000, hardLimitBytes: 1 << 24, maxInflight: 100 } })
+  let seq = 0
+  const raise = async (name: string, payload: unknown, isNull = false): Promise<StoredEvent[]> => {
+    const def = site.events.get(name)!
+    const r = await store.append({
+      serviceId: 'svc-a', instance: 'i', handledUpTo: ++seq, receivedAt: Date.now(),
+      events: [{ seq, name, category: def.category, raisedAt: Date.now(), isNull, recipient: null, payloadKind: isNull ? PayloadKind.none : PayloadKind.json, payload: utf8Encode(isNull ? '' : JSON.stringify(payload)) }]
+    })
+    return [...r.stored]
+  }
+  return { view, store, setSite: (s) => { site = s }, raise }
+}
+
+async function subscribe (view: PlainView, client: Client, principal: PlainPrincipal, topic: string, qos: 0 | 1 = 0): Promise<void> {
+  const granted = await new Promise<unknown>((resolve) => { view.authorizeSubscribe(client, principal, { topic, qos }, (_err, sub) => { resolve(sub) }) })
+  expect(granted).not.toBeNull()
+  view.subscribed(client, [{ topic, qos }])
+}
+
+const payloads = (r: IPublishPacket[]): unknown[] => r.map((p) => (JSON.parse(p.payload.toString()) as { payload: unknown }).payload)
+
+describe('PlainView', () => {
+  it('recheck(): a role withdrawn stops delivery at once; a role granted sends the last values now readable', async () => {
+    const { view, setSite, raise } = await setup(['viewer'])
+    const bob = (await parseSite(SITE_DOC(['viewer']))).users.get('bob')!
+    await raise('tamper', 'open')
+    const { client, received } = fakeClient('bob-1')
+    await subscribe(view, client, { kind: 'plain', clientId: 'bob-1', user: bob, service: null }, '#')
+    view.onStored(await raise('alarms', 1))
+    view.onStored(await raise('temperature', 't1'))
+    await waitFor(() => received.length === 1, 'temperature')
+    expect(payloads(received)).toEqual(['t1'])
+
+    // bob becomes an operator: the tamper value he may read now comes, retained; alarms live
+    setSite(await parseSite(SITE_DOC(['viewer', 'operator'])))
+    view.recheck()
+    await waitFor(() => received.length === 2, 'the tamper value, on recheck')
+    expect(received[1]).toMatchObject({ topic: 'herald/v1/events/tamper/svc-a', retain: true })
+    view.onStored(await raise('alarms', 2))
+    await waitFor(() => received.length === 3, 'alarms, live')
+    expect(payloads(received).slice(1)).toEqual(['open', 2])
+
+    // and back: nothing role-guarded from now on
+    setSite(await parseSite(SITE_DOC(['viewer'])))
+    view.recheck()
+    view.onStored(await raise('alarms', 3))
+    view.onStored(await raise('tamper', 'closed'))
+    view.onStored(await raise('temperature', 't2'))
+    await waitFor(() => received.length === 4, 'temperature')
+    expect(payloads(received).slice(3)).toEqual(['t2'])
+
+    // a user removed from the site reads nothing
+    setSite(await parseSite({ ...SITE_DOC([]), users: [] }))
+    view.recheck()
+    view.onStored(await raise('temperature', 't3'))
+    expect(view.stats.sent).toBe(4)
+  })
+
+  it('unsubscribe stops delivery; a closed connection is forgotten; onStored with no subscriber sends nothing', async () => {
+    const { view, raise } = await setup([])
+    const { client, received } = fakeClient('g-1')
+    const guest: PlainPrincipal = { kind: 'plain', clientId: 'g-1', user: null, service: null }
+    await subscribe(view, client, guest, 'herald/v1/events/temperature/+')
+    view.onStored(await raise('temperature', 1))
+    await waitFor(() => received.length === 1, 'one event')
+    view.unsubscribed(client, ['herald/v1/events/temperature/+'])
+    expect(view.stats.subscriptions).toBe(0)
+    view.onStored(await raise('temperature', 2))
+    await subscribe(view, client, guest, '#')
+    await waitFor(() => received.length === 2, 'the retained value on the new subscription')
+    expect(received[1]).toMatchObject({ retain: true })
+    view.closed(client)
+    expect(view.stats).toMatchObject({ subscribers: 0, subscriptions: 0 })
+    view.onStored(await raise('temperature', 3))
+    expect(payloads(received)).toEqual([1, 2])
+  })
+
+  it('a retained value read before a newer one went out live is not sent after it', async () => {
+    const { view, store, raise } = await setup([])
+    await raise('temperature', 'old')
+    // the store read of the burst resolves only after the newer instance was stored and sent live
+    let release: () => void = () => {}
+    let readDone: () => void = () => {}
+    const gate = new Promise<void>((resolve) => { release = resolve })
+    const done = new Promise<void>((resolve) => { readDone = resolve })
+    const read = store.read.bind(store)
+    store.read = async (q) => {
+      const r = await read(q)
+      readDone()
+      await gate
+      return r
+    }
+    const { client, received } = fakeClient('g-2')
+    await subscribe(view, client, { kind: 'plain', clientId: 'g-2', user: null, service: null }, '#')
+    await done
+    view.onStored(await raise('temperature', 'new'))
+    release()
+    await waitFor(() => received.length >= 1, 'the live value')
+    await new Promise((resolve) => setTimeout(resolve, 50))
+    expect(payloads(received)).toEqual(['new'])
   })
 })

@@ -521,8 +521,8 @@ export class PlainView {
           after = e.position
           const out = new Outgoing(e)
           if (!filterMatches(sub.levels, out.levels)) continue
-          // a newer instance went out live meanwhile: this one is no longer the last value
-          if ((pc.liveSent.get(`${e.serviceId}\0${e.name}`) ?? 0) > e.position) continue
+          // this instance, or a newer one, went out live meanwhile
+          if ((pc.liveSent.get(`${e.serviceId}\0${e.name}`) ?? 0) >= e.position) continue
           if (!this.mayRead(pc, def, e)) continue
           if (!this.send(pc, out, sub.qos, true) && pc.closed) return
         }
