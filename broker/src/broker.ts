@@ -92,7 +92,7 @@ export interface BrokerOptions {
   readonly maxConcurrentLoginChecks?: number
   /** Most secret checks waiting for a slot. Default 64. */
   readonly maxQueuedLoginChecks?: number
-  // the plain-MQTT view ([PLAIN-VIEW-6])
+  // the plain-MQTT view ([PLAIN-VIEW-7])
   /** Most subscriptions (topic filters) on one plain MQTT connection; more get SUBACK 0x80. Default 100. */
   readonly plainMaxSubscriptions?: number
   /**
@@ -101,7 +101,7 @@ export interface BrokerOptions {
    * or at once past it plus `maxPacketBytes`. Default 1 MiB.
    */
   readonly plainMaxQueuedBytes?: number
-  /** Most QoS 1 events sent to one plain MQTT connection and not acknowledged; one more closes it. Default 1,000 (at most 65,535). */
+  /** Most QoS 1 events sent to one plain MQTT connection and not acknowledged; more wait (within the hard limit of `plainMaxQueuedBytes`), and a full window without a PUBACK for `slowConnectionTimeoutMs` closes it. Default 1,000 (at most 65,535). */
   readonly plainMaxInflight?: number
 }
 
@@ -172,7 +172,7 @@ export interface BrokerStats {
   readonly storedByEvent: Readonly<Record<string, number>>
   /** Per event name with subscriptions: their count and lag in positions (Delivery.lag). */
   readonly lag: Readonly<Record<string, Readonly<SubscriptionLag>>>
-  /** The plain-MQTT view: subscribers, events sent and dropped, connections it closed ([PLAIN-VIEW-6]). */
+  /** The plain-MQTT view: subscribers, events sent and dropped, connections it closed ([PLAIN-VIEW-7]). */
   readonly plainView: Readonly<PlainViewStats>
 }
 

@@ -1,6 +1,6 @@
 /**
- * The view's topic rules and envelope ([PLAIN-VIEW-1..3]), and PlainView on a memory store with
- * stand-in connections: recheck() after a site change [PLAIN-VIEW-4], unsubscribe, and a retained
+ * The view's topic rules and envelope ([PLAIN-VIEW-1..4]), and PlainView on a memory store with
+ * stand-in connections: recheck() after a site change [PLAIN-VIEW-5], unsubscribe, and a retained
  * value never older than a live one. Delivery over real sockets: test/plain-view.test.ts.
  */
 import { EventEmitter } from 'node:events'

@@ -7,8 +7,10 @@
  *
  * The packets go straight onto the connection's stream, as the endpoints' frames do
  * (connection-writer.ts), bounded: QoS 0 events are dropped above `maxQueuedBytes`, a connection
- * above it for `slowTimeoutMs` or past `hardLimitBytes` is closed, and so is one with more than
- * `maxInflight` QoS 1 events not acknowledged.
+ * above it for `slowTimeoutMs` or past `hardLimitBytes` is closed; QoS 1 events beyond `maxInflight`
+ * not acknowledged wait (within `hardLimitBytes`), and a full window without a PUBACK for
+ * `slowTimeoutMs` closes the connection. aedes keeps no state for these packets (clean sessions):
+ * the packet ids are the view's, and it reads the PUBACKs off aedes' parser.
  */
 import type { Duplex } from 'node:stream'
 import type { AedesOptions, Client } from 'aedes'
@@ -29,7 +31,7 @@ export interface PlainViewLimits {
   readonly slowTimeoutMs: number
   /** A connection whose unsent bytes pass this (QoS 1 events are written while blocked) is closed at once. */
   readonly hardLimitBytes: number
-  /** Most QoS 1 events sent and not acknowledged (PUBACK) on one connection; one more closes it. */
+  /** Most QoS 1 events sent and not acknowledged (PUBACK) on one connection; more wait for room. */
   readonly maxInflight: number
 }
 
@@ -37,7 +39,7 @@ export interface PlainViewLimits {
 export type PlainCloseReason = 'stuck' | 'overflow' | 'inflight'
 
 export interface PlainViewOptions {
-  /** The current site: access is checked against it for every event ([PLAIN-VIEW-4]). */
+  /** The current site: access is checked against it for every event ([PLAIN-VIEW-5]). */
   readonly site: () => Site
   readonly store: EventStore
   readonly limits: PlainViewLimits
@@ -61,7 +63,7 @@ export interface PlainViewStats {
   readonly closed: Readonly<Record<PlainCloseReason, number>>
 }
 
-/** Events read per page of the retained burst, and the page's payload bytes ([PLAIN-VIEW-6]). */
+/** Events read per page of the retained burst, and the page's payload bytes ([PLAIN-VIEW-7]). */
 const RETAINED_PAGE_EVENTS = 200
 const RETAINED_PAGE_BYTES = 512 * 1024
 
@@ -292,7 +294,7 @@ export class PlainView {
       this.logger.info({ clientId: client.id, topic: sub.topic, max: this.options.limits.maxSubscriptions }, 'plain subscription refused: too many subscriptions on this connection')
       return done(null, null)
     }
-    // [PLAIN-VIEW-5] the view publishes at QoS 1 at most: a QoS 2 subscription gets QoS 1
+    // [PLAIN-VIEW-6] the view publishes at QoS 1 at most: a QoS 2 subscription gets QoS 1
     pc.pending.set(sub.topic, { filter: sub.topic, levels, qos: sub.qos >= 1 ? 1 : 0 })
     done(null, sub)
   }
@@ -339,7 +341,7 @@ export class PlainView {
   }
 
   /**
-   * [PLAIN-VIEW-4] Re-applies the current site's access rules to every live plain subscription, after
+   * [PLAIN-VIEW-5] Re-applies the current site's access rules to every live plain subscription, after
    * the site changed: a user's roles are read again (a removed user reads nothing from now on), and
    * replacing events a user may read now but could not before send their last values.
    */
@@ -403,14 +405,14 @@ export class PlainView {
     if (pc.closed || s.destroyed || !s.writable) return false
     const limits = this.options.limits
     if (qos === 0 && pc.blocked && !retain) {
-      // [PLAIN-VIEW-6] a connection above its bound gets no live QoS 0 events until it drains (a
+      // [PLAIN-VIEW-7] a connection above its bound gets no live QoS 0 events until it drains (a
       // retained burst waits for it before each page instead)
       this.dropped++
       return false
     }
     if ((qos === 1 || retain) && s.writableLength + pc.waitingBytes > limits.hardLimitBytes) return this.shut(pc, 'overflow')
     if (qos === 1 && (pc.inflight.size >= limits.maxInflight || pc.waiting.length > 0)) {
-      // [PLAIN-VIEW-6] the window is full: the event waits (its bytes count against the hard
+      // [PLAIN-VIEW-7] the window is full: the event waits (its bytes count against the hard
       // limit); a window that stays full for the slow-connection timeout closes the connection
       pc.waiting.push({ out, retain })
       pc.waitingBytes += out.body.length
@@ -466,7 +468,7 @@ export class PlainView {
     return false
   }
 
-  /** [PLAIN-VIEW-3] Queues the retained values of `sub` (of `events` only, or every replacing event); one burst per filter waits at most. */
+  /** [PLAIN-VIEW-4] Queues the retained values of `sub` (of `events` only, or every replacing event); one burst per filter waits at most. */
   private queueBurst (pc: PlainConnection, sub: PlainSub, events: readonly string[] | null): void {
     const queued = pc.bursts.get(sub.filter)
     if (queued !== undefined && queued.events !== null && events !== null) {
@@ -496,7 +498,7 @@ export class PlainView {
 
   /**
    * Sends the last stored instance of each replacing (service, event) `sub` matches, with the retain
-   * flag, read a page at a time and written only while the connection keeps up ([PLAIN-VIEW-6]).
+   * flag, read a page at a time and written only while the connection keeps up ([PLAIN-VIEW-7]).
    */
   private async burst (pc: PlainConnection, sub: PlainSub, events: readonly string[] | null): Promise<void> {
     const names = events ?? [...this.options.site().events.values()].filter((d) => d.category === 'replacing').map((d) => d.name)

@@ -50,10 +50,10 @@ const BACK_PRESSURE_FLAGS = [
   ['--guest-max-window <n>', 'guestMaxWindow', 'largest window of a guest subscription, in events'],
   ['--guest-max-connection-inflight-bytes <n>', 'guestMaxConnectionInflightBytes', 'payload bytes in flight per guest connection'],
   ['--max-concurrent-reads <n>', 'maxConcurrentReads', 'event store reads for delivery under way at once'],
-  // the plain-MQTT view [PLAIN-VIEW-6]
+  // the plain-MQTT view [PLAIN-VIEW-7]
   ['--plain-max-subscriptions <n>', 'plainMaxSubscriptions', 'subscriptions per plain MQTT connection'],
   ['--plain-max-queued-bytes <n>', 'plainMaxQueuedBytes', 'unsent bytes of a plain MQTT connection above which its QoS 0 events are dropped'],
-  ['--plain-max-inflight <n>', 'plainMaxInflight', 'QoS 1 events not acknowledged per plain MQTT connection (one more closes it)']
+  ['--plain-max-inflight <n>', 'plainMaxInflight', 'QoS 1 events in flight (not acknowledged) per plain MQTT connection; more wait']
 ] as const
 type BackPressureOptions = Partial<Record<typeof BACK_PRESSURE_FLAGS[number][1] | 'slowConnectionTimeoutMs', number>> & { slowConnectionTimeout?: number }
 
