@@ -88,24 +88,25 @@ const SITE_DOC = (roles: string[]) => ({
 })
 
 /** A stand-in for an aedes client: its stream, and its parser (where the view reads PUBACKs). */
-function fakeClient (id: string): { client: Client, received: IPublishPacket[] } {
+function fakeClient (id: string, options: { reading?: boolean } = {}): { client: Client, received: IPublishPacket[], read: () => void } {
   const conn = new PassThrough()
   const received: IPublishPacket[] = []
   const parser = mqttPacket.parser({ protocolVersion: 4 })
   parser.on('packet', (p) => { if (p.cmd === 'publish') received.push(p) })
-  conn.on('data', (d: Buffer) => { parser.parse(d) })
-  return { client: { id, conn, _parser: new EventEmitter() } as unknown as Client, received }
+  const read = (): void => { conn.on('data', (d: Buffer) => { parser.parse(d) }) }
+  if (options.reading !== false) read()
+  return { client: { id, conn, _parser: new EventEmitter() } as unknown as Client, received, read }
 }
 
-async function setup (roles: string[]): Promise<{ view: PlainView, store: MemoryEventStore, setSite: (s: Site) => void, raise: (name: string, payload: unknown, isNull?: boolean) => Promise<StoredEvent[]> }> {
+async function setup (roles: string[], maxQueuedBytes = 1 << 20): Promise<{ view: PlainView, store: MemoryEventStore, setSite: (s: Site) => void, raise: (name: string, payload: unknown, isNull?: boolean, serviceId?: string) => Promise<StoredEvent[]> }> {
   let site = await parseSite(SITE_DOC(roles))
   const store = new MemoryEventStore({ limitsOf: (n) => site.events.get(n) })
-  const view = new PlainView({ site: () => site, store, limits: { maxSubscriptions: 10, maxQueuedBytes: 1 << 20, slowTimeoutMs: 60_000, hardLimitBytes: 1 << 24, maxInflight: 100 } })
+  const view = new PlainView({ site: () => site, store, limits: { maxSubscriptions: 10, maxQueuedBytes, slowTimeoutMs: 60_000, hardLimitBytes: 1 << 24, maxInflight: 100 } })
   let seq = 0
-  const raise = async (name: string, payload: unknown, isNull = false): Promise<StoredEvent[]> => {
+  const raise = async (name: string, payload: unknown, isNull = false, serviceId = 'svc-a'): Promise<StoredEvent[]> => {
     const def = site.events.get(name)!
     const r = await store.append({
-      serviceId: 'svc-a', instance: 'i', handledUpTo: ++seq, receivedAt: Date.now(),
+      serviceId, instance: 'i', handledUpTo: ++seq, receivedAt: Date.now(),
       events: [{ seq, name, category: def.category, raisedAt: Date.now(), isNull, recipient: null, payloadKind: isNull ? PayloadKind.none : PayloadKind.json, payload: utf8Encode(isNull ? '' : JSON.stringify(payload)) }]
     })
     return [...r.stored]
@@ -186,8 +187,10 @@ describe('PlainView', () => {
     const gate = new Promise<void>((resolve) => { release = resolve })
     const done = new Promise<void>((resolve) => { readDone = resolve })
     const read = store.read.bind(store)
+    let reads = 0
     store.read = async (q) => {
       const r = await read(q)
+      reads++
       readDone()
       await gate
       return r
@@ -198,7 +201,35 @@ describe('PlainView', () => {
     view.onStored(await raise('temperature', 'new'))
     release()
     await waitFor(() => received.length >= 1, 'the live value')
-    await new Promise((resolve) => setTimeout(resolve, 50))
+    // the burst reads on until a page comes back empty: the old instance, the new one, nothing
+    await waitFor(() => reads >= 3, 'the burst done')
+    await new Promise((resolve) => setImmediate(resolve))
     expect(payloads(received)).toEqual(['new'])
+  })
+
+  it("the retained values of '#' over many services are read a page at a time, only as fast as the connection takes them", async () => {
+    const { view, store, raise } = await setup([], 16 * 1024)
+    const services = 2000
+    for (let i = 0; i < services; i++) await raise('temperature', { i, text: 'x'.repeat(100) }, false, `svc-${i}`)
+    let reads = 0
+    const read = store.read.bind(store)
+    store.read = async (q) => {
+      reads++
+      return await read(q)
+    }
+    const { client, received, read: startReading } = fakeClient('g-3', { reading: false })
+    await subscribe(view, client, { kind: 'plain', clientId: 'g-3', user: null, service: null }, '#')
+    // it never reads: one page goes out, then the burst waits for the socket to drain
+    await waitFor(() => reads >= 1 && view.stats.sent > 0, 'the first page')
+    expect((client.conn as unknown as PassThrough).writableNeedDrain).toBe(true)
+    for (let i = 0; i < 20; i++) await new Promise((resolve) => setImmediate(resolve))
+    expect(reads).toBe(1)
+    expect(view.stats.sent).toBeLessThanOrEqual(200)
+    // it reads: every last value comes, retained, once
+    startReading()
+    await waitFor(() => received.length === services, 'every retained value', 20_000)
+    expect(received.every((p) => p.retain)).toBe(true)
+    expect(new Set(received.map((p) => p.topic)).size).toBe(services)
+    expect(reads).toBeGreaterThanOrEqual(services / 200)
   })
 })
