@@ -30,7 +30,8 @@ const STATS: BrokerStats = {
     '(unknown)': { stored: 0, delivered: 0, refused: { UNKNOWN_EVENT: 1 } }
   },
   storedByEvent: { readings: 8, temperature: 1 },
-  lag: { readings: { subscriptions: 2, max: 30, total: 35 } }
+  lag: { readings: { subscriptions: 2, max: 30, total: 35 } },
+  plainView: { subscribers: 1, subscriptions: 2, sent: 11, dropped: 3, closed: { stuck: 1, overflow: 0, inflight: 0 } }
 }
 
 /** name{labels} -> value of every sample. */
@@ -60,6 +61,9 @@ describe('broker metrics [OPS-METRICS-1]', () => {
       'herald_authentication_failures_total{reason="busy"}': 1,
       herald_slow_connections_closed_total: 2,
       herald_blocked_connections: 1,
+      herald_plain_view_subscriptions: 2,
+      herald_plain_view_messages_sent_total: 11,
+      herald_plain_view_messages_dropped_total: 3,
       'herald_events_stored_total{event="readings"}': 10,
       'herald_events_stored_total{event="temperature"}': 2,
       'herald_events_stored_total{event="(unknown)"}': 0,
