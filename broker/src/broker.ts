@@ -587,6 +587,7 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
         }
         const s = sessions.get(client)
         if (s !== undefined) delivery.close(s)
+        plainView.closed(client)
       })
     },
     stats (): BrokerStats {

@@ -355,6 +355,15 @@ export class PlainView {
       }
       const before = pc.readable
       pc.readable = this.readableNow(pc)
+      // QoS 1 messages waiting for the window go only if their user may still read them
+      const keep = pc.waiting.filter((w) => {
+        const def = site.events.get(w.out.event.name)
+        return def !== undefined && this.mayRead(pc, def, w.out.event)
+      })
+      if (keep.length !== pc.waiting.length) {
+        pc.waiting.splice(0, pc.waiting.length, ...keep)
+        pc.waitingBytes = keep.reduce((n, w) => n + w.out.body.length, 0)
+      }
       const gained = [...pc.readable].filter((n) => !before.has(n) && site.events.get(n)?.category === 'replacing')
       if (gained.length === 0) continue
       for (const sub of pc.subs.values()) this.queueBurst(pc, sub, gained)
