@@ -248,7 +248,7 @@ describe('plain MQTT view', () => {
     // a plain subscriber that reads, at QoS 1
     const reader = await plain('bob', 'view-reader')
     await reader.subscribe({ 'herald/v1/events/blobs/+': 1 })
-    const n = 40
+    const n = 30
     const mib = 1024 * 1024
     const flood = async (): Promise<void> => {
       reader.got.length = 0
@@ -266,7 +266,6 @@ describe('plain MQTT view', () => {
       expect(reader.got[0]!.env.payloadEncoding).toBe('base64')
       expect(seen.map((p) => (p as Uint8Array)[0])).toEqual(Array.from({ length: n }, (_, i) => i))
     }
-    await flood()
 
     // one that never reads: SUBSCRIBE '#', then its socket is never read again
     const stuck = new RawMqtt({ port: broker.port, connect: { clientId: 'view-stuck', username: 'alice', password: Buffer.from(SECRETS.alice) } })
@@ -279,7 +278,7 @@ describe('plain MQTT view', () => {
     const logged = broker.proc.waitLine((l) => l.includes('closing a plain connection that has not read its socket') && l.includes('view-stuck'), 120_000)
       .then((l) => { closedAt = performance.now(); return l })
     const t0 = performance.now()
-    // the same flood again (53 MiB of envelopes to each subscriber), with it
+    // 40 MiB of envelopes to each subscriber
     await flood()
     // closed once it stayed above its bound for the timeout, not before; what the broker held for
     // it then (its unsent bytes, in the log line) is its bound plus about one message, not the flood
@@ -291,7 +290,7 @@ describe('plain MQTT view', () => {
     stuck.socket.resume()
     await stuck.closed
     await exact.close()
-  })
+  }, 180_000)
 
   it('a QoS 1 subscriber that reads but never acknowledges gets the in-flight bound of events, and is closed after the slow-connection timeout', async () => {
     const noAck = new RawMqtt({ port: broker.port, connect: { clientId: 'view-noack', username: 'alice', password: Buffer.from(SECRETS.alice) } })
