@@ -61,7 +61,7 @@ export interface BrokerOptions {
   readonly guestMaxWindow?: number
   /** Most payload bytes in flight per guest connection, across its subscriptions ([CLI-GUEST-1]). Default 256 KiB. */
   readonly guestMaxConnectionInflightBytes?: number
-  /** Most event store reads for delivery under way at once, each of about one frame. Default 16. */
+  /** Most event store reads for delivery under way at once, each of about one frame; as many again for the plain view's retained values ([PLAIN-VIEW-7]). Default 16. */
   readonly maxConcurrentReads?: number
   /** How often expired events are purged, in ms. Default 60,000. */
   readonly purgeIntervalMs?: number
@@ -387,7 +387,8 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
       maxQueuedBytes: limits.plainMaxQueuedBytes,
       slowTimeoutMs: limits.slowConnectionTimeoutMs,
       hardLimitBytes: limits.plainMaxQueuedBytes + limits.maxPacketBytes,
-      maxInflight: limits.plainMaxInflight
+      maxInflight: limits.plainMaxInflight,
+      maxConcurrentReads: limits.maxConcurrentReads
     },
     onClose: () => { slowConnectionsClosed++ }
   })

@@ -101,7 +101,7 @@ function fakeClient (id: string, options: { reading?: boolean } = {}): { client:
 async function setup (roles: string[], maxQueuedBytes = 1 << 20): Promise<{ view: PlainView, store: MemoryEventStore, setSite: (s: Site) => void, raise: (name: string, payload: unknown, isNull?: boolean, serviceId?: string) => Promise<StoredEvent[]> }> {
   let site = await parseSite(SITE_DOC(roles))
   const store = new MemoryEventStore({ limitsOf: (n) => site.events.get(n) })
-  const view = new PlainView({ site: () => site, store, limits: { maxSubscriptions: 10, maxQueuedBytes, slowTimeoutMs: 60_000, hardLimitBytes: 1 << 24, maxInflight: 100 } })
+  const view = new PlainView({ site: () => site, store, limits: { maxSubscriptions: 10, maxQueuedBytes, slowTimeoutMs: 60_000, hardLimitBytes: 1 << 24, maxInflight: 100, maxConcurrentReads: 2 } })
   let seq = 0
   const raise = async (name: string, payload: unknown, isNull = false, serviceId = 'svc-a'): Promise<StoredEvent[]> => {
     const def = site.events.get(name)!
@@ -231,5 +231,26 @@ describe('PlainView', () => {
     expect(received.every((p) => p.retain)).toBe(true)
     expect(new Set(received.map((p) => p.topic)).size).toBe(services)
     expect(reads).toBeGreaterThanOrEqual(services / 200)
+  })
+
+  it('retained reads across connections: at most maxConcurrentReads at once', async () => {
+    const { view, store, raise } = await setup([])
+    for (let i = 0; i < 50; i++) await raise('temperature', i, false, `svc-${i}`)
+    let running = 0
+    let most = 0
+    const read = store.read.bind(store)
+    store.read = async (q) => {
+      most = Math.max(most, ++running)
+      try {
+        await new Promise((resolve) => setImmediate(resolve))
+        return await read({ ...q, limit: 5 })
+      } finally {
+        running--
+      }
+    }
+    const clients = Array.from({ length: 8 }, (_, i) => fakeClient(`g-c${i}`))
+    for (const [i, c] of clients.entries()) await subscribe(view, c.client, { kind: 'plain', clientId: `g-c${i}`, user: null, service: null }, '#')
+    await waitFor(() => clients.every((c) => c.received.length === 50), 'every retained value on every connection')
+    expect(most).toBe(2)
   })
 })

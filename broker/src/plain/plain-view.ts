@@ -33,6 +33,8 @@ export interface PlainViewLimits {
   readonly hardLimitBytes: number
   /** Most QoS 1 events sent and not acknowledged (PUBACK) on one connection; more wait for room. */
   readonly maxInflight: number
+  /** Most event store reads for retained values under way at once, across all plain connections. */
+  readonly maxConcurrentReads: number
 }
 
 /** Why the view closed a plain connection. */
@@ -65,7 +67,7 @@ export interface PlainViewStats {
 
 /** Events read per page of the retained burst, and the page's payload bytes ([PLAIN-VIEW-7]). */
 const RETAINED_PAGE_EVENTS = 200
-const RETAINED_PAGE_BYTES = 512 * 1024
+const RETAINED_PAGE_BYTES = 256 * 1024
 
 const ROOT_LEVELS = ['herald', 'v1', 'events'] as const
 
@@ -266,6 +268,8 @@ export class PlainView {
   private sent = 0
   private dropped = 0
   private readonly closedBy: Record<PlainCloseReason, number> = { stuck: 0, overflow: 0, inflight: 0 }
+  private readsRunning = 0
+  private readonly readWaiters: Array<() => void> = []
 
   constructor (private readonly options: PlainViewOptions) {
     this.clock = options.clock ?? systemClock
@@ -477,6 +481,20 @@ export class PlainView {
     return false
   }
 
+  /** [PLAIN-VIEW-7] A store read for retained values, at most `maxConcurrentReads` at once across all connections. */
+  private async read (query: Parameters<EventStore['read']>[0]): Promise<StoredEvent[]> {
+    while (this.readsRunning >= this.options.limits.maxConcurrentReads) {
+      await new Promise<void>((resolve) => { this.readWaiters.push(resolve) })
+    }
+    this.readsRunning++
+    try {
+      return await this.options.store.read(query)
+    } finally {
+      this.readsRunning--
+      this.readWaiters.shift()?.()
+    }
+  }
+
   /** [PLAIN-VIEW-4] Queues the retained values of `sub` (of `events` only, or every replacing event); one burst per filter waits at most. */
   private queueBurst (pc: PlainConnection, sub: PlainSub, events: readonly string[] | null): void {
     const queued = pc.bursts.get(sub.filter)
@@ -525,7 +543,7 @@ export class PlainView {
         if (pc.closed || pc.subs.get(sub.filter) !== sub) return
         const def = this.options.site().events.get(name)
         if (def === undefined || def.category !== 'replacing' || !this.mayRead(pc, def, null)) break
-        const page = await this.options.store.read({ event: name, after, services, recipient: null, now: this.clock.now(), limit: pageEvents, maxBytes: RETAINED_PAGE_BYTES })
+        const page = await this.read({ event: name, after, services, recipient: null, now: this.clock.now(), limit: pageEvents, maxBytes: RETAINED_PAGE_BYTES })
         if (page.length === 0) break
         if (pc.closed || pc.subs.get(sub.filter) !== sub) return
         for (const e of page) {
@@ -536,6 +554,8 @@ export class PlainView {
           if ((pc.liveSent.get(`${e.serviceId}\0${e.name}`) ?? 0) >= e.position) continue
           if (!this.mayRead(pc, def, e)) continue
           if (!this.send(pc, out, sub.qos, true) && pc.closed) return
+          // the connection took enough for now: read on from here once it drains
+          if (pc.blocked || pc.waiting.length > 0) break
         }
       }
     }
