@@ -16,7 +16,7 @@ import { DropReport } from './drop-report.js'
 import { EventTail, type TailEntry, type TailFilter } from './dashboard/event-tail.js'
 import { PacketSizeGuard } from './listeners/packet-size-guard.js'
 import { PLAIN_INGEST_DEFAULTS, PlainIngest, type IngestStats } from './plain/plain-ingest.js'
-import { PlainView } from './plain/plain-view.js'
+import { PlainView, type PlainViewStats } from './plain/plain-view.js'
 import { Uplink, type UplinkStats } from './uplink/uplink.js'
 import { accessGrew, diffSites, sameSecret, siteChangeRefused, type SiteChange, type SiteChangeReport } from './site/site-change.js'
 
@@ -63,7 +63,7 @@ export interface BrokerOptions {
   readonly guestMaxWindow?: number
   /** Most payload bytes in flight per guest connection, across its subscriptions ([CLI-GUEST-1]). Default 256 KiB. */
   readonly guestMaxConnectionInflightBytes?: number
-  /** Most event store reads for delivery under way at once, each of about one frame. Default 16. */
+  /** Most event store reads for delivery under way at once, each of about one frame; as many again for the plain view's retained values ([PLAIN-VIEW-7]). Default 16. */
   readonly maxConcurrentReads?: number
   /** How often expired events are purged, in ms. Default 60,000. */
   readonly purgeIntervalMs?: number
@@ -105,6 +105,17 @@ export interface BrokerOptions {
   readonly maxIngestConnectionBytes?: number
   /** Most payload bytes of all plain MQTT publishes waiting for their commit ([PLAIN-INGEST-6]). Default 64 MiB. */
   readonly maxIngestPendingBytes?: number
+  // the plain-MQTT view ([PLAIN-VIEW-7])
+  /** Most subscriptions (topic filters) on one plain MQTT connection; more get SUBACK 0x80. Default 100. */
+  readonly plainMaxSubscriptions?: number
+  /**
+   * Most bytes waiting unsent for a plain MQTT connection: above it, live QoS 0 events to it are
+   * dropped (counted) and its retained values wait; closed when above it for `slowConnectionTimeoutMs`,
+   * or at once past it plus `maxPacketBytes`. Default 1 MiB.
+   */
+  readonly plainMaxQueuedBytes?: number
+  /** Most QoS 1 events sent to one plain MQTT connection and not acknowledged; more wait (within the hard limit of `plainMaxQueuedBytes`), and a full window without a PUBACK for `slowConnectionTimeoutMs` closes it. Default 1,000 (at most 65,535). */
+  readonly plainMaxInflight?: number
 }
 
 /** How an admin login ended ([OPS-DASH-2]): `notAdmin` only after the right password. */
@@ -153,7 +164,10 @@ export const BROKER_DEFAULTS = Object.freeze({
   tailEvents: 500,
   tailPreviewBytes: 256,
   maxIngestConnectionBytes: PLAIN_INGEST_DEFAULTS.maxConnectionBytes,
-  maxIngestPendingBytes: PLAIN_INGEST_DEFAULTS.maxPendingBytes
+  maxIngestPendingBytes: PLAIN_INGEST_DEFAULTS.maxPendingBytes,
+  plainMaxSubscriptions: 100,
+  plainMaxQueuedBytes: 1024 * 1024,
+  plainMaxInflight: 1000
 })
 
 /** Why connections were refused or closed by the broker's limits ([CONN-LIMIT-*], [AUTH-THROTTLE-*]). */
@@ -190,6 +204,8 @@ export interface BrokerStats {
   readonly lag: Readonly<Record<string, Readonly<SubscriptionLag>>>
   /** Plain MQTT ingest ([PLAIN-INGEST-*]): publishes accepted, stored, duplicates, refused by reason. */
   readonly ingest: Readonly<IngestStats>
+  /** The plain-MQTT view: subscribers, events sent and dropped, connections it closed ([PLAIN-VIEW-7]). */
+  readonly plainView: Readonly<PlainViewStats>
 }
 
 /** A running broker. */
@@ -306,7 +322,10 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
     tailEvents: options.tailEvents,
     tailPreviewBytes: options.tailPreviewBytes,
     maxIngestConnectionBytes: options.maxIngestConnectionBytes,
-    maxIngestPendingBytes: options.maxIngestPendingBytes
+    maxIngestPendingBytes: options.maxIngestPendingBytes,
+    plainMaxSubscriptions: options.plainMaxSubscriptions,
+    plainMaxQueuedBytes: options.plainMaxQueuedBytes,
+    plainMaxInflight: options.plainMaxInflight
   })
   checkInt('createBroker', 'maxConnections', limits.maxConnections, 1, 1_000_000)
   checkInt('createBroker', 'maxPacketBytes', limits.maxPacketBytes, 1024, 256 * 1024 * 1024)
@@ -322,6 +341,9 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
   checkInt('createBroker', 'guestMaxWindow', limits.guestMaxWindow, 1, limits.maxWindow)
   checkInt('createBroker', 'guestMaxConnectionInflightBytes', limits.guestMaxConnectionInflightBytes, 1024, limits.maxConnectionInflightBytes)
   checkInt('createBroker', 'maxConcurrentReads', limits.maxConcurrentReads, 1, 10_000)
+  checkInt('createBroker', 'plainMaxSubscriptions', limits.plainMaxSubscriptions, 1, 100_000)
+  checkInt('createBroker', 'plainMaxQueuedBytes', limits.plainMaxQueuedBytes, 16 * 1024, 1024 * 1024 * 1024)
+  checkInt('createBroker', 'plainMaxInflight', limits.plainMaxInflight, 1, 65_535)
   checkInt('createBroker', 'purgeIntervalMs', limits.purgeIntervalMs, 100, 86_400_000)
   checkInt('createBroker', 'dropLogIntervalMs', limits.dropLogIntervalMs, 100, 86_400_000)
   checkInt('createBroker', 'maxConnectionsPerAddress', limits.maxConnectionsPerAddress, 1, 1_000_000)
@@ -434,7 +456,21 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
   })
 
   // [PLAIN-*] ordinary MQTT clients: a read-only view of stored events, and ingest
-  const plainView = new PlainView()
+  const plainView = new PlainView({
+    site: () => site,
+    store,
+    clock,
+    logger,
+    limits: {
+      maxSubscriptions: limits.plainMaxSubscriptions,
+      maxQueuedBytes: limits.plainMaxQueuedBytes,
+      slowTimeoutMs: limits.slowConnectionTimeoutMs,
+      hardLimitBytes: limits.plainMaxQueuedBytes + limits.maxPacketBytes,
+      maxInflight: limits.plainMaxInflight,
+      maxConcurrentReads: limits.maxConcurrentReads
+    },
+    onClose: () => { slowConnectionsClosed++ }
+  })
   const plainIngest = new PlainIngest({
     site,
     store,
@@ -575,6 +611,9 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
       done(new Error(`publishing on ${packet.topic} is not allowed`))
     },
     authorizeForward: (client, packet) => {
+      // [PLAIN-VIEW-1] a plain client gets what the view writes, never a message routed by aedes
+      // (its filters, `#` too, would match the endpoints' and plain publishers' topics)
+      if (principals.get(client)?.kind === 'plain') return null
       // frames on request topics are consumed by the broker, never delivered
       // and so are plain MQTT raises ([PLAIN-INGEST-1])
       return packet.topic.endsWith('/up') || packet.topic.endsWith('/req') || packet.topic.startsWith('herald/v1/raise/') ? null : packet
@@ -589,6 +628,12 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
       plainIngest.closed(client)
     }
     if (p?.kind === 'service' && services.get(p.service.id) === client) services.delete(p.service.id)
+  })
+  aedes.on('subscribe', (subs, client) => {
+    if (principals.get(client)?.kind === 'plain') plainView.subscribed(client, subs)
+  })
+  aedes.on('unsubscribe', (topics, client) => {
+    if (principals.get(client)?.kind === 'plain') plainView.unsubscribed(client, topics)
   })
   aedes.on('clientError', (client, err) => { logger.debug({ clientId: client.id, err: err.message }, 'client error') })
   aedes.on('keepaliveTimeout', (client) => {
@@ -660,6 +705,9 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
       return q
     })
     for (const session of grew) delivery.notifyAccessGranted(session)
+    // [PLAIN-VIEW-5] plain subscribers under their users' new roles (their connections, if the user
+    // left the site or its password changed, were closed above)
+    plainView.recheck()
     logger.debug({ closedConnections, notified: grew.length }, 'site applied')
     return change.report
   }
@@ -707,6 +755,7 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
         }
         const s = sessions.get(client)
         if (s !== undefined) delivery.close(s)
+        plainView.closed(client)
       })
     },
     stats (): BrokerStats {
@@ -726,7 +775,8 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
         perEvent: perEventStats(uplink, delivery, plainIngest),
         storedByEvent: Object.fromEntries(store.storedByEvent?.() ?? []),
         lag: Object.fromEntries(delivery.lag(store.head())),
-        ingest: { ...plainIngest.stats, refused: { ...plainIngest.stats.refused } }
+        ingest: { ...plainIngest.stats, refused: { ...plainIngest.stats.refused } },
+        plainView: plainView.stats
       }
     },
     async checkAdmin (name: string, password: string, address: string | undefined): Promise<AdminCheck> {

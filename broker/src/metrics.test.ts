@@ -39,7 +39,8 @@ const STATS: BrokerStats = {
     refused: { notService: 0, malformedTopic: 1, unknownEvent: 3, notAuthorized: 0, wrongCategory: 0, payloadTooLarge: 2, invalidPayload: 0, qos2: 0, storeFailed: 0 },
     waitingBytes: 512,
     held: 0
-  }
+  },
+  plainView: { subscribers: 1, subscriptions: 2, sent: 11, dropped: 3, closed: { stuck: 1, overflow: 0, inflight: 0 } }
 }
 
 /** name{labels} -> value of every sample. */
@@ -69,6 +70,9 @@ describe('broker metrics [OPS-METRICS-1]', () => {
       'herald_authentication_failures_total{reason="busy"}': 1,
       herald_slow_connections_closed_total: 2,
       herald_blocked_connections: 1,
+      herald_plain_view_subscriptions: 2,
+      herald_plain_view_messages_sent_total: 11,
+      herald_plain_view_messages_dropped_total: 3,
       'herald_events_stored_total{event="readings"}': 10,
       'herald_events_stored_total{event="temperature"}': 2,
       'herald_events_stored_total{event="(unknown)"}': 0,

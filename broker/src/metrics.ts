@@ -85,6 +85,10 @@ export function brokerMetricsRegistry (broker: Broker): Registry {
     registers,
     collect () { this.set(stats().blockedConnections) }
   })
+  // the plain-MQTT view [PLAIN-VIEW-7]
+  new Gauge({ name: 'herald_plain_view_subscriptions', help: 'Subscriptions of plain MQTT clients to the read-only view now', registers, collect () { this.set(stats().plainView.subscriptions) } })
+  new Counter({ name: 'herald_plain_view_messages_sent_total', help: 'Messages (events, live and retained) sent to plain MQTT clients', registers, collect () { this.reset(); this.inc(stats().plainView.sent) } })
+  new Counter({ name: 'herald_plain_view_messages_dropped_total', help: 'Live QoS 0 messages to plain MQTT clients not sent because the connection was above plainMaxQueuedBytes', registers, collect () { this.reset(); this.inc(stats().plainView.dropped) } })
   new Counter({ name: 'herald_events_stored_total', help: 'Events stored (committed and fsync\'d), per event name', labelNames: ['event'], registers, collect: perEvent((e) => e.stored) })
   new Counter({ name: 'herald_events_delivered_total', help: 'Events sent to client subscriptions, per event name', labelNames: ['event'], registers, collect: perEvent((e) => e.delivered) })
   new Counter({

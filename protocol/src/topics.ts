@@ -26,7 +26,7 @@ export function clientMessageTopic (clientKey: string): string {
   return `${ROOT}/c/${clientKey}/msg`
 }
 
-/** Broker -> plain MQTT client: a stored event in the read-only view ([TOPIC-VIEW-1]). */
+/** Broker -> plain MQTT client: a stored event in the read-only view ([TOPIC-VIEW-1]); a private event's topic adds `/<recipient>`. */
 export function eventViewTopic (eventName: string, serviceId: string): string {
   return `${ROOT}/v1/events/${eventName}/${serviceId}`
 }

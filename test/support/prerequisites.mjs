@@ -18,7 +18,8 @@ export const PREREQUISITES = Object.freeze([
   { command: 'openssl', package: 'openssl', usedBy: 'the TLS tests (certificates)' },
   { command: 'cc', package: 'gcc', usedBy: 'the power-cut tests (an LD_PRELOAD library that keeps files at their last fsync)' },
   { command: 'chromium', package: 'chromium', usedBy: 'the browser tests (headless Chromium driven by playwright-core, test/support/browser.ts)' },
-  { command: 'mosquitto_pub', package: 'mosquitto-clients', usedBy: 'the plain MQTT ingest tests (test/plain-ingest.test.ts)' }
+  { command: 'mosquitto_sub', package: 'mosquitto-clients', usedBy: 'the plain-MQTT view tests (an ordinary MQTT subscriber)' },
+  { command: 'mosquitto_pub', package: 'mosquitto-clients', usedBy: 'the plain-MQTT ingest tests (an ordinary MQTT publisher)' }
 ])
 
 /** Whether `command` is an executable file in one of the directories of `path` (a PATH value). */

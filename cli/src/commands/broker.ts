@@ -51,7 +51,11 @@ const BACK_PRESSURE_FLAGS = [
   ['--guest-max-connection-inflight-bytes <n>', 'guestMaxConnectionInflightBytes', 'payload bytes in flight per guest connection'],
   ['--max-concurrent-reads <n>', 'maxConcurrentReads', 'event store reads for delivery under way at once'],
   ['--max-ingest-connection-bytes <n>', 'maxIngestConnectionBytes', 'payload bytes of one plain MQTT connection\'s raises waiting for their commit [PLAIN-INGEST-6]'],
-  ['--max-ingest-pending-bytes <n>', 'maxIngestPendingBytes', 'payload bytes of all plain MQTT raises waiting for their commit [PLAIN-INGEST-6]']
+  ['--max-ingest-pending-bytes <n>', 'maxIngestPendingBytes', 'payload bytes of all plain MQTT raises waiting for their commit [PLAIN-INGEST-6]'],
+  // the plain-MQTT view [PLAIN-VIEW-7]
+  ['--plain-max-subscriptions <n>', 'plainMaxSubscriptions', 'subscriptions per plain MQTT connection'],
+  ['--plain-max-queued-bytes <n>', 'plainMaxQueuedBytes', 'unsent bytes of a plain MQTT connection above which its QoS 0 events are dropped'],
+  ['--plain-max-inflight <n>', 'plainMaxInflight', 'QoS 1 events in flight (not acknowledged) per plain MQTT connection; more wait']
 ] as const
 type BackPressureOptions = Partial<Record<typeof BACK_PRESSURE_FLAGS[number][1] | 'slowConnectionTimeoutMs', number>> & { slowConnectionTimeout?: number }
 
