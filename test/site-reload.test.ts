@@ -5,6 +5,7 @@
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
+import mqtt from 'mqtt'
 import { ClientEndpoint, type HeraldEvent } from '@herald/client-endpoint'
 import { ServiceEndpoint } from '@herald/service-endpoint'
 import { AuthError, ConfigError, ErrorCode, eventsOfService, type HeraldError } from '@herald/protocol'
@@ -59,7 +60,7 @@ async function siteText (doc: Doc): Promise<string> {
 const isReloadLine = (l: string): boolean => l.includes('site reloaded') || l.includes('site not reloaded')
 
 class Fixture {
-  private readonly closers: Array<() => Promise<void>> = []
+  readonly closers: Array<() => Promise<void>> = []
   dir = ''
   sitePath = ''
   broker!: { proc: Proc, url: string }
@@ -330,6 +331,34 @@ describe('site reload (SIGHUP on herald broker)', () => {
     expect(after.ids).toEqual([8, 9, 10])
     // the alarm raised after the reload is refused as for any event outside the service's list
     expect(rejected).toEqual([{ name: 'alarms', code: ErrorCode.NOT_AUTHORIZED }])
+  })
+
+  it('(h) plain MQTT subscribers follow a reload: a role granted starts the event, a removed user is disconnected ([PLAIN-VIEW-5])', async () => {
+    const doc = baseDoc()
+    f = await Fixture.start(doc)
+    const svc = await f.service('svc-a', doc)
+    const got: string[] = []
+    const bob = await mqtt.connectAsync(f.broker.url, { clientId: 'bob-explorer', username: 'bob', password: 'bob' + SUFFIX, protocolVersion: 4, reconnectPeriod: 0 })
+    f.closers.push(async () => { await bob.endAsync(true) })
+    bob.on('message', (topic, payload) => { got.push(`${topic} ${JSON.stringify((JSON.parse(payload.toString()) as { payload: unknown }).payload)}`) })
+    await bob.subscribeAsync('herald/v1/events/#', { qos: 1 })
+    await svc.raise('alarms', { i: 1 })
+    await svc.raise('readings', { i: 2 })
+    await waitFor(() => got.length === 1, 'bob gets the readings, not the alarm')
+    expect(got).toEqual(['herald/v1/events/readings/svc-a {"i":2}'])
+    const granted = baseDoc()
+    granted.users = granted.users.map((u) => u.name === 'bob' ? { ...u, roles: ['operator'] } : u)
+    expect((await f.reload(granted)).msg).toContain('users changed: bob')
+    await svc.raise('alarms', { i: 3 })
+    await waitFor(() => got.length === 2, 'bob gets the alarm raised after the grant')
+    expect(got[1]).toBe('herald/v1/events/alarms/svc-a {"i":3}')
+    const removed = baseDoc()
+    removed.users = removed.users.filter((u) => u.name !== 'bob')
+    const closed = new Promise<void>((resolve) => { bob.once('close', () => { resolve() }) })
+    await f.reload(removed)
+    await closed
+    await svc.raise('alarms', { i: 4 })
+    expect(got).toHaveLength(2)
   })
 
   it('(g) reloads while events flow lose nothing and duplicate nothing', async () => {
