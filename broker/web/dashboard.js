@@ -72,7 +72,7 @@ function draw (d) {
   $('rate-in').textContent = num(d.rates.in)
   $('rate-out').textContent = num(d.rates.out)
   $('stored-events').textContent = num(d.storedEvents)
-  $('connections').textContent = `${d.connections.service} · ${d.connections.client} · ${d.connections.guest}`
+  $('connections').textContent = `${d.connections.service} · ${d.connections.client} · ${d.connections.guest} · ${d.connections.plain ?? 0}`
   const pushed = d.events.reduce((a, e) => a + e.pushedOut, 0)
   const expired = d.events.reduce((a, e) => a + e.expired, 0)
   $('drops').textContent = `${num(pushed)} · ${num(expired)}`
