@@ -15,6 +15,7 @@ import type { EventCounters, EventStore } from './event-store/event-store.js'
 import { DropReport } from './drop-report.js'
 import { EventTail, type TailEntry, type TailFilter } from './dashboard/event-tail.js'
 import { PacketSizeGuard } from './listeners/packet-size-guard.js'
+import { guardOutgoingAcks, type OutgoingPersistence } from './outgoing-ack-guard.js'
 import { PLAIN_INGEST_DEFAULTS, PlainIngest, type IngestStats } from './plain/plain-ingest.js'
 import { PlainView, type PlainViewStats } from './plain/plain-view.js'
 import { Uplink, type UplinkStats } from './uplink/uplink.js'
@@ -619,6 +620,8 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
       return packet.topic.endsWith('/up') || packet.topic.endsWith('/req') || packet.topic.startsWith('herald/v1/raise/') ? null : packet
     }
   })
+  // aedes' memory persistence would keep an entry per client id that ever sent a PUBACK
+  guardOutgoingAcks((aedes as unknown as { persistence: OutgoingPersistence }).persistence)
   aedes.on('clientDisconnect', (client) => {
     const s = sessions.get(client)
     if (s !== undefined) delivery.close(s)
