@@ -379,6 +379,18 @@ export class PlainView {
     // [PLAIN-VIEW-8] nothing to do, at the cost of one check, while no plain client subscribes
     if (this.active.size === 0) return
     const site = this.options.site()
+    // one write (writev) per connection for the whole batch, not one per event: corks nest, so
+    // write()'s own cork and uncork flush nothing until these are undone
+    const corked = [...this.active]
+    for (const pc of corked) pc.conn.cork()
+    try {
+      this.sendLive(site, events)
+    } finally {
+      for (const pc of corked) pc.conn.uncork()
+    }
+  }
+
+  private sendLive (site: Site, events: readonly StoredEvent[]): void {
     for (const e of events) {
       const def = site.events.get(e.name)
       if (def === undefined) continue
