@@ -8,6 +8,7 @@
  * so a hundred connections that never read would stop delivery to every other connection.
  */
 import type { Duplex } from 'node:stream'
+import { publishHeader } from './publish-header.js'
 
 /** How long a connection may hold unsent bytes, and how many. */
 export interface ConnectionWriterLimits {
@@ -24,24 +25,6 @@ export interface ConnectionWriterLimits {
 
 /** Why a writer closed its connection. */
 export type SlowReason = 'stuck' | 'overflow'
-
-/** The fixed header and topic of a QoS 0 PUBLISH (MQTT 3.1.1, 3.3) carrying `payloadBytes`. */
-function publishHeader (topic: Buffer, payloadBytes: number): Buffer {
-  let remaining = 2 + topic.length + payloadBytes
-  const len: number[] = []
-  do {
-    let byte = remaining % 128
-    remaining = Math.floor(remaining / 128)
-    if (remaining > 0) byte |= 0x80
-    len.push(byte)
-  } while (remaining > 0)
-  const h = Buffer.allocUnsafe(1 + len.length + 2 + topic.length)
-  h[0] = 0x30
-  for (let i = 0; i < len.length; i++) h[1 + i] = len[i] as number
-  h.writeUInt16BE(topic.length, 1 + len.length)
-  topic.copy(h, 3 + len.length)
-  return h
-}
 
 /** One connection's output. */
 export class ConnectionWriter {

@@ -17,6 +17,7 @@ import type { AedesOptions, Client } from 'aedes'
 import { PayloadKind, eventViewTopic, mayReceive, silentLogger, systemClock, type Clock, type EventDefinition, type Logger, type Site, type StoredEvent, type UserDefinition } from '@herald/protocol'
 import type { PlainPrincipal } from '../auth/principal.js'
 import type { EventStore } from '../event-store/event-store.js'
+import { publishHeader } from '../delivery/publish-header.js'
 
 type Subscription = Parameters<NonNullable<AedesOptions['authorizeSubscribe']>>[1]
 type SubscribeDone = Parameters<NonNullable<AedesOptions['authorizeSubscribe']>>[2]
@@ -116,25 +117,6 @@ export function viewEnvelope (e: StoredEvent): Buffer {
     `"category":"${e.category}",${e.recipient !== null ? `"recipient":${JSON.stringify(e.recipient)},` : ''}"position":${e.position},` +
     `"raisedAt":${e.raisedAt},"receivedAt":${e.receivedAt},"isNull":${e.isNull},"payloadEncoding":"${encoding}","payload":`
   return Buffer.from(`${head}${payload}}`, 'utf8')
-}
-
-/** The fixed header, topic and (QoS 1) packet id of a PUBLISH (MQTT 3.1.1, 3.3) carrying `bodyBytes`. */
-function publishHeader (topic: Buffer, bodyBytes: number, qos: 0 | 1, retain: boolean, id: number): Buffer {
-  let remaining = 2 + topic.length + (qos === 1 ? 2 : 0) + bodyBytes
-  const len: number[] = []
-  do {
-    let byte = remaining % 128
-    remaining = Math.floor(remaining / 128)
-    if (remaining > 0) byte |= 0x80
-    len.push(byte)
-  } while (remaining > 0)
-  const h = Buffer.allocUnsafe(1 + len.length + 2 + topic.length + (qos === 1 ? 2 : 0))
-  h[0] = 0x30 | (qos << 1) | (retain ? 1 : 0)
-  for (let i = 0; i < len.length; i++) h[1 + i] = len[i] as number
-  h.writeUInt16BE(topic.length, 1 + len.length)
-  topic.copy(h, 3 + len.length)
-  if (qos === 1) h.writeUInt16BE(id, 3 + len.length + topic.length)
-  return h
 }
 
 /** One event on its way to the plain subscribers: topic and envelope built once, on first use. */
