@@ -171,6 +171,8 @@ export async function heraldIngestRun ({ publishers = 1, count, inflight = 1000,
     const published = (await pub.waitFor('result', 'all PUBACKs', deadline)).result
     const [result] = (await Promise.all(cl.map((c) => c.waitFor('result', `${publishers * count} events at the client`, deadline)))).map((m) => m.result)
     const cpu1 = broker.child.cpu()
+    // a profiled broker must exit normally to write its profile
+    if (nodeArgs.length > 0) await Promise.all([...children.map((c) => c.stop(10_000)), broker.stop()])
     return {
       events: publishers * count,
       deliveries: result.received,
