@@ -8,6 +8,8 @@ import Database from 'better-sqlite3'
 import { PersistenceError, ConfigError } from '@herald/protocol'
 import { ensurePrivateSqliteFileSync } from '@herald/node-runtime'
 import type { PositionStore, SubscriptionPosition } from './position-store.js'
+import { SqliteDeadLetters } from './sqlite-dead-letters.js'
+import { checkMaxDeadLetters } from './dead-letter-store.js'
 
 /** What a SqlitePositionStore survives ([CLI-POS-3], [CLI-POS-5]). */
 export const PositionDurability = Object.freeze({
@@ -37,6 +39,11 @@ export interface SqlitePositionStoreOptions {
    * `/proc/sys/kernel/random/boot_id`, elsewhere the boot time to the minute. For tests.
    */
   readonly bootId?: string
+  /**
+   * Most dead letters kept in `<table>_dead` ([CLI-DEAD-4]); past it a subscription stops at the
+   * event it would give up on, with a PersistenceError CAPACITY_EXCEEDED. Default 10,000.
+   */
+  readonly maxDeadLetters?: number
 }
 
 let osBoot: string | null = null
@@ -78,6 +85,8 @@ export class SqlitePositionStore implements PositionStore {
   private readonly commitStmt: Database.Statement<[string, number]>
   private readonly advanceStmt: Database.Statement<[string, number, number]>
   private readonly reserveStmt: Database.Statement<[string, number]>
+  /** [CLI-DEAD-2] in the same database, written with the position that moves past the event. */
+  readonly deadLetters: SqliteDeadLetters
 
   constructor (options: SqlitePositionStoreOptions) {
     const table = options.table ?? 'herald_positions'
@@ -87,6 +96,7 @@ export class SqlitePositionStore implements PositionStore {
       throw new ConfigError(`SqlitePositionStore: option "durability" must be "power-loss" or "process-crash", got ${JSON.stringify(durability)}`)
     }
     this.durability = durability
+    checkMaxDeadLetters('SqlitePositionStore', options.maxDeadLetters)
     const bootId = options.bootId ?? currentBootId()
     if (typeof bootId !== 'string' || bootId.length === 0 || bootId.length > 200) throw new ConfigError('SqlitePositionStore: option "bootId" must be a string of 1 to 200 characters')
     try {
@@ -115,6 +125,10 @@ export class SqlitePositionStore implements PositionStore {
       // syncs nothing) for an update that leaves the page as it was, e.g. the same reservation as
       // one a killed process wrote but had not synced yet
       this.reserveStmt = this.db.prepare(`INSERT INTO ${table} (key, position, reserved, reservations) VALUES (?, 0, ?, 1) ON CONFLICT(key) DO UPDATE SET reserved = excluded.reserved, reservations = coalesce(reservations, 0) + 1`)
+      this.deadLetters = new SqliteDeadLetters(this.db, table, options.maxDeadLetters, (key, position, started) => {
+        if (started === null) this.commitStmt.run(key, position)
+        else this.advanceStmt.run(key, position, started)
+      })
       const recorded = this.db.prepare(`SELECT boot FROM ${table}_boot WHERE id = 1`).pluck().get() as string | undefined
       if (recorded !== bootId) {
         // [CLI-POS-5] a new boot: the writes after the last fsync may be lost, so every reserved
