@@ -112,7 +112,7 @@ export class SqliteDeadLetters implements DeadLetterStore {
  * only, without touching its positions. The file is locked while its client runs (the store holds
  * SQLite's exclusive lock): then this throws a PersistenceError POSITIONS_LOCKED.
  */
-export function openDeadLetters (file: string, options: { table?: string } = {}): { deadLetters: SqliteDeadLetters, close: () => void } {
+export function openDeadLetters (file: string, options: { table?: string | undefined } = {}): { deadLetters: SqliteDeadLetters, close: () => void } {
   const table = options.table ?? 'herald_positions'
   if (!/^[A-Za-z_][A-Za-z0-9_]{0,63}$/.test(table)) throw new ConfigError(`openDeadLetters: table name ${JSON.stringify(table)} is not a plain SQL identifier`)
   if (!existsSync(file)) throw new ConfigError(`positions file ${file} does not exist`)
