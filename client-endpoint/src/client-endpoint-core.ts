@@ -589,7 +589,7 @@ export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointE
     const message = errorMessage(error)
     let id: number
     try {
-      id = store.add({ key: sub.key, event: e, attempts, lastError: message, deadAt: this.clock.now() }, e.position, started)
+      id = store.add({ key: sub.key, event: e, attempts, lastError: message, deadAt: this.clock.now(), age: event.age }, e.position, started)
     } catch (err) {
       const stopped = toHeraldError(err)
       sub.closed = true
@@ -620,7 +620,8 @@ export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointE
     for (const letter of store.list(sub.key)) {
       if (!letter.retry || this.closed) continue
       const e = letter.event
-      const event = toHeraldEvent(e, Math.max(0, this.clock.now() - e.receivedAt) + e.uploadAge, sub.transaction === null)
+      // [EVT-AGE-1] its age when given up, plus the time since, both by this client's clock
+      const event = toHeraldEvent(e, letter.age + Math.max(0, this.clock.now() - letter.deadAt), sub.transaction === null)
       try {
         if (sub.transaction !== null) {
           const tx = this.platform.transactions

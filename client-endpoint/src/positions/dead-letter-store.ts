@@ -25,6 +25,8 @@ export interface DeadLetter {
   readonly lastError: string
   /** When it was given up (or last failed a retry), ms since the epoch by the client's clock. */
   readonly deadAt: number
+  /** Its age ([EVT-AGE-1]) when it was given up, ms: a retry hands it over aged by the time since `deadAt`. */
+  readonly age: number
   /** Marked by `retry(id)`: handed to the handler on the subscription's next start ([CLI-DEAD-5]). */
   readonly retry: boolean
 }
@@ -36,6 +38,7 @@ export interface NewDeadLetter {
   readonly attempts: number
   readonly lastError: string
   readonly deadAt: number
+  readonly age: number
 }
 
 /**
@@ -113,7 +116,7 @@ export class MemoryDeadLetters implements DeadLetterStore {
 
   failed (id: number, lastError: string, at: number): void {
     const l = this.letters.get(id)
-    if (l !== undefined) this.letters.set(id, { ...l, retry: false, attempts: l.attempts + 1, lastError, deadAt: at })
+    if (l !== undefined) this.letters.set(id, { ...l, retry: false, attempts: l.attempts + 1, lastError, deadAt: at, age: l.age + Math.max(0, at - l.deadAt) })
   }
 
   clear (): void {

@@ -12,7 +12,7 @@ import { MemoryTransport } from '@herald/protocol/testing'
 import { tempDir } from '@herald/node-runtime/testing'
 import { ClientEndpoint } from '../client-endpoint.js'
 import { SqlitePositionStore } from './sqlite-position-store.js'
-import { openDeadLetters } from './sqlite-dead-letters.js'
+import { POSITIONS_SCHEMA_VERSION, openDeadLetters } from './sqlite-dead-letters.js'
 
 function stored (position: number, payload = new Uint8Array([0, 255, position])): StoredEvent {
   return {
@@ -22,7 +22,7 @@ function stored (position: number, payload = new Uint8Array([0, 255, position]))
   }
 }
 
-const letter = (position: number, key = 'log') => ({ key, event: stored(position), attempts: 3, lastError: `bad ${position}`, deadAt: 42 })
+const letter = (position: number, key = 'log') => ({ key, event: stored(position), attempts: 3, lastError: `bad ${position}`, deadAt: 42, age: 7 })
 
 describe('SqliteDeadLetters', () => {
   it('records the dead letter and the position in one transaction, kept across a reopen, payload as received', async () => {
@@ -38,13 +38,13 @@ describe('SqliteDeadLetters', () => {
       store.close()
       store = new SqlitePositionStore({ database: path, bootId: 'b' })
       const got = store.deadLetters.get(id)
-      expect(got).toMatchObject({ id, key: 'log', eventId: 'inst-7', attempts: 3, lastError: 'bad 7', deadAt: 42, retry: false })
+      expect(got).toMatchObject({ id, key: 'log', eventId: 'inst-7', attempts: 3, lastError: 'bad 7', deadAt: 42, age: 7, retry: false })
       expect(got?.event).toEqual(stored(7))
       expect(store.deadLetters.list().map((l) => l.id)).toEqual([id, id2])
       expect(store.deadLetters.list('other').map((l) => l.id)).toEqual([id2])
       expect(store.deadLetters.retry(id)).toBe(true)
       store.deadLetters.failed(id2, 'again', 50)
-      expect(store.deadLetters.get(id2)).toMatchObject({ attempts: 4, lastError: 'again', deadAt: 50 })
+      expect(store.deadLetters.get(id2)).toMatchObject({ attempts: 4, lastError: 'again', deadAt: 50, age: 7 + 8 })
       expect(store.deadLetters.discard(id2)).toBe(true)
       store.close()
       // the tool's view of the file, its client stopped
@@ -85,6 +85,35 @@ describe('SqliteDeadLetters', () => {
       expect(store.get('log')).toEqual({ position: 2, started: null })
       expect(store.deadLetters.list()).toHaveLength(2)
       store.close()
+    } finally {
+      await dir.remove()
+    }
+  })
+
+  it('schema versions [CLI-DEAD-8]: a file from before dead letters is migrated to version 2; a newer one is refused; a file without positions has no dead letters', async () => {
+    const dir = await tempDir()
+    try {
+      const old = join(dir.path, 'old.db')
+      const o = new Database(old)
+      // a positions file as an earlier Herald wrote it: no schema record, no dead letters
+      o.exec('CREATE TABLE herald_positions (key TEXT PRIMARY KEY, position INTEGER NOT NULL, started INTEGER, reserved INTEGER, reservations INTEGER) WITHOUT ROWID')
+      o.exec('CREATE TABLE herald_positions_boot (id INTEGER PRIMARY KEY CHECK (id = 1), boot TEXT NOT NULL)')
+      o.prepare('INSERT INTO herald_positions (key, position) VALUES (?, ?)').run('log', 41)
+      o.close()
+      expect(() => openDeadLetters(old)).toThrow(/has no dead letters/)
+      const store = new SqlitePositionStore({ database: old, bootId: 'b' })
+      expect(store.get('log')).toEqual({ position: 41, started: null })
+      store.deadLetters.add(letter(42), 42, null)
+      store.close()
+      const v = new Database(old)
+      expect(v.prepare('SELECT version FROM herald_positions_schema').pluck().get()).toBe(POSITIONS_SCHEMA_VERSION)
+      v.prepare('UPDATE herald_positions_schema SET version = ?').run(POSITIONS_SCHEMA_VERSION + 1)
+      v.close()
+      expect(() => new SqlitePositionStore({ database: old, bootId: 'b' })).toThrow(/newer Herald/)
+      expect(() => openDeadLetters(old)).toThrow(/newer Herald/)
+      const other = join(dir.path, 'other.db')
+      new Database(other).close()
+      expect(() => openDeadLetters(other)).toThrow(ConfigError)
     } finally {
       await dir.remove()
     }

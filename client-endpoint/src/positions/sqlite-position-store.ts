@@ -8,7 +8,9 @@ import Database from 'better-sqlite3'
 import { PersistenceError, ConfigError } from '@herald/protocol'
 import { ensurePrivateSqliteFileSync } from '@herald/node-runtime'
 import type { PositionStore, SubscriptionPosition } from './position-store.js'
-import { SqliteDeadLetters } from './sqlite-dead-letters.js'
+import { POSITIONS_SCHEMA_VERSION, SqliteDeadLetters } from './sqlite-dead-letters.js'
+
+export { POSITIONS_SCHEMA_VERSION }
 import { checkMaxDeadLetters } from './dead-letter-store.js'
 
 /** What a SqlitePositionStore survives ([CLI-POS-3], [CLI-POS-5]). */
@@ -99,10 +101,12 @@ export class SqlitePositionStore implements PositionStore {
     checkMaxDeadLetters('SqlitePositionStore', options.maxDeadLetters)
     const bootId = options.bootId ?? currentBootId()
     if (typeof bootId !== 'string' || bootId.length === 0 || bootId.length > 200) throw new ConfigError('SqlitePositionStore: option "bootId" must be a string of 1 to 200 characters')
+    let ownDb: Database.Database | null = null
     try {
       if (typeof options.database === 'string') {
         ensurePrivateSqliteFileSync(options.database) // [FILES-PRIVATE-1] 0600 before SQLite creates -wal/-shm from its mode
-        this.db = new Database(options.database)
+        ownDb = new Database(options.database)
+        this.db = ownDb
         this.db.pragma('locking_mode = EXCLUSIVE')
         this.db.pragma('page_size = 512') // a new file only; an existing one keeps its page size
         this.db.pragma('journal_mode = WAL')
@@ -112,6 +116,13 @@ export class SqlitePositionStore implements PositionStore {
         this.db = options.database
         this.owned = false
       }
+      // [CLI-DEAD-8] the schema's version, in a table of its own (the application's database keeps
+      // its user_version): a file from a newer Herald is refused rather than half understood
+      this.db.exec(`CREATE TABLE IF NOT EXISTS ${table}_schema (id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL)`)
+      const version = this.db.prepare(`SELECT version FROM ${table}_schema WHERE id = 1`).pluck().get() as number | undefined
+      if (version !== undefined && version > POSITIONS_SCHEMA_VERSION) throw new PersistenceError(`the positions were written by a newer Herald (schema version ${version}; this one knows up to ${POSITIONS_SCHEMA_VERSION})`)
+      // the migrations are idempotent, so a crash between them is harmless: version 1 (none
+      // recorded) the positions and boot tables, with the columns added since; version 2 dead letters
       this.db.exec(`CREATE TABLE IF NOT EXISTS ${table} (key TEXT PRIMARY KEY, position INTEGER NOT NULL, started INTEGER, reserved INTEGER, reservations INTEGER) WITHOUT ROWID`)
       const columns = (this.db.pragma(`table_info(${table})`) as Array<{ name: string }>).map((c) => c.name)
       if (!columns.includes('reserved')) this.db.exec(`ALTER TABLE ${table} ADD COLUMN reserved INTEGER`) // a file from before [CLI-POS-5]
@@ -129,6 +140,7 @@ export class SqlitePositionStore implements PositionStore {
         if (started === null) this.commitStmt.run(key, position)
         else this.advanceStmt.run(key, position, started)
       })
+      if (version !== POSITIONS_SCHEMA_VERSION) this.db.prepare(`INSERT INTO ${table}_schema (id, version) VALUES (1, ?) ON CONFLICT(id) DO UPDATE SET version = excluded.version`).run(POSITIONS_SCHEMA_VERSION)
       const recorded = this.db.prepare(`SELECT boot FROM ${table}_boot WHERE id = 1`).pluck().get() as string | undefined
       if (recorded !== bootId) {
         // [CLI-POS-5] a new boot: the writes after the last fsync may be lost, so every reserved
@@ -140,6 +152,8 @@ export class SqlitePositionStore implements PositionStore {
         this.durably(() => { afterBoot() })
       }
     } catch (err) {
+      // a file it opened itself is closed again: it would otherwise stay locked for this process
+      if (ownDb?.open === true) ownDb.close()
       const where = typeof options.database === 'string' ? options.database : 'the given database'
       throw new PersistenceError(`cannot open positions in ${where}: ${(err as Error).message}`, { cause: err })
     }
