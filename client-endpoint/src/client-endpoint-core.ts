@@ -579,8 +579,8 @@ export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointE
 
   /**
    * [CLI-DEAD-2] Records the dead letter with the position past it (in transactional mode in the
-   * application's database, one transaction). False: the store is full ([CLI-DEAD-4]) and the
-   * subscription is stopped at the event, which stays to be delivered on the next start.
+   * application's database, one transaction). False: the store is full ([CLI-DEAD-4]) or the write
+   * failed, and the subscription is stopped at the event, which stays to be delivered on the next start.
    */
   private giveUp (sub: ClientSubscription<Tx>, e: StoredEvent, event: HeraldEvent, attempts: number, error: unknown): boolean {
     const store = sub.positions.deadLetters

@@ -11,6 +11,7 @@ import { ConfigError, ErrorCode, ManualClock, PayloadKind, PersistenceError, enc
 import { MemoryTransport } from '@herald/protocol/testing'
 import { tempDir } from '@herald/node-runtime/testing'
 import { ClientEndpoint } from '../client-endpoint.js'
+import { describeDeadLetterStoreConformance } from '../testing/dead-letter-store-conformance.js'
 import { SqlitePositionStore } from './sqlite-position-store.js'
 import { POSITIONS_SCHEMA_VERSION, openDeadLetters } from './sqlite-dead-letters.js'
 
@@ -21,6 +22,19 @@ function stored (position: number, payload = new Uint8Array([0, 255, position]))
     payloadKind: PayloadKind.bytes, payload
   }
 }
+
+describeDeadLetterStoreConformance('sqlite file', async (maxDeadLetters) => {
+  const dir = await tempDir()
+  const store = new SqlitePositionStore({ database: join(dir.path, 'positions.db'), bootId: 'b', maxDeadLetters })
+  return { store, cleanup: async () => { store.close(); await dir.remove() } }
+})
+
+describeDeadLetterStoreConformance('sqlite, application database', async (maxDeadLetters) => {
+  const dir = await tempDir()
+  const db = new Database(join(dir.path, 'app.db'))
+  const store = new SqlitePositionStore({ database: db, bootId: 'b', maxDeadLetters })
+  return { store, cleanup: async () => { db.close(); await dir.remove() } }
+})
 
 const letter = (position: number, key = 'log') => ({ key, event: stored(position), attempts: 3, lastError: `bad ${position}`, deadAt: 42, age: 7 })
 
