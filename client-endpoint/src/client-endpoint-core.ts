@@ -6,7 +6,7 @@
  * (client-endpoint.ts: MQTT over TCP/TLS, SQLite, transactional mode) and the browser entry
  * (browser/index.ts: MQTT over WebSocket, IndexedDB) wrap it.
  */
-import { AuthError, ClosedError, ConfigError, ErrorCode, FrameType, HeraldError, Link, RequestError, TypedEmitter, assertName, backoffDelay, checkInt, clientClientId, clientKey, clientMessageTopic, clientRequestTopic, decodeControl, decodeEvents, encodeRequest, errorFromWire, frameType, isValidName, silentLogger, systemClock, toHeraldError, withDefaults, StatusFeed, type Clock, type Logger, type Transport, type Widened, type StartFrom , type StoredEvent, type TimerHandle , type EndpointConnectionOptions } from '@herald/protocol'
+import { AuthError, ClosedError, ConfigError, ErrorCode, FrameType, HeraldError, Link, RequestError, TypedEmitter, assertName, checkInt, clientClientId, clientKey, clientMessageTopic, clientRequestTopic, decodeControl, decodeEvents, encodeRequest, errorFromWire, frameType, isValidName, silentLogger, systemClock, toHeraldError, withDefaults, StatusFeed, type Clock, type Logger, type Transport, type Widened, type StartFrom , type StoredEvent, type TimerHandle , type EndpointConnectionOptions } from '@herald/protocol'
 import { ClientSubscription, type EventHandler } from './client-subscription.js'
 import { toHeraldEvent, type HeraldEvent } from './herald-event.js'
 import { MemoryPositionStore } from './positions/memory-position-store.js'
@@ -130,7 +130,10 @@ export interface ClientStatus {
 
 export interface ClientEndpointEvents {
   status: (status: ClientStatus) => void
-  /** A handler threw; the same event is retried after `retryInMs` ([CLI-RETRY-1]). */
+  /**
+   * A handler threw; the same event is retried after `retryInMs` ([CLI-RETRY-1]). With `maxAttempts`,
+   * the last failed attempt is reported as `deadLetter` instead ([CLI-DEAD-1]).
+   */
   handlerError: (info: { key: string, event: HeraldEvent, error: unknown, attempt: number, retryInMs: number }) => void
   /**
    * The broker ended a subscription after it was active (e.g. its event was removed from the site),
@@ -547,7 +550,7 @@ export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointE
               gaveUp = true
               break
             }
-            const retryInMs = sub.attempts === null ? backoffDelay(attempt - 1, { initialMs: this.opts.retryInitialMs, maxMs: this.opts.retryMaxMs }, this.random) : attemptDelay(attempt, sub.attempts, this.random)
+            const retryInMs = attemptDelay(attempt, sub.attempts ?? { maxAttempts: null, initialMs: this.opts.retryInitialMs, maxMs: this.opts.retryMaxMs, factor: 2 }, this.random)
             sub.retries++
             // [CLI-RETRY-1] never skipped: reported and retried with backoff
             if (this.listenerCount('handlerError') > 0) this.emit('handlerError', { key: sub.key, event, error, attempt, retryInMs })

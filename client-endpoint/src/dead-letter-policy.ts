@@ -48,9 +48,13 @@ export function attemptPolicy (
   return { maxAttempts, initialMs, maxMs, factor }
 }
 
-/** The delay after failed attempt `attempt` (1-based): a random value in [base/2, base], base = initialMs * factor^(attempt-1) capped at maxMs. */
+/**
+ * The delay after failed attempt `attempt` (1-based): a random value in [base/2, base], base =
+ * initialMs * factor^(attempt-1) capped at maxMs (with factor 2 and no `backoff`, the same delays as
+ * before [CLI-RETRY-1]). Finite for any attempt: a growth that overflows is capped at maxMs.
+ */
 export function attemptDelay (attempt: number, p: AttemptPolicy, random: () => number): number {
-  const base = Math.min(p.maxMs, p.initialMs * p.factor ** Math.min(attempt - 1, 1000))
+  const base = p.initialMs === 0 ? 0 : Math.min(p.maxMs, p.initialMs * p.factor ** (attempt - 1))
   return Math.round(base / 2 + random() * base / 2)
 }
 

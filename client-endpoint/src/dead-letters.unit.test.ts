@@ -9,6 +9,7 @@ import { MemoryTransport } from '@herald/protocol/testing'
 import { ClientEndpoint, type ClientEndpointEvents, type SubscribeOptions } from './client-endpoint.js'
 import type { EventHandler } from './client-subscription.js'
 import { MemoryPositionStore } from './positions/memory-position-store.js'
+import { attemptDelay } from './dead-letter-policy.js'
 import type { PositionStore } from './positions/position-store.js'
 
 const RANDOM = 0.5
@@ -228,5 +229,19 @@ describe('maxAttempts and dead letters (memory transport, manual clock)', () => 
     expect(positions.deadLetters.discard(id)).toBe(false)
     expect(positions.deadLetters.list()).toEqual([])
     await second.ep.close()
+  })
+})
+
+describe('attemptDelay', () => {
+  const policy = (initialMs: number, maxMs: number, factor: number) => ({ maxAttempts: null, initialMs, maxMs, factor })
+  it('grows by the factor up to maxMs, jittered to [base/2, base] by the random source', () => {
+    expect([1, 2, 3, 4, 5].map((a) => attemptDelay(a, policy(10, 200, 3), () => 1))).toEqual([10, 30, 90, 200, 200])
+    expect([1, 2, 3].map((a) => attemptDelay(a, policy(10, 200, 3), () => 0))).toEqual([5, 15, 45])
+  })
+  it('stays finite and capped for any attempt, also from 0 ms', () => {
+    for (const attempt of [1_000, 1_000_000, Number.MAX_SAFE_INTEGER]) {
+      expect(attemptDelay(attempt, policy(100, 30_000, 10), () => 1)).toBe(30_000)
+      expect(attemptDelay(attempt, policy(0, 30_000, 10), () => 1)).toBe(0)
+    }
   })
 })
