@@ -6,7 +6,7 @@ import { IDBFactory } from 'fake-indexeddb'
 import { describe, it, expect } from 'vitest'
 import { ConfigError, ErrorCode } from '@herald/protocol'
 import { MemoryTransport } from '@herald/protocol/testing'
-import { ClientEndpoint, MemoryPositionStore } from './index.js'
+import { ClientEndpoint, MemoryPositionStore, type PositionStore } from './index.js'
 import { describePositionStoreConformance } from '../testing/position-store-conformance.js'
 import { IndexedDbPositionStore } from './indexeddb-position-store.js'
 
@@ -115,7 +115,7 @@ class FakeLockManager {
 describe('IndexedDbPositionStore and maxAttempts ([CLI-DEAD-6])', () => {
   it('keeps no dead letters: the browser endpoint refuses maxAttempts with it, with a ConfigError; accepts it with the memory store', async () => {
     const store = await IndexedDbPositionStore.open({ clientKey: 'alice/console', indexedDB: new IDBFactory(), locks: null })
-    expect(store.deadLetters).toBeUndefined()
+    expect((store as PositionStore).deadLetters).toBeUndefined()
     const ep = new ClientEndpoint({ url: 'ws://broker.invalid:8080/mqtt', clientName: 'console', user: 'alice', password: 'alice-password-1', positions: store, transport: new MemoryTransport() })
     const err = await ep.subscribe('alarms', { maxAttempts: 3 }, () => {}).catch((e: unknown) => e)
     expect(err).toBeInstanceOf(ConfigError)
