@@ -31,6 +31,10 @@ describe('herald command line', () => {
     [['broker', '--site', 'a.yaml', '--data', 'd', '--dashboard'], '--dashboard needs --metrics-port'],
     [['broker', '--site', 'a.yaml', '--data', 'd', '--metrics-port', '0', '--dashboard-gateway', 'http://127.0.0.1:9101/metrics'], '--dashboard-gateway needs --dashboard'],
     [['gateway'], "required option '--config <file>' not specified"],
+    // [CLI-DEAD-7]
+    [['dead-letters', 'list'], "required option '--positions <file>' not specified"],
+    [['dead-letters', 'show', 'x', '--positions', 'p.db'], 'a dead letter id: a positive integer'],
+    [['dead-letters', 'retry', '1', '--positions', 'no-such-file.db'], 'positions file no-such-file.db does not exist'],
     [['sim', '--devices'], "option '--devices <list>' argument missing"],
     [['demo', '--rate'], "option '--rate"],
     // herald bench hands its options to bench/run.mjs, which names a scenario it does not have

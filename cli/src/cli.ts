@@ -9,6 +9,7 @@ import { gatewayCommand } from '@herald/gateway'
 import { simCommand } from '@herald/firmware-sim'
 import { benchCommand } from './commands/bench.js'
 import { brokerCommand, hashSecretCommand } from './commands/broker.js'
+import { deadLettersCommand } from './commands/dead-letters.js'
 import { demoCommand } from './commands/demo.js'
 import { raiseCommand } from './commands/raise.js'
 import { tailCommand } from './commands/tail.js'
@@ -19,6 +20,7 @@ program.addCommand(brokerCommand())
 program.addCommand(hashSecretCommand())
 program.addCommand(tailCommand())
 program.addCommand(raiseCommand())
+program.addCommand(deadLettersCommand())
 program.addCommand(gatewayCommand())
 program.addCommand(demoCommand())
 program.addCommand(simCommand())

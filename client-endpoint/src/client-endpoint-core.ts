@@ -6,11 +6,13 @@
  * (client-endpoint.ts: MQTT over TCP/TLS, SQLite, transactional mode) and the browser entry
  * (browser/index.ts: MQTT over WebSocket, IndexedDB) wrap it.
  */
-import { AuthError, ClosedError, ConfigError, ErrorCode, FrameType, HeraldError, Link, RequestError, TypedEmitter, assertName, backoffDelay, checkInt, clientClientId, clientKey, clientMessageTopic, clientRequestTopic, decodeControl, decodeEvents, encodeRequest, errorFromWire, frameType, isValidName, silentLogger, systemClock, toHeraldError, withDefaults, StatusFeed, type Clock, type Logger, type Transport, type Widened, type StartFrom , type TimerHandle , type EndpointConnectionOptions } from '@herald/protocol'
+import { AuthError, ClosedError, ConfigError, ErrorCode, FrameType, HeraldError, Link, RequestError, TypedEmitter, assertName, checkInt, clientClientId, clientKey, clientMessageTopic, clientRequestTopic, decodeControl, decodeEvents, encodeRequest, errorFromWire, frameType, isValidName, silentLogger, systemClock, toHeraldError, withDefaults, StatusFeed, type Clock, type Logger, type Transport, type Widened, type StartFrom , type StoredEvent, type TimerHandle , type EndpointConnectionOptions } from '@herald/protocol'
 import { ClientSubscription, type EventHandler } from './client-subscription.js'
 import { toHeraldEvent, type HeraldEvent } from './herald-event.js'
 import { MemoryPositionStore } from './positions/memory-position-store.js'
 import type { PositionStore } from './positions/position-store.js'
+import { attemptDelay, attemptPolicy, errorMessage, type BackoffPolicy } from './dead-letter-policy.js'
+import type { DeadLetter } from './positions/dead-letter-store.js'
 
 /** A position write: done when it returns, or when the promise resolves (an asynchronous store, e.g. IndexedDB). */
 type Write = void | Promise<void>
@@ -73,6 +75,14 @@ export interface SubscribeOptions<Tx = never> {
    * once a site change grants access ([SITE-RELOAD-5]). Default false: subscribe() rejects.
    */
   readonly waitForAccess?: boolean
+  /**
+   * [CLI-DEAD-1] Attempts of one event before it is given up on: recorded as a dead letter in the
+   * position store, with the position past it in the same write, and emitted as `deadLetter`.
+   * Default: none, retried forever ([CLI-RETRY-1]). Attempts are counted per run ([CLI-DEAD-3]).
+   */
+  readonly maxAttempts?: number
+  /** Delays between the attempts of one event. Default: the endpoint's retryInitialMs, retryMaxMs, factor 2. */
+  readonly backoff?: BackoffPolicy
 }
 
 /** What an entry gives the core: the transport to use, and (Node) transactional mode. */
@@ -100,6 +110,8 @@ export interface Subscription {
   readonly redelivered: number
   /** Handler failures retried. */
   readonly retries: number
+  /** Events given up on after `maxAttempts`, to the dead letters ([CLI-DEAD-1]). */
+  readonly deadLettered: number
   /** The position of the last committed event. */
   readonly position: number
   /**
@@ -118,7 +130,10 @@ export interface ClientStatus {
 
 export interface ClientEndpointEvents {
   status: (status: ClientStatus) => void
-  /** A handler threw; the same event is retried after `retryInMs` ([CLI-RETRY-1]). */
+  /**
+   * A handler threw; the same event is retried after `retryInMs` ([CLI-RETRY-1]). With `maxAttempts`,
+   * the last failed attempt is reported as `deadLetter` instead ([CLI-DEAD-1]).
+   */
   handlerError: (info: { key: string, event: HeraldEvent, error: unknown, attempt: number, retryInMs: number }) => void
   /**
    * The broker ended a subscription after it was active (e.g. its event was removed from the site),
@@ -127,6 +142,12 @@ export interface ClientEndpointEvents {
    * (`waitingForAccess`), and delivery goes on once access is granted again.
    */
   subscriptionError: (info: { key: string, error: HeraldError }) => void
+  /**
+   * [CLI-DEAD-1] An event was given up on after `attempts` failed attempts and is now dead letter
+   * `id`, the subscription went on past it; or (`retried`) a dead letter handed to the handler again
+   * ([CLI-DEAD-5]) failed again and stays one.
+   */
+  deadLetter: (info: { key: string, id: number, event: HeraldEvent, attempts: number, error: string, retried: boolean }) => void
   /**
    * A background failure, among them refused credentials ([CONN-AUTH-2]: an AuthError naming the
    * user, once per run of refusals; the endpoint goes on retrying). Emitted only when listened to:
@@ -161,6 +182,7 @@ export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointE
   private readonly platform: ClientEndpointPlatform<Tx>
   /** Position writes not waited for (commits after a handler), until they are done. */
   private readonly writes = new Set<Promise<void>>()
+  private deadLetteredCount = 0
 
   constructor (options: ClientEndpointCoreOptions, platform: ClientEndpointPlatform<Tx>) {
     super()
@@ -276,10 +298,17 @@ export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointE
     if (options.transaction !== undefined && tx === undefined) throw new ConfigError('subscribe: option "transaction" (transactional mode) needs the Node entry and a better-sqlite3 database')
     const positions = options.transaction === undefined || tx === undefined ? this.positions : tx.positions(options.transaction)
     const sub = new ClientSubscription<Tx>(key, eventName, services, start, window, handler, positions, options.transaction ?? null)
+    sub.attempts = attemptPolicy(options, { initialMs: this.opts.retryInitialMs, maxMs: this.opts.retryMaxMs }, positions.deadLetters)
     const recorded = positions.get(key)
     sub.committed = recorded?.position ?? 0
     sub.crashStarted = recorded?.started ?? null
     sub.waitForAccess = options.waitForAccess === true
+    if (positions.deadLetters?.list(key).some((l) => l.retry) === true) {
+      // [CLI-DEAD-5] retried dead letters first (only then does subscribe() take a turn before registering)
+      await this.retryDeadLetters(sub)
+      if (this.closed) throw new ClosedError('ClientEndpoint is closed')
+      if (this.subs.has(key)) throw new ConfigError(`subscribe: a subscription with key "${key}" exists already`)
+    }
     this.subs.set(key, sub)
     const settled = new Promise<void>((resolve, reject) => { sub.settle = { resolve, reject } })
     if (this.link.online) this.resubscribe(sub)
@@ -299,6 +328,7 @@ export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointE
       get delivered () { return sub.delivered },
       get redelivered () { return sub.redelivered },
       get retries () { return sub.retries },
+      get deadLettered () { return sub.deadLettered },
       get position () { return sub.committed },
       get waitingForAccess () { return sub.waitingForAccess },
       unsubscribe: async () => {
@@ -505,6 +535,7 @@ export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointE
             sub.reservedAt = this.clock.now()
           }
         }
+        let gaveUp = false
         for (let attempt = 1; ; attempt++) {
           const event = toHeraldEvent(e, item.ageAtSend + (this.clock.now() - item.arrivedAt), redelivered)
           try {
@@ -513,7 +544,13 @@ export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointE
             break
           } catch (error) {
             if (error instanceof ConfigError) throw error
-            const retryInMs = backoffDelay(attempt - 1, { initialMs: this.opts.retryInitialMs, maxMs: this.opts.retryMaxMs }, this.random)
+            if (sub.attempts?.maxAttempts != null && attempt >= sub.attempts.maxAttempts) {
+              // [CLI-DEAD-1] the last attempt failed: a dead letter, and the position past it, in one write
+              if (!this.giveUp(sub, e, event, attempt, error)) return
+              gaveUp = true
+              break
+            }
+            const retryInMs = attemptDelay(attempt, sub.attempts ?? { maxAttempts: null, initialMs: this.opts.retryInitialMs, maxMs: this.opts.retryMaxMs, factor: 2 }, this.random)
             sub.retries++
             // [CLI-RETRY-1] never skipped: reported and retried with backoff
             if (this.listenerCount('handlerError') > 0) this.emit('handlerError', { key: sub.key, event, error, attempt, retryInMs })
@@ -528,6 +565,10 @@ export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointE
           }
         }
         if (sub.crashStarted !== null && e.position >= sub.crashStarted) sub.crashStarted = null
+        if (gaveUp) {
+          commit(e.position) // written by giveUp() with the dead letter
+          continue
+        }
         sub.delivered++
         if (redelivered) sub.redelivered++
         if (sub.transaction !== null) commit(e.position)
@@ -537,6 +578,85 @@ export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointE
     } finally {
       if (pending !== null) commitNow(pending)
     }
+  }
+
+  /**
+   * [CLI-DEAD-2] Records the dead letter with the position past it (in transactional mode in the
+   * application's database, one transaction). False: the store is full ([CLI-DEAD-4]) or the write
+   * failed, and the subscription is stopped at the event, which stays to be delivered on the next start.
+   */
+  private giveUp (sub: ClientSubscription<Tx>, e: StoredEvent, event: HeraldEvent, attempts: number, error: unknown): boolean {
+    const store = sub.positions.deadLetters
+    if (store === undefined) throw new ConfigError('maxAttempts needs a position store that keeps dead letters')
+    const started = sub.crashStarted !== null && sub.crashStarted > e.position ? sub.crashStarted : null
+    const message = errorMessage(error)
+    let id: number
+    try {
+      id = store.add({ key: sub.key, event: e, attempts, lastError: message, deadAt: this.clock.now(), age: event.age }, e.position, started)
+    } catch (err) {
+      const stopped = toHeraldError(err)
+      sub.closed = true
+      if (sub.wireId !== 0) {
+        this.link.send(this.reqTopic, encodeRequest({ op: 'unsub', sub: sub.wireId }))
+        this.wire.delete(sub.wireId)
+        sub.wireId = 0
+      }
+      this.subs.delete(sub.key)
+      this.emit('subscriptionError', { key: sub.key, error: stopped })
+      return false
+    }
+    sub.deadLettered++
+    this.deadLetteredCount++
+    if (this.listenerCount('deadLetter') > 0) this.emit('deadLetter', { key: sub.key, id, event, attempts, error: message, retried: false })
+    else this.logger.warn({ key: sub.key, position: e.position, id, attempts, err: message }, 'handler failed its last attempt; event dead-lettered')
+    return true
+  }
+
+  /**
+   * [CLI-DEAD-5] Before a subscription's first event: each of its dead letters marked for retry is
+   * handed to the handler once, flagged redelivered (outside transactional mode: it ran before); done,
+   * it is deleted (in transactional mode in the handler's transaction); failed again, it stays.
+   */
+  private async retryDeadLetters (sub: ClientSubscription<Tx>): Promise<void> {
+    const store = sub.positions.deadLetters
+    if (store === undefined) return
+    for (const letter of store.list(sub.key)) {
+      if (!letter.retry || this.closed) continue
+      const e = letter.event
+      // [EVT-AGE-1] its age when given up, plus the time since, both by this client's clock
+      const event = toHeraldEvent(e, letter.age + Math.max(0, this.clock.now() - letter.deadAt), sub.transaction === null)
+      try {
+        if (sub.transaction !== null) {
+          const tx = this.platform.transactions
+          if (tx === undefined) throw new ConfigError('transactional mode needs the Node entry')
+          tx.run(sub.transaction, () => {
+            const r = sub.handler(event) as unknown
+            if (r !== undefined && typeof (r as { then?: unknown }).then === 'function') throw new ConfigError(`subscription "${sub.key}": a transactional handler must be synchronous (it returned a promise)`)
+            store.discard(letter.id)
+          })
+        } else {
+          await sub.handler(event)
+          store.discard(letter.id)
+        }
+        sub.delivered++
+        if (event.redelivered) sub.redelivered++
+      } catch (error) {
+        if (error instanceof ConfigError) throw error
+        this.failedRetry(sub, letter, event, error)
+      }
+    }
+  }
+
+  private failedRetry (sub: ClientSubscription<Tx>, letter: DeadLetter, event: HeraldEvent, error: unknown): void {
+    const message = errorMessage(error)
+    sub.positions.deadLetters?.failed(letter.id, message, this.clock.now())
+    if (this.listenerCount('deadLetter') > 0) this.emit('deadLetter', { key: sub.key, id: letter.id, event, attempts: letter.attempts + 1, error: message, retried: true })
+    else this.logger.warn({ key: sub.key, id: letter.id, err: message }, 'dead letter retried and failed again')
+  }
+
+  /** Events given up on to dead letters since the endpoint was made ([CLI-DEAD-1]). */
+  get deadLettered (): number {
+    return this.deadLetteredCount
   }
 
   /** [CLI-TX-1] the handler's writes and the position commit in one transaction. */

@@ -2,6 +2,7 @@
 import type { StartFrom, StoredEvent } from '@herald/protocol'
 import type { HeraldEvent } from './herald-event.js'
 import type { PositionStore } from './positions/position-store.js'
+import type { AttemptPolicy } from './dead-letter-policy.js'
 
 /** A handler: runs one event at a time per subscription, in order. Throwing means "retry this event". */
 export type EventHandler = (event: HeraldEvent) => void | Promise<void>
@@ -37,6 +38,10 @@ export class ClientSubscription<Tx = never> {
   delivered = 0
   redelivered = 0
   retries = 0
+  /** Events given up on, to the dead letters ([CLI-DEAD-1]). */
+  deadLettered = 0
+  /** subscribe() options `maxAttempts` and `backoff`; set by subscribe(). */
+  attempts: AttemptPolicy | null = null
   /** While a failed handler waits for its retry: ends the wait now (close, unsubscribe). */
   stopRetryWait: (() => void) | null = null
   private idleWaiters: Array<() => void> = []

@@ -7,9 +7,11 @@
 import { ConfigError } from '@herald/protocol'
 import { ClientEndpointCore, type ClientEndpointCoreOptions, type ClientEndpointPlatform } from '../client-endpoint-core.js'
 import { defaultBrowserTransport } from './default-transport.js'
+import type { BackoffPolicy } from '../dead-letter-policy.js'
 
 export { CLIENT_ENDPOINT_DEFAULTS, type ClientEndpointEvents, type ClientStatus, type Subscription } from '../client-endpoint-core.js'
 export type { EventHandler } from '../client-subscription.js'
+export type { BackoffPolicy } from '../dead-letter-policy.js'
 export type { HeraldEvent } from '../herald-event.js'
 export type { PositionStore, SubscriptionPosition } from '../positions/position-store.js'
 export { MemoryPositionStore } from '../positions/memory-position-store.js'
@@ -28,6 +30,12 @@ export interface SubscribeOptions {
   readonly start?: 'all' | 'new'
   readonly key?: string
   readonly window?: number
+  /**
+   * [CLI-DEAD-1] With a MemoryPositionStore only: IndexedDbPositionStore keeps no dead letters and
+   * `subscribe()` refuses it with a ConfigError ([CLI-DEAD-6]).
+   */
+  readonly maxAttempts?: number
+  readonly backoff?: BackoffPolicy
 }
 
 const browserPlatform: ClientEndpointPlatform<never> = {

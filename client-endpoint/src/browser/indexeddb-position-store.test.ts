@@ -4,7 +4,9 @@
 import 'fake-indexeddb/auto'
 import { IDBFactory } from 'fake-indexeddb'
 import { describe, it, expect } from 'vitest'
-import { ErrorCode } from '@herald/protocol'
+import { ConfigError, ErrorCode } from '@herald/protocol'
+import { MemoryTransport } from '@herald/protocol/testing'
+import { ClientEndpoint, MemoryPositionStore, type PositionStore } from './index.js'
 import { describePositionStoreConformance } from '../testing/position-store-conformance.js'
 import { IndexedDbPositionStore } from './indexeddb-position-store.js'
 
@@ -109,3 +111,20 @@ class FakeLockManager {
     })
   }
 }
+
+describe('IndexedDbPositionStore and maxAttempts ([CLI-DEAD-6])', () => {
+  it('keeps no dead letters: the browser endpoint refuses maxAttempts with it, with a ConfigError; accepts it with the memory store', async () => {
+    const store = await IndexedDbPositionStore.open({ clientKey: 'alice/console', indexedDB: new IDBFactory(), locks: null })
+    expect((store as PositionStore).deadLetters).toBeUndefined()
+    const ep = new ClientEndpoint({ url: 'ws://broker.invalid:8080/mqtt', clientName: 'console', user: 'alice', password: 'alice-password-1', positions: store, transport: new MemoryTransport() })
+    const err = await ep.subscribe('alarms', { maxAttempts: 3 }, () => {}).catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(ConfigError)
+    expect((err as ConfigError).message).toMatch(/"maxAttempts" needs a position store that keeps dead letters/)
+    await ep.close()
+    const mem = new ClientEndpoint({ url: 'ws://broker.invalid:8080/mqtt', clientName: 'console', user: 'alice', password: 'alice-password-1', positions: new MemoryPositionStore(), transport: new MemoryTransport() })
+    const pending = mem.subscribe('alarms', { maxAttempts: 3 }, () => {})
+    await mem.close()
+    // refused only for closing, not for the option
+    await expect(pending).rejects.toMatchObject({ code: ErrorCode.CLOSED })
+  })
+})

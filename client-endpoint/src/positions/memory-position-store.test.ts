@@ -1,5 +1,6 @@
 import { describe, it, expect } from 'vitest'
 import { describePositionStoreConformance } from '../testing/position-store-conformance.js'
+import { describeDeadLetterStoreConformance } from '../testing/dead-letter-store-conformance.js'
 import { MemoryPositionStore } from './memory-position-store.js'
 
 describePositionStoreConformance('memory', async () => ({ store: new MemoryPositionStore(), cleanup: async () => {} }))
@@ -13,3 +14,5 @@ describe('MemoryPositionStore', () => {
     expect(store.get('a')).toBeNull()
   })
 })
+
+describeDeadLetterStoreConformance('memory', async (maxDeadLetters) => ({ store: new MemoryPositionStore({ maxDeadLetters }), cleanup: async () => {} }))

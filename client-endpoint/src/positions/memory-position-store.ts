@@ -1,9 +1,23 @@
 /** Positions in memory: a restarted client starts over (from everything the broker holds, or new events). */
 import type { PositionStore, SubscriptionPosition } from './position-store.js'
+import { MemoryDeadLetters } from './dead-letter-store.js'
+
+export interface MemoryPositionStoreOptions {
+  /** Most dead letters kept ([CLI-DEAD-4]), in memory, lost with the process. Default 10,000. */
+  readonly maxDeadLetters?: number
+}
 
 export class MemoryPositionStore implements PositionStore {
   readonly durable = false
   private readonly map = new Map<string, { position: number, started: number | null }>()
+  readonly deadLetters: MemoryDeadLetters
+
+  constructor (options: MemoryPositionStoreOptions = {}) {
+    this.deadLetters = new MemoryDeadLetters(options.maxDeadLetters, (key, position, started) => {
+      if (started === null) this.commit(key, position)
+      else this.advance(key, position, started)
+    })
+  }
 
   get (key: string): SubscriptionPosition | null {
     const r = this.map.get(key)
@@ -31,5 +45,6 @@ export class MemoryPositionStore implements PositionStore {
 
   close (): void {
     this.map.clear()
+    this.deadLetters.clear()
   }
 }

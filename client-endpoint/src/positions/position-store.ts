@@ -4,6 +4,7 @@
  * O(subscriptions), never O(events). Every backend passes `describePositionStoreConformance`.
  */
 import type { HeraldError } from '@herald/protocol'
+import type { DeadLetterStore } from './dead-letter-store.js'
 
 /** What is recorded for one subscription key. */
 export interface SubscriptionPosition {
@@ -51,6 +52,11 @@ export interface PositionStore {
   reserve? (key: string, upTo: number): void | Promise<void>
   /** Whether records survive a restart. */
   readonly durable: boolean
+  /**
+   * [CLI-DEAD-1] Where dead letters go, for a store that keeps them (SQLite, memory); without it a
+   * subscription with `maxAttempts` is refused ([CLI-DEAD-6]).
+   */
+  readonly deadLetters?: DeadLetterStore
   /**
    * [CLI-BROWSER-3] For a store that can be taken away while open (another tab took its lock):
    * resolves with the error when that happened. The endpoint then stops and reports it.

@@ -8,6 +8,10 @@ import Database from 'better-sqlite3'
 import { PersistenceError, ConfigError } from '@herald/protocol'
 import { ensurePrivateSqliteFileSync } from '@herald/node-runtime'
 import type { PositionStore, SubscriptionPosition } from './position-store.js'
+import { POSITIONS_SCHEMA_VERSION, SqliteDeadLetters } from './sqlite-dead-letters.js'
+
+export { POSITIONS_SCHEMA_VERSION }
+import { checkMaxDeadLetters } from './dead-letter-store.js'
 
 /** What a SqlitePositionStore survives ([CLI-POS-3], [CLI-POS-5]). */
 export const PositionDurability = Object.freeze({
@@ -37,6 +41,11 @@ export interface SqlitePositionStoreOptions {
    * `/proc/sys/kernel/random/boot_id`, elsewhere the boot time to the minute. For tests.
    */
   readonly bootId?: string
+  /**
+   * Most dead letters kept in `<table>_dead` ([CLI-DEAD-4]); past it a subscription stops at the
+   * event it would give up on, with a PersistenceError CAPACITY_EXCEEDED. Default 10,000.
+   */
+  readonly maxDeadLetters?: number
 }
 
 let osBoot: string | null = null
@@ -78,6 +87,8 @@ export class SqlitePositionStore implements PositionStore {
   private readonly commitStmt: Database.Statement<[string, number]>
   private readonly advanceStmt: Database.Statement<[string, number, number]>
   private readonly reserveStmt: Database.Statement<[string, number]>
+  /** [CLI-DEAD-2] in the same database, written with the position that moves past the event. */
+  readonly deadLetters: SqliteDeadLetters
 
   constructor (options: SqlitePositionStoreOptions) {
     const table = options.table ?? 'herald_positions'
@@ -87,12 +98,15 @@ export class SqlitePositionStore implements PositionStore {
       throw new ConfigError(`SqlitePositionStore: option "durability" must be "power-loss" or "process-crash", got ${JSON.stringify(durability)}`)
     }
     this.durability = durability
+    checkMaxDeadLetters('SqlitePositionStore', options.maxDeadLetters)
     const bootId = options.bootId ?? currentBootId()
     if (typeof bootId !== 'string' || bootId.length === 0 || bootId.length > 200) throw new ConfigError('SqlitePositionStore: option "bootId" must be a string of 1 to 200 characters')
+    let ownDb: Database.Database | null = null
     try {
       if (typeof options.database === 'string') {
         ensurePrivateSqliteFileSync(options.database) // [FILES-PRIVATE-1] 0600 before SQLite creates -wal/-shm from its mode
-        this.db = new Database(options.database)
+        ownDb = new Database(options.database)
+        this.db = ownDb
         this.db.pragma('locking_mode = EXCLUSIVE')
         this.db.pragma('page_size = 512') // a new file only; an existing one keeps its page size
         this.db.pragma('journal_mode = WAL')
@@ -102,6 +116,13 @@ export class SqlitePositionStore implements PositionStore {
         this.db = options.database
         this.owned = false
       }
+      // [CLI-DEAD-8] the schema's version, in a table of its own (the application's database keeps
+      // its user_version): a file from a newer Herald is refused rather than half understood
+      this.db.exec(`CREATE TABLE IF NOT EXISTS ${table}_schema (id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL)`)
+      const version = this.db.prepare(`SELECT version FROM ${table}_schema WHERE id = 1`).pluck().get() as number | undefined
+      if (version !== undefined && version > POSITIONS_SCHEMA_VERSION) throw new PersistenceError(`the positions were written by a newer Herald (schema version ${version}; this one knows up to ${POSITIONS_SCHEMA_VERSION})`)
+      // the migrations are idempotent, so a crash between them is harmless: version 1 (none
+      // recorded) the positions and boot tables, with the columns added since; version 2 dead letters
       this.db.exec(`CREATE TABLE IF NOT EXISTS ${table} (key TEXT PRIMARY KEY, position INTEGER NOT NULL, started INTEGER, reserved INTEGER, reservations INTEGER) WITHOUT ROWID`)
       const columns = (this.db.pragma(`table_info(${table})`) as Array<{ name: string }>).map((c) => c.name)
       if (!columns.includes('reserved')) this.db.exec(`ALTER TABLE ${table} ADD COLUMN reserved INTEGER`) // a file from before [CLI-POS-5]
@@ -115,6 +136,11 @@ export class SqlitePositionStore implements PositionStore {
       // syncs nothing) for an update that leaves the page as it was, e.g. the same reservation as
       // one a killed process wrote but had not synced yet
       this.reserveStmt = this.db.prepare(`INSERT INTO ${table} (key, position, reserved, reservations) VALUES (?, 0, ?, 1) ON CONFLICT(key) DO UPDATE SET reserved = excluded.reserved, reservations = coalesce(reservations, 0) + 1`)
+      this.deadLetters = new SqliteDeadLetters(this.db, table, options.maxDeadLetters, (key, position, started) => {
+        if (started === null) this.commitStmt.run(key, position)
+        else this.advanceStmt.run(key, position, started)
+      })
+      if (version !== POSITIONS_SCHEMA_VERSION) this.db.prepare(`INSERT INTO ${table}_schema (id, version) VALUES (1, ?) ON CONFLICT(id) DO UPDATE SET version = excluded.version`).run(POSITIONS_SCHEMA_VERSION)
       const recorded = this.db.prepare(`SELECT boot FROM ${table}_boot WHERE id = 1`).pluck().get() as string | undefined
       if (recorded !== bootId) {
         // [CLI-POS-5] a new boot: the writes after the last fsync may be lost, so every reserved
@@ -126,6 +152,8 @@ export class SqlitePositionStore implements PositionStore {
         this.durably(() => { afterBoot() })
       }
     } catch (err) {
+      // a file it opened itself is closed again: it would otherwise stay locked for this process
+      if (ownDb?.open === true) ownDb.close()
       const where = typeof options.database === 'string' ? options.database : 'the given database'
       throw new PersistenceError(`cannot open positions in ${where}: ${(err as Error).message}`, { cause: err })
     }

@@ -1,1 +1,2 @@
 export * from './position-store-conformance.js'
+export * from './dead-letter-store-conformance.js'
