@@ -3,6 +3,7 @@
  * `describeEventStoreConformance` in `../testing/`.
  */
 import type { Category, RaisedEvent, StoredEvent } from '@herald/protocol'
+import type { Gap, GapQuery } from './removal-log.js'
 
 /** What the store needs to know of an event name to bound its queues. */
 export interface QueueLimits {
@@ -163,6 +164,14 @@ export interface EventStore {
   storedByEvent? (): Map<string, number>
   /** Null while the store is open and its last commit succeeded, else why not (for /readyz; optional). */
   problem? (): string | null
+  /**
+   * [CLI-GAP-1] The removal epoch of `event`: it changes whenever events of that name are pushed out
+   * or expired (deleted), 0 while none were since the store was opened. Optional: without it and
+   * `gap`, no gap notices.
+   */
+  removalEpoch? (event: string): number
+  /** [CLI-GAP-2] What a subscription missed among the removals after `query.sinceEpoch`, or null. */
+  gap? (query: GapQuery): Gap | null
   /** Sets (or with null clears) the observer of commit latencies (for metrics; optional). */
   observeCommits? (observer: CommitObserver | null): void
 }

@@ -4,6 +4,7 @@
  */
 import { Category, ClosedError, ConfigError, type StoredEvent } from '@herald/protocol'
 import type { AppendBatch, AppendResult, EventCounters, EventStore, LimitsOf, ReadQuery } from './event-store.js'
+import { RemovalLog, type Gap, type GapQuery } from './removal-log.js'
 import { capOf, checkBatch, checkMaxDedupKeys, countFor, expiresAtOf, NO_RECIPIENT, recipientKeyOf, snapshotCounters, storedFrom } from './event-store-rules.js'
 
 /** What a MemoryEventStore is built from. */
@@ -42,6 +43,8 @@ export class MemoryEventStore implements EventStore {
   #head = 0
   #count = 0
   #closed = false
+  /** [CLI-GAP-1] what was pushed out or expired, for gap notices. */
+  readonly #removals = new RemovalLog()
 
   constructor (options: MemoryEventStoreOptions) {
     if (typeof options?.limitsOf !== 'function') throw new ConfigError('MemoryEventStore: option "limitsOf" must be a function')
@@ -58,43 +61,48 @@ export class MemoryEventStore implements EventStore {
     let duplicates = 0
     let expired = 0
     let nullsDropped = 0
-    for (let i = 0; i < batch.events.length; i++) {
-      const e = batch.events[i]!
-      const lim = limits[i]!
-      // [STORE-DEDUP-1]
-      if (e.seq <= last) { duplicates++; continue }
-      last = e.seq
-      if (e.key !== undefined) {
-        // [STORE-DEDUP-2] a key seen before: handled, not stored; a new one is remembered, oldest forgotten
-        let keys = this.#keys.get(key)
-        if (keys === undefined) this.#keys.set(key, keys = new Set<string>())
-        if (keys.has(e.key)) { duplicates++; continue }
-        keys.add(e.key)
-        if (keys.size > this.#maxDedupKeys) keys.delete(keys.values().next().value as string)
+    this.#removals.begin()
+    try {
+      for (let i = 0; i < batch.events.length; i++) {
+        const e = batch.events[i]!
+        const lim = limits[i]!
+        // [STORE-DEDUP-1]
+        if (e.seq <= last) { duplicates++; continue }
+        last = e.seq
+        if (e.key !== undefined) {
+          // [STORE-DEDUP-2] a key seen before: handled, not stored; a new one is remembered, oldest forgotten
+          let keys = this.#keys.get(key)
+          if (keys === undefined) this.#keys.set(key, keys = new Set<string>())
+          if (keys.has(e.key)) { duplicates++; continue }
+          keys.add(e.key)
+          if (keys.size > this.#maxDedupKeys) keys.delete(keys.values().next().value as string)
+        }
+        const expiresAt = expiresAtOf(lim, batch.receivedAt, e.age)
+        if (expiresAt !== null && expiresAt <= batch.receivedAt) {
+          // [STORE-EXPIRE-2] handled, never stored
+          expired++
+          countFor(this.#counters, e.name, 'expiredOnArrival')
+          continue
+        }
+        if (e.isNull && this.#storedIsNull(batch.serviceId, e.name)) {
+          // [STORE-REPLACE-2] null over null says nothing new
+          nullsDropped++
+          countFor(this.#counters, e.name, 'nullsDropped')
+          continue
+        }
+        // a copy of the payload, so the caller's buffer can be reused
+        const s = storedFrom(e, new Uint8Array(e.payload), {
+          position: ++this.#head, // [STORE-POS-1]
+          serviceId: batch.serviceId,
+          instance: batch.instance,
+          receivedAt: batch.receivedAt,
+          expiresAt
+        })
+        this.#insert(s, capOf(lim), batch.receivedAt)
+        stored.push(s)
       }
-      const expiresAt = expiresAtOf(lim, batch.receivedAt, e.age)
-      if (expiresAt !== null && expiresAt <= batch.receivedAt) {
-        // [STORE-EXPIRE-2] handled, never stored
-        expired++
-        countFor(this.#counters, e.name, 'expiredOnArrival')
-        continue
-      }
-      if (e.isNull && this.#storedIsNull(batch.serviceId, e.name)) {
-        // [STORE-REPLACE-2] null over null says nothing new
-        nullsDropped++
-        countFor(this.#counters, e.name, 'nullsDropped')
-        continue
-      }
-      // a copy of the payload, so the caller's buffer can be reused
-      const s = storedFrom(e, new Uint8Array(e.payload), {
-        position: ++this.#head, // [STORE-POS-1]
-        serviceId: batch.serviceId,
-        instance: batch.instance,
-        receivedAt: batch.receivedAt,
-        expiresAt
-      })
-      this.#insert(s, capOf(lim), batch.receivedAt)
-      stored.push(s)
+    } finally {
+      this.#removals.end()
     }
     this.#seqs.set(key, Math.max(last, batch.handledUpTo))
     return { stored, duplicates, lastSeq: Math.max(last, batch.handledUpTo), expired, nullsDropped }
@@ -136,12 +144,30 @@ export class MemoryEventStore implements EventStore {
 
   async purgeExpired (now: number): Promise<number> {
     this.#checkOpen()
+    this.#removals.begin()
+    try {
+      return this.#purgeNow(now)
+    } finally {
+      this.#removals.end()
+    }
+  }
+
+  removalEpoch (event: string): number {
+    return this.#removals.epochOf(event)
+  }
+
+  gap (query: GapQuery): Gap | null {
+    return this.#removals.gap(query)
+  }
+
+  #purgeNow (now: number): number {
     let n = 0
     for (const events of this.#byEvent.values()) {
       for (const e of events.values()) {
         if (e.expiresAt !== null && e.expiresAt <= now) {
           this.#remove(e)
           countFor(this.#counters, e.name, 'expired')
+          this.#removals.record(e.serviceId, e.name, e.recipient ?? null, e.position, 'expired')
           n++
         }
       }
@@ -191,6 +217,7 @@ export class MemoryEventStore implements EventStore {
       this.#remove(old)
       const kind = old.expiresAt !== null && old.expiresAt <= now ? 'expired' : old.category === Category.replacing ? 'replaced' : 'pushedOut'
       countFor(this.#counters, old.name, kind)
+      if (kind !== 'replaced') this.#removals.record(old.serviceId, old.name, old.recipient ?? null, old.position, kind)
     }
   }
 

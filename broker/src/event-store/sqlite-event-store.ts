@@ -34,6 +34,7 @@ import { WalCheckpointer, SqliteSynchronous } from '@herald/node-runtime'
 import { DEDUP_KEY_DEFAULTS } from './event-store.js'
 import type { AppendBatch, AppendResult, CommitObserver, EventCounters, EventStore, LimitsOf, QueueLimits, ReadQuery } from './event-store.js'
 import { capOf, checkBatch, checkMaxDedupKeys, countFor, expiresAtOf, NO_RECIPIENT, recipientKeyOf, snapshotCounters, storedFrom } from './event-store-rules.js'
+import { RemovalLog, type Gap, type GapQuery, type RemovalReason } from './removal-log.js'
 
 /** How each commit reaches the disk. */
 export { SqliteSynchronous }
@@ -125,6 +126,8 @@ interface FlushOutcome {
   counted: Map<string, EventCounters>
   /** Keys added per (service, instance) ([STORE-DEDUP-2]). */
   keys: Map<string, KeyDelta>
+  /** Rows pushed out (not replaced), for gap notices ([CLI-GAP-1]). */
+  removals: Array<[service: string, event: string, recipient: string, position: number, reason: RemovalReason]>
 }
 
 function queueKey (service: string, event: string, recipient: string): string {
@@ -195,6 +198,8 @@ export class SqliteEventStore implements EventStore {
   readonly #nullHeads = new Set<string>()
   /** Per event name, what the store dropped since it was opened. */
   readonly #counters = new Map<string, EventCounters>()
+  /** [CLI-GAP-1] what was pushed out or expired, for gap notices. */
+  readonly #removals = new RemovalLog()
   #head = 0
   #count = 0
   /** Every stored event with position > #recentFloor, in position order; null where since deleted. */
@@ -223,7 +228,7 @@ export class SqliteEventStore implements EventStore {
   readonly #readServices: Database.Statement
   readonly #purge: Database.Statement
   readonly #flushTxn: (pending: readonly Pending[]) => FlushOutcome
-  readonly #purgeTxn: (now: number) => { removed: Map<string, number>, gone: number[], byName: Map<string, number> }
+  readonly #purgeTxn: (now: number) => { removed: Map<string, number>, gone: number[], byName: Map<string, number>, rows: FlushOutcome['removals'] }
 
   /** Use `createSqliteEventStore`; takes ownership of `db`. */
   constructor (db: Database.Database, opts: Required<SqliteEventStoreOptions>) {
@@ -331,6 +336,7 @@ export class SqliteEventStore implements EventStore {
         removed = out.removed
         this.#forgetRecent(out.gone)
         for (const [name, n] of out.byName) countFor(this.#counters, name, 'expired', n)
+        this.#recordRemovals(out.rows)
       } catch (err) {
         this.#logger.error({ err, path: this.#path }, 'event store purge failed')
         throw new PersistenceError(`event store: purging expired events failed: ${(err as Error).message}`, { cause: err })
@@ -438,6 +444,7 @@ export class SqliteEventStore implements EventStore {
     }
     for (const r of out.results) this.#remember(r.stored)
     this.#forgetRecent(out.gone)
+    this.#recordRemovals(out.removals)
     for (let i = 0; i < pending.length; i++) pending[i]!.resolve(out.results[i]!)
   }
 
@@ -518,6 +525,7 @@ export class SqliteEventStore implements EventStore {
     // oldest extras at the end leaves the same rows as deleting after each insert.
     let removed = 0
     const gone: number[] = []
+    const removals: FlushOutcome['removals'] = []
     for (const q of queues.values()) {
       if (q.count <= q.cap) continue
       const rows = this.#pushOut.all(q.service, q.event, q.recipient, q.count - q.cap) as Array<[position: number, expiresAt: number | null]>
@@ -525,7 +533,9 @@ export class SqliteEventStore implements EventStore {
       removed += rows.length
       for (const [p, expiresAt] of rows) {
         gone.push(p)
-        countFor(counted, q.event, expiresAt !== null && expiresAt <= now ? 'expired' : q.replacing ? 'replaced' : 'pushedOut')
+        const kind = expiresAt !== null && expiresAt <= now ? 'expired' : q.replacing ? 'replaced' : 'pushedOut'
+        countFor(counted, q.event, kind)
+        if (kind !== 'replaced') removals.push([q.service, q.event, q.recipient, p, kind])
       }
     }
     for (const s of seqs.values()) {
@@ -549,21 +559,39 @@ export class SqliteEventStore implements EventStore {
     }
     if (head !== this.#head) this.#putHead.run(head)
     this.#writtenAt = performance.now()
-    return { results, head, seqs, queues, added, removed, gone, nulls, counted, keys: keyDeltas }
+    return { results, head, seqs, queues, added, removed, gone, nulls, counted, keys: keyDeltas, removals }
+  }
+
+  /** After a commit: the rows it pushed out or purged go to the removal log ([CLI-GAP-1]). */
+  #recordRemovals (rows: FlushOutcome['removals']): void {
+    if (rows.length === 0) return
+    this.#removals.begin()
+    for (const [service, event, recipient, position, reason] of rows) this.#removals.record(service, event, recipient === NO_RECIPIENT ? null : recipient, position, reason)
+    this.#removals.end()
+  }
+
+  removalEpoch (event: string): number {
+    return this.#removals.epochOf(event)
+  }
+
+  gap (query: GapQuery): Gap | null {
+    return this.#removals.gap(query)
   }
 
   /** Runs inside a purge transaction: deletes up to PURGE_CHUNK expired rows; returns rows per queue. */
-  #purgeChunk (now: number): { removed: Map<string, number>, gone: number[], byName: Map<string, number> } {
+  #purgeChunk (now: number): { removed: Map<string, number>, gone: number[], byName: Map<string, number>, rows: FlushOutcome['removals'] } {
     const removed = new Map<string, number>()
     const byName = new Map<string, number>()
     const gone: number[] = []
+    const rows: FlushOutcome['removals'] = []
     for (const [service, event, recipient, position] of this.#purge.iterate(now) as IterableIterator<[string, string, string, number]>) {
       const key = queueKey(service, event, recipient)
       removed.set(key, (removed.get(key) ?? 0) + 1)
       byName.set(event, (byName.get(event) ?? 0) + 1)
       if (position > this.#recentFloor) gone.push(position)
+      rows.push([service, event, recipient, position, 'expired'])
     }
-    return { removed, gone, byName }
+    return { removed, gone, byName, rows }
   }
 
   /** Adds committed events (in position order, above every recent one) to the recent events. */

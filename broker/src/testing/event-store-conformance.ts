@@ -554,6 +554,48 @@ export function describeEventStoreConformance (name: string, factory: EventStore
       })
     })
 
+    describe('[CLI-GAP-1] removals for gap notices', () => {
+      const gapOf = (event: string, extra: { after?: number, services?: ReadonlySet<string> | null, recipient?: string | null, sinceEpoch?: number } = {}): ReturnType<NonNullable<EventStore['gap']>> =>
+        (store.gap as NonNullable<EventStore['gap']>).call(store, { event, after: extra.after ?? 0, services: extra.services ?? null, recipient: extra.recipient ?? null, sinceEpoch: extra.sinceEpoch ?? 0 })
+
+      it('counts the events pushed out above a position, per service, exactly; none below it or for other names', async () => {
+        const max = limits('temp').maxQueueSize
+        expect(store.removalEpoch?.('temp')).toBe(0)
+        expect(gapOf('temp')).toBe(null)
+        const first = await store.append(batch('a', 'i1', evs(1, 3, 'temp')))
+        await store.append(batch('a', 'i1', evs(4, max + 7, 'temp')))
+        await store.append(batch('b', 'i1', evs(1, 2, 'temp')))
+        const epoch = store.removalEpoch?.('temp') ?? 0
+        expect(epoch).toBeGreaterThan(0)
+        expect(store.removalEpoch?.('log')).toBe(0)
+        const stored = await store.read(query('temp'))
+        const gap = gapOf('temp')
+        expect(gap).toEqual({ event: 'temp', services: ['a'], missed: 7, exact: true, pushedOut: 7, expired: 0, upTo: (stored[0] as StoredEvent).position - 1 })
+        // a subscription that had the first 3 missed the next 4, but those went in the same commit as the
+        // first 3: the store knows the run's bounds, not each position, so it says "at least 1"
+        expect(gapOf('temp', { after: (first.stored[2] as StoredEvent).position })).toMatchObject({ missed: 1, exact: false })
+        // one that had all 7 missed nothing
+        expect(gapOf('temp', { after: (stored[0] as StoredEvent).position - 1 })).toBe(null)
+        expect(gapOf('temp', { services: new Set(['b']) })).toBe(null)
+        // nothing new since the epoch it saw: no gap
+        expect(gapOf('temp', { sinceEpoch: epoch })).toBe(null)
+        // replaced instances are no gap
+        await store.append(batch('a', 'i1', evs(1, 3, 'door')))
+        expect(gapOf('door')).toBe(null)
+      })
+
+      it('counts purged events as expired, and private push-outs per recipient', async () => {
+        const life = limits('blip').lifetimeMs!
+        await store.append(batch('svc', 'i1', evs(1, 3, 'blip'), { receivedAt: T0 }))
+        expect(await store.purgeExpired(T0 + life)).toBe(3)
+        expect(gapOf('blip')).toMatchObject({ missed: 3, exact: true, pushedOut: 0, expired: 3, services: ['svc'] })
+        const max = limits('msg').maxPerRecipient
+        await store.append(batch('a', 'i1', evs(1, max + 2, 'msg', { recipient: 'alice/phone' })))
+        expect(gapOf('msg', { recipient: 'alice/phone' })).toMatchObject({ missed: 2, pushedOut: 2 })
+        expect(gapOf('msg', { recipient: 'bob/pc' })).toBe(null)
+      })
+    })
+
     describe('read filters and paging', () => {
       it('a services filter returns up to `limit` matching events, skipping the others', async () => {
         // a and c are spread out between many b's
