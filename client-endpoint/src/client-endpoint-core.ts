@@ -100,6 +100,9 @@ export interface Subscription {
   readonly redelivered: number
   /** Handler failures retried. */
   readonly retries: number
+  /** Gap notices received since subscribe() ([CLI-GAP-3]), and the events they said were missed. */
+  readonly gaps: number
+  readonly missed: number
   /** The position of the last committed event. */
   readonly position: number
   /**
@@ -128,11 +131,34 @@ export interface ClientEndpointEvents {
    */
   subscriptionError: (info: { key: string, error: HeraldError }) => void
   /**
+   * [CLI-GAP-3] Events of a subscription were removed at the broker (pushed out past the queue's
+   * bound, or expired) before it was sent them: they will never come. Emitted before the events after
+   * the gap are handed to the handler. `missed` is exact when `exact`, else a lower bound.
+   */
+  gap: (info: GapInfo) => void
+  /**
    * A background failure, among them refused credentials ([CONN-AUTH-2]: an AuthError naming the
    * user, once per run of refusals; the endpoint goes on retrying). Emitted only when listened to:
    * without a listener the error is logged at error level on the endpoint's logger, never thrown.
    */
   error: (error: HeraldError) => void
+}
+
+/** A gap notice as the client endpoint emits it ([CLI-GAP-3]). */
+export interface GapInfo {
+  /** The subscription's key. */
+  readonly key: string
+  readonly event: string
+  /** The services whose events were missed (at most 100 named). */
+  readonly services: readonly string[]
+  readonly missed: number
+  readonly exact: boolean
+  /** Of `missed`: pushed out past `maxQueueSize` (or `maxPerRecipient`), and expired. */
+  readonly pushedOut: number
+  readonly expired: number
+  /** The missed events lie after this position, up to `upTo`. */
+  readonly after: number
+  readonly upTo: number
 }
 
 export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointEvents> {
@@ -299,6 +325,8 @@ export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointE
       get delivered () { return sub.delivered },
       get redelivered () { return sub.redelivered },
       get retries () { return sub.retries },
+      get gaps () { return sub.gaps },
+      get missed () { return sub.missed },
       get position () { return sub.committed },
       get waitingForAccess () { return sub.waitingForAccess },
       unsubscribe: async () => {
@@ -325,7 +353,7 @@ export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointE
       sub.committed = recorded?.position ?? 0
       // [CLI-START-1] a recorded position, even 0, is where to resume: `start` only applies without one
       this.link.send(this.reqTopic, encodeRequest({
-        op: 'sub', sub: id, event: sub.event, services: sub.services, position: sub.committed, start: recorded === null ? sub.start : 'all', window: sub.window
+        op: 'sub', sub: id, event: sub.event, services: sub.services, position: sub.committed, start: recorded === null ? sub.start : 'all', window: sub.window, gaps: true
       }))
     })
   }
@@ -386,6 +414,14 @@ export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointE
             // (the handler loop waits for its own first write, which an ordered store does after it)
             Promise.all([w1, w2]).then(() => { s.resolve() }, (err: unknown) => { s.reject(toHeraldError(err)) })
           }
+        } else if (c.op === 'gap') {
+          // [CLI-GAP-3] told before the EVENTS frame that follows the gap
+          const sub = this.wire.get(c.sub)
+          if (sub === undefined) return
+          sub.gaps++
+          sub.missed += c.missed
+          this.logger.warn({ key: sub.key, event: c.event, missed: c.missed, exact: c.exact, pushedOut: c.pushedOut, expired: c.expired }, 'events were removed at the broker before this subscription received them')
+          this.emit('gap', { key: sub.key, event: c.event, services: c.services, missed: c.missed, exact: c.exact, pushedOut: c.pushedOut, expired: c.expired, after: c.after, upTo: c.upTo })
         } else if (c.op === 'accessGranted') {
           // [SITE-RELOAD-5] the site now lets this user receive more: ask again for what was refused
           for (const sub of this.subs.values()) if (sub.waitingForAccess && sub.wireId === 0) this.resubscribe(sub)

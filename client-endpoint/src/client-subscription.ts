@@ -37,6 +37,9 @@ export class ClientSubscription<Tx = never> {
   delivered = 0
   redelivered = 0
   retries = 0
+  /** [CLI-GAP-3] gap notices received, and the events they said were missed. */
+  gaps = 0
+  missed = 0
   /** While a failed handler waits for its retry: ends the wait now (close, unsubscribe). */
   stopRetryWait: (() => void) | null = null
   private idleWaiters: Array<() => void> = []

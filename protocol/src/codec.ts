@@ -221,6 +221,11 @@ export type Request =
     readonly start: StartFrom
     /** Most events in flight (sent, not yet acknowledged) for this subscription. */
     readonly window: number
+    /**
+     * The client understands gap notices ([CLI-GAP-3]): only then does the broker send them. Absent
+     * (an older client): no notices, so an older client never sees a CONTROL op it does not know.
+     */
+    readonly gaps?: boolean
   }
   | { readonly op: 'ack', readonly sub: number, readonly position: number }
   | { readonly op: 'unsub', readonly sub: number }
@@ -259,7 +264,8 @@ export function decodeRequest (buf: Uint8Array): Request {
         }
         services = o.services
       }
-      return { op: 'sub', sub: o.sub, event: o.event, services, position: o.position, start: o.start, window: o.window }
+      if (o.gaps !== undefined && typeof o.gaps !== 'boolean') throw new ProtocolError('REQUEST sub: "gaps" must be a boolean')
+      return { op: 'sub', sub: o.sub, event: o.event, services, position: o.position, start: o.start, window: o.window, ...(o.gaps === true ? { gaps: true } : {}) }
     }
     case 'ack':
       if (!isInt(o.position)) throw new ProtocolError('REQUEST ack: "position" must be a non-negative integer')
@@ -343,6 +349,30 @@ export type Control =
    * sends again the subscriptions the broker refused it for access (NOT_AUTHORIZED).
    */
   | { readonly op: 'accessGranted' }
+  /**
+   * Events of the subscription were removed before it was sent them ([CLI-GAP-2]): sent before the
+   * next EVENTS frame of that subscription, only to a client that asked (`gaps` in its sub request).
+   */
+  | GapControl
+
+/** A gap notice ([CLI-GAP-2]). */
+export interface GapControl {
+  readonly op: 'gap'
+  readonly sub: number
+  readonly event: string
+  /** Services whose events were missed (at most 100 named). */
+  readonly services: readonly string[]
+  /** Events missed: exactly when `exact`, else at least this many. */
+  readonly missed: number
+  readonly exact: boolean
+  /** Of `missed`: pushed out past the queue's bound, and expired. */
+  readonly pushedOut: number
+  readonly expired: number
+  /** The subscription's position when the broker found the gap: the missed events are after it. */
+  readonly after: number
+  /** The highest position among the missed events. */
+  readonly upTo: number
+}
 
 export function encodeControl (c: Control): Uint8Array {
   return tagged(FrameType.CONTROL, JSON.stringify(c))
@@ -365,5 +395,9 @@ export function decodeControl (buf: Uint8Array): Control {
     return { op: 'error', sub: o.sub, code: o.code, message: o.message }
   }
   if (o.op === 'accessGranted') return { op: 'accessGranted' }
+  if (o.op === 'gap' && isInt(o.sub, 1) && typeof o.event === 'string' && Array.isArray(o.services) && o.services.every((x) => typeof x === 'string') &&
+    isInt(o.missed) && typeof o.exact === 'boolean' && isInt(o.pushedOut) && isInt(o.expired) && isInt(o.after) && isInt(o.upTo)) {
+    return { op: 'gap', sub: o.sub, event: o.event, services: o.services, missed: o.missed, exact: o.exact, pushedOut: o.pushedOut, expired: o.expired, after: o.after, upTo: o.upTo }
+  }
   throw new ProtocolError('CONTROL frame has an unknown shape')
 }

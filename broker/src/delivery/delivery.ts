@@ -115,6 +115,8 @@ export class Delivery {
   delivered = 0
   /** Events sent to clients per event name (for metrics). */
   readonly deliveredByEvent = new Map<string, number>()
+  /** [CLI-GAP-4] Per event name: gaps found (subscriptions that missed removed events) and the events missed. */
+  readonly gapsByEvent = new Map<string, { gaps: number, missed: number }>()
 
   /** The site subscriptions are checked against; recheck() swaps it ([SITE-RELOAD-5]). */
   private site: Site
@@ -290,6 +292,7 @@ export class Delivery {
     const start = reset ? 0 : req.position > 0 ? req.position : req.start === 'new' ? head : 0
     const window = Math.min(req.window, limits.maxWindow)
     const sub = new Subscription(req.sub, def, req.services === null ? null : new Set(req.services), def.category === 'private' ? session.key : null, window, this.ctx.limits.maxInflightBytes, start)
+    sub.gaps = req.gaps === true
     session.subs.set(req.sub, sub)
     this.owner.set(sub, session)
     let set = this.byEvent.get(def.name)
@@ -370,6 +373,7 @@ export class Delivery {
       this.readQueue.add(sub)
       return
     }
+    this.checkGap(sub, session)
     const limit = Math.min(credit, this.ctx.limits.maxEventsPerFrame)
     const maxBytes = Math.max(1, Math.min(sub.bytesLeft, session.bytesLeft, this.ctx.limits.maxFrameBytes))
     sub.reading = true
@@ -404,6 +408,28 @@ export class Delivery {
       }
       this.nextRead()
     })
+  }
+
+  /**
+   * [CLI-GAP-1] Before a read: were events of this subscription removed (pushed out, expired) above
+   * its cursor since it last looked? One comparison of the event name's removal epoch when not; a
+   * walk over that name's removal runs when it changed. Counted for every subscription; told to a
+   * client that asked ([CLI-GAP-3]), before the EVENTS frame this read makes.
+   */
+  private checkGap (sub: Subscription, session: ClientSession): void {
+    const store = this.ctx.store
+    if (store.removalEpoch === undefined || store.gap === undefined) return
+    const epoch = store.removalEpoch(sub.def.name)
+    if (epoch === sub.removalSeen) return
+    const gap = store.gap({ event: sub.def.name, after: sub.cursor, services: sub.services, recipient: sub.recipient, sinceEpoch: sub.removalSeen })
+    sub.removalSeen = epoch
+    if (gap === null) return
+    let g = this.gapsByEvent.get(gap.event)
+    if (g === undefined) this.gapsByEvent.set(gap.event, g = { gaps: 0, missed: 0 })
+    g.gaps++
+    g.missed += gap.missed
+    this.ctx.logger.debug({ client: session.key, event: gap.event, missed: gap.missed, exact: gap.exact, after: sub.cursor }, 'subscription missed removed events')
+    if (sub.gaps) this.control(session, { op: 'gap', sub: sub.id, ...gap, after: sub.cursor })
   }
 
   /** Starts the reads that waited for a slot. */

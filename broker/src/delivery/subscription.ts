@@ -17,6 +17,10 @@ export class Subscription {
   /** Events were stored while a read was under way: read again. */
   dirty = false
   closed = false
+  /** The client asked for gap notices ([CLI-GAP-3]). */
+  gaps = false
+  /** The store's removal epoch of this event when the subscription last looked for a gap ([CLI-GAP-1]). */
+  removalSeen = 0
 
   constructor (
     readonly id: number,

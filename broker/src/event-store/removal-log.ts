@@ -7,6 +7,8 @@
  * (a flush's push-outs, a purge chunk) removed from the queue, with the store-wide removal epoch of
  * that commit. A queue keeps at most MAX_RUNS runs; beyond, its two oldest merge (their positions
  * and counts add up, their epochs span both), so the memory is bounded by the queues the store holds.
+ * A run lists its positions while it has at most MAX_RUN_POSITIONS (at most 16 × 128 numbers per
+ * queue), so that a subscription whose position lies inside it still gets an exact count.
  * Replaced instances ([STORE-REPLACE-1]) are not gaps: the newer instance says everything.
  */
 
@@ -15,6 +17,8 @@ export type RemovalReason = 'pushedOut' | 'expired'
 
 /** Most runs kept per queue; older ones merge. */
 export const MAX_RUNS = 16
+/** Most positions a run lists one by one (so that a subscription inside it gets an exact count); beyond, only its bounds. */
+export const MAX_RUN_POSITIONS = 128
 
 interface Run {
   /** Epochs of the oldest and newest commit merged into the run. */
@@ -25,6 +29,30 @@ interface Run {
   last: number
   pushedOut: number
   expired: number
+  /** The positions removed, by reason, while the run has at most MAX_RUN_POSITIONS; else null. */
+  pushedOutAt: number[] | null
+  expiredAt: number[] | null
+}
+
+function mergeRuns (a: Run, b: Run): Run {
+  const listed = a.pushedOutAt !== null && b.pushedOutAt !== null && a.pushedOut + a.expired + b.pushedOut + b.expired <= MAX_RUN_POSITIONS
+  return {
+    epochFirst: a.epochFirst,
+    epochLast: b.epochLast,
+    first: Math.min(a.first, b.first),
+    last: Math.max(a.last, b.last),
+    pushedOut: a.pushedOut + b.pushedOut,
+    expired: a.expired + b.expired,
+    pushedOutAt: listed ? [...(a.pushedOutAt as number[]), ...(b.pushedOutAt as number[])] : null,
+    expiredAt: listed ? [...(a.expiredAt as number[]), ...(b.expiredAt as number[])] : null
+  }
+}
+
+/** How many of `ps` are above `after`. */
+function above (ps: readonly number[], after: number): number {
+  let n = 0
+  for (const p of ps) if (p > after) n++
+  return n
 }
 
 interface QueueRuns {
@@ -91,17 +119,24 @@ export class RemovalLog {
       e.epoch = this.#epoch
       let q = e.queues.get(key)
       if (q === undefined) e.queues.set(key, q = { serviceId, recipient, runs: [] })
-      run = { epochFirst: this.#epoch, epochLast: this.#epoch, first: position, last: position, pushedOut: 0, expired: 0 }
+      run = { epochFirst: this.#epoch, epochLast: this.#epoch, first: position, last: position, pushedOut: 0, expired: 0, pushedOutAt: [], expiredAt: [] }
       q.runs.push(run)
       if (q.runs.length > MAX_RUNS) {
         const [a, b] = q.runs.splice(0, 2) as [Run, Run]
-        q.runs.unshift({ epochFirst: a.epochFirst, epochLast: b.epochLast, first: Math.min(a.first, b.first), last: Math.max(a.last, b.last), pushedOut: a.pushedOut + b.pushedOut, expired: a.expired + b.expired })
+        q.runs.unshift(mergeRuns(a, b))
       }
       this.#open.set(key, run)
     }
     if (position < run.first) run.first = position
     if (position > run.last) run.last = position
     run[reason]++
+    const listed = reason === 'pushedOut' ? run.pushedOutAt : run.expiredAt
+    if (run.pushedOutAt !== null && run.pushedOut + run.expired > MAX_RUN_POSITIONS) {
+      run.pushedOutAt = null
+      run.expiredAt = null
+    } else {
+      listed?.push(position)
+    }
   }
 
   /** The epoch of the last removal of `event`'s events, 0 if none: unchanged means no new gap. */
@@ -131,6 +166,10 @@ export class RemovalLog {
         if (run.epochFirst > q.sinceEpoch && run.first > q.after) {
           pushedOut += run.pushedOut
           expired += run.expired
+        } else if (run.epochFirst > q.sinceEpoch && run.pushedOutAt !== null && run.expiredAt !== null) {
+          // the subscription's position lies inside the run: its positions are listed, count those above
+          pushedOut += above(run.pushedOutAt, q.after)
+          expired += above(run.expiredAt, q.after)
         } else {
           exact = false
           if (run.epochFirst > q.sinceEpoch) {

@@ -9,11 +9,11 @@ import { readFileSync } from 'node:fs'
 import { hostname } from 'node:os'
 import { Command, InvalidArgumentError, Option } from 'commander'
 import { pino } from 'pino'
-import { ClientEndpoint, SqlitePositionStore, type HeraldEvent, type Subscription } from '@herald/client-endpoint'
+import { ClientEndpoint, SqlitePositionStore, type GapInfo, type HeraldEvent, type Subscription } from '@herald/client-endpoint'
 import { AuthError, ConfigError, ErrorCode, HeraldError, isValidName, parseDuration, toHeraldError } from '@herald/protocol'
 import { humanLogLine as humanLine, isSecureUrl, readTlsClientFiles, type TlsClientOptions } from '@herald/node-runtime'
 import {
-  EventStats, LiveConsole, colorEnabled, renderEventJson, renderEventLine, renderSummary, summaryModeFor
+  EventStats, LiveConsole, colorEnabled, formatClockTime, renderEventJson, renderEventLine, renderSummary, style, summaryModeFor, terminalSafeJson
 } from '../console/index.js'
 import { defaultLogLevel } from './options.js'
 
@@ -42,6 +42,19 @@ export interface TailOptions {
   readonly summaryInterval?: number
   readonly count?: number
   readonly logLevel: string
+}
+
+/**
+ * The line `herald tail` prints for a gap notice ([CLI-GAP-3]): events removed at the broker before
+ * this tail was sent them. With --json, one object `{"gap": {...}}` (an event's object has an `id`).
+ */
+export function renderGap (g: GapInfo, options: { json: boolean, color: boolean, at: number }): string {
+  const { key: _key, ...fields } = g
+  if (options.json) return terminalSafeJson({ gap: fields })
+  const s = style(options.color)
+  const services = g.services.length === 0 ? '' : ` from ${g.services.join(',')}`
+  const why = [g.pushedOut > 0 ? `${g.pushedOut} pushed out` : '', g.expired > 0 ? `${g.expired} expired` : ''].filter((x) => x !== '').join(', ')
+  return `${s.dim(formatClockTime(options.at))} ${s.yellow('[gap]')} ${s.bold(g.event)}${services}: ${g.exact ? '' : 'at least '}${g.missed} event${g.missed === 1 ? '' : 's'} missed (${why}) after #${g.after}, up to #${g.upTo}`
 }
 
 /** The environment variable a password is read from when neither --password-env nor --password-file is given. */
@@ -291,6 +304,12 @@ async function runTail (eventArgs: readonly string[], opts: TailOptions): Promis
   client.on('error', (e) => { if (e instanceof AuthError) logger.error({ code: e.code }, e.message); else logger.warn({ code: e.code }, e.message) })
   client.on('handlerError', ({ key, event, error }) => {
     if (!(error instanceof Stopping)) logger.warn({ key, position: event.position, err: String(error) }, 'printing an event failed; retrying')
+  })
+  // [CLI-GAP-3] a line before the events after the gap (their handler waits for the same gate)
+  client.on('gap', (g) => {
+    void allSubscribed.then(() => {
+      if (outcome === null) void out.line(renderGap(g, { json: opts.json === true, color: colorOut, at: Date.now() }))
+    })
   })
   client.on('subscriptionError', ({ key, error }) => {
     const event = events.find((e) => key === e || key.startsWith(`${e}?`)) ?? key
