@@ -12,6 +12,7 @@
 import { decodeRequest, encodeControl, encodeEvents, ErrorCode, frameChunks, isValidName, mayReceive, type Clock, type Control, type EventDefinition, type Logger, type Request, type Site, type StoredEvent } from '@herald/protocol'
 import type { ClientPrincipal } from '../auth/principal.js'
 import type { EventStore } from '../event-store/event-store.js'
+import type { Gap } from '../event-store/removal-log.js'
 import { Subscription } from './subscription.js'
 
 /** Limits of the delivery side. */
@@ -420,16 +421,36 @@ export class Delivery {
     const store = this.ctx.store
     if (store.removalEpoch === undefined || store.gap === undefined) return
     const epoch = store.removalEpoch(sub.def.name)
-    if (epoch === sub.removalSeen) return
-    const gap = store.gap({ event: sub.def.name, after: sub.cursor, services: sub.services, recipient: sub.recipient, sinceEpoch: sub.removalSeen })
+    const first = !sub.gapChecked
+    if (!first && epoch === sub.removalSeen) return
+    sub.gapChecked = true
+    // expired events already told of (and purged since) are not told again
+    const after = Math.max(sub.cursor, sub.gapFloor)
+    const query = { event: sub.def.name, after, services: sub.services, recipient: sub.recipient }
+    let gap: Gap | null = epoch === sub.removalSeen ? null : store.gap({ ...query, sinceEpoch: sub.removalSeen })
     sub.removalSeen = epoch
+    // [CLI-GAP-2] once per subscription start: expired events the purge has not deleted yet, which a read skips
+    const unpurged = first && sub.def.lifetimeMs !== null ? store.expiredUnpurged?.({ ...query, now: this.ctx.clock.now() }) ?? null : null
+    if (unpurged !== null) {
+      gap = {
+        event: sub.def.name,
+        services: [...new Set([...(gap?.services ?? []), ...unpurged.services])].sort().slice(0, 100),
+        missed: (gap?.missed ?? 0) + unpurged.count,
+        exact: gap?.exact ?? true,
+        pushedOut: gap?.pushedOut ?? 0,
+        expired: (gap?.expired ?? 0) + unpurged.count,
+        upTo: Math.max(gap?.upTo ?? 0, unpurged.upTo)
+      }
+    }
     if (gap === null) return
+    // the expired events told of now are removed by a later purge: not told again then
+    if (unpurged !== null) sub.gapFloor = Math.max(sub.gapFloor, unpurged.upTo)
     let g = this.gapsByEvent.get(gap.event)
     if (g === undefined) this.gapsByEvent.set(gap.event, g = { gaps: 0, missed: 0 })
     g.gaps++
     g.missed += gap.missed
     this.ctx.logger.debug({ client: session.key, event: gap.event, missed: gap.missed, exact: gap.exact, after: sub.cursor }, 'subscription missed removed events')
-    if (sub.gaps) this.control(session, { op: 'gap', sub: sub.id, ...gap, after: sub.cursor })
+    if (sub.gaps) this.control(session, { op: 'gap', sub: sub.id, ...gap, after })
   }
 
   /** Starts the reads that waited for a slot. */

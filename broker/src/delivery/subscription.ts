@@ -21,6 +21,10 @@ export class Subscription {
   gaps = false
   /** The store's removal epoch of this event when the subscription last looked for a gap ([CLI-GAP-1]). */
   removalSeen = 0
+  /** The first gap check (which also counts expired events not purged yet) was done. */
+  gapChecked = false
+  /** The highest position a gap notice covered: not told again when the purge deletes it later. */
+  gapFloor = 0
 
   constructor (
     readonly id: number,

@@ -90,6 +90,13 @@ export function emptyEventCounters (): EventCounters {
   return { pushedOut: 0, replaced: 0, expired: 0, expiredOnArrival: 0, nullsDropped: 0 }
 }
 
+/** Expired events not purged yet, of one subscription ([CLI-GAP-2]). */
+export interface ExpiredUnpurged {
+  readonly count: number
+  readonly upTo: number
+  readonly services: readonly string[]
+}
+
 /** A read of stored events for one subscription. */
 export interface ReadQuery {
   readonly event: string
@@ -172,6 +179,11 @@ export interface EventStore {
   removalEpoch? (event: string): number
   /** [CLI-GAP-2] What a subscription missed among the removals after `query.sinceEpoch`, or null. */
   gap? (query: GapQuery): Gap | null
+  /**
+   * [CLI-GAP-2] The events of a subscription above `query.after` that expired and are not purged
+   * yet (a read skips them): their count, highest position and services, or null if none.
+   */
+  expiredUnpurged? (query: Omit<ReadQuery, 'limit' | 'maxBytes'>): ExpiredUnpurged | null
   /** Sets (or with null clears) the observer of commit latencies (for metrics; optional). */
   observeCommits? (observer: CommitObserver | null): void
 }

@@ -3,7 +3,7 @@
  * process. For tests and for brokers that need no durability.
  */
 import { Category, ClosedError, ConfigError, type StoredEvent } from '@herald/protocol'
-import type { AppendBatch, AppendResult, EventCounters, EventStore, LimitsOf, ReadQuery } from './event-store.js'
+import type { AppendBatch, AppendResult, EventCounters, EventStore, ExpiredUnpurged, LimitsOf, ReadQuery } from './event-store.js'
 import { RemovalLog, type Gap, type GapQuery } from './removal-log.js'
 import { capOf, checkBatch, checkMaxDedupKeys, countFor, expiresAtOf, NO_RECIPIENT, recipientKeyOf, snapshotCounters, storedFrom } from './event-store-rules.js'
 
@@ -158,6 +158,22 @@ export class MemoryEventStore implements EventStore {
 
   gap (query: GapQuery): Gap | null {
     return this.#removals.gap(query)
+  }
+
+  expiredUnpurged (query: Omit<ReadQuery, 'limit' | 'maxBytes'>): ExpiredUnpurged | null {
+    const recipient = recipientKeyOf({ ...query, limit: 0 }, this.#limitsOf)
+    let count = 0
+    let upTo = 0
+    const services = new Set<string>()
+    for (const e of this.#byEvent.get(query.event)?.values() ?? []) {
+      if (e.position <= query.after || e.expiresAt === null || e.expiresAt > query.now) continue
+      if ((e.recipient ?? NO_RECIPIENT) !== recipient) continue
+      if (query.services !== null && !query.services.has(e.serviceId)) continue
+      count++
+      upTo = e.position
+      services.add(e.serviceId)
+    }
+    return count === 0 ? null : { count, upTo, services: [...services].sort().slice(0, 100) }
   }
 
   #purgeNow (now: number): number {

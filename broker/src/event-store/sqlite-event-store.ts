@@ -32,7 +32,7 @@ import Database from 'better-sqlite3'
 import { CATEGORY_BY_CODE, CATEGORY_CODE, Category, ClosedError, ConfigError, ErrorCode, PersistenceError, RequestError, silentLogger, type Logger, type PayloadKind, type StoredEvent } from '@herald/protocol'
 import { WalCheckpointer, SqliteSynchronous } from '@herald/node-runtime'
 import { DEDUP_KEY_DEFAULTS } from './event-store.js'
-import type { AppendBatch, AppendResult, CommitObserver, EventCounters, EventStore, LimitsOf, QueueLimits, ReadQuery } from './event-store.js'
+import type { AppendBatch, AppendResult, CommitObserver, EventCounters, EventStore, ExpiredUnpurged, LimitsOf, QueueLimits, ReadQuery } from './event-store.js'
 import { capOf, checkBatch, checkMaxDedupKeys, countFor, expiresAtOf, NO_RECIPIENT, recipientKeyOf, snapshotCounters, storedFrom } from './event-store-rules.js'
 import { RemovalLog, type Gap, type GapQuery, type RemovalReason } from './removal-log.js'
 
@@ -227,6 +227,7 @@ export class SqliteEventStore implements EventStore {
   readonly #read: Database.Statement
   readonly #readServices: Database.Statement
   readonly #purge: Database.Statement
+  readonly #expiredOf: Database.Statement
   readonly #flushTxn: (pending: readonly Pending[]) => FlushOutcome
   readonly #purgeTxn: (now: number) => { removed: Map<string, number>, gone: number[], byName: Map<string, number>, rows: FlushOutcome['removals'] }
 
@@ -263,6 +264,8 @@ export class SqliteEventStore implements EventStore {
       WHERE ${where} AND service IN (SELECT value FROM json_each(?)) ORDER BY position LIMIT ?`).raw(true)
     this.#purge = db.prepare(`DELETE FROM events WHERE position IN (
       SELECT position FROM events WHERE expires_at <= ? LIMIT ${PURGE_CHUNK}) RETURNING service, event, recipient, position`).raw(true)
+    this.#expiredOf = db.prepare(`SELECT service, position FROM events INDEXED BY events_expiry
+      WHERE expires_at IS NOT NULL AND expires_at <= ? AND event = ? AND recipient = ? AND position > ?`).raw(true)
     this.#flushTxn = db.transaction((pending: readonly Pending[]) => this.#write(pending))
     this.#purgeTxn = db.transaction((now: number) => this.#purgeChunk(now))
 
@@ -576,6 +579,22 @@ export class SqliteEventStore implements EventStore {
 
   gap (query: GapQuery): Gap | null {
     return this.#removals.gap(query)
+  }
+
+  /** Through the expiry index: only the rows expired since the last purge are looked at. */
+  expiredUnpurged (query: Omit<ReadQuery, 'limit' | 'maxBytes'>): ExpiredUnpurged | null {
+    this.#checkOpen()
+    const recipient = recipientKeyOf({ ...query, limit: 0 }, this.#limitsOf)
+    let count = 0
+    let upTo = 0
+    const services = new Set<string>()
+    for (const [service, position] of this.#expiredOf.iterate(query.now, query.event, recipient, query.after) as IterableIterator<[string, number]>) {
+      if (query.services !== null && !query.services.has(service)) continue
+      count++
+      if (position > upTo) upTo = position
+      services.add(service)
+    }
+    return count === 0 ? null : { count, upTo, services: [...services].sort().slice(0, 100) }
   }
 
   /** Runs inside a purge transaction: deletes up to PURGE_CHUNK expired rows; returns rows per queue. */

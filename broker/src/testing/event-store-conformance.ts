@@ -593,6 +593,19 @@ export function describeEventStoreConformance (name: string, factory: EventStore
         expect(gapOf('msg', { recipient: 'alice/phone' })).toMatchObject({ missed: 2, pushedOut: 2 })
         expect(gapOf('msg', { recipient: 'bob/pc' })).toBe(null)
       })
+
+      it('expiredUnpurged counts the expired events a read skips until the purge deletes them', async () => {
+        const life = limits('blip').lifetimeMs!
+        const r = await store.append(batch('svc', 'i1', evs(1, 3, 'blip'), { receivedAt: T0 }))
+        await store.append(batch('other', 'i1', evs(1, 1, 'blip'), { receivedAt: T0 }))
+        const q = { event: 'blip', services: new Set(['svc']), recipient: null }
+        expect(store.expiredUnpurged?.({ ...q, after: 0, now: T0 + life - 1 })).toBe(null)
+        expect(store.expiredUnpurged?.({ ...q, after: 0, now: T0 + life })).toEqual({ count: 3, upTo: (r.stored[2] as StoredEvent).position, services: ['svc'] })
+        expect(store.expiredUnpurged?.({ ...q, after: (r.stored[0] as StoredEvent).position, now: T0 + life })?.count).toBe(2)
+        expect(store.expiredUnpurged?.({ ...q, services: null, after: 0, now: T0 + life })?.count).toBe(4)
+        await store.purgeExpired(T0 + life)
+        expect(store.expiredUnpurged?.({ ...q, after: 0, now: T0 + life })).toBe(null)
+      })
     })
 
     describe('read filters and paging', () => {
