@@ -16,6 +16,7 @@ import { parseSite } from '@herald/node-runtime'
 import { Harness } from './support/harness.js'
 import { Proc, startBrokerProcess } from './support/processes.js'
 import { SECRETS, TEST_SITE_DOC } from './support/site.js'
+import { freePort } from './support/ports.js'
 
 const CLI = join(import.meta.dirname, '..', 'cli', 'bin', 'herald.js')
 
@@ -37,17 +38,18 @@ describe('gap notices, with a broker process', () => {
   let h: Harness
   afterEach(async () => { await h.close() })
 
-  async function setup (): Promise<{ url: string, service: ServiceEndpoint }> {
+  async function setup (): Promise<{ url: string, service: ServiceEndpoint, metrics: () => Promise<string> }> {
     h = await Harness.create()
     const sitePath = join(h.dir, 'gap-site.json')
     await writeFile(sitePath, JSON.stringify(SITE_DOC))
-    const { proc, url } = await startBrokerProcess(sitePath, join(h.dir, 'broker'), 0)
+    const metricsPort = await freePort()
+    const { proc, url } = await startBrokerProcess(sitePath, join(h.dir, 'broker'), 0, ['--metrics-port', String(metricsPort)])
     h.onClose(() => proc.kill())
     const site = await parseSite(SITE_DOC)
     const service = new ServiceEndpoint({ url, serviceId: 'svc-a', secret: SECRETS['svc-a'], events: eventsOfService(site, 'svc-a'), reconnectInitialMs: 20, reconnectMaxMs: 200 })
     h.onClose(() => service.close())
     service.start()
-    return { url, service }
+    return { url, service, metrics: async () => await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text() }
   }
 
   /** `herald tail <event> --json` as alice, positions in one file; resolves with its lines when it exits. */
@@ -68,7 +70,7 @@ describe('gap notices, with a broker process', () => {
   }
 
   it('a client away while a queue of 10 got 50 events is told of the 40 pushed out, once, before the 10 stored; none when nothing was missed', async () => {
-    const { url, service } = await setup()
+    const { url, service, metrics } = await setup()
     await raise(service, 'gap-queue', 0, 0)
     const first = await tailRun(url, 'gap-queue', 1)
     expect(first).toHaveLength(1)
@@ -88,6 +90,10 @@ describe('gap notices, with a broker process', () => {
     await raise(service, 'gap-queue', 51, 53)
     const again = await tailRun(url, 'gap-queue', 3)
     expect(again.map((l) => 'gap' in l ? 'gap' : l.payload.i)).toEqual([51, 52, 53])
+    // [CLI-GAP-4] counted at the broker
+    const text = await metrics()
+    expect(text).toContain('herald_subscription_gaps_total{event="gap-queue"} 1')
+    expect(text).toContain('herald_subscription_gap_events_total{event="gap-queue"} 40')
   })
 
   it('a client away while events expired is told of them as expired, before the next event', async () => {
