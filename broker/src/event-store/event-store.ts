@@ -153,6 +153,13 @@ export interface EventStore {
   read (query: ReadQuery): Promise<StoredEvent[]>
   /** The highest position ever assigned, or 0. */
   head (): number
+  /**
+   * [CLI-START-3] The position of the first stored event (of any name) received at or after `time`
+   * (broker clock, `receivedAt`), or null if none. Positions are assigned in arrival order, so this
+   * is a search over positions: exact while the broker's clock never stepped back. Optional: without
+   * it a subscription cannot start at a time.
+   */
+  positionAt? (time: number): number | null
   /** Number of events stored (expired but not yet purged ones included). */
   count (): number
   /** Deletes expired events; returns how many. */

@@ -132,6 +132,20 @@ export class MemoryEventStore implements EventStore {
     return out
   }
 
+  positionAt (time: number): number | null {
+    this.#checkOpen()
+    let first: number | null = null
+    for (const events of this.#byEvent.values()) {
+      for (const e of events.values()) {
+        if (e.receivedAt >= time) {
+          if (first === null || e.position < first) first = e.position
+          break // positions increase along a name's events, and so do arrival times
+        }
+      }
+    }
+    return first
+  }
+
   head (): number {
     this.#checkOpen()
     return this.#head

@@ -228,6 +228,7 @@ export class SqliteEventStore implements EventStore {
   readonly #readServices: Database.Statement
   readonly #purge: Database.Statement
   readonly #expiredOf: Database.Statement
+  readonly #rowFrom: Database.Statement
   readonly #flushTxn: (pending: readonly Pending[]) => FlushOutcome
   readonly #purgeTxn: (now: number) => { removed: Map<string, number>, gone: number[], byName: Map<string, number>, rows: FlushOutcome['removals'] }
 
@@ -266,6 +267,7 @@ export class SqliteEventStore implements EventStore {
       SELECT position FROM events WHERE expires_at <= ? LIMIT ${PURGE_CHUNK}) RETURNING service, event, recipient, position`).raw(true)
     this.#expiredOf = db.prepare(`SELECT service, position FROM events INDEXED BY events_expiry
       WHERE expires_at IS NOT NULL AND expires_at <= ? AND event = ? AND recipient = ? AND position > ?`).raw(true)
+    this.#rowFrom = db.prepare('SELECT position, received_at FROM events WHERE position >= ? ORDER BY position LIMIT 1').raw(true)
     this.#flushTxn = db.transaction((pending: readonly Pending[]) => this.#write(pending))
     this.#purgeTxn = db.transaction((now: number) => this.#purgeChunk(now))
 
@@ -314,6 +316,23 @@ export class SqliteEventStore implements EventStore {
     } catch (err) {
       throw new PersistenceError(`event store: reading "${query.event}" failed: ${(err as Error).message}`, { cause: err })
     }
+  }
+
+  /** A binary search over positions: about log2(head) lookups of the primary key, no index of its own. */
+  positionAt (time: number): number | null {
+    this.#checkOpen()
+    const rowAt = (p: number): [number, number] | undefined => this.#rowFrom.get(p) as [number, number] | undefined
+    let lo = 1
+    let hi = this.#head + 1
+    // the smallest x whose first row at or after it was received at or after `time` (head + 1: none)
+    while (lo < hi) {
+      const mid = Math.floor((lo + hi) / 2)
+      const row = rowAt(mid)
+      if (row === undefined || row[1] >= time) hi = mid
+      else lo = mid + 1
+    }
+    const row = rowAt(lo)
+    return row === undefined ? null : row[0]
   }
 
   head (): number {

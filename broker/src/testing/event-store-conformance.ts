@@ -608,6 +608,25 @@ export function describeEventStoreConformance (name: string, factory: EventStore
       })
     })
 
+    describe('[CLI-START-3] positionAt', () => {
+      it('is the first position received at or after a time, whatever its name; null after the newest', async () => {
+        expect(store.positionAt?.(T0)).toBe(null)
+        const early = await store.append(batch('a', 'i1', evs(1, 3, 'log'), { receivedAt: T0 }))
+        const mid = await store.append(batch('a', 'i1', [ev(4, 'door')], { receivedAt: T0 + 100 }))
+        const late = await store.append(batch('b', 'i1', evs(1, 2, 'log'), { receivedAt: T0 + 200 }))
+        const pos = (r: AppendResult, i = 0): number => (r.stored[i] as StoredEvent).position
+        expect(store.positionAt?.(T0 - 1)).toBe(pos(early))
+        expect(store.positionAt?.(T0)).toBe(pos(early))
+        expect(store.positionAt?.(T0 + 1)).toBe(pos(mid))
+        expect(store.positionAt?.(T0 + 100)).toBe(pos(mid))
+        expect(store.positionAt?.(T0 + 150)).toBe(pos(late))
+        expect(store.positionAt?.(T0 + 201)).toBe(null)
+        // a deleted row is skipped: the next one answers
+        await store.append(batch('a', 'i1', [ev(5, 'door')], { receivedAt: T0 + 300 }))
+        expect(store.positionAt?.(T0 + 50)).toBe(pos(late))
+      })
+    })
+
     describe('read filters and paging', () => {
       it('a services filter returns up to `limit` matching events, skipping the others', async () => {
         // a and c are spread out between many b's
