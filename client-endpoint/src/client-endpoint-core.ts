@@ -56,8 +56,13 @@ export const CLIENT_ENDPOINT_DEFAULTS = Object.freeze({
 export interface SubscribeOptions<Tx = never> {
   /** Only events from these services. Default: all services. */
   readonly services?: readonly string[]
-  /** Where to start when this subscription has no position yet: everything the broker holds (default) or only new events. */
-  readonly start?: StartFrom
+  /**
+   * Where to start when this subscription has no position yet ([CLI-START-1]): `'all'` everything the
+   * broker holds (default), `'new'` only new events, `{ position: n }` the first event stored at or
+   * after position n ([CLI-START-2]), `{ time }` the first received by the broker at or after a
+   * time, a Date or ms since the epoch ([CLI-START-3]). A recorded position always wins.
+   */
+  readonly start?: StartOption
   /** The key its position is kept under. Default: the event name, plus `?services=a,b` when filtered. */
   readonly key?: string
   /** In-flight window for this subscription. Default: the endpoint's. */
@@ -73,6 +78,22 @@ export interface SubscribeOptions<Tx = never> {
    * once a site change grants access ([SITE-RELOAD-5]). Default false: subscribe() rejects.
    */
   readonly waitForAccess?: boolean
+}
+
+/** Where a subscription without a position starts (SubscribeOptions.start). */
+export type StartOption = 'all' | 'new' | { readonly position: number } | { readonly time: Date | number }
+
+/** The wire form of a start option; a ConfigError naming what is wrong. */
+export function startFrom (s: StartOption): StartFrom {
+  if (s === 'all' || s === 'new') return s
+  if (typeof s === 'object' && s !== null) {
+    if ('position' in s && Number.isSafeInteger(s.position) && s.position >= 0) return { position: s.position }
+    if ('time' in s) {
+      const ms = s.time instanceof Date ? s.time.getTime() : s.time
+      if (Number.isSafeInteger(ms) && ms >= 0) return { time: ms }
+    }
+  }
+  throw new ConfigError(`subscribe: option "start" must be "all", "new", { position: n } (a whole number >= 0) or { time: Date | ms }, got ${JSON.stringify(s)}`)
 }
 
 /** What an entry gives the core: the transport to use, and (Node) transactional mode. */
@@ -293,8 +314,7 @@ export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointE
     }
     const key = options.key ?? (services === null ? eventName : `${eventName}?services=${services.join(',')}`)
     if (this.subs.has(key)) throw new ConfigError(`subscribe: a subscription with key "${key}" exists already`)
-    const start = options.start ?? 'all'
-    if (start !== 'all' && start !== 'new') throw new ConfigError('subscribe: option "start" must be "all" or "new"')
+    const start = startFrom(options.start ?? 'all')
     const window = options.window ?? this.opts.window
     checkInt('subscribe', 'window', window, 1, 100_000)
     const tx = this.platform.transactions

@@ -127,7 +127,9 @@ const REQUEST_FIXTURES: Request[] = [
   { op: 'ack', sub: 1, position: 0 },
   { op: 'ack', sub: 3, position: MAX },
   { op: 'unsub', sub: MAX },
-  { op: 'sub', sub: 5, event: 'alarms', services: null, position: 3, start: 'all', window: 10, gaps: true }
+  { op: 'sub', sub: 5, event: 'alarms', services: null, position: 3, start: 'all', window: 10, gaps: true },
+  { op: 'sub', sub: 6, event: 'alarms', services: null, position: 0, start: { position: 17 }, window: 10 },
+  { op: 'sub', sub: 7, event: 'alarms', services: ['a'], position: 0, start: { time: 1_700_000_000_000 }, window: 10 }
 ]
 
 const CONTROL_FIXTURES: Control[] = [
@@ -445,8 +447,11 @@ describe('decodeRequest names each malformed field', () => {
     ['position negative', { ...sub, position: -1 }, '"position" must be a non-negative integer'],
     ['position fractional', { ...sub, position: 0.5 }, '"position" must be a non-negative integer'],
     ['position missing', { ...sub, position: undefined }, '"position" must be a non-negative integer'],
-    ['start unknown', { ...sub, start: 'oldest' }, '"start" must be "all" or "new"'],
-    ['start missing', { ...sub, start: undefined }, '"start" must be "all" or "new"'],
+    ['start unknown', { ...sub, start: 'oldest' }, '"start" must be "all", "new"'],
+    ['start missing', { ...sub, start: undefined }, '"start" must be "all", "new"'],
+    ['start position negative', { ...sub, start: { position: -1 } }, '"start" must be "all", "new"'],
+    ['start with two keys', { ...sub, start: { position: 1, time: 2 } }, '"start" must be "all", "new"'],
+    ['start time a string', { ...sub, start: { time: '2026-01-01' } }, '"start" must be "all", "new"'],
     ['window 0', { ...sub, window: 0 }, '"window" must be a positive integer'],
     ['window a string', { ...sub, window: '10' }, '"window" must be a positive integer'],
     ['services a string', { ...sub, services: 'boiler' }, '"services" must be null or an array of at most 1000 strings'],

@@ -290,7 +290,17 @@ export class Delivery {
     // [CLI-RESET-1] a position ahead of the broker's head means the broker's store was replaced:
     // start over from everything it holds, and say so
     const reset = req.position > head
-    const start = reset ? 0 : req.position > 0 ? req.position : req.start === 'new' ? head : 0
+    let start: number
+    if (reset) start = 0
+    else if (req.position > 0 || req.start === 'all') start = req.position
+    else if (req.start === 'new') start = head
+    else if ('position' in req.start) start = Math.min(Math.max(0, req.start.position - 1), head) // [CLI-START-2]
+    else {
+      // [CLI-START-3] the first event received at or after the time; none: only new events
+      if (this.ctx.store.positionAt === undefined) return fail(ErrorCode.INVALID_ARGUMENT, 'this broker\'s event store cannot start a subscription at a time')
+      const at = this.ctx.store.positionAt(req.start.time)
+      start = at === null ? head : at - 1
+    }
     const window = Math.min(req.window, limits.maxWindow)
     const sub = new Subscription(req.sub, def, req.services === null ? null : new Set(req.services), def.category === 'private' ? session.key : null, window, this.ctx.limits.maxInflightBytes, start)
     sub.gaps = req.gaps === true

@@ -1,6 +1,6 @@
 import { describe, it, expect } from 'vitest'
 import { AuthError, ConfigError, ErrorCode, RequestError, isValidName } from '@herald/protocol'
-import { brokerUrl, defaultClientName, describeRefusal, humanLogLine, renderGap, resolveCredentials, tailTls } from './tail.js'
+import { brokerUrl, defaultClientName, describeRefusal, humanLogLine, renderGap, resolveCredentials, startArg, tailTls } from './tail.js'
 
 const noFile = (path: string): string => { throw new Error(`ENOENT: no such file, open '${path}'`) }
 
@@ -110,5 +110,18 @@ describe('renderGap [CLI-GAP-3]', () => {
   it('with --json: one object under "gap", without the subscription key', () => {
     const { key: _key, ...fields } = gap
     expect(JSON.parse(renderGap(gap, { json: true, color: false, at: 0 }))).toEqual({ gap: fields })
+  })
+})
+
+describe('startArg (--start) [CLI-START-2], [CLI-START-3]', () => {
+  it('takes all, new, a position and an ISO time', () => {
+    expect(startArg('all')).toBe('all')
+    expect(startArg('new')).toBe('new')
+    expect(startArg('1234')).toEqual({ position: 1234 })
+    expect(startArg('2026-12-02T14:00:00Z')).toEqual({ time: Date.UTC(2026, 11, 2, 14) })
+    expect(startArg('2026-12-02')).toEqual({ time: Date.UTC(2026, 11, 2) })
+  })
+  it('refuses anything else, saying what it takes', () => {
+    for (const bad of ['oldest', '-1', '12a', '2026-13-45', '']) expect(() => startArg(bad)).toThrow(/give all, new, a position .* or an ISO time/)
   })
 })

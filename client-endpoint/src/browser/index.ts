@@ -8,7 +8,7 @@ import { ConfigError } from '@herald/protocol'
 import { ClientEndpointCore, type ClientEndpointCoreOptions, type ClientEndpointPlatform } from '../client-endpoint-core.js'
 import { defaultBrowserTransport } from './default-transport.js'
 
-export { CLIENT_ENDPOINT_DEFAULTS, type ClientEndpointEvents, type ClientStatus, type GapInfo, type Subscription } from '../client-endpoint-core.js'
+export { CLIENT_ENDPOINT_DEFAULTS, type ClientEndpointEvents, type ClientStatus, type GapInfo, type StartOption, type Subscription } from '../client-endpoint-core.js'
 export type { EventHandler } from '../client-subscription.js'
 export type { HeraldEvent } from '../herald-event.js'
 export type { PositionStore, SubscriptionPosition } from '../positions/position-store.js'
