@@ -71,6 +71,29 @@ describe('start positions, with a broker process', () => {
     expect(await shown(beyond)).toEqual([10])
   })
 
+  it('[CLI-START-4] latest: the newest event of each service, in position order, then new ones', async () => {
+    h = await Harness.create()
+    const { proc, url } = await startBrokerProcess(await writeTestSite(h.dir), join(h.dir, 'broker'), 0)
+    h.onClose(() => proc.kill())
+    const site = await testSite()
+    const services = (['svc-a', 'svc-b'] as const).map((id) => {
+      const s = new ServiceEndpoint({ url, serviceId: id, secret: SECRETS[id], events: eventsOfService(site, id), reconnectInitialMs: 20, reconnectMaxMs: 200 })
+      h.onClose(() => s.close())
+      return s.start()
+    })
+    const [a, b] = services as [ServiceEndpoint, ServiceEndpoint]
+    for (let i = 0; i <= 4; i++) await a.raise('readings', { i })
+    await a.drained()
+    for (let i = 100; i <= 102; i++) await b.raise('readings', { i })
+    await b.drained()
+    await a.raise('readings', { i: 5 })
+    await a.drained()
+    const p = tail(url, 'latest', 3)
+    await waitFor(() => p.stderr.includes('watching'), 'the tail to subscribe', 60_000)
+    await b.raise('readings', { i: 103 })
+    expect(await shown(p)).toEqual([102, 5, 103])
+  })
+
   it('a client endpoint starts at a Date; its recorded position then wins over any start', async () => {
     h = await Harness.create()
     const broker = await h.broker()

@@ -58,7 +58,8 @@ export interface SubscribeOptions<Tx = never> {
   readonly services?: readonly string[]
   /**
    * Where to start when this subscription has no position yet ([CLI-START-1]): `'all'` everything the
-   * broker holds (default), `'new'` only new events, `{ position: n }` the first event stored at or
+   * broker holds (default), `'new'` only new events, `'latest'` the newest instance per service and
+   * then new ones ([CLI-START-4]), `{ position: n }` the first event stored at or
    * after position n ([CLI-START-2]), `{ time }` the first received by the broker at or after a
    * time, a Date or ms since the epoch ([CLI-START-3]). A recorded position always wins.
    */
@@ -81,11 +82,11 @@ export interface SubscribeOptions<Tx = never> {
 }
 
 /** Where a subscription without a position starts (SubscribeOptions.start). */
-export type StartOption = 'all' | 'new' | { readonly position: number } | { readonly time: Date | number }
+export type StartOption = 'all' | 'new' | 'latest' | { readonly position: number } | { readonly time: Date | number }
 
 /** The wire form of a start option; a ConfigError naming what is wrong. */
 export function startFrom (s: StartOption): StartFrom {
-  if (s === 'all' || s === 'new') return s
+  if (s === 'all' || s === 'new' || s === 'latest') return s
   if (typeof s === 'object' && s !== null) {
     if ('position' in s && Number.isSafeInteger(s.position) && s.position >= 0) return { position: s.position }
     if ('time' in s) {
@@ -93,7 +94,7 @@ export function startFrom (s: StartOption): StartFrom {
       if (Number.isSafeInteger(ms) && ms >= 0) return { time: ms }
     }
   }
-  throw new ConfigError(`subscribe: option "start" must be "all", "new", { position: n } (a whole number >= 0) or { time: Date | ms }, got ${JSON.stringify(s)}`)
+  throw new ConfigError(`subscribe: option "start" must be "all", "new", "latest", { position: n } (a whole number >= 0) or { time: Date | ms }, got ${JSON.stringify(s)}`)
 }
 
 /** What an entry gives the core: the transport to use, and (Node) transactional mode. */

@@ -208,13 +208,14 @@ export function decodeAck (buf: Uint8Array): AckFrame {
  * Where a subscription starts when the client has no position yet ([CLI-START-1]): everything
  * stored, only new events, at a position (the first event delivered is the first stored at or after
  * it, [CLI-START-2]), or at a time (the first event received at or after it, ms since the epoch on
- * the broker's clock, [CLI-START-3]). An older broker refuses the object forms (MALFORMED_FRAME).
+ * the broker's clock, [CLI-START-3]), or at the latest instance per service ([CLI-START-4]). An
+ * older broker refuses the forms other than "all" and "new" (MALFORMED_FRAME).
  */
-export type StartFrom = 'all' | 'new' | { readonly position: number } | { readonly time: number }
+export type StartFrom = 'all' | 'new' | 'latest' | { readonly position: number } | { readonly time: number }
 
 /** Whether `v` is a valid StartFrom on the wire. */
 function isStart (v: unknown): v is StartFrom {
-  if (v === 'all' || v === 'new') return true
+  if (v === 'all' || v === 'new' || v === 'latest') return true
   if (typeof v !== 'object' || v === null) return false
   const o = v as Record<string, unknown>
   const keys = Object.keys(o)
@@ -269,7 +270,7 @@ export function decodeRequest (buf: Uint8Array): Request {
     case 'sub': {
       if (typeof o.event !== 'string') throw new ProtocolError('REQUEST sub: "event" must be a string')
       if (!isInt(o.position)) throw new ProtocolError('REQUEST sub: "position" must be a non-negative integer')
-      if (!isStart(o.start)) throw new ProtocolError('REQUEST sub: "start" must be "all", "new", {"position": n} or {"time": ms}')
+      if (!isStart(o.start)) throw new ProtocolError('REQUEST sub: "start" must be "all", "new", "latest", {"position": n} or {"time": ms}')
       if (!isInt(o.window, 1)) throw new ProtocolError('REQUEST sub: "window" must be a positive integer')
       let services: string[] | null = null
       if (o.services !== null && o.services !== undefined) {

@@ -291,9 +291,16 @@ export class Delivery {
     // start over from everything it holds, and say so
     const reset = req.position > head
     let start: number
+    let latest: number[] = []
     if (reset) start = 0
     else if (req.position > 0 || req.start === 'all') start = req.position
     else if (req.start === 'new') start = head
+    else if (req.start === 'latest') {
+      // [CLI-START-4] the newest instance per service, then everything new
+      if (this.ctx.store.latestPerService === undefined) return fail(ErrorCode.INVALID_ARGUMENT, 'this broker\'s event store cannot start a subscription at the latest instances')
+      latest = this.ctx.store.latestPerService({ event: def.name, services: req.services === null ? null : new Set(req.services), recipient: def.category === 'private' ? session.key : null, now: this.ctx.clock.now() })
+      start = latest.length === 0 ? head : (latest[0] as number) - 1
+    }
     else if ('position' in req.start) start = Math.min(Math.max(0, req.start.position - 1), head) // [CLI-START-2]
     else {
       // [CLI-START-3] the first event received at or after the time; none: only new events
@@ -304,6 +311,10 @@ export class Delivery {
     const window = Math.min(req.window, limits.maxWindow)
     const sub = new Subscription(req.sub, def, req.services === null ? null : new Set(req.services), def.category === 'private' ? session.key : null, window, this.ctx.limits.maxInflightBytes, start)
     sub.gaps = req.gaps === true
+    if (latest.length > 0) {
+      sub.only = { until: head, keep: new Set(latest) }
+      sub.gapFloor = head // what it skips on purpose is no gap
+    }
     session.subs.set(req.sub, sub)
     this.owner.set(sub, session)
     let set = this.byEvent.get(def.name)
@@ -398,8 +409,15 @@ export class Delivery {
       if (!sub.closed && !session.closed) {
         let bytes = 0
         for (const e of events) bytes += e.payload.byteLength
-        const sent = events.length > 0 ? this.send(sub, session, events) : 0
-        if (sent < events.length) this.pump(sub) // stopped by a limit: pump puts it where it waits
+        // [CLI-START-4] up to the head it started at, a `latest` subscription gets only the kept positions
+        const only = sub.only
+        const toSend = only === null ? events : events.filter((e) => e.position > only.until || only.keep.has(e.position))
+        const sent = toSend.length > 0 ? this.send(sub, session, toSend) : 0
+        if (only !== null && sent === toSend.length && events.length > 0) {
+          sub.cursor = Math.max(sub.cursor, (events[events.length - 1] as StoredEvent).position) // past what it skipped
+          if (sub.cursor >= only.until) sub.only = null
+        }
+        if (sent < toSend.length) this.pump(sub) // stopped by a limit: pump puts it where it waits
         else if (events.length < limit && bytes < maxBytes && !sub.dirty) sub.caughtUp = true
         else this.pump(sub)
         if (!session.output.blocked && session.bytesLeft > 0) this.resume(session)

@@ -25,6 +25,11 @@ export class Subscription {
   gapChecked = false
   /** The highest position a gap notice covered: not told again when the purge deletes it later. */
   gapFloor = 0
+  /**
+   * [CLI-START-4] A start at the latest instances: up to `until` (the head when it subscribed) only
+   * the positions in `keep` are sent; null once past it, or for any other start.
+   */
+  only: { readonly until: number, readonly keep: ReadonlySet<number> } | null = null
 
   constructor (
     readonly id: number,

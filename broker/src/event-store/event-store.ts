@@ -160,6 +160,12 @@ export interface EventStore {
    * it a subscription cannot start at a time.
    */
   positionAt? (time: number): number | null
+  /**
+   * [CLI-START-4] The positions of the newest unexpired event of `query.event` per service (within
+   * `query.services`, for `query.recipient`), in position order. Optional: without it a subscription
+   * cannot start at the latest instances.
+   */
+  latestPerService? (query: Omit<ReadQuery, 'limit' | 'maxBytes' | 'after'>): number[]
   /** Number of events stored (expired but not yet purged ones included). */
   count (): number
   /** Deletes expired events; returns how many. */

@@ -132,6 +132,18 @@ export class MemoryEventStore implements EventStore {
     return out
   }
 
+  latestPerService (query: Omit<ReadQuery, 'limit' | 'maxBytes' | 'after'>): number[] {
+    const recipient = recipientKeyOf({ ...query, after: 0, limit: 0 }, this.#limitsOf)
+    const newest = new Map<string, number>()
+    for (const e of this.#byEvent.get(query.event)?.values() ?? []) {
+      if (e.expiresAt !== null && e.expiresAt <= query.now) continue
+      if ((e.recipient ?? NO_RECIPIENT) !== recipient) continue
+      if (query.services !== null && !query.services.has(e.serviceId)) continue
+      newest.set(e.serviceId, e.position) // in position order: the last one set is the newest
+    }
+    return [...newest.values()].sort((a, b) => a - b)
+  }
+
   positionAt (time: number): number | null {
     this.#checkOpen()
     let first: number | null = null

@@ -229,6 +229,7 @@ export class SqliteEventStore implements EventStore {
   readonly #purge: Database.Statement
   readonly #expiredOf: Database.Statement
   readonly #rowFrom: Database.Statement
+  readonly #latest: Database.Statement
   readonly #flushTxn: (pending: readonly Pending[]) => FlushOutcome
   readonly #purgeTxn: (now: number) => { removed: Map<string, number>, gone: number[], byName: Map<string, number>, rows: FlushOutcome['removals'] }
 
@@ -268,6 +269,8 @@ export class SqliteEventStore implements EventStore {
     this.#expiredOf = db.prepare(`SELECT service, position FROM events INDEXED BY events_expiry
       WHERE expires_at IS NOT NULL AND expires_at <= ? AND event = ? AND recipient = ? AND position > ?`).raw(true)
     this.#rowFrom = db.prepare('SELECT position, received_at FROM events WHERE position >= ? ORDER BY position LIMIT 1').raw(true)
+    this.#latest = db.prepare(`SELECT service, max(position) FROM events INDEXED BY events_read
+      WHERE event = ? AND recipient = ? AND (expires_at IS NULL OR expires_at > ?) GROUP BY service`).raw(true)
     this.#flushTxn = db.transaction((pending: readonly Pending[]) => this.#write(pending))
     this.#purgeTxn = db.transaction((now: number) => this.#purgeChunk(now))
 
@@ -316,6 +319,17 @@ export class SqliteEventStore implements EventStore {
     } catch (err) {
       throw new PersistenceError(`event store: reading "${query.event}" failed: ${(err as Error).message}`, { cause: err })
     }
+  }
+
+  /** One pass over the event's rows for the recipient (events_read), grouped by service. */
+  latestPerService (query: Omit<ReadQuery, 'limit' | 'maxBytes' | 'after'>): number[] {
+    this.#checkOpen()
+    const recipient = recipientKeyOf({ ...query, after: 0, limit: 0 }, this.#limitsOf)
+    const out: number[] = []
+    for (const [service, position] of this.#latest.iterate(query.event, recipient, query.now) as IterableIterator<[string, number]>) {
+      if (query.services === null || query.services.has(service)) out.push(position)
+    }
+    return out.sort((a, b) => a - b)
   }
 
   /** A binary search over positions: about log2(head) lookups of the primary key, no index of its own. */

@@ -608,6 +608,22 @@ export function describeEventStoreConformance (name: string, factory: EventStore
       })
     })
 
+    describe('[CLI-START-4] latestPerService', () => {
+      it('is the newest unexpired event per service, within the filter and for the recipient, in position order', async () => {
+        const life = limits('blip').lifetimeMs!
+        const a = await store.append(batch('a', 'i1', evs(1, 3, 'log')))
+        const b = await store.append(batch('b', 'i1', evs(1, 2, 'log')))
+        await store.append(batch('c', 'i1', evs(1, 1, 'blip'), { receivedAt: T0 - life }))
+        const last = (r: AppendResult): number => (r.stored[r.stored.length - 1] as StoredEvent).position
+        const q = { event: 'log', services: null, recipient: null, now: T0 }
+        expect(store.latestPerService?.(q)).toEqual([last(a), last(b)])
+        expect(store.latestPerService?.({ ...q, services: new Set(['b', 'x']) })).toEqual([last(b)])
+        expect(store.latestPerService?.({ ...q, event: 'blip' })).toEqual([]) // c's only event has expired
+        const m = await store.append(batch('a', 'i1', [ev(4, 'msg', { recipient: 'alice/phone' }), ev(5, 'msg', { recipient: 'bob/pc' })]))
+        expect(store.latestPerService?.({ ...q, event: 'msg', recipient: 'alice/phone' })).toEqual([(m.stored[0] as StoredEvent).position])
+      })
+    })
+
     describe('[CLI-START-3] positionAt', () => {
       it('is the first position received at or after a time, whatever its name; null after the newest', async () => {
         expect(store.positionAt?.(T0)).toBe(null)

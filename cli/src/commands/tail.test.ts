@@ -117,11 +117,12 @@ describe('startArg (--start) [CLI-START-2], [CLI-START-3]', () => {
   it('takes all, new, a position and an ISO time', () => {
     expect(startArg('all')).toBe('all')
     expect(startArg('new')).toBe('new')
+    expect(startArg('latest')).toBe('latest')
     expect(startArg('1234')).toEqual({ position: 1234 })
     expect(startArg('2026-12-02T14:00:00Z')).toEqual({ time: Date.UTC(2026, 11, 2, 14) })
     expect(startArg('2026-12-02')).toEqual({ time: Date.UTC(2026, 11, 2) })
   })
   it('refuses anything else, saying what it takes', () => {
-    for (const bad of ['oldest', '-1', '12a', '2026-13-45', '']) expect(() => startArg(bad)).toThrow(/give all, new, a position .* or an ISO time/)
+    for (const bad of ['oldest', '-1', '12a', '2026-13-45', '']) expect(() => startArg(bad)).toThrow(/give all, new, latest, a position .* or an ISO time/)
   })
 })

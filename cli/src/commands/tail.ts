@@ -57,9 +57,9 @@ export function renderGap (g: GapInfo, options: { json: boolean, color: boolean,
   return `${s.dim(formatClockTime(options.at))} ${s.yellow('[gap]')} ${s.bold(g.event)}${services}: ${g.exact ? '' : 'at least '}${g.missed} event${g.missed === 1 ? '' : 's'} missed (${why}) after #${g.after}, up to #${g.upTo}`
 }
 
-/** --start: all, new, a position (digits), or an ISO 8601 time [CLI-START-2], [CLI-START-3]. */
+/** --start: all, new, latest, a position (digits), or an ISO 8601 time [CLI-START-2], [CLI-START-3]. */
 export function startArg (v: string): StartOption {
-  if (v === 'all' || v === 'new') return v
+  if (v === 'all' || v === 'new' || v === 'latest') return v
   if (/^\d+$/.test(v)) {
     const position = Number(v)
     if (Number.isSafeInteger(position)) return { position }
@@ -69,7 +69,7 @@ export function startArg (v: string): StartOption {
     const time = Date.parse(v)
     if (!Number.isNaN(time)) return { time }
   }
-  throw new InvalidArgumentError('give all, new, a position (e.g. 1234) or an ISO time (e.g. 2026-12-02T14:00:00Z)')
+  throw new InvalidArgumentError('give all, new, latest, a position (e.g. 1234) or an ISO time (e.g. 2026-12-02T14:00:00Z)')
 }
 
 /** How --start reads back in the tail's first line. */
@@ -226,7 +226,7 @@ export function tailCommand (): Command {
     .option('--guest', 'connect as a guest, without credentials')
     .option('--client <name>', 'client name (default: tail-<host>-<pid>); it decides which private events you get, and an application\'s name would take over its connection')
     .option('--services <ids>', 'only events from these services (comma-separated)', nameList)
-    .option('--start <from>', 'without a stored position: all (what the broker holds), new (only new events), a position (from that event on) or an ISO time (the first event the broker received at or after it, e.g. 2026-12-02T14:00:00Z)', startArg, 'all' as StartOption)
+    .option('--start <from>', 'without a stored position: all (what the broker holds), new (only new events), latest (the newest event per service, then new ones), a position (from that event on) or an ISO time (the first event the broker received at or after it, e.g. 2026-12-02T14:00:00Z)', startArg, 'all' as StartOption)
     .option('--positions <file>', 'keep positions in this SQLite file, so a restart resumes where it stopped (default: memory)')
     .option('--json', 'print one JSON object per event, with all its metadata')
     .option('--no-summary', 'no summary line')
