@@ -122,6 +122,16 @@ export interface Subscription {
   readonly redelivered: number
   /** Handler failures retried. */
   readonly retries: number
+  /**
+   * [CLI-REPLAY-1] Resets the position to `start` and delivers again from there (a replay): events up
+   * to the position handled now come with `replay: true` ([CLI-REPLAY-2]). Resolves once the new
+   * position is written and the subscription sent again (`'all'` and `{ position }` are written
+   * at once; `'new'`, `'latest'` and a time are resolved by the broker, the position written as 0
+   * until it answers).
+   */
+  reset (start: StartOption): Promise<void>
+  /** True while a replay runs (see reset). */
+  readonly replaying: boolean
   /** Gap notices received since subscribe() ([CLI-GAP-3]), and the events they said were missed. */
   readonly gaps: number
   readonly missed: number
@@ -347,6 +357,8 @@ export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointE
       get redelivered () { return sub.redelivered },
       get retries () { return sub.retries },
       get gaps () { return sub.gaps },
+      get replaying () { return sub.replayUntil !== null },
+      reset: async (start: StartOption) => { await this.reset(sub, startFrom(start)) },
       get missed () { return sub.missed },
       get position () { return sub.committed },
       get waitingForAccess () { return sub.waitingForAccess },
@@ -363,6 +375,35 @@ export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointE
     }
   }
 
+  /** [CLI-REPLAY-1] See Subscription.reset. */
+  private async reset (sub: ClientSubscription<Tx>, start: StartFrom): Promise<void> {
+    if (sub.closed) throw new ClosedError(`subscription "${sub.key}" is closed`)
+    // stop the current delivery: frames of the old subscription id are ignored from now on
+    if (sub.wireId !== 0) {
+      if (this.link.online) this.link.send(this.reqTopic, encodeRequest({ op: 'unsub', sub: sub.wireId }))
+      this.wire.delete(sub.wireId)
+      sub.wireId = 0
+    }
+    sub.clearQueue()
+    sub.stopRetryWait?.()
+    await sub.idle()
+    if (sub.closed) return
+    // [CLI-REPLAY-2] where it was: events up to it are a replay (a second reset keeps the furthest)
+    sub.replayUntil = Math.max(sub.replayUntil ?? 0, sub.committed)
+    const local = start === 'all' ? 0 : typeof start === 'object' && 'position' in start ? Math.max(0, start.position - 1) : null
+    const p = local ?? 0
+    sub.resetStart = local === null ? start : null
+    // durably, before anything is delivered again
+    const w1 = sub.positions.commit(sub.key, p)
+    const w2 = sub.positions.reserve?.(sub.key, p)
+    await Promise.all([w1, w2])
+    sub.committed = p
+    sub.reserved = p
+    sub.crashStarted = null
+    if (sub.replayUntil <= p && sub.resetStart === null) sub.replayUntil = null // nothing to replay
+    if (this.link.online) this.resubscribe(sub)
+  }
+
   /** (Re)sends a subscription once no handler of it is running, from its committed position ([CLI-RESUME-1]). */
   private resubscribe (sub: ClientSubscription<Tx>): void {
     void sub.idle().then(() => {
@@ -374,7 +415,7 @@ export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointE
       sub.committed = recorded?.position ?? 0
       // [CLI-START-1] a recorded position, even 0, is where to resume: `start` only applies without one
       this.link.send(this.reqTopic, encodeRequest({
-        op: 'sub', sub: id, event: sub.event, services: sub.services, position: sub.committed, start: recorded === null ? sub.start : 'all', window: sub.window, gaps: true
+        op: 'sub', sub: id, event: sub.event, services: sub.services, position: sub.resetStart !== null ? 0 : sub.committed, start: sub.resetStart ?? (recorded === null ? sub.start : 'all'), window: sub.window, gaps: true
       }))
     })
   }
@@ -414,7 +455,10 @@ export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointE
             sub.committed = 0
             sub.reserved = 0
             sub.crashStarted = null
-          } else if (recorded === null) {
+          } else if (recorded === null || sub.resetStart !== null) {
+            // [CLI-REPLAY-1] a reset to a start the broker resolved is recorded like a first start
+            sub.resetStart = null
+            if (sub.replayUntil !== null && c.head >= sub.replayUntil) sub.replayUntil = null // nothing to replay
             // [CLI-START-1] remember where a first subscription started; [CLI-POS-5] durably, before
             // subscribe() resolves and before any event is handed over
             w1 = sub.positions.commit(sub.key, c.head)
@@ -534,6 +578,8 @@ export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointE
         if (e.position <= (pending ?? sub.committed)) continue // already handled (a frame from before a resubscription)
         // [CLI-REDELIVER-1] every event up to the recorded started one may have been handled before
         let redelivered = sub.crashStarted !== null && e.position <= sub.crashStarted
+        // [CLI-REPLAY-2] flagged until it reaches where it was when reset
+        const replay = sub.replayUntil !== null && e.position <= sub.replayUntil
         if (sub.transaction === null) {
           // [CLI-REDELIVER-1] recorded before the handler, so a crash inside it is known after restart;
           // while a range flagged from a crash is delivered again, its end, so a crash now keeps it
@@ -563,7 +609,7 @@ export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointE
           }
         }
         for (let attempt = 1; ; attempt++) {
-          const event = toHeraldEvent(e, item.ageAtSend + (this.clock.now() - item.arrivedAt), redelivered)
+          const event = toHeraldEvent(e, item.ageAtSend + (this.clock.now() - item.arrivedAt), redelivered, replay)
           try {
             if (sub.transaction !== null) this.runTransactional(sub, event)
             else await sub.handler(event)
@@ -585,6 +631,7 @@ export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointE
           }
         }
         if (sub.crashStarted !== null && e.position >= sub.crashStarted) sub.crashStarted = null
+        if (sub.replayUntil !== null && e.position >= sub.replayUntil) sub.replayUntil = null
         sub.delivered++
         if (redelivered) sub.redelivered++
         if (sub.transaction !== null) commit(e.position)
