@@ -125,7 +125,7 @@ export interface Subscription {
   /**
    * [CLI-REPLAY-1] Resets the position to `start` and delivers again from there (a replay): events up
    * to the position handled now come with `replay: true` ([CLI-REPLAY-2]). Resolves once the new
-   * position is written and the subscription sent again (`'all'` and `{ position }` are written
+   * position is written; the subscription is then sent again (at once when online, else on reconnect) (`'all'` and `{ position }` are written
    * at once; `'new'`, `'latest'` and a time are resolved by the broker, the position written as 0
    * until it answers).
    */
