@@ -198,7 +198,7 @@ export interface BrokerStats {
    * Per event name since the broker started: events stored, sent to clients, and refused by error
    * code ([SVC-REJECT-1]; names not in the site count under "(unknown)"). Names with nothing yet may be missing.
    */
-  readonly perEvent: Readonly<Record<string, Readonly<{ stored: number, delivered: number, refused: Readonly<Record<string, number>> }>>>
+  readonly perEvent: Readonly<Record<string, Readonly<{ stored: number, delivered: number, refused: Readonly<Record<string, number>>, gaps: number, gapMissed: number }>>>
   /** Events stored now per event name, if the store tells. */
   readonly storedByEvent: Readonly<Record<string, number>>
   /** Per event name with subscriptions: their count and lag in positions (Delivery.lag). */
@@ -268,13 +268,15 @@ function sameLogin (a: Principal | undefined, b: Principal): boolean {
   return a.user?.name === (b as typeof a).user?.name && (a.kind === 'client' || a.service?.id === (b as typeof a).service?.id)
 }
 
-type PerEvent = { stored: number, delivered: number, refused: Record<string, number> }
+type PerEvent = { stored: number, delivered: number, refused: Record<string, number>, gaps: number, gapMissed: number }
 
 function perEventStats (uplink: Uplink, delivery: Delivery, ingest: PlainIngest): Record<string, PerEvent> {
   const out: Record<string, PerEvent> = {}
-  const of = (name: string): PerEvent => (out[name] ??= { stored: 0, delivered: 0, refused: {} })
+  const of = (name: string): PerEvent => (out[name] ??= { stored: 0, delivered: 0, refused: {}, gaps: 0, gapMissed: 0 })
   for (const [name, n] of uplink.storedByEvent) of(name).stored = n
   for (const [name, n] of delivery.deliveredByEvent) of(name).delivered = n
+  // [CLI-GAP-4] subscriptions that missed removed events, and how many they missed
+  for (const [name, g] of delivery.gapsByEvent) Object.assign(of(name), { gaps: g.gaps, gapMissed: g.missed })
   for (const [name, byCode] of uplink.refusedByEvent) of(name).refused = Object.fromEntries(byCode)
   // [PLAIN-INGEST-*] events raised over plain MQTT count with the uplink's
   for (const [name, n] of ingest.storedByEvent) of(name).stored += n

@@ -25,9 +25,9 @@ const STATS: BrokerStats = {
   blockedConnections: 1,
   connectionsByKind: { service: 2, client: 2, guest: 1, plain: 3, pending: 1 },
   perEvent: {
-    readings: { stored: 10, delivered: 6, refused: { PAYLOAD_TOO_LARGE: 2 } },
-    temperature: { stored: 2, delivered: 1, refused: {} },
-    '(unknown)': { stored: 0, delivered: 0, refused: { UNKNOWN_EVENT: 1 } }
+    readings: { stored: 10, delivered: 6, refused: { PAYLOAD_TOO_LARGE: 2 }, gaps: 2, gapMissed: 40 },
+    temperature: { stored: 2, delivered: 1, refused: {}, gaps: 0, gapMissed: 0 },
+    '(unknown)': { stored: 0, delivered: 0, refused: { UNKNOWN_EVENT: 1 }, gaps: 0, gapMissed: 0 }
   },
   storedByEvent: { readings: 8, temperature: 1 },
   lag: { readings: { subscriptions: 2, max: 30, total: 35 } },
@@ -79,6 +79,12 @@ describe('broker metrics [OPS-METRICS-1]', () => {
       'herald_events_delivered_total{event="readings"}': 6,
       'herald_events_delivered_total{event="temperature"}': 1,
       'herald_events_delivered_total{event="(unknown)"}': 0,
+      'herald_subscription_gaps_total{event="readings"}': 2,
+      'herald_subscription_gaps_total{event="temperature"}': 0,
+      'herald_subscription_gaps_total{event="(unknown)"}': 0,
+      'herald_subscription_gap_events_total{event="readings"}': 40,
+      'herald_subscription_gap_events_total{event="temperature"}': 0,
+      'herald_subscription_gap_events_total{event="(unknown)"}': 0,
       'herald_events_refused_total{event="readings",code="PAYLOAD_TOO_LARGE"}': 2,
       'herald_events_refused_total{event="(unknown)",code="UNKNOWN_EVENT"}': 1,
       'herald_events_pushed_out_total{event="readings"}': 4,

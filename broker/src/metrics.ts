@@ -91,6 +91,9 @@ export function brokerMetricsRegistry (broker: Broker): Registry {
   new Counter({ name: 'herald_plain_view_messages_dropped_total', help: 'Live QoS 0 messages to plain MQTT clients not sent because the connection was above plainMaxQueuedBytes', registers, collect () { this.reset(); this.inc(stats().plainView.dropped) } })
   new Counter({ name: 'herald_events_stored_total', help: 'Events stored (committed and fsync\'d), per event name', labelNames: ['event'], registers, collect: perEvent((e) => e.stored) })
   new Counter({ name: 'herald_events_delivered_total', help: 'Events sent to client subscriptions, per event name', labelNames: ['event'], registers, collect: perEvent((e) => e.delivered) })
+  // [CLI-GAP-4]
+  new Counter({ name: 'herald_subscription_gaps_total', help: 'Times a client subscription was found to have missed events removed (pushed out, expired) before it was sent them, per event name', labelNames: ['event'], registers, collect: perEvent((e) => e.gaps) })
+  new Counter({ name: 'herald_subscription_gap_events_total', help: 'Events client subscriptions missed that way (a lower bound where the store knows only a range), per event name', labelNames: ['event'], registers, collect: perEvent((e) => e.gapMissed) })
   new Counter({
     name: 'herald_events_refused_total',
     help: 'Events the broker refused (SVC-REJECT-1), per event name ("(unknown)" for names not in the site) and error code',

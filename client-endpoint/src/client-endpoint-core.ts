@@ -6,7 +6,7 @@
  * (client-endpoint.ts: MQTT over TCP/TLS, SQLite, transactional mode) and the browser entry
  * (browser/index.ts: MQTT over WebSocket, IndexedDB) wrap it.
  */
-import { AuthError, ClosedError, ConfigError, ErrorCode, FrameType, HeraldError, Link, RequestError, TypedEmitter, assertName, checkInt, clientClientId, clientKey, clientMessageTopic, clientRequestTopic, decodeControl, decodeEvents, encodeRequest, errorFromWire, frameType, isValidName, silentLogger, systemClock, toHeraldError, withDefaults, StatusFeed, type Clock, type Logger, type Transport, type Widened, type StartFrom , type StoredEvent, type TimerHandle , type EndpointConnectionOptions } from '@herald/protocol'
+import { AuthError, ClosedError, ConfigError, ErrorCode, FrameType, HeraldError, Link, RequestError, TypedEmitter, assertName, checkInt, clientClientId, clientKey, clientMessageTopic, clientRequestTopic, decodeControl, decodeEvents, encodeRequest, errorFromWire, frameType, isValidName, silentLogger, systemClock, toHeraldError, withDefaults, StatusFeed, type Clock, type Logger, type Transport, type Widened, type StartFrom, type StoredEvent, type TimerHandle, type EndpointConnectionOptions } from '@herald/protocol'
 import { ClientSubscription, type EventHandler } from './client-subscription.js'
 import { toHeraldEvent, type HeraldEvent } from './herald-event.js'
 import { MemoryPositionStore } from './positions/memory-position-store.js'
@@ -58,8 +58,14 @@ export const CLIENT_ENDPOINT_DEFAULTS = Object.freeze({
 export interface SubscribeOptions<Tx = never> {
   /** Only events from these services. Default: all services. */
   readonly services?: readonly string[]
-  /** Where to start when this subscription has no position yet: everything the broker holds (default) or only new events. */
-  readonly start?: StartFrom
+  /**
+   * Where to start when this subscription has no position yet ([CLI-START-1]): `'all'` everything the
+   * broker holds (default), `'new'` only new events, `'latest'` the newest instance per service and
+   * then new ones ([CLI-START-4]), `{ position: n }` the first event stored at or
+   * after position n ([CLI-START-2]), `{ time }` the first received by the broker at or after a
+   * time, a Date or ms since the epoch ([CLI-START-3]). A recorded position always wins.
+   */
+  readonly start?: StartOption
   /** The key its position is kept under. Default: the event name, plus `?services=a,b` when filtered. */
   readonly key?: string
   /** In-flight window for this subscription. Default: the endpoint's. */
@@ -83,6 +89,22 @@ export interface SubscribeOptions<Tx = never> {
   readonly maxAttempts?: number
   /** Delays between the attempts of one event. Default: the endpoint's retryInitialMs, retryMaxMs, factor 2. */
   readonly backoff?: BackoffPolicy
+}
+
+/** Where a subscription without a position starts (SubscribeOptions.start). */
+export type StartOption = 'all' | 'new' | 'latest' | { readonly position: number } | { readonly time: Date | number }
+
+/** The wire form of a start option; a ConfigError naming what is wrong. */
+export function startFrom (s: StartOption): StartFrom {
+  if (s === 'all' || s === 'new' || s === 'latest') return s
+  if (typeof s === 'object' && s !== null) {
+    if ('position' in s && Number.isSafeInteger(s.position) && s.position >= 0) return { position: s.position }
+    if ('time' in s) {
+      const ms = s.time instanceof Date ? s.time.getTime() : s.time
+      if (Number.isSafeInteger(ms) && ms >= 0) return { time: ms }
+    }
+  }
+  throw new ConfigError(`subscribe: option "start" must be "all", "new", "latest", { position: n } (a whole number >= 0) or { time: Date | ms }, got ${JSON.stringify(s)}`)
 }
 
 /** What an entry gives the core: the transport to use, and (Node) transactional mode. */
@@ -112,6 +134,19 @@ export interface Subscription {
   readonly retries: number
   /** Events given up on after `maxAttempts`, to the dead letters ([CLI-DEAD-1]). */
   readonly deadLettered: number
+  /**
+   * [CLI-REPLAY-1] Resets the position to `start` and delivers again from there (a replay): events up
+   * to the position handled now come with `replay: true` ([CLI-REPLAY-2]). Resolves once the new
+   * position is written; the subscription is then sent again (at once when online, else on reconnect) (`'all'` and `{ position }` are written
+   * at once; `'new'`, `'latest'` and a time are resolved by the broker, the position written as 0
+   * until it answers).
+   */
+  reset (start: StartOption): Promise<void>
+  /** True while a replay runs (see reset). */
+  readonly replaying: boolean
+  /** Gap notices received since subscribe() ([CLI-GAP-3]), and the events they said were missed. */
+  readonly gaps: number
+  readonly missed: number
   /** The position of the last committed event. */
   readonly position: number
   /**
@@ -149,11 +184,34 @@ export interface ClientEndpointEvents {
    */
   deadLetter: (info: { key: string, id: number, event: HeraldEvent, attempts: number, error: string, retried: boolean }) => void
   /**
+   * [CLI-GAP-3] Events of a subscription were removed at the broker (pushed out past the queue's
+   * bound, or expired) before it was sent them: they will never come. Emitted before the events after
+   * the gap are handed to the handler. `missed` is exact when `exact`, else a lower bound.
+   */
+  gap: (info: GapInfo) => void
+  /**
    * A background failure, among them refused credentials ([CONN-AUTH-2]: an AuthError naming the
    * user, once per run of refusals; the endpoint goes on retrying). Emitted only when listened to:
    * without a listener the error is logged at error level on the endpoint's logger, never thrown.
    */
   error: (error: HeraldError) => void
+}
+
+/** A gap notice as the client endpoint emits it ([CLI-GAP-3]). */
+export interface GapInfo {
+  /** The subscription's key. */
+  readonly key: string
+  readonly event: string
+  /** The services whose events were missed (at most 100 named). */
+  readonly services: readonly string[]
+  readonly missed: number
+  readonly exact: boolean
+  /** Of `missed`: pushed out past `maxQueueSize` (or `maxPerRecipient`), and expired. */
+  readonly pushedOut: number
+  readonly expired: number
+  /** The missed events lie after this position, up to `upTo`. */
+  readonly after: number
+  readonly upTo: number
 }
 
 export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointEvents> {
@@ -289,8 +347,7 @@ export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointE
     }
     const key = options.key ?? (services === null ? eventName : `${eventName}?services=${services.join(',')}`)
     if (this.subs.has(key)) throw new ConfigError(`subscribe: a subscription with key "${key}" exists already`)
-    const start = options.start ?? 'all'
-    if (start !== 'all' && start !== 'new') throw new ConfigError('subscribe: option "start" must be "all" or "new"')
+    const start = startFrom(options.start ?? 'all')
     const window = options.window ?? this.opts.window
     checkInt('subscribe', 'window', window, 1, 100_000)
     const tx = this.platform.transactions
@@ -329,6 +386,10 @@ export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointE
       get redelivered () { return sub.redelivered },
       get retries () { return sub.retries },
       get deadLettered () { return sub.deadLettered },
+      get gaps () { return sub.gaps },
+      get replaying () { return sub.replayUntil !== null },
+      reset: async (start: StartOption) => { await this.reset(sub, startFrom(start)) },
+      get missed () { return sub.missed },
       get position () { return sub.committed },
       get waitingForAccess () { return sub.waitingForAccess },
       unsubscribe: async () => {
@@ -344,6 +405,35 @@ export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointE
     }
   }
 
+  /** [CLI-REPLAY-1] See Subscription.reset. */
+  private async reset (sub: ClientSubscription<Tx>, start: StartFrom): Promise<void> {
+    if (sub.closed) throw new ClosedError(`subscription "${sub.key}" is closed`)
+    // stop the current delivery: frames of the old subscription id are ignored from now on
+    if (sub.wireId !== 0) {
+      if (this.link.online) this.link.send(this.reqTopic, encodeRequest({ op: 'unsub', sub: sub.wireId }))
+      this.wire.delete(sub.wireId)
+      sub.wireId = 0
+    }
+    sub.clearQueue()
+    sub.stopRetryWait?.()
+    await sub.idle()
+    if (sub.closed) return
+    // [CLI-REPLAY-2] where it was: events up to it are a replay (a second reset keeps the furthest)
+    sub.replayUntil = Math.max(sub.replayUntil ?? 0, sub.committed)
+    const local = start === 'all' ? 0 : typeof start === 'object' && 'position' in start ? Math.max(0, start.position - 1) : null
+    const p = local ?? 0
+    sub.resetStart = local === null ? start : null
+    // durably, before anything is delivered again
+    const w1 = sub.positions.commit(sub.key, p)
+    const w2 = sub.positions.reserve?.(sub.key, p)
+    await Promise.all([w1, w2])
+    sub.committed = p
+    sub.reserved = p
+    sub.crashStarted = null
+    if (sub.replayUntil <= p && sub.resetStart === null) sub.replayUntil = null // nothing to replay
+    if (this.link.online) this.resubscribe(sub)
+  }
+
   /** (Re)sends a subscription once no handler of it is running, from its committed position ([CLI-RESUME-1]). */
   private resubscribe (sub: ClientSubscription<Tx>): void {
     void sub.idle().then(() => {
@@ -355,7 +445,7 @@ export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointE
       sub.committed = recorded?.position ?? 0
       // [CLI-START-1] a recorded position, even 0, is where to resume: `start` only applies without one
       this.link.send(this.reqTopic, encodeRequest({
-        op: 'sub', sub: id, event: sub.event, services: sub.services, position: sub.committed, start: recorded === null ? sub.start : 'all', window: sub.window
+        op: 'sub', sub: id, event: sub.event, services: sub.services, position: sub.resetStart !== null ? 0 : sub.committed, start: sub.resetStart ?? (recorded === null ? sub.start : 'all'), window: sub.window, gaps: true
       }))
     })
   }
@@ -395,7 +485,10 @@ export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointE
             sub.committed = 0
             sub.reserved = 0
             sub.crashStarted = null
-          } else if (recorded === null) {
+          } else if (recorded === null || sub.resetStart !== null) {
+            // [CLI-REPLAY-1] a reset to a start the broker resolved is recorded like a first start
+            sub.resetStart = null
+            if (sub.replayUntil !== null && c.head >= sub.replayUntil) sub.replayUntil = null // nothing to replay
             // [CLI-START-1] remember where a first subscription started; [CLI-POS-5] durably, before
             // subscribe() resolves and before any event is handed over
             w1 = sub.positions.commit(sub.key, c.head)
@@ -416,6 +509,14 @@ export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointE
             // (the handler loop waits for its own first write, which an ordered store does after it)
             Promise.all([w1, w2]).then(() => { s.resolve() }, (err: unknown) => { s.reject(toHeraldError(err)) })
           }
+        } else if (c.op === 'gap') {
+          // [CLI-GAP-3] told before the EVENTS frame that follows the gap
+          const sub = this.wire.get(c.sub)
+          if (sub === undefined) return
+          sub.gaps++
+          sub.missed += c.missed
+          this.logger.warn({ key: sub.key, event: c.event, missed: c.missed, exact: c.exact, pushedOut: c.pushedOut, expired: c.expired }, 'events were removed at the broker before this subscription received them')
+          this.emit('gap', { key: sub.key, event: c.event, services: c.services, missed: c.missed, exact: c.exact, pushedOut: c.pushedOut, expired: c.expired, after: c.after, upTo: c.upTo })
         } else if (c.op === 'accessGranted') {
           // [SITE-RELOAD-5] the site now lets this user receive more: ask again for what was refused
           for (const sub of this.subs.values()) if (sub.waitingForAccess && sub.wireId === 0) this.resubscribe(sub)
@@ -507,6 +608,8 @@ export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointE
         if (e.position <= (pending ?? sub.committed)) continue // already handled (a frame from before a resubscription)
         // [CLI-REDELIVER-1] every event up to the recorded started one may have been handled before
         let redelivered = sub.crashStarted !== null && e.position <= sub.crashStarted
+        // [CLI-REPLAY-2] flagged until it reaches where it was when reset
+        const replay = sub.replayUntil !== null && e.position <= sub.replayUntil
         if (sub.transaction === null) {
           // [CLI-REDELIVER-1] recorded before the handler, so a crash inside it is known after restart;
           // while a range flagged from a crash is delivered again, its end, so a crash now keeps it
@@ -537,7 +640,7 @@ export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointE
         }
         let gaveUp = false
         for (let attempt = 1; ; attempt++) {
-          const event = toHeraldEvent(e, item.ageAtSend + (this.clock.now() - item.arrivedAt), redelivered)
+          const event = toHeraldEvent(e, item.ageAtSend + (this.clock.now() - item.arrivedAt), redelivered, replay)
           try {
             if (sub.transaction !== null) this.runTransactional(sub, event)
             else await sub.handler(event)
@@ -565,6 +668,7 @@ export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointE
           }
         }
         if (sub.crashStarted !== null && e.position >= sub.crashStarted) sub.crashStarted = null
+        if (sub.replayUntil !== null && e.position >= sub.replayUntil) sub.replayUntil = null
         if (gaveUp) {
           commit(e.position) // written by giveUp() with the dead letter
           continue

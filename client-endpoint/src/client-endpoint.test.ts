@@ -162,6 +162,35 @@ describe('ClientEndpoint handler loop: several EVENTS frames in one network read
     expect(db.prepare('SELECT position FROM effects ORDER BY position').pluck().all()).toEqual(range(15))
   })
 
+  it('[CLI-REPLAY-1] transactional mode: reset writes the position in the application\'s database, resubscribes from it, and flags the replay', async () => {
+    const { broker, client } = await setUp()
+    const dir = await tempDir('herald-loop-')
+    closers.push(() => dir.remove())
+    const db = new Database(join(dir.path, 'app.db'))
+    closers.push(async () => { db.close() })
+    const handled: Array<[number, boolean]> = []
+    const sub = await client.subscribe('readings', { transaction: db }, (e) => { handled.push([e.position, e.replay]) })
+    const first = broker.subOf('readings')
+    broker.send(eventsFrames(first, 1, 8))
+    await handledAll(() => handled.length, 8)
+    await sub.reset({ position: 6 })
+    await waitFor(() => broker.requests.filter((r) => r.op === 'sub').length === 2, 'the subscription sent again')
+    const again = broker.requests.filter((r) => r.op === 'sub').at(-1) as Extract<Request, { op: 'sub' }>
+    expect(again).toMatchObject({ event: 'readings', position: 5, start: 'all' })
+    expect(again.sub).not.toBe(first)
+    expect(broker.requests.some((r) => r.op === 'unsub' && r.sub === first)).toBe(true)
+    expect(new SqlitePositionStore({ database: db }).get('readings')?.position).toBe(5)
+    // a late frame of the old subscription is ignored; the new one replays 6..8, then 9 is new
+    broker.send([encodeEvents(first, 3, [stored(9)]), encodeEvents(again.sub, 3, [6, 7, 8, 9].map(stored))])
+    await handledAll(() => handled.length, 12)
+    expect(handled.slice(8)).toEqual([[6, true], [7, true], [8, true], [9, false]])
+    expect(sub.replaying).toBe(false)
+    // a broker-resolved start goes with position 0 and that start (the broker's head is recorded on its answer)
+    await sub.reset('new')
+    await waitFor(() => broker.requests.filter((r) => r.op === 'sub').length === 3, 'the subscription sent again')
+    expect(broker.requests.filter((r) => r.op === 'sub').at(-1)).toMatchObject({ position: 0, start: 'new' })
+  })
+
   it('default mode with an async handler: every event of every frame is handled in order', async () => {
     const { broker, client } = await setUp()
     const handled: HeraldEvent[] = []

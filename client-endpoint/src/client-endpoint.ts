@@ -8,7 +8,7 @@ import { checkBrokerConnection, mqttTransport, type TlsClientOptions } from '@he
 import { ClientEndpointCore, type ClientEndpointCoreOptions, type ClientEndpointPlatform, type SubscribeOptions as CoreSubscribeOptions } from './client-endpoint-core.js'
 import { SqlitePositionStore } from './positions/sqlite-position-store.js'
 
-export { CLIENT_ENDPOINT_DEFAULTS, type ClientEndpointEvents, type ClientStatus, type Subscription } from './client-endpoint-core.js'
+export { CLIENT_ENDPOINT_DEFAULTS, type ClientEndpointEvents, type ClientStatus, type GapInfo, type StartOption, type Subscription } from './client-endpoint-core.js'
 
 export interface ClientEndpointOptions extends ClientEndpointCoreOptions {
   /** `mqtt://host:port` of the broker, or `mqtts://host:port` for TLS ([CONN-TLS-1]). */

@@ -42,6 +42,13 @@ export class ClientSubscription<Tx = never> {
   deadLettered = 0
   /** subscribe() options `maxAttempts` and `backoff`; set by subscribe(). */
   attempts: AttemptPolicy | null = null
+  /** [CLI-GAP-3] gap notices received, and the events they said were missed. */
+  gaps = 0
+  missed = 0
+  /** [CLI-REPLAY-2] While a replay runs: the position handled when it was reset; events up to it are flagged `replay`. */
+  replayUntil: number | null = null
+  /** [CLI-REPLAY-1] A reset to a start the broker resolves ('new', 'latest', a time): sent with the next subscription, then cleared. */
+  resetStart: StartFrom | null = null
   /** While a failed handler waits for its retry: ends the wait now (close, unsubscribe). */
   stopRetryWait: (() => void) | null = null
   private idleWaiters: Array<() => void> = []

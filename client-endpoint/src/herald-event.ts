@@ -34,10 +34,15 @@ export interface HeraldEvent {
    * position was committed) ([CLI-REDELIVER-1]). Never true in transactional mode.
    */
   readonly redelivered: boolean
+  /**
+   * True while a replay runs ([CLI-REPLAY-2]): the subscription was reset to an earlier start and this
+   * event is at or before the position it had handled when it was reset.
+   */
+  readonly replay: boolean
 }
 
 /** Builds the handler's view of a stored event. */
-export function toHeraldEvent (e: StoredEvent, age: number, redelivered: boolean): HeraldEvent {
+export function toHeraldEvent (e: StoredEvent, age: number, redelivered: boolean, replay = false): HeraldEvent {
   return {
     id: eventId(e.instance, e.seq),
     serviceId: e.serviceId,
@@ -52,6 +57,7 @@ export function toHeraldEvent (e: StoredEvent, age: number, redelivered: boolean
     isNull: e.isNull,
     recipient: e.recipient,
     age,
-    redelivered
+    redelivered,
+    replay
   }
 }

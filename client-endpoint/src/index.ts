@@ -1,4 +1,4 @@
-export { ClientEndpoint, CLIENT_ENDPOINT_DEFAULTS, type ClientEndpointOptions, type ClientEndpointEvents, type ClientStatus, type SubscribeOptions, type Subscription } from './client-endpoint.js'
+export { ClientEndpoint, CLIENT_ENDPOINT_DEFAULTS, type ClientEndpointOptions, type ClientEndpointEvents, type ClientStatus, type GapInfo, type StartOption, type SubscribeOptions, type Subscription } from './client-endpoint.js'
 export type { EventHandler } from './client-subscription.js'
 export type { HeraldEvent } from './herald-event.js'
 export type { PositionStore, SubscriptionPosition } from './positions/position-store.js'

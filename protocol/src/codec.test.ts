@@ -126,7 +126,10 @@ const REQUEST_FIXTURES: Request[] = [
   { op: 'sub', sub: 2, event: '', services: [], position: 17, start: 'new', window: 1 },
   { op: 'ack', sub: 1, position: 0 },
   { op: 'ack', sub: 3, position: MAX },
-  { op: 'unsub', sub: MAX }
+  { op: 'unsub', sub: MAX },
+  { op: 'sub', sub: 5, event: 'alarms', services: null, position: 3, start: 'all', window: 10, gaps: true },
+  { op: 'sub', sub: 6, event: 'alarms', services: null, position: 0, start: { position: 17 }, window: 10 },
+  { op: 'sub', sub: 7, event: 'alarms', services: ['a'], position: 0, start: { time: 1_700_000_000_000 }, window: 10 }
 ]
 
 const CONTROL_FIXTURES: Control[] = [
@@ -135,7 +138,9 @@ const CONTROL_FIXTURES: Control[] = [
   { op: 'subscribed', sub: 2, category: 'private', head: 5, reset: false },
   { op: 'error', sub: null, code: 'NOT_AUTHORIZED', message: 'user "bob" may not receive "alarm" — ✗' },
   { op: 'error', sub: 9, code: 'UNKNOWN_EVENT', message: '' },
-  { op: 'accessGranted' }
+  { op: 'accessGranted' },
+  { op: 'gap', sub: 7, event: 'alarms', services: ['boiler-1'], missed: 40, exact: true, pushedOut: 38, expired: 2, after: 12, upTo: MAX },
+  { op: 'gap', sub: 1, event: 'e', services: [], missed: 1, exact: false, pushedOut: 0, expired: 1, after: 0, upTo: 1 }
 ]
 
 const nameOfFixture = (f: EventsFixture) => (sub: number): string | null => (sub === f.sub ? f.name : null)
@@ -227,6 +232,19 @@ describe('codec round trips', () => {
   it('a sub REQUEST without "services" decodes with services null', () => {
     const bytes = Buffer.concat([Uint8Array.of(FrameType.REQUEST), json({ op: 'sub', sub: 4, event: 'e', position: 0, start: 'all', window: 10 })])
     expect(decodeRequest(bytes)).toEqual({ op: 'sub', sub: 4, event: 'e', services: null, position: 0, start: 'all', window: 10 })
+  })
+
+  it('[CLI-GAP-3] "gaps" in a sub REQUEST is optional, must be a boolean, and false decodes as absent', () => {
+    const sub = { op: 'sub', sub: 4, event: 'e', services: null, position: 0, start: 'all', window: 10 }
+    expect(decodeRequest(Buffer.concat([Uint8Array.of(FrameType.REQUEST), json({ ...sub, gaps: false })]))).toEqual(sub)
+    expectMalformed(() => decodeRequest(Buffer.concat([Uint8Array.of(FrameType.REQUEST), json({ ...sub, gaps: 'yes' })])), 'REQUEST', '"gaps" must be a boolean')
+  })
+
+  it('[CLI-GAP-2] a gap CONTROL with a field missing or of the wrong type is refused', () => {
+    const gap = { op: 'gap', sub: 7, event: 'alarms', services: ['a'], missed: 4, exact: true, pushedOut: 4, expired: 0, after: 1, upTo: 9 }
+    for (const bad of [{ ...gap, missed: -1 }, { ...gap, services: [1] }, { ...gap, exact: 'yes' }, { ...gap, upTo: undefined }]) {
+      expectMalformed(() => decodeControl(Buffer.concat([Uint8Array.of(FrameType.CONTROL), json(bad)])), 'CONTROL', 'unknown shape')
+    }
   })
 
   it.each(EVENTS_FIXTURES.map((f, i) => [i, f] as const))('EVENTS #%i decodes to exactly what was encoded', (_i, f) => {
@@ -429,8 +447,11 @@ describe('decodeRequest names each malformed field', () => {
     ['position negative', { ...sub, position: -1 }, '"position" must be a non-negative integer'],
     ['position fractional', { ...sub, position: 0.5 }, '"position" must be a non-negative integer'],
     ['position missing', { ...sub, position: undefined }, '"position" must be a non-negative integer'],
-    ['start unknown', { ...sub, start: 'oldest' }, '"start" must be "all" or "new"'],
-    ['start missing', { ...sub, start: undefined }, '"start" must be "all" or "new"'],
+    ['start unknown', { ...sub, start: 'oldest' }, '"start" must be "all", "new"'],
+    ['start missing', { ...sub, start: undefined }, '"start" must be "all", "new"'],
+    ['start position negative', { ...sub, start: { position: -1 } }, '"start" must be "all", "new"'],
+    ['start with two keys', { ...sub, start: { position: 1, time: 2 } }, '"start" must be "all", "new"'],
+    ['start time a string', { ...sub, start: { time: '2026-01-01' } }, '"start" must be "all", "new"'],
     ['window 0', { ...sub, window: 0 }, '"window" must be a positive integer'],
     ['window a string', { ...sub, window: '10' }, '"window" must be a positive integer'],
     ['services a string', { ...sub, services: 'boiler' }, '"services" must be null or an array of at most 1000 strings'],

@@ -204,8 +204,23 @@ export function decodeAck (buf: Uint8Array): AckFrame {
 
 // ---------------------------------------------------------------- REQUEST (client -> broker), JSON
 
-/** Where a subscription starts when the client has no position yet ([CLI-START-1]). */
-export type StartFrom = 'all' | 'new'
+/**
+ * Where a subscription starts when the client has no position yet ([CLI-START-1]): everything
+ * stored, only new events, at a position (the first event delivered is the first stored at or after
+ * it, [CLI-START-2]), or at a time (the first event received at or after it, ms since the epoch on
+ * the broker's clock, [CLI-START-3]), or at the latest instance per service ([CLI-START-4]). An
+ * older broker refuses the forms other than "all" and "new" (MALFORMED_FRAME).
+ */
+export type StartFrom = 'all' | 'new' | 'latest' | { readonly position: number } | { readonly time: number }
+
+/** Whether `v` is a valid StartFrom on the wire. */
+function isStart (v: unknown): v is StartFrom {
+  if (v === 'all' || v === 'new' || v === 'latest') return true
+  if (typeof v !== 'object' || v === null) return false
+  const o = v as Record<string, unknown>
+  const keys = Object.keys(o)
+  return keys.length === 1 && ((keys[0] === 'position' && isInt(o.position)) || (keys[0] === 'time' && isInt(o.time)))
+}
 
 /** Client requests ([FRAME-REQUEST-1]). */
 export type Request =
@@ -221,6 +236,11 @@ export type Request =
     readonly start: StartFrom
     /** Most events in flight (sent, not yet acknowledged) for this subscription. */
     readonly window: number
+    /**
+     * The client understands gap notices ([CLI-GAP-3]): only then does the broker send them. Absent
+     * (an older client): no notices, so an older client never sees a CONTROL op it does not know.
+     */
+    readonly gaps?: boolean
   }
   | { readonly op: 'ack', readonly sub: number, readonly position: number }
   | { readonly op: 'unsub', readonly sub: number }
@@ -250,7 +270,7 @@ export function decodeRequest (buf: Uint8Array): Request {
     case 'sub': {
       if (typeof o.event !== 'string') throw new ProtocolError('REQUEST sub: "event" must be a string')
       if (!isInt(o.position)) throw new ProtocolError('REQUEST sub: "position" must be a non-negative integer')
-      if (o.start !== 'all' && o.start !== 'new') throw new ProtocolError('REQUEST sub: "start" must be "all" or "new"')
+      if (!isStart(o.start)) throw new ProtocolError('REQUEST sub: "start" must be "all", "new", "latest", {"position": n} or {"time": ms}')
       if (!isInt(o.window, 1)) throw new ProtocolError('REQUEST sub: "window" must be a positive integer')
       let services: string[] | null = null
       if (o.services !== null && o.services !== undefined) {
@@ -259,7 +279,8 @@ export function decodeRequest (buf: Uint8Array): Request {
         }
         services = o.services
       }
-      return { op: 'sub', sub: o.sub, event: o.event, services, position: o.position, start: o.start, window: o.window }
+      if (o.gaps !== undefined && typeof o.gaps !== 'boolean') throw new ProtocolError('REQUEST sub: "gaps" must be a boolean')
+      return { op: 'sub', sub: o.sub, event: o.event, services, position: o.position, start: o.start, window: o.window, ...(o.gaps === true ? { gaps: true } : {}) }
     }
     case 'ack':
       if (!isInt(o.position)) throw new ProtocolError('REQUEST ack: "position" must be a non-negative integer')
@@ -343,6 +364,30 @@ export type Control =
    * sends again the subscriptions the broker refused it for access (NOT_AUTHORIZED).
    */
   | { readonly op: 'accessGranted' }
+  /**
+   * Events of the subscription were removed before it was sent them ([CLI-GAP-2]): sent before the
+   * next EVENTS frame of that subscription, only to a client that asked (`gaps` in its sub request).
+   */
+  | GapControl
+
+/** A gap notice ([CLI-GAP-2]). */
+export interface GapControl {
+  readonly op: 'gap'
+  readonly sub: number
+  readonly event: string
+  /** Services whose events were missed (at most 100 named). */
+  readonly services: readonly string[]
+  /** Events missed: exactly when `exact`, else at least this many. */
+  readonly missed: number
+  readonly exact: boolean
+  /** Of `missed`: pushed out past the queue's bound, and expired. */
+  readonly pushedOut: number
+  readonly expired: number
+  /** The subscription's position when the broker found the gap: the missed events are after it. */
+  readonly after: number
+  /** The highest position among the missed events. */
+  readonly upTo: number
+}
 
 export function encodeControl (c: Control): Uint8Array {
   return tagged(FrameType.CONTROL, JSON.stringify(c))
@@ -365,5 +410,9 @@ export function decodeControl (buf: Uint8Array): Control {
     return { op: 'error', sub: o.sub, code: o.code, message: o.message }
   }
   if (o.op === 'accessGranted') return { op: 'accessGranted' }
+  if (o.op === 'gap' && isInt(o.sub, 1) && typeof o.event === 'string' && Array.isArray(o.services) && o.services.every((x) => typeof x === 'string') &&
+    isInt(o.missed) && typeof o.exact === 'boolean' && isInt(o.pushedOut) && isInt(o.expired) && isInt(o.after) && isInt(o.upTo)) {
+    return { op: 'gap', sub: o.sub, event: o.event, services: o.services, missed: o.missed, exact: o.exact, pushedOut: o.pushedOut, expired: o.expired, after: o.after, upTo: o.upTo }
+  }
   throw new ProtocolError('CONTROL frame has an unknown shape')
 }

@@ -213,3 +213,60 @@ describe('Delivery.recheck ([SITE-RELOAD-5])', () => {
     expect(delivery.lag(store.head()).has('alarms')).toBe(false)
   })
 })
+
+describe('Delivery gap notices ([CLI-GAP-1] .. [CLI-GAP-4])', () => {
+  async function setup (): Promise<{ delivery: Delivery, frames: Uint8Array[], session: ReturnType<Delivery['open']> }> {
+    const site = await parseSite({ events: [{ name: 'log', category: 'queueing', maxQueueSize: 3 }], users: [{ name: 'u', password: 'password-1' }] })
+    const store = new MemoryEventStore({ limitsOf: (n) => site.events.get(n) })
+    const events = Array.from({ length: 8 }, (_, i) => ({ seq: i + 1, name: 'log', category: 'queueing' as const, raisedAt: 1, isNull: false, recipient: null, payloadKind: PayloadKind.json, payload: Buffer.from('1') }))
+    await store.append({ serviceId: 's', instance: 'i', events, handledUpTo: 8, receivedAt: 1 })
+    const frames: Uint8Array[] = []
+    const delivery = new Delivery({ site, store, clock: new ManualClock(2), logger: silentLogger, limits: LIMITS })
+    const session = delivery.open({ kind: 'client', key: 'u/app', user: site.users.get('u') ?? null }, { write: (frame) => { frames.push(frame) }, blocked: false })
+    return { delivery, frames, session }
+  }
+  const ops = (frames: Uint8Array[]): string[] => frames.map((f) => f[0] === FrameType.CONTROL ? decodeControl(f).op : 'events')
+
+  it('tells a subscription that asked, before its first EVENTS frame, and counts it', async () => {
+    const { delivery, frames, session } = await setup()
+    delivery.handleRequest(session, encodeRequest({ op: 'sub', sub: 1, event: 'log', services: null, position: 2, start: 'all', window: 10, gaps: true }))
+    await waitFor(() => frames.some((f) => f[0] === FrameType.EVENTS), 'an EVENTS frame')
+    expect(ops(frames)).toEqual(['subscribed', 'gap', 'events'])
+    expect(decodeControl(frames[1] as Uint8Array)).toEqual({ op: 'gap', sub: 1, event: 'log', services: ['s'], missed: 3, exact: true, pushedOut: 3, expired: 0, after: 2, upTo: 5 })
+    expect(delivery.gapsByEvent.get('log')).toEqual({ gaps: 1, missed: 3 })
+  })
+
+  it('sends an older client (no "gaps" in its request) no gap CONTROL, but counts the gap', async () => {
+    const { delivery, frames, session } = await setup()
+    delivery.handleRequest(session, encodeRequest({ op: 'sub', sub: 1, event: 'log', services: null, position: 0, start: 'all', window: 10 }))
+    await waitFor(() => frames.some((f) => f[0] === FrameType.EVENTS), 'an EVENTS frame')
+    expect(ops(frames)).toEqual(['subscribed', 'events'])
+    expect(delivery.gapsByEvent.get('log')).toEqual({ gaps: 1, missed: 5 })
+  })
+})
+
+describe('Delivery start latest ([CLI-START-4])', () => {
+  it('sends only the newest event per service up to its head, across reads of a few events each, then new ones; skipping is no gap', async () => {
+    const site = await parseSite({ events: [{ name: 'log', category: 'queueing', maxQueueSize: 4 }], users: [{ name: 'u', password: 'password-1' }] })
+    const store = new MemoryEventStore({ limitsOf: (n) => site.events.get(n) })
+    let seq = 0
+    const append = async (service: string, n: number): Promise<number[]> => {
+      const events = Array.from({ length: n }, () => ({ seq: ++seq, name: 'log', category: 'queueing' as const, raisedAt: 1, isNull: false, recipient: null, payloadKind: PayloadKind.json, payload: Buffer.from('1') }))
+      const r = await store.append({ serviceId: service, instance: 'i', events, handledUpTo: seq, receivedAt: 1 })
+      delivery.onStored(r.stored)
+      return r.stored.map((e) => e.position)
+    }
+    const frames: Uint8Array[] = []
+    const delivery = new Delivery({ site, store, clock: new ManualClock(2), logger: silentLogger, limits: { ...LIMITS, maxEventsPerFrame: 2 } })
+    const lasts: number[] = []
+    for (const s of ['s1', 's2', 's3', 's1', 's2']) lasts.push(...(await append(s, 3)).slice(-1)) // s1's first 3 are pushed out by its next 3
+    const session = delivery.open({ kind: 'client', key: 'u/app', user: site.users.get('u') ?? null }, { write: (frame) => { frames.push(frame) }, blocked: false })
+    delivery.handleRequest(session, encodeRequest({ op: 'sub', sub: 1, event: 'log', services: null, position: 0, start: 'latest', window: 10, gaps: true }))
+    const positions = (): number[] => frames.filter((f) => f[0] === FrameType.EVENTS).flatMap((f) => decodeEvents(f, () => 'log')?.events.map((e) => e.position) ?? [])
+    await waitFor(() => positions().length === 3, 'the three latest')
+    const fresh = await append('s3', 1)
+    await waitFor(() => positions().length === 4, 'the new one')
+    expect(positions()).toEqual([lasts[2], lasts[3], lasts[4], ...fresh])
+    expect(frames.filter((f) => f[0] === FrameType.CONTROL).map((f) => decodeControl(f).op)).toEqual(['subscribed'])
+  })
+})

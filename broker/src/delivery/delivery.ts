@@ -12,6 +12,7 @@
 import { decodeRequest, encodeControl, encodeEvents, ErrorCode, frameChunks, isValidName, mayReceive, type Clock, type Control, type EventDefinition, type Logger, type Request, type Site, type StoredEvent } from '@herald/protocol'
 import type { ClientPrincipal } from '../auth/principal.js'
 import type { EventStore } from '../event-store/event-store.js'
+import type { Gap } from '../event-store/removal-log.js'
 import { Subscription } from './subscription.js'
 
 /** Limits of the delivery side. */
@@ -115,6 +116,8 @@ export class Delivery {
   delivered = 0
   /** Events sent to clients per event name (for metrics). */
   readonly deliveredByEvent = new Map<string, number>()
+  /** [CLI-GAP-4] Per event name: gaps found (subscriptions that missed removed events) and the events missed. */
+  readonly gapsByEvent = new Map<string, { gaps: number, missed: number }>()
 
   /** The site subscriptions are checked against; recheck() swaps it ([SITE-RELOAD-5]). */
   private site: Site
@@ -287,9 +290,31 @@ export class Delivery {
     // [CLI-RESET-1] a position ahead of the broker's head means the broker's store was replaced:
     // start over from everything it holds, and say so
     const reset = req.position > head
-    const start = reset ? 0 : req.position > 0 ? req.position : req.start === 'new' ? head : 0
+    let start: number
+    let latest: number[] = []
+    if (reset) start = 0
+    else if (req.position > 0 || req.start === 'all') start = req.position
+    else if (req.start === 'new') start = head
+    else if (req.start === 'latest') {
+      // [CLI-START-4] the newest instance per service, then everything new
+      if (this.ctx.store.latestPerService === undefined) return fail(ErrorCode.INVALID_ARGUMENT, 'this broker\'s event store cannot start a subscription at the latest instances')
+      latest = this.ctx.store.latestPerService({ event: def.name, services: req.services === null ? null : new Set(req.services), recipient: def.category === 'private' ? session.key : null, now: this.ctx.clock.now() })
+      start = latest.length === 0 ? head : (latest[0] as number) - 1
+    }
+    else if ('position' in req.start) start = Math.min(Math.max(0, req.start.position - 1), head) // [CLI-START-2]
+    else {
+      // [CLI-START-3] the first event received at or after the time; none: only new events
+      if (this.ctx.store.positionAt === undefined) return fail(ErrorCode.INVALID_ARGUMENT, 'this broker\'s event store cannot start a subscription at a time')
+      const at = this.ctx.store.positionAt(req.start.time)
+      start = at === null ? head : at - 1
+    }
     const window = Math.min(req.window, limits.maxWindow)
     const sub = new Subscription(req.sub, def, req.services === null ? null : new Set(req.services), def.category === 'private' ? session.key : null, window, this.ctx.limits.maxInflightBytes, start)
+    sub.gaps = req.gaps === true
+    if (latest.length > 0) {
+      sub.only = { until: head, keep: new Set(latest) }
+      sub.gapFloor = head // what it skips on purpose is no gap
+    }
     session.subs.set(req.sub, sub)
     this.owner.set(sub, session)
     let set = this.byEvent.get(def.name)
@@ -370,6 +395,7 @@ export class Delivery {
       this.readQueue.add(sub)
       return
     }
+    this.checkGap(sub, session)
     const limit = Math.min(credit, this.ctx.limits.maxEventsPerFrame)
     const maxBytes = Math.max(1, Math.min(sub.bytesLeft, session.bytesLeft, this.ctx.limits.maxFrameBytes))
     sub.reading = true
@@ -383,8 +409,15 @@ export class Delivery {
       if (!sub.closed && !session.closed) {
         let bytes = 0
         for (const e of events) bytes += e.payload.byteLength
-        const sent = events.length > 0 ? this.send(sub, session, events) : 0
-        if (sent < events.length) this.pump(sub) // stopped by a limit: pump puts it where it waits
+        // [CLI-START-4] up to the head it started at, a `latest` subscription gets only the kept positions
+        const only = sub.only
+        const toSend = only === null ? events : events.filter((e) => e.position > only.until || only.keep.has(e.position))
+        const sent = toSend.length > 0 ? this.send(sub, session, toSend) : 0
+        if (only !== null && sent === toSend.length && events.length > 0) {
+          sub.cursor = Math.max(sub.cursor, (events[events.length - 1] as StoredEvent).position) // past what it skipped
+          if (sub.cursor >= only.until) sub.only = null
+        }
+        if (sent < toSend.length) this.pump(sub) // stopped by a limit: pump puts it where it waits
         else if (events.length < limit && bytes < maxBytes && !sub.dirty) sub.caughtUp = true
         else this.pump(sub)
         if (!session.output.blocked && session.bytesLeft > 0) this.resume(session)
@@ -404,6 +437,48 @@ export class Delivery {
       }
       this.nextRead()
     })
+  }
+
+  /**
+   * [CLI-GAP-1] Before a read: were events of this subscription removed (pushed out, expired) above
+   * its cursor since it last looked? One comparison of the event name's removal epoch when not; a
+   * walk over that name's removal runs when it changed. Counted for every subscription; told to a
+   * client that asked ([CLI-GAP-3]), before the EVENTS frame this read makes.
+   */
+  private checkGap (sub: Subscription, session: ClientSession): void {
+    const store = this.ctx.store
+    if (store.removalEpoch === undefined || store.gap === undefined) return
+    const epoch = store.removalEpoch(sub.def.name)
+    const first = !sub.gapChecked
+    if (!first && epoch === sub.removalSeen) return
+    sub.gapChecked = true
+    // expired events already told of (and purged since) are not told again
+    const after = Math.max(sub.cursor, sub.gapFloor)
+    const query = { event: sub.def.name, after, services: sub.services, recipient: sub.recipient }
+    let gap: Gap | null = epoch === sub.removalSeen ? null : store.gap({ ...query, sinceEpoch: sub.removalSeen })
+    sub.removalSeen = epoch
+    // [CLI-GAP-2] once per subscription start: expired events the purge has not deleted yet, which a read skips
+    const unpurged = first && sub.def.lifetimeMs !== null ? store.expiredUnpurged?.({ ...query, now: this.ctx.clock.now() }) ?? null : null
+    if (unpurged !== null) {
+      gap = {
+        event: sub.def.name,
+        services: [...new Set([...(gap?.services ?? []), ...unpurged.services])].sort().slice(0, 100),
+        missed: (gap?.missed ?? 0) + unpurged.count,
+        exact: gap?.exact ?? true,
+        pushedOut: gap?.pushedOut ?? 0,
+        expired: (gap?.expired ?? 0) + unpurged.count,
+        upTo: Math.max(gap?.upTo ?? 0, unpurged.upTo)
+      }
+    }
+    if (gap === null) return
+    // the expired events told of now are removed by a later purge: not told again then
+    if (unpurged !== null) sub.gapFloor = Math.max(sub.gapFloor, unpurged.upTo)
+    let g = this.gapsByEvent.get(gap.event)
+    if (g === undefined) this.gapsByEvent.set(gap.event, g = { gaps: 0, missed: 0 })
+    g.gaps++
+    g.missed += gap.missed
+    this.ctx.logger.debug({ client: session.key, event: gap.event, missed: gap.missed, exact: gap.exact, after: sub.cursor }, 'subscription missed removed events')
+    if (sub.gaps) this.control(session, { op: 'gap', sub: sub.id, ...gap, after })
   }
 
   /** Starts the reads that waited for a slot. */

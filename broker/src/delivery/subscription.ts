@@ -17,6 +17,19 @@ export class Subscription {
   /** Events were stored while a read was under way: read again. */
   dirty = false
   closed = false
+  /** The client asked for gap notices ([CLI-GAP-3]). */
+  gaps = false
+  /** The store's removal epoch of this event when the subscription last looked for a gap ([CLI-GAP-1]). */
+  removalSeen = 0
+  /** The first gap check (which also counts expired events not purged yet) was done. */
+  gapChecked = false
+  /** The highest position a gap notice covered: not told again when the purge deletes it later. */
+  gapFloor = 0
+  /**
+   * [CLI-START-4] A start at the latest instances: up to `until` (the head when it subscribed) only
+   * the positions in `keep` are sent; null once past it, or for any other start.
+   */
+  only: { readonly until: number, readonly keep: ReadonlySet<number> } | null = null
 
   constructor (
     readonly id: number,

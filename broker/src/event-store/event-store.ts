@@ -3,6 +3,7 @@
  * `describeEventStoreConformance` in `../testing/`.
  */
 import type { Category, RaisedEvent, StoredEvent } from '@herald/protocol'
+import type { Gap, GapQuery } from './removal-log.js'
 
 /** What the store needs to know of an event name to bound its queues. */
 export interface QueueLimits {
@@ -89,6 +90,13 @@ export function emptyEventCounters (): EventCounters {
   return { pushedOut: 0, replaced: 0, expired: 0, expiredOnArrival: 0, nullsDropped: 0 }
 }
 
+/** Expired events not purged yet, of one subscription ([CLI-GAP-2]). */
+export interface ExpiredUnpurged {
+  readonly count: number
+  readonly upTo: number
+  readonly services: readonly string[]
+}
+
 /** A read of stored events for one subscription. */
 export interface ReadQuery {
   readonly event: string
@@ -145,6 +153,19 @@ export interface EventStore {
   read (query: ReadQuery): Promise<StoredEvent[]>
   /** The highest position ever assigned, or 0. */
   head (): number
+  /**
+   * [CLI-START-3] The position of the first stored event (of any name) received at or after `time`
+   * (broker clock, `receivedAt`), or null if none. Positions are assigned in arrival order, so this
+   * is a search over positions: exact while the broker's clock never stepped back. Optional: without
+   * it a subscription cannot start at a time.
+   */
+  positionAt? (time: number): number | null
+  /**
+   * [CLI-START-4] The positions of the newest unexpired event of `query.event` per service (within
+   * `query.services`, for `query.recipient`), in position order. Optional: without it a subscription
+   * cannot start at the latest instances.
+   */
+  latestPerService? (query: Omit<ReadQuery, 'limit' | 'maxBytes' | 'after'>): number[]
   /** Number of events stored (expired but not yet purged ones included). */
   count (): number
   /** Deletes expired events; returns how many. */
@@ -163,6 +184,19 @@ export interface EventStore {
   storedByEvent? (): Map<string, number>
   /** Null while the store is open and its last commit succeeded, else why not (for /readyz; optional). */
   problem? (): string | null
+  /**
+   * [CLI-GAP-1] The removal epoch of `event`: it changes whenever events of that name are pushed out
+   * or expired (deleted), 0 while none were since the store was opened. Optional: without it and
+   * `gap`, no gap notices.
+   */
+  removalEpoch? (event: string): number
+  /** [CLI-GAP-2] What a subscription missed among the removals after `query.sinceEpoch`, or null. */
+  gap? (query: GapQuery): Gap | null
+  /**
+   * [CLI-GAP-2] The events of a subscription above `query.after` that expired and are not purged
+   * yet (a read skips them): their count, highest position and services, or null if none.
+   */
+  expiredUnpurged? (query: Omit<ReadQuery, 'limit' | 'maxBytes'>): ExpiredUnpurged | null
   /** Sets (or with null clears) the observer of commit latencies (for metrics; optional). */
   observeCommits? (observer: CommitObserver | null): void
 }

@@ -3,7 +3,8 @@
  * process. For tests and for brokers that need no durability.
  */
 import { Category, ClosedError, ConfigError, type StoredEvent } from '@herald/protocol'
-import type { AppendBatch, AppendResult, EventCounters, EventStore, LimitsOf, ReadQuery } from './event-store.js'
+import type { AppendBatch, AppendResult, EventCounters, EventStore, ExpiredUnpurged, LimitsOf, ReadQuery } from './event-store.js'
+import { RemovalLog, type Gap, type GapQuery } from './removal-log.js'
 import { capOf, checkBatch, checkMaxDedupKeys, countFor, expiresAtOf, NO_RECIPIENT, recipientKeyOf, snapshotCounters, storedFrom } from './event-store-rules.js'
 
 /** What a MemoryEventStore is built from. */
@@ -42,6 +43,8 @@ export class MemoryEventStore implements EventStore {
   #head = 0
   #count = 0
   #closed = false
+  /** [CLI-GAP-1] what was pushed out or expired, for gap notices. */
+  readonly #removals = new RemovalLog()
 
   constructor (options: MemoryEventStoreOptions) {
     if (typeof options?.limitsOf !== 'function') throw new ConfigError('MemoryEventStore: option "limitsOf" must be a function')
@@ -58,43 +61,48 @@ export class MemoryEventStore implements EventStore {
     let duplicates = 0
     let expired = 0
     let nullsDropped = 0
-    for (let i = 0; i < batch.events.length; i++) {
-      const e = batch.events[i]!
-      const lim = limits[i]!
-      // [STORE-DEDUP-1]
-      if (e.seq <= last) { duplicates++; continue }
-      last = e.seq
-      if (e.key !== undefined) {
-        // [STORE-DEDUP-2] a key seen before: handled, not stored; a new one is remembered, oldest forgotten
-        let keys = this.#keys.get(key)
-        if (keys === undefined) this.#keys.set(key, keys = new Set<string>())
-        if (keys.has(e.key)) { duplicates++; continue }
-        keys.add(e.key)
-        if (keys.size > this.#maxDedupKeys) keys.delete(keys.values().next().value as string)
+    this.#removals.begin()
+    try {
+      for (let i = 0; i < batch.events.length; i++) {
+        const e = batch.events[i]!
+        const lim = limits[i]!
+        // [STORE-DEDUP-1]
+        if (e.seq <= last) { duplicates++; continue }
+        last = e.seq
+        if (e.key !== undefined) {
+          // [STORE-DEDUP-2] a key seen before: handled, not stored; a new one is remembered, oldest forgotten
+          let keys = this.#keys.get(key)
+          if (keys === undefined) this.#keys.set(key, keys = new Set<string>())
+          if (keys.has(e.key)) { duplicates++; continue }
+          keys.add(e.key)
+          if (keys.size > this.#maxDedupKeys) keys.delete(keys.values().next().value as string)
+        }
+        const expiresAt = expiresAtOf(lim, batch.receivedAt, e.age)
+        if (expiresAt !== null && expiresAt <= batch.receivedAt) {
+          // [STORE-EXPIRE-2] handled, never stored
+          expired++
+          countFor(this.#counters, e.name, 'expiredOnArrival')
+          continue
+        }
+        if (e.isNull && this.#storedIsNull(batch.serviceId, e.name)) {
+          // [STORE-REPLACE-2] null over null says nothing new
+          nullsDropped++
+          countFor(this.#counters, e.name, 'nullsDropped')
+          continue
+        }
+        // a copy of the payload, so the caller's buffer can be reused
+        const s = storedFrom(e, new Uint8Array(e.payload), {
+          position: ++this.#head, // [STORE-POS-1]
+          serviceId: batch.serviceId,
+          instance: batch.instance,
+          receivedAt: batch.receivedAt,
+          expiresAt
+        })
+        this.#insert(s, capOf(lim), batch.receivedAt)
+        stored.push(s)
       }
-      const expiresAt = expiresAtOf(lim, batch.receivedAt, e.age)
-      if (expiresAt !== null && expiresAt <= batch.receivedAt) {
-        // [STORE-EXPIRE-2] handled, never stored
-        expired++
-        countFor(this.#counters, e.name, 'expiredOnArrival')
-        continue
-      }
-      if (e.isNull && this.#storedIsNull(batch.serviceId, e.name)) {
-        // [STORE-REPLACE-2] null over null says nothing new
-        nullsDropped++
-        countFor(this.#counters, e.name, 'nullsDropped')
-        continue
-      }
-      // a copy of the payload, so the caller's buffer can be reused
-      const s = storedFrom(e, new Uint8Array(e.payload), {
-        position: ++this.#head, // [STORE-POS-1]
-        serviceId: batch.serviceId,
-        instance: batch.instance,
-        receivedAt: batch.receivedAt,
-        expiresAt
-      })
-      this.#insert(s, capOf(lim), batch.receivedAt)
-      stored.push(s)
+    } finally {
+      this.#removals.end()
     }
     this.#seqs.set(key, Math.max(last, batch.handledUpTo))
     return { stored, duplicates, lastSeq: Math.max(last, batch.handledUpTo), expired, nullsDropped }
@@ -124,6 +132,32 @@ export class MemoryEventStore implements EventStore {
     return out
   }
 
+  latestPerService (query: Omit<ReadQuery, 'limit' | 'maxBytes' | 'after'>): number[] {
+    const recipient = recipientKeyOf({ ...query, after: 0, limit: 0 }, this.#limitsOf)
+    const newest = new Map<string, number>()
+    for (const e of this.#byEvent.get(query.event)?.values() ?? []) {
+      if (e.expiresAt !== null && e.expiresAt <= query.now) continue
+      if ((e.recipient ?? NO_RECIPIENT) !== recipient) continue
+      if (query.services !== null && !query.services.has(e.serviceId)) continue
+      newest.set(e.serviceId, e.position) // in position order: the last one set is the newest
+    }
+    return [...newest.values()].sort((a, b) => a - b)
+  }
+
+  positionAt (time: number): number | null {
+    this.#checkOpen()
+    let first: number | null = null
+    for (const events of this.#byEvent.values()) {
+      for (const e of events.values()) {
+        if (e.receivedAt >= time) {
+          if (first === null || e.position < first) first = e.position
+          break // positions increase along a name's events, and so do arrival times
+        }
+      }
+    }
+    return first
+  }
+
   head (): number {
     this.#checkOpen()
     return this.#head
@@ -136,12 +170,46 @@ export class MemoryEventStore implements EventStore {
 
   async purgeExpired (now: number): Promise<number> {
     this.#checkOpen()
+    this.#removals.begin()
+    try {
+      return this.#purgeNow(now)
+    } finally {
+      this.#removals.end()
+    }
+  }
+
+  removalEpoch (event: string): number {
+    return this.#removals.epochOf(event)
+  }
+
+  gap (query: GapQuery): Gap | null {
+    return this.#removals.gap(query)
+  }
+
+  expiredUnpurged (query: Omit<ReadQuery, 'limit' | 'maxBytes'>): ExpiredUnpurged | null {
+    const recipient = recipientKeyOf({ ...query, limit: 0 }, this.#limitsOf)
+    let count = 0
+    let upTo = 0
+    const services = new Set<string>()
+    for (const e of this.#byEvent.get(query.event)?.values() ?? []) {
+      if (e.position <= query.after || e.expiresAt === null || e.expiresAt > query.now) continue
+      if ((e.recipient ?? NO_RECIPIENT) !== recipient) continue
+      if (query.services !== null && !query.services.has(e.serviceId)) continue
+      count++
+      upTo = e.position
+      services.add(e.serviceId)
+    }
+    return count === 0 ? null : { count, upTo, services: [...services].sort().slice(0, 100) }
+  }
+
+  #purgeNow (now: number): number {
     let n = 0
     for (const events of this.#byEvent.values()) {
       for (const e of events.values()) {
         if (e.expiresAt !== null && e.expiresAt <= now) {
           this.#remove(e)
           countFor(this.#counters, e.name, 'expired')
+          this.#removals.record(e.serviceId, e.name, e.recipient ?? null, e.position, 'expired')
           n++
         }
       }
@@ -191,6 +259,7 @@ export class MemoryEventStore implements EventStore {
       this.#remove(old)
       const kind = old.expiresAt !== null && old.expiresAt <= now ? 'expired' : old.category === Category.replacing ? 'replaced' : 'pushedOut'
       countFor(this.#counters, old.name, kind)
+      if (kind !== 'replaced') this.#removals.record(old.serviceId, old.name, old.recipient ?? null, old.position, kind)
     }
   }
 

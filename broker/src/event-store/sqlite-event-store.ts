@@ -32,8 +32,9 @@ import Database from 'better-sqlite3'
 import { CATEGORY_BY_CODE, CATEGORY_CODE, Category, ClosedError, ConfigError, ErrorCode, PersistenceError, RequestError, silentLogger, type Logger, type PayloadKind, type StoredEvent } from '@herald/protocol'
 import { WalCheckpointer, SqliteSynchronous } from '@herald/node-runtime'
 import { DEDUP_KEY_DEFAULTS } from './event-store.js'
-import type { AppendBatch, AppendResult, CommitObserver, EventCounters, EventStore, LimitsOf, QueueLimits, ReadQuery } from './event-store.js'
+import type { AppendBatch, AppendResult, CommitObserver, EventCounters, EventStore, ExpiredUnpurged, LimitsOf, QueueLimits, ReadQuery } from './event-store.js'
 import { capOf, checkBatch, checkMaxDedupKeys, countFor, expiresAtOf, NO_RECIPIENT, recipientKeyOf, snapshotCounters, storedFrom } from './event-store-rules.js'
+import { RemovalLog, type Gap, type GapQuery, type RemovalReason } from './removal-log.js'
 
 /** How each commit reaches the disk. */
 export { SqliteSynchronous }
@@ -125,6 +126,8 @@ interface FlushOutcome {
   counted: Map<string, EventCounters>
   /** Keys added per (service, instance) ([STORE-DEDUP-2]). */
   keys: Map<string, KeyDelta>
+  /** Rows pushed out (not replaced), for gap notices ([CLI-GAP-1]). */
+  removals: Array<[service: string, event: string, recipient: string, position: number, reason: RemovalReason]>
 }
 
 function queueKey (service: string, event: string, recipient: string): string {
@@ -195,6 +198,8 @@ export class SqliteEventStore implements EventStore {
   readonly #nullHeads = new Set<string>()
   /** Per event name, what the store dropped since it was opened. */
   readonly #counters = new Map<string, EventCounters>()
+  /** [CLI-GAP-1] what was pushed out or expired, for gap notices. */
+  readonly #removals = new RemovalLog()
   #head = 0
   #count = 0
   /** Every stored event with position > #recentFloor, in position order; null where since deleted. */
@@ -222,8 +227,11 @@ export class SqliteEventStore implements EventStore {
   readonly #read: Database.Statement
   readonly #readServices: Database.Statement
   readonly #purge: Database.Statement
+  readonly #expiredOf: Database.Statement
+  readonly #rowFrom: Database.Statement
+  readonly #latest: Database.Statement
   readonly #flushTxn: (pending: readonly Pending[]) => FlushOutcome
-  readonly #purgeTxn: (now: number) => { removed: Map<string, number>, gone: number[], byName: Map<string, number> }
+  readonly #purgeTxn: (now: number) => { removed: Map<string, number>, gone: number[], byName: Map<string, number>, rows: FlushOutcome['removals'] }
 
   /** Use `createSqliteEventStore`; takes ownership of `db`. */
   constructor (db: Database.Database, opts: Required<SqliteEventStoreOptions>) {
@@ -258,6 +266,11 @@ export class SqliteEventStore implements EventStore {
       WHERE ${where} AND service IN (SELECT value FROM json_each(?)) ORDER BY position LIMIT ?`).raw(true)
     this.#purge = db.prepare(`DELETE FROM events WHERE position IN (
       SELECT position FROM events WHERE expires_at <= ? LIMIT ${PURGE_CHUNK}) RETURNING service, event, recipient, position`).raw(true)
+    this.#expiredOf = db.prepare(`SELECT service, position FROM events INDEXED BY events_expiry
+      WHERE expires_at IS NOT NULL AND expires_at <= ? AND event = ? AND recipient = ? AND position > ?`).raw(true)
+    this.#rowFrom = db.prepare('SELECT position, received_at FROM events WHERE position >= ? ORDER BY position LIMIT 1').raw(true)
+    this.#latest = db.prepare(`SELECT service, max(position) FROM events INDEXED BY events_read
+      WHERE event = ? AND recipient = ? AND (expires_at IS NULL OR expires_at > ?) GROUP BY service`).raw(true)
     this.#flushTxn = db.transaction((pending: readonly Pending[]) => this.#write(pending))
     this.#purgeTxn = db.transaction((now: number) => this.#purgeChunk(now))
 
@@ -308,6 +321,34 @@ export class SqliteEventStore implements EventStore {
     }
   }
 
+  /** One pass over the event's rows for the recipient (events_read), grouped by service. */
+  latestPerService (query: Omit<ReadQuery, 'limit' | 'maxBytes' | 'after'>): number[] {
+    this.#checkOpen()
+    const recipient = recipientKeyOf({ ...query, after: 0, limit: 0 }, this.#limitsOf)
+    const out: number[] = []
+    for (const [service, position] of this.#latest.iterate(query.event, recipient, query.now) as IterableIterator<[string, number]>) {
+      if (query.services === null || query.services.has(service)) out.push(position)
+    }
+    return out.sort((a, b) => a - b)
+  }
+
+  /** A binary search over positions: about log2(head) lookups of the primary key, no index of its own. */
+  positionAt (time: number): number | null {
+    this.#checkOpen()
+    const rowAt = (p: number): [number, number] | undefined => this.#rowFrom.get(p) as [number, number] | undefined
+    let lo = 1
+    let hi = this.#head + 1
+    // the smallest x whose first row at or after it was received at or after `time` (head + 1: none)
+    while (lo < hi) {
+      const mid = Math.floor((lo + hi) / 2)
+      const row = rowAt(mid)
+      if (row === undefined || row[1] >= time) hi = mid
+      else lo = mid + 1
+    }
+    const row = rowAt(lo)
+    return row === undefined ? null : row[0]
+  }
+
   head (): number {
     this.#checkOpen()
     return this.#head
@@ -331,6 +372,7 @@ export class SqliteEventStore implements EventStore {
         removed = out.removed
         this.#forgetRecent(out.gone)
         for (const [name, n] of out.byName) countFor(this.#counters, name, 'expired', n)
+        this.#recordRemovals(out.rows)
       } catch (err) {
         this.#logger.error({ err, path: this.#path }, 'event store purge failed')
         throw new PersistenceError(`event store: purging expired events failed: ${(err as Error).message}`, { cause: err })
@@ -438,6 +480,7 @@ export class SqliteEventStore implements EventStore {
     }
     for (const r of out.results) this.#remember(r.stored)
     this.#forgetRecent(out.gone)
+    this.#recordRemovals(out.removals)
     for (let i = 0; i < pending.length; i++) pending[i]!.resolve(out.results[i]!)
   }
 
@@ -518,6 +561,7 @@ export class SqliteEventStore implements EventStore {
     // oldest extras at the end leaves the same rows as deleting after each insert.
     let removed = 0
     const gone: number[] = []
+    const removals: FlushOutcome['removals'] = []
     for (const q of queues.values()) {
       if (q.count <= q.cap) continue
       const rows = this.#pushOut.all(q.service, q.event, q.recipient, q.count - q.cap) as Array<[position: number, expiresAt: number | null]>
@@ -525,7 +569,9 @@ export class SqliteEventStore implements EventStore {
       removed += rows.length
       for (const [p, expiresAt] of rows) {
         gone.push(p)
-        countFor(counted, q.event, expiresAt !== null && expiresAt <= now ? 'expired' : q.replacing ? 'replaced' : 'pushedOut')
+        const kind = expiresAt !== null && expiresAt <= now ? 'expired' : q.replacing ? 'replaced' : 'pushedOut'
+        countFor(counted, q.event, kind)
+        if (kind !== 'replaced') removals.push([q.service, q.event, q.recipient, p, kind])
       }
     }
     for (const s of seqs.values()) {
@@ -549,21 +595,55 @@ export class SqliteEventStore implements EventStore {
     }
     if (head !== this.#head) this.#putHead.run(head)
     this.#writtenAt = performance.now()
-    return { results, head, seqs, queues, added, removed, gone, nulls, counted, keys: keyDeltas }
+    return { results, head, seqs, queues, added, removed, gone, nulls, counted, keys: keyDeltas, removals }
+  }
+
+  /** After a commit: the rows it pushed out or purged go to the removal log ([CLI-GAP-1]). */
+  #recordRemovals (rows: FlushOutcome['removals']): void {
+    if (rows.length === 0) return
+    this.#removals.begin()
+    for (const [service, event, recipient, position, reason] of rows) this.#removals.record(service, event, recipient === NO_RECIPIENT ? null : recipient, position, reason)
+    this.#removals.end()
+  }
+
+  removalEpoch (event: string): number {
+    return this.#removals.epochOf(event)
+  }
+
+  gap (query: GapQuery): Gap | null {
+    return this.#removals.gap(query)
+  }
+
+  /** Through the expiry index: only the rows expired since the last purge are looked at. */
+  expiredUnpurged (query: Omit<ReadQuery, 'limit' | 'maxBytes'>): ExpiredUnpurged | null {
+    this.#checkOpen()
+    const recipient = recipientKeyOf({ ...query, limit: 0 }, this.#limitsOf)
+    let count = 0
+    let upTo = 0
+    const services = new Set<string>()
+    for (const [service, position] of this.#expiredOf.iterate(query.now, query.event, recipient, query.after) as IterableIterator<[string, number]>) {
+      if (query.services !== null && !query.services.has(service)) continue
+      count++
+      if (position > upTo) upTo = position
+      services.add(service)
+    }
+    return count === 0 ? null : { count, upTo, services: [...services].sort().slice(0, 100) }
   }
 
   /** Runs inside a purge transaction: deletes up to PURGE_CHUNK expired rows; returns rows per queue. */
-  #purgeChunk (now: number): { removed: Map<string, number>, gone: number[], byName: Map<string, number> } {
+  #purgeChunk (now: number): { removed: Map<string, number>, gone: number[], byName: Map<string, number>, rows: FlushOutcome['removals'] } {
     const removed = new Map<string, number>()
     const byName = new Map<string, number>()
     const gone: number[] = []
+    const rows: FlushOutcome['removals'] = []
     for (const [service, event, recipient, position] of this.#purge.iterate(now) as IterableIterator<[string, string, string, number]>) {
       const key = queueKey(service, event, recipient)
       removed.set(key, (removed.get(key) ?? 0) + 1)
       byName.set(event, (byName.get(event) ?? 0) + 1)
       if (position > this.#recentFloor) gone.push(position)
+      rows.push([service, event, recipient, position, 'expired'])
     }
-    return { removed, gone, byName }
+    return { removed, gone, byName, rows }
   }
 
   /** Adds committed events (in position order, above every recent one) to the recent events. */

@@ -554,6 +554,95 @@ export function describeEventStoreConformance (name: string, factory: EventStore
       })
     })
 
+    describe('[CLI-GAP-1] removals for gap notices', () => {
+      const gapOf = (event: string, extra: { after?: number, services?: ReadonlySet<string> | null, recipient?: string | null, sinceEpoch?: number } = {}): ReturnType<NonNullable<EventStore['gap']>> =>
+        (store.gap as NonNullable<EventStore['gap']>).call(store, { event, after: extra.after ?? 0, services: extra.services ?? null, recipient: extra.recipient ?? null, sinceEpoch: extra.sinceEpoch ?? 0 })
+
+      it('counts the events pushed out above a position, per service, exactly; none below it or for other names', async () => {
+        const max = limits('temp').maxQueueSize
+        expect(store.removalEpoch?.('temp')).toBe(0)
+        expect(gapOf('temp')).toBe(null)
+        const first = await store.append(batch('a', 'i1', evs(1, 3, 'temp')))
+        await store.append(batch('a', 'i1', evs(4, max + 7, 'temp')))
+        await store.append(batch('b', 'i1', evs(1, 2, 'temp')))
+        const epoch = store.removalEpoch?.('temp') ?? 0
+        expect(epoch).toBeGreaterThan(0)
+        expect(store.removalEpoch?.('log')).toBe(0)
+        const stored = await store.read(query('temp'))
+        const gap = gapOf('temp')
+        expect(gap).toEqual({ event: 'temp', services: ['a'], missed: 7, exact: true, pushedOut: 7, expired: 0, upTo: (stored[0] as StoredEvent).position - 1 })
+        // a subscription that had the first 3 missed the next 4 (pushed out in the same commit as those 3)
+        expect(gapOf('temp', { after: (first.stored[2] as StoredEvent).position })).toMatchObject({ missed: 4, exact: true, pushedOut: 4 })
+        // one that had all 7 missed nothing
+        expect(gapOf('temp', { after: (stored[0] as StoredEvent).position - 1 })).toBe(null)
+        expect(gapOf('temp', { services: new Set(['b']) })).toBe(null)
+        // nothing new since the epoch it saw: no gap
+        expect(gapOf('temp', { sinceEpoch: epoch })).toBe(null)
+        // replaced instances are no gap
+        await store.append(batch('a', 'i1', evs(1, 3, 'door')))
+        expect(gapOf('door')).toBe(null)
+      })
+
+      it('counts purged events as expired, and private push-outs per recipient', async () => {
+        const life = limits('blip').lifetimeMs!
+        await store.append(batch('svc', 'i1', evs(1, 3, 'blip'), { receivedAt: T0 }))
+        expect(await store.purgeExpired(T0 + life)).toBe(3)
+        expect(gapOf('blip')).toMatchObject({ missed: 3, exact: true, pushedOut: 0, expired: 3, services: ['svc'] })
+        const max = limits('msg').maxPerRecipient
+        await store.append(batch('a', 'i1', evs(1, max + 2, 'msg', { recipient: 'alice/phone' })))
+        expect(gapOf('msg', { recipient: 'alice/phone' })).toMatchObject({ missed: 2, pushedOut: 2 })
+        expect(gapOf('msg', { recipient: 'bob/pc' })).toBe(null)
+      })
+
+      it('expiredUnpurged counts the expired events a read skips until the purge deletes them', async () => {
+        const life = limits('blip').lifetimeMs!
+        const r = await store.append(batch('svc', 'i1', evs(1, 3, 'blip'), { receivedAt: T0 }))
+        await store.append(batch('other', 'i1', evs(1, 1, 'blip'), { receivedAt: T0 }))
+        const q = { event: 'blip', services: new Set(['svc']), recipient: null }
+        expect(store.expiredUnpurged?.({ ...q, after: 0, now: T0 + life - 1 })).toBe(null)
+        expect(store.expiredUnpurged?.({ ...q, after: 0, now: T0 + life })).toEqual({ count: 3, upTo: (r.stored[2] as StoredEvent).position, services: ['svc'] })
+        expect(store.expiredUnpurged?.({ ...q, after: (r.stored[0] as StoredEvent).position, now: T0 + life })?.count).toBe(2)
+        expect(store.expiredUnpurged?.({ ...q, services: null, after: 0, now: T0 + life })?.count).toBe(4)
+        await store.purgeExpired(T0 + life)
+        expect(store.expiredUnpurged?.({ ...q, after: 0, now: T0 + life })).toBe(null)
+      })
+    })
+
+    describe('[CLI-START-4] latestPerService', () => {
+      it('is the newest unexpired event per service, within the filter and for the recipient, in position order', async () => {
+        const life = limits('blip').lifetimeMs!
+        const a = await store.append(batch('a', 'i1', evs(1, 3, 'log')))
+        const b = await store.append(batch('b', 'i1', evs(1, 2, 'log')))
+        await store.append(batch('c', 'i1', evs(1, 1, 'blip'), { receivedAt: T0 - life }))
+        const last = (r: AppendResult): number => (r.stored[r.stored.length - 1] as StoredEvent).position
+        const q = { event: 'log', services: null, recipient: null, now: T0 }
+        expect(store.latestPerService?.(q)).toEqual([last(a), last(b)])
+        expect(store.latestPerService?.({ ...q, services: new Set(['b', 'x']) })).toEqual([last(b)])
+        expect(store.latestPerService?.({ ...q, event: 'blip' })).toEqual([]) // c's only event has expired
+        const m = await store.append(batch('a', 'i1', [ev(4, 'msg', { recipient: 'alice/phone' }), ev(5, 'msg', { recipient: 'bob/pc' })]))
+        expect(store.latestPerService?.({ ...q, event: 'msg', recipient: 'alice/phone' })).toEqual([(m.stored[0] as StoredEvent).position])
+      })
+    })
+
+    describe('[CLI-START-3] positionAt', () => {
+      it('is the first position received at or after a time, whatever its name; null after the newest', async () => {
+        expect(store.positionAt?.(T0)).toBe(null)
+        const early = await store.append(batch('a', 'i1', evs(1, 3, 'log'), { receivedAt: T0 }))
+        const mid = await store.append(batch('a', 'i1', [ev(4, 'door')], { receivedAt: T0 + 100 }))
+        const late = await store.append(batch('b', 'i1', evs(1, 2, 'log'), { receivedAt: T0 + 200 }))
+        const pos = (r: AppendResult, i = 0): number => (r.stored[i] as StoredEvent).position
+        expect(store.positionAt?.(T0 - 1)).toBe(pos(early))
+        expect(store.positionAt?.(T0)).toBe(pos(early))
+        expect(store.positionAt?.(T0 + 1)).toBe(pos(mid))
+        expect(store.positionAt?.(T0 + 100)).toBe(pos(mid))
+        expect(store.positionAt?.(T0 + 150)).toBe(pos(late))
+        expect(store.positionAt?.(T0 + 201)).toBe(null)
+        // a deleted row is skipped: the next one answers
+        await store.append(batch('a', 'i1', [ev(5, 'door')], { receivedAt: T0 + 300 }))
+        expect(store.positionAt?.(T0 + 50)).toBe(pos(late))
+      })
+    })
+
     describe('read filters and paging', () => {
       it('a services filter returns up to `limit` matching events, skipping the others', async () => {
         // a and c are spread out between many b's

@@ -1,6 +1,6 @@
 import { describe, it, expect } from 'vitest'
 import { AuthError, ConfigError, ErrorCode, RequestError, isValidName } from '@herald/protocol'
-import { brokerUrl, defaultClientName, describeRefusal, humanLogLine, resolveCredentials, tailTls } from './tail.js'
+import { brokerUrl, defaultClientName, describeRefusal, humanLogLine, renderGap, resolveCredentials, startArg, tailTls } from './tail.js'
 
 const noFile = (path: string): string => { throw new Error(`ENOENT: no such file, open '${path}'`) }
 
@@ -97,5 +97,32 @@ describe('tailTls', () => {
     expect(() => tailTls({ url: 'mqtt://127.0.0.1:1883', ca: 'ca.crt' })).toThrow(/--ca, --cert and --key are for TLS: use an mqtts:\/\/ URL, not mqtt:\/\/127\.0\.0\.1:1883/)
     expect(() => tailTls({ url: 'mqtts://127.0.0.1:8883', cert: 'client.crt' })).toThrow(/--cert and --key go together/)
     expect(() => tailTls({ url: 'mqtts://127.0.0.1:8883', ca: '/nonexistent/ca.crt' })).toThrow(/herald tail: cannot read the CA certificate file \/nonexistent\/ca\.crt/)
+  })
+})
+
+describe('renderGap [CLI-GAP-3]', () => {
+  const gap = { key: 'readings', event: 'readings', services: ['svc-a', 'svc-b'], missed: 40, exact: true, pushedOut: 38, expired: 2, after: 12, upTo: 60 }
+  it('says what was missed, why, and where, on one line', () => {
+    const line = renderGap(gap, { json: false, color: false, at: 0 })
+    expect(line).toMatch(/^\d\d:\d\d:\d\d\.\d{3} \[gap\] readings from svc-a,svc-b: 40 events missed \(38 pushed out, 2 expired\) after #12, up to #60$/)
+    expect(renderGap({ ...gap, exact: false, missed: 1, pushedOut: 1, expired: 0 }, { json: false, color: false, at: 0 })).toContain(': at least 1 event missed (1 pushed out) after')
+  })
+  it('with --json: one object under "gap", without the subscription key', () => {
+    const { key: _key, ...fields } = gap
+    expect(JSON.parse(renderGap(gap, { json: true, color: false, at: 0 }))).toEqual({ gap: fields })
+  })
+})
+
+describe('startArg (--start) [CLI-START-2], [CLI-START-3]', () => {
+  it('takes all, new, a position and an ISO time', () => {
+    expect(startArg('all')).toBe('all')
+    expect(startArg('new')).toBe('new')
+    expect(startArg('latest')).toBe('latest')
+    expect(startArg('1234')).toEqual({ position: 1234 })
+    expect(startArg('2026-12-02T14:00:00Z')).toEqual({ time: Date.UTC(2026, 11, 2, 14) })
+    expect(startArg('2026-12-02')).toEqual({ time: Date.UTC(2026, 11, 2) })
+  })
+  it('refuses anything else, saying what it takes', () => {
+    for (const bad of ['oldest', '-1', '12a', '2026-13-45', '']) expect(() => startArg(bad)).toThrow(/give all, new, latest, a position .* or an ISO time/)
   })
 })

@@ -9,11 +9,11 @@ import { readFileSync } from 'node:fs'
 import { hostname } from 'node:os'
 import { Command, InvalidArgumentError, Option } from 'commander'
 import { pino } from 'pino'
-import { ClientEndpoint, SqlitePositionStore, type HeraldEvent, type Subscription } from '@herald/client-endpoint'
+import { ClientEndpoint, SqlitePositionStore, type GapInfo, type HeraldEvent, type StartOption, type Subscription } from '@herald/client-endpoint'
 import { AuthError, ConfigError, ErrorCode, HeraldError, isValidName, parseDuration, toHeraldError } from '@herald/protocol'
 import { humanLogLine as humanLine, isSecureUrl, readTlsClientFiles, type TlsClientOptions } from '@herald/node-runtime'
 import {
-  EventStats, LiveConsole, colorEnabled, renderEventJson, renderEventLine, renderSummary, summaryModeFor
+  EventStats, LiveConsole, colorEnabled, formatClockTime, renderEventJson, renderEventLine, renderSummary, style, summaryModeFor, terminalSafeJson
 } from '../console/index.js'
 import { defaultLogLevel } from './options.js'
 
@@ -31,7 +31,7 @@ export interface TailOptions {
   readonly passwordFile?: string
   readonly client?: string
   readonly services?: readonly string[]
-  readonly start: 'all' | 'new'
+  readonly start: StartOption
   readonly positions?: string
   readonly json?: boolean
   /** False with --no-summary. */
@@ -42,6 +42,41 @@ export interface TailOptions {
   readonly summaryInterval?: number
   readonly count?: number
   readonly logLevel: string
+}
+
+/**
+ * The line `herald tail` prints for a gap notice ([CLI-GAP-3]): events removed at the broker before
+ * this tail was sent them. With --json, one object `{"gap": {...}}` (an event's object has an `id`).
+ */
+export function renderGap (g: GapInfo, options: { json: boolean, color: boolean, at: number }): string {
+  const { key: _key, ...fields } = g
+  if (options.json) return terminalSafeJson({ gap: fields })
+  const s = style(options.color)
+  const services = g.services.length === 0 ? '' : ` from ${g.services.join(',')}`
+  const why = [g.pushedOut > 0 ? `${g.pushedOut} pushed out` : '', g.expired > 0 ? `${g.expired} expired` : ''].filter((x) => x !== '').join(', ')
+  return `${s.dim(formatClockTime(options.at))} ${s.yellow('[gap]')} ${s.bold(g.event)}${services}: ${g.exact ? '' : 'at least '}${g.missed} event${g.missed === 1 ? '' : 's'} missed (${why}) after #${g.after}, up to #${g.upTo}`
+}
+
+/** --start: all, new, latest, a position (digits), or an ISO 8601 time [CLI-START-2], [CLI-START-3]. */
+export function startArg (v: string): StartOption {
+  if (v === 'all' || v === 'new' || v === 'latest') return v
+  if (/^\d+$/.test(v)) {
+    const position = Number(v)
+    if (Number.isSafeInteger(position)) return { position }
+  }
+  // a time needs at least a date with its dashes, so that a typo in a position is not taken for a year
+  if (/^\d{4}-\d{2}-\d{2}/.test(v)) {
+    const time = Date.parse(v)
+    if (!Number.isNaN(time)) return { time }
+  }
+  throw new InvalidArgumentError('give all, new, latest, a position (e.g. 1234) or an ISO time (e.g. 2026-12-02T14:00:00Z)')
+}
+
+/** How --start reads back in the tail's first line. */
+function startText (s: StartOption): string {
+  if (typeof s === 'string') return s
+  if ('position' in s) return `at #${s.position}`
+  return `at ${new Date(s.time).toISOString()}`
 }
 
 /** The environment variable a password is read from when neither --password-env nor --password-file is given. */
@@ -191,7 +226,7 @@ export function tailCommand (): Command {
     .option('--guest', 'connect as a guest, without credentials')
     .option('--client <name>', 'client name (default: tail-<host>-<pid>); it decides which private events you get, and an application\'s name would take over its connection')
     .option('--services <ids>', 'only events from these services (comma-separated)', nameList)
-    .addOption(new Option('--start <from>', 'without a stored position: all events the broker holds, or only new ones').choices(['all', 'new']).default('all'))
+    .option('--start <from>', 'without a stored position: all (what the broker holds), new (only new events), latest (the newest event per service, then new ones), a position (from that event on) or an ISO time (the first event the broker received at or after it, e.g. 2026-12-02T14:00:00Z)', startArg, 'all' as StartOption)
     .option('--positions <file>', 'keep positions in this SQLite file, so a restart resumes where it stopped (default: memory)')
     .option('--json', 'print one JSON object per event, with all its metadata')
     .option('--no-summary', 'no summary line')
@@ -292,6 +327,12 @@ async function runTail (eventArgs: readonly string[], opts: TailOptions): Promis
   client.on('handlerError', ({ key, event, error }) => {
     if (!(error instanceof Stopping)) logger.warn({ key, position: event.position, err: String(error) }, 'printing an event failed; retrying')
   })
+  // [CLI-GAP-3] a line before the events after the gap (their handler waits for the same gate)
+  client.on('gap', (g) => {
+    void allSubscribed.then(() => {
+      if (outcome === null) void out.line(renderGap(g, { json: opts.json === true, color: colorOut, at: Date.now() }))
+    })
+  })
   client.on('subscriptionError', ({ key, error }) => {
     const event = events.find((e) => key === e || key.startsWith(`${e}?`)) ?? key
     finish(2, describeRefusal(error, { event, url: opts.url, user: user ?? null, atConnect: false }))
@@ -324,7 +365,7 @@ async function runTail (eventArgs: readonly string[], opts: TailOptions): Promis
         throw e.code === ErrorCode.CLOSED ? e : describeRefusal(e, { event, url: opts.url, user: user ?? null, atConnect: client.status.lastError === e })
       }
     }))
-    const from = positions === undefined ? `start ${opts.start}, positions in memory` : `positions in ${opts.positions} (start ${opts.start} where none)`
+    const from = positions === undefined ? `start ${startText(opts.start)}, positions in memory` : `positions in ${opts.positions} (start ${startText(opts.start)} where none)`
     openGate()
     out.note(`herald tail: watching ${subs.map((s) => s.key).join(', ')} at ${opts.url} as ${client.key} (${from})`)
   } catch (err) {

@@ -9,7 +9,7 @@ import { ClientEndpointCore, type ClientEndpointCoreOptions, type ClientEndpoint
 import { defaultBrowserTransport } from './default-transport.js'
 import type { BackoffPolicy } from '../dead-letter-policy.js'
 
-export { CLIENT_ENDPOINT_DEFAULTS, type ClientEndpointEvents, type ClientStatus, type Subscription } from '../client-endpoint-core.js'
+export { CLIENT_ENDPOINT_DEFAULTS, type ClientEndpointEvents, type ClientStatus, type GapInfo, type StartOption, type Subscription } from '../client-endpoint-core.js'
 export type { EventHandler } from '../client-subscription.js'
 export type { BackoffPolicy } from '../dead-letter-policy.js'
 export type { HeraldEvent } from '../herald-event.js'
