@@ -6,7 +6,7 @@
  * (client-endpoint.ts: MQTT over TCP/TLS, SQLite, transactional mode) and the browser entry
  * (browser/index.ts: MQTT over WebSocket, IndexedDB) wrap it.
  */
-import { AuthError, ClosedError, ConfigError, ErrorCode, FrameType, HeraldError, Link, RequestError, TypedEmitter, assertName, checkInt, clientClientId, clientKey, clientMessageTopic, clientRequestTopic, decodeControl, decodeEvents, encodeRequest, errorFromWire, frameType, isValidName, silentLogger, systemClock, toHeraldError, withDefaults, StatusFeed, type Clock, type Logger, type Transport, type Widened, type StartFrom, type StoredEvent, type TimerHandle, type EndpointConnectionOptions } from '@herald/protocol'
+import { AuthError, ClosedError, ConfigError, ErrorCode, FrameType, HeraldError, Link, RequestError, TypedEmitter, assertName, checkInt, clientClientId, clientKey, clientMessageTopic, clientRequestTopic, decodeControl, decodeEvents, encodeRequest, errorFromWire, frameType, isValidName, silentLogger, systemClock, toHeraldError, withDefaults, StatusFeed, type Clock, type Logger, type Transport, type Widened, type GapReport, type StartFrom, type StoredEvent, type TimerHandle, type EndpointConnectionOptions } from '@herald/protocol'
 import { ClientSubscription, type EventHandler } from './client-subscription.js'
 import { toHeraldEvent, type HeraldEvent } from './herald-event.js'
 import { MemoryPositionStore } from './positions/memory-position-store.js'
@@ -198,20 +198,11 @@ export interface ClientEndpointEvents {
 }
 
 /** A gap notice as the client endpoint emits it ([CLI-GAP-3]). */
-export interface GapInfo {
+export interface GapInfo extends GapReport {
   /** The subscription's key. */
   readonly key: string
-  readonly event: string
-  /** The services whose events were missed (at most 100 named). */
-  readonly services: readonly string[]
-  readonly missed: number
-  readonly exact: boolean
-  /** Of `missed`: pushed out past `maxQueueSize` (or `maxPerRecipient`), and expired. */
-  readonly pushedOut: number
-  readonly expired: number
   /** The missed events lie after this position, up to `upTo`. */
   readonly after: number
-  readonly upTo: number
 }
 
 export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointEvents> {

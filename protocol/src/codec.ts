@@ -370,23 +370,27 @@ export type Control =
    */
   | GapControl
 
-/** A gap notice ([CLI-GAP-2]). */
-export interface GapControl {
-  readonly op: 'gap'
-  readonly sub: number
+/** What a subscription missed ([CLI-GAP-2]): the broker's finding, the CONTROL frame and the client's event carry it. */
+export interface GapReport {
   readonly event: string
-  /** Services whose events were missed (at most 100 named). */
+  /** Services whose events were missed, sorted (at most 100 named). */
   readonly services: readonly string[]
   /** Events missed: exactly when `exact`, else at least this many. */
   readonly missed: number
   readonly exact: boolean
-  /** Of `missed`: pushed out past the queue's bound, and expired. */
+  /** Of `missed`: pushed out past the queue's bound (`maxQueueSize`, `maxPerRecipient`), and expired. */
   readonly pushedOut: number
   readonly expired: number
-  /** The subscription's position when the broker found the gap: the missed events are after it. */
-  readonly after: number
   /** The highest position among the missed events. */
   readonly upTo: number
+}
+
+/** A gap notice ([CLI-GAP-2]). */
+export interface GapControl extends GapReport {
+  readonly op: 'gap'
+  readonly sub: number
+  /** The subscription's position when the broker found the gap: the missed events are after it. */
+  readonly after: number
 }
 
 export function encodeControl (c: Control): Uint8Array {

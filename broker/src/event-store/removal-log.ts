@@ -11,6 +11,7 @@
  * queue), so that a subscription whose position lies inside it still gets an exact count.
  * Replaced instances ([STORE-REPLACE-1]) are not gaps: the newer instance says everything.
  */
+import type { GapReport } from '@herald/protocol'
 
 /** Why events were removed before delivery. */
 export type RemovalReason = 'pushedOut' | 'expired'
@@ -62,19 +63,7 @@ interface QueueRuns {
 }
 
 /** What a subscription missed ([CLI-GAP-2]). */
-export interface Gap {
-  readonly event: string
-  /** Services whose events it missed, sorted (at most 100 named). */
-  readonly services: readonly string[]
-  /** Events missed: exact when `exact`, else at least this many. */
-  readonly missed: number
-  readonly exact: boolean
-  /** Of `missed`, pushed out past the queue's bound, and expired. */
-  readonly pushedOut: number
-  readonly expired: number
-  /** The highest position among the missed events. */
-  readonly upTo: number
-}
+export type Gap = GapReport
 
 /** Which subscription asks, and what it has seen. */
 export interface GapQuery {
