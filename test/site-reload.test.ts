@@ -65,14 +65,14 @@ class Fixture {
   sitePath = ''
   broker!: { proc: Proc, url: string }
 
-  static async start (doc: Doc): Promise<Fixture> {
+  static async start (doc: Doc, extraArgs: readonly string[] = []): Promise<Fixture> {
     const f = new Fixture()
     const d = await tempDir('herald-reload-')
     f.closers.push(d.remove)
     f.dir = d.path
     f.sitePath = join(f.dir, 'site.json')
     await writeFile(f.sitePath, await siteText(doc))
-    f.broker = await startBrokerProcess(f.sitePath, join(f.dir, 'data'), 0, ['--log-level', 'info', '--log-format', 'json'])
+    f.broker = await startBrokerProcess(f.sitePath, join(f.dir, 'data'), 0, ['--log-level', 'info', '--log-format', 'json', ...extraArgs])
     f.closers.push(() => f.broker.proc.kill())
     return f
   }
@@ -359,6 +359,18 @@ describe('site reload (SIGHUP on herald broker)', () => {
     await closed
     await svc.raise('alarms', { i: 4 })
     expect(got).toHaveLength(2)
+  })
+
+  it('(i) the --ws-demo-page event list follows a reload ([CONN-WSC-7])', async () => {
+    const doc = baseDoc()
+    f = await Fixture.start(doc, ['--ws-port', '0', '--ws-demo-page'])
+    const line = await f.broker.proc.waitLine((l) => l.startsWith('herald broker demo page on '))
+    const page = line.slice('herald broker demo page on '.length).trim()
+    const events = async (): Promise<string[]> => ((await (await fetch(new URL('demo-config.json', page))).json()) as { events: string[] }).events
+    expect(await events()).toEqual(['readings', 'alarms', 'small', 'status'])
+    doc.events.push({ name: 'door', category: 'queueing', lifetime: '1h', access: 'authenticated' })
+    expect((await f.reload(doc)).msg).toContain('events added: door')
+    expect(await events()).toEqual(['readings', 'alarms', 'small', 'status', 'door'])
   })
 
   it('(g) reloads while events flow lose nothing and duplicate nothing', async () => {

@@ -4,7 +4,7 @@
  */
 import { Command, InvalidArgumentError, Option } from 'commander'
 import { pino } from 'pino'
-import { ConfigError, ErrorCode, HeraldError, formatDuration, parseDuration } from '@herald/protocol'
+import { ConfigError, ErrorCode, HeraldError, formatDuration, parseDuration, type Site } from '@herald/protocol'
 import { HashedSecret, LOG_FORMATS, loadSite, logDestination, type LogFormat } from '@herald/node-runtime'
 import { demoPageHandler, demoPageUrl } from '../web/demo-page.js'
 import { BROKER_DEFAULTS, isLoopbackHost, startBrokerServer, type BrokerTlsFiles } from '@herald/broker'
@@ -112,7 +112,11 @@ export function brokerCommand (): Command {
       if (opts.dashboard === true && opts.metricsPort === undefined) throw new ConfigError('--dashboard needs --metrics-port: the dashboard is served on the metrics listener')
       if (opts.dashboardGateway !== undefined && opts.dashboard !== true) throw new ConfigError('--dashboard-gateway needs --dashboard')
       const site = opts.wsDemoPage === true ? await loadSite(opts.site) : opts.site
-      const httpHandler = typeof site === 'string' ? undefined : demoPageHandler({ config: { events: [...site.events.values()].filter((e) => e.category !== 'private').map((e) => e.name) } })
+      // the page's event list is read from the site in force at each request, so it follows a reload
+      let running: { broker: { site: Site } } | null = null
+      const httpHandler = typeof site === 'string'
+        ? undefined
+        : demoPageHandler({ config: () => ({ events: [...(running?.broker.site ?? site).events.values()].filter((e) => e.category !== 'private').map((e) => e.name) }) })
       // the path, not the loaded site, so that SIGHUP can read it again ([SITE-RELOAD-1])
       const server = await startBrokerServer({
         site: opts.site, dataDir: opts.data, port: opts.port ?? (tls !== undefined ? 8883 : 1883), host: opts.host, tls, insecure: opts.insecure, logger,
@@ -129,6 +133,7 @@ export function brokerCommand (): Command {
         if (err instanceof HeraldError && err.code === ErrorCode.ADDRESS_IN_USE) throw new ConfigError(err.message.startsWith('metrics ') ? err.message : `${err.message}: choose another with ${err.message.startsWith('WebSocket ') ? '--ws-port' : '--port'}`, { code: err.code, cause: err })
         throw err
       })
+      running = server
       logger.info({ url: server.url, ...(server.webSocketUrl !== null ? { webSocketUrl: server.webSocketUrl } : {}), site: opts.site, data: opts.data, stored: server.broker.store.count(), clientAuth: opts.tlsClientAuth === true }, 'broker listening')
       if (!server.tls && opts.insecure === true && !isLoopbackHost(opts.host)) logger.warn({ host: opts.host }, 'plain MQTT on a non-loopback address (--insecure): credentials cross the network in the clear')
       // `kill -HUP <pid>`: a renewed certificate and a changed site file are taken up without a restart;

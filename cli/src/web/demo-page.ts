@@ -24,7 +24,8 @@ export interface DemoPageConfig {
 }
 
 export interface DemoPageOptions {
-  readonly config: DemoPageConfig
+  /** The page's settings, or a function giving them at each request (so that they follow a site reload). */
+  readonly config: DemoPageConfig | (() => DemoPageConfig)
   /** The browser client bundle. Default the one @herald/client-endpoint ships (dist/browser/herald-client.js). */
   readonly bundleFile?: string | undefined
 }
@@ -64,7 +65,8 @@ export function defaultBundleFile (): string | null {
  * for anything else (the listener answers 404). Files are read once and kept (a few hundred KiB).
  */
 export function demoPageHandler (options: DemoPageOptions): (req: IncomingMessage, res: ServerResponse) => boolean {
-  const configBody = JSON.stringify(options.config)
+  const { config } = options
+  const configBody = typeof config === 'function' ? null : JSON.stringify(config)
   const bundle = options.bundleFile ?? defaultBundleFile()
   const cache = new Map<string, Promise<Buffer>>()
   const load = (file: string): Promise<Buffer> => {
@@ -99,7 +101,7 @@ export function demoPageHandler (options: DemoPageOptions): (req: IncomingMessag
       return true
     }
     if (path === '/demo-config.json') {
-      send(200, 'application/json', configBody)
+      send(200, 'application/json', configBody ?? JSON.stringify((config as () => DemoPageConfig)()))
       return true
     }
     let file: string | null
