@@ -30,6 +30,7 @@ describe('herald command line', () => {
     // [OPS-DASH-1] the dashboard is served on the metrics listener
     [['broker', '--site', 'a.yaml', '--data', 'd', '--dashboard'], '--dashboard needs --metrics-port'],
     [['broker', '--site', 'a.yaml', '--data', 'd', '--metrics-port', '0', '--dashboard-gateway', 'http://127.0.0.1:9101/metrics'], '--dashboard-gateway needs --dashboard'],
+    [['broker', '--site', 'a.yaml', '--data', 'd', '--metrics-port', '0', '--dashboard', '--dashboard-gateway', 'notaurl'], "argument 'notaurl' is invalid. \"notaurl\" is not a URL"],
     [['gateway'], "required option '--config <file>' not specified"],
     // [CLI-DEAD-7]
     [['dead-letters', 'list'], "required option '--positions <file>' not specified"],

@@ -10,6 +10,18 @@ import { demoPageHandler, demoPageUrl } from '../web/demo-page.js'
 import { BROKER_DEFAULTS, isLoopbackHost, startBrokerServer, type BrokerTlsFiles } from '@herald/broker'
 import { defaultLogLevel, onShutdown, port } from './options.js'
 
+/** A --dashboard-gateway value, checked as the option is read (a usage error before anything starts). */
+function gatewayUrl (v: string, all: string[] = []): string[] {
+  let u: URL
+  try {
+    u = new URL(v)
+  } catch {
+    throw new InvalidArgumentError(`"${v}" is not a URL (e.g. http://127.0.0.1:9101/metrics)`)
+  }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new InvalidArgumentError(`"${v}" is not an http:// or https:// URL`)
+  return [...all, v]
+}
+
 async function readStdin (): Promise<string> {
   const chunks: Buffer[] = []
   for await (const c of process.stdin) chunks.push(c as Buffer)
@@ -88,7 +100,7 @@ export function brokerCommand (): Command {
     .option('--metrics-host <address>', 'address of the metrics listener (no secrets there, so any address is allowed; with --dashboard other than loopback needs TLS or --insecure)', '127.0.0.1')
     // [OPS-DASH-1] the admin dashboard on the metrics listener
     .option('--dashboard', 'with --metrics-port: serve the admin dashboard at /admin on the metrics listener (users with an admin role log in; HTTPS off loopback with --tls-cert)')
-    .option('--dashboard-gateway <url>', 'with --dashboard: show this gateway\'s figures, scraped from its metrics URL (repeatable)', (v: string, all: string[] = []) => [...all, v])
+    .option('--dashboard-gateway <url>', 'with --dashboard: show this gateway\'s figures, scraped from its metrics URL (repeatable)', gatewayUrl)
     // [CONN-LIMIT-3]: behind a NAT or a proxy many endpoints share one source address
     .option('--max-connections-per-address <n>', 'most connections from one source address (default 1000)', wholeNumber)
     .option('--max-pending-connections-per-address <n>', 'most connections from one source address not yet logged in (default 100)', wholeNumber)
