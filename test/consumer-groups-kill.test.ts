@@ -76,6 +76,8 @@ describe('consumer group under SIGKILL', { timeout: 240_000 }, () => {
     // kills at random while events flow: a member comes back at once (its lease) or after the lease (taken over)
     let kills = 0
     let bound = 0
+    /** Members restarted only after their lease ran out (their segments were taken over meanwhile). */
+    const restarts: Array<Promise<void>> = []
     let random = 12345
     const rnd = (): number => { random = (random * 1103515245 + 12345) % 2147483648; return random / 2147483648 }
     while (distinct(readLog(log)) < N * 0.7 && kills < 12) {
@@ -85,8 +87,9 @@ describe('consumer group under SIGKILL', { timeout: 240_000 }, () => {
       bound += await kill(name)
       kills++
       if (rnd() < 0.5) await start(name)
-      else setTimeout(() => { if (!live.has(name)) void start(name) }, LEASE_MS + 500)
+      else restarts.push(new Promise((resolve) => setTimeout(resolve, LEASE_MS + 500)).then(async () => { if (!live.has(name)) await start(name) }))
     }
+    await Promise.all(restarts)
     await svc.waitLine((l) => l === 'done', 120_000)
     for (const n of names) if (!live.has(n)) await start(n)
     // the last kill, while events are still to be handled: that member does not come back, the

@@ -352,7 +352,7 @@ export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointE
   async subscribe (eventName: string, options: SubscribeOptions<Tx> | GroupSubscribeOptions, handler: EventHandler): Promise<Subscription | GroupSubscription> {
     if (this.closed) throw new ClosedError('ClientEndpoint is closed')
     if (options !== null && typeof options === 'object' && 'group' in options && options.group !== undefined) return await this.groups.subscribe(eventName, options, handler)
-    return await this.subscribeOne(eventName, options as SubscribeOptions<Tx>, handler)
+    return await this.subscribeOne(eventName, options, handler)
   }
 
   private async subscribeOne (eventName: string, options: SubscribeOptions<Tx>, handler: EventHandler): Promise<Subscription> {

@@ -478,7 +478,7 @@ export type GroupControl =
   | { readonly op: 'committed', readonly sub: number, readonly segment: number, readonly epoch: number, readonly done: number, readonly started: number }
 
 function isSegment (v: unknown): v is number {
-  return isInt(v) && (v as number) < MAX_GROUP_SEGMENTS
+  return isInt(v) && v < MAX_GROUP_SEGMENTS
 }
 
 function decodeGroupRequest (o: Record<string, unknown>, sub: number): Request {
@@ -512,7 +512,7 @@ function decodeGroupControl (o: Record<string, unknown>): GroupControl | null {
       }
       return null
     case 'assigned':
-      if (Array.isArray(o.claims) && o.claims.length <= MAX_GROUP_SEGMENTS && o.claims.every((c) => typeof c === 'object' && c !== null && isSegment(c.segment) && isInt(c.epoch, 1))) {
+      if (Array.isArray(o.claims) && o.claims.length <= MAX_GROUP_SEGMENTS && (o.claims as unknown[]).every((c) => typeof c === 'object' && c !== null && isSegment((c as Record<string, unknown>).segment) && isInt((c as Record<string, unknown>).epoch, 1))) {
         return { op: 'assigned', sub: o.sub, claims: (o.claims as Array<{ segment: number, epoch: number }>).map((c) => ({ segment: c.segment, epoch: c.epoch })) }
       }
       return null

@@ -135,7 +135,7 @@ export class Groups {
     const member = new GroupMember(session.key, req.sub, Math.max(1, Math.floor(window / req.segments)))
     live.sessions.set(member, session)
     let mine = this.bySession.get(session)
-    if (mine === undefined) this.bySession.set(session, mine = new Map())
+    if (mine === undefined) this.bySession.set(session, mine = new Map<number, { live: LiveGroup, member: GroupMember }>())
     mine.set(req.sub, { live, member })
     this.control(session, { op: 'joined', sub: req.sub, category: def.category, segments: req.segments })
     live.group.join(member)
