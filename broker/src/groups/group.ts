@@ -171,7 +171,8 @@ export class Group {
     const row = this.rowOf(s)
     this.hooks.persist([row]).then(() => { if (!m.closed) this.hooks.committed(m, row) }, () => { /* the store logs it; the member waits and resubscribes */ })
     if (s.revokeTo !== null && s.sent.length === 0) this.finishRevoke(s)
-    else this.hooks.pump(m)
+    // refilled from half its window down, so that a read serves many acks, not one each
+    else if (s.sent.length <= m.perSegmentWindow / 2) this.hooks.pump(m)
     return 'ok'
   }
 

@@ -252,11 +252,23 @@ export class Groups {
   /** Newly committed events: members of groups on their names read. */
   onStored (events: readonly StoredEvent[]): void {
     if (this.groups.size === 0) return
-    const names = new Set<string>()
-    for (const e of events) names.add(e.name)
     for (const live of this.groups.values()) {
-      if (!names.has(live.def.name)) continue
-      for (const m of live.group.members.values()) this.pump(live, m)
+      // only the members claiming a segment of the new events read
+      let segs: Set<number> | null = null
+      for (const e of events) {
+        if (e.name !== live.def.name || (live.serviceSet !== null && !live.serviceSet.has(e.serviceId))) continue
+        segs ??= new Set<number>()
+        segs.add(segmentOf(e.serviceId, live.group.segments))
+      }
+      if (segs === null) continue
+      for (const m of live.group.members.values()) {
+        for (const n of m.segments) {
+          if (segs.has(n)) {
+            this.pump(live, m)
+            break
+          }
+        }
+      }
     }
   }
 
