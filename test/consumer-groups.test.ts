@@ -6,7 +6,9 @@ import { describe, it, expect, afterEach } from 'vitest'
 import { ErrorCode } from '@herald/protocol'
 import type { HeraldEvent } from '@herald/client-endpoint'
 import { waitFor } from '@herald/protocol/testing'
+import { parseSite } from '@herald/node-runtime'
 import { Harness } from './support/harness.js'
+import { TEST_SITE_DOC } from './support/site.js'
 
 describe('consumer groups', { timeout: 60_000 }, () => {
   let h: Harness
@@ -64,5 +66,51 @@ describe('consumer groups', { timeout: 60_000 }, () => {
     await Promise.all(Array.from({ length: 50 }, async (_, i) => { await sa.raise('readings', { i }); await sb.raise('readings', { i }) }))
     await waitFor(() => got.length >= 100, '100 events', 10_000)
     expect(new Set(got.map((e) => e.id)).size).toBe(100)
+  })
+
+  it('a site reload that withdraws access ends the membership, told as subscriptionError [GROUP-ACCESS-1]', async () => {
+    h = await Harness.create()
+    const broker = await h.broker()
+    const a = h.client(broker.url, 'alice', 'm1')
+    const b = h.client(broker.url, 'bob', 'm1')
+    const errors: string[] = []
+    b.on('subscriptionError', ({ key, error }) => { errors.push(`${key} ${error.code}`) })
+    const ga = await a.subscribe('readings', { group: 'g', segments: 2 }, () => {})
+    const gb = await b.subscribe('readings', { group: 'g', segments: 2 }, () => {})
+    // another user's group of the same name is another group: each has both segments
+    await waitFor(() => ga.segments.length === 2 && gb.segments.length === 2, 'both segments at each', 10_000)
+    // bob may no longer receive readings
+    const doc = { ...TEST_SITE_DOC, events: TEST_SITE_DOC.events.map((e) => e.name === 'readings' ? { ...e, access: { roles: ['operator'] } } : e) }
+    broker.broker.reloadSite(await parseSite(doc))
+    await waitFor(() => errors.length === 1, 'bob told his access was withdrawn', 10_000)
+    expect(errors).toEqual([`group:g ${ErrorCode.NOT_AUTHORIZED}`])
+    expect(gb.segments).toEqual([])
+    expect(ga.segments).toEqual([0, 1])
+  })
+
+  it('keeps the segments\' positions in the event store\'s file across a broker restart [GROUP-STORE-1]', async () => {
+    h = await Harness.create()
+    let broker = await h.broker({ name: 'b' })
+    const port = Number(new URL(broker.url).port)
+    const got: HeraldEvent[] = []
+    const a = h.client(broker.url, 'alice', 'm1')
+    await a.subscribe('readings', { group: 'g', segments: 4 }, (e) => { got.push(e) })
+    const sa = await h.service(broker.url, 'svc-a')
+    await Promise.all(Array.from({ length: 100 }, (_, i) => sa.raise('readings', { i })))
+    await waitFor(() => got.length >= 100, '100 events', 10_000)
+    // the done mark after the last handler goes out right after it; let it reach the broker
+    await new Promise((resolve) => setTimeout(resolve, 200))
+    await a.close()
+    await sa.close()
+    await broker.close()
+    broker = await h.broker({ name: 'b', port })
+    const b = h.client(broker.url, 'alice', 'm2')
+    await b.subscribe('readings', { group: 'g', segments: 4 }, (e) => { got.push(e) })
+    const sa2 = await h.service(broker.url, 'svc-a')
+    await Promise.all(Array.from({ length: 10 }, (_, i) => sa2.raise('readings', { i: 100 + i })))
+    await waitFor(() => got.length >= 110, '110 events', 10_000)
+    await new Promise((resolve) => setTimeout(resolve, 300))
+    expect(got.map((e) => (e.payload as { i: number }).i)).toEqual(Array.from({ length: 110 }, (_, i) => i))
+    expect(got.some((e) => e.redelivered)).toBe(false)
   })
 })
