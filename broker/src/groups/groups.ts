@@ -172,6 +172,12 @@ export class Groups {
           await write(r)
         } catch (err) {
           this.ctx.logger.error({ err, group: name }, 'consumer group write failed')
+          // a member waiting for a `committed` that will not come: its members join again later
+          for (const [m, session] of [...sessions]) {
+            if (session.closed) continue
+            this.control(session, { op: 'error', sub: m.sub, code: ErrorCode.PERSISTENCE_FAILED, message: 'the broker could not write the group\'s marks; join again later' })
+            this.leave(session, m.sub)
+          }
           throw err
         }
       },
