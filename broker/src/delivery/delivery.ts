@@ -129,7 +129,13 @@ export class Delivery {
 
   constructor (private readonly ctx: DeliveryContext) {
     this.site = ctx.site
-    this.groups = new Groups({ store: ctx.store, clock: ctx.clock, logger: ctx.logger, limits: ctx.groups ?? GROUP_DEFAULTS, maxEventsPerFrame: ctx.limits.maxEventsPerFrame, maxFrameBytes: ctx.limits.maxFrameBytes, maxWindow: ctx.limits.maxWindow })
+    this.groups = new Groups({ store: ctx.store, clock: ctx.clock, logger: ctx.logger, limits: ctx.groups ?? GROUP_DEFAULTS, maxEventsPerFrame: ctx.limits.maxEventsPerFrame, maxFrameBytes: ctx.limits.maxFrameBytes,
+      maxWindow: ctx.limits.maxWindow,
+      onDelivered: (name, n) => {
+        this.delivered += n
+        this.deliveredByEvent.set(name, (this.deliveredByEvent.get(name) ?? 0) + n)
+      }
+    })
   }
 
   /** A client connected. A previous session with the same key is closed first ([CLI-TAKEOVER-1]). */

@@ -49,6 +49,8 @@ export interface GroupsContext {
   readonly maxFrameBytes: number
   /** Largest window a member may ask for. */
   readonly maxWindow: number
+  /** Counts events sent to members (the broker's `delivered` and per-event figures). */
+  readonly onDelivered?: (event: string, count: number) => void
 }
 
 /** A group in memory, with its identity. */
@@ -341,6 +343,7 @@ export class Groups {
           session.output.write(encodeGroupEvents(m.sub, n, s.epoch, flagged, now, chunk))
         }
         this.delivered += batch.length
+        this.ctx.onDelivered?.(live.def.name, batch.length)
       }
       if (full || m.dirty || batches.size > 0) this.pump(live, m)
     }, (err: unknown) => {
