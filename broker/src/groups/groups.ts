@@ -185,10 +185,14 @@ export class Groups {
       },
       committed: (m, row) => { const s = sessions.get(m); if (s !== undefined && !s.closed) this.control(s, { op: 'committed', sub: m.sub, segment: row.segment, epoch: row.epoch, done: row.done, started: row.started }) },
       idle: () => {
-        // [GROUP-FORGET-1] out of memory; its rows stay stored (lastUsed now)
-        group.close()
-        if (this.groups.get(key) === live) this.groups.delete(key)
-        write([]).catch(() => { /* logged */ })
+        // [GROUP-FORGET-1] out of memory once its writes are durable (they are committed in order),
+        // so that a member joining later loads its latest marks; its rows stay stored (lastUsed now)
+        const drop = (): void => {
+          if (group.members.size > 0 || group.leased || this.groups.get(key) !== live) return
+          group.close()
+          this.groups.delete(key)
+        }
+        write([]).then(drop, drop)
       }
     })
     live = { key, user, name, def, services, serviceSet: services === null ? null : new Set(services), group, sessions }
