@@ -2,7 +2,7 @@
 //
 //   npm run bench                         build, then every scenario at full size
 //   npm run bench -- --quick              small sizes, for a quick check (targets not judged)
-//   npm run bench -- --only s1,s5         some scenarios (s1 .. s8)
+//   npm run bench -- --only s1,s5         some scenarios (s1 .. s8, s10)
 //   npm run bench -- --cpu-prof           profile the Herald processes (bench/results/profiles/)
 //   npm run bench -- --no-save            do not write bench/results/<date>.json
 //
@@ -15,6 +15,7 @@ import { parseArgs } from 'node:util'
 import { BenchError, Child, freePort, killEach, nodeChild, nowMs } from './lib/proc.mjs'
 import { EVENT, ROOT, SERVICE_SECRET, USER, USER_PASSWORD, findMosquitto, proc, startAedes, startHerald, startMosquitto } from './lib/brokers.mjs'
 import { clientChildren, heraldIngestRun, heraldRun, heraldWorkspace, mqttRun, serviceChildren, split } from './lib/runs.mjs'
+import { heraldGroupRun } from './lib/group-runs.mjs'
 
 const { values: opts } = parseArgs({
   options: {
@@ -24,7 +25,7 @@ const { values: opts } = parseArgs({
     'no-save': { type: 'boolean', default: false }
   }
 })
-const SCENARIOS = ['s1', 's2', 's3', 's4', 's5', 's6', 's7', 's8']
+const SCENARIOS = ['s1', 's2', 's3', 's4', 's5', 's6', 's7', 's8', 's10']
 const only = opts.only === undefined ? SCENARIOS : opts.only.split(',').map((s) => s.trim())
 for (const s of only) {
   if (!SCENARIOS.includes(s)) {
@@ -35,8 +36,8 @@ for (const s of only) {
 
 /** Sizes of each scenario; quick runs are for checking the harness, not for judging targets. */
 const SIZE = opts.quick
-  ? { s1: 20_000, s1StopWait: 1000, s1Rate: 2000, s2: 2000, s3: 200, s4: 50_000, s5: 50_000, s6Clients: 100, s7Guests: 50, s7Subs: 100, minutes: 2 }
-  : { s1: 200_000, s1StopWait: 5000, s1Rate: 10_000, s2: 20_000, s3: 2000, s4: 1_000_000, s5: 300_000, s6Clients: 1000, s7Guests: 500, s7Subs: 1000, minutes: 6 }
+  ? { s1: 20_000, s1StopWait: 1000, s1Rate: 2000, s2: 2000, s3: 200, s4: 50_000, s5: 50_000, s6Clients: 100, s7Guests: 50, s7Subs: 100, s10: 2000, minutes: 2 }
+  : { s1: 200_000, s1StopWait: 5000, s1Rate: 10_000, s2: 20_000, s3: 2000, s4: 1_000_000, s5: 300_000, s6Clients: 1000, s7Guests: 500, s7Subs: 1000, s10: 10_000, minutes: 6 }
 const FAN_OUT = 20
 const FAN_IN = 100
 /** Processes on each side of a many-endpoint scenario (the machine has few cores). */
@@ -169,6 +170,28 @@ async function s8 () {
   row(scen, 'ingest: latency p50, publish -> client endpoint', 'ms', 'lower', ingest.latency?.p50 ?? null, refs.mosquitto?.latency?.p50 ?? null, refs.aedes?.latency?.p50 ?? null)
   row(scen, 'ingest: latency p99, publish -> client endpoint', 'ms', 'lower', ingest.latency?.p99 ?? null, refs.mosquitto?.latency?.p99 ?? null, refs.aedes?.latency?.p99 ?? null)
   row(scen, 'ingest: broker CPU per event', 'µs', 'lower', ingest.cpuPerEvent.broker, null, null)
+}
+
+// Scenario 10: consumer groups ([GROUP-*]): 8 services raise SIZE.s10 events each; a plain
+// subscription (one client endpoint), then a group of 1 member process, then of 3, in the same run.
+// A group pays a round trip and a share of the broker's group commit per event per segment, and
+// events of one service share a segment, so its parallelism is bounded by the services.
+async function s10 () {
+  const services = 8
+  const n = SIZE.s10
+  const base = { services, serviceProcs: 2, count: n }
+  log('s10: Herald, a plain subscription')
+  const plain = await heraldRun({ ...base, clients: 1, clientProcs: 1, deadline: deadlineIn() })
+  log('s10: Herald, a group of 1 member')
+  const one = await heraldGroupRun({ ...base, members: 1, deadline: deadlineIn() })
+  log('s10: Herald, a group of 3 members')
+  const three = await heraldGroupRun({ ...base, members: 3, deadline: deadlineIn() })
+  raw.s10 = { plain, one, three }
+  const scen = `consumer group, ${services} services`
+  row(scen, 'events/s, a plain subscription (1 client endpoint)', 'events/s', 'higher', plain.perSecond, null, null)
+  row(scen, 'events/s, a group of 1 member process', 'events/s', 'higher', one.perSecond, null, null)
+  row(scen, 'events/s, a group of 3 member processes', 'events/s', 'higher', three.perSecond, null, null)
+  row(scen, 'redelivered, group of 3 (no crash: 0 expected)', 'events', 'lower', three.redelivered, null, null)
 }
 
 // Scenario 2: fan-out, 1 service -> 20 clients
@@ -428,7 +451,7 @@ if (mosq === null) {
   log('Mosquitto is not installed: its column stays empty. Install it with: sudo apt-get install mosquitto')
 }
 log(`Herald benchmark, ${opts.quick ? 'quick' : 'full'} run: ${only.join(', ')}`)
-const fns = { s1, s2, s3, s4, s5, s6, s7, s8 }
+const fns = { s1, s2, s3, s4, s5, s6, s7, s8, s10 }
 for (const s of only) {
   const t = nowMs()
   try {

@@ -11,6 +11,7 @@ import { LoginThrottle, addressKey, type LoginStats } from './auth/login-throttl
 import { authenticate, type Principal } from './auth/principal.js'
 import { ConnectionWriter } from './delivery/connection-writer.js'
 import { Delivery, type ClientSession, type SessionSummary, type SubscriptionLag } from './delivery/delivery.js'
+import { GROUP_DEFAULTS } from './groups/groups.js'
 import type { EventCounters, EventStore } from './event-store/event-store.js'
 import { DropReport } from './drop-report.js'
 import { EventTail, type TailEntry, type TailFilter } from './dashboard/event-tail.js'
@@ -117,6 +118,17 @@ export interface BrokerOptions {
   readonly plainMaxQueuedBytes?: number
   /** Most QoS 1 events sent to one plain MQTT connection and not acknowledged; more wait (within the hard limit of `plainMaxQueuedBytes`), and a full window without a PUBACK for `slowConnectionTimeoutMs` closes it. Default 1,000 (at most 65,535). */
   readonly plainMaxInflight?: number
+  // consumer groups ([GROUP-*])
+  /** [GROUP-LIMIT-1] Most consumer groups per user, in memory or stored. Default 100. */
+  readonly maxGroupsPerUser?: number
+  /** [GROUP-LIMIT-1] Most live members of one consumer group. Default 64. */
+  readonly maxGroupMembers?: number
+  /** [GROUP-LEASE-1] How long the segments of a member whose connection closed wait for it, ms. Default 10,000. */
+  readonly groupLeaseMs?: number
+  /** [GROUP-MOVE-1] Longest wait for a segment's owner to finish what it was sent before the segment moves, ms. Default 30,000. */
+  readonly groupRevokeTimeoutMs?: number
+  /** [GROUP-FORGET-1] A stored group without members for this long is deleted when its user makes a new one, ms. Default 7 days. */
+  readonly groupIdleMs?: number
 }
 
 /** How an admin login ended ([OPS-DASH-2]): `notAdmin` only after the right password. */
@@ -168,7 +180,12 @@ export const BROKER_DEFAULTS = Object.freeze({
   maxIngestPendingBytes: PLAIN_INGEST_DEFAULTS.maxPendingBytes,
   plainMaxSubscriptions: 100,
   plainMaxQueuedBytes: 1024 * 1024,
-  plainMaxInflight: 1000
+  plainMaxInflight: 1000,
+  maxGroupsPerUser: GROUP_DEFAULTS.maxGroupsPerUser,
+  maxGroupMembers: GROUP_DEFAULTS.maxGroupMembers,
+  groupLeaseMs: GROUP_DEFAULTS.leaseMs,
+  groupRevokeTimeoutMs: GROUP_DEFAULTS.revokeTimeoutMs,
+  groupIdleMs: GROUP_DEFAULTS.groupIdleMs
 })
 
 /** Why connections were refused or closed by the broker's limits ([CONN-LIMIT-*], [AUTH-THROTTLE-*]). */
@@ -328,8 +345,18 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
     maxIngestPendingBytes: options.maxIngestPendingBytes,
     plainMaxSubscriptions: options.plainMaxSubscriptions,
     plainMaxQueuedBytes: options.plainMaxQueuedBytes,
-    plainMaxInflight: options.plainMaxInflight
+    plainMaxInflight: options.plainMaxInflight,
+    maxGroupsPerUser: options.maxGroupsPerUser,
+    maxGroupMembers: options.maxGroupMembers,
+    groupLeaseMs: options.groupLeaseMs,
+    groupRevokeTimeoutMs: options.groupRevokeTimeoutMs,
+    groupIdleMs: options.groupIdleMs
   })
+  checkInt('createBroker', 'maxGroupsPerUser', limits.maxGroupsPerUser, 1, 10_000)
+  checkInt('createBroker', 'maxGroupMembers', limits.maxGroupMembers, 1, 1024)
+  checkInt('createBroker', 'groupLeaseMs', limits.groupLeaseMs, 0, 3_600_000)
+  checkInt('createBroker', 'groupRevokeTimeoutMs', limits.groupRevokeTimeoutMs, 0, 3_600_000)
+  checkInt('createBroker', 'groupIdleMs', limits.groupIdleMs, 0, 365 * 86_400_000)
   checkInt('createBroker', 'maxConnections', limits.maxConnections, 1, 1_000_000)
   checkInt('createBroker', 'maxPacketBytes', limits.maxPacketBytes, 1024, 256 * 1024 * 1024)
   checkInt('createBroker', 'maxWindow', limits.maxWindow, 1, 100_000)
@@ -455,7 +482,8 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
       guestMaxWindow: limits.guestMaxWindow,
       guestMaxConnectionInflightBytes: limits.guestMaxConnectionInflightBytes,
       maxConcurrentReads: limits.maxConcurrentReads
-    }
+    },
+    groups: { maxGroupsPerUser: limits.maxGroupsPerUser, maxGroupMembers: limits.maxGroupMembers, leaseMs: limits.groupLeaseMs, revokeTimeoutMs: limits.groupRevokeTimeoutMs, groupIdleMs: limits.groupIdleMs }
   })
 
   // [PLAIN-*] ordinary MQTT clients: a read-only view of stored events, and ingest

@@ -13,6 +13,7 @@ import { MemoryPositionStore } from './positions/memory-position-store.js'
 import type { PositionStore } from './positions/position-store.js'
 import { attemptDelay, attemptPolicy, errorMessage, type BackoffPolicy } from './dead-letter-policy.js'
 import type { DeadLetter } from './positions/dead-letter-store.js'
+import { GroupMembers, type GroupSubscribeOptions, type GroupSubscription } from './group-subscription.js'
 
 /** A position write: done when it returns, or when the promise resolves (an asynchronous store, e.g. IndexedDB). */
 type Write = void | Promise<void>
@@ -232,6 +233,8 @@ export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointE
   /** Position writes not waited for (commits after a handler), until they are done. */
   private readonly writes = new Set<Promise<void>>()
   private deadLetteredCount = 0
+  /** [GROUP-*] this endpoint's consumer group memberships (group-subscription.ts). */
+  private readonly groups: GroupMembers
 
   constructor (options: ClientEndpointCoreOptions, platform: ClientEndpointPlatform<Tx>) {
     super()
@@ -266,15 +269,30 @@ export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointE
       keepaliveSec: this.opts.keepaliveSec,
       logger: this.logger
     })
+    this.groups = new GroupMembers({
+      send: (frame) => { this.link.send(this.reqTopic, frame) },
+      online: () => this.link.online,
+      nextWireId: () => ++this.nextWireId,
+      clock: this.clock,
+      random: this.random,
+      logger: this.logger,
+      retry: { initialMs: this.opts.retryInitialMs, maxMs: this.opts.retryMaxMs },
+      window: this.opts.window,
+      handlerError: (info) => { this.emit('handlerError', info) },
+      subscriptionError: (info) => { this.emit('subscriptionError', info) },
+      report: (err) => { this.reportError(err) }
+    })
     this.link.on('connecting', () => { this.setState('connecting') })
     this.link.on('online', () => {
       this.lastError = null
       this.refusalReported = null
       this.setState('online')
       for (const sub of this.subs.values()) this.resubscribe(sub)
+      this.groups.online()
     })
     this.link.on('offline', (err) => {
       this.wire.clear()
+      this.groups.offline()
       for (const sub of this.subs.values()) {
         sub.wireId = 0
         sub.clearQueue()
@@ -328,8 +346,16 @@ export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointE
    * Subscribes to an event ([CLI-SUB-1]). Resolves once the broker accepted the subscription;
    * rejects with a typed error (UNKNOWN_EVENT, NOT_AUTHORIZED, BAD_CREDENTIALS, ...) otherwise.
    */
-  async subscribe (eventName: string, options: SubscribeOptions<Tx>, handler: EventHandler): Promise<Subscription> {
+  async subscribe (eventName: string, options: SubscribeOptions<Tx>, handler: EventHandler): Promise<Subscription>
+  /** [GROUP-JOIN-1] Joins a consumer group (`options.group`): see GroupSubscribeOptions. */
+  async subscribe (eventName: string, options: GroupSubscribeOptions, handler: EventHandler): Promise<GroupSubscription>
+  async subscribe (eventName: string, options: SubscribeOptions<Tx> | GroupSubscribeOptions, handler: EventHandler): Promise<Subscription | GroupSubscription> {
     if (this.closed) throw new ClosedError('ClientEndpoint is closed')
+    if (options !== null && typeof options === 'object' && 'group' in options && options.group !== undefined) return await this.groups.subscribe(eventName, options, handler)
+    return await this.subscribeOne(eventName, options, handler)
+  }
+
+  private async subscribeOne (eventName: string, options: SubscribeOptions<Tx>, handler: EventHandler): Promise<Subscription> {
     if (!isValidName(eventName)) throw new RequestError(ErrorCode.INVALID_ARGUMENT, `subscribe: ${JSON.stringify(eventName)} is not a valid event name`)
     if (typeof handler !== 'function') throw new ConfigError('subscribe: handler must be a function')
     const services = options.services === undefined ? null : [...options.services].sort()
@@ -453,7 +479,9 @@ export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointE
   private onFrame (payload: Uint8Array): void {
     try {
       const type = frameType(payload)
-      if (type === FrameType.EVENTS) {
+      if (type === FrameType.GROUP_EVENTS) {
+        this.groups.onEvents(payload)
+      } else if (type === FrameType.EVENTS) {
         const frame = decodeEvents(payload, (id) => this.wire.get(id)?.event ?? null)
         if (frame === null) return
         const sub = this.wire.get(frame.sub) as ClientSubscription<Tx>
@@ -462,6 +490,7 @@ export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointE
         this.process(sub)
       } else if (type === FrameType.CONTROL) {
         const c = decodeControl(payload)
+        if (this.groups.onControl(c)) return
         if (c.op === 'subscribed') {
           const sub = this.wire.get(c.sub)
           if (sub === undefined) return
@@ -511,7 +540,7 @@ export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointE
         } else if (c.op === 'accessGranted') {
           // [SITE-RELOAD-5] the site now lets this user receive more: ask again for what was refused
           for (const sub of this.subs.values()) if (sub.waitingForAccess && sub.wireId === 0) this.resubscribe(sub)
-        } else {
+        } else if (c.op === 'error') {
           const error = errorFromWire(c.code, c.message)
           const sub = c.sub === null ? undefined : this.wire.get(c.sub)
           if (sub === undefined) {
@@ -784,7 +813,7 @@ export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointE
   }
 
   get status (): ClientStatus {
-    return { state: this.state, subscriptions: this.subs.size, lastError: this.lastError }
+    return { state: this.state, subscriptions: this.subs.size + this.groups.size, lastError: this.lastError }
   }
 
   /** A stream of status changes, starting with the current one; ends at close(). */
@@ -818,6 +847,7 @@ export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointE
       this.failSettle(sub, new ClosedError('ClientEndpoint closed'))
     }
     await this.link.close()
+    await this.groups.close()
     await Promise.all([...this.subs.values()].map((s) => s.idle()))
     // [CLI-BROWSER-2] the commits not waited for are done before the store closes
     while (this.writes.size > 0) await Promise.all([...this.writes])

@@ -7,3 +7,4 @@ export { SqlitePositionStore, PositionDurability, type SqlitePositionStoreOption
 export { MemoryDeadLetters, DEFAULT_MAX_DEAD_LETTERS, type DeadLetter, type DeadLetterStore, type NewDeadLetter } from './positions/dead-letter-store.js'
 export { SqliteDeadLetters, openDeadLetters } from './positions/sqlite-dead-letters.js'
 export type { BackoffPolicy } from './dead-letter-policy.js'
+export type { GroupSubscribeOptions, GroupSubscription } from './group-subscription.js'

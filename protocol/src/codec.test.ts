@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { BinaryWriter, utf8Encode } from './binary.js'
 import {
-  FRAME_LIMITS, FrameType, decodeAck, decodeControl, decodeEvents, decodeRequest, decodeUp,
-  encodeAck, encodeControl, encodeEvents, encodeRequest, encodeUp, frameType
+  FRAME_LIMITS, FrameType, decodeAck, decodeControl, decodeEvents, decodeGroupEvents, decodeRequest, decodeUp,
+  encodeAck, encodeControl, encodeEvents, encodeGroupEvents, encodeRequest, encodeUp, frameType
 } from './codec.js'
 import type { AckFrame, Control, Request, UpFrame } from './codec.js'
 import { ErrorCode, ProtocolError } from './errors.js'
@@ -573,5 +573,54 @@ describe('ACK error flag', () => {
       expect(() => decodeAck(bad)).toThrow(ProtocolError)
       expect(() => decodeAck(bad)).toThrow(`ACK error flag must be 0 or 1, got ${flag}`)
     }
+  })
+})
+
+describe('consumer group frames [GROUP-FRAME-1] [GROUP-ACK-1] [GROUP-CTRL-1..4]', () => {
+  it('round-trips gjoin and gack requests', () => {
+    const reqs: Request[] = [
+      { op: 'gjoin', sub: 3, group: 'billing', event: 'readings', services: null, segments: 16, start: 'all', window: 1000 },
+      { op: 'gjoin', sub: 4, group: 'billing', event: 'readings', services: ['a', 'b'], segments: 256, start: 'new', window: 1 },
+      { op: 'gack', sub: 3, segment: 255, epoch: 7, done: 10, started: 12 },
+      { op: 'gack', sub: 3, segment: 0, epoch: 1, done: 0, started: 0 }
+    ]
+    for (const r of reqs) expect(decodeRequest(encodeRequest(r))).toEqual(r)
+  })
+
+  it('refuses bad gjoin and gack fields, naming them', () => {
+    const req = (o: object): Uint8Array => { const b = json(o); const out = new Uint8Array(b.length + 1); out[0] = FrameType.REQUEST; out.set(b, 1); return out }
+    const join = { op: 'gjoin', sub: 1, group: 'g', event: 'e', services: null, segments: 16, start: 'all', window: 10 }
+    expectMalformed(() => decodeRequest(req({ ...join, segments: 12 })), '"segments" must be a power of two')
+    expectMalformed(() => decodeRequest(req({ ...join, segments: 512 })), '"segments"')
+    expectMalformed(() => decodeRequest(req({ ...join, start: 'latest' })), '"start"')
+    expectMalformed(() => decodeRequest(req({ ...join, group: 5 })), '"group"')
+    expectMalformed(() => decodeRequest(req({ ...join, window: 0 })), '"window"')
+    const ack = { op: 'gack', sub: 1, segment: 2, epoch: 1, done: 5, started: 6 }
+    expectMalformed(() => decodeRequest(req({ ...ack, started: 4 })), 'started >= done')
+    expectMalformed(() => decodeRequest(req({ ...ack, segment: 256 })), '"segment"')
+    expectMalformed(() => decodeRequest(req({ ...ack, epoch: 0 })), '"epoch"')
+  })
+
+  it('round-trips the group CONTROL ops and refuses malformed ones', () => {
+    const cs: Control[] = [
+      { op: 'joined', sub: 2, category: 'queueing', segments: 16 },
+      { op: 'assigned', sub: 2, claims: [{ segment: 0, epoch: 1 }, { segment: 9, epoch: 33 }] },
+      { op: 'revoked', sub: 2, segments: [9] },
+      { op: 'committed', sub: 2, segment: 9, epoch: 33, done: 100, started: 101 }
+    ]
+    for (const c of cs) expect(decodeControl(encodeControl(c))).toEqual(c)
+    const ctl = (o: object): Uint8Array => { const b = json(o); const out = new Uint8Array(b.length + 1); out[0] = FrameType.CONTROL; out.set(b, 1); return out }
+    expectMalformed(() => decodeControl(ctl({ op: 'assigned', sub: 2, claims: [{ segment: 300, epoch: 1 }] })), 'unknown shape')
+    expectMalformed(() => decodeControl(ctl({ op: 'committed', sub: 2, segment: 1, epoch: 0, done: 1, started: 1 })), 'unknown shape')
+  })
+
+  it('round-trips a GROUP_EVENTS frame: segment, epoch, the redelivered position and the events as in EVENTS', () => {
+    const events = [stored({ position: 7 }), stored({ position: 9, seq: 2 })]
+    const buf = encodeGroupEvents(5, 13, 4, 9, 1_700_000_000_999, events)
+    expect(frameType(buf)).toBe(FrameType.GROUP_EVENTS)
+    expect(decodeGroupEvents(buf, () => 'temperature')).toEqual({ sub: 5, segment: 13, epoch: 4, redelivered: 9, brokerNow: 1_700_000_000_999, events })
+    expect(decodeGroupEvents(buf, () => null)).toBeNull()
+    expectMalformed(() => decodeGroupEvents(buf.subarray(0, buf.length - 1), () => 'temperature'), 'truncated')
+    expectMalformed(() => decodeGroupEvents(encodeEvents(5, 1, events), () => 'temperature'), 'GROUP_EVENTS')
   })
 })

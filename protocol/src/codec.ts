@@ -14,7 +14,9 @@ export const FrameType = {
   ACK: 2,
   REQUEST: 3,
   EVENTS: 4,
-  CONTROL: 5
+  CONTROL: 5,
+  /** EVENTS of one segment of a group subscription ([GROUP-FRAME-1]). */
+  GROUP_EVENTS: 6
 } as const
 export type FrameType = (typeof FrameType)[keyof typeof FrameType]
 
@@ -244,6 +246,8 @@ export type Request =
   }
   | { readonly op: 'ack', readonly sub: number, readonly position: number }
   | { readonly op: 'unsub', readonly sub: number }
+  | GroupJoinRequest
+  | GroupAckRequest
 
 export function encodeRequest (req: Request): Uint8Array {
   return tagged(FrameType.REQUEST, JSON.stringify(req))
@@ -287,6 +291,9 @@ export function decodeRequest (buf: Uint8Array): Request {
       return { op: 'ack', sub: o.sub, position: o.position }
     case 'unsub':
       return { op: 'unsub', sub: o.sub }
+    case 'gjoin':
+    case 'gack':
+      return decodeGroupRequest(o, o.sub)
     default:
       throw new ProtocolError(`REQUEST: unknown op ${JSON.stringify(o.op)}`)
   }
@@ -369,6 +376,7 @@ export type Control =
    * next EVENTS frame of that subscription, only to a client that asked (`gaps` in its sub request).
    */
   | GapControl
+  | GroupControl
 
 /** What a subscription missed ([CLI-GAP-2]): the broker's finding, the CONTROL frame and the client's event carry it. */
 export interface GapReport {
@@ -418,5 +426,143 @@ export function decodeControl (buf: Uint8Array): Control {
     isInt(o.missed) && typeof o.exact === 'boolean' && isInt(o.pushedOut) && isInt(o.expired) && isInt(o.after) && isInt(o.upTo)) {
     return { op: 'gap', sub: o.sub, event: o.event, services: o.services, missed: o.missed, exact: o.exact, pushedOut: o.pushedOut, expired: o.expired, after: o.after, upTo: o.upTo }
   }
+  const g = decodeGroupControl(o)
+  if (g !== null) return g
   throw new ProtocolError('CONTROL frame has an unknown shape')
+}
+
+// ---------------------------------------------------------------- consumer groups ([GROUP-*])
+
+/** Most segments a group may have ([GROUP-SEG-1]); a power of two. */
+export const MAX_GROUP_SEGMENTS = 256
+
+/**
+ * [GROUP-JOIN-1] Joins the consumer group `group` of this connection's user as a member: the
+ * subscription `sub` gets the events of the segments the broker assigns it. `segments` is the
+ * group's segment count (a power of two, 1..256); `start` applies when the group is new.
+ */
+export interface GroupJoinRequest {
+  readonly op: 'gjoin'
+  readonly sub: number
+  readonly group: string
+  readonly event: string
+  readonly services: readonly string[] | null
+  readonly segments: number
+  readonly start: 'all' | 'new'
+  /** Most events in flight for this member, split across its segments (at least 1 per segment). */
+  readonly window: number
+}
+
+/**
+ * [GROUP-ACK-1] A member's marks for one segment under the claim `epoch`: every event of the
+ * segment up to `done` is handled, and the handler of the event at `started` (>= done) may have run.
+ */
+export interface GroupAckRequest {
+  readonly op: 'gack'
+  readonly sub: number
+  readonly segment: number
+  readonly epoch: number
+  readonly done: number
+  readonly started: number
+}
+
+/** Consumer-group CONTROL ops ([GROUP-CTRL-*]). */
+export type GroupControl =
+  /** [GROUP-CTRL-1] The member joined; `segments` is the group's segment count. */
+  | { readonly op: 'joined', readonly sub: number, readonly category: Category, readonly segments: number }
+  /** [GROUP-CTRL-2] Segments now claimed by this member, each under a new epoch. */
+  | { readonly op: 'assigned', readonly sub: number, readonly claims: ReadonlyArray<{ readonly segment: number, readonly epoch: number }> }
+  /** [GROUP-CTRL-3] Segments no longer this member's: drop their queued events, ack nothing more for them. */
+  | { readonly op: 'revoked', readonly sub: number, readonly segments: readonly number[] }
+  /** [GROUP-CTRL-4] The marks of a gack are durable (fsync'd) at the broker. */
+  | { readonly op: 'committed', readonly sub: number, readonly segment: number, readonly epoch: number, readonly done: number, readonly started: number }
+
+function isSegment (v: unknown): v is number {
+  return isInt(v) && v < MAX_GROUP_SEGMENTS
+}
+
+function decodeGroupRequest (o: Record<string, unknown>, sub: number): Request {
+  if (o.op === 'gjoin') {
+    if (typeof o.group !== 'string') throw new ProtocolError('REQUEST gjoin: "group" must be a string')
+    if (typeof o.event !== 'string') throw new ProtocolError('REQUEST gjoin: "event" must be a string')
+    if (!isInt(o.segments, 1) || o.segments > MAX_GROUP_SEGMENTS || (o.segments & (o.segments - 1)) !== 0) throw new ProtocolError(`REQUEST gjoin: "segments" must be a power of two from 1 to ${MAX_GROUP_SEGMENTS}`)
+    if (o.start !== 'all' && o.start !== 'new') throw new ProtocolError('REQUEST gjoin: "start" must be "all" or "new"')
+    if (!isInt(o.window, 1)) throw new ProtocolError('REQUEST gjoin: "window" must be a positive integer')
+    let services: string[] | null = null
+    if (o.services !== null && o.services !== undefined) {
+      if (!Array.isArray(o.services) || o.services.length > 1000 || !o.services.every((s) => typeof s === 'string')) {
+        throw new ProtocolError('REQUEST gjoin: "services" must be null or an array of at most 1000 strings')
+      }
+      services = o.services
+    }
+    return { op: 'gjoin', sub, group: o.group, event: o.event, services, segments: o.segments, start: o.start, window: o.window }
+  }
+  if (!isSegment(o.segment)) throw new ProtocolError(`REQUEST gack: "segment" must be an integer from 0 to ${MAX_GROUP_SEGMENTS - 1}`)
+  if (!isInt(o.epoch, 1)) throw new ProtocolError('REQUEST gack: "epoch" must be a positive integer')
+  if (!isInt(o.done) || !isInt(o.started) || o.started < o.done) throw new ProtocolError('REQUEST gack: "done" and "started" must be non-negative integers with started >= done')
+  return { op: 'gack', sub, segment: o.segment, epoch: o.epoch, done: o.done, started: o.started }
+}
+
+function decodeGroupControl (o: Record<string, unknown>): GroupControl | null {
+  if (!isInt(o.sub, 1)) return null
+  switch (o.op) {
+    case 'joined':
+      if (isInt(o.segments, 1) && typeof o.category === 'string' && (CATEGORY_BY_CODE as readonly string[]).includes(o.category)) {
+        return { op: 'joined', sub: o.sub, category: o.category as Category, segments: o.segments }
+      }
+      return null
+    case 'assigned':
+      if (Array.isArray(o.claims) && o.claims.length <= MAX_GROUP_SEGMENTS && (o.claims as unknown[]).every((c) => typeof c === 'object' && c !== null && isSegment((c as Record<string, unknown>).segment) && isInt((c as Record<string, unknown>).epoch, 1))) {
+        return { op: 'assigned', sub: o.sub, claims: (o.claims as Array<{ segment: number, epoch: number }>).map((c) => ({ segment: c.segment, epoch: c.epoch })) }
+      }
+      return null
+    case 'revoked':
+      if (Array.isArray(o.segments) && o.segments.length <= MAX_GROUP_SEGMENTS && o.segments.every(isSegment)) return { op: 'revoked', sub: o.sub, segments: o.segments }
+      return null
+    case 'committed':
+      if (isSegment(o.segment) && isInt(o.epoch, 1) && isInt(o.done) && isInt(o.started)) {
+        return { op: 'committed', sub: o.sub, segment: o.segment, epoch: o.epoch, done: o.done, started: o.started }
+      }
+      return null
+    default:
+      return null
+  }
+}
+
+/**
+ * A GROUP_EVENTS frame ([GROUP-FRAME-1]): the events of one segment of a group subscription, sent
+ * under the claim `epoch`. `redelivered` is the position of the one event among them whose handler
+ * may have run before (a started mark above the segment's done position), or 0.
+ */
+export interface GroupEventsFrame extends EventsFrame {
+  readonly segment: number
+  readonly epoch: number
+  readonly redelivered: number
+}
+
+/**
+ * Encodes a GROUP_EVENTS frame: type 6, varint segment, varint epoch, varint redelivered, then an
+ * EVENTS frame of the events, whole ([FRAME-EVENTS-1]), so that an event is encoded one way only.
+ */
+export function encodeGroupEvents (sub: number, segment: number, epoch: number, redelivered: number, brokerNow: number, events: readonly StoredEvent[]): Uint8Array {
+  const inner = encodeEvents(sub, brokerNow, events)
+  const w = new BinaryWriter(inner.byteLength + 32)
+  w.u8(FrameType.GROUP_EVENTS).varint(segment).varint(epoch).varint(redelivered)
+  const head = w.finish()
+  const out = new Uint8Array(head.byteLength + inner.byteLength)
+  out.set(head, 0)
+  out.set(inner, head.byteLength)
+  return out
+}
+
+/** Decodes a GROUP_EVENTS frame; null for a subscription the client no longer has (see decodeEvents). */
+export function decodeGroupEvents (buf: Uint8Array, nameOf: (sub: number) => string | null): GroupEventsFrame | null {
+  const r = checkFrame(buf, FrameType.GROUP_EVENTS, 'GROUP_EVENTS')
+  const segment = r.varint('segment')
+  if (segment >= MAX_GROUP_SEGMENTS) throw new ProtocolError(`GROUP_EVENTS: segment ${segment} is over ${MAX_GROUP_SEGMENTS - 1}`)
+  const epoch = r.varint('epoch')
+  const redelivered = r.varint('redelivered')
+  const inner = decodeEvents(buf.subarray(buf.length - r.remaining), nameOf)
+  if (inner === null) return null
+  return { ...inner, segment, epoch, redelivered }
 }

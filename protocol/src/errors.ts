@@ -21,6 +21,8 @@ export const ErrorCode = {
   MALFORMED_FRAME: 'MALFORMED_FRAME',
   OUT_OF_ORDER: 'OUT_OF_ORDER',
   EXPIRED: 'EXPIRED',
+  /** [GROUP-JOIN-3] a member's event, service filter or segment count differs from its group's. */
+  GROUP_MISMATCH: 'GROUP_MISMATCH',
   // persistence
   PERSISTENCE_FAILED: 'PERSISTENCE_FAILED',
   CAPACITY_EXCEEDED: 'CAPACITY_EXCEEDED',

@@ -14,6 +14,7 @@ import type { ClientPrincipal } from '../auth/principal.js'
 import type { EventStore } from '../event-store/event-store.js'
 import type { Gap } from '../event-store/removal-log.js'
 import { Subscription } from './subscription.js'
+import { Groups, GROUP_DEFAULTS, type GroupLimits } from '../groups/groups.js'
 
 /** Limits of the delivery side. */
 export interface DeliveryLimits {
@@ -59,6 +60,8 @@ export interface DeliveryContext {
   readonly clock: Clock
   readonly logger: Logger
   readonly limits: DeliveryLimits
+  /** [GROUP-*] consumer groups' limits and timings. Default GROUP_DEFAULTS. */
+  readonly groups?: GroupLimits
 }
 
 /** A connected client endpoint and its subscriptions. */
@@ -121,9 +124,18 @@ export class Delivery {
 
   /** The site subscriptions are checked against; recheck() swaps it ([SITE-RELOAD-5]). */
   private site: Site
+  /** [GROUP-*] consumer groups: their members' subscriptions are not in `subs`. */
+  readonly groups: Groups
 
   constructor (private readonly ctx: DeliveryContext) {
     this.site = ctx.site
+    this.groups = new Groups({ store: ctx.store, clock: ctx.clock, logger: ctx.logger, limits: ctx.groups ?? GROUP_DEFAULTS, maxEventsPerFrame: ctx.limits.maxEventsPerFrame, maxFrameBytes: ctx.limits.maxFrameBytes,
+      maxWindow: ctx.limits.maxWindow,
+      onDelivered: (name, n) => {
+        this.delivered += n
+        this.deliveredByEvent.set(name, (this.deliveredByEvent.get(name) ?? 0) + n)
+      }
+    })
   }
 
   /** A client connected. A previous session with the same key is closed first ([CLI-TAKEOVER-1]). */
@@ -143,6 +155,7 @@ export class Delivery {
   /** A blocked connection drained: its waiting subscriptions go on ([CLI-BACKPRESSURE-1]). */
   drained (session: ClientSession): void {
     this.resume(session)
+    this.groups.drained(session)
   }
 
 
@@ -153,6 +166,7 @@ export class Delivery {
     for (const sub of session.subs.values()) this.removeSub(sub)
     session.subs.clear()
     session.waiting.clear()
+    this.groups.sessionClosed(session)
     if (this.sessions.get(session.key) === session) this.sessions.delete(session.key)
   }
 
@@ -187,6 +201,7 @@ export class Delivery {
         ended = true
         this.control(session, { op: 'error', sub: sub.id, code: refusal[0], message: refusal[1] })
       }
+      if (this.groups.recheck(site, session)) ended = true
       if (ended) this.resume(session)
     }
     return all
@@ -259,7 +274,18 @@ export class Delivery {
         if (freed > 0) this.resume(session)
         break
       }
+      case 'gjoin': {
+        // [GROUP-JOIN-1] a member's id shares the connection's subscription ids and count
+        if (session.subs.has(req.sub) || this.groups.has(session, req.sub)) return this.control(session, { op: 'error', sub: req.sub, code: ErrorCode.INVALID_ARGUMENT, message: `subscription id ${req.sub} is already in use on this connection` })
+        if (session.subs.size + this.groups.countOf(session) >= session.limits.maxSubscriptions) return this.control(session, { op: 'error', sub: req.sub, code: ErrorCode.CAPACITY_EXCEEDED, message: `at most ${session.limits.maxSubscriptions} subscriptions per connection` })
+        this.groups.join(session, req, this.site)
+        break
+      }
+      case 'gack':
+        this.groups.ack(session, req)
+        break
       case 'unsub': {
+        if (this.groups.leave(session, req.sub)) break
         const sub = session.subs.get(req.sub)
         if (sub !== undefined) {
           this.removeSub(sub)
@@ -274,7 +300,7 @@ export class Delivery {
   /** Checks a subscription against the site ([CLI-SUB-1] .. [CLI-SUB-4]) and starts it. */
   private subscribe (session: ClientSession, req: Extract<Request, { op: 'sub' }>): void {
     const fail = (code: ErrorCode, message: string): void => { this.control(session, { op: 'error', sub: req.sub, code, message }) }
-    if (session.subs.has(req.sub)) return fail(ErrorCode.INVALID_ARGUMENT, `subscription id ${req.sub} is already in use on this connection`)
+    if (session.subs.has(req.sub) || this.groups.has(session, req.sub)) return fail(ErrorCode.INVALID_ARGUMENT, `subscription id ${req.sub} is already in use on this connection`)
     const limits = session.limits
     if (session.subs.size >= limits.maxSubscriptions) return fail(ErrorCode.CAPACITY_EXCEEDED, `at most ${limits.maxSubscriptions} subscriptions per ${session.principal.user === null ? 'guest ' : ''}connection`)
     const def = this.site.events.get(req.event)
@@ -341,6 +367,7 @@ export class Delivery {
 
   /** Newly committed events ([CLI-LIVE-1]): caught-up subscriptions get them without a read. */
   onStored (events: readonly StoredEvent[]): void {
+    this.groups.onStored(events)
     const now = this.ctx.clock.now()
     let i = 0
     while (i < events.length) {

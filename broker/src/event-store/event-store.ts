@@ -4,6 +4,7 @@
  */
 import type { Category, RaisedEvent, StoredEvent } from '@herald/protocol'
 import type { Gap, GapQuery } from './removal-log.js'
+import type { GroupStore } from '../groups/group-store.js'
 
 /** What the store needs to know of an event name to bound its queues. */
 export interface QueueLimits {
@@ -175,6 +176,11 @@ export interface EventStore {
    * missing). A snapshot: later changes do not show in it.
    */
   counters (): Record<string, EventCounters>
+  /**
+   * [GROUP-STORE-1] Where consumer groups keep their segment marks, written in the store's group
+   * commit. Optional: without it the broker refuses group subscriptions (INVALID_ARGUMENT).
+   */
+  readonly groups?: GroupStore
   /** Completes pending appends, then releases the backend. Further calls reject with ClosedError. */
   close (): Promise<void>
   /**

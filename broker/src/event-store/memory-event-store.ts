@@ -5,6 +5,7 @@
 import { Category, ClosedError, ConfigError, type StoredEvent } from '@herald/protocol'
 import type { AppendBatch, AppendResult, EventCounters, EventStore, ExpiredUnpurged, LimitsOf, ReadQuery } from './event-store.js'
 import { RemovalLog, type Gap, type GapQuery } from './removal-log.js'
+import { MemoryGroupStore } from '../groups/group-store.js'
 import { capOf, checkBatch, checkMaxDedupKeys, countFor, expiresAtOf, NO_RECIPIENT, recipientKeyOf, snapshotCounters, storedFrom } from './event-store-rules.js'
 
 /** What a MemoryEventStore is built from. */
@@ -30,6 +31,8 @@ function seqKey (serviceId: string, instance: string): string {
  * results come back in call order; payloads are copied so a caller may reuse its buffers.
  */
 export class MemoryEventStore implements EventStore {
+  /** [GROUP-STORE-1] consumer groups' marks, in memory like the events. */
+  readonly groups = new MemoryGroupStore()
   readonly #limitsOf: LimitsOf
   /** Per event name: its events by position, in position order (Maps keep insertion order). */
   readonly #byEvent = new Map<string, Map<number, StoredEvent>>()

@@ -35,6 +35,8 @@ import { DEDUP_KEY_DEFAULTS } from './event-store.js'
 import type { AppendBatch, AppendResult, CommitObserver, EventCounters, EventStore, ExpiredUnpurged, LimitsOf, QueueLimits, ReadQuery } from './event-store.js'
 import { capOf, checkBatch, checkMaxDedupKeys, countFor, expiresAtOf, NO_RECIPIENT, recipientKeyOf, snapshotCounters, storedFrom } from './event-store-rules.js'
 import { RemovalLog, type Gap, type GapQuery, type RemovalReason } from './removal-log.js'
+import { SqliteGroupTables, type GroupChange } from '../groups/sqlite-group-tables.js'
+import type { GroupStore } from '../groups/group-store.js'
 
 /** How each commit reaches the disk. */
 export { SqliteSynchronous }
@@ -230,7 +232,12 @@ export class SqliteEventStore implements EventStore {
   readonly #expiredOf: Database.Statement
   readonly #rowFrom: Database.Statement
   readonly #latest: Database.Statement
-  readonly #flushTxn: (pending: readonly Pending[]) => FlushOutcome
+  readonly #flushTxn: (pending: readonly Pending[], groups: readonly GroupChange[]) => FlushOutcome
+  /** [GROUP-STORE-1] the consumer groups' tables, and their changes waiting for the next flush. */
+  readonly #groupTables: SqliteGroupTables
+  #groupChanges: Array<{ change: GroupChange, resolve: () => void, reject: (err: unknown) => void }> = []
+  /** [GROUP-STORE-1] consumer groups' marks, written in the events' group commit. */
+  readonly groups: GroupStore
   readonly #purgeTxn: (now: number) => { removed: Map<string, number>, gone: number[], byName: Map<string, number>, rows: FlushOutcome['removals'] }
 
   /** Use `createSqliteEventStore`; takes ownership of `db`. */
@@ -271,7 +278,25 @@ export class SqliteEventStore implements EventStore {
     this.#rowFrom = db.prepare('SELECT position, received_at FROM events WHERE position >= ? ORDER BY position LIMIT 1').raw(true)
     this.#latest = db.prepare(`SELECT service, max(position) FROM events INDEXED BY events_read
       WHERE event = ? AND recipient = ? AND (expires_at IS NULL OR expires_at > ?) GROUP BY service`).raw(true)
-    this.#flushTxn = db.transaction((pending: readonly Pending[]) => this.#write(pending))
+    this.#groupTables = new SqliteGroupTables(db)
+    this.#flushTxn = db.transaction((pending: readonly Pending[], groups: readonly GroupChange[]) => {
+      const out = this.#write(pending)
+      this.#groupTables.apply(groups)
+      return out
+    })
+    const change = async (c: GroupChange): Promise<void> => {
+      this.#checkOpen()
+      await new Promise<void>((resolve, reject) => {
+        this.#groupChanges.push({ change: c, resolve, reject })
+        this.#timer ??= setImmediate(() => { this.#flush() })
+      })
+    }
+    this.groups = {
+      loadGroup: (user, group) => { this.#checkOpen(); return this.#groupTables.load(user, group) },
+      listGroups: (user) => { this.#checkOpen(); return this.#groupTables.listOf(user) },
+      writeGroup: async (write) => { await change({ write }) },
+      deleteGroup: async (user, group) => { await change({ delete: { user, group } }) }
+    }
     this.#purgeTxn = db.transaction((now: number) => this.#purgeChunk(now))
 
     this.#load()
@@ -432,13 +457,16 @@ export class SqliteEventStore implements EventStore {
   #flush (): void {
     this.#timer = null
     const pending = this.#pending
-    if (pending.length === 0) return
+    const groups = this.#groupChanges
+    if (pending.length === 0 && groups.length === 0) return
     this.#pending = []
+    this.#groupChanges = []
     let out: FlushOutcome
     const startedAt = performance.now()
     try {
-      out = this.#flushTxn(pending)
+      out = this.#flushTxn(pending, groups.map((g) => g.change))
     } catch (err) {
+      for (const g of groups) g.reject(new PersistenceError(`event store: commit of consumer group marks to ${this.#path} failed: ${(err as Error).message}`, { cause: err }))
       this.#commitFailure = `the last commit failed: ${(err as Error).message}`
       const events = pending.reduce((n, p) => n + p.batch.events.length, 0)
       this.#logger.error({ err, path: this.#path, appends: pending.length, events }, 'event store commit failed')
@@ -482,6 +510,7 @@ export class SqliteEventStore implements EventStore {
     this.#forgetRecent(out.gone)
     this.#recordRemovals(out.removals)
     for (let i = 0; i < pending.length; i++) pending[i]!.resolve(out.results[i]!)
+    for (const g of groups) g.resolve()
   }
 
   /** Runs inside the flush transaction: writes every pending batch, reads caches, changes none. */

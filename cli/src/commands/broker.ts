@@ -67,9 +67,12 @@ const BACK_PRESSURE_FLAGS = [
   // the plain-MQTT view [PLAIN-VIEW-7]
   ['--plain-max-subscriptions <n>', 'plainMaxSubscriptions', 'subscriptions per plain MQTT connection'],
   ['--plain-max-queued-bytes <n>', 'plainMaxQueuedBytes', 'unsent bytes of a plain MQTT connection above which its QoS 0 events are dropped'],
-  ['--plain-max-inflight <n>', 'plainMaxInflight', 'QoS 1 events in flight (not acknowledged) per plain MQTT connection; more wait']
+  ['--plain-max-inflight <n>', 'plainMaxInflight', 'QoS 1 events in flight (not acknowledged) per plain MQTT connection; more wait'],
+  // consumer groups [GROUP-LIMIT-1]
+  ['--max-groups-per-user <n>', 'maxGroupsPerUser', 'consumer groups per user [GROUP-LIMIT-1]'],
+  ['--max-group-members <n>', 'maxGroupMembers', 'live members per consumer group [GROUP-LIMIT-1]']
 ] as const
-type BackPressureOptions = Partial<Record<typeof BACK_PRESSURE_FLAGS[number][1] | 'slowConnectionTimeoutMs', number>> & { slowConnectionTimeout?: number }
+type BackPressureOptions = Partial<Record<typeof BACK_PRESSURE_FLAGS[number][1] | 'slowConnectionTimeoutMs' | 'groupLeaseMs' | 'groupRevokeTimeoutMs', number>> & { slowConnectionTimeout?: number, groupLease?: number, groupRevokeTimeout?: number }
 
 /** A duration with its unit (`30s`, `500ms`), in ms. */
 function durationArg (value: string): number {
@@ -110,6 +113,8 @@ export function brokerCommand (): Command {
   // [CMD-USAGE-1] a duration with its unit; --slow-connection-timeout-ms <n> is its old spelling, still taken
   cmd.option('--slow-connection-timeout <duration>', `close a connection that stays above its queued-bytes bound this long, e.g. 30s (default ${formatDuration(BROKER_DEFAULTS.slowConnectionTimeoutMs)})`, durationArg)
   cmd.addOption(new Option('--slow-connection-timeout-ms <n>', 'the old spelling of --slow-connection-timeout, in ms').argParser(wholeNumber).hideHelp())
+  cmd.option('--group-lease <duration>', `how long the segments of a consumer group member whose connection closed wait for it [GROUP-LEASE-1] (default ${formatDuration(BROKER_DEFAULTS.groupLeaseMs)})`, durationArg)
+  cmd.option('--group-revoke-timeout <duration>', `longest wait for a segment's owner to finish what it was sent before the segment moves [GROUP-MOVE-1] (default ${formatDuration(BROKER_DEFAULTS.groupRevokeTimeoutMs)})`, durationArg)
   return cmd
     .action(async (opts: BrokerCommandOptions & BackPressureOptions) => {
       const destination = logDestination(opts.logFormat, process.stdout, 'herald broker')
@@ -119,6 +124,8 @@ export function brokerCommand (): Command {
       for (const [, option] of BACK_PRESSURE_FLAGS) if (opts[option] !== undefined) limits[option] = opts[option]
       const slowMs = opts.slowConnectionTimeout ?? opts.slowConnectionTimeoutMs
       if (slowMs !== undefined) limits.slowConnectionTimeoutMs = slowMs
+      if (opts.groupLease !== undefined) limits.groupLeaseMs = opts.groupLease
+      if (opts.groupRevokeTimeout !== undefined) limits.groupRevokeTimeoutMs = opts.groupRevokeTimeout
       // [CONN-WSC-7] the demo page lists the site's events (not private ones); it fills in no credentials
       if (opts.wsDemoPage === true && opts.wsPort === undefined) throw new ConfigError('--ws-demo-page needs --ws-port: the page is served on the WebSocket port')
       if (opts.dashboard === true && opts.metricsPort === undefined) throw new ConfigError('--dashboard needs --metrics-port: the dashboard is served on the metrics listener')
