@@ -21,6 +21,8 @@ export const ErrorCode = {
   MALFORMED_FRAME: 'MALFORMED_FRAME',
   OUT_OF_ORDER: 'OUT_OF_ORDER',
   EXPIRED: 'EXPIRED',
+  /** [STORE-KEY-3] a new key of a keyed replacing event past the site's maxKeys for its (service, event). */
+  KEY_LIMIT: 'KEY_LIMIT',
   // persistence
   PERSISTENCE_FAILED: 'PERSISTENCE_FAILED',
   CAPACITY_EXCEEDED: 'CAPACITY_EXCEEDED',
