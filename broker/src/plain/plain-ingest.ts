@@ -263,7 +263,7 @@ export class PlainIngest {
       recipient,
       payloadKind: isNull ? PayloadKind.none : payloadKindOf(payload),
       payload,
-      ...(key !== undefined ? { key } : {})
+      ...(key !== undefined ? { dedupKey: key } : {})
     }
   }
 
