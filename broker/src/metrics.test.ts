@@ -36,7 +36,7 @@ const STATS: BrokerStats = {
     stored: 9,
     duplicates: 2,
     nullsDropped: 1,
-    refused: { notService: 0, malformedTopic: 1, unknownEvent: 3, notAuthorized: 0, wrongCategory: 0, payloadTooLarge: 2, invalidPayload: 0, qos2: 0, storeFailed: 0 },
+    refused: { notService: 0, malformedTopic: 1, unknownEvent: 3, notAuthorized: 0, wrongCategory: 0, payloadTooLarge: 2, invalidPayload: 0, qos2: 0, storeFailed: 0, keyLimit: 0 },
     waitingBytes: 512,
     held: 0
   },
