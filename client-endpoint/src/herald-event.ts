@@ -23,6 +23,8 @@ export interface HeraldEvent {
   readonly isNull: boolean
   /** The recipient key of a private event, else null. */
   readonly recipient: string | null
+  /** The replacing key of a keyed replacing event ([SITE-KEY-1]); absent for unkeyed events. */
+  readonly key?: string
   /**
    * Milliseconds since it was raised, when the handler is called ([EVT-AGE-1]): the time from its raise
    * to its upload by the service's clock, plus the time since the broker received it by the broker's
@@ -56,6 +58,7 @@ export function toHeraldEvent (e: StoredEvent, age: number, redelivered: boolean
     payload: decodePayload(e.payloadKind, e.payload),
     isNull: e.isNull,
     recipient: e.recipient,
+    ...(e.key === undefined ? {} : { key: e.key }),
     age,
     redelivered,
     replay
