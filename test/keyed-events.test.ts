@@ -3,6 +3,7 @@
  * [GW-KEY-1]): two thermostats raised through one service keep a last value each, in a broker
  * process on SQLite, across its SIGKILL and restart, and through a gateway with two devices.
  */
+import { spawn } from 'node:child_process'
 import { join } from 'node:path'
 import { describe, it, expect, afterEach } from 'vitest'
 import { ServiceEndpoint } from '@herald/service-endpoint'
@@ -11,7 +12,9 @@ import { ErrorCode, HeraldError, eventsOfService } from '@herald/protocol'
 import { waitFor } from '@herald/protocol/testing'
 import { collect, type Collected } from './support/collect.js'
 import { Harness } from './support/harness.js'
-import { startBrokerProcess, writeTestSite } from './support/processes.js'
+import { Proc, startBrokerProcess, writeTestSite } from './support/processes.js'
+
+const CLI = join(import.meta.dirname, '..', 'cli', 'bin', 'herald.js')
 import { ScriptedDevice } from './support/scripted-device.js'
 import { gatewayYaml } from './support/gateway-yaml.js'
 import { SECRETS, testSite } from './support/site.js'
@@ -116,6 +119,34 @@ describe('keyed replacing events', () => {
     expect((err as Error).message).toMatch(/"temperature" is not keyed/)
     const tooMany = await client.subscribe('thermostat', { keys: Array.from({ length: 1001 }, (_, i) => `k${i}`) }, () => {}).catch((e: unknown) => e)
     expect((tooMany as HeraldError).code).toBe(ErrorCode.INVALID_ARGUMENT)
+  })
+
+  it('[CLI-KEY-3] herald raise --event-key and herald tail --event-key, which shows each key', async () => {
+    h = await Harness.create()
+    const { proc, url } = await startBrokerProcess(await writeTestSite(h.dir), join(h.dir, 'broker'), 0)
+    h.onClose(() => proc.kill())
+    const herald = (args: string[], env: Record<string, string>): Proc => {
+      const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1', ...env } })
+      const p = new Proc(child, `herald ${args.join(' ')}`)
+      h.onClose(() => p.kill())
+      return p
+    }
+    const raise = async (key: string, payload: string): Promise<void> => {
+      const p = herald(['raise', 'valve', payload, '--url', url, '--service', 'svc-a', '--category', 'replacing', '--event-key', key], { HERALD_SECRET: SECRETS['svc-a'] })
+      expect(await p.exited, p.stderr).toBe(0)
+    }
+    await raise('v1', '{"open":true}')
+    await raise('v2', '{"open":false}')
+    await raise('v1', '{"open":false}')
+    const json = herald(['tail', 'valve', '--url', url, '--user', 'alice', '--json', '--no-summary', '--event-key', 'v1', '--event-key', 'v9', '--count', '1'], { HERALD_PASSWORD: SECRETS.alice })
+    expect(await json.exited, json.stderr).toBe(0)
+    await json.drained
+    expect(json.lines.map((l) => JSON.parse(l) as { key: string, payload: unknown }).map((r) => [r.key, r.payload])).toEqual([['v1', { open: false }]])
+    const human = herald(['tail', 'valve', '--url', url, '--user', 'alice', '--no-summary', '--count', '2'], { HERALD_PASSWORD: SECRETS.alice })
+    expect(await human.exited, human.stderr).toBe(0)
+    await human.drained
+    const shown = human.lines.filter((l) => l.includes(' valve '))
+    expect(shown.map((l) => /\[key "(v\d)"\] (.*)$/.exec(l)?.slice(1))).toEqual([['v2', '{"open":false}'], ['v1', '{"open":false}']])
   })
 
   it('[GW-KEY-1] a gateway with two devices mapped to one keyed event keeps the last value of both', async () => {

@@ -849,7 +849,7 @@ function keysFilter (keys: readonly string[] | undefined): readonly string[] | n
     const problem = keyProblem(k)
     if (problem !== null) throw new RequestError(ErrorCode.INVALID_ARGUMENT, `subscribe: keys[]: ${JSON.stringify(k)}: ${problem}`)
   }
-  return [...new Set(keys)].sort()
+  return [...new Set<string>(keys as readonly string[])].sort()
 }
 
 /**
