@@ -30,6 +30,7 @@ const STATS: BrokerStats = {
     '(unknown)': { stored: 0, delivered: 0, refused: { UNKNOWN_EVENT: 1 }, gaps: 0, gapMissed: 0 }
   },
   storedByEvent: { readings: 8, temperature: 1 },
+  keysByEvent: { thermostat: 2 },
   lag: { readings: { subscriptions: 2, max: 30, total: 35 } },
   ingest: {
     accepted: 12,
@@ -101,6 +102,7 @@ describe('broker metrics [OPS-METRICS-1]', () => {
       herald_ingest_waiting_bytes: 512,
       'herald_stored_events{event="readings"}': 8,
       'herald_stored_events{event="temperature"}': 1,
+      'herald_stored_keys{event="thermostat"}': 2,
       herald_store_head_position: 40,
       'herald_subscriptions{event="readings"}': 2,
       'herald_subscription_max_lag_positions{event="readings"}': 30,
