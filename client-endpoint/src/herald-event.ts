@@ -45,7 +45,7 @@ export interface HeraldEvent {
 
 /** Builds the handler's view of a stored event. */
 export function toHeraldEvent (e: StoredEvent, age: number, redelivered: boolean, replay = false): HeraldEvent {
-  return {
+  const event: HeraldEvent = {
     id: eventId(e.instance, e.seq),
     serviceId: e.serviceId,
     name: e.name,
@@ -58,9 +58,11 @@ export function toHeraldEvent (e: StoredEvent, age: number, redelivered: boolean
     payload: decodePayload(e.payloadKind, e.payload),
     isNull: e.isNull,
     recipient: e.recipient,
-    ...(e.key === undefined ? {} : { key: e.key }),
     age,
     redelivered,
     replay
   }
+  // [SITE-KEY-1] only keyed events carry a key (no spread on the path of every event)
+  if (e.key !== undefined) (event as { key?: string }).key = e.key
+  return event
 }

@@ -111,7 +111,7 @@ export function storedFrom (
   e: ArrivingEvent, payload: Uint8Array,
   at: { position: number, serviceId: string, instance: string, receivedAt: number, expiresAt: number | null }
 ): StoredEvent {
-  return {
+  const s: StoredEvent = {
     seq: e.seq,
     name: e.name,
     category: e.category,
@@ -125,9 +125,11 @@ export function storedFrom (
     instance: at.instance,
     receivedAt: at.receivedAt,
     expiresAt: at.expiresAt,
-    uploadAge: e.age ?? 0,
-    ...(e.key === undefined ? {} : { key: e.key })
+    uploadAge: e.age ?? 0
   }
+  // [STORE-KEY-1] set only on keyed events: an unkeyed one is the same object literal as before keys
+  if (e.key !== undefined) (s as { key?: string }).key = e.key
+  return s
 }
 
 /** [STORE-KEY-3] The maxKeys of a keyed event. */

@@ -862,7 +862,7 @@ export class SqliteEventStore implements EventStore {
 }
 
 function toStored (r: Row): StoredEvent {
-  return {
+  const e: StoredEvent = {
     seq: r[3],
     name: r[4],
     category: CATEGORY_BY_CODE[r[5]] as Category,
@@ -876,7 +876,8 @@ function toStored (r: Row): StoredEvent {
     instance: r[2],
     receivedAt: r[8],
     expiresAt: r[9],
-    uploadAge: r[13],
-    ...(r[14] === '' ? {} : { key: r[14] })
+    uploadAge: r[13]
   }
+  if (r[14] !== '') (e as { key?: string }).key = r[14]
+  return e
 }
