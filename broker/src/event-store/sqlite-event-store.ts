@@ -11,7 +11,8 @@
  * - `events(position, ...)`: one row per stored event; `recipient` is '' for non-private events so
  *   that every lookup is a plain equality on an index:
  *   `events_read (event, recipient, position)` serves `read`,
- *   `events_queue (service, event, recipient, position)` serves replacement and push-out,
+ *   `events_queue (service, event, recipient, rkey, position)` serves replacement and push-out;
+ *   `rkey` is the replacing key of a keyed event ([STORE-KEY-1]), '' for every other,
  *   `events_expiry (expires_at)` (partial, non-null only) serves `purgeExpired`.
  *
  * Group commit ([STORE-ACK-1]): `append` queues the batch and schedules one flush with
