@@ -119,6 +119,14 @@ describe('keyed replacing events', () => {
     expect((err as Error).message).toMatch(/"temperature" is not keyed/)
     const tooMany = await client.subscribe('thermostat', { keys: Array.from({ length: 1001 }, (_, i) => `k${i}`) }, () => {}).catch((e: unknown) => e)
     expect((tooMany as HeraldError).code).toBe(ErrorCode.INVALID_ARGUMENT)
+    // the bound itself: 1,000 keys of 128 characters (a REQUEST of about 130 KiB) are taken by the broker
+    const longKeys = Array.from({ length: 999 }, (_, i) => `${i}`.padEnd(128, 'x'))
+    const many = await collect(h.client(broker.url, 'alice', 'many-keys'), 'thermostat', { start: 'all', keys: [...longKeys, 't9'] })
+    await svc.raise('thermostat', { device: 't8', c: 8 })
+    await svc.raise('thermostat', { device: 't9', c: 9 })
+    await svc.raise('thermostat', { device: longKeys[5]!, c: 5 })
+    await many.until(2)
+    expect(seen(many)).toEqual(['svc-a:t9=9', `svc-a:${longKeys[5]!}=5`])
   })
 
   it('[CLI-KEY-3] herald raise --event-key and herald tail --event-key, which shows each key', async () => {
