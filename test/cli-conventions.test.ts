@@ -23,6 +23,8 @@ describe('herald command line', () => {
     [['broker'], "required option '--site <file>' not specified"],
     [['broker', '--site', 'a.yaml', '--data', 'd', '--port', '99999'], "option '--port <n>' argument '99999' is invalid"],
     [['tail', '--bogus', 'x'], "unknown option '--bogus'"],
+    // [CLI-KEY-3] a replacing key is checked as the option is read
+    [['tail', 'x', '--event-key', ''], "option '--event-key <key>' argument '' is invalid. a key must be 1 to 128 characters, got 0"],
     // durations carry their unit everywhere (sim --summary-every, tail --summary-every, --rto, ...)
     [['tail', 'x', '--summary-every', '5'], 'a duration with its unit, e.g. 5s or 500ms'],
     [['broker', '--site', 'a.yaml', '--data', 'd', '--slow-connection-timeout', '30'], 'a duration with its unit, e.g. 30s or 500ms'],

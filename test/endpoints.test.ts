@@ -228,6 +228,26 @@ describe('raiseBatch and source marks', () => {
     expect(await heldOf(svc)).toEqual([['temperature', { t: 1 }], ['readings', { i: 0 }], ['temperature', null]])
   })
 
+  it('[SVC-KEY-2] a keyed event supersedes only the older unsent instance of its own key; keys survive a restart', async () => {
+    h = await Harness.create()
+    const svc = await h.service(offline, 'svc-a')
+    await svc.raise('thermostat', { device: 't1', c: 1 })
+    await svc.raise('thermostat', { device: 't2', c: 2 })
+    await svc.raise('thermostat', { device: 't1', c: 3 })
+    await svc.raiseBatch([{ name: 'valve', payload: 'a', key: 'v1' }, { name: 'valve', payload: 'b', key: 'v2' }, { name: 'thermostat', isNull: true, key: 't2' }])
+    expect(await heldOf(svc)).toEqual([['thermostat', { device: 't1', c: 3 }], ['valve', 'a'], ['valve', 'b'], ['thermostat', null]])
+    const held = await (svc as unknown as { persistence: { read: (a: number, l: number) => Promise<Array<{ key?: string }>> } }).persistence.read(0, 10)
+    expect(held.map((e) => e.key)).toEqual(['t1', 'v1', 'v2', 't2'])
+    await svc.close()
+    // [SVC-KEY-3] read back from the file with their keys (superseding covers what this run raised, as for unkeyed events)
+    const again = await h.service(offline, 'svc-a')
+    await again.raise('valve', 'c', { key: 'v2' })
+    await again.raise('valve', 'd', { key: 'v2' })
+    const after = await (again as unknown as { persistence: { read: (a: number, l: number) => Promise<Array<{ key?: string }>> } }).persistence.read(0, 10)
+    expect(after.map((e) => e.key)).toEqual(['t1', 'v1', 'v2', 't2', 'v2'])
+    expect((await heldOf(again)).slice(-1)).toEqual([['valve', 'd']])
+  })
+
   it('[SVC-MARK-1] marks are there when raiseBatch resolves, and after the endpoint restarts on its two-level persistence', async () => {
     h = await Harness.create()
     const first = await h.service(offline, 'svc-a')

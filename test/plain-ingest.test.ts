@@ -116,6 +116,32 @@ describe('plain MQTT ingest end to end', () => {
     expect(readings.events[4]!.sequence).toBeGreaterThan(readings.events[3]!.sequence)
   })
 
+  it('[PLAIN-INGEST-7] keyed events: the key from the payload field or the r/<key> level; a keyless or over-maxKeys publish closes the connection, nothing stored lost', async () => {
+    h = await Harness.create()
+    const broker = await startBrokerProcess(await writeTestSite(h.dir), join(h.dir, 'broker'), 0)
+    procs.push(broker.proc)
+    const port = broker.port
+    for (const [device, c] of [['t1', 20], ['t2', 21], ['t1', 22]] as const) {
+      expect((await mosquittoPub(port, ['-t', 'herald/v1/raise/thermostat', '-m', JSON.stringify({ device, c })])).code).toBe(0)
+    }
+    expect((await mosquittoPub(port, ['-t', 'herald/v1/raise/thermostat/r/t2', '-n'])).code).toBe(0)
+    expect((await mosquittoPub(port, ['-t', 'herald/v1/raise/valve/r/v1/k/retry-1', '-m', '{"open":true}'])).code).toBe(0)
+    expect((await mosquittoPub(port, ['-t', 'herald/v1/raise/valve/r/v1/k/retry-1', '-m', '{"open":true}'])).code).toBe(0)
+    // refused, each closing its connection: a field-keyed payload without its field, a raise-keyed publish without r/<key>
+    expect((await mosquittoPub(port, ['-t', 'herald/v1/raise/thermostat', '-m', '{"c":1}'])).code).not.toBe(0)
+    expect((await mosquittoPub(port, ['-t', 'herald/v1/raise/valve', '-m', '{"open":true}'])).code).not.toBe(0)
+    expect((await mosquittoPub(port, ['-t', 'herald/v1/raise/thermostat', '-m', '{"device":"t3","c":23}'])).code).toBe(0)
+    // t2 holds a null: the fourth key takes its place; a fifth is refused
+    expect((await mosquittoPub(port, ['-t', 'herald/v1/raise/thermostat', '-m', '{"device":"t4","c":24}'])).code).toBe(0)
+    expect((await mosquittoPub(port, ['-t', 'herald/v1/raise/thermostat', '-m', '{"device":"t5","c":25}'])).code).not.toBe(0)
+    const latest = await collect(h.client(broker.url, 'alice', 'latest'), 'thermostat', { start: 'latest' })
+    await latest.until(3)
+    expect(latest.events.map((e) => [e.key, e.payload])).toEqual([['t1', { device: 't1', c: 22 }], ['t3', { device: 't3', c: 23 }], ['t4', { device: 't4', c: 24 }]])
+    const valves = await collect(h.client(broker.url, 'alice', 'valves'), 'valve', { start: 'all' })
+    await valves.until(1)
+    expect(valves.events.map((e) => [e.key, e.payload])).toEqual([['v1', { open: true }]])
+  })
+
   it('mqtt.js: a bad publish closes only its own connection; a good connection publishing meanwhile goes on', async () => {
     h = await Harness.create()
     const site = await writeTestSite(h.dir)

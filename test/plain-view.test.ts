@@ -308,4 +308,28 @@ describe('plain MQTT view', () => {
     expect(noAck.packets.filter((p) => p.cmd === 'publish').length).toBe(MAX_INFLIGHT)
     await waitFor(() => watcher.got.length === MAX_INFLIGHT + 10, 'the acknowledging subscriber: every event')
   })
+
+  it('[PLAIN-VIEW-9] a keyed event is retained per key, under .../k/<key>, the key percent-encoded where MQTT needs it', async () => {
+    await raise('thermostat', { device: 't1', c: 20 })
+    await raise('thermostat', { device: 'room/2+', c: 21 })
+    await raise('thermostat', { device: 't1', c: 22 })
+    const s = await plain('alice', 'view-keyed')
+    await s.subscribe({ 'herald/v1/events/thermostat/#': 0 })
+    await waitFor(() => s.got.length === 2, 'the retained value of each key')
+    expect(s.got.map((g) => [g.topic, g.retain, g.env.key, g.env.payload])).toEqual([
+      ['herald/v1/events/thermostat/svc-a/k/room%2F2%2B', true, 'room/2+', { device: 'room/2+', c: 21 }],
+      ['herald/v1/events/thermostat/svc-a/k/t1', true, 't1', { device: 't1', c: 22 }]
+    ])
+    // one key only, by its topic; a null of that key goes out live, and clears only it
+    const one = await plain('alice', 'view-keyed-one')
+    await one.subscribe({ 'herald/v1/events/thermostat/svc-a/k/t1': 0 })
+    await waitFor(() => one.got.length === 1, 'the retained value of t1')
+    await svc.whenAcked((await svc.raiseNull('thermostat', { key: 't1' })).seq)
+    await waitFor(() => one.got.length === 2 && s.got.length === 3, 'the null of t1, live')
+    expect(one.got[1]).toMatchObject({ retain: false, topic: 'herald/v1/events/thermostat/svc-a/k/t1', env: { key: 't1', isNull: true } })
+    const later = await plain('alice', 'view-keyed-later')
+    await later.subscribe({ 'herald/v1/events/thermostat/+/k/+': 0 })
+    await waitFor(() => later.got.length === 2, 'both keys again')
+    expect(later.got.map((g) => [g.env.key, g.env.isNull])).toEqual([['room/2+', false], ['t1', true]])
+  })
 })

@@ -218,6 +218,8 @@ export interface BrokerStats {
   readonly perEvent: Readonly<Record<string, Readonly<{ stored: number, delivered: number, refused: Readonly<Record<string, number>>, gaps: number, gapMissed: number }>>>
   /** Events stored now per event name, if the store tells. */
   readonly storedByEvent: Readonly<Record<string, number>>
+  /** [STORE-KEY-3] Keys stored now per keyed event name, if the store tells. */
+  readonly keysByEvent?: Readonly<Record<string, number>>
   /** Per event name with subscriptions: their count and lag in positions (Delivery.lag). */
   readonly lag: Readonly<Record<string, Readonly<SubscriptionLag>>>
   /** Plain MQTT ingest ([PLAIN-INGEST-*]): publishes accepted, stored, duplicates, refused by reason. */
@@ -807,6 +809,7 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
         connectionsByKind: { ...loggedIn, pending: Math.max(0, admission.connections - loggedIn.service - loggedIn.client - loggedIn.guest - loggedIn.plain) },
         perEvent: perEventStats(uplink, delivery, plainIngest),
         storedByEvent: Object.fromEntries(store.storedByEvent?.() ?? []),
+        keysByEvent: Object.fromEntries(store.keysByEvent?.() ?? []),
         lag: Object.fromEntries(delivery.lag(store.head())),
         ingest: { ...plainIngest.stats, refused: { ...plainIngest.stats.refused } },
         plainView: plainView.stats

@@ -30,13 +30,14 @@ const STATS: BrokerStats = {
     '(unknown)': { stored: 0, delivered: 0, refused: { UNKNOWN_EVENT: 1 }, gaps: 0, gapMissed: 0 }
   },
   storedByEvent: { readings: 8, temperature: 1 },
+  keysByEvent: { thermostat: 2 },
   lag: { readings: { subscriptions: 2, max: 30, total: 35 } },
   ingest: {
     accepted: 12,
     stored: 9,
     duplicates: 2,
     nullsDropped: 1,
-    refused: { notService: 0, malformedTopic: 1, unknownEvent: 3, notAuthorized: 0, wrongCategory: 0, payloadTooLarge: 2, invalidPayload: 0, qos2: 0, storeFailed: 0 },
+    refused: { notService: 0, malformedTopic: 1, unknownEvent: 3, notAuthorized: 0, wrongCategory: 0, payloadTooLarge: 2, invalidPayload: 0, qos2: 0, storeFailed: 0, keyLimit: 0 },
     waitingBytes: 512,
     held: 0
   },
@@ -101,6 +102,7 @@ describe('broker metrics [OPS-METRICS-1]', () => {
       herald_ingest_waiting_bytes: 512,
       'herald_stored_events{event="readings"}': 8,
       'herald_stored_events{event="temperature"}': 1,
+      'herald_stored_keys{event="thermostat"}': 2,
       herald_store_head_position: 40,
       'herald_subscriptions{event="readings"}': 2,
       'herald_subscription_max_lag_positions{event="readings"}': 30,

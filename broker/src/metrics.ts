@@ -168,6 +168,16 @@ export function brokerMetricsRegistry (broker: Broker): Registry {
     }
   })
   new Gauge({
+    name: 'herald_stored_keys',
+    help: 'Keys holding an instance now, per keyed replacing event name, all services (STORE-KEY-3)',
+    labelNames: ['event'],
+    registers,
+    collect () {
+      this.reset()
+      for (const [event, n] of Object.entries(stats().keysByEvent ?? {})) this.set({ event }, n)
+    }
+  })
+  new Gauge({
     name: 'herald_store_head_position',
     help: 'The highest position the store has assigned',
     registers,

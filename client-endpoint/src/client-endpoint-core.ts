@@ -6,7 +6,7 @@
  * (client-endpoint.ts: MQTT over TCP/TLS, SQLite, transactional mode) and the browser entry
  * (browser/index.ts: MQTT over WebSocket, IndexedDB) wrap it.
  */
-import { AuthError, ClosedError, ConfigError, ErrorCode, FrameType, HeraldError, Link, RequestError, TypedEmitter, assertName, checkInt, clientClientId, clientKey, clientMessageTopic, clientRequestTopic, decodeControl, decodeEvents, encodeRequest, errorFromWire, frameType, isValidName, silentLogger, systemClock, toHeraldError, withDefaults, StatusFeed, type Clock, type Logger, type Transport, type Widened, type GapReport, type StartFrom, type StoredEvent, type TimerHandle, type EndpointConnectionOptions } from '@herald/protocol'
+import { AuthError, ClosedError, ConfigError, ErrorCode, FrameType, HeraldError, Link, RequestError, TypedEmitter, assertName, checkInt, clientClientId, clientKey, clientMessageTopic, clientRequestTopic, decodeControl, decodeEvents, encodeRequest, errorFromWire, frameType, isValidName, keyProblem, KEY_LIMITS, silentLogger, systemClock, toHeraldError, withDefaults, StatusFeed, type Clock, type Logger, type Transport, type Widened, type GapReport, type StartFrom, type StoredEvent, type TimerHandle, type EndpointConnectionOptions } from '@herald/protocol'
 import { ClientSubscription, type EventHandler } from './client-subscription.js'
 import { toHeraldEvent, type HeraldEvent } from './herald-event.js'
 import { MemoryPositionStore } from './positions/memory-position-store.js'
@@ -61,13 +61,21 @@ export interface SubscribeOptions<Tx = never> {
   readonly services?: readonly string[]
   /**
    * Where to start when this subscription has no position yet ([CLI-START-1]): `'all'` everything the
-   * broker holds (default), `'new'` only new events, `'latest'` the newest instance per service and
+   * broker holds (default), `'new'` only new events, `'latest'` the newest instance per service (and per key of a keyed event) and
    * then new ones ([CLI-START-4]), `{ position: n }` the first event stored at or
    * after position n ([CLI-START-2]), `{ time }` the first received by the broker at or after a
    * time, a Date or ms since the epoch ([CLI-START-3]). A recorded position always wins.
    */
   readonly start?: StartOption
-  /** The key its position is kept under. Default: the event name, plus `?services=a,b` when filtered. */
+  /**
+   * [CLI-KEY-1] Only the instances of a keyed replacing event with one of these replacing keys
+   * (1 to 1,000 keys; filtered at the broker). Default: every instance.
+   */
+  readonly keys?: readonly string[]
+  /**
+   * The key its position is kept under. Default: the event name, plus `?services=a,b` when filtered
+   * by service, and `keys=t1,t2` when filtered by key ([CLI-KEY-2]).
+   */
   readonly key?: string
   /** In-flight window for this subscription. Default: the endpoint's. */
   readonly window?: number
@@ -362,7 +370,8 @@ export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointE
     if (services !== null) {
       for (const s of services) assertName(s, 'subscribe: services[]')
     }
-    const key = options.key ?? (services === null ? eventName : `${eventName}?services=${services.join(',')}`)
+    const keys = keysFilter(options.keys)
+    const key = options.key ?? positionKeyOf(eventName, services, keys)
     if (this.subs.has(key)) throw new ConfigError(`subscribe: a subscription with key "${key}" exists already`)
     const start = startFrom(options.start ?? 'all')
     const window = options.window ?? this.opts.window
@@ -372,6 +381,7 @@ export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointE
     if (options.transaction !== undefined && tx === undefined) throw new ConfigError('subscribe: option "transaction" (transactional mode) needs the Node entry and a better-sqlite3 database')
     const positions = options.transaction === undefined || tx === undefined ? this.positions : tx.positions(options.transaction)
     const sub = new ClientSubscription<Tx>(key, eventName, services, start, window, handler, positions, options.transaction ?? null)
+    sub.keys = keys
     sub.attempts = attemptPolicy(options, { initialMs: this.opts.retryInitialMs, maxMs: this.opts.retryMaxMs }, positions.deadLetters)
     const recorded = positions.get(key)
     sub.committed = recorded?.position ?? 0
@@ -462,7 +472,8 @@ export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointE
       sub.committed = recorded?.position ?? 0
       // [CLI-START-1] a recorded position, even 0, is where to resume: `start` only applies without one
       this.link.send(this.reqTopic, encodeRequest({
-        op: 'sub', sub: id, event: sub.event, services: sub.services, position: sub.resetStart !== null ? 0 : sub.committed, start: sub.resetStart ?? (recorded === null ? sub.start : 'all'), window: sub.window, gaps: true
+        op: 'sub', sub: id, event: sub.event, services: sub.services, position: sub.resetStart !== null ? 0 : sub.committed, start: sub.resetStart ?? (recorded === null ? sub.start : 'all'), window: sub.window, gaps: true,
+        ...(sub.keys !== null ? { keys: sub.keys } : {})
       }))
     })
   }
@@ -856,4 +867,42 @@ export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointE
     this.state = 'closed'
     this.feed.end(this.status)
   }
+}
+
+/** [CLI-KEY-1] Checks a subscription's key filter: sorted, without repeats; null for none. */
+function keysFilter (keys: readonly string[] | undefined): readonly string[] | null {
+  if (keys === undefined) return null
+  if (!Array.isArray(keys) || keys.length === 0 || keys.length > KEY_LIMITS.maxKeysPerSubscription) {
+    throw new RequestError(ErrorCode.INVALID_ARGUMENT, `subscribe: keys must be an array of 1 to ${KEY_LIMITS.maxKeysPerSubscription} keys, got ${Array.isArray(keys) ? `${keys.length}` : typeof keys}`)
+  }
+  for (const k of keys) {
+    const problem = keyProblem(k)
+    if (problem !== null) throw new RequestError(ErrorCode.INVALID_ARGUMENT, `subscribe: keys[]: ${JSON.stringify(k)}: ${problem}`)
+  }
+  return [...new Set<string>(keys as readonly string[])].sort()
+}
+
+/**
+ * [CLI-KEY-2] The default position key: the event name, `?services=a,b` when filtered by service,
+ * and `keys=t1,t2` (URI-encoded) when filtered by key; a key list longer than 256 characters is
+ * named by its count and a hash, so that the position key stays short.
+ */
+function positionKeyOf (eventName: string, services: readonly string[] | null, keys: readonly string[] | null): string {
+  const parts: string[] = []
+  if (services !== null) parts.push(`services=${services.join(',')}`)
+  if (keys !== null) {
+    const listed = keys.map(encodeURIComponent).join(',')
+    parts.push(listed.length <= 256 ? `keys=${listed}` : `keys=#${keys.length}-${fnv1a(listed)}`)
+  }
+  return parts.length === 0 ? eventName : `${eventName}?${parts.join('&')}`
+}
+
+/** FNV-1a, 32 bits, in hex: a short stable name of a long text (no crypto needed, runs in browsers). */
+function fnv1a (text: string): string {
+  let h = 0x811c9dc5
+  for (let i = 0; i < text.length; i++) {
+    h ^= text.charCodeAt(i)
+    h = Math.imul(h, 0x01000193) >>> 0
+  }
+  return h.toString(16).padStart(8, '0')
 }

@@ -60,6 +60,8 @@ export class ClientSubscription<Tx = never> {
   waitingForAccess = false
   /** subscribe() option `waitForAccess`: a first refusal for access waits too, instead of rejecting. */
   waitForAccess = false
+  /** [CLI-KEY-1] subscribe() option `keys`: only these replacing keys, sorted; null for all. */
+  keys: readonly string[] | null = null
 
   constructor (
     readonly key: string,

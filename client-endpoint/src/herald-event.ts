@@ -23,6 +23,8 @@ export interface HeraldEvent {
   readonly isNull: boolean
   /** The recipient key of a private event, else null. */
   readonly recipient: string | null
+  /** The replacing key of a keyed replacing event ([SITE-KEY-1]); absent for unkeyed events. */
+  readonly key?: string
   /**
    * Milliseconds since it was raised, when the handler is called ([EVT-AGE-1]): the time from its raise
    * to its upload by the service's clock, plus the time since the broker received it by the broker's
@@ -43,7 +45,7 @@ export interface HeraldEvent {
 
 /** Builds the handler's view of a stored event. */
 export function toHeraldEvent (e: StoredEvent, age: number, redelivered: boolean, replay = false): HeraldEvent {
-  return {
+  const event: HeraldEvent = {
     id: eventId(e.instance, e.seq),
     serviceId: e.serviceId,
     name: e.name,
@@ -60,4 +62,7 @@ export function toHeraldEvent (e: StoredEvent, age: number, redelivered: boolean
     redelivered,
     replay
   }
+  // [SITE-KEY-1] only keyed events carry a key (no spread on the path of every event)
+  if (e.key !== undefined) (event as { key?: string }).key = e.key
+  return event
 }

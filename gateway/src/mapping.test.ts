@@ -19,6 +19,30 @@ const rules: MappingRule[] = [
   { on: 'STATE', model: 'door', code: null, where: new Map([['lock', 'locked']]), action: { kind: 'raise', event: 'door-state', payload: [['lock', src('lock')]] } }
 ]
 
+describe('[GW-KEY-1] keyed events', () => {
+  const keyedRules: MappingRule[] = [
+    { on: 'STATE', model: null, code: null, where: new Map(), action: { kind: 'raise', event: 'thermo', payload: [['device', src('$serial')], ['c', src('temp:number')]] }, keyed: { spec: { kind: 'field', field: 'device' }, source: null } },
+    { on: 'STATE', model: null, code: null, where: new Map(), action: { kind: 'raise', event: 'valve', payload: [['open', src('open:bool')]] }, keyed: { spec: { kind: 'raise' }, source: src('$device') } },
+    { on: 'CLEAR', model: null, code: null, where: new Map(), action: { kind: 'raiseNull', event: 'thermo' }, keyed: { spec: { kind: 'field', field: 'device' }, source: src('$serial') } },
+    { on: 'ALARM', model: null, code: null, where: new Map(), action: { kind: 'raise', event: 'thermo', payload: [['device', src('n:number')]] }, keyed: { spec: { kind: 'field', field: 'device' }, source: null } }
+  ]
+
+  it('gives each raise its key: from the payload field, from the rule\'s source, for a null instance too', () => {
+    expect(mapFrame(keyedRules, device, frame('STATE', { temp: '21', open: 'on' })).raises).toEqual([
+      { name: 'thermo', payload: { device: 'TH-000001', c: 21 }, key: 'TH-000001' },
+      { name: 'valve', payload: { open: true }, key: 'line-1' }
+    ])
+    expect(mapFrame(keyedRules, device, frame('CLEAR', {})).raises).toEqual([{ name: 'thermo', isNull: true, key: 'TH-000001' }])
+  })
+
+  it('a key that cannot be made is a problem of the rule, never a raise without a key', () => {
+    const r = mapFrame(keyedRules, device, frame('ALARM', { n: '2.5' }))
+    expect(r.raises).toEqual([])
+    expect(r.problems).toEqual(['mapping[3] (thermo): the payload has no string or whole-number field "device" (the event\'s key)'])
+    expect(mapFrame(keyedRules, device, frame('ALARM', { n: '7' })).raises).toEqual([{ name: 'thermo', payload: { device: 7 }, key: '7' }])
+  })
+})
+
 describe('mapFrame', () => {
   it('raises every matching rule in order, with typed payload values and metadata', () => {
     const r = mapFrame(rules, device, frame('STATE', { temp: '21.37', heater: 'on', prev: 'none' }))

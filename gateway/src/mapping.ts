@@ -8,7 +8,7 @@
  * exactly-once.
  */
 import type { DataFrame } from '@herald/device-protocol'
-import type { JsonValue } from '@herald/protocol'
+import { keyFromValue, keyProblem, type EventKeySpec, type JsonValue } from '@herald/protocol'
 
 /** Data frame types a rule can match. */
 export type DataFrameType = DataFrame['type']
@@ -39,6 +39,11 @@ export interface MappingRule {
   readonly action:
   | { readonly kind: 'raise', readonly event: string, readonly payload: ReadonlyArray<readonly [string, ValueSource]> }
   | { readonly kind: 'raiseNull', readonly event: string }
+  /**
+   * [GW-KEY-1] For a keyed replacing event: how its key is keyed in the site, and where the rule's
+   * key comes from (`key: $device`, `key: $serial`, a field), or null to take the payload's field.
+   */
+  readonly keyed?: { readonly spec: EventKeySpec, readonly source: ValueSource | null }
 }
 
 /** Who sent a frame, as the mapping sees it. */
@@ -55,6 +60,8 @@ export interface MappedRaise {
   readonly name: string
   readonly payload?: JsonValue
   readonly isNull?: boolean
+  /** [GW-KEY-1] The replacing key of a keyed event. */
+  readonly key?: string
 }
 
 /** What mapping one frame gave. */
@@ -130,6 +137,26 @@ function valueOf (source: ValueSource, device: DeviceIdentity, frame: DataFrame)
   }
 }
 
+/**
+ * [GW-KEY-1] The key of a keyed raise: the rule's key source, else the payload's key field; a key
+ * that cannot be made is a problem of the rule (as a missing payload field is), not a refused batch.
+ */
+function keyOf (keyed: NonNullable<MappingRule['keyed']>, payload: JsonValue | null, device: DeviceIdentity, frame: DataFrame): string {
+  let key: string | null
+  if (keyed.source !== null) {
+    const v = valueOf(keyed.source, device, frame)
+    key = typeof v === 'string' ? v : typeof v === 'number' && Number.isSafeInteger(v) ? String(v) : null
+    if (key === null) throw new Error(`the key ${JSON.stringify(v)} is not a string or a whole number`)
+  } else {
+    if (keyed.spec.kind !== 'field') throw new Error('the event is keyed by the raise: give the rule a "key"')
+    key = keyFromValue(payload, keyed.spec.field)
+    if (key === null) throw new Error(`the payload has no string or whole-number field "${keyed.spec.field}" (the event's key)`)
+  }
+  const problem = keyProblem(key)
+  if (problem !== null) throw new Error(`key ${JSON.stringify(key)}: ${problem}`)
+  return key
+}
+
 /** Maps one data frame: every matching rule, in order, raises its event. */
 export function mapFrame (rules: readonly MappingRule[], device: DeviceIdentity, frame: DataFrame): MappingResult {
   const raises: MappedRaise[] = []
@@ -137,14 +164,14 @@ export function mapFrame (rules: readonly MappingRule[], device: DeviceIdentity,
   rules.forEach((rule, index) => {
     if (!matches(rule, device, frame)) return
     const action = rule.action
-    if (action.kind === 'raiseNull') {
-      raises.push({ name: action.event, isNull: true })
-      return
-    }
     try {
+      if (action.kind === 'raiseNull') {
+        raises.push(rule.keyed === undefined ? { name: action.event, isNull: true } : { name: action.event, isNull: true, key: keyOf(rule.keyed, null, device, frame) })
+        return
+      }
       const payload: Record<string, JsonValue> = {}
       for (const [key, source] of action.payload) payload[key] = valueOf(source, device, frame)
-      raises.push({ name: action.event, payload })
+      raises.push(rule.keyed === undefined ? { name: action.event, payload } : { name: action.event, payload, key: keyOf(rule.keyed, payload, device, frame) })
     } catch (err) {
       problems.push(`mapping[${index}] (${action.event}): ${(err as Error).message}`)
     }

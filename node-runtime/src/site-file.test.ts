@@ -81,8 +81,17 @@ describe('parseSite with a valid site', () => {
     })
   })
 
-  it('the defaults table is 7d, 10000, 1000 and 64 KiB', () => {
-    expect(SITE_DEFAULTS).toEqual({ lifetimeMs: 604_800_000, maxQueueSize: 10_000, maxPerRecipient: 1000, maxPayloadBytes: 65_536 })
+  it('the defaults table is 7d, 10000, 1000, 64 KiB and 10000 keys', () => {
+    expect(SITE_DEFAULTS).toEqual({ lifetimeMs: 604_800_000, maxQueueSize: 10_000, maxPerRecipient: 1000, maxPayloadBytes: 65_536, maxKeys: 10_000 })
+  })
+
+  it('[SITE-KEY-1] a replacing event keyed by a payload field or by raise, with maxKeys or its default', async () => {
+    const doc = baseDoc()
+    doc.events = [...doc.events, { name: 'thermo', category: 'replacing', key: { field: 'device' }, maxKeys: 2 }, { name: 'door', category: 'replacing', key: 'raise' }]
+    const keyed = await parseSite(doc)
+    expect(keyed.events.get('thermo')).toMatchObject({ key: { kind: 'field', field: 'device' }, maxKeys: 2 })
+    expect(keyed.events.get('door')).toMatchObject({ key: { kind: 'raise' }, maxKeys: 10_000 })
+    expect('key' in (keyed.events.get('temperature') as object)).toBe(false)
   })
 
   it('has the services with their events and the users with their roles', async () => {
@@ -177,6 +186,14 @@ describe('parseSite refuses each invalid entry with a SITE_INVALID ConfigError n
     ['access with no roles', () => withEvent({ name: 'x1', category: 'queueing', access: { roles: [] } }), ['events[2] (x1)', 'access.roles must name at least one role']],
     ['access with a bad role name', () => withEvent({ name: 'x1', category: 'queueing', access: { roles: ['admin', 'night shift'] } }), ['events[2] (x1): access.roles[1]', '"night shift" is not a valid name']],
     ['an unknown key in an event', () => withEvent({ name: 'x1', category: 'queueing', ttl: '1h' }), ['events[2]', 'unknown key "ttl"']],
+    ['[SITE-KEY-1] a key on a queueing event', () => withEvent({ name: 'x1', category: 'queueing', key: 'raise' }), ['events[2] (x1)', 'only a replacing event can have a key', 'queueing']],
+    ['[SITE-KEY-1] a key on a private event', () => withEvent({ name: 'x1', category: 'private', key: { field: 'device' } }), ['events[2] (x1)', 'only a replacing event can have a key']],
+    ['[SITE-KEY-1] a key that is neither raise nor a field', () => withEvent({ name: 'x1', category: 'replacing', key: 'device' }), ['events[2] (x1)', 'key "device" must be "raise" or { field: <payload field> }']],
+    ['[SITE-KEY-1] a key field that is not a name', () => withEvent({ name: 'x1', category: 'replacing', key: { field: 'a.b' } }), ['events[2] (x1)', 'key.field "a.b"']],
+    ['[SITE-KEY-1] a key with an unknown entry', () => withEvent({ name: 'x1', category: 'replacing', key: { field: 'd', path: 'x' } }), ['events[2] (x1): key', 'unknown key "path"']],
+    ['[SITE-KEY-3] maxKeys without a key', () => withEvent({ name: 'x1', category: 'replacing', maxKeys: 5 }), ['events[2] (x1)', 'maxKeys applies to keyed events only']],
+    ['[SITE-KEY-3] maxKeys 0', () => withEvent({ name: 'x1', category: 'replacing', key: 'raise', maxKeys: 0 }), ['events[2] (x1): maxKeys', 'from 1 to 1000000']],
+    ['[SITE-KEY-3] maxKeys above 1,000,000', () => withEvent({ name: 'x1', category: 'replacing', key: 'raise', maxKeys: 1_000_001 }), ['events[2] (x1): maxKeys', '1000001']],
     ['an event that is not a mapping', () => withEvent('temperature'), ['events[2] must be a mapping']],
     ['events that are not a list', () => ({ events: { temperature: {} } }), ['events must be a list']],
     // services

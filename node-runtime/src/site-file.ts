@@ -5,7 +5,7 @@
 import { readFile } from 'node:fs/promises'
 import { parse as parseYaml } from 'yaml'
 import { HashedSecret } from './credentials.js'
-import { Category, ConfigError, ErrorCode, SITE_DEFAULTS, SITE_LIMITS, formatDuration, isValidName, parseByteSize, parseDuration, type AccessRule, type EventDefinition, type ServiceDefinition, type Site, type UserDefinition } from '@herald/protocol'
+import { Category, ConfigError, ErrorCode, SITE_DEFAULTS, SITE_LIMITS, formatDuration, isValidName, parseByteSize, parseDuration, type AccessRule, type EventDefinition, type EventKeySpec, type ServiceDefinition, type Site, type UserDefinition } from '@herald/protocol'
 
 function siteError (message: string): ConfigError {
   return new ConfigError(message, { code: ErrorCode.SITE_INVALID })
@@ -62,7 +62,7 @@ async function secretOf (o: Obj, plainKey: string, where: string): Promise<Hashe
 
 function parseEvent (raw: unknown, where: string): EventDefinition {
   if (!isObj(raw)) throw siteError(`${where} must be a mapping`)
-  onlyKeys(raw, ['name', 'category', 'lifetime', 'maxQueueSize', 'maxPerRecipient', 'maxPayload', 'access'], where)
+  onlyKeys(raw, ['name', 'category', 'lifetime', 'maxQueueSize', 'maxPerRecipient', 'maxPayload', 'access', 'key', 'maxKeys'], where)
   if (!isValidName(raw.name)) throw siteError(`${where}: name ${JSON.stringify(raw.name)} is not a valid name (1-64 of A-Z a-z 0-9 _ - ., starting with a letter or digit)`)
   const at = `${where} (${raw.name})`
   const category = raw.category
@@ -96,7 +96,26 @@ function parseEvent (raw: unknown, where: string): EventDefinition {
     }
     if (maxPayloadBytes > SITE_LIMITS.maxPayloadBytes) throw siteError(`${at}: maxPayload ${maxPayloadBytes} is over the limit of ${SITE_LIMITS.maxPayloadBytes} bytes`)
   }
-  return { name: raw.name, category, lifetimeMs, maxQueueSize, maxPerRecipient, maxPayloadBytes, access: parseAccess(raw.access, at) }
+  const def: EventDefinition = { name: raw.name, category, lifetimeMs, maxQueueSize, maxPerRecipient, maxPayloadBytes, access: parseAccess(raw.access, at) }
+  if (raw.key === undefined) {
+    if (raw.maxKeys !== undefined) throw siteError(`${at}: maxKeys applies to keyed events only (give "key")`)
+    return def
+  }
+  // [SITE-KEY-1] only a replacing event has a key
+  if (category !== Category.replacing) throw siteError(`${at}: only a replacing event can have a key; "${raw.name}" is ${category}`)
+  const maxKeys = raw.maxKeys === undefined ? SITE_DEFAULTS.maxKeys : intIn(raw.maxKeys, 1, SITE_LIMITS.maxKeys, `${at}: maxKeys`)
+  return { ...def, key: parseKey(raw.key, at), maxKeys }
+}
+
+/** [SITE-KEY-1] `key: raise` (the key is passed to raise) or `key: { field: <name> }` (a top-level payload field). */
+function parseKey (v: unknown, where: string): EventKeySpec {
+  if (v === 'raise') return { kind: 'raise' }
+  if (isObj(v)) {
+    onlyKeys(v, ['field'], `${where}: key`)
+    if (typeof v.field === 'string' && /^[A-Za-z_][A-Za-z0-9_]{0,63}$/.test(v.field)) return { kind: 'field', field: v.field }
+    throw siteError(`${where}: key.field ${JSON.stringify(v.field)} must name a top-level payload field (1-64 of A-Z a-z 0-9 _, not starting with a digit)`)
+  }
+  throw siteError(`${where}: key ${JSON.stringify(v)} must be "raise" or { field: <payload field> }`)
 }
 
 function parseDurationAt (v: unknown, where: string): number {

@@ -282,6 +282,48 @@ describe('codec round trips', () => {
 
 // ---------------------------------------------------------------- malformed input
 
+describe('[FRAME-KEY-1] replacing keys on the wire', () => {
+  it('UP and EVENTS carry the key of a keyed event and no key field for an unkeyed one', () => {
+    const events = [raised({ seq: 1, key: 't1' }), raised({ seq: 2 }), raised({ seq: 3, key: 'Größe-📱', isNull: true, payloadKind: PayloadKind.none, payload: new Uint8Array(0) })]
+    const back = decodeUp(encodeUp({ instance: 'gw', after: 0, events })).events
+    expect(back).toEqual(events)
+    expect('key' in (back[1] as object)).toBe(false)
+    const st = [stored({ position: 1, category: 'replacing', expiresAt: null, key: 't1' }), stored({ position: 2 })]
+    const got = decodeEvents(encodeEvents(1, 5, st), () => 'temperature')?.events
+    expect(got).toEqual(st)
+    expect('key' in (got?.[1] as object)).toBe(false)
+  })
+
+  it('an unkeyed frame has the same bytes as before keys existed (no key flag, no key bytes)', () => {
+    const e = raised({ seq: 1 })
+    const old = new BinaryWriter().u8(FrameType.UP).string('gw').varint(0).varint(1)
+      .varint(1).string(e.name).u8(0 | (PayloadKind.json << 3)).varint(e.raisedAt).varint(0).bytes(e.payload).finish()
+    expect([...encodeUp({ instance: 'gw', after: 0, events: [e] })]).toEqual([...old])
+  })
+
+  it('a key on a queueing or private event is not encoded, and a key flag on one is refused', () => {
+    const back = decodeUp(encodeUp({ instance: 'gw', after: 0, events: [raised({ seq: 1, category: 'queueing', key: 'x' })] })).events[0]
+    expect(back?.key).toBeUndefined()
+    const keyedQueueing = new BinaryWriter().u8(FrameType.UP).string('g').varint(0).varint(1)
+      .varint(1).string('n').u8(1 | 32).varint(0).varint(0).string('k').bytes(new Uint8Array(0)).finish()
+    expectMalformed(() => decodeUp(keyedQueueing), 'only a replacing event has a key')
+    const emptyKey = new BinaryWriter().u8(FrameType.UP).string('g').varint(0).varint(1)
+      .varint(1).string('n').u8(32).varint(0).varint(0).string('').bytes(new Uint8Array(0)).finish()
+    expectMalformed(() => decodeUp(emptyKey), 'key must not be empty')
+  })
+
+  it('[CLI-KEY-1] a sub REQUEST carries keys; an empty list, a non-string or more than 1000 are refused', () => {
+    const base = { op: 'sub', sub: 1, event: 'e', services: null, position: 0, start: 'all', window: 10 } as const
+    expect(decodeRequest(encodeRequest({ ...base, keys: ['t1', 't2'] }))).toEqual({ ...base, keys: ['t1', 't2'] })
+    expect('keys' in decodeRequest(encodeRequest(base))).toBe(false)
+    const many = Array.from({ length: 1000 }, (_, i) => `k${i}`.padEnd(128, 'x'))
+    expect((decodeRequest(encodeRequest({ ...base, keys: many })) as unknown as { keys: string[] }).keys).toHaveLength(1000)
+    for (const keys of [[], [1], [''], ['x'.repeat(129)], [...many, 'one-more']]) {
+      expectMalformed(() => decodeRequest(Buffer.concat([Uint8Array.of(FrameType.REQUEST), json({ ...base, keys })])), '"keys"')
+    }
+  })
+})
+
 describe('codec rejects malformed frames', () => {
   it('frameType throws a ProtocolError for an empty frame', () => {
     expectMalformed(() => frameType(new Uint8Array(0)), 'empty frame')
@@ -353,8 +395,8 @@ describe('codec rejects malformed frames', () => {
     const big = Buffer.alloc(FRAME_LIMITS.maxFrameBytes + 1)
     big[0] = FrameType.UP
     expectMalformed(() => decodeUp(big), `${FRAME_LIMITS.maxFrameBytes + 1} bytes`, 'over the limit')
-    const bigRequest = Buffer.concat([Uint8Array.of(FrameType.REQUEST), Buffer.from(JSON.stringify({ op: 'unsub', sub: 1, pad: 'x'.repeat(64 * 1024) }))])
-    expectMalformed(() => decodeRequest(bigRequest), `REQUEST frame of ${bigRequest.length} bytes is over the limit of 65536`)
+    const bigRequest = Buffer.concat([Uint8Array.of(FrameType.REQUEST), Buffer.from(JSON.stringify({ op: 'unsub', sub: 1, pad: 'x'.repeat(256 * 1024) }))])
+    expectMalformed(() => decodeRequest(bigRequest), `REQUEST frame of ${bigRequest.length} bytes is over the limit of 262144`)
   })
 
   it('UP and EVENTS accept maxEventsPerFrame events and reject one more, naming both numbers', () => {
@@ -399,7 +441,7 @@ describe('codec rejects malformed frames', () => {
       .varint(1).string('n').u8(f).varint(0).varint(0).bytes(new Uint8Array(0)).finish()
     expect(decodeUp(upWithFlags(1 | (1 << 3))).events[0]).toMatchObject({ category: 'queueing', payloadKind: PayloadKind.bytes, isNull: false })
     expect(decodeUp(upWithFlags(0 | 4 | (2 << 3))).events[0]).toMatchObject({ category: 'replacing', payloadKind: PayloadKind.none, isNull: true })
-    for (const f of [3, 3 | (1 << 3), 3 << 3, 32, 64, 128, 255]) expectMalformed(() => decodeUp(upWithFlags(f)), `invalid event flags ${f}`)
+    for (const f of [3, 3 | (1 << 3), 3 << 3, 33, 34, 64, 128, 255]) expectMalformed(() => decodeUp(upWithFlags(f)), `invalid event flags ${f}`)
   })
 
   it('a varint longer than a safe integer is rejected, naming the field', () => {

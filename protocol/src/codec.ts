@@ -7,6 +7,7 @@ import { BinaryReader, BinaryWriter, utf8Decode, utf8Encode } from './binary.js'
 import type { PayloadKind} from './event.js';
 import { CATEGORY_BY_CODE, CATEGORY_CODE, type Category, type RaisedEvent, type StoredEvent, type UpEvent } from './event.js'
 import { ProtocolError } from './errors.js'
+import { KEY_LIMITS } from './site-model.js'
 
 /** Frame type bytes ([FRAME-TYPE-1]). */
 export const FrameType = {
@@ -34,16 +35,28 @@ export const FRAME_LIMITS = {
 
 const MAX_STR = FRAME_LIMITS.maxStringBytes
 
-function flags (category: Category, isNull: boolean, kind: PayloadKind): number {
-  return CATEGORY_CODE[category] | (isNull ? 4 : 0) | (kind << 3)
+/** Flag bit of an event that carries a replacing key ([FRAME-KEY-1]); a frame without keys never sets it. */
+const FLAG_KEY = 32
+
+function flags (category: Category, isNull: boolean, kind: PayloadKind, key: string | undefined): number {
+  return CATEGORY_CODE[category] | (isNull ? 4 : 0) | (kind << 3) | (key === undefined ? 0 : FLAG_KEY)
 }
 
-function readFlags (r: BinaryReader): { category: Category, isNull: boolean, payloadKind: PayloadKind } {
+function readFlags (r: BinaryReader): { category: Category, isNull: boolean, payloadKind: PayloadKind, keyed: boolean } {
   const f = r.u8('flags')
   const category = CATEGORY_BY_CODE[f & 3]
   const kind = (f >> 3) & 3
-  if (category === undefined || kind > 2 || f > 31) throw new ProtocolError(`invalid event flags ${f}`)
-  return { category, isNull: (f & 4) !== 0, payloadKind: kind as PayloadKind }
+  if (category === undefined || kind > 2 || f > 63) throw new ProtocolError(`invalid event flags ${f}`)
+  const keyed = (f & FLAG_KEY) !== 0
+  if (keyed && category !== 'replacing') throw new ProtocolError(`invalid event flags ${f}: only a replacing event has a key`)
+  return { category, isNull: (f & 4) !== 0, payloadKind: kind as PayloadKind, keyed }
+}
+
+/** Reads the key of a keyed event ([FRAME-KEY-1]): 1 to 128 characters (checked again by the broker). */
+function readKey (r: BinaryReader): string {
+  const key = r.string('key', 4 * KEY_LIMITS.maxKeyChars)
+  if (key === '') throw new ProtocolError('an event key must not be empty')
+  return key
 }
 
 function checkCount (n: number): number {
@@ -76,7 +89,7 @@ export function frameType (buf: Uint8Array): number {
 
 /** Bytes an event takes in an UP or EVENTS frame, at most (fixed fields plus names, recipient, payload). */
 export function frameBytesOf (e: RaisedEvent): number {
-  return 96 + e.name.length + (e.recipient?.length ?? 0) + e.payload.byteLength
+  return 96 + e.name.length + (e.recipient?.length ?? 0) + (e.key === undefined ? 0 : 3 * e.key.length) + e.payload.byteLength
 }
 
 /**
@@ -128,13 +141,15 @@ export function encodeUp (frame: UpFrame): Uint8Array
 export function encodeUp<E extends RaisedEvent> (frame: UpFrameOf<E>, ageOf: (e: E) => number): Uint8Array
 export function encodeUp (frame: UpFrameOf<RaisedEvent>, ageOf?: (e: RaisedEvent) => number): Uint8Array {
   let size = 64
-  for (const e of frame.events) size += 56 + e.name.length + e.payload.byteLength
+  for (const e of frame.events) size += 56 + e.name.length + e.payload.byteLength + (e.key === undefined ? 0 : 3 * e.key.length)
   const w = new BinaryWriter(size)
   w.u8(FrameType.UP).string(frame.instance).varint(frame.after).varint(frame.events.length)
   for (const e of frame.events) {
     const age = ageOf === undefined ? (e as UpEvent).age : ageOf(e)
-    w.varint(e.seq).string(e.name).u8(flags(e.category, e.isNull, e.payloadKind)).varint(e.raisedAt).varint(age)
+    const key = e.category === 'replacing' ? e.key : undefined
+    w.varint(e.seq).string(e.name).u8(flags(e.category, e.isNull, e.payloadKind, key)).varint(e.raisedAt).varint(age)
     if (e.category === 'private') w.string(e.recipient ?? '')
+    if (key !== undefined) w.string(key)
     w.bytes(e.payload)
   }
   return w.finish()
@@ -149,12 +164,15 @@ export function decodeUp (buf: Uint8Array): UpFrame {
   for (let i = 0; i < n; i++) {
     const seq = r.varint('seq')
     const name = r.string('event name', MAX_STR)
-    const { category, isNull, payloadKind } = readFlags(r)
+    const { category, isNull, payloadKind, keyed } = readFlags(r)
     const raisedAt = r.varint('raisedAt')
     const age = r.varint('age')
     const recipient = category === 'private' ? r.string('recipient', MAX_STR) : null
+    const key = keyed ? readKey(r) : undefined
     const payload = r.bytes('payload', FRAME_LIMITS.maxPayloadBytes)
-    events[i] = { seq, name, category, isNull, payloadKind, raisedAt, age, recipient, payload }
+    events[i] = key === undefined
+      ? { seq, name, category, isNull, payloadKind, raisedAt, age, recipient, payload }
+      : { seq, name, category, isNull, payloadKind, raisedAt, age, recipient, payload, key }
   }
   r.end('UP')
   return { instance, after, events }
@@ -243,6 +261,11 @@ export type Request =
      * (an older client): no notices, so an older client never sees a CONTROL op it does not know.
      */
     readonly gaps?: boolean
+    /**
+     * [CLI-KEY-1] Only instances with one of these replacing keys (1 to KEY_LIMITS.maxKeysPerSubscription
+     * keys). Absent: every event, keyed or not. An older broker ignores it.
+     */
+    readonly keys?: readonly string[]
   }
   | { readonly op: 'ack', readonly sub: number, readonly position: number }
   | { readonly op: 'unsub', readonly sub: number }
@@ -260,7 +283,8 @@ function isInt (v: unknown, min = 0): v is number {
 export function decodeRequest (buf: Uint8Array): Request {
   const r = checkFrame(buf, FrameType.REQUEST, 'REQUEST')
   void r
-  if (buf.length > 64 * 1024) throw new ProtocolError(`REQUEST frame of ${buf.length} bytes is over the limit of 65536`)
+  // 256 KiB: a subscription with 1,000 keys of 128 characters fits ([CLI-KEY-1])
+  if (buf.length > 256 * 1024) throw new ProtocolError(`REQUEST frame of ${buf.length} bytes is over the limit of 262144`)
   let v: unknown
   try {
     v = JSON.parse(utf8Decode(buf.subarray(1)))
@@ -284,7 +308,14 @@ export function decodeRequest (buf: Uint8Array): Request {
         services = o.services
       }
       if (o.gaps !== undefined && typeof o.gaps !== 'boolean') throw new ProtocolError('REQUEST sub: "gaps" must be a boolean')
-      return { op: 'sub', sub: o.sub, event: o.event, services, position: o.position, start: o.start, window: o.window, ...(o.gaps === true ? { gaps: true } : {}) }
+      let keys: string[] | undefined
+      if (o.keys !== undefined) {
+        if (!Array.isArray(o.keys) || o.keys.length === 0 || o.keys.length > KEY_LIMITS.maxKeysPerSubscription || !o.keys.every((k) => typeof k === 'string' && k !== '' && k.length <= KEY_LIMITS.maxKeyChars)) {
+          throw new ProtocolError(`REQUEST sub: "keys" must be an array of 1 to ${KEY_LIMITS.maxKeysPerSubscription} keys of 1 to ${KEY_LIMITS.maxKeyChars} characters`)
+        }
+        keys = o.keys as string[]
+      }
+      return { op: 'sub', sub: o.sub, event: o.event, services, position: o.position, start: o.start, window: o.window, ...(o.gaps === true ? { gaps: true } : {}), ...(keys !== undefined ? { keys } : {}) }
     }
     case 'ack':
       if (!isInt(o.position)) throw new ProtocolError('REQUEST ack: "position" must be a non-negative integer')
@@ -312,14 +343,16 @@ export interface EventsFrame {
 /** Encodes an EVENTS frame; the event name is the subscription's and is not repeated. */
 export function encodeEvents (sub: number, brokerNow: number, events: readonly StoredEvent[]): Uint8Array {
   let size = 32
-  for (const e of events) size += 96 + e.payload.byteLength
+  for (const e of events) size += 96 + e.payload.byteLength + (e.key === undefined ? 0 : 3 * e.key.length)
   const w = new BinaryWriter(size)
   w.u8(FrameType.EVENTS).varint(sub).varint(brokerNow).varint(events.length)
   for (const e of events) {
+    const key = e.category === 'replacing' ? e.key : undefined
     w.varint(e.position).string(e.serviceId).string(e.instance).varint(e.seq)
-      .u8(flags(e.category, e.isNull, e.payloadKind)).varint(e.raisedAt).varint(e.receivedAt)
+      .u8(flags(e.category, e.isNull, e.payloadKind, key)).varint(e.raisedAt).varint(e.receivedAt)
       .varint(e.expiresAt ?? 0).varint(e.uploadAge)
     if (e.category === 'private') w.string(e.recipient ?? '')
+    if (key !== undefined) w.string(key)
     w.bytes(e.payload)
   }
   return w.finish()
@@ -342,14 +375,16 @@ export function decodeEvents (buf: Uint8Array, nameOf: (sub: number) => string |
     const serviceId = r.string('serviceId', MAX_STR)
     const instance = r.string('instance', MAX_STR)
     const seq = r.varint('seq')
-    const { category, isNull, payloadKind } = readFlags(r)
+    const { category, isNull, payloadKind, keyed } = readFlags(r)
     const raisedAt = r.varint('raisedAt')
     const receivedAt = r.varint('receivedAt')
     const exp = r.varint('expiresAt')
     const uploadAge = r.varint('uploadAge')
     const recipient = category === 'private' ? r.string('recipient', MAX_STR) : null
+    const key = keyed ? readKey(r) : undefined
     const payload = r.bytes('payload', FRAME_LIMITS.maxPayloadBytes)
-    events[i] = { position, serviceId, instance, seq, name, category, isNull, payloadKind, raisedAt, receivedAt, expiresAt: exp === 0 ? null : exp, uploadAge, recipient, payload }
+    const e: StoredEvent = { position, serviceId, instance, seq, name, category, isNull, payloadKind, raisedAt, receivedAt, expiresAt: exp === 0 ? null : exp, uploadAge, recipient, payload }
+    events[i] = key === undefined ? e : { ...e, key }
   }
   r.end('EVENTS')
   return { sub, brokerNow, events }

@@ -23,6 +23,8 @@ export const ErrorCode = {
   EXPIRED: 'EXPIRED',
   /** [GROUP-JOIN-3] a member's event, service filter or segment count differs from its group's. */
   GROUP_MISMATCH: 'GROUP_MISMATCH',
+  /** [STORE-KEY-3] a new key of a keyed replacing event past the site's maxKeys for its (service, event). */
+  KEY_LIMIT: 'KEY_LIMIT',
   // persistence
   PERSISTENCE_FAILED: 'PERSISTENCE_FAILED',
   CAPACITY_EXCEEDED: 'CAPACITY_EXCEEDED',

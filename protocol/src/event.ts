@@ -81,6 +81,11 @@ export interface RaisedEvent {
   readonly recipient: string | null
   readonly payloadKind: PayloadKind
   readonly payload: Uint8Array
+  /**
+   * The replacing key of a keyed replacing event ([SITE-KEY-1]): the broker keeps the last instance
+   * per (service, event, key). Absent for every other event.
+   */
+  readonly key?: string
 }
 
 /**
@@ -112,6 +117,8 @@ export interface StoredEvent extends RaisedEvent {
    * lifetime ([STORE-EXPIRE-1]); null if it never does (replacing events).
    */
   readonly expiresAt: number | null
+  /** The replacing key of a keyed replacing event ([STORE-KEY-1]); absent for unkeyed events. */
+  readonly key?: string
 }
 
 /** The unique id of an event: its persistence instance and sequence number ([EVT-ID-1]). */
@@ -121,5 +128,5 @@ export function eventId (instance: string, seq: number): string {
 
 /** Bytes an event occupies in memory and storage accounting (payload plus a fixed overhead per event). */
 export function eventSize (e: RaisedEvent): number {
-  return e.payload.byteLength + e.name.length + (e.recipient?.length ?? 0) + 48
+  return e.payload.byteLength + e.name.length + (e.recipient?.length ?? 0) + (e.key?.length ?? 0) + 48
 }

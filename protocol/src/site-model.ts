@@ -26,7 +26,9 @@ export const SITE_LIMITS = {
   maxLifetimeMs: 365 * 86_400_000,
   maxQueueSize: 10_000_000,
   maxPerRecipient: 1_000_000,
-  maxPayloadBytes: 16 * 1024 * 1024
+  maxPayloadBytes: 16 * 1024 * 1024,
+  /** [SITE-KEY-3] most keys a keyed replacing event may keep per service. */
+  maxKeys: 1_000_000
 } as const
 
 /** Defaults for what an event entry leaves out ([SITE-DEFAULTS-1]). */
@@ -34,8 +36,50 @@ export const SITE_DEFAULTS = {
   lifetimeMs: 7 * 86_400_000,
   maxQueueSize: 10_000,
   maxPerRecipient: 1000,
-  maxPayloadBytes: 64 * 1024
+  maxPayloadBytes: 64 * 1024,
+  /** [SITE-KEY-3] keys kept per (service, event) of a keyed replacing event. */
+  maxKeys: 10_000
 } as const
+
+/**
+ * Where the replacing key of a keyed event comes from ([SITE-KEY-1]): a top-level field of its JSON
+ * payload (a string or a whole number), or the `key` option of `raise`.
+ */
+export type EventKeySpec =
+  | { readonly kind: 'field', readonly field: string }
+  | { readonly kind: 'raise' }
+
+/** Bounds of a replacing key ([SITE-KEY-2]). */
+export const KEY_LIMITS = {
+  /** Longest key, in characters. */
+  maxKeyChars: 128,
+  /** Most keys one subscription may filter on ([CLI-KEY-1]). */
+  maxKeysPerSubscription: 1000
+} as const
+
+/**
+ * Why `key` is not a valid replacing key ([SITE-KEY-2]: 1 to 128 characters, no control
+ * characters), or null if it is.
+ */
+export function keyProblem (key: unknown): string | null {
+  if (typeof key !== 'string') return `a key must be a string, got ${key === null ? 'null' : typeof key}`
+  if (key.length === 0 || key.length > KEY_LIMITS.maxKeyChars) return `a key must be 1 to ${KEY_LIMITS.maxKeyChars} characters, got ${key.length}`
+  // eslint-disable-next-line no-control-regex -- control characters are what is refused
+  if (/[\u0000-\u001f\u007f]/.test(key)) return 'a key must not contain control characters'
+  return null
+}
+
+/**
+ * The key of a field-keyed event read from its payload value ([SITE-KEY-1]): a string as it is, a
+ * whole number in decimal. Null if the payload is not an object with such a field.
+ */
+export function keyFromValue (payload: unknown, field: string): string | null {
+  if (typeof payload !== 'object' || payload === null || Array.isArray(payload)) return null
+  const v = (payload as Record<string, unknown>)[field]
+  if (typeof v === 'string') return v
+  if (typeof v === 'number' && Number.isSafeInteger(v)) return String(v)
+  return null
+}
 
 /** Who may subscribe to an event ([SITE-ACCESS-1]). */
 export type AccessRule =
@@ -55,6 +99,10 @@ export interface EventDefinition {
   readonly maxPerRecipient: number
   readonly maxPayloadBytes: number
   readonly access: AccessRule
+  /** [SITE-KEY-1] A keyed replacing event: the last instance is kept per (service, event, key). Absent: unkeyed. */
+  readonly key?: EventKeySpec
+  /** [SITE-KEY-3] Most keys kept per (service, event) of a keyed event; SITE_DEFAULTS.maxKeys when absent. */
+  readonly maxKeys?: number
 }
 
 /** A service that may connect and raise events. */

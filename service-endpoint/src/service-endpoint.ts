@@ -2,7 +2,7 @@
  * ServiceEndpoint: raises events on a device gateway, online or offline, keeps them in service
  * persistence until the broker has durably acknowledged them, and uploads them in order.
  */
-import { AuthError, ClosedError, ConfigError, ErrorCode, HeraldError, NULL_PAYLOAD, PayloadKind, RequestError, TypedEmitter, Link, assertName, checkInt, decodeAck, encodePayload, encodeUp, errorFromWire, eventId, serviceAckTopic, serviceClientId, serviceUpTopic, silentLogger, systemClock, toHeraldError, utf8Length, withDefaults, StatusFeed, type Category, type Clock, type Logger, type TimerHandle, type Payload, type RaisedEvent, type Widened, type PersistenceError , type EndpointConnectionOptions } from '@herald/protocol'
+import { AuthError, ClosedError, ConfigError, ErrorCode, HeraldError, NULL_PAYLOAD, PayloadKind, RequestError, TypedEmitter, Link, assertName, checkInt, decodeAck, encodePayload, encodeUp, errorFromWire, eventId, serviceAckTopic, serviceClientId, serviceUpTopic, silentLogger, systemClock, toHeraldError, utf8Length, withDefaults, StatusFeed, keyFromValue, keyProblem, type Category, type EventKeySpec, type Clock, type Logger, type TimerHandle, type Payload, type RaisedEvent, type Widened, type PersistenceError , type EndpointConnectionOptions } from '@herald/protocol'
 import { checkBrokerConnection, mqttTransport, type TlsClientOptions } from '@herald/node-runtime'
 import { MemoryServicePersistence } from './persistence/memory-service-persistence.js'
 import type { AppendOutcome, ServicePersistence } from './persistence/service-persistence.js'
@@ -17,6 +17,21 @@ export interface ServiceEventSpec {
   readonly lifetimeMs?: number | null
   /** Largest payload in bytes, checked at raise() so an oversized event is refused at once. Default 64 KiB. */
   readonly maxPayloadBytes?: number
+  /**
+   * [SVC-KEY-1] A keyed replacing event ([SITE-KEY-1]): `{ kind: 'field', field }` takes the key from
+   * the payload's field, `{ kind: 'raise' }` from the raise's `key` option. Absent: unkeyed.
+   */
+  readonly key?: EventKeySpec
+}
+
+/** [SVC-KEY-1] Options of one raise. */
+export interface RaiseOptions {
+  /**
+   * The replacing key of a keyed event: required for an event keyed by the raise and for every null
+   * instance of a keyed event; for one keyed by a payload field it may be given, and must then equal
+   * the field. Refused for an unkeyed event.
+   */
+  readonly key?: string
 }
 
 export interface ServiceEndpointOptions extends EndpointConnectionOptions {
@@ -72,10 +87,44 @@ export interface RaiseItem {
   readonly isNull?: boolean
   /** The client key `<user>/<clientName>` of a private event, as `raisePrivate`: required for a private event, refused for any other. */
   readonly recipient?: string
+  /** [SVC-KEY-1] The replacing key of a keyed event, as RaiseOptions.key. */
+  readonly key?: string
 }
 
 /** Most items in one raiseBatch(). */
 const MAX_BATCH_ITEMS = 10_000
+
+/** Entries of newestReplacing beyond which those already sent are forgotten ([SVC-KEY-2]). */
+const MAX_NEWEST_REPLACING = 10_000
+
+/** What a replacing event supersedes by ([SVC-SUPERSEDE-1], [SVC-KEY-2]): its name, and its key when keyed. */
+function replacingKey (e: RaisedEvent): string {
+  return e.key === undefined ? e.name : `${e.name}\u0000${e.key}`
+}
+
+/**
+ * [SVC-KEY-1] The key of a raise of a keyed event: the `key` option, or the payload's field for an
+ * event keyed by a field (a key given too must equal it). Throws INVALID_ARGUMENT naming the event.
+ */
+function keyOfRaise (spec: ServiceEventSpec, payload: Payload | undefined, isNull: boolean, key: string | undefined, where: string): string {
+  const fail = (message: string): RequestError => new RequestError(ErrorCode.INVALID_ARGUMENT, `${where}: ${message}`)
+  if (spec.key === undefined) throw fail(`"${spec.name}" is not a keyed event; it takes no key`)
+  if (key !== undefined) {
+    const problem = keyProblem(key)
+    if (problem !== null) throw fail(`"${spec.name}": ${problem}`)
+  }
+  if (spec.key.kind === 'raise' || isNull) {
+    if (key === undefined) throw fail(`"${spec.name}" is keyed${spec.key.kind === 'raise' ? ' by the raise' : `; a null instance names its key (field "${spec.key.field}")`}: give options.key`)
+    return key
+  }
+  const field = spec.key.field
+  const fromPayload = payload instanceof Uint8Array ? null : keyFromValue(payload, field)
+  if (fromPayload === null) throw fail(`"${spec.name}" is keyed by field "${field}": the payload has no top-level string or whole-number field "${field}"`)
+  const problem = keyProblem(fromPayload)
+  if (problem !== null) throw fail(`"${spec.name}", field "${field}": ${problem}`)
+  if (key !== undefined && key !== fromPayload) throw fail(`"${spec.name}": key ${JSON.stringify(key)} differs from the payload's field "${field}" (${JSON.stringify(fromPayload)})`)
+  return fromPayload
+}
 
 /** A checked event whose seq and raisedAt are given when it is stored. */
 type Draft = { -readonly [K in keyof RaisedEvent]: RaisedEvent[K] }
@@ -292,13 +341,13 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
   }
 
   /** Raises a replacing or queueing event. Resolves when the event is durable in persistence. */
-  raise (name: string, payload: Payload): Promise<RaiseResult> {
-    return this.raiseOne(name, payload, 'raise', null)
+  raise (name: string, payload: Payload, options?: RaiseOptions): Promise<RaiseResult> {
+    return this.raiseOne(name, payload, 'raise', null, options?.key)
   }
 
-  /** Raises a null instance of a replacing event: the condition no longer holds. */
-  raiseNull (name: string): Promise<RaiseResult> {
-    return this.raiseOne(name, undefined, 'raiseNull', null)
+  /** Raises a null instance of a replacing event: the condition no longer holds (of one key, for a keyed event: `options.key`). */
+  raiseNull (name: string, options?: RaiseOptions): Promise<RaiseResult> {
+    return this.raiseOne(name, undefined, 'raiseNull', null, options?.key)
   }
 
   /** Raises a private event for one client, addressed by its key `<user>/<clientName>`. */
@@ -393,12 +442,12 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
     })
   }
 
-  private raiseOne (name: string, payload: Payload | undefined, kind: RaiseKind, recipient: string | null): Promise<RaiseResult> {
+  private raiseOne (name: string, payload: Payload | undefined, kind: RaiseKind, recipient: string | null, key?: string): Promise<RaiseResult> {
     // no async function here: one fewer promise per raise (a throw still becomes a rejection)
     let event: Draft
     try {
       this.checkOpen()
-      event = this.draft(name, payload, kind, recipient, kind)
+      event = this.draft(name, payload, kind, recipient, kind, key)
     } catch (err) {
       // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors -- rejects with what was thrown, as an async function would
       return Promise.reject(err)
@@ -409,22 +458,22 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
   /** Checks one item of a batch: its shape, then as the single call it stands for. */
   private draftItem (item: RaiseItem, where: string): Draft {
     if (item === null || typeof item !== 'object') throw new RequestError(ErrorCode.INVALID_ARGUMENT, `${where}: an item must be an object { name, payload?, isNull?, recipient? }`)
-    const { name, payload, isNull, recipient } = item
+    const { name, payload, isNull, recipient, key } = item
     if (isNull !== undefined && typeof isNull !== 'boolean') throw new RequestError(ErrorCode.INVALID_ARGUMENT, `${where}: isNull must be a boolean`)
     if (isNull === true) {
       if (payload !== undefined) throw new RequestError(ErrorCode.INVALID_ARGUMENT, `${where}: a null event takes no payload`)
       if (recipient !== undefined) throw new RequestError(ErrorCode.INVALID_ARGUMENT, `${where}: a null event takes no recipient`)
-      return this.draft(name, undefined, 'raiseNull', null, where)
+      return this.draft(name, undefined, 'raiseNull', null, where, key)
     }
     if (payload === undefined) throw new RequestError(ErrorCode.INVALID_ARGUMENT, `${where}: a payload is required (isNull: true raises a null instance)`)
-    return recipient === undefined ? this.draft(name, payload, 'raise', null, where) : this.draft(name, payload, 'raisePrivate', recipient, where)
+    return recipient === undefined ? this.draft(name, payload, 'raise', null, where, key) : this.draft(name, payload, 'raisePrivate', recipient, where, key)
   }
 
   /**
    * Checks one event against this service's events and encodes its payload once ([EVT-PAYLOAD-1]);
    * throws the typed error, its message starting with `where`. Stores nothing.
    */
-  private draft (name: string, payload: Payload | undefined, kind: RaiseKind, recipient: string | null, where: string): Draft {
+  private draft (name: string, payload: Payload | undefined, kind: RaiseKind, recipient: string | null, where: string, key?: string): Draft {
     const spec = this.specs.get(name)
     if (spec === undefined) throw new RequestError(ErrorCode.UNKNOWN_EVENT, `${where}: event "${String(name)}" is not one this service raises`)
     const category = spec.category
@@ -452,7 +501,10 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
     }
     const max = spec.maxPayloadBytes ?? 64 * 1024
     if (bytes.byteLength > max) throw new RequestError(ErrorCode.PAYLOAD_TOO_LARGE, `${where}: payload of ${bytes.byteLength} bytes is over the limit of ${max} for "${name}"`)
-    return { seq: 0, name, category, raisedAt: 0, isNull: kind === 'raiseNull', recipient, payloadKind, payload: bytes }
+    const draft: Draft = { seq: 0, name, category, raisedAt: 0, isNull: kind === 'raiseNull', recipient, payloadKind, payload: bytes }
+    if (spec.key === undefined && key === undefined) return draft
+    draft.key = keyOfRaise(spec, payload, kind === 'raiseNull', key, where)
+    return draft
   }
 
   /**
@@ -473,14 +525,20 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
       e.raisedAt = now
       if (e.category !== 'replacing') continue
       before ??= new Map()
-      if (!before.has(e.name)) {
-        const prev = this.newestReplacing.get(e.name)
-        before.set(e.name, prev)
+      // [SVC-KEY-2] a keyed event supersedes per (event, key)
+      const rk = replacingKey(e)
+      if (!before.has(rk)) {
+        const prev = this.newestReplacing.get(rk)
+        before.set(rk, prev)
         // [SVC-SUPERSEDE-1] an older instance not yet read for sending is replaced in the backlog
         // (within one append, every instance is kept, in order)
         if (prev !== undefined && prev > horizon) (supersede ??= []).push(prev)
       }
-      this.newestReplacing.set(e.name, e.seq)
+      this.newestReplacing.set(rk, e.seq)
+    }
+    if (this.newestReplacing.size > MAX_NEWEST_REPLACING) {
+      // bounded: entries already on their way can supersede nothing any more
+      for (const [k, seq] of this.newestReplacing) if (seq <= horizon) this.newestReplacing.delete(k)
     }
     const last = this.seq
     let outcome: AppendOutcome
@@ -634,7 +692,7 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
       if (lastOld === undefined) return
       await this.persistence.append(page.map((e) => ({ ...e, seq: e.seq + shift })), page.map((e) => e.seq))
       for (const e of page) {
-        if (e.category === 'replacing' && this.newestReplacing.get(e.name) === e.seq) this.newestReplacing.set(e.name, e.seq + shift)
+        if (e.category === 'replacing' && this.newestReplacing.get(replacingKey(e)) === e.seq) this.newestReplacing.set(replacingKey(e), e.seq + shift)
       }
       after = lastOld
     }

@@ -21,10 +21,12 @@ export const TEST_SITE_DOC = {
     { name: 'alarms', category: 'queueing', lifetime: '7d', maxQueueSize: 1000, maxPayload: 1024, access: { roles: ['operator'] } },
     { name: 'notices', category: 'private', lifetime: '1h', maxPerRecipient: 100, access: 'authenticated' },
     { name: 'undeclared', category: 'queueing', lifetime: '1d', access: 'authenticated' },
-    { name: 'blobs', category: 'queueing', lifetime: '1d', maxQueueSize: 100, maxPayload: '4MiB', access: 'authenticated' }
+    { name: 'blobs', category: 'queueing', lifetime: '1d', maxQueueSize: 100, maxPayload: '4MiB', access: 'authenticated' },
+    { name: 'thermostat', category: 'replacing', key: { field: 'device' }, maxKeys: 3, access: 'everyone' },
+    { name: 'valve', category: 'replacing', key: 'raise', access: 'everyone' }
   ],
   services: [
-    { id: 'svc-a', secret: SECRETS['svc-a'], events: ['temperature', 'readings', 'short-lived', 'small-queue', 'alarms', 'notices', 'blobs'] },
+    { id: 'svc-a', secret: SECRETS['svc-a'], events: ['temperature', 'readings', 'short-lived', 'small-queue', 'alarms', 'notices', 'blobs', 'thermostat', 'valve'] },
     { id: 'svc-b', secret: SECRETS['svc-b'], events: ['temperature', 'readings'] }
   ],
   users: [

@@ -9,7 +9,7 @@
  * drains or an ack frees budget; events stored meanwhile stay in the store, not in memory. Reads
  * are bounded too: at most `maxConcurrentReads` at once, each of at most one frame's bytes.
  */
-import { decodeRequest, encodeControl, encodeEvents, ErrorCode, frameChunks, isValidName, mayReceive, type Clock, type Control, type EventDefinition, type Logger, type Request, type Site, type StoredEvent } from '@herald/protocol'
+import { decodeRequest, encodeControl, encodeEvents, ErrorCode, frameChunks, isValidName, keyProblem, mayReceive, type Clock, type Control, type EventDefinition, type Logger, type Request, type Site, type StoredEvent } from '@herald/protocol'
 import type { ClientPrincipal } from '../auth/principal.js'
 import type { EventStore } from '../event-store/event-store.js'
 import type { Gap } from '../event-store/removal-log.js'
@@ -312,6 +312,16 @@ export class Delivery {
       const bad = req.services.find((s) => !isValidName(s))
       if (bad !== undefined) return fail(ErrorCode.INVALID_ARGUMENT, `service id ${JSON.stringify(bad)} is not a valid name`)
     }
+    let keys: ReadonlySet<string> | null = null
+    if (req.keys !== undefined) {
+      // [CLI-KEY-1] a key filter: only on a keyed event, each a valid key (the codec bounds the count)
+      if (def.key === undefined) return fail(ErrorCode.INVALID_ARGUMENT, `event "${def.name}" is not keyed: a subscription to it takes no keys`)
+      for (const k of req.keys) {
+        const problem = keyProblem(k)
+        if (problem !== null) return fail(ErrorCode.INVALID_ARGUMENT, `key ${JSON.stringify(k)}: ${problem}`)
+      }
+      keys = new Set(req.keys)
+    }
     const head = this.ctx.store.head()
     // [CLI-RESET-1] a position ahead of the broker's head means the broker's store was replaced:
     // start over from everything it holds, and say so
@@ -324,7 +334,8 @@ export class Delivery {
     else if (req.start === 'latest') {
       // [CLI-START-4] the newest instance per service, then everything new
       if (this.ctx.store.latestPerService === undefined) return fail(ErrorCode.INVALID_ARGUMENT, 'this broker\'s event store cannot start a subscription at the latest instances')
-      latest = this.ctx.store.latestPerService({ event: def.name, services: req.services === null ? null : new Set(req.services), recipient: def.category === 'private' ? session.key : null, now: this.ctx.clock.now() })
+      // [CLI-START-4] per service and per key for a keyed event
+      latest = this.ctx.store.latestPerService({ event: def.name, services: req.services === null ? null : new Set(req.services), keys, recipient: def.category === 'private' ? session.key : null, now: this.ctx.clock.now() })
       start = latest.length === 0 ? head : (latest[0] as number) - 1
     }
     else if ('position' in req.start) start = Math.min(Math.max(0, req.start.position - 1), head) // [CLI-START-2]
@@ -337,6 +348,7 @@ export class Delivery {
     const window = Math.min(req.window, limits.maxWindow)
     const sub = new Subscription(req.sub, def, req.services === null ? null : new Set(req.services), def.category === 'private' ? session.key : null, window, this.ctx.limits.maxInflightBytes, start)
     sub.gaps = req.gaps === true
+    sub.keys = keys
     if (latest.length > 0) {
       sub.only = { until: head, keep: new Set(latest) }
       sub.gapFloor = head // what it skips on purpose is no gap
@@ -429,7 +441,7 @@ export class Delivery {
     sub.dirty = false
     this.reads++
     session.reservedBytes += maxBytes
-    this.ctx.store.read({ event: sub.def.name, after: sub.cursor, services: sub.services, recipient: sub.recipient, now: this.ctx.clock.now(), limit, maxBytes }).then((events) => {
+    this.ctx.store.read({ event: sub.def.name, after: sub.cursor, services: sub.services, keys: sub.keys, recipient: sub.recipient, now: this.ctx.clock.now(), limit, maxBytes }).then((events) => {
       this.reads--
       session.reservedBytes -= maxBytes
       sub.reading = false

@@ -30,6 +30,8 @@ export class Subscription {
    * the positions in `keep` are sent; null once past it, or for any other start.
    */
   only: { readonly until: number, readonly keep: ReadonlySet<number> } | null = null
+  /** [CLI-KEY-1] Only keyed instances with one of these replacing keys; null for all. */
+  keys: ReadonlySet<string> | null = null
 
   constructor (
     readonly id: number,
@@ -71,6 +73,7 @@ export class Subscription {
     if (e.name !== this.def.name || e.position <= this.cursor) return false
     if (this.services !== null && !this.services.has(e.serviceId)) return false
     if (this.recipient !== null && e.recipient !== this.recipient) return false
+    if (this.keys !== null && (e.key === undefined || !this.keys.has(e.key))) return false
     return true
   }
 

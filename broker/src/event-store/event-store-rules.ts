@@ -3,7 +3,7 @@
  * and a query the same way. Internal to the broker: the event-store folder, and the uplink, which runs
  * checkBatch before it accepts a frame so that a batch the store would refuse never reaches it.
  */
-import { Category, ConfigError, ErrorCode, RequestError, type StoredEvent } from '@herald/protocol'
+import { Category, ConfigError, ErrorCode, RequestError, SITE_DEFAULTS, keyProblem, type StoredEvent } from '@herald/protocol'
 import { DEDUP_KEY_DEFAULTS, emptyEventCounters, type AppendBatch, type ArrivingEvent, type EventCounters, type LimitsOf, type QueueLimits, type ReadQuery } from './event-store.js'
 
 /** The recipient key of an event that has none (replacing and queueing events). */
@@ -70,8 +70,15 @@ export function checkBatch (batch: AppendBatch, limitsOf: LimitsOf): QueueLimits
     }
     if (e.recipient === NO_RECIPIENT) throw invalid(`event "${e.name}" seq ${e.seq}: recipient must not be empty`)
     if (!(e.payload instanceof Uint8Array)) throw invalid(`event "${e.name}" seq ${e.seq}: payload must be a Uint8Array`)
-    if (e.key !== undefined && (typeof e.key !== 'string' || e.key.length === 0 || e.key.length > DEDUP_KEY_DEFAULTS.maxKeyLength)) {
-      throw invalid(`event "${e.name}" seq ${e.seq}: key must be a string of 1 to ${DEDUP_KEY_DEFAULTS.maxKeyLength} characters`)
+    if (e.dedupKey !== undefined && (typeof e.dedupKey !== 'string' || e.dedupKey.length === 0 || e.dedupKey.length > DEDUP_KEY_DEFAULTS.maxKeyLength)) {
+      throw invalid(`event "${e.name}" seq ${e.seq}: dedupKey must be a string of 1 to ${DEDUP_KEY_DEFAULTS.maxKeyLength} characters`)
+    }
+    if (limits.key !== undefined) {
+      // [STORE-KEY-1] a keyed event carries its key; an unkeyed one none
+      const problem = keyProblem(e.key)
+      if (problem !== null) throw invalid(`event "${e.name}" seq ${e.seq} is keyed: ${problem}`)
+    } else if (e.key !== undefined) {
+      throw invalid(`event "${e.name}" seq ${e.seq}: has key ${JSON.stringify(e.key)}, but "${e.name}" is not a keyed event`)
     }
     if (e.age !== undefined && (!Number.isSafeInteger(e.age) || e.age < 0)) throw invalid(`event "${e.name}" seq ${e.seq}: age must be a whole number of ms >= 0, got ${e.age}`)
     out.push(limits)
@@ -104,7 +111,7 @@ export function storedFrom (
   e: ArrivingEvent, payload: Uint8Array,
   at: { position: number, serviceId: string, instance: string, receivedAt: number, expiresAt: number | null }
 ): StoredEvent {
-  return {
+  const s: StoredEvent = {
     seq: e.seq,
     name: e.name,
     category: e.category,
@@ -119,6 +126,85 @@ export function storedFrom (
     receivedAt: at.receivedAt,
     expiresAt: at.expiresAt,
     uploadAge: e.age ?? 0
+  }
+  // [STORE-KEY-1] set only on keyed events: an unkeyed one is the same object literal as before keys
+  if (e.key !== undefined) (s as { key?: string }).key = e.key
+  return s
+}
+
+/** [STORE-KEY-3] The maxKeys of a keyed event. */
+export function maxKeysOf (limits: QueueLimits): number {
+  return limits.maxKeys ?? SITE_DEFAULTS.maxKeys
+}
+
+/** [STORE-KEY-3] The refusal of a new key past maxKeys. */
+export function keyLimitRefusal (e: ArrivingEvent, serviceId: string, max: number): { seq: number, code: string, message: string } {
+  return { seq: e.seq, code: ErrorCode.KEY_LIMIT, message: `event "${e.name}" of service "${serviceId}" already keeps ${max} keys (maxKeys); key ${JSON.stringify(e.key)} is refused` }
+}
+
+/**
+ * [STORE-KEY-3] The keys stored per (service, event) of keyed events, each with whether its stored
+ * instance is a null one, in the order of their last store (oldest first). Both backends keep it in
+ * memory: at most maxKeys entries per (service, event).
+ */
+export class KeyTable {
+  readonly #byQueue = new Map<string, Map<string, boolean>>()
+  #total = 0
+
+  static queueOf (serviceId: string, name: string): string {
+    return `${serviceId}\u0000${name}`
+  }
+
+  /** Whether `key` has an instance stored for the (service, event) `queue`. */
+  has (queue: string, key: string): boolean {
+    return this.#byQueue.get(queue)?.has(key) === true
+  }
+
+  isNull (queue: string, key: string): boolean {
+    return this.#byQueue.get(queue)?.get(key) === true
+  }
+
+  size (queue: string): number {
+    return this.#byQueue.get(queue)?.size ?? 0
+  }
+
+  /** Records the newest stored instance of `key` (it moves to the end). */
+  set (queue: string, key: string, isNull: boolean): void {
+    let keys = this.#byQueue.get(queue)
+    if (keys === undefined) this.#byQueue.set(queue, keys = new Map<string, boolean>())
+    if (keys.delete(key)) this.#total--
+    keys.set(key, isNull)
+    this.#total++
+  }
+
+  delete (queue: string, key: string): void {
+    const keys = this.#byQueue.get(queue)
+    if (keys?.delete(key) !== true) return
+    this.#total--
+    if (keys.size === 0) this.#byQueue.delete(queue)
+  }
+
+  /** The key whose stored instance is the oldest null one, if any (looks at up to maxKeys entries). */
+  oldestNull (queue: string): string | undefined {
+    for (const [key, isNull] of this.#byQueue.get(queue) ?? []) if (isNull) return key
+    return undefined
+  }
+
+  /** Keys stored per event name (for metrics). */
+  perEvent (): Map<string, number> {
+    const out = new Map<string, number>()
+    for (const [queue, keys] of this.#byQueue) {
+      const name = queue.slice(queue.indexOf('\u0000') + 1)
+      out.set(name, (out.get(name) ?? 0) + keys.size)
+    }
+    return out
+  }
+
+  get total (): number { return this.#total }
+
+  clear (): void {
+    this.#byQueue.clear()
+    this.#total = 0
   }
 }
 

@@ -2,7 +2,7 @@
  * The broker's event storage ([STORE-*] in docs/protocol.md). Every backend passes
  * `describeEventStoreConformance` in `../testing/`.
  */
-import type { Category, RaisedEvent, StoredEvent } from '@herald/protocol'
+import type { Category, EventKeySpec, RaisedEvent, StoredEvent } from '@herald/protocol'
 import type { Gap, GapQuery } from './removal-log.js'
 import type { GroupStore } from '../groups/group-store.js'
 
@@ -15,6 +15,10 @@ export interface QueueLimits {
   readonly maxQueueSize: number
   /** Most events kept per (service, event, recipient) for private events. */
   readonly maxPerRecipient: number
+  /** [STORE-KEY-1] A keyed replacing event: one instance per (service, event, key). Absent: unkeyed. */
+  readonly key?: EventKeySpec
+  /** [STORE-KEY-3] Most keys kept per (service, event) of a keyed event. Default SITE_DEFAULTS.maxKeys. */
+  readonly maxKeys?: number
 }
 
 /**
@@ -28,7 +32,7 @@ export interface ArrivingEvent extends RaisedEvent {
    * A de-duplication key ([STORE-DEDUP-2]): an event whose key the store remembers for its
    * (service, instance) is a duplicate. 1 to 128 characters. Default: none (dedup by seq only).
    */
-  readonly key?: string
+  readonly dedupKey?: string
 }
 
 /** The accepted events of one UP frame. */
@@ -67,6 +71,12 @@ export interface AppendResult {
    * already null: handled, counted, never stored ([STORE-REPLACE-2]).
    */
   readonly nullsDropped: number
+  /**
+   * [STORE-KEY-3] Events refused by the store itself: a new key of a keyed event past its maxKeys
+   * (code KEY_LIMIT). Handled (covered by lastSeq), never stored; the uplink reports them to the
+   * service as rejections. Empty when none.
+   */
+  readonly refused: ReadonlyArray<{ readonly seq: number, readonly code: string, readonly message: string }>
 }
 
 /**
@@ -105,6 +115,8 @@ export interface ReadQuery {
   readonly after: number
   /** Only events from these services; null for all. */
   readonly services: ReadonlySet<string> | null
+  /** [CLI-KEY-1] Only keyed events with one of these replacing keys; null or absent for all. */
+  readonly keys?: ReadonlySet<string> | null
   /** For private events: only those addressed to this recipient. Must be set for private events. */
   readonly recipient: string | null
   /** Events with expiresAt <= now are never returned ([STORE-EXPIRE-1]). */
@@ -126,7 +138,7 @@ export interface ReadQuery {
  * - [STORE-DEDUP-1] An event whose seq is <= the highest seq already handled for its
  *   (service, instance) is a duplicate: not stored, counted. The record is updated in the same
  *   transaction that stores the events.
- * - [STORE-DEDUP-2] An event with a `key` that the store remembers for its (service, instance) is a
+ * - [STORE-DEDUP-2] An event with a `dedupKey` that the store remembers for its (service, instance) is a
  *   duplicate: not stored, counted in `duplicates`, its seq handled. The key of every event handled
  *   (stored, expired on arrival or dropped as a null over a null) is remembered in the same
  *   transaction; the store keeps the newest `maxDedupKeys` keys per (service, instance) (default
@@ -135,9 +147,15 @@ export interface ReadQuery {
  *   keep the keys across a reopen.
  * - [STORE-POS-1] Positions are assigned in append order, increase strictly, are never reused (not
  *   even after the newest events are deleted) and survive restarts.
- * - [STORE-REPLACE-1] A replacing event removes every older instance of its (service, event).
+ * - [STORE-REPLACE-1] A replacing event removes every older instance of its (service, event), and
+ *   of a keyed event ([STORE-KEY-1]) of its (service, event, key).
  * - [STORE-REPLACE-2] A null replacing event is dropped (handled, counted, not stored) when the stored
- *   instance of its (service, event) is already null; a null with nothing stored is stored.
+ *   instance of its (service, event[, key]) is already null; a null with nothing stored is stored,
+ *   except for a keyed event, whose null of a key with nothing stored is dropped ([STORE-KEY-2]).
+ * - [STORE-KEY-3] A keyed event whose key has nothing stored for its (service, event), where
+ *   maxKeys keys are stored already, takes the place of the key whose stored instance is the oldest
+ *   null one (that null is removed, counted as replaced); with no null among them it is refused:
+ *   handled, not stored, reported in `refused` with code KEY_LIMIT. Nothing stored is lost.
  * - [STORE-QUEUE-1] A queueing event pushes out the oldest of its (service, event) beyond
  *   maxQueueSize; a private event the oldest of its (service, event, recipient) beyond maxPerRecipient.
  * - [STORE-EXPIRE-1] An event expires at `receivedAt - age + lifetime`, its raise time plus its
@@ -162,7 +180,8 @@ export interface EventStore {
    */
   positionAt? (time: number): number | null
   /**
-   * [CLI-START-4] The positions of the newest unexpired event of `query.event` per service (within
+   * [CLI-START-4] The positions of the newest unexpired event of `query.event` per service, and per
+   * key for a keyed event (within `query.keys` if given,
    * `query.services`, for `query.recipient`), in position order. Optional: without it a subscription
    * cannot start at the latest instances.
    */
@@ -188,6 +207,8 @@ export interface EventStore {
    * reload, which removes an event only when none are held [SITE-RELOAD-2]; without it, none is removed).
    */
   storedByEvent? (): Map<string, number>
+  /** [STORE-KEY-3] Keys stored per keyed event name (for metrics; optional). */
+  keysByEvent? (): Map<string, number>
   /** Null while the store is open and its last commit succeeded, else why not (for /readyz; optional). */
   problem? (): string | null
   /**

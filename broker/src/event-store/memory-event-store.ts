@@ -6,7 +6,7 @@ import { Category, ClosedError, ConfigError, type StoredEvent } from '@herald/pr
 import type { AppendBatch, AppendResult, EventCounters, EventStore, ExpiredUnpurged, LimitsOf, ReadQuery } from './event-store.js'
 import { RemovalLog, type Gap, type GapQuery } from './removal-log.js'
 import { MemoryGroupStore } from '../groups/group-store.js'
-import { capOf, checkBatch, checkMaxDedupKeys, countFor, expiresAtOf, NO_RECIPIENT, recipientKeyOf, snapshotCounters, storedFrom } from './event-store-rules.js'
+import { capOf, checkBatch, checkMaxDedupKeys, countFor, expiresAtOf, keyLimitRefusal, KeyTable, maxKeysOf, NO_RECIPIENT, recipientKeyOf, snapshotCounters, storedFrom } from './event-store-rules.js'
 
 /** What a MemoryEventStore is built from. */
 export interface MemoryEventStoreOptions {
@@ -16,9 +16,9 @@ export interface MemoryEventStoreOptions {
   readonly maxDedupKeys?: number
 }
 
-/** Key of a queue: (service, event, recipient). */
-function queueKey (serviceId: string, name: string, recipient: string): string {
-  return `${serviceId}\u0000${name}\u0000${recipient}`
+/** Key of a queue: (service, event, recipient), and the replacing key of a keyed event ([STORE-KEY-1]). */
+function queueKey (serviceId: string, name: string, recipient: string, key?: string): string {
+  return key === undefined ? `${serviceId}\u0000${name}\u0000${recipient}` : `${serviceId}\u0000${name}\u0000${recipient}\u0000${key}`
 }
 
 /** Key of a dedup record: (service, instance). */
@@ -43,6 +43,8 @@ export class MemoryEventStore implements EventStore {
   readonly #keys = new Map<string, Set<string>>()
   readonly #maxDedupKeys: number
   readonly #counters = new Map<string, EventCounters>()
+  /** [STORE-KEY-3] the keys stored per (service, event) of keyed events. */
+  readonly #keyTable = new KeyTable()
   #head = 0
   #count = 0
   #closed = false
@@ -64,6 +66,7 @@ export class MemoryEventStore implements EventStore {
     let duplicates = 0
     let expired = 0
     let nullsDropped = 0
+    const refused: Array<{ seq: number, code: string, message: string }> = []
     this.#removals.begin()
     try {
       for (let i = 0; i < batch.events.length; i++) {
@@ -72,12 +75,12 @@ export class MemoryEventStore implements EventStore {
         // [STORE-DEDUP-1]
         if (e.seq <= last) { duplicates++; continue }
         last = e.seq
-        if (e.key !== undefined) {
+        if (e.dedupKey !== undefined) {
           // [STORE-DEDUP-2] a key seen before: handled, not stored; a new one is remembered, oldest forgotten
           let keys = this.#keys.get(key)
           if (keys === undefined) this.#keys.set(key, keys = new Set<string>())
-          if (keys.has(e.key)) { duplicates++; continue }
-          keys.add(e.key)
+          if (keys.has(e.dedupKey)) { duplicates++; continue }
+          keys.add(e.dedupKey)
           if (keys.size > this.#maxDedupKeys) keys.delete(keys.values().next().value as string)
         }
         const expiresAt = expiresAtOf(lim, batch.receivedAt, e.age)
@@ -87,7 +90,37 @@ export class MemoryEventStore implements EventStore {
           countFor(this.#counters, e.name, 'expiredOnArrival')
           continue
         }
-        if (e.isNull && this.#storedIsNull(batch.serviceId, e.name)) {
+        const kq = e.key === undefined ? null : KeyTable.queueOf(batch.serviceId, e.name)
+        if (kq !== null && e.key !== undefined) {
+          if (!this.#keyTable.has(kq, e.key)) {
+            if (e.isNull) {
+              // [STORE-KEY-2] a null of a key with nothing stored has nothing to clear
+              nullsDropped++
+              countFor(this.#counters, e.name, 'nullsDropped')
+              continue
+            }
+            const max = maxKeysOf(lim)
+            if (this.#keyTable.size(kq) >= max) {
+              // [STORE-KEY-3] at the limit: the oldest null key makes room, else the new key is refused
+              const victim = this.#keyTable.oldestNull(kq)
+              if (victim === undefined) {
+                refused.push(keyLimitRefusal(e, batch.serviceId, max))
+                continue
+              }
+              for (const old of [...(this.#queues.get(queueKey(batch.serviceId, e.name, NO_RECIPIENT, victim))?.values() ?? [])]) {
+                this.#remove(old)
+                countFor(this.#counters, e.name, 'replaced')
+              }
+              this.#keyTable.delete(kq, victim)
+            }
+          } else if (e.isNull && this.#keyTable.isNull(kq, e.key)) {
+            // [STORE-REPLACE-2] per key
+            nullsDropped++
+            countFor(this.#counters, e.name, 'nullsDropped')
+            continue
+          }
+          this.#keyTable.set(kq, e.key, e.isNull)
+        } else if (e.isNull && this.#storedIsNull(batch.serviceId, e.name)) {
           // [STORE-REPLACE-2] null over null says nothing new
           nullsDropped++
           countFor(this.#counters, e.name, 'nullsDropped')
@@ -108,7 +141,7 @@ export class MemoryEventStore implements EventStore {
       this.#removals.end()
     }
     this.#seqs.set(key, Math.max(last, batch.handledUpTo))
-    return { stored, duplicates, lastSeq: Math.max(last, batch.handledUpTo), expired, nullsDropped }
+    return { stored, duplicates, lastSeq: Math.max(last, batch.handledUpTo), expired, nullsDropped, refused }
   }
 
   lastSeq (serviceId: string, instance: string): number {
@@ -128,6 +161,7 @@ export class MemoryEventStore implements EventStore {
       if (e.expiresAt !== null && e.expiresAt <= query.now) continue // [STORE-EXPIRE-1]
       if ((e.recipient ?? NO_RECIPIENT) !== recipient) continue
       if (query.services !== null && !query.services.has(e.serviceId)) continue
+      if (query.keys != null && (e.key === undefined || !query.keys.has(e.key))) continue
       out.push(e)
       bytes += e.payload.byteLength
       if (out.length >= query.limit || bytes >= maxBytes) break
@@ -142,7 +176,9 @@ export class MemoryEventStore implements EventStore {
       if (e.expiresAt !== null && e.expiresAt <= query.now) continue
       if ((e.recipient ?? NO_RECIPIENT) !== recipient) continue
       if (query.services !== null && !query.services.has(e.serviceId)) continue
-      newest.set(e.serviceId, e.position) // in position order: the last one set is the newest
+      if (query.keys != null && (e.key === undefined || !query.keys.has(e.key))) continue
+      // in position order: the last one set is the newest, per service and per key ([CLI-START-4])
+      newest.set(e.key === undefined ? e.serviceId : `${e.serviceId}\u0000${e.key}`, e.position)
     }
     return [...newest.values()].sort((a, b) => a - b)
   }
@@ -233,6 +269,11 @@ export class MemoryEventStore implements EventStore {
     return out
   }
 
+  /** [STORE-KEY-3] Keys stored per keyed event name (for metrics). */
+  keysByEvent (): Map<string, number> {
+    return this.#keyTable.perEvent()
+  }
+
   /** Idempotent: a second call resolves at once. */
   async close (): Promise<void> {
     this.#closed = true
@@ -251,7 +292,7 @@ export class MemoryEventStore implements EventStore {
     let events = this.#byEvent.get(e.name)
     if (events === undefined) this.#byEvent.set(e.name, events = new Map<number, StoredEvent>())
     events.set(e.position, e)
-    const key = queueKey(e.serviceId, e.name, e.recipient ?? NO_RECIPIENT)
+    const key = queueKey(e.serviceId, e.name, e.recipient ?? NO_RECIPIENT, e.key)
     let queue = this.#queues.get(key)
     if (queue === undefined) this.#queues.set(key, queue = new Map<number, StoredEvent>())
     queue.set(e.position, e)
@@ -270,7 +311,7 @@ export class MemoryEventStore implements EventStore {
     const events = this.#byEvent.get(e.name)
     if (events?.delete(e.position) !== true) return
     if (events.size === 0) this.#byEvent.delete(e.name)
-    const key = queueKey(e.serviceId, e.name, e.recipient ?? NO_RECIPIENT)
+    const key = queueKey(e.serviceId, e.name, e.recipient ?? NO_RECIPIENT, e.key)
     const queue = this.#queues.get(key)
     queue?.delete(e.position)
     if (queue?.size === 0) this.#queues.delete(key)

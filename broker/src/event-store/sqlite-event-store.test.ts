@@ -22,13 +22,15 @@ describeEventStoreConformance('SqliteEventStore', async (limitsOf, options) => {
 const T0 = 1_700_000_000_000
 const LIMITS: Record<string, QueueLimits> = {
   blob: { category: Category.queueing, lifetimeMs: 1000, maxQueueSize: 1_000_000, maxPerRecipient: 1 },
-  tick: { category: Category.queueing, lifetimeMs: null, maxQueueSize: 20_000, maxPerRecipient: 1 }
+  tick: { category: Category.queueing, lifetimeMs: null, maxQueueSize: 20_000, maxPerRecipient: 1 },
+  door: { category: Category.replacing, lifetimeMs: null, maxQueueSize: 1, maxPerRecipient: 1 },
+  thermo: { category: Category.replacing, lifetimeMs: null, maxQueueSize: 1, maxPerRecipient: 1, key: { kind: 'raise' } }
 }
 const limitsOf: LimitsOf = (name) => LIMITS[name]
 
 function ev (seq: number, name: string, size: number): RaisedEvent {
   const payload = new Uint8Array(size).fill(seq % 251)
-  return { seq, name, category: Category.queueing, raisedAt: T0, isNull: false, recipient: null, payloadKind: PayloadKind.bytes, payload }
+  return { seq, name, category: LIMITS[name]?.category ?? Category.queueing, raisedAt: T0, isNull: false, recipient: null, payloadKind: PayloadKind.bytes, payload }
 }
 
 function batch (serviceId: string, events: ArrivingEvent[], receivedAt = T0): AppendBatch {
@@ -80,26 +82,50 @@ describe('SqliteEventStore', () => {
     await expect(createSqliteEventStore({ path, limitsOf })).rejects.toBeInstanceOf(PersistenceError)
   })
 
-  it('opens a schema 2 file (no dedup keys) as schema 3: its events stay, keys are remembered from then on', async () => {
+  it('[STORE-KEY-1] opens a schema 3 file (no replacing keys) as schema 4: its events stay, read without a key; keyed events work from then on', async () => {
+    const s = await openStore()
+    await s.append(batch('svc', [ev(1, 'tick', 3), ev(2, 'door', 3)]))
+    await s.close()
+    open.splice(0)
+    const raw = new Database(path)
+    raw.exec(`DROP INDEX events_queue; ALTER TABLE events DROP COLUMN rkey; CREATE INDEX events_queue ON events (service, event, recipient, position); UPDATE meta SET value = 3 WHERE key = 'schema'`)
+    raw.close()
+    const s4 = await openStore()
+    const read = await s4.read({ event: 'door', after: 0, services: null, recipient: null, now: T0, limit: 10 })
+    expect(read.map((e) => [e.seq, 'key' in e])).toEqual([[2, false]])
+    await s4.append(batch('svc', [{ ...ev(3, 'thermo', 3), key: 't1' }, { ...ev(4, 'thermo', 3), key: 't2' }, { ...ev(5, 'thermo', 3), key: 't1' }, ev(6, 'door', 3)]))
+    expect((await s4.read({ event: 'thermo', after: 0, services: null, recipient: null, now: T0, limit: 10 })).map((e) => [e.seq, e.key])).toEqual([[4, 't2'], [5, 't1']])
+    expect((await s4.read({ event: 'door', after: 0, services: null, recipient: null, now: T0, limit: 10 })).map((e) => e.seq)).toEqual([6])
+    await s4.close()
+    open.splice(0)
+    const check = new Database(path, { readonly: true })
+    expect(check.prepare(`SELECT value FROM meta WHERE key = 'schema'`).pluck().get()).toBe(4)
+    // [STORE-KEY-1] the replace of a keyed event is one delete on the queue index
+    const plan = check.prepare(`EXPLAIN QUERY PLAN SELECT position FROM events WHERE service = 'a' AND event = 'e' AND recipient = '' AND rkey = 'k' ORDER BY position LIMIT 1`).raw(true).all() as unknown[][]
+    expect(plan.map((r) => String(r[3])).join(' ')).toMatch(/USING (COVERING )?INDEX events_queue \(service=\? AND event=\? AND recipient=\? AND rkey=\?\)/)
+    check.close()
+  })
+
+  it('opens a schema 2 file (no dedup keys) as schema 4: its events stay, keys are remembered from then on', async () => {
     const s = await openStore()
     await s.append(batch('svc', [ev(1, 'tick', 3)]))
     await s.close()
     open.splice(0)
     // make it what a schema 2 broker wrote
     const raw = new Database(path)
-    raw.exec(`DROP TABLE dedup_keys; UPDATE meta SET value = 2 WHERE key = 'schema'`)
+    raw.exec(`DROP INDEX events_queue; ALTER TABLE events DROP COLUMN rkey; CREATE INDEX events_queue ON events (service, event, recipient, position); DROP TABLE dedup_keys; UPDATE meta SET value = 2 WHERE key = 'schema'`)
     raw.close()
     const s2 = await openStore()
     expect(s2.lastSeq('svc', 'i1')).toBe(1)
-    await s2.append(batch('svc', [{ ...ev(2, 'tick', 3), key: 'k1' }]))
+    await s2.append(batch('svc', [{ ...ev(2, 'tick', 3), dedupKey: 'k1' }]))
     await s2.close()
     open.splice(0)
     const check = new Database(path, { readonly: true })
-    expect(check.prepare(`SELECT value FROM meta WHERE key = 'schema'`).pluck().get()).toBe(3)
+    expect(check.prepare(`SELECT value FROM meta WHERE key = 'schema'`).pluck().get()).toBe(4)
     expect(check.prepare('SELECT service, instance, key, seq FROM dedup_keys').raw(true).all()).toEqual([['svc', 'i1', 'k1', 2]])
     check.close()
     const s3 = await openStore()
-    const r = await s3.append(batch('svc', [{ ...ev(3, 'tick', 3), key: 'k1' }]))
+    const r = await s3.append(batch('svc', [{ ...ev(3, 'tick', 3), dedupKey: 'k1' }]))
     expect([r.stored.length, r.duplicates]).toEqual([0, 1])
     expect((await s3.read({ event: 'tick', after: 0, services: null, recipient: null, now: T0, limit: 10 })).map((e) => e.seq)).toEqual([1, 2])
   })
@@ -111,7 +137,7 @@ describe('SqliteEventStore', () => {
     open.splice(0)
     // make it what a schema 1 broker wrote
     const raw = new Database(path)
-    raw.exec(`ALTER TABLE events DROP COLUMN upload_age; UPDATE meta SET value = 1 WHERE key = 'schema'`)
+    raw.exec(`DROP INDEX events_queue; ALTER TABLE events DROP COLUMN rkey; CREATE INDEX events_queue ON events (service, event, recipient, position); ALTER TABLE events DROP COLUMN upload_age; UPDATE meta SET value = 1 WHERE key = 'schema'`)
     raw.close()
     const s1 = await openStore()
     expect((await s1.read({ event: 'blob', after: 0, services: null, recipient: null, now: T0, limit: 10 })).map((e) => [e.seq, e.uploadAge, e.expiresAt])).toEqual([[1, 0, T0 + 1000]])

@@ -11,7 +11,8 @@
  * - `events(position, ...)`: one row per stored event; `recipient` is '' for non-private events so
  *   that every lookup is a plain equality on an index:
  *   `events_read (event, recipient, position)` serves `read`,
- *   `events_queue (service, event, recipient, position)` serves replacement and push-out,
+ *   `events_queue (service, event, recipient, rkey, position)` serves replacement and push-out;
+ *   `rkey` is the replacing key of a keyed event ([STORE-KEY-1]), '' for every other,
  *   `events_expiry (expires_at)` (partial, non-null only) serves `purgeExpired`.
  *
  * Group commit ([STORE-ACK-1]): `append` queues the batch and schedules one flush with
@@ -33,7 +34,7 @@ import { CATEGORY_BY_CODE, CATEGORY_CODE, Category, ClosedError, ConfigError, Er
 import { WalCheckpointer, SqliteSynchronous } from '@herald/node-runtime'
 import { DEDUP_KEY_DEFAULTS } from './event-store.js'
 import type { AppendBatch, AppendResult, CommitObserver, EventCounters, EventStore, ExpiredUnpurged, LimitsOf, QueueLimits, ReadQuery } from './event-store.js'
-import { capOf, checkBatch, checkMaxDedupKeys, countFor, expiresAtOf, NO_RECIPIENT, recipientKeyOf, snapshotCounters, storedFrom } from './event-store-rules.js'
+import { capOf, checkBatch, checkMaxDedupKeys, countFor, expiresAtOf, keyLimitRefusal, KeyTable, maxKeysOf, NO_RECIPIENT, recipientKeyOf, snapshotCounters, storedFrom } from './event-store-rules.js'
 import { RemovalLog, type Gap, type GapQuery, type RemovalReason } from './removal-log.js'
 import { SqliteGroupTables, type GroupChange } from '../groups/sqlite-group-tables.js'
 import type { GroupStore } from '../groups/group-store.js'
@@ -82,8 +83,10 @@ const DRIVER = createRequire(import.meta.url).resolve('better-sqlite3')
 /**
  * 2: events.upload_age ([EVT-AGE-1]); a version 1 file gets the column (0 for its rows) when opened.
  * 3: the dedup_keys table ([STORE-DEDUP-2]); a version 1 or 2 file gets it (empty) when opened.
+ * 4: events.rkey, the replacing key ([STORE-KEY-1], '' for unkeyed events), and events_queue with
+ *    it; a version 1, 2 or 3 file gets the column ('' for its rows) and the index when opened.
  */
-const SCHEMA_VERSION = 3
+const SCHEMA_VERSION = 4
 /** Most events kept in memory for reads of recent positions. */
 const RECENT_MAX_EVENTS = 20_000
 /** Most payload bytes kept in memory for reads of recent positions. */
@@ -91,11 +94,11 @@ const RECENT_MAX_BYTES = 16 * 1024 * 1024
 /** Expired events deleted per transaction by purgeExpired; appends run between chunks. */
 const PURGE_CHUNK = 10_000
 const FLAG_NULL = 1
-const COLUMNS = 'position, service, instance, seq, event, category, recipient, raised_at, received_at, expires_at, flags, payload_kind, payload, upload_age'
+const COLUMNS = 'position, service, instance, seq, event, category, recipient, raised_at, received_at, expires_at, flags, payload_kind, payload, upload_age, rkey'
 
 type Row = [
   position: number, service: string, instance: string, seq: number, event: string, category: number, recipient: string,
-  raisedAt: number, receivedAt: number, expiresAt: number | null, flags: number, payloadKind: number, payload: Buffer, uploadAge: number
+  raisedAt: number, receivedAt: number, expiresAt: number | null, flags: number, payloadKind: number, payload: Buffer, uploadAge: number, rkey: string
 ]
 
 interface Pending {
@@ -106,7 +109,7 @@ interface Pending {
 }
 
 /** A queue touched by a flush: its count including the new rows, before push-out. */
-interface QueueDelta { service: string, event: string, recipient: string, cap: number, count: number, replacing: boolean }
+interface QueueDelta { service: string, event: string, recipient: string, rkey: string, cap: number, count: number, replacing: boolean }
 
 interface SeqDelta { service: string, instance: string, last: number, before: number }
 
@@ -132,8 +135,9 @@ interface FlushOutcome {
   removals: Array<[service: string, event: string, recipient: string, position: number, reason: RemovalReason]>
 }
 
-function queueKey (service: string, event: string, recipient: string): string {
-  return `${service}\u0000${event}\u0000${recipient}`
+/** Key of a queue: (service, event, recipient, replacing key), the key '' for unkeyed events ([STORE-KEY-1]). */
+function queueKey (service: string, event: string, recipient: string, rkey: string): string {
+  return `${service}\u0000${event}\u0000${recipient}\u0000${rkey}`
 }
 
 function seqKey (service: string, instance: string): string {
@@ -196,8 +200,10 @@ export class SqliteEventStore implements EventStore {
   readonly #maxDedupKeys: number
   /** Rows per queue (service, event, recipient), expired-but-unpurged ones included. */
   readonly #counts = new Map<string, number>()
-  /** Replacing queues whose stored instance is a null one ([STORE-REPLACE-2]). */
+  /** Replacing queues whose stored instance is a null one ([STORE-REPLACE-2]); unkeyed only. */
   readonly #nullHeads = new Set<string>()
+  /** [STORE-KEY-3] the keys stored per (service, event) of keyed events. */
+  readonly #keyTable = new KeyTable()
   /** Per event name, what the store dropped since it was opened. */
   readonly #counters = new Map<string, EventCounters>()
   /** [CLI-GAP-1] what was pushed out or expired, for gap notices. */
@@ -228,6 +234,8 @@ export class SqliteEventStore implements EventStore {
   readonly #dropKeys: Database.Statement
   readonly #read: Database.Statement
   readonly #readServices: Database.Statement
+  readonly #readKeys: Database.Statement
+  readonly #readServicesKeys: Database.Statement
   readonly #purge: Database.Statement
   readonly #expiredOf: Database.Statement
   readonly #rowFrom: Database.Statement
@@ -259,9 +267,9 @@ export class SqliteEventStore implements EventStore {
       db.pragma(`max_page_count = ${Math.floor(opts.maxSizeBytes / pageSize)}`)
     }
 
-    this.#insert = db.prepare(`INSERT INTO events (${COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+    this.#insert = db.prepare(`INSERT INTO events (${COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
     this.#pushOut = db.prepare(`DELETE FROM events WHERE position IN (
-      SELECT position FROM events WHERE service = ? AND event = ? AND recipient = ? ORDER BY position LIMIT ?) RETURNING position, expires_at`).raw(true)
+      SELECT position FROM events WHERE service = ? AND event = ? AND recipient = ? AND rkey = ? ORDER BY position LIMIT ?) RETURNING position, expires_at`).raw(true)
     this.#putSeq = db.prepare(`INSERT INTO dedup (service, instance, last_seq) VALUES (?, ?, ?)
       ON CONFLICT (service, instance) DO UPDATE SET last_seq = excluded.last_seq`)
     this.#putHead = db.prepare(`UPDATE meta SET value = ? WHERE key = 'head'`)
@@ -271,13 +279,18 @@ export class SqliteEventStore implements EventStore {
     this.#read = db.prepare(`SELECT ${COLUMNS} FROM events WHERE ${where} ORDER BY position LIMIT ?`).raw(true)
     this.#readServices = db.prepare(`SELECT ${COLUMNS} FROM events INDEXED BY events_read
       WHERE ${where} AND service IN (SELECT value FROM json_each(?)) ORDER BY position LIMIT ?`).raw(true)
+    // [CLI-KEY-1] a key filter: keys as JSON, with or without services
+    this.#readKeys = db.prepare(`SELECT ${COLUMNS} FROM events INDEXED BY events_read
+      WHERE ${where} AND rkey IN (SELECT value FROM json_each(?)) ORDER BY position LIMIT ?`).raw(true)
+    this.#readServicesKeys = db.prepare(`SELECT ${COLUMNS} FROM events INDEXED BY events_read
+      WHERE ${where} AND service IN (SELECT value FROM json_each(?)) AND rkey IN (SELECT value FROM json_each(?)) ORDER BY position LIMIT ?`).raw(true)
     this.#purge = db.prepare(`DELETE FROM events WHERE position IN (
-      SELECT position FROM events WHERE expires_at <= ? LIMIT ${PURGE_CHUNK}) RETURNING service, event, recipient, position`).raw(true)
+      SELECT position FROM events WHERE expires_at <= ? LIMIT ${PURGE_CHUNK}) RETURNING service, event, recipient, position, rkey`).raw(true)
     this.#expiredOf = db.prepare(`SELECT service, position FROM events INDEXED BY events_expiry
       WHERE expires_at IS NOT NULL AND expires_at <= ? AND event = ? AND recipient = ? AND position > ?`).raw(true)
     this.#rowFrom = db.prepare('SELECT position, received_at FROM events WHERE position >= ? ORDER BY position LIMIT 1').raw(true)
-    this.#latest = db.prepare(`SELECT service, max(position) FROM events INDEXED BY events_read
-      WHERE event = ? AND recipient = ? AND (expires_at IS NULL OR expires_at > ?) GROUP BY service`).raw(true)
+    this.#latest = db.prepare(`SELECT service, max(position), rkey FROM events INDEXED BY events_read
+      WHERE event = ? AND recipient = ? AND (expires_at IS NULL OR expires_at > ?) GROUP BY service, rkey`).raw(true)
     this.#groupTables = new SqliteGroupTables(db)
     this.#flushTxn = db.transaction((pending: readonly Pending[], groups: readonly GroupChange[]) => {
       const out = this.#write(pending)
@@ -325,11 +338,15 @@ export class SqliteEventStore implements EventStore {
     const recipient = recipientKeyOf(query, this.#limitsOf)
     if (query.limit === 0 || query.services?.size === 0) return []
     if (query.after >= this.#recentFloor) return this.#readRecent(query, recipient)
+    if (query.keys?.size === 0) return []
     try {
-      const args = query.services === null
-        ? [query.event, recipient, query.after, query.now, query.limit]
-        : [query.event, recipient, query.after, query.now, JSON.stringify([...query.services]), query.limit]
-      const stmt = query.services === null ? this.#read : this.#readServices
+      const args: unknown[] = [query.event, recipient, query.after, query.now]
+      if (query.services !== null) args.push(JSON.stringify([...query.services]))
+      if (query.keys != null) args.push(JSON.stringify([...query.keys]))
+      args.push(query.limit)
+      const stmt = query.keys == null
+        ? query.services === null ? this.#read : this.#readServices
+        : query.services === null ? this.#readKeys : this.#readServicesKeys
       if (query.maxBytes === undefined) return (stmt.all(...args) as Row[]).map(toStored)
       // bounded by bytes: step through the rows, so that no more than that is ever in memory
       const out: StoredEvent[] = []
@@ -351,7 +368,8 @@ export class SqliteEventStore implements EventStore {
     this.#checkOpen()
     const recipient = recipientKeyOf({ ...query, after: 0, limit: 0 }, this.#limitsOf)
     const out: number[] = []
-    for (const [service, position] of this.#latest.iterate(query.event, recipient, query.now) as IterableIterator<[string, number]>) {
+    for (const [service, position, rkey] of this.#latest.iterate(query.event, recipient, query.now) as IterableIterator<[string, number, string]>) {
+      if (query.keys != null && !query.keys.has(rkey)) continue
       if (query.services === null || query.services.has(service)) out.push(position)
     }
     return out.sort((a, b) => a - b)
@@ -428,7 +446,7 @@ export class SqliteEventStore implements EventStore {
     this.#checkOpen()
     const out = new Map<string, number>()
     for (const [key, n] of this.#counts) {
-      const name = key.slice(key.indexOf('\u0000') + 1, key.lastIndexOf('\u0000'))
+      const name = key.split('\u0000')[1] as string
       out.set(name, (out.get(name) ?? 0) + n)
     }
     return out
@@ -468,6 +486,8 @@ export class SqliteEventStore implements EventStore {
     } catch (err) {
       for (const g of groups) g.reject(new PersistenceError(`event store: commit of consumer group marks to ${this.#path} failed: ${(err as Error).message}`, { cause: err }))
       this.#commitFailure = `the last commit failed: ${(err as Error).message}`
+      // the key table changed along the failed transaction: back to what the file holds
+      this.#loadKeyTable()
       const events = pending.reduce((n, p) => n + p.batch.events.length, 0)
       this.#logger.error({ err, path: this.#path, appends: pending.length, events }, 'event store commit failed')
       const code = (err as { code?: unknown }).code
@@ -539,18 +559,19 @@ export class SqliteEventStore implements EventStore {
       let duplicates = 0
       let expired = 0
       let nullsDropped = 0
+      const refused: Array<{ seq: number, code: string, message: string }> = []
       for (let i = 0; i < batch.events.length; i++) {
         const e = batch.events[i]!
         // [STORE-DEDUP-1]
         if (e.seq <= last) { duplicates++; continue }
         last = e.seq
-        if (e.key !== undefined) {
+        if (e.dedupKey !== undefined) {
           // [STORE-DEDUP-2] a key remembered (or added earlier in this flush): handled, not stored
           let kd = keyDeltas.get(sk)
           if (kd === undefined) keyDeltas.set(sk, kd = { service: serviceId, instance, added: new Map<string, number>() })
-          if (kd.added.has(e.key) || this.#keys.get(sk)?.has(e.key) === true) { duplicates++; continue }
-          kd.added.set(e.key, e.seq)
-          this.#putKey.run(serviceId, instance, e.key, e.seq)
+          if (kd.added.has(e.dedupKey) || this.#keys.get(sk)?.has(e.dedupKey) === true) { duplicates++; continue }
+          kd.added.set(e.dedupKey, e.seq)
+          this.#putKey.run(serviceId, instance, e.dedupKey, e.seq)
         }
         const lim = limits[i]!
         const expiresAt = expiresAtOf(lim, receivedAt, e.age)
@@ -561,8 +582,39 @@ export class SqliteEventStore implements EventStore {
           continue
         }
         const recipient = e.recipient ?? NO_RECIPIENT
-        const qk = queueKey(serviceId, e.name, recipient)
-        if (e.category === Category.replacing) {
+        const rkey = e.key ?? ''
+        const qk = queueKey(serviceId, e.name, recipient, rkey)
+        if (e.key !== undefined) {
+          // [STORE-KEY-1..3] judged against the key table, which this flush changes as it goes (reloaded if it fails)
+          const kq = KeyTable.queueOf(serviceId, e.name)
+          if (!this.#keyTable.has(kq, e.key)) {
+            if (e.isNull) {
+              // [STORE-KEY-2] nothing stored for the key: nothing to clear
+              nullsDropped++
+              countFor(counted, e.name, 'nullsDropped')
+              continue
+            }
+            const max = maxKeysOf(lim)
+            if (this.#keyTable.size(kq) >= max) {
+              const victim = this.#keyTable.oldestNull(kq)
+              if (victim === undefined) {
+                refused.push(keyLimitRefusal(e, serviceId, max))
+                continue
+              }
+              // the oldest null key makes room: its queue is emptied at the end of the flush
+              const vqk = queueKey(serviceId, e.name, NO_RECIPIENT, victim)
+              const vq = queues.get(vqk)
+              if (vq === undefined) queues.set(vqk, { service: serviceId, event: e.name, recipient: NO_RECIPIENT, rkey: victim, cap: 0, count: this.#counts.get(vqk) ?? 0, replacing: true })
+              else vq.cap = 0
+              this.#keyTable.delete(kq, victim)
+            }
+          } else if (e.isNull && this.#keyTable.isNull(kq, e.key)) {
+            nullsDropped++
+            countFor(counted, e.name, 'nullsDropped')
+            continue
+          }
+          this.#keyTable.set(kq, e.key, e.isNull)
+        } else if (e.category === Category.replacing) {
           // [STORE-REPLACE-2] a null over a stored null says nothing new
           if (e.isNull && (nulls.get(qk) ?? this.#nullHeads.has(qk))) {
             nullsDropped++
@@ -573,18 +625,19 @@ export class SqliteEventStore implements EventStore {
         }
         const position = ++head // [STORE-POS-1]
         this.#insert.run(position, serviceId, instance, e.seq, e.name, CATEGORY_CODE[e.category], recipient,
-          e.raisedAt, receivedAt, expiresAt, e.isNull ? FLAG_NULL : 0, e.payloadKind, e.payload, e.age ?? 0)
+          e.raisedAt, receivedAt, expiresAt, e.isNull ? FLAG_NULL : 0, e.payloadKind, e.payload, e.age ?? 0, rkey)
         const q = queues.get(qk)
         if (q === undefined) {
-          queues.set(qk, { service: serviceId, event: e.name, recipient, cap: capOf(lim), count: (this.#counts.get(qk) ?? 0) + 1, replacing: e.category === Category.replacing })
+          queues.set(qk, { service: serviceId, event: e.name, recipient, rkey, cap: capOf(lim), count: (this.#counts.get(qk) ?? 0) + 1, replacing: e.category === Category.replacing })
         } else {
           q.count++
+          q.cap = capOf(lim) // a key evicted earlier in this flush and stored again keeps this one
         }
         stored.push(storedFrom(e, e.payload, { position, serviceId, instance, receivedAt, expiresAt }))
       }
       added += stored.length
       sd.last = Math.max(last, batch.handledUpTo)
-      results.push({ stored, duplicates, lastSeq: sd.last, expired, nullsDropped })
+      results.push({ stored, duplicates, lastSeq: sd.last, expired, nullsDropped, refused })
     }
     // [STORE-REPLACE-1] [STORE-QUEUE-1]: one delete per queue that grew beyond its cap. Deleting the
     // oldest extras at the end leaves the same rows as deleting after each insert.
@@ -593,7 +646,7 @@ export class SqliteEventStore implements EventStore {
     const removals: FlushOutcome['removals'] = []
     for (const q of queues.values()) {
       if (q.count <= q.cap) continue
-      const rows = this.#pushOut.all(q.service, q.event, q.recipient, q.count - q.cap) as Array<[position: number, expiresAt: number | null]>
+      const rows = this.#pushOut.all(q.service, q.event, q.recipient, q.rkey, q.count - q.cap) as Array<[position: number, expiresAt: number | null]>
       q.count -= rows.length
       removed += rows.length
       for (const [p, expiresAt] of rows) {
@@ -665,8 +718,8 @@ export class SqliteEventStore implements EventStore {
     const byName = new Map<string, number>()
     const gone: number[] = []
     const rows: FlushOutcome['removals'] = []
-    for (const [service, event, recipient, position] of this.#purge.iterate(now) as IterableIterator<[string, string, string, number]>) {
-      const key = queueKey(service, event, recipient)
+    for (const [service, event, recipient, position, rkey] of this.#purge.iterate(now) as IterableIterator<[string, string, string, number, string]>) {
+      const key = queueKey(service, event, recipient, rkey)
       removed.set(key, (removed.get(key) ?? 0) + 1)
       byName.set(event, (byName.get(event) ?? 0) + 1)
       if (position > this.#recentFloor) gone.push(position)
@@ -745,6 +798,7 @@ export class SqliteEventStore implements EventStore {
       if ((e.recipient ?? NO_RECIPIENT) !== recipient) continue
       if (e.expiresAt !== null && e.expiresAt <= query.now) continue
       if (query.services !== null && !query.services.has(e.serviceId)) continue
+      if (query.keys != null && (e.key === undefined || !query.keys.has(e.key))) continue
       out.push(e)
       bytes += e.payload.byteLength
     }
@@ -764,26 +818,29 @@ export class SqliteEventStore implements EventStore {
           event TEXT NOT NULL, category INTEGER NOT NULL, recipient TEXT NOT NULL,
           raised_at INTEGER NOT NULL, received_at INTEGER NOT NULL, expires_at INTEGER,
           flags INTEGER NOT NULL, payload_kind INTEGER NOT NULL, payload BLOB NOT NULL,
-          upload_age INTEGER NOT NULL DEFAULT 0);
+          upload_age INTEGER NOT NULL DEFAULT 0, rkey TEXT NOT NULL DEFAULT '');
         CREATE TABLE IF NOT EXISTS dedup_keys (
           service TEXT NOT NULL, instance TEXT NOT NULL, key TEXT NOT NULL, seq INTEGER NOT NULL,
           PRIMARY KEY (service, instance, key)) WITHOUT ROWID;
         CREATE INDEX IF NOT EXISTS dedup_keys_age ON dedup_keys (service, instance, seq);
         CREATE INDEX IF NOT EXISTS events_read ON events (event, recipient, position);
-        CREATE INDEX IF NOT EXISTS events_queue ON events (service, event, recipient, position);
         CREATE INDEX IF NOT EXISTS events_expiry ON events (expires_at) WHERE expires_at IS NOT NULL;
         INSERT OR IGNORE INTO meta (key, value) VALUES ('head', 0);
       `)
       const version = this.#db.prepare(`SELECT value FROM meta WHERE key = 'schema'`).pluck().get() as number | undefined
       if (version === undefined) {
         this.#db.prepare(`INSERT INTO meta (key, value) VALUES ('schema', ?)`).run(SCHEMA_VERSION)
-      } else if (version === 1 || version === 2) {
-        // 1 -> 2: the upload_age column; 2 -> 3: dedup_keys, made by CREATE TABLE IF NOT EXISTS above
+      } else if (version === 1 || version === 2 || version === 3) {
+        // 1 -> 2: the upload_age column; 2 -> 3: dedup_keys, made by CREATE TABLE IF NOT EXISTS above;
+        // 3 -> 4: the rkey column and events_queue with it ([STORE-KEY-1])
         if (version === 1) this.#db.exec('ALTER TABLE events ADD COLUMN upload_age INTEGER NOT NULL DEFAULT 0')
+        this.#db.exec(`ALTER TABLE events ADD COLUMN rkey TEXT NOT NULL DEFAULT ''; DROP INDEX IF EXISTS events_queue`)
         this.#db.prepare(`UPDATE meta SET value = ? WHERE key = 'schema'`).run(SCHEMA_VERSION)
       } else if (version !== SCHEMA_VERSION) {
         throw new PersistenceError(`event store: ${this.#path} has schema version ${version}; this broker reads version ${SCHEMA_VERSION}`)
       }
+      // [STORE-REPLACE-1] [STORE-KEY-1] one indexed delete per queue, keyed or not
+      this.#db.exec('CREATE INDEX IF NOT EXISTS events_queue ON events (service, event, recipient, rkey, position)')
     })()
   }
 
@@ -803,15 +860,30 @@ export class SqliteEventStore implements EventStore {
       keys.set(key, seq)
     }
     // [STORE-REPLACE-2] a replacing queue holds one row after every commit: a null row is its stored instance
-    const nullHeads = db.prepare(`SELECT service, event, recipient FROM events WHERE category = ${CATEGORY_CODE.replacing} AND (flags & ${FLAG_NULL}) <> 0`).raw(true)
+    const nullHeads = db.prepare(`SELECT service, event, recipient FROM events WHERE category = ${CATEGORY_CODE.replacing} AND rkey = '' AND (flags & ${FLAG_NULL}) <> 0`).raw(true)
     for (const [service, event, recipient] of nullHeads.iterate() as IterableIterator<[string, string, string]>) {
-      this.#nullHeads.add(queueKey(service, event, recipient))
+      this.#nullHeads.add(queueKey(service, event, recipient, ''))
     }
-    const counts = db.prepare('SELECT service, event, recipient, COUNT(*) FROM events GROUP BY service, event, recipient').raw(true)
-    for (const [service, event, recipient, n] of counts.iterate() as IterableIterator<[string, string, string, number]>) {
-      this.#counts.set(queueKey(service, event, recipient), n)
+    const counts = db.prepare('SELECT service, event, recipient, rkey, COUNT(*) FROM events GROUP BY service, event, recipient, rkey').raw(true)
+    for (const [service, event, recipient, rkey, n] of counts.iterate() as IterableIterator<[string, string, string, string, number]>) {
+      this.#counts.set(queueKey(service, event, recipient, rkey), n)
       this.#count += n
     }
+    this.#loadKeyTable()
+  }
+
+  /** [STORE-KEY-3] The key table from the file: the stored keys per (service, event), oldest first. */
+  #loadKeyTable (): void {
+    this.#keyTable.clear()
+    const rows = this.#db.prepare(`SELECT service, event, rkey, flags FROM events WHERE rkey <> '' ORDER BY position`).raw(true)
+    for (const [service, event, rkey, flags] of rows.iterate() as IterableIterator<[string, string, string, number]>) {
+      this.#keyTable.set(KeyTable.queueOf(service, event), rkey, (flags & FLAG_NULL) !== 0)
+    }
+  }
+
+  /** [STORE-KEY-3] Keys stored per keyed event name (for metrics). */
+  keysByEvent (): Map<string, number> {
+    return this.#keyTable.perEvent()
   }
 
   #checkOpen (): void {
@@ -820,7 +892,7 @@ export class SqliteEventStore implements EventStore {
 }
 
 function toStored (r: Row): StoredEvent {
-  return {
+  const e: StoredEvent = {
     seq: r[3],
     name: r[4],
     category: CATEGORY_BY_CODE[r[5]] as Category,
@@ -836,4 +908,6 @@ function toStored (r: Row): StoredEvent {
     expiresAt: r[9],
     uploadAge: r[13]
   }
+  if (r[14] !== '') (e as { key?: string }).key = r[14]
+  return e
 }

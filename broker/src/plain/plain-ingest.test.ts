@@ -242,7 +242,7 @@ describe('plain MQTT ingest: bad input [PLAIN-INGEST-5]', () => {
       ['malformedTopic', 'herald/v1/raise/notices/alice/app/k', '1', 1],
       ['qos2', 'herald/v1/raise/readings', '1', 2]
     ]
-    const expected: Record<string, number> = { notService: 0, malformedTopic: 0, unknownEvent: 0, notAuthorized: 0, wrongCategory: 0, payloadTooLarge: 0, invalidPayload: 0, qos2: 0, storeFailed: 0 }
+    const expected: Record<string, number> = { notService: 0, malformedTopic: 0, unknownEvent: 0, notAuthorized: 0, wrongCategory: 0, payloadTooLarge: 0, invalidPayload: 0, qos2: 0, storeFailed: 0, keyLimit: 0 }
     for (const [reason, topic, payload, qos, login] of cases) {
       const c = login === undefined ? await plain(port, `bad-${reason}`) : await plain(port, `bad-${reason}`, ...login)
       publish(c, topic, payload, qos)

@@ -19,6 +19,7 @@ import type { AedesOptions, Client } from 'aedes'
 import { Category, ErrorCode, GUEST_PRINCIPAL, PayloadKind, isValidName, type Clock, type Logger, type ServiceDefinition, type Site, type StoredEvent } from '@herald/protocol'
 import type { PlainPrincipal } from '../auth/principal.js'
 import type { AppendResult, ArrivingEvent, EventStore } from '../event-store/event-store.js'
+import { keyVerdict } from '../uplink/key-verdict.js'
 import { DEDUP_KEY_DEFAULTS } from '../event-store/event-store.js'
 
 type Packet = Parameters<NonNullable<AedesOptions['authorizePublish']>>[1]
@@ -32,6 +33,9 @@ const PREFIX = 'herald/v1/raise/'
 
 /** The topic level that introduces a de-duplication key ([PLAIN-INGEST-4]). */
 const KEY_LEVEL = 'k'
+
+/** The topic level that introduces the replacing key of a keyed event ([PLAIN-INGEST-7]). */
+const RKEY_LEVEL = 'r'
 
 /** Characters of a de-duplication key: one topic level, printable ASCII without `/`, `+`, `#`. */
 const KEY_PATTERN = /^[A-Za-z0-9_.:@=-]+$/
@@ -47,7 +51,7 @@ export const PLAIN_INGEST_DEFAULTS = Object.freeze({
 /** Why a publish closed its connection ([PLAIN-INGEST-5]); counted per reason. */
 export type IngestRefusal =
   | 'notService' | 'malformedTopic' | 'unknownEvent' | 'notAuthorized' | 'wrongCategory'
-  | 'payloadTooLarge' | 'invalidPayload' | 'qos2' | 'storeFailed'
+  | 'payloadTooLarge' | 'invalidPayload' | 'qos2' | 'storeFailed' | 'keyLimit'
 
 const REFUSAL_CODE: Readonly<Record<IngestRefusal, ErrorCode>> = {
   notService: ErrorCode.NOT_AUTHORIZED,
@@ -58,7 +62,8 @@ const REFUSAL_CODE: Readonly<Record<IngestRefusal, ErrorCode>> = {
   payloadTooLarge: ErrorCode.PAYLOAD_TOO_LARGE,
   invalidPayload: ErrorCode.INVALID_ARGUMENT,
   qos2: ErrorCode.INVALID_ARGUMENT,
-  storeFailed: ErrorCode.PERSISTENCE_FAILED
+  storeFailed: ErrorCode.PERSISTENCE_FAILED,
+  keyLimit: ErrorCode.KEY_LIMIT
 }
 
 /** Counters of ingest (broker stats, /metrics). */
@@ -143,7 +148,7 @@ export class PlainIngest {
     stored: 0,
     duplicates: 0,
     nullsDropped: 0,
-    refused: { notService: 0, malformedTopic: 0, unknownEvent: 0, notAuthorized: 0, wrongCategory: 0, payloadTooLarge: 0, invalidPayload: 0, qos2: 0, storeFailed: 0 },
+    refused: { notService: 0, malformedTopic: 0, unknownEvent: 0, notAuthorized: 0, wrongCategory: 0, payloadTooLarge: 0, invalidPayload: 0, qos2: 0, storeFailed: 0, keyLimit: 0 },
     waitingBytes: 0,
     held: 0
   }
@@ -239,6 +244,13 @@ export class PlainIngest {
       recipient = `${rest[0]}/${rest[1]}`
       rest = rest.slice(2)
     }
+    let rkey: string | undefined
+    if (def.key !== undefined && rest.length >= 2 && rest[0] === RKEY_LEVEL) {
+      // [PLAIN-INGEST-7] herald/v1/raise/<event>/r/<key>: the replacing key of a keyed event
+      rkey = rest[1]!
+      if (!KEY_PATTERN.test(rkey)) return new Refused('malformedTopic', `replacing key ${JSON.stringify(rkey)} is not 1 to 128 characters of A-Z a-z 0-9 _ . : @ = -`)
+      rest = rest.slice(2)
+    }
     let key: string | undefined
     if (rest.length === 2 && rest[0] === KEY_LEVEL) {
       key = rest[1]!
@@ -248,22 +260,32 @@ export class PlainIngest {
     } else if (rest.length === 2 && def.category !== Category.private) {
       return new Refused('wrongCategory', `"${name}" is ${def.category}: it has no recipient level`)
     } else if (rest.length > 0) {
-      return new Refused('malformedTopic', `topic ${JSON.stringify(topic)} is not herald/v1/raise/<event>[/<user>/<clientName>][/k/<key>]`)
+      return new Refused('malformedTopic', `topic ${JSON.stringify(topic)} is not herald/v1/raise/<event>[/<user>/<clientName>][/r/<replacing key>][/k/<key>]`)
     }
     const payload = packet.payload as Buffer
     if (payload.byteLength > def.maxPayloadBytes) return new Refused('payloadTooLarge', `payload of ${payload.byteLength} bytes is over the limit of ${def.maxPayloadBytes} for "${name}"`)
     const isNull = payload.byteLength === 0
     // [PLAIN-INGEST-2] an empty payload is a null instance, which only replacing events have
     if (isNull && def.category !== Category.replacing) return new Refused('invalidPayload', `an empty payload is a null instance, and only replacing events have one; "${name}" is ${def.category}`)
+    const payloadKind = isNull ? PayloadKind.none : payloadKindOf(payload)
+    if (def.key !== undefined) {
+      // [PLAIN-INGEST-7] [SITE-KEY-1] the key from the topic, or from the payload's field (parsed for keyed events only)
+      let value: unknown
+      if (def.key.kind === 'field' && payloadKind === PayloadKind.json) value = JSON.parse(payload.toString('utf8'))
+      const verdict = keyVerdict(def.key, { name, seq: 0, isNull, ...(rkey !== undefined ? { key: rkey } : {}) }, value)
+      if (Array.isArray(verdict)) return new Refused('invalidPayload', verdict[1])
+      if (typeof verdict === 'string') rkey = verdict
+    }
     return {
       name,
       category: def.category,
       raisedAt: this.#ctx.clock.now(),
       isNull,
       recipient,
-      payloadKind: isNull ? PayloadKind.none : payloadKindOf(payload),
+      payloadKind,
       payload,
-      ...(key !== undefined ? { key } : {})
+      ...(key !== undefined ? { dedupKey: key } : {}),
+      ...(rkey !== undefined ? { key: rkey } : {})
     }
   }
 
@@ -283,6 +305,14 @@ export class PlainIngest {
     }
     appended.then((result) => {
       this.#release(p)
+      if (result.refused.length > 0) {
+        // [STORE-KEY-3] a new key past maxKeys: handled, not stored; the publish is refused like any other
+        const r = result.refused[0]!
+        this.#refuse(p.client, null, `${PREFIX}${p.event.name}`, new Refused('keyLimit', r.message), service.id)
+        p.done(new Error(r.message))
+        this.#pump()
+        return
+      }
       this.stats.stored += result.stored.length
       this.stats.duplicates += result.duplicates
       this.stats.nullsDropped += result.nullsDropped

@@ -101,10 +101,24 @@ export function filterCanMatchView (filter: readonly string[]): boolean {
   return shape(5) || shape(7)
 }
 
-/** The view topic of a stored event ([TOPIC-VIEW-1]): private events under their recipient. */
+/** The view topic of a stored event ([TOPIC-VIEW-1]): private events under their recipient, keyed ones under `k/<key>` ([PLAIN-VIEW-9]). */
 export function viewTopic (e: StoredEvent): string {
   const t = eventViewTopic(e.name, e.serviceId)
+  if (e.key !== undefined) return `${t}/k/${topicLevelOfKey(e.key)}`
   return e.recipient === null ? t : `${t}/${e.recipient}`
+}
+
+/**
+ * [PLAIN-VIEW-9] A replacing key as one topic level: `%`, `/`, `+` and `#` percent-encoded (`%25`,
+ * `%2F`, `%2B`, `%23`), everything else as it is.
+ */
+export function topicLevelOfKey (key: string): string {
+  return key.replace(/[%/+#]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase().padStart(2, '0')}`)
+}
+
+/** What a retained value replaces ([PLAIN-VIEW-4]): its (service, event), and its key for a keyed event. */
+function retainedSlot (e: StoredEvent): string {
+  return e.key === undefined ? `${e.serviceId}\0${e.name}` : `${e.serviceId}\0${e.name}\0${e.key}`
 }
 
 /** [PLAIN-VIEW-3] The JSON envelope of a stored event (JSON payloads spliced in as they were validated at upload). */
@@ -114,7 +128,7 @@ export function viewEnvelope (e: StoredEvent): Buffer {
     ? ['none', 'null']
     : e.payloadKind === PayloadKind.bytes ? ['base64', JSON.stringify(p.toString('base64'))] : ['json', p.toString('utf8')]
   const head = `{"id":${JSON.stringify(`${e.instance}-${e.seq}`)},"service":${JSON.stringify(e.serviceId)},"event":${JSON.stringify(e.name)},` +
-    `"category":"${e.category}",${e.recipient !== null ? `"recipient":${JSON.stringify(e.recipient)},` : ''}"position":${e.position},` +
+    `"category":"${e.category}",${e.recipient !== null ? `"recipient":${JSON.stringify(e.recipient)},` : ''}${e.key !== undefined ? `"key":${JSON.stringify(e.key)},` : ''}"position":${e.position},` +
     `"raisedAt":${e.raisedAt},"receivedAt":${e.receivedAt},"isNull":${e.isNull},"payloadEncoding":"${encoding}","payload":`
   return Buffer.from(`${head}${payload}}`, 'utf8')
 }
@@ -385,7 +399,7 @@ export class PlainView {
           if (qos === 1) break
         }
         if (qos < 0) continue
-        if (pc.bursting && e.category === 'replacing') pc.liveSent.set(`${e.serviceId}\0${e.name}`, e.position)
+        if (pc.bursting && e.category === 'replacing') pc.liveSent.set(retainedSlot(e), e.position)
         this.send(pc, out, qos as 0 | 1, false)
       }
     }
@@ -545,7 +559,7 @@ export class PlainView {
           const out = new Outgoing(e)
           if (!filterMatches(sub.levels, out.levels)) continue
           // this instance, or a newer one, went out live meanwhile
-          if ((pc.liveSent.get(`${e.serviceId}\0${e.name}`) ?? 0) >= e.position) continue
+          if ((pc.liveSent.get(retainedSlot(e)) ?? 0) >= e.position) continue
           if (!this.mayRead(pc, def, e)) continue
           if (!this.send(pc, out, sub.qos, true) && pc.closed) return
           // the connection took enough for now: read on from here once it drains

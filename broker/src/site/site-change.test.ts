@@ -37,6 +37,19 @@ describe('diffSites', () => {
     expect(describeSiteChange(c.report)).toBe('site reloaded: nothing changed')
   })
 
+  it('[SITE-KEY-4] a key or maxKeys added or changed is a changed event, allowed with events stored', async () => {
+    const keyed = await site((d) => { events(d)[0] = { name: 'temp', category: 'replacing', access: 'everyone', key: { field: 'device' } } })
+    const stored = new Map([['temp', 3]])
+    for (const [a, b] of [[await site(), keyed], [keyed, await site((d) => { events(d)[0] = { name: 'temp', category: 'replacing', access: 'everyone', key: { field: 'room' } } })],
+      [keyed, await site((d) => { events(d)[0] = { name: 'temp', category: 'replacing', access: 'everyone', key: { field: 'device' }, maxKeys: 5 } })],
+      [keyed, await site((d) => { events(d)[0] = { name: 'temp', category: 'replacing', access: 'everyone', key: 'raise' } })]] as const) {
+      const c = diffSites(a, b, stored)
+      expect(c.report.events.changed).toEqual(['temp'])
+      expect(c.problems).toEqual([])
+    }
+    expect(diffSites(keyed, keyed, stored).report.changed).toBe(false)
+  })
+
   it('names what was added, removed and changed, guests and admin roles', async () => {
     const next = await site((d) => {
       d.guests = true

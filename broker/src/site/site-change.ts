@@ -51,7 +51,9 @@ function sameAccess (a: EventDefinition['access'], b: EventDefinition['access'])
 
 function sameEvent (a: EventDefinition, b: EventDefinition): boolean {
   return a.category === b.category && a.lifetimeMs === b.lifetimeMs && a.maxQueueSize === b.maxQueueSize &&
-    a.maxPerRecipient === b.maxPerRecipient && a.maxPayloadBytes === b.maxPayloadBytes && sameAccess(a.access, b.access)
+    a.maxPerRecipient === b.maxPerRecipient && a.maxPayloadBytes === b.maxPayloadBytes && sameAccess(a.access, b.access) &&
+    // [SITE-KEY-4] a changed key or maxKeys is a changed event (allowed; it applies to what comes next)
+    a.key?.kind === b.key?.kind && (a.key?.kind !== 'field' || b.key?.kind !== 'field' || a.key.field === b.key.field) && a.maxKeys === b.maxKeys
 }
 
 function diffMaps<V> (prev: ReadonlyMap<string, V>, next: ReadonlyMap<string, V>, same: (a: V, b: V) => boolean): { added: string[], removed: string[], changed: string[] } {

@@ -39,7 +39,9 @@ export const CONFORMANCE_LIMITS: Readonly<Record<string, QueueLimits>> = Object.
   /** queueing, short life */
   blip: { category: Category.queueing, lifetimeMs: 1_000, maxQueueSize: 100, maxPerRecipient: 1 },
   /** private, small per-recipient queue */
-  msg: { category: Category.private, lifetimeMs: 60_000, maxQueueSize: 10_000, maxPerRecipient: 3 }
+  msg: { category: Category.private, lifetimeMs: 60_000, maxQueueSize: 10_000, maxPerRecipient: 3 },
+  /** [STORE-KEY-1] keyed replacing: one per (service, event, key), at most 3 keys per (service, event) */
+  thermo: { category: Category.replacing, lifetimeMs: null, maxQueueSize: 1, maxPerRecipient: 1, key: { kind: 'raise' }, maxKeys: 3 }
 })
 
 /** Limits a test changes while the store runs, as a site reload does ([SITE-RELOAD-6]); cleared after each test. */
@@ -318,7 +320,7 @@ export function describeEventStoreConformance (name: string, factory: EventStore
         expect(first.stored.length).toBe(4)
         const head = store.head()
         const again = await store.append(b)
-        expect(again).toEqual({ stored: [], duplicates: b.events.length, lastSeq: 4, expired: 0, nullsDropped: 0 })
+        expect(again).toEqual({ stored: [], duplicates: b.events.length, lastSeq: 4, expired: 0, nullsDropped: 0, refused: [] })
         expect(store.head()).toBe(head)
         expect(store.count()).toBe(4)
         expect(seqsOf(await store.read(query('log')))).toEqual([1, 2, 3, 4])
@@ -357,7 +359,7 @@ export function describeEventStoreConformance (name: string, factory: EventStore
 
       it('a batch with no events records handledUpTo', async () => {
         const r = await store.append(batch('svc', 'i1', [], { handledUpTo: 7 }))
-        expect(r).toEqual({ stored: [], duplicates: 0, lastSeq: 7, expired: 0, nullsDropped: 0 })
+        expect(r).toEqual({ stored: [], duplicates: 0, lastSeq: 7, expired: 0, nullsDropped: 0, refused: [] })
         expect(store.lastSeq('svc', 'i1')).toBe(7)
         expect(store.head()).toBe(0)
         expect(store.count()).toBe(0)
@@ -378,7 +380,7 @@ export function describeEventStoreConformance (name: string, factory: EventStore
     describe('[STORE-DEDUP-2] dedup keys', () => {
       const keyed = (seq: number, name: string, key: string, opts: { isNull?: boolean } = {}): ArrivingEvent => {
         const e = ev(seq, name, opts.isNull === true ? { payload: NULL_PAYLOAD, isNull: true } : {})
-        return { ...e, key }
+        return { ...e, dedupKey: key }
       }
 
       it('an event with a key already handled is a duplicate, though its seq is new; the seq is handled', async () => {
@@ -421,7 +423,7 @@ export function describeEventStoreConformance (name: string, factory: EventStore
         expect([r.duplicates, r.nullsDropped, r.stored.length]).toEqual([1, 1, 0])
       })
 
-      it('rejects a key that is empty or longer than 128 characters, changing nothing', async () => {
+      it('rejects a dedupKey that is empty or longer than 128 characters, changing nothing', async () => {
         for (const key of ['', 'x'.repeat(129)]) {
           const err = await store.append(batch('svc', 'i1', [keyed(1, 'log', key)])).catch((e: unknown) => e)
           expect(err).toBeInstanceOf(RequestError)
@@ -486,6 +488,93 @@ export function describeEventStoreConformance (name: string, factory: EventStore
         expect(seqsOf(r.stored)).toEqual([1, 2, 3, 4])
         expect(seqsOf(await store.read(query('door')))).toEqual([3])
         expect(store.count()).toBe(2)
+      })
+    })
+
+    describe('[STORE-KEY-*] keyed replacing events', () => {
+      const k = (seq: number, key: string, opts: { isNull?: boolean } = {}): ArrivingEvent =>
+        ({ ...ev(seq, 'thermo', opts.isNull === true ? { payload: NULL_PAYLOAD, isNull: true } : {}), key })
+      const held = async (s: EventStore, extra: Partial<ReadQuery> = {}): Promise<string[]> =>
+        (await s.read(query('thermo', extra))).map((e) => `${e.serviceId}:${e.key ?? '-'}:${e.seq}${e.isNull ? 'n' : ''}`)
+
+      it('[STORE-KEY-1] keep the newest per (service, event, key), each read back with its key', async () => {
+        await store.append(batch('a', 'i1', [k(1, 't1'), k(2, 't2')]))
+        await store.append(batch('b', 'i1', [k(1, 't1')]))
+        const r = await store.append(batch('a', 'i1', [k(3, 't1'), k(4, 't1')]))
+        expect(seqsOf(r.stored)).toEqual([3, 4])
+        expect(await held(store)).toEqual(['a:t2:2', 'b:t1:1', 'a:t1:4'])
+        expect(store.count()).toBe(3)
+        expect(store.counters().thermo?.replaced).toBe(2)
+      })
+
+      it('in appends of one turn too, only the last instance of a key stays', async () => {
+        await Promise.all([
+          store.append(batch('a', 'i1', [k(1, 't1'), k(2, 't2')])),
+          store.append(batch('a', 'i1', [k(3, 't1')], { handledUpTo: 3 })),
+          store.append(batch('a', 'i1', [k(4, 't2'), k(5, 't1')]))
+        ])
+        expect(await held(store)).toEqual(['a:t2:4', 'a:t1:5'])
+      })
+
+      it('[STORE-KEY-2] a null clears one key only; a null over its null, or for a key with nothing stored, is dropped', async () => {
+        await store.append(batch('a', 'i1', [k(1, 't1'), k(2, 't2')]))
+        const n = await store.append(batch('a', 'i1', [k(3, 't1', { isNull: true })]))
+        expect(n.stored.map((e) => [e.key, e.isNull])).toEqual([['t1', true]])
+        expect(await held(store)).toEqual(['a:t2:2', 'a:t1:3n'])
+        const again = await store.append(batch('a', 'i1', [k(4, 't1', { isNull: true }), k(5, 'never', { isNull: true })]))
+        expect([again.stored.length, again.nullsDropped, again.lastSeq]).toEqual([0, 2, 5])
+        expect(await held(store)).toEqual(['a:t2:2', 'a:t1:3n'])
+      })
+
+      it('[STORE-KEY-3] a new key past maxKeys is refused with KEY_LIMIT, handled, and nothing stored is lost', async () => {
+        await store.append(batch('a', 'i1', [k(1, 'k1'), k(2, 'k2'), k(3, 'k3')]))
+        const r = await store.append(batch('a', 'i1', [k(4, 'k4'), k(5, 'k2'), k(6, 'k5')]))
+        expect(r.refused.map((x) => [x.seq, x.code])).toEqual([[4, ErrorCode.KEY_LIMIT], [6, ErrorCode.KEY_LIMIT]])
+        expect(r.refused[0]?.message).toMatch(/"thermo".*3 keys.*"k4"/)
+        expect(seqsOf(r.stored)).toEqual([5])
+        expect(r.lastSeq).toBe(6)
+        expect(await held(store)).toEqual(['a:k1:1', 'a:k3:3', 'a:k2:5'])
+        // another service has keys of its own
+        expect((await store.append(batch('b', 'i1', [k(1, 'k4')]))).refused).toEqual([])
+      })
+
+      it('[STORE-KEY-3] at maxKeys, a new key takes the place of the oldest null key', async () => {
+        await store.append(batch('a', 'i1', [k(1, 'k1'), k(2, 'k2'), k(3, 'k3'), k(4, 'k3', { isNull: true }), k(5, 'k1', { isNull: true })]))
+        const r = await store.append(batch('a', 'i1', [k(6, 'k4'), k(7, 'k5'), k(8, 'k6')]))
+        expect(seqsOf(r.stored)).toEqual([6, 7])
+        expect(r.refused.map((x) => x.seq)).toEqual([8])
+        expect(await held(store)).toEqual(['a:k2:2', 'a:k4:6', 'a:k5:7'])
+        expect(store.count()).toBe(3)
+      })
+
+      it('[CLI-KEY-1] a read and the latest per service and key take a key filter', async () => {
+        await store.append(batch('a', 'i1', [k(1, 't1'), k(2, 't2'), k(3, 't3'), k(4, 't1')]))
+        await store.append(batch('b', 'i1', [k(1, 't2')]))
+        expect(await held(store, { keys: new Set(['t1', 't2']) })).toEqual(['a:t2:2', 'a:t1:4', 'b:t2:1'])
+        expect(await held(store, { keys: new Set(['t2']), services: new Set(['b']) })).toEqual(['b:t2:1'])
+        expect(await held(store, { keys: new Set(['none']) })).toEqual([])
+        const all = await store.read(query('thermo'))
+        const pos = (svc: string, key: string): number => all.find((e) => e.serviceId === svc && e.key === key)!.position
+        expect(store.latestPerService?.({ event: 'thermo', services: null, recipient: null, now: T0 })).toEqual([pos('a', 't2'), pos('a', 't3'), pos('a', 't1'), pos('b', 't2')])
+        expect(store.latestPerService?.({ event: 'thermo', services: null, recipient: null, now: T0, keys: new Set(['t2']) })).toEqual([pos('a', 't2'), pos('b', 't2')])
+      })
+
+      it('a keyed event without a valid key, and an unkeyed one with a key, are refused, changing nothing', async () => {
+        for (const bad of [{ ...ev(1, 'thermo') }, k(1, ''), k(1, 'x'.repeat(129)), k(1, 'a\nb'), { ...ev(1, 'door'), key: 'k' }]) {
+          const err = await store.append(batch('a', 'i1', [bad])).catch((e: unknown) => e)
+          expect(err).toBeInstanceOf(RequestError)
+          expect((err as RequestError).code).toBe(ErrorCode.INVALID_ARGUMENT)
+        }
+        expect(store.lastSeq('a', 'i1')).toBe(0)
+      })
+
+      durableIt('keys, their last values, nulls and the key limit survive a reopen', async () => {
+        await store.append(batch('a', 'i1', [k(1, 'k1'), k(2, 'k2'), k(3, 'k3'), k(4, 'k2', { isNull: true })]))
+        const s = await reopen()
+        expect(await held(s)).toEqual(['a:k1:1', 'a:k3:3', 'a:k2:4n'])
+        const r = await s.append(batch('a', 'i1', [k(5, 'k2', { isNull: true }), k(6, 'k4'), k(7, 'k5')]))
+        expect([r.nullsDropped, seqsOf(r.stored), r.refused.map((x) => x.seq)]).toEqual([1, [6], [7]])
+        expect(await held(s)).toEqual(['a:k1:1', 'a:k3:3', 'a:k4:6'])
       })
     })
 
@@ -780,7 +869,7 @@ export function describeEventStoreConformance (name: string, factory: EventStore
 
       it('a batch of nothing but expired events still records the dedup record', async () => {
         const r = await store.append(batch('svc', 'i1', [{ ...ev(1, 'temp'), age: limits('temp').lifetimeMs! }]))
-        expect(r).toEqual({ stored: [], duplicates: 0, lastSeq: 1, expired: 1, nullsDropped: 0 })
+        expect(r).toEqual({ stored: [], duplicates: 0, lastSeq: 1, expired: 1, nullsDropped: 0, refused: [] })
         expect(store.lastSeq('svc', 'i1')).toBe(1)
         expect(store.head()).toBe(0)
       })
@@ -796,7 +885,7 @@ export function describeEventStoreConformance (name: string, factory: EventStore
         expect(first.nullsDropped).toBe(0)
         const head = store.head()
         const second = await store.append(batch('a', 'i1', [nul(3)]))
-        expect(second).toEqual({ stored: [], duplicates: 0, lastSeq: 3, expired: 0, nullsDropped: 1 })
+        expect(second).toEqual({ stored: [], duplicates: 0, lastSeq: 3, expired: 0, nullsDropped: 1, refused: [] })
         expect(store.head()).toBe(head)
         const read = await store.read(query('door'))
         expect(read.map((e) => [e.seq, e.isNull, e.position])).toEqual([[2, true, first.stored[0]!.position]])

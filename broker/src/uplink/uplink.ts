@@ -8,6 +8,7 @@ import { decodeUp, encodeAck, ErrorCode, HeraldError, PayloadKind, RequestError,
 import type { AppendBatch, EventStore } from '../event-store/event-store.js'
 import { checkBatch } from '../event-store/event-store-rules.js'
 import { INGEST_INSTANCE } from '../plain/plain-ingest.js'
+import { keyVerdict } from './key-verdict.js'
 
 /** What the uplink needs from the broker around it. */
 export interface UplinkContext {
@@ -158,7 +159,12 @@ export class Uplink {
       this.stats.duplicates += result.duplicates
       this.stats.expiredOnArrival += result.expired
       this.stats.nullsDropped += result.nullsDropped
-      this.queueAck(service.id, { instance: frame.instance, acked: result.lastSeq, rejections, error: null })
+      if (result.refused.length > 0) {
+        // [STORE-KEY-3] refused by the store (a new key past maxKeys): rejections like the uplink's own
+        this.stats.rejected += result.refused.length
+        for (const r of result.refused) this.countRefused(events.find((e) => e.seq === r.seq)?.name ?? UNKNOWN_EVENT_NAME, r.code)
+      }
+      this.queueAck(service.id, { instance: frame.instance, acked: result.lastSeq, rejections: result.refused.length === 0 ? rejections : [...rejections, ...result.refused].sort((a, b) => a.seq - b.seq), error: null })
       if (result.stored.length > 0) this.ctx.onStored(result.stored)
     }, (err: unknown) => {
       // [SVC-ORDER-2] nothing of this frame is stored: forget what was accepted after the last commit,
@@ -191,6 +197,7 @@ export class Uplink {
       if (e.seq <= accepted) { duplicates++; continue }
       const reason = this.reject(service, e)
       if (reason === null) events.push(e)
+      else if (typeof reason === 'string') events.push({ ...e, key: reason }) // [SITE-KEY-1] the key read from the payload
       else {
         rejections.push({ seq: e.seq, code: reason[0], message: reason[1] })
         this.countRefused(e.name, reason[0])
@@ -206,7 +213,8 @@ export class Uplink {
     byCode.set(code, (byCode.get(code) ?? 0) + 1)
   }
 
-  private reject (service: ServiceDefinition, e: UpEvent): [ErrorCode, string] | null {
+  /** Null if `e` is accepted as it is; a string if accepted with that key ([SITE-KEY-1], from its payload); else why not. */
+  private reject (service: ServiceDefinition, e: UpEvent): [ErrorCode, string] | string | null {
     const def = this.site.events.get(e.name)
     if (def === undefined) return [ErrorCode.UNKNOWN_EVENT, `event "${e.name}" is not defined in the site`]
     if (!service.events.has(e.name)) return [ErrorCode.NOT_AUTHORIZED, `service "${service.id}" may not raise "${e.name}"`]
@@ -215,16 +223,21 @@ export class Uplink {
     if (e.isNull !== (e.payloadKind === PayloadKind.none)) return [ErrorCode.INVALID_ARGUMENT, 'a null event has no payload, and only a null event has none']
     if (e.isNull && def.category !== 'replacing') return [ErrorCode.INVALID_ARGUMENT, `only replacing events can be null; "${e.name}" is ${def.category}`]
     if (def.category === 'private' && !isRecipient(e.recipient)) return [ErrorCode.INVALID_ARGUMENT, `recipient ${JSON.stringify(e.recipient)} is not a client key <user>/<clientName>`]
+    let value: unknown
     if (e.payloadKind === PayloadKind.json) {
       // [EVT-PAYLOAD-2] JSON text is UTF-8: invalid bytes would be stored as replacement characters
       if (!isUtf8(e.payload)) return [ErrorCode.MALFORMED_FRAME, `payload of seq ${e.seq} is marked JSON but is not valid UTF-8`]
       try {
-        JSON.parse(Buffer.from(e.payload.buffer, e.payload.byteOffset, e.payload.byteLength).toString('utf8'))
+        value = JSON.parse(Buffer.from(e.payload.buffer, e.payload.byteOffset, e.payload.byteLength).toString('utf8'))
       } catch {
         return [ErrorCode.MALFORMED_FRAME, `payload of seq ${e.seq} is marked JSON but is not valid JSON`]
       }
     }
-    return null
+    if (def.key === undefined) {
+      if (e.key !== undefined) return [ErrorCode.INVALID_ARGUMENT, `event "${e.name}" is not keyed; it takes no key`]
+      return null
+    }
+    return keyVerdict(def.key, e, value)
   }
 
   /** Merges acks per (service, instance) and sends them once per turn of the event loop ([SVC-ACK-1]: several frames' ACKs in one). */

@@ -25,6 +25,8 @@ interface RaiseOptions {
   ca?: string
   cert?: string
   key?: string
+  /** [CLI-KEY-3] --event-key: the replacing key of a keyed event. */
+  eventKey?: string
 }
 
 function duration (value: string): number {
@@ -50,6 +52,7 @@ export async function runRaise (event: string, payload: JsonValue | undefined, o
   if (o.null === true && (o.category !== 'replacing' || payload !== undefined)) throw new ConfigError('--null raises a null instance of a replacing event: give --category replacing and no payload')
   if (o.null !== true && payload === undefined) throw new ConfigError('give the payload (JSON), or --null for a null instance of a replacing event')
   if ((o.to !== undefined) !== (o.category === 'private')) throw new ConfigError('a private event needs --to <user>/<client>, and only a private event takes --to')
+  if (o.eventKey !== undefined && o.category !== 'replacing') throw new ConfigError('--event-key names the replacing key of a keyed event: give --category replacing')
   const tls = o.ca === undefined && o.cert === undefined && o.key === undefined
     ? undefined
     : isSecureUrl(o.url) ? readTlsClientFiles({ ca: o.ca, cert: o.cert, key: o.key }, 'herald raise') : undefined
@@ -62,7 +65,7 @@ export async function runRaise (event: string, payload: JsonValue | undefined, o
     ...(tls !== undefined ? { tls } : {}),
     serviceId: o.service,
     secret,
-    events: [{ name: event, category: o.category, ...(o.lifetime !== undefined ? { lifetimeMs: o.lifetime } : {}) }],
+    events: [{ name: event, category: o.category, ...(o.lifetime !== undefined ? { lifetimeMs: o.lifetime } : {}), ...(o.eventKey !== undefined ? { key: { kind: 'raise' as const } } : {}) }],
     persistence
   })
   let lastError: HeraldError | null = null
@@ -73,9 +76,10 @@ export async function runRaise (event: string, payload: JsonValue | undefined, o
   endpoint.on('rejected', (info) => { refused = info.error })
   endpoint.on('expired', () => { refused = new HeraldError(ErrorCode.EXPIRED, 'its lifetime ran out before it was uploaded') })
   try {
+    const keyed = o.eventKey !== undefined ? { key: o.eventKey } : undefined
     const r = o.null === true
-      ? await endpoint.raiseNull(event)
-      : o.to !== undefined ? await endpoint.raisePrivate(event, o.to, payload as JsonValue) : await endpoint.raise(event, payload as JsonValue)
+      ? await endpoint.raiseNull(event, keyed)
+      : o.to !== undefined ? await endpoint.raisePrivate(event, o.to, payload as JsonValue) : await endpoint.raise(event, payload as JsonValue, keyed)
     endpoint.start()
     let timer: NodeJS.Timeout | undefined
     const timedOut = new Promise<false>((resolve) => { timer = setTimeout(() => { resolve(false) }, o.timeout) })
@@ -111,6 +115,7 @@ export function raiseCommand (): Command {
     .option('--lifetime <duration>', 'queueing and private: not sent once this old, e.g. 1h', duration)
     .option('--to <client>', 'private: the recipient, <user>/<client>')
     .option('--null', 'replacing: raise the null instance (the condition no longer holds)')
+    .option('--event-key <key>', 'keyed replacing: the replacing key (required for an event keyed by the raise, and with --null; --key is the TLS key file)')
     .option('--persistence <file>', 'keep the event in this SQLite file until the broker has it (default: memory)')
     .option('--timeout <duration>', 'how long to wait for the broker', duration, 30_000)
     .option('--ca <file>', 'with mqtts://: CA certificate (PEM) the broker\'s certificate must be signed by')

@@ -10,7 +10,7 @@ import { hostname } from 'node:os'
 import { Command, InvalidArgumentError, Option } from 'commander'
 import { pino } from 'pino'
 import { ClientEndpoint, SqlitePositionStore, type GapInfo, type HeraldEvent, type StartOption, type Subscription } from '@herald/client-endpoint'
-import { AuthError, ConfigError, ErrorCode, HeraldError, isValidName, parseDuration, toHeraldError } from '@herald/protocol'
+import { AuthError, ConfigError, ErrorCode, HeraldError, isValidName, keyProblem, KEY_LIMITS, parseDuration, toHeraldError } from '@herald/protocol'
 import { humanLogLine as humanLine, isSecureUrl, readTlsClientFiles, type TlsClientOptions } from '@herald/node-runtime'
 import {
   EventStats, LiveConsole, colorEnabled, formatClockTime, renderEventJson, renderEventLine, renderSummary, style, summaryModeFor, terminalSafeJson
@@ -31,6 +31,8 @@ export interface TailOptions {
   readonly passwordFile?: string
   readonly client?: string
   readonly services?: readonly string[]
+  /** [CLI-KEY-3] --event-key, repeatable: only instances of keyed events with these keys. */
+  readonly eventKey?: readonly string[]
   readonly start: StartOption
   readonly positions?: string
   readonly json?: boolean
@@ -226,6 +228,7 @@ export function tailCommand (): Command {
     .option('--guest', 'connect as a guest, without credentials')
     .option('--client <name>', 'client name (default: tail-<host>-<pid>); it decides which private events you get, and an application\'s name would take over its connection')
     .option('--services <ids>', 'only events from these services (comma-separated)', nameList)
+    .option('--event-key <key>', 'keyed replacing events: only instances with this replacing key (repeatable; --key is the TLS key file)', eventKeyArg)
     .option('--start <from>', 'without a stored position: all (what the broker holds), new (only new events), latest (the newest event per service, then new ones), a position (from that event on) or an ISO time (the first event the broker received at or after it, e.g. 2026-12-02T14:00:00Z)', startArg, 'all' as StartOption)
     .option('--positions <file>', 'keep positions in this SQLite file, so a restart resumes where it stopped (default: memory)')
     .option('--json', 'print one JSON object per event, with all its metadata')
@@ -355,7 +358,7 @@ async function runTail (eventArgs: readonly string[], opts: TailOptions): Promis
   stats.connection(client.status, Date.now())
   client.start()
   out.start()
-  const subscribeOptions = { start: opts.start, ...(opts.services !== undefined ? { services: opts.services } : {}) }
+  const subscribeOptions = { start: opts.start, ...(opts.services !== undefined ? { services: opts.services } : {}), ...(opts.eventKey !== undefined ? { keys: opts.eventKey } : {}) }
   try {
     const subs: Subscription[] = await Promise.all(events.map(async (event) => {
       try {
@@ -379,4 +382,13 @@ async function runTail (eventArgs: readonly string[], opts: TailOptions): Promis
   const o = outcome as { code: number, error: HeraldError | null } | null
   if (o?.error != null) throw o.error
   return o?.code ?? 0
+}
+
+/** [CLI-KEY-3] One --event-key, added to those before it (at most 1,000, each 1 to 128 characters, no control characters). */
+function eventKeyArg (value: string, previous: readonly string[] | undefined): readonly string[] {
+  const problem = keyProblem(value)
+  if (problem !== null) throw new InvalidArgumentError(problem)
+  const all = [...(previous ?? []), value]
+  if (all.length > KEY_LIMITS.maxKeysPerSubscription) throw new InvalidArgumentError(`at most ${KEY_LIMITS.maxKeysPerSubscription} keys`)
+  return all
 }

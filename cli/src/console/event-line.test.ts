@@ -33,6 +33,13 @@ describe('renderEventLine', () => {
     expect(renderEventLine(ev({ name: 'temperature', category: 'replacing', isNull: true, payload: null, age: 7_200_000 }), { arrivedAt: AT })).toBe('14:03:21.123 boiler-1 temperature #1234 2h [null]')
   })
 
+  it('[CLI-KEY-3] shows the replacing key of a keyed event, quoted, in the line and in the JSON record', () => {
+    const keyed = ev({ name: 'thermostat', category: 'replacing', key: 'room 1', payload: { c: 21 } })
+    expect(renderEventLine(keyed, { arrivedAt: AT })).toBe('14:03:21.123 boiler-1 thermostat #1234 120ms [key "room 1"] {"c":21}')
+    expect(eventRecord(keyed, AT).key).toBe('room 1')
+    expect('key' in eventRecord(ev(), AT)).toBe(false)
+  })
+
   it('tells a null instance from a JSON null payload', () => {
     expect(renderPayload({ isNull: true, payload: null })).toBe('[null]')
     expect(renderPayload({ isNull: false, payload: null })).toBe('null')

@@ -8,7 +8,7 @@ import { style } from './style.js'
 
 /** What rendering needs of an event: a HeraldEvent fits. */
 export type ConsoleEvent = Pick<HeraldEvent,
-  'id' | 'serviceId' | 'name' | 'category' | 'position' | 'raisedAt' | 'receivedAt' | 'age' | 'redelivered' | 'isNull' | 'recipient' | 'payload'>
+  'id' | 'serviceId' | 'name' | 'category' | 'position' | 'raisedAt' | 'receivedAt' | 'age' | 'redelivered' | 'isNull' | 'recipient' | 'payload'> & Pick<Partial<HeraldEvent>, 'key'>
 
 /** How the payload travelled ([EVT-PAYLOAD-1]): JSON text, opaque bytes, or none (a null instance). */
 export type PayloadKindName = 'json' | 'bytes' | 'none'
@@ -76,7 +76,7 @@ export function renderPayload (e: Pick<ConsoleEvent, 'isNull' | 'payload'>, opti
 
 /**
  * One human line: local time shown, service, event, `#position`, age, markers
- * (`[redelivered]`, `[to <recipient>]` for private events) and the payload, e.g.
+ * (`[redelivered]`, `[to <recipient>]` for private events, `[key "<key>"]` for keyed events) and the payload, e.g.
  * `14:03:21.123 boiler-1 alarms #1234 120ms {"code":"E42"}`. No trailing newline.
  */
 export function renderEventLine (e: ConsoleEvent, options: EventLineOptions): string {
@@ -90,6 +90,8 @@ export function renderEventLine (e: ConsoleEvent, options: EventLineOptions): st
   ]
   if (e.redelivered) parts.push(s.yellow('[redelivered]'))
   if (e.recipient !== null) parts.push(s.magenta(`[to ${e.recipient}]`))
+  // [CLI-KEY-3] the replacing key of a keyed event (JSON-quoted: a key may hold spaces)
+  if (e.key !== undefined) parts.push(s.magenta(`[key ${JSON.stringify(e.key)}]`))
   const payload = renderPayload(e, options)
   parts.push(e.isNull ? s.blue(payload) : payload)
   return parts.join(' ')
@@ -113,6 +115,8 @@ export interface EventRecord {
   readonly redelivered: boolean
   readonly isNull: boolean
   readonly recipient: string | null
+  /** [CLI-KEY-3] The replacing key of a keyed event; absent for unkeyed events. */
+  readonly key?: string
   readonly payloadKind: PayloadKindName
   /** The JSON value; base64 text for bytes; null for a null instance. */
   readonly payload: unknown
@@ -134,6 +138,7 @@ export function eventRecord (e: ConsoleEvent, arrivedAt: number): EventRecord {
     redelivered: e.redelivered,
     isNull: e.isNull,
     recipient: e.recipient,
+    ...(e.key !== undefined ? { key: e.key } : {}),
     payloadKind: kind,
     payload: kind === 'bytes' ? toBuffer(e.payload as Uint8Array).toString('base64') : kind === 'none' ? null : e.payload
   }

@@ -115,6 +115,23 @@ describe('gateway configuration', () => {
     expect(await errorOf(`${GOOD}metrics:\n  host: 127.0.0.1\n`)).toMatch(/^gw\.yaml:\d+: metrics\.port: is required$/)
   })
 
+  it('[GW-KEY-1] takes keyed events and a key per rule; names every misuse of a key', async () => {
+    const keyed = GOOD.replace('  - name: temperature\n    category: replacing\n', '  - name: temperature\n    category: replacing\n    key: { field: device }\n')
+      .replace('  - name: overheat\n    category: replacing\n', '  - name: overheat\n    category: replacing\n    key: raise\n')
+    const withKeys = keyed.replace('    payload: { device: $serial }\n', '    payload: { device: $serial }\n    key: $serial\n').replace('    raiseNull: overheat\n', '    raiseNull: overheat\n    key: $device\n')
+    const c = await parseGatewayConfig('gw.yaml', withKeys)
+    expect(c.events.find((e) => e.name === 'temperature')?.key).toEqual({ kind: 'field', field: 'device' })
+    expect(c.events.find((e) => e.name === 'overheat')?.key).toEqual({ kind: 'raise' })
+    expect(c.mapping[0]?.keyed).toEqual({ spec: { kind: 'field', field: 'device' }, source: null })
+    expect(c.mapping[2]?.keyed?.source).toEqual({ kind: 'meta', name: 'serial' })
+    expect(c.mapping[3]?.keyed?.source).toEqual({ kind: 'meta', name: 'device' })
+    // a raise-keyed event without a key in its rule; a key on an unkeyed event; a key on a queueing event
+    expect(await errorOf(keyed)).toMatch(/mapping\[2\]: "overheat" is keyed by the raise: give the rule a "key"/)
+    expect(await errorOf(withKeys.replace('    payload: { device: $serial, values: $fields }\n', '    payload: { device: $serial, values: $fields }\n    key: $serial\n'))).toMatch(/mapping\[1\]\.key: "readings" is not a keyed event/)
+    expect(await errorOf(withKeys.replace('    lifetime: 1d\n', '    lifetime: 1d\n    key: raise\n'))).toMatch(/events\[1\]\.key: only a replacing event can have a key/)
+    expect(await errorOf(withKeys.replace('      device: $serial\n      celsius', '      serial: $serial\n      celsius'))).toMatch(/mapping\[0\]\.payload: "temperature" is keyed by field "device"/)
+  })
+
   it('names the file, the line and the entry of every mistake', async () => {
     expect(await errorOf(withLine(26, '    raise: tempreature'))).toBe('gw.yaml:26: mapping[0].raise: unknown event "tempreature" (this service raises: temperature, readings, overheat)')
     expect(await errorOf(withLine(29, '      celsius: temp:float'))).toBe('gw.yaml:29: mapping[0].payload.celsius: "temp:float": unknown type "float" (one of string, number, int, bool)')

@@ -5,7 +5,7 @@
  */
 import { readFile } from 'node:fs/promises'
 import { dirname, resolve } from 'node:path'
-import { ConfigError, assertName, eventsOfService, parseByteSize, parseDuration } from '@herald/protocol'
+import { ConfigError, assertName, eventsOfService, parseByteSize, parseDuration, type EventKeySpec } from '@herald/protocol'
 import { checkBrokerConnection, isSecureUrl, loadSite, type TlsClientOptions } from '@herald/node-runtime'
 import { OverflowPolicy, type ServiceEventSpec } from '@herald/service-endpoint'
 import { parseDeviceUrl } from './device-url.js'
@@ -229,7 +229,7 @@ async function readEvents (root: YamlCursor, serviceId: string, base: string): P
   }
   const specs: ServiceEventSpec[] = []
   for (const e of eventsNode.items()) {
-    e.only(['name', 'category', 'lifetime', 'maxPayload'])
+    e.only(['name', 'category', 'lifetime', 'maxPayload', 'key'])
     const name = e.get('name').string()
     try {
       assertName(name, 'name')
@@ -240,12 +240,29 @@ async function readEvents (root: YamlCursor, serviceId: string, base: string): P
     const category = e.get('category').string()
     if (category !== 'replacing' && category !== 'queueing' && category !== 'private') throw e.get('category').error(`"${category}" is not replacing, queueing or private`)
     const lifetime = e.get('lifetime')
-    specs.push({
+    const spec: ServiceEventSpec = {
       name,
       category: category,
       lifetimeMs: lifetime.present ? lifetime.parsed((v) => parseDuration(v, 'lifetime')) : null,
       maxPayloadBytes: e.get('maxPayload').parsed((v) => parseByteSize(v, 'maxPayload'), 64 * 1024)
-    })
+    }
+    // [GW-KEY-1] as in the site: `key: raise` or `key: { field: <name> }`, replacing events only
+    const keyNode = e.get('key')
+    if (!keyNode.present) {
+      specs.push(spec)
+      continue
+    }
+    if (category !== 'replacing') throw keyNode.error(`only a replacing event can have a key; "${name}" is ${category}`)
+    let key: EventKeySpec
+    if (keyNode.isMapping) {
+      keyNode.only(['field'])
+      key = { kind: 'field', field: keyNode.get('field').string() }
+    } else if (keyNode.string() === 'raise') {
+      key = { kind: 'raise' }
+    } else {
+      throw keyNode.error('must be "raise" or { field: <payload field> }')
+    }
+    specs.push({ ...spec, key })
   }
   if (specs.length === 0) throw eventsNode.error('lists no event')
   return specs
@@ -257,7 +274,7 @@ function readMapping (node: YamlCursor, events: ReadonlyMap<string, ServiceEvent
   if (items.length > GATEWAY_LIMITS.rules) throw node.error(`has ${items.length} rules; at most ${GATEWAY_LIMITS.rules}`)
   const known = [...events.keys()].join(', ')
   return items.map((r) => {
-    r.only(['on', 'model', 'code', 'where', 'raise', 'raiseNull', 'payload'])
+    r.only(['on', 'model', 'code', 'where', 'raise', 'raiseNull', 'payload', 'key'])
     const on = r.get('on').string()
     if (on !== 'STATE' && on !== 'ALARM' && on !== 'CLEAR') throw r.get('on').error(`"${on}" is not a data frame type (STATE, ALARM or CLEAR)`)
     const code = r.get('code').optionalString() ?? null
@@ -277,10 +294,24 @@ function readMapping (node: YamlCursor, events: ReadonlyMap<string, ServiceEvent
     const spec = events.get(event)
     if (spec === undefined) throw target.error(`unknown event "${event}" (this service raises: ${known})`)
     if (spec.category === 'private') throw target.error(`"${event}" is a private event; device reports raise replacing or queueing events`)
+    // [GW-KEY-1] the key of a keyed event: `key: <source>` ($device, $serial, a field), or the payload's key field
+    const keyNode = r.get('key')
+    let keyed: MappingRule['keyed']
+    if (spec.key === undefined) {
+      if (keyNode.present) throw keyNode.error(`"${event}" is not a keyed event; a rule for it takes no key`)
+    } else {
+      const keyText = keyNode.present ? keyNode.string() : undefined
+      const source = keyText === undefined ? null : keyNode.parsed(() => parseValueSource(keyText))
+      if (source === null && (spec.key.kind === 'raise' || raiseNull.present)) {
+        throw r.error(`"${event}" is keyed${spec.key.kind === 'raise' ? ' by the raise' : ''}: give the rule a "key", e.g. key: $device`)
+      }
+      keyed = { spec: spec.key, source }
+    }
+    const keyedPart = keyed === undefined ? {} : { keyed }
     if (raiseNull.present) {
       if (spec.category !== 'replacing') throw target.error(`"${event}" is ${spec.category}; only a replacing event can be null`)
       if (r.get('payload').present) throw r.get('payload').error('a null event has no payload')
-      return { on: on, model: r.get('model').optionalString() ?? null, code, where, action: { kind: 'raiseNull', event } }
+      return { on: on, model: r.get('model').optionalString() ?? null, code, where, action: { kind: 'raiseNull', event }, ...keyedPart }
     }
     const payloadNode = r.get('payload')
     if (!payloadNode.present) throw payloadNode.error('is required with "raise": a mapping of payload keys to sources like $serial or temp:number')
@@ -291,6 +322,9 @@ function readMapping (node: YamlCursor, events: ReadonlyMap<string, ServiceEvent
       const text = src.string()
       return [k, src.parsed(() => parseValueSource(text))] as const
     })
-    return { on: on, model: r.get('model').optionalString() ?? null, code, where, action: { kind: 'raise', event, payload } }
+    if (keyed !== undefined && keyed.source === null && keyed.spec.kind === 'field' && !keys.includes(keyed.spec.field)) {
+      throw payloadNode.error(`"${event}" is keyed by field "${keyed.spec.field}": the payload needs that field, or give the rule a "key"`)
+    }
+    return { on: on, model: r.get('model').optionalString() ?? null, code, where, action: { kind: 'raise', event, payload }, ...keyedPart }
   })
 }

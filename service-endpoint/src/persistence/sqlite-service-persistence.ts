@@ -10,6 +10,8 @@
  *   them without scanning the table; in memory they change only after a commit succeeded.
  * - `events(seq INTEGER PRIMARY KEY, ...)`: one row per held event; `size` is its `eventSize`, so
  *   dropping and acknowledging know the bytes they free.
+ * - `events.rkey`: the replacing key of a keyed event ([SVC-KEY-3]), null for unkeyed ones; a file
+ *   made before keys gets the column when opened (same schema version: the column is only added).
  * - `marks(source TEXT PRIMARY KEY, value TEXT NOT NULL)`: the source marks ([SVC-MARK-1]), upserted
  *   in the transaction of their append, loaded into memory at open. Files made before marks existed
  *   get the table when opened (same schema version: the table is only added).
@@ -95,7 +97,7 @@ const MAX_OPS_PER_FLUSH = 10_000
 /** Rows read per query when dropping the oldest events. */
 const DROP_PAGE = 256
 const COMPONENT = 'SqliteServicePersistence'
-const COLUMNS = 'seq, name, category, raised_at, is_null, recipient, payload_kind, payload'
+const COLUMNS = 'seq, name, category, raised_at, is_null, recipient, payload_kind, payload, rkey'
 const CREATE_MARKS = 'CREATE TABLE IF NOT EXISTS marks (source TEXT PRIMARY KEY, value TEXT NOT NULL);'
 
 /** An empty list, shared: most appends supersede and drop nothing. */
@@ -103,7 +105,7 @@ const NONE: readonly number[] = Object.freeze([])
 /** The result of an append that dropped nothing, shared by all of them. */
 const NOTHING_DROPPED: Result = Object.freeze({ ok: true, value: Object.freeze({ dropped: Object.freeze([]) }) })
 
-type Row = [seq: number, name: string, category: number, raisedAt: number, isNull: number, recipient: string | null, payloadKind: number, payload: Buffer]
+type Row = [seq: number, name: string, category: number, raisedAt: number, isNull: number, recipient: string | null, payloadKind: number, payload: Buffer, rkey: string | null]
 
 type Op =
   | { readonly kind: 'append', readonly events: readonly RaisedEvent[], readonly supersede: readonly number[], readonly marks: ReadonlyMap<string, string> | undefined, readonly resolve: (o: AppendOutcome) => void, readonly reject: (err: unknown) => void }
@@ -235,6 +237,9 @@ export class SqliteServicePersistence implements ServicePersistence {
         if (problems.length !== 1 || problems[0] !== 'ok') throw new PersistenceError(`file is damaged: ${problems.join('; ')}`)
       }
       db.exec(CREATE_MARKS) // a file from before marks
+      // [SVC-KEY-3] a file from before replacing keys gets the column (null: unkeyed); same schema version
+      const columns = db.prepare(`SELECT name FROM pragma_table_info('events')`).pluck().all() as string[]
+      if (!columns.includes('rkey')) db.exec('ALTER TABLE events ADD COLUMN rkey TEXT')
     }
     if (opts.maxSizeBytes !== null) {
       const pageSize = db.pragma('page_size', { simple: true }) as number
@@ -252,7 +257,7 @@ export class SqliteServicePersistence implements ServicePersistence {
     if (marks.some(([source, value]) => typeof source !== 'string' || typeof value !== 'string')) throw new PersistenceError('file is damaged: a mark is not text')
     this.#markTable = new MarkTable(marks as Array<[string, string]>)
 
-    this.#insert = db.prepare(`INSERT INTO events (${COLUMNS}, size) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+    this.#insert = db.prepare(`INSERT INTO events (${COLUMNS}, size) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
     this.#sizeOf = db.prepare(`SELECT size FROM events WHERE seq = ?`).pluck()
     this.#deleteOne = db.prepare(`DELETE FROM events WHERE seq = ? RETURNING size`).pluck()
     this.#deleteUpTo = db.prepare(`DELETE FROM events WHERE seq <= ?`)
@@ -464,7 +469,7 @@ export class SqliteServicePersistence implements ServicePersistence {
           }
           const dropped = c.bytes + newBytes > this.#capacityBytes ? this.#dropOldest(c, c.bytes + newBytes - this.#capacityBytes) : []
           for (const e of op.events) {
-            this.#insert.run(e.seq, e.name, CATEGORY_CODE[e.category], e.raisedAt, e.isNull ? 1 : 0, e.recipient, e.payloadKind, e.payload, eventSize(e))
+            this.#insert.run(e.seq, e.name, CATEGORY_CODE[e.category], e.raisedAt, e.isNull ? 1 : 0, e.recipient, e.payloadKind, e.payload, e.key ?? null, eventSize(e))
           }
           if (op.marks !== undefined) {
             // [SVC-MARK-1] in the transaction of the events; in call order, so the last writer wins
@@ -517,7 +522,7 @@ export class SqliteServicePersistence implements ServicePersistence {
       if (rows.length === 0) break
       for (const row of rows) {
         dropped.push(toEvent(row))
-        freed += row[8]
+        freed += row[9]
         after = row[0]
         if (freed >= need) break
       }
@@ -551,7 +556,8 @@ export class SqliteServicePersistence implements ServicePersistence {
           recipient TEXT,
           payload_kind INTEGER NOT NULL,
           payload BLOB NOT NULL,
-          size INTEGER NOT NULL
+          size INTEGER NOT NULL,
+          rkey TEXT
         );
         ${CREATE_MARKS}
         PRAGMA application_id = ${HERALD_SERVICE_PERSISTENCE_APP_ID};
@@ -564,8 +570,9 @@ export class SqliteServicePersistence implements ServicePersistence {
 }
 
 function toEvent (row: Row | [...Row, number]): RaisedEvent {
-  const [seq, name, category, raisedAt, isNull, recipient, payloadKind, payload] = row
+  const [seq, name, category, raisedAt, isNull, recipient, payloadKind, payload, rkey] = row
   const cat = CATEGORY_BY_CODE[category]
   if (cat === undefined) throw new PersistenceError(`service persistence: event ${seq} has an unknown category code ${category}`)
-  return { seq, name, category: cat, raisedAt, isNull: isNull !== 0, recipient, payloadKind: payloadKind as PayloadKind, payload }
+  const e: RaisedEvent = { seq, name, category: cat, raisedAt, isNull: isNull !== 0, recipient, payloadKind: payloadKind as PayloadKind, payload }
+  return rkey === null ? e : { ...e, key: rkey }
 }

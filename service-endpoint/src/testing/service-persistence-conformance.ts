@@ -109,6 +109,24 @@ export function describeServicePersistenceConformance (name: string, factory: Se
       if (reopen !== undefined) await expectHeld(await reopen(), events)
     })
 
+    it('[SVC-KEY-3] keeps the replacing key of keyed events, and no key on unkeyed ones', async () => {
+      const { p, reopen } = await fresh()
+      const base = { category: 'replacing' as const, raisedAt: 1_731_000_000_000, recipient: null, payloadKind: PayloadKind.json, payload: Buffer.from('{"t":1}', 'utf8') }
+      const events: RaisedEvent[] = [
+        { ...base, seq: 1, name: 'thermo', isNull: false, key: 't1' },
+        { ...base, seq: 2, name: 'thermo', isNull: true, payloadKind: PayloadKind.none, payload: new Uint8Array(0), key: 'Größe 📱' },
+        { ...base, seq: 3, name: 'door', isNull: false }
+      ]
+      await p.append(events)
+      const check = async (q: ServicePersistence): Promise<void> => {
+        const back = await q.read(0, 10)
+        expect(back.map((e) => e.key)).toEqual(['t1', 'Größe 📱', undefined])
+        expect('key' in (back[2] as object)).toBe(false)
+      }
+      await check(p)
+      if (reopen !== undefined) await check(await reopen())
+    })
+
     it('keeps events in seq order across appends, with gaps in the seqs [SVC-PERSIST-5]', async () => {
       const { p } = await fresh()
       const events = [1, 2, 5, 9, 10, 11, 1_000_000_000_000].map((s) => sizedEvent(s, 60 + s % 50))
