@@ -45,7 +45,7 @@ describe('PostgresEventStore', () => {
     await a.close()
     const c = new pg.Client({ connectionString: url })
     await c.connect()
-    expect((await c.query("SELECT value FROM herald_meta WHERE key = 'schema'")).rows[0].value).toBe('1')
+    expect((await c.query<{ value: string }>("SELECT value FROM herald_meta WHERE key = 'schema'")).rows[0]?.value).toBe('1')
     await c.query("UPDATE herald_meta SET value = 99 WHERE key = 'schema'")
     await c.end()
     await expect(createPostgresEventStore({ url, limitsOf })).rejects.toThrow(/schema version 99; this broker reads version 1/)

@@ -484,7 +484,7 @@ export class Delivery {
     // expired events already told of (and purged since) are not told again
     const after = Math.max(sub.cursor, sub.gapFloor)
     const query = { event: sub.def.name, after, services: sub.services, recipient: sub.recipient }
-    let gap: Gap | null = epoch === sub.removalSeen ? null : store.gap({ ...query, sinceEpoch: sub.removalSeen })
+    const gap: Gap | null = epoch === sub.removalSeen ? null : store.gap({ ...query, sinceEpoch: sub.removalSeen })
     sub.removalSeen = epoch
     // [CLI-GAP-2] once per subscription start: expired events the purge has not deleted yet, which a read skips
     const found = first && sub.def.lifetimeMs !== null ? store.expiredUnpurged?.({ ...query, now: this.ctx.clock.now() }) ?? null : null

@@ -54,7 +54,7 @@ export interface PostgresEventStoreOptions {
 
 /** Defaults of the optional options. */
 export const POSTGRES_EVENT_STORE_DEFAULTS = Object.freeze({
-  logger: silentLogger as Logger,
+  logger: silentLogger,
   maxDedupKeys: DEDUP_KEY_DEFAULTS.maxDedupKeys,
   maxReadConnections: 4,
   pollMs: 1000,
@@ -98,7 +98,7 @@ interface FlushOutcome {
 const TYPES = {
   getTypeParser: (oid: number, format?: 'text' | 'binary'): ((v: string) => unknown) => {
     if (oid === 20) return (v: string) => Number(v)
-    return pg.types.getTypeParser(oid, format as 'text') as (v: string) => unknown
+    return pg.types.getTypeParser(oid, format) as (v: string) => unknown
   }
 }
 
@@ -853,7 +853,7 @@ export class PostgresEventStore implements EventStore {
   }
 
   #failure (what: string, err: unknown): PersistenceError {
-    if (err instanceof ClosedError) return err as unknown as PersistenceError
+    if (err instanceof ClosedError) return err
     return new PersistenceError(`event store: ${what} failed: ${(err as Error).message}`, { cause: err })
   }
 
