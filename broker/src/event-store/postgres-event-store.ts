@@ -520,10 +520,11 @@ export class PostgresEventStore implements EventStore {
       for (const [s, e, rc, p, reason] of out.removals) this.#removals.record(s, e, rc === NO_RECIPIENT ? null : rc, p, reason)
       this.#removals.end()
     }
-    this.#learnHead(out.to)
     if (out.to > out.from) {
+      // the feed tells them from memory when nothing committed between what it told and them
       const own: StoredEvent[] = []
       for (const r of out.results) for (const e of r.stored) own.push(e)
+      if (out.to > this.#head) this.#head = out.to
       this.#advance(out.to, { from: out.from, events: own })
     }
     for (let i = 0; i < pending.length; i++) pending[i]!.resolve(out.results[i]!)
