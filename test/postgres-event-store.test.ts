@@ -52,6 +52,23 @@ describe('PostgresEventStore', () => {
     await expect(createPostgresEventStore({ url, limitsOf })).rejects.toBeInstanceOf(PersistenceError)
   })
 
+  it('[PG-TXN-1] values reach the database as they are: keys with quotes, backslashes and non-ASCII, any payload bytes', async () => {
+    const url = await freshDatabase()
+    const s = await createPostgresEventStore({ url, limitsOf })
+    try {
+      const key = "it's a \\ key; DROP TABLE herald_events; -- é\u{1F600}"
+      const payload = new Uint8Array(256).map((_, i) => i)
+      const r = await s.append({ serviceId: 'svc', instance: 'i1', events: [{ ...ev(1), payload, key }], handledUpTo: 1, receivedAt: T0 })
+      expect(r.stored).toHaveLength(1)
+      const again = await s.append({ serviceId: 'svc', instance: 'i1', events: [{ ...ev(2), key }], handledUpTo: 2, receivedAt: T0 })
+      expect([again.stored.length, again.duplicates]).toEqual([0, 1])
+      const read = await s.read({ event: 'log', after: 0, services: null, recipient: null, now: T0, limit: 10 })
+      expect(Array.from(read[0]!.payload)).toEqual(Array.from(payload))
+    } finally {
+      await s.close()
+    }
+  })
+
   it('[CLUSTER-DEDUP-1] [PG-POS-1] two stores on one database: one dedup record, positions in commit order, each told every commit once', async () => {
     const url = await freshDatabase()
     const a = await createPostgresEventStore({ url, limitsOf, pollMs: 50 })

@@ -544,67 +544,61 @@ export class PostgresEventStore implements EventStore {
     return c
   }
 
-  /** One transaction: the whole group commit ([PG-TXN-1]). Changes nothing in memory. */
+  /**
+   * One transaction: the whole group commit ([PG-TXN-1]), in two round trips: the reads (BEGIN,
+   * the head lock, the dedup records locked, known keys, null heads), then every write and COMMIT.
+   * Both are simple-protocol statement lists with the values as escaped literals (numbers checked
+   * by checkBatch, strings through escapeLiteral, payloads as bytea hex), so a flush costs two
+   * round trips whatever it holds. Changes nothing in memory.
+   */
   async #write (client: pg.Client, pending: readonly Pending[]): Promise<FlushOutcome> {
-    await client.query('BEGIN')
-    // [PG-POS-1] the commit-order lock; every writer takes it first, so no deadlock between them
-    const head = await client.query<{ value: number }>("SELECT value FROM herald_meta WHERE key = 'head' FOR UPDATE")
-    const from = head.rows[0]!.value
-
+    const lit = (v: string): string => client.escapeLiteral(v)
+    const int = (n: number): string => {
+      if (!Number.isSafeInteger(n)) throw new RequestError(ErrorCode.INVALID_ARGUMENT, `event store: ${n} is not a whole number`)
+      return String(n)
+    }
     // what the flush must know from the database: dedup records (locked), known keys, null heads
     const inst = new Map<string, [string, string]>()
-    const keyed: Array<[string, string, string]> = []
+    const keyed = new Map<string, [string, string, string]>()
     const replacing = new Map<string, [string, string, string]>()
     for (const { batch, limits } of pending) {
       inst.set(seqKey(batch.serviceId, batch.instance), [batch.serviceId, batch.instance])
       for (let i = 0; i < batch.events.length; i++) {
         const e = batch.events[i]!
-        if (e.key !== undefined) keyed.push([batch.serviceId, batch.instance, e.key])
+        if (e.key !== undefined) keyed.set(`${seqKey(batch.serviceId, batch.instance)}\u0000${e.key}`, [batch.serviceId, batch.instance, e.key])
         if (limits[i]!.category === Category.replacing) {
           const rc = e.recipient ?? NO_RECIPIENT
           replacing.set(queueKey(batch.serviceId, e.name, rc), [batch.serviceId, e.name, rc])
         }
       }
     }
-    const seqs = new Map<string, { service: string, instance: string, last: number, before: number }>()
-    const il = [...inst.values()]
-    // [CLUSTER-DEDUP-1] FOR UPDATE: the dedup record is the database's, not a broker's memory
-    const dd = await client.query<[string, string, number]>({
-      text: `SELECT service, instance, last_seq FROM herald_dedup
-        WHERE (service, instance) IN (SELECT * FROM unnest($1::text[], $2::text[])) FOR UPDATE`,
-      values: [il.map((x) => x[0]), il.map((x) => x[1])],
-      rowMode: 'array'
-    })
-    const known = new Map<string, number>()
-    for (const [s, i, l] of dd.rows) known.set(seqKey(s, i), l)
-    for (const [k, [s, i]] of inst) seqs.set(k, { service: s, instance: i, last: known.get(k) ?? 0, before: known.get(k) ?? -1 })
-    const knownKeys = new Set<string>()
-    if (keyed.length > 0) {
-      const kr = await client.query<[string, string, string]>({
-        text: `SELECT service, instance, key FROM herald_dedup_keys
-          WHERE (service, instance, key) IN (SELECT * FROM unnest($1::text[], $2::text[], $3::text[]))`,
-        values: [keyed.map((x) => x[0]), keyed.map((x) => x[1]), keyed.map((x) => x[2])],
-        rowMode: 'array'
-      })
-      for (const [s, i, k] of kr.rows) knownKeys.add(`${seqKey(s, i)}\u0000${k}`)
-    }
-    const nulls = new Map<string, boolean>()
+    const tuples = (rows: Iterable<readonly string[]>): string => [...rows].map((r) => `(${r.map(lit).join(', ')})`).join(', ')
+    // [PG-POS-1] the commit-order lock first, so no deadlock between writers;
+    // [CLUSTER-DEDUP-1] then the dedup records, FOR UPDATE: the database's, not a broker's memory
+    const reads = ['BEGIN', "SELECT value FROM herald_meta WHERE key = 'head' FOR UPDATE",
+      `SELECT service, instance, last_seq FROM herald_dedup WHERE (service, instance) IN (VALUES ${tuples(inst.values())}) FOR UPDATE`]
+    if (keyed.size > 0) reads.push(`SELECT service, instance, key FROM herald_dedup_keys WHERE (service, instance, key) IN (VALUES ${tuples(keyed.values())})`)
     if (replacing.size > 0) {
-      const rl = [...replacing.values()]
-      const nr = await client.query<[string, string, string]>({
-        text: `SELECT service, event, recipient FROM herald_events WHERE category = ${CATEGORY_CODE.replacing} AND (flags & ${FLAG_NULL}) <> 0
-          AND (service, event, recipient) IN (SELECT * FROM unnest($1::text[], $2::text[], $3::text[]))`,
-        values: [rl.map((x) => x[0]), rl.map((x) => x[1]), rl.map((x) => x[2])],
-        rowMode: 'array'
-      })
-      for (const [s, e, rc] of nr.rows) nulls.set(queueKey(s, e, rc), true)
+      reads.push(`SELECT service, event, recipient FROM herald_events WHERE category = ${CATEGORY_CODE.replacing} AND (flags & ${FLAG_NULL}) <> 0
+        AND (service, event, recipient) IN (VALUES ${tuples(replacing.values())})`)
     }
+    const rr = await client.query({ text: reads.join(';\n'), rowMode: 'array' }) as unknown as Array<pg.QueryResult<unknown[]>>
+    const from = Number(rr[1]!.rows[0]![0])
+    const seqs = new Map<string, { service: string, instance: string, last: number, before: number }>()
+    const known = new Map<string, number>()
+    for (const [s, i, l] of rr[2]!.rows as Array<[string, string, number]>) known.set(seqKey(s, i), l)
+    for (const [k, [s, i]] of inst) seqs.set(k, { service: s, instance: i, last: known.get(k) ?? 0, before: known.get(k) ?? -1 })
+    let next = 3
+    const knownKeys = new Set<string>()
+    if (keyed.size > 0) for (const [s, i, k] of rr[next++]!.rows as Array<[string, string, string]>) knownKeys.add(`${seqKey(s, i)}\u0000${k}`)
+    const nulls = new Map<string, boolean>()
+    if (replacing.size > 0) for (const [s, e, rc] of rr[next]!.rows as Array<[string, string, string]>) nulls.set(queueKey(s, e, rc), true)
 
     // the same judgement as the SQLite store's #write, row by row
-    const cols: unknown[][] = Array.from({ length: 14 }, () => [])
+    const values: string[] = []
     const queues = new Map<string, { service: string, event: string, recipient: string, cap: number, added: number, replacing: boolean }>()
     const counted = new Map<string, EventCounters>()
-    const addedKeys: Array<[string, string, string, number]> = []
+    const addedKeys: string[] = []
     const keyTouched = new Map<string, [string, string]>()
     const flushKeys = new Set<string>()
     const results: AppendResult[] = []
@@ -629,7 +623,7 @@ export class PostgresEventStore implements EventStore {
           const kk = `${sk}\u0000${e.key}`
           if (flushKeys.has(kk) || knownKeys.has(kk)) { duplicates++; continue }
           flushKeys.add(kk)
-          addedKeys.push([serviceId, instance, e.key, e.seq])
+          addedKeys.push(`(${lit(serviceId)}, ${lit(instance)}, ${lit(e.key)}, ${int(e.seq)})`)
           keyTouched.set(sk, [serviceId, instance])
         }
         const lim = limits[i]!
@@ -650,10 +644,9 @@ export class PostgresEventStore implements EventStore {
           nulls.set(qk, e.isNull)
         }
         position++ // [STORE-POS-1] [PG-POS-1]
-        const payload = Buffer.from(e.payload.buffer, e.payload.byteOffset, e.payload.byteLength)
-        const row = [position, serviceId, instance, e.seq, e.name, CATEGORY_CODE[e.category], recipient,
-          e.raisedAt, receivedAt, expiresAt, e.isNull ? FLAG_NULL : 0, e.payloadKind, payload, e.age ?? 0]
-        for (let c = 0; c < 14; c++) cols[c]!.push(row[c])
+        const hex = Buffer.from(e.payload.buffer, e.payload.byteOffset, e.payload.byteLength).toString('hex')
+        values.push(`(${position}, ${lit(serviceId)}, ${lit(instance)}, ${int(e.seq)}, ${lit(e.name)}, ${CATEGORY_CODE[e.category]}, ${lit(recipient)}, ` +
+          `${int(e.raisedAt)}, ${int(receivedAt)}, ${expiresAt === null ? 'NULL' : int(expiresAt)}, ${e.isNull ? FLAG_NULL : 0}, ${int(e.payloadKind)}, '\\x${hex}', ${int(e.age ?? 0)})`)
         const q = queues.get(qk)
         if (q === undefined) queues.set(qk, { service: serviceId, event: e.name, recipient, cap: capOf(lim), added: 1, replacing: e.category === Category.replacing })
         else q.added++
@@ -663,81 +656,57 @@ export class PostgresEventStore implements EventStore {
       results.push({ stored, duplicates, lastSeq: sd.last, expired, nullsDropped })
     }
 
-    const counts = new Map<string, number>()
-    const removals: FlushOutcome['removals'] = []
+    const writes: string[] = []
+    let deleted = -1
+    let trimmed = -1
     if (position > from) {
-      await client.query({
-        text: `INSERT INTO herald_events (${COLUMNS}) SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::text[],
-          $6::smallint[], $7::text[], $8::bigint[], $9::bigint[], $10::bigint[], $11::smallint[], $12::smallint[], $13::bytea[], $14::bigint[])`,
-        values: cols
-      })
-      // queue sizes, then [STORE-REPLACE-1] [STORE-QUEUE-1] the oldest beyond each cap go
+      writes.push(`INSERT INTO herald_events (${COLUMNS}) VALUES ${values.join(', ')}`)
       const ql = [...queues.values()]
-      const qr = await client.query<[string, string, string, number]>({
-        text: `INSERT INTO herald_queues (service, event, recipient, count) SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[])
-          ON CONFLICT (service, event, recipient) DO UPDATE SET count = herald_queues.count + excluded.count
-          RETURNING service, event, recipient, count`,
-        values: [ql.map((q) => q.service), ql.map((q) => q.event), ql.map((q) => q.recipient), ql.map((q) => q.added)],
-        rowMode: 'array'
-      })
-      const over: Array<[string, string, string, number]> = []
-      for (const [s, e, rc, n] of qr.rows) {
-        const k = queueKey(s, e, rc)
-        counts.set(k, n)
-        const q = queues.get(k)!
-        if (n > q.cap) over.push([s, e, rc, n - q.cap])
-      }
-      if (over.length > 0) {
-        const dr = await client.query<[number, string, string, string, number | null]>({
-          text: `WITH q AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) AS q(s, e, r, k))
-            DELETE FROM herald_events WHERE position IN (
-              SELECT x.position FROM q CROSS JOIN LATERAL (
-                SELECT position FROM herald_events WHERE service = q.s AND event = q.e AND recipient = q.r ORDER BY position LIMIT q.k) AS x)
-            RETURNING position, service, event, recipient, expires_at`,
-          values: [over.map((x) => x[0]), over.map((x) => x[1]), over.map((x) => x[2]), over.map((x) => x[3])],
-          rowMode: 'array'
-        })
-        const gone = new Map<string, [string, string, string, number]>()
-        for (const [p, s, e, rc, expiresAt] of dr.rows) {
-          const k = queueKey(s, e, rc)
-          const g = gone.get(k)
-          if (g === undefined) gone.set(k, [s, e, rc, 1])
-          else g[3]++
-          const q = queues.get(k)!
-          const kind = expiresAt !== null && expiresAt <= now ? 'expired' : q.replacing ? 'replaced' : 'pushedOut'
-          countFor(counted, e, kind)
-          if (kind !== 'replaced') removals.push([s, e, rc, p, kind])
-        }
-        for (const [k, n] of await this.#subtractQueues(client, [...gone.values()])) counts.set(k, n)
-      }
+      writes.push(`INSERT INTO herald_queues (service, event, recipient, count) VALUES ${ql.map((q) => `(${lit(q.service)}, ${lit(q.event)}, ${lit(q.recipient)}, ${q.added})`).join(', ')}
+        ON CONFLICT (service, event, recipient) DO UPDATE SET count = herald_queues.count + excluded.count`)
+      // [STORE-REPLACE-1] [STORE-QUEUE-1] the oldest beyond each cap go, then the counts follow
+      const caps = `(VALUES ${ql.map((q) => `(${lit(q.service)}, ${lit(q.event)}, ${lit(q.recipient)}, ${q.cap})`).join(', ')}) AS c(s, e, r, cap)`
+      deleted = writes.length
+      writes.push(`DELETE FROM herald_events WHERE position IN (
+          SELECT x.position FROM herald_queues q JOIN ${caps} ON q.service = c.s AND q.event = c.e AND q.recipient = c.r AND q.count > c.cap
+          CROSS JOIN LATERAL (SELECT position FROM herald_events WHERE service = q.service AND event = q.event AND recipient = q.recipient
+            ORDER BY position LIMIT q.count - c.cap) AS x)
+        RETURNING position, service, event, recipient, expires_at`)
+      trimmed = writes.length
+      writes.push(`UPDATE herald_queues AS q SET count = least(q.count, c.cap) FROM ${caps}
+        WHERE q.service = c.s AND q.event = c.e AND q.recipient = c.r RETURNING q.service, q.event, q.recipient, q.count`)
     }
-    const changed = [...seqs.values()].filter((s) => s.last !== s.before)
+    const changed = [...seqs.values()].filter((x) => x.last !== x.before)
     if (changed.length > 0) {
-      await client.query({
-        text: `INSERT INTO herald_dedup (service, instance, last_seq) SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])
-          ON CONFLICT (service, instance) DO UPDATE SET last_seq = excluded.last_seq`,
-        values: [changed.map((s) => s.service), changed.map((s) => s.instance), changed.map((s) => s.last)]
-      })
+      writes.push(`INSERT INTO herald_dedup (service, instance, last_seq) VALUES ${changed.map((x) => `(${lit(x.service)}, ${lit(x.instance)}, ${int(x.last)})`).join(', ')}
+        ON CONFLICT (service, instance) DO UPDATE SET last_seq = excluded.last_seq`)
     }
     if (addedKeys.length > 0) {
-      await client.query({
-        text: `INSERT INTO herald_dedup_keys (service, instance, key, seq) SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[])
-          ON CONFLICT (service, instance, key) DO UPDATE SET seq = excluded.seq`,
-        values: [addedKeys.map((x) => x[0]), addedKeys.map((x) => x[1]), addedKeys.map((x) => x[2]), addedKeys.map((x) => x[3])]
-      })
+      writes.push(`INSERT INTO herald_dedup_keys (service, instance, key, seq) VALUES ${addedKeys.join(', ')}
+        ON CONFLICT (service, instance, key) DO UPDATE SET seq = excluded.seq`)
       // beyond maxDedupKeys per (service, instance), the oldest (lowest seqs) go
-      const kt = [...keyTouched.values()]
-      await client.query({
-        text: `DELETE FROM herald_dedup_keys d USING unnest($1::text[], $2::text[]) AS t(s, i)
-          WHERE d.service = t.s AND d.instance = t.i AND d.seq <= (
-            SELECT seq FROM herald_dedup_keys WHERE service = t.s AND instance = t.i ORDER BY seq DESC OFFSET $3 LIMIT 1)`,
-        values: [kt.map((x) => x[0]), kt.map((x) => x[1]), this.#opts.maxDedupKeys]
-      })
+      writes.push(`DELETE FROM herald_dedup_keys d USING (VALUES ${tuples(keyTouched.values())}) AS t(s, i)
+        WHERE d.service = t.s AND d.instance = t.i AND d.seq <= (
+          SELECT seq FROM herald_dedup_keys WHERE service = t.s AND instance = t.i ORDER BY seq DESC OFFSET ${this.#opts.maxDedupKeys} LIMIT 1)`)
     }
-    const writtenAt = performance.now()
     // [CLUSTER-FEED-1] the doorbell rings at COMMIT, with the new head only
-    if (position > from) await client.query(`UPDATE herald_meta SET value = ${position} WHERE key = 'head'; NOTIFY ${this.#opts.channel}, '${position}'; COMMIT`)
-    else await client.query('COMMIT')
+    if (position > from) writes.push(`UPDATE herald_meta SET value = ${position} WHERE key = 'head'`, `NOTIFY ${this.#opts.channel}, '${position}'`)
+    const writtenAt = performance.now()
+    writes.push('COMMIT')
+    const wr = await client.query({ text: writes.join(';\n'), rowMode: 'array' }) as unknown as pg.QueryResult<unknown[]> | Array<pg.QueryResult<unknown[]>>
+    const wl = Array.isArray(wr) ? wr : [wr]
+
+    const counts = new Map<string, number>()
+    const removals: FlushOutcome['removals'] = []
+    if (deleted >= 0) {
+      for (const [p, s, e, rc, expiresAt] of wl[deleted]!.rows as Array<[number, string, string, string, number | null]>) {
+        const q = queues.get(queueKey(s, e, rc))!
+        const kind = expiresAt !== null && expiresAt <= now ? 'expired' : q.replacing ? 'replaced' : 'pushedOut'
+        countFor(counted, e, kind)
+        if (kind !== 'replaced') removals.push([s, e, rc, p, kind])
+      }
+      for (const [s, e, rc, n] of wl[trimmed]!.rows as Array<[string, string, string, number]>) counts.set(queueKey(s, e, rc), n)
+    }
     return { results, from, to: position, queues: counts, counted, removals, writtenAt }
   }
 
