@@ -52,6 +52,26 @@ describe('PostgresEventStore', () => {
     await expect(createPostgresEventStore({ url, limitsOf })).rejects.toBeInstanceOf(PersistenceError)
   })
 
+  it('[CLUSTER-INGEST-1] two stores numbering one instance themselves (assignSeqs): every event stored, seqs 1..n once each', async () => {
+    const url = await freshDatabase()
+    const a = await createPostgresEventStore({ url, limitsOf })
+    const b = await createPostgresEventStore({ url, limitsOf })
+    try {
+      expect(a.assignsSeqs).toBe(true)
+      const appends = []
+      for (let i = 0; i < 100; i++) {
+        for (const s of [a, b]) appends.push(s.append({ serviceId: 'svc', instance: '_ingest', events: [ev(1)], handledUpTo: 1, receivedAt: T0, assignSeqs: true }))
+      }
+      const results = await Promise.all(appends)
+      expect(results.every((r) => r.stored.length === 1 && r.duplicates === 0)).toBe(true)
+      expect(results.map((r) => r.stored[0]!.seq).sort((x, y) => x - y)).toEqual(Array.from({ length: 200 }, (_, i) => i + 1))
+      expect(await a.lastSeq('svc', '_ingest')).toBe(200)
+    } finally {
+      await a.close()
+      await b.close()
+    }
+  })
+
   it('[PG-TXN-1] values reach the database as they are: keys with quotes, backslashes and non-ASCII, any payload bytes', async () => {
     const url = await freshDatabase()
     const s = await createPostgresEventStore({ url, limitsOf })

@@ -57,6 +57,12 @@ export interface AppendBatch {
    * counts from `receivedAt - age` ([STORE-EXPIRE-1]).
    */
   readonly receivedAt: number
+  /**
+   * [CLUSTER-INGEST-1] The store numbers the events itself, in the transaction, after its dedup
+   * record (the events' seqs are placeholders, increasing, and `handledUpTo` is ignored); the
+   * stored events carry the seqs given. Only for stores with `assignsSeqs`. Default false.
+   */
+  readonly assignSeqs?: boolean
 }
 
 /** What one append did. */
@@ -158,6 +164,11 @@ export interface ReadQuery {
  */
 export interface EventStore {
   append (batch: AppendBatch): Promise<AppendResult>
+  /**
+   * [CLUSTER-INGEST-1] True for a store that takes `AppendBatch.assignSeqs` (a store shared by
+   * several brokers, where no broker can number an instance alone).
+   */
+  readonly assignsSeqs?: boolean
   /**
    * The highest seq handled for (service, instance), or 0. A store shared by several brokers
    * answers with a promise (a read of the dedup record); a caller awaits only a promise, so a

@@ -200,6 +200,9 @@ export class PostgresEventStore implements EventStore {
   #pollFailure: string | null = null
   #commitObserver: CommitObserver | null = null
 
+  /** [CLUSTER-INGEST-1] appends may leave the numbering to the store. */
+  readonly assignsSeqs = true
+
   /** Use `createPostgresEventStore`; takes ownership of `writer`. */
   constructor (writer: pg.Client, opts: Required<PostgresEventStoreOptions>, where: string) {
     this.#opts = opts
@@ -614,8 +617,11 @@ export class PostgresEventStore implements EventStore {
       let duplicates = 0
       let expired = 0
       let nullsDropped = 0
+      // [CLUSTER-INGEST-1] numbered here, under the lock of the dedup record
+      const assign = batch.assignSeqs === true
       for (let i = 0; i < batch.events.length; i++) {
-        const e = batch.events[i]!
+        const given = batch.events[i]!
+        const e = assign ? { ...given, seq: last + 1 } : given
         if (e.seq <= last) { duplicates++; continue } // [STORE-DEDUP-1]
         last = e.seq
         if (e.key !== undefined) {
@@ -652,7 +658,7 @@ export class PostgresEventStore implements EventStore {
         else q.added++
         stored.push(storedFrom(e, e.payload, { position, serviceId, instance, receivedAt, expiresAt }))
       }
-      sd.last = Math.max(last, batch.handledUpTo)
+      sd.last = assign ? last : Math.max(last, batch.handledUpTo)
       results.push({ stored, duplicates, lastSeq: sd.last, expired, nullsDropped })
     }
 

@@ -275,8 +275,12 @@ export class PlainIngest {
     let appended: Promise<AppendResult>
     try {
       // [PLAIN-INGEST-3] the next seq of the service's ingest instance; a failed commit leaves a gap, never a reuse
-      const known = this.#seqs.get(service.id) ?? this.#ctx.store.lastSeq(service.id, INGEST_INSTANCE)
-      if (isPromise(known)) {
+      const store = this.#ctx.store
+      const known = store.assignsSeqs === true ? null : this.#seqs.get(service.id) ?? store.lastSeq(service.id, INGEST_INSTANCE)
+      if (known === null) {
+        // [CLUSTER-INGEST-1] several brokers number this instance: the shared store does it in its transaction
+        appended = store.append({ serviceId: service.id, instance: INGEST_INSTANCE, events: [{ ...p.event, seq: 1 }], handledUpTo: 1, receivedAt: p.event.raisedAt, assignSeqs: true })
+      } else if (isPromise(known)) {
         // [PG-ASYNC-1] a shared store reads the record first; publishes of the service meanwhile
         // chain behind this one (#seqs holds the promise of the seq they continue from)
         const next = known.then((last) => last + 1)
