@@ -14,6 +14,7 @@ import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import Database from 'better-sqlite3'
 import { afterEach, describe, expect, it } from 'vitest'
+import mqtt from 'mqtt'
 import type { HeraldEvent } from '@herald/client-endpoint'
 import { waitFor } from '@herald/protocol/testing'
 import { Harness } from './support/harness.js'
@@ -63,6 +64,35 @@ describe('brokers sharing one PostgreSQL', { timeout: 420_000 }, () => {
     await c2.subscribe('readings', { start: 'all' }, (e) => { late.push(e) })
     await waitFor(() => late.length >= 500, '500 events at the late client', 60_000)
     expect(late.map((e) => e.position)).toEqual(got.map((e) => e.position))
+  })
+
+  it('[CLUSTER-INGEST-1] plain-MQTT raises of one service through two brokers at once: every PUBACKed event stored, none counted a duplicate', async () => {
+    h = await Harness.create()
+    pg = await startPostgres()
+    const site = await writeTestSite(h.dir)
+    const a = await broker(site, 'a', 0, pg.url())
+    const b = await broker(site, 'b', 0, pg.url())
+    const got: HeraldEvent[] = []
+    const client = h.client(a.url, 'alice', 'app')
+    await client.subscribe('readings', {}, (e) => { got.push(e) })
+    const devices = await Promise.all([a.url, b.url].map(async (url, i) => {
+      const c = mqtt.connect(url, { clientId: `dev-${i}`, username: 'svc-a', password: SECRETS['svc-a'], protocolVersion: 4, reconnectPeriod: 0 })
+      await new Promise<void>((resolve, reject) => { c.once('connect', () => { resolve() }); c.once('error', reject) })
+      return c
+    }))
+    try {
+      const publishes: Array<Promise<void>> = []
+      for (let i = 0; i < 200; i++) {
+        const c = devices[i % 2]!
+        publishes.push(new Promise((resolve, reject) => { c.publish('herald/v1/raise/readings', JSON.stringify({ n: i }), { qos: 1 }, (err) => { if (err !== undefined && err !== null) reject(err); else resolve() }) }))
+      }
+      await Promise.all(publishes)
+      await waitFor(() => got.length >= 200, '200 events at the client', 60_000)
+      expect(got.map((e) => (e.payload as { n: number }).n).sort((x, y) => x - y)).toEqual(Array.from({ length: 200 }, (_, i) => i))
+      expect(new Set(got.map((e) => e.id)).size).toBe(200)
+    } finally {
+      for (const c of devices) await c.endAsync()
+    }
   })
 
   it(`[CLUSTER-DEDUP-1] 3 brokers SIGKILLed at random during ${N} events: exactly once to the transactional client, no unflagged duplicate to the other, positions never go back`, async () => {
