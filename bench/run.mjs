@@ -2,7 +2,7 @@
 //
 //   npm run bench                         build, then every scenario at full size
 //   npm run bench -- --quick              small sizes, for a quick check (targets not judged)
-//   npm run bench -- --only s1,s5         some scenarios (s1 .. s8, s10)
+//   npm run bench -- --only s1,s5         some scenarios (s1 .. s8, s10, s11)
 //   npm run bench -- --cpu-prof           profile the Herald processes (bench/results/profiles/)
 //   npm run bench -- --no-save            do not write bench/results/<date>.json
 //
@@ -14,6 +14,7 @@ import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { BenchError, Child, freePort, killEach, nodeChild, nowMs } from './lib/proc.mjs'
 import { EVENT, ROOT, SERVICE_SECRET, USER, USER_PASSWORD, findMosquitto, proc, startAedes, startHerald, startMosquitto } from './lib/brokers.mjs'
+import { startPostgres } from './lib/postgres.mjs'
 import { clientChildren, heraldIngestRun, heraldRun, heraldWorkspace, mqttRun, serviceChildren, split } from './lib/runs.mjs'
 import { heraldGroupRun } from './lib/group-runs.mjs'
 
@@ -25,7 +26,7 @@ const { values: opts } = parseArgs({
     'no-save': { type: 'boolean', default: false }
   }
 })
-const SCENARIOS = ['s1', 's2', 's3', 's4', 's5', 's6', 's7', 's8', 's10']
+const SCENARIOS = ['s1', 's2', 's3', 's4', 's5', 's6', 's7', 's8', 's10', 's11']
 const only = opts.only === undefined ? SCENARIOS : opts.only.split(',').map((s) => s.trim())
 for (const s of only) {
   if (!SCENARIOS.includes(s)) {
@@ -36,8 +37,8 @@ for (const s of only) {
 
 /** Sizes of each scenario; quick runs are for checking the harness, not for judging targets. */
 const SIZE = opts.quick
-  ? { s1: 20_000, s1StopWait: 1000, s1Rate: 2000, s2: 2000, s3: 200, s4: 50_000, s5: 50_000, s6Clients: 100, s7Guests: 50, s7Subs: 100, s10: 2000, minutes: 2 }
-  : { s1: 200_000, s1StopWait: 5000, s1Rate: 10_000, s2: 20_000, s3: 2000, s4: 1_000_000, s5: 300_000, s6Clients: 1000, s7Guests: 500, s7Subs: 1000, s10: 10_000, minutes: 6 }
+  ? { s11: 10_000, s1: 20_000, s1StopWait: 1000, s1Rate: 2000, s2: 2000, s3: 200, s4: 50_000, s5: 50_000, s6Clients: 100, s7Guests: 50, s7Subs: 100, s10: 2000, minutes: 2 }
+  : { s11: 100_000, s1: 200_000, s1StopWait: 5000, s1Rate: 10_000, s2: 20_000, s3: 2000, s4: 1_000_000, s5: 300_000, s6Clients: 1000, s7Guests: 500, s7Subs: 1000, s10: 10_000, minutes: 6 }
 const FAN_OUT = 20
 const FAN_IN = 100
 /** Processes on each side of a many-endpoint scenario (the machine has few cores). */
@@ -135,6 +136,42 @@ async function s1 () {
   row('1 service -> 1 client', 'latency p99 at 1,000 events/s, positions process-crash', 'ms', 'lower', l(heraldCrashOnlyPaced, 'p99'), l(paced.mosquitto, 'p99'), l(paced.aedes, 'p99'))
   row('1 service -> 1 client', 'client CPU per event at 1,000 events/s (power-loss)', 'µs', 'lower', cpu(heraldPaced), null, null)
   row('1 service -> 1 client', 'client CPU per event at 1,000 events/s (process-crash)', 'µs', 'lower', cpu(heraldCrashOnlyPaced), null, null)
+}
+
+// Scenario 11: brokers on PostgreSQL ([PG-*], [CLUSTER-*]). Scenario 1's shape (1 service, 1
+// client) on the single SQLite broker, then on 1 broker and on 2 brokers sharing one PostgreSQL
+// (the service on one broker, the client on the other), in the same run: throughput at full load,
+// and latency at 1,000 events/s. A fresh database per run; fsync and synchronous_commit on.
+async function s11 () {
+  const n = SIZE.s11
+  const rate = 1000
+  const paced = SIZE.s1Rate
+  const pg = await startPostgres()
+  const runs = {}
+  try {
+    for (const [name, brokers] of [['sqlite', 1], ['pg1', 1], ['pg2', 2]]) {
+      const storeUrl = name === 'sqlite' ? null : await pg.database()
+      log(`s11: ${name} full load`)
+      const full = await heraldRun({ services: 1, serviceProcs: 1, count: n, clients: 1, clientProcs: 1, deadline: deadlineIn(), storeUrl, brokers })
+      log(`s11: ${name} at 1,000/s`)
+      const storePaced = name === 'sqlite' ? null : await pg.database()
+      const slow = await heraldRun({ services: 1, serviceProcs: 1, count: paced, rate, clients: 1, clientProcs: 1, deadline: deadlineIn(), storeUrl: storePaced, brokers })
+      runs[name] = { full, slow }
+    }
+  } finally {
+    await pg.remove()
+  }
+  raw.s11 = runs
+  const l = (r, k) => r.latency === null ? null : r.latency[k]
+  for (const [name, label] of [['pg1', '1 broker on PostgreSQL'], ['pg2', '2 brokers on PostgreSQL (service on one, client on the other)']]) {
+    const r = runs[name]
+    const s = runs.sqlite
+    // the "Mosquitto" column holds the single SQLite broker of the same run
+    row(`cluster: ${label}`, 'throughput, full load (vs SQLite broker)', 'events/s', 'higher', r.full.perSecond, s.full.perSecond, null)
+    row(`cluster: ${label}`, 'latency p50 at 1,000 events/s (vs SQLite broker)', 'ms', 'lower', l(r.slow, 'p50'), l(s.slow, 'p50'), null)
+    row(`cluster: ${label}`, 'latency p99 at 1,000 events/s (vs SQLite broker)', 'ms', 'lower', l(r.slow, 'p99'), l(s.slow, 'p99'), null)
+    row(`cluster: ${label}`, 'broker CPU per event, full load (all brokers; vs SQLite broker)', 'µs', 'lower', r.full.cpuPerEvent.broker, s.full.cpuPerEvent.broker, null)
+  }
 }
 
 // Scenario 8: plain MQTT ([PLAIN-*]): what the view and ingest cost. Scenario 1's Herald run
@@ -451,7 +488,7 @@ if (mosq === null) {
   log('Mosquitto is not installed: its column stays empty. Install it with: sudo apt-get install mosquitto')
 }
 log(`Herald benchmark, ${opts.quick ? 'quick' : 'full'} run: ${only.join(', ')}`)
-const fns = { s1, s2, s3, s4, s5, s6, s7, s8, s10 }
+const fns = { s1, s2, s3, s4, s5, s6, s7, s8, s10, s11 }
 for (const s of only) {
   const t = nowMs()
   try {

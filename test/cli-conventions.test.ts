@@ -33,6 +33,8 @@ describe('herald command line', () => {
     [['broker', '--site', 'a.yaml', '--data', 'd', '--dashboard'], '--dashboard needs --metrics-port'],
     [['broker', '--site', 'a.yaml', '--data', 'd', '--metrics-port', '0', '--dashboard-gateway', 'http://127.0.0.1:9101/metrics'], '--dashboard-gateway needs --dashboard'],
     [['broker', '--site', 'a.yaml', '--data', 'd', '--metrics-port', '0', '--dashboard', '--dashboard-gateway', 'notaurl'], "argument 'notaurl' is invalid. \"notaurl\" is not a URL"],
+    // [PG-CLI-1] the store URL is checked as it is read
+    [['broker', '--site', 'a.yaml', '--data', 'd', '--store', 'mysql://x'], "argument 'mysql://x' is invalid. \"mysql://x\" is not a postgres:// URL"],
     [['gateway'], "required option '--config <file>' not specified"],
     // [CLI-DEAD-7]
     [['dead-letters', 'list'], "required option '--positions <file>' not specified"],

@@ -7,7 +7,7 @@ import { chmod, mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { tempDir } from '@herald/node-runtime/testing'
-import { PREREQUISITES, missingPrerequisites, prerequisitesMessage } from './support/prerequisites.mjs'
+import { PREREQUISITES, missingPrerequisites, postgresBinDirs, prerequisitesMessage } from './support/prerequisites.mjs'
 
 const ROOT = join(import.meta.dirname, '..')
 
@@ -48,8 +48,29 @@ describe('system prerequisites of the tests', () => {
     const bin = await pathWith(others.map((p) => p.command), [first!.command])
     expect(missingPrerequisites(bin).map((p) => p.command)).toEqual([first!.command])
     expect(missingPrerequisites(`/nonexistent:${bin}`).map((p) => p.command)).toEqual([first!.command])
-    expect(missingPrerequisites('').map((p) => p.command)).toEqual(all)
+    expect(missingPrerequisites('', PREREQUISITES, []).map((p) => p.command)).toEqual(all)
     expect(prerequisitesMessage([])).toBeNull()
+  })
+
+  it('looks for the optional PostgreSQL binaries in Debian\'s version directories too, and only for them', async () => {
+    const root = await tempDir('herald-prereq-pg-')
+    try {
+      const bin = join(root.path, '15', 'bin')
+      await mkdir(bin, { recursive: true })
+      await mkdir(join(root.path, '9', 'bin'), { recursive: true })
+      await writeFile(join(bin, 'pg_ctl'), '#!/bin/sh\n')
+      await chmod(join(bin, 'pg_ctl'), 0o755)
+      expect(postgresBinDirs(root.path)).toEqual([bin, join(root.path, '9', 'bin')])
+      expect(postgresBinDirs(join(root.path, 'none'))).toEqual([])
+      const pgEntry = PREREQUISITES.find((p) => p.package === 'postgresql')
+      expect(pgEntry?.optional).toBe(true)
+      expect(missingPrerequisites('', [pgEntry!], [bin])).toEqual([])
+      expect(missingPrerequisites('', [pgEntry!], [])).toEqual([pgEntry])
+      // a required one is not looked for there
+      expect(missingPrerequisites('', [{ ...pgEntry!, optional: false }], [bin])).toHaveLength(1)
+    } finally {
+      await root.remove()
+    }
   })
 
   it('run by node, without socat: exit 1 and one line naming the package', async () => {
@@ -67,7 +88,7 @@ describe('system prerequisites of the tests', () => {
 
   it('--missing-packages prints the packages to install, for .ci/run', async () => {
     const bin = await pathWith(['socat'])
-    const expected = [...new Set(PREREQUISITES.filter((p) => p.command !== 'socat').map((p) => p.package))].join(' ')
+    const expected = [...new Set(missingPrerequisites(bin).map((p) => p.package))].join(' ')
     expect(expected).toContain('openssl')
     expect(await run([join(ROOT, 'test', 'support', 'prerequisites.mjs'), '--missing-packages'], bin)).toEqual({ code: 0, stdout: `${expected}\n`, stderr: '' })
   })
@@ -76,7 +97,7 @@ describe('system prerequisites of the tests', () => {
     const bin = await pathWith([])
     const r = await run([join(ROOT, 'node_modules', 'vitest', 'vitest.mjs'), 'run', 'protocol/src/duration.test.ts'], bin)
     expect(r.code).toBe(1)
-    expect(r.stderr).toContain(`${prerequisitesMessage(PREREQUISITES)!}\n`)
+    expect(r.stderr).toContain(`${prerequisitesMessage(PREREQUISITES.filter((p) => p.optional !== true))!}\n`)
     expect(r.stderr).toContain('herald tests: missing system packages: socat, openssl')
     expect(r.stdout).not.toContain('duration.test.ts')
   })

@@ -117,9 +117,9 @@ export async function writeSite (dir, services) {
  * guest limits per address and in all, and the pending connections per address, are raised for the
  * 1,000 idle guests of s6, which connect at once.
  */
-export async function startHerald ({ site, dataDir, port = 0, nodeArgs = [] }, deadline) {
+export async function startHerald ({ site, dataDir, port = 0, nodeArgs = [], storeUrl = null }, deadline) {
   const limits = ['--max-guest-connections-per-address', '10000', '--max-guest-connections', '10000', '--max-pending-connections-per-address', '10000']
-  const child = new Child('herald broker', process.execPath, [...nodeArgs, join(ROOT, 'cli/bin/herald.js'), 'broker', '--site', site, '--data', dataDir, '--port', String(port), '--log-level', 'warn', ...limits])
+  const child = new Child('herald broker', process.execPath, [...nodeArgs, join(ROOT, 'cli/bin/herald.js'), 'broker', '--site', site, '--data', dataDir, '--port', String(port), '--log-level', 'warn', ...limits, ...(storeUrl !== null ? ['--store', storeUrl] : [])])
   const line = await child.waitFor((m) => typeof m === 'string' && m.startsWith('herald broker listening on '), 'the listening line', deadline)
   return {
     kind: 'herald',

@@ -101,13 +101,17 @@ export function clientChildren ({ url, dir, clients, procs, expect, guests = fal
  * service endpoints raising `count` events each (client positions in `durability` mode). Throughput
  * counts from the first raise() call to the last handler call.
  */
-export async function heraldRun ({ services, serviceProcs, count, rate = 0, window = 5000, maxUnacked = 4000, clients, clientProcs, deadline, nodeArgs = [], durability, plainSubscriber = null }) {
+export async function heraldRun ({ services, serviceProcs, count, rate = 0, window = 5000, maxUnacked = 4000, clients, clientProcs, deadline, nodeArgs = [], durability, plainSubscriber = null, storeUrl = null, brokers = 1 }) {
   const ws = await heraldWorkspace(services)
   const children = []
   let broker = null
+  // [CLUSTER-*] with storeUrl: `brokers` brokers on that PostgreSQL; services on the first, clients on the last
+  const others = []
   try {
-    broker = await startHerald({ site: ws.site, dataDir: join(ws.dir, 'data'), nodeArgs }, deadline)
-    const cl = clientChildren({ url: broker.url, dir: ws.dir, clients, procs: clientProcs, expect: services * count, nodeArgs, durability })
+    broker = await startHerald({ site: ws.site, dataDir: join(ws.dir, 'data'), nodeArgs, storeUrl }, deadline)
+    for (let i = 1; i < brokers; i++) others.push(await startHerald({ site: ws.site, dataDir: join(ws.dir, `data${i}`), nodeArgs, storeUrl }, deadline))
+    const clientBroker = others.length > 0 ? others[others.length - 1] : broker
+    const cl = clientChildren({ url: clientBroker.url, dir: ws.dir, clients, procs: clientProcs, expect: services * count, nodeArgs, durability })
     children.push(...cl)
     await Promise.all(cl.map((c) => c.waitFor('ready', 'clients subscribed', deadline)))
     // a plain MQTT client on the read-only view ([PLAIN-VIEW-*]), besides the client endpoints
@@ -121,12 +125,12 @@ export async function heraldRun ({ services, serviceProcs, count, rate = 0, wind
     const sv = serviceChildren({ url: broker.url, dir: ws.dir, services, procs: serviceProcs, count, rate, window, maxUnacked, nodeArgs })
     children.push(...sv)
     await Promise.all(sv.map((c) => c.waitFor('ready', 'services online', deadline)))
-    const cpu0 = [broker.child.cpu(), sum(sv.map((c) => c.cpu())), sum(cl.map((c) => c.cpu()))]
+    const cpu0 = [broker.child.cpu() + sum(others.map((b) => b.child.cpu())), sum(sv.map((c) => c.cpu())), sum(cl.map((c) => c.cpu()))]
     for (const s of sv) s.send('go')
     const raised = (await Promise.all(sv.map((c) => c.waitFor('raised', 'every raise() resolved', deadline)))).map((m) => m.raised)
     const results = (await Promise.all(cl.map((c) => c.waitFor('result', `${services * count} events per client`, deadline)))).map((m) => m.result)
     const plainResult = plain === null ? null : (await plain.waitFor('result', `${services * count} events at the plain subscriber`, deadline)).result
-    const cpu1 = [broker.child.cpu(), sum(sv.map((c) => c.cpu())), sum(cl.map((c) => c.cpu()))]
+    const cpu1 = [broker.child.cpu() + sum(others.map((b) => b.child.cpu())), sum(sv.map((c) => c.cpu())), sum(cl.map((c) => c.cpu()))]
     const start = Math.min(...raised.map((r) => r.start))
     const end = Math.max(...results.map((r) => r.last))
     const deliveries = results.reduce((s, r) => s + r.received, 0)
@@ -143,6 +147,7 @@ export async function heraldRun ({ services, serviceProcs, count, rate = 0, wind
     return { events: services * count, deliveries, redelivered, cpuPerEvent, seconds: (end - start) / 1000, perSecond: deliveries / ((end - start) / 1000), latency: mergeLatency(results.map((r) => r.latency)), plainView }
   } finally {
     await killEach(children)
+    for (const b of others) await b.child.kill()
     if (broker !== null) await broker.child.kill()
     await ws.dispose()
   }

@@ -456,6 +456,10 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
     plainView.onStored(events)
     tail.push(events)
   }
+  // [CLUSTER-FEED-1] a store shared by several brokers tells every commit, this broker's and the
+  // others', in position order: live delivery follows it, not the results of this broker's appends
+  const shared = store.onCommitted !== undefined
+  store.onCommitted?.((events) => { stored(events) })
   const uplink = new Uplink({
     site,
     store,
@@ -465,7 +469,7 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
       const c = services.get(serviceId)
       if (c !== undefined) writers.get(c)?.write(frame)
     },
-    onStored: (events) => { stored(events) },
+    onStored: (events) => { if (!shared) stored(events) },
     onStoreFailure: (serviceId) => { services.get(serviceId)?.close() }
   })
   const delivery = new Delivery({
@@ -509,7 +513,7 @@ export async function createBroker (options: BrokerOptions): Promise<Broker> {
     store,
     clock,
     logger,
-    onStored: (events) => { stored(events) },
+    onStored: (events) => { if (!shared) stored(events) },
     maxConnectionBytes: limits.maxIngestConnectionBytes,
     maxPendingBytes: limits.maxIngestPendingBytes
   })

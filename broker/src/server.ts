@@ -4,7 +4,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import { isIP } from 'node:net'
 import { join } from 'node:path'
 import type { Duplex } from 'node:stream'
-import { ConfigError, ErrorCode, silentLogger, type Logger, type Site } from '@herald/protocol'
+import { ConfigError, ErrorCode, silentLogger, type EventDefinition, type Logger, type Site } from '@herald/protocol'
 import { METRICS_SERVER_DEFAULTS, loadSite, startMetricsServer, type MetricsServer, type MetricsServerOptions } from '@herald/node-runtime'
 import { createBroker, type Broker, type BrokerOptions } from './broker.js'
 import { describeSiteChange, type SiteChangeReport } from './site/site-change.js'
@@ -12,6 +12,7 @@ import { lockDataDir, type DataDirLock } from './data-dir.js'
 import type { Registry } from 'prom-client'
 import { brokerMetricsRegistry } from './metrics.js'
 import { createSqliteEventStore } from './event-store/sqlite-event-store.js'
+import { createPostgresEventStore } from './event-store/postgres-event-store.js'
 import { listenTcp, type TcpListener } from './listeners/tcp-listener.js'
 import { checkTlsCertificates, listenTls, type TlsCertificates, type TlsListener } from './listeners/tls-listener.js'
 import { listenWebSocket, type HttpHandler, type WebSocketListener } from './listeners/websocket-listener.js'
@@ -61,6 +62,12 @@ export interface BrokerServerOptions extends Omit<BrokerOptions, 'site' | 'store
    * locked by this broker until close() ([BROKER-DIR-1], [BROKER-LOCK-1]).
    */
   readonly dataDir: string
+  /**
+   * [PG-CLI-1] A postgres:// URL: the events are stored in that PostgreSQL database, which several
+   * brokers may share ([CLUSTER-*]), instead of SQLite in `dataDir` (which is then still locked, and
+   * holds no events). Default: none (SQLite).
+   */
+  readonly storeUrl?: string | undefined
   /** TCP port; 0 picks a free one. */
   readonly port: number
   /** Default 127.0.0.1. */
@@ -180,7 +187,7 @@ export const EVENTS_FILE = 'events.db'
  * before. Connections that arrive while the store opens are closed (the endpoints reconnect).
  */
 export async function startBrokerServer (options: BrokerServerOptions): Promise<BrokerServer> {
-  const { site: siteOpt, dataDir, port, host: hostOpt, tls, insecure, webSocket, metrics, dashboard: dashboardOpt, ...rest } = options
+  const { site: siteOpt, dataDir, storeUrl, port, host: hostOpt, tls, insecure, webSocket, metrics, dashboard: dashboardOpt, ...rest } = options
   const host = hostOpt ?? '127.0.0.1'
   const logger = options.logger ?? silentLogger
   // everything that can be refused is refused before the data directory and the store are touched;
@@ -272,12 +279,11 @@ export async function startBrokerServer (options: BrokerServerOptions): Promise<
       }
       throw err
     }
-    const store = await createSqliteEventStore({
-      path: join(dataDir, EVENTS_FILE),
-      // [SITE-RELOAD-6] the limits of the site in force, reloads included
-      limitsOf: (name) => (ready ?? siteHolder).site.events.get(name),
-      logger
-    })
+    // [SITE-RELOAD-6] the limits of the site in force, reloads included
+    const limitsOf = (name: string): EventDefinition | undefined => (ready ?? siteHolder).site.events.get(name)
+    const store = storeUrl !== undefined
+      ? await createPostgresEventStore({ url: storeUrl, limitsOf, logger })
+      : await createSqliteEventStore({ path: join(dataDir, EVENTS_FILE), limitsOf, logger })
     let broker: Broker
     try {
       broker = await createBroker({ ...rest, site, store })

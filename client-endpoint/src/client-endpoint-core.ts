@@ -6,7 +6,7 @@
  * (client-endpoint.ts: MQTT over TCP/TLS, SQLite, transactional mode) and the browser entry
  * (browser/index.ts: MQTT over WebSocket, IndexedDB) wrap it.
  */
-import { AuthError, ClosedError, ConfigError, ErrorCode, FrameType, HeraldError, Link, RequestError, TypedEmitter, assertName, checkInt, clientClientId, clientKey, clientMessageTopic, clientRequestTopic, decodeControl, decodeEvents, encodeRequest, errorFromWire, frameType, isValidName, keyProblem, KEY_LIMITS, silentLogger, systemClock, toHeraldError, withDefaults, StatusFeed, type Clock, type Logger, type Transport, type Widened, type GapReport, type StartFrom, type StoredEvent, type TimerHandle, type EndpointConnectionOptions } from '@herald/protocol'
+import { AuthError, ClosedError, ConfigError, ErrorCode, FrameType, HeraldError, Link, RequestError, TypedEmitter, assertName, checkInt, clientClientId, clientKey, clientMessageTopic, clientRequestTopic, decodeControl, decodeEvents, encodeRequest, errorFromWire, frameType, isValidName, keyProblem, KEY_LIMITS, silentLogger, systemClock, toHeraldError, withDefaults, StatusFeed, type Clock, type Logger, type Transport, type Widened, type GapReport, type StartFrom, type StoredEvent, type TimerHandle, type EndpointConnectionOptions, checkMoreUrls } from '@herald/protocol'
 import { ClientSubscription, type EventHandler } from './client-subscription.js'
 import { toHeraldEvent, type HeraldEvent } from './herald-event.js'
 import { MemoryPositionStore } from './positions/memory-position-store.js'
@@ -249,11 +249,12 @@ export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointE
     if (options === undefined || options === null) throw new ConfigError('ClientEndpoint: options are required')
     this.platform = platform
     platform.checkConnection(options.url)
+    const moreUrls = checkMoreUrls('ClientEndpoint', options.moreUrls, (u) => { platform.checkConnection(u) })
     assertName(options.clientName, 'ClientEndpoint: clientName')
     if (options.user !== undefined) assertName(options.user, 'ClientEndpoint: user')
     if (options.user !== undefined && typeof options.password !== 'string') throw new ConfigError('ClientEndpoint: option "password" is required with "user"')
     // the entry's own options (Node: `tls`) are checked by platform.checkConnection
-    const { url: _u, tls: _t, clientName: _n, user: _us, password: _p, positions: _pos, transport: _tr, clock: _c, random: _r, logger: _l, ...numeric } = options as ClientEndpointCoreOptions & { tls?: unknown }
+    const { url: _u, moreUrls: _m, tls: _t, clientName: _n, user: _us, password: _p, positions: _pos, transport: _tr, clock: _c, random: _r, logger: _l, ...numeric } = options as ClientEndpointCoreOptions & { tls?: unknown }
     this.opts = withDefaults('ClientEndpoint', CLIENT_ENDPOINT_DEFAULTS, numeric)
     checkInt('ClientEndpoint', 'window', this.opts.window, 1, 100_000)
     checkInt('ClientEndpoint', 'positionSyncMs', this.opts.positionSyncMs, 0, 3_600_000)
@@ -268,6 +269,7 @@ export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointE
       clock: this.clock,
       random: this.random,
       url: options.url,
+      moreUrls,
       clientId: clientClientId(this.key),
       username: options.user,
       password: options.password,

@@ -126,6 +126,19 @@ describe('Link', () => {
     ])
   })
 
+  it('[CLUSTER-URL-1] with moreUrls, each attempt after a failure or a lost connection dials the next broker, round robin', () => {
+    const h = makeLink({ random: () => 0, moreUrls: ['mqtt://b', 'mqtt://c'] })
+    h.link.start()
+    h.transport.last.refuse(ErrorCode.CONNECTION_LOST)
+    advanceToRetry(h, backoffDelay(0, reconnect, () => 0))
+    h.transport.last.open()
+    h.transport.last.drop()
+    advanceToRetry(h, backoffDelay(0, reconnect, () => 0))
+    h.transport.last.refuse(ErrorCode.CONNECTION_LOST)
+    advanceToRetry(h, backoffDelay(1, reconnect, () => 0))
+    expect(h.transport.dials.map((d) => d.options.url)).toEqual(['mqtt://memory', 'mqtt://b', 'mqtt://c', 'mqtt://memory'])
+  })
+
   it('reports a refusal as offline with the typed AuthError, and keeps retrying', () => {
     const h = makeLink({ random: () => 0.5 })
     h.link.start()

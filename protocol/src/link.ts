@@ -7,7 +7,7 @@
  */
 import { backoffDelay, type BackoffOptions } from './backoff.js'
 import { systemClock, type Clock, type TimerHandle } from './clock.js'
-import type { HeraldError } from './errors.js'
+import { ConfigError, type HeraldError } from './errors.js'
 import { silentLogger, type Logger } from './logger.js'
 import type { DialOptions, Transport, TransportConnection } from './transport.js'
 import { TypedEmitter } from './typed-emitter.js'
@@ -19,6 +19,8 @@ export interface LinkOptions extends DialOptions {
   /** Uniform numbers in [0, 1) for the backoff's jitter. Default Math.random. */
   readonly random?: (() => number) | undefined
   readonly logger?: Logger | undefined
+  /** [CLUSTER-URL-1] Other brokers to try in turn after `url` (see EndpointConnectionOptions.moreUrls). */
+  readonly moreUrls?: readonly string[] | undefined
 }
 
 /** How an endpoint connects: the options both endpoints take, with the defaults in their DEFAULTS tables. */
@@ -41,6 +43,23 @@ export interface EndpointConnectionOptions {
   /** Uniform numbers in [0, 1) for the jitter of the reconnect backoff (and the client's handler retries). Default Math.random. */
   readonly random?: () => number
   readonly logger?: Logger
+  /**
+   * [CLUSTER-URL-1] More brokers of the same cluster (brokers sharing one PostgreSQL store): after a
+   * connection attempt fails or a connection ends, the next attempt goes to the next URL, `url`
+   * first, round robin, with the same backoff. Each is checked like `url`. Default: none.
+   */
+  readonly moreUrls?: readonly string[]
+}
+
+/** Checks `moreUrls` with the entry's own URL check ([CLUSTER-URL-1]); returns them (none: []). */
+export function checkMoreUrls (component: string, moreUrls: unknown, check: (url: string) => void): readonly string[] {
+  if (moreUrls === undefined) return []
+  if (!Array.isArray(moreUrls) || moreUrls.length > 64) throw new ConfigError(`${component}: option "moreUrls" must be an array of at most 64 broker URLs`)
+  for (const u of moreUrls) {
+    if (typeof u !== 'string') throw new ConfigError(`${component}: option "moreUrls" must hold URL strings, got ${typeof u}`)
+    check(u)
+  }
+  return moreUrls as string[]
 }
 
 export interface LinkEvents {
@@ -61,6 +80,8 @@ export interface LinkEvents {
 export class Link extends TypedEmitter<LinkEvents> {
   private conn: TransportConnection | null = null
   private attempt = 0
+  /** Index into [url, ...moreUrls] of the broker the next attempt dials ([CLUSTER-URL-1]). */
+  private urlIndex = 0
   private timer: TimerHandle | null = null
   private closed = false
   private isOnline = false
@@ -136,8 +157,9 @@ export class Link extends TypedEmitter<LinkEvents> {
         this.closedWith(error)
       }
     }
+    const urls = o.moreUrls ?? []
     conn = o.transport.dial({
-      url: o.url,
+      url: this.urlIndex === 0 ? o.url : (urls[this.urlIndex - 1] ?? o.url),
       clientId: o.clientId,
       username: o.username,
       password: o.password,
@@ -156,6 +178,9 @@ export class Link extends TypedEmitter<LinkEvents> {
     if (reason !== null) this.logger.debug({ err: reason.message, code: reason.code }, 'connection closed')
     if (wasOnline || reason !== null) this.emit('offline', reason)
     if (this.closed) return
+    // [CLUSTER-URL-1] the next attempt goes to the next broker
+    const n = 1 + (this.options.moreUrls?.length ?? 0)
+    this.urlIndex = (this.urlIndex + 1) % n
     const delay = backoffDelay(this.attempt++, this.options.reconnect, this.options.random)
     this.timer = this.clock.setTimer(() => { this.connect() }, delay)
   }

@@ -2,7 +2,7 @@
  * ServiceEndpoint: raises events on a device gateway, online or offline, keeps them in service
  * persistence until the broker has durably acknowledged them, and uploads them in order.
  */
-import { AuthError, ClosedError, ConfigError, ErrorCode, HeraldError, NULL_PAYLOAD, PayloadKind, RequestError, TypedEmitter, Link, assertName, checkInt, decodeAck, encodePayload, encodeUp, errorFromWire, eventId, serviceAckTopic, serviceClientId, serviceUpTopic, silentLogger, systemClock, toHeraldError, utf8Length, withDefaults, StatusFeed, keyFromValue, keyProblem, type Category, type EventKeySpec, type Clock, type Logger, type TimerHandle, type Payload, type RaisedEvent, type Widened, type PersistenceError , type EndpointConnectionOptions } from '@herald/protocol'
+import { AuthError, ClosedError, ConfigError, ErrorCode, HeraldError, NULL_PAYLOAD, PayloadKind, RequestError, TypedEmitter, Link, assertName, checkInt, decodeAck, encodePayload, encodeUp, errorFromWire, eventId, serviceAckTopic, serviceClientId, serviceUpTopic, silentLogger, systemClock, toHeraldError, utf8Length, withDefaults, StatusFeed, keyFromValue, keyProblem, type Category, type EventKeySpec, type Clock, type Logger, type TimerHandle, type Payload, type RaisedEvent, type Widened, type PersistenceError, type EndpointConnectionOptions, checkMoreUrls } from '@herald/protocol'
 import { checkBrokerConnection, mqttTransport, type TlsClientOptions } from '@herald/node-runtime'
 import { MemoryServicePersistence } from './persistence/memory-service-persistence.js'
 import type { AppendOutcome, ServicePersistence } from './persistence/service-persistence.js'
@@ -231,9 +231,10 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
     if (options === undefined || options === null) throw new ConfigError('ServiceEndpoint: options are required')
     assertName(options.serviceId, 'ServiceEndpoint: serviceId')
     checkBrokerConnection('ServiceEndpoint', options.url, options.tls)
+    const moreUrls = checkMoreUrls('ServiceEndpoint', options.moreUrls, (u) => { checkBrokerConnection('ServiceEndpoint', u, options.tls) })
     if (typeof options.secret !== 'string') throw new ConfigError('ServiceEndpoint: option "secret" must be a string')
     if (!Array.isArray(options.events) || options.events.length === 0) throw new ConfigError('ServiceEndpoint: option "events" must list the events this service raises')
-    const { url: _u, tls: _t, serviceId: _s, secret: _x, events: _e, persistence: _p, transport: _tr, clock: _c, random: _r, logger: _l, ...numeric } = options
+    const { url: _u, moreUrls: _m, tls: _t, serviceId: _s, secret: _x, events: _e, persistence: _p, transport: _tr, clock: _c, random: _r, logger: _l, ...numeric } = options
     this.opts = withDefaults('ServiceEndpoint', SERVICE_ENDPOINT_DEFAULTS, numeric)
     checkInt('ServiceEndpoint', 'window', this.opts.window, 1, 100_000)
     checkInt('ServiceEndpoint', 'maxEventsPerFrame', this.opts.maxEventsPerFrame, 1, 10_000)
@@ -289,6 +290,7 @@ export class ServiceEndpoint extends TypedEmitter<ServiceEndpointEvents> {
       clock: this.clock,
       random: options.random,
       url: options.url,
+      moreUrls,
       clientId: serviceClientId(this.serviceId),
       username: this.serviceId,
       password: options.secret,

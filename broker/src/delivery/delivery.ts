@@ -11,7 +11,7 @@
  */
 import { decodeRequest, encodeControl, encodeEvents, ErrorCode, frameChunks, isValidName, keyProblem, mayReceive, type Clock, type Control, type EventDefinition, type Logger, type Request, type Site, type StoredEvent } from '@herald/protocol'
 import type { ClientPrincipal } from '../auth/principal.js'
-import type { EventStore } from '../event-store/event-store.js'
+import { isPromise, type EventStore, type ExpiredUnpurged } from '../event-store/event-store.js'
 import type { Gap } from '../event-store/removal-log.js'
 import { Subscription } from './subscription.js'
 import { Groups, GROUP_DEFAULTS, type GroupLimits } from '../groups/groups.js'
@@ -322,29 +322,57 @@ export class Delivery {
       }
       keys = new Set(req.keys)
     }
-    const head = this.ctx.store.head()
+    const store = this.ctx.store
+    const head = store.head()
+    // [CLUSTER-RESET-1] a shared store's head may trail another broker's commit: read it before a reset
+    if (req.position > head && store.freshHead !== undefined) {
+      return this.later(session, req, store.freshHead().then((fresh) => { this.start(session, req, def, keys, Math.max(head, fresh)) }))
+    }
+    this.start(session, req, def, keys, head)
+  }
+
+  /** Runs the rest of a subscribe once a shared store answered ([PG-ASYNC-1]); a failed read is told. */
+  private later (session: ClientSession, req: Extract<Request, { op: 'sub' }>, p: Promise<void>): void {
+    p.catch((err: unknown) => {
+      this.ctx.logger.error({ err, event: req.event }, 'event store read for a subscription start failed')
+      if (!session.closed) this.control(session, { op: 'error', sub: req.sub, code: ErrorCode.PERSISTENCE_FAILED, message: 'the broker could not read its event store; subscribe again later' })
+    })
+  }
+
+  /** Where a checked subscription starts ([CLI-START-*], [CLI-RESET-1]), given the head. */
+  private start (session: ClientSession, req: Extract<Request, { op: 'sub' }>, def: EventDefinition, keys: ReadonlySet<string> | null, head: number): void {
+    const fail = (code: ErrorCode, message: string): void => { this.control(session, { op: 'error', sub: req.sub, code, message }) }
+    const store = this.ctx.store
     // [CLI-RESET-1] a position ahead of the broker's head means the broker's store was replaced:
     // start over from everything it holds, and say so
     const reset = req.position > head
-    let start: number
-    let latest: number[] = []
-    if (reset) start = 0
-    else if (req.position > 0 || req.start === 'all') start = req.position
-    else if (req.start === 'new') start = head
-    else if (req.start === 'latest') {
+    if (reset) return this.begin(session, req, def, head, 0, [], keys, reset)
+    if (req.position > 0 || req.start === 'all') return this.begin(session, req, def, head, req.position, [], keys, reset)
+    if (req.start === 'new') return this.begin(session, req, def, head, head, [], keys, reset)
+    if (req.start === 'latest') {
       // [CLI-START-4] the newest instance per service, then everything new
-      if (this.ctx.store.latestPerService === undefined) return fail(ErrorCode.INVALID_ARGUMENT, 'this broker\'s event store cannot start a subscription at the latest instances')
+      if (store.latestPerService === undefined) return fail(ErrorCode.INVALID_ARGUMENT, 'this broker\'s event store cannot start a subscription at the latest instances')
       // [CLI-START-4] per service and per key for a keyed event
-      latest = this.ctx.store.latestPerService({ event: def.name, services: req.services === null ? null : new Set(req.services), keys, recipient: def.category === 'private' ? session.key : null, now: this.ctx.clock.now() })
-      start = latest.length === 0 ? head : (latest[0] as number) - 1
+      const latest = store.latestPerService({ event: def.name, services: req.services === null ? null : new Set(req.services), keys, recipient: def.category === 'private' ? session.key : null, now: this.ctx.clock.now() })
+      const go = (l: number[]): void => { this.begin(session, req, def, head, l.length === 0 ? head : (l[0] as number) - 1, l, keys, reset) }
+      if (isPromise(latest)) return this.later(session, req, latest.then(go))
+      return go(latest)
     }
-    else if ('position' in req.start) start = Math.min(Math.max(0, req.start.position - 1), head) // [CLI-START-2]
-    else {
-      // [CLI-START-3] the first event received at or after the time; none: only new events
-      if (this.ctx.store.positionAt === undefined) return fail(ErrorCode.INVALID_ARGUMENT, 'this broker\'s event store cannot start a subscription at a time')
-      const at = this.ctx.store.positionAt(req.start.time)
-      start = at === null ? head : at - 1
-    }
+    if ('position' in req.start) return this.begin(session, req, def, head, Math.min(Math.max(0, req.start.position - 1), head), [], keys, reset) // [CLI-START-2]
+    // [CLI-START-3] the first event received at or after the time; none: only new events
+    if (store.positionAt === undefined) return fail(ErrorCode.INVALID_ARGUMENT, 'this broker\'s event store cannot start a subscription at a time')
+    const at = store.positionAt(req.start.time)
+    const go = (a: number | null): void => { this.begin(session, req, def, head, a === null ? head : a - 1, [], keys, reset) }
+    if (isPromise(at)) return this.later(session, req, at.then(go))
+    go(at)
+  }
+
+  /** Registers a subscription that starts after `start` and pumps it. */
+  private begin (session: ClientSession, req: Extract<Request, { op: 'sub' }>, def: EventDefinition, head: number, start: number, latest: number[], keys: ReadonlySet<string> | null, reset: boolean): void {
+    // after an asynchronous start, the connection may be gone or the id taken meanwhile
+    if (session.closed) return
+    if (session.subs.has(req.sub)) return this.control(session, { op: 'error', sub: req.sub, code: ErrorCode.INVALID_ARGUMENT, message: `subscription id ${req.sub} is already in use on this connection` })
+    const limits = session.limits
     const window = Math.min(req.window, limits.maxWindow)
     const sub = new Subscription(req.sub, def, req.services === null ? null : new Set(req.services), def.category === 'private' ? session.key : null, window, this.ctx.limits.maxInflightBytes, start)
     sub.gaps = req.gaps === true
@@ -434,14 +462,15 @@ export class Delivery {
       this.readQueue.add(sub)
       return
     }
-    this.checkGap(sub, session)
+    const told = this.checkGap(sub, session)
     const limit = Math.min(credit, this.ctx.limits.maxEventsPerFrame)
     const maxBytes = Math.max(1, Math.min(sub.bytesLeft, session.bytesLeft, this.ctx.limits.maxFrameBytes))
     sub.reading = true
     sub.dirty = false
     this.reads++
     session.reservedBytes += maxBytes
-    this.ctx.store.read({ event: sub.def.name, after: sub.cursor, services: sub.services, keys: sub.keys, recipient: sub.recipient, now: this.ctx.clock.now(), limit, maxBytes }).then((events) => {
+    const read = (): Promise<StoredEvent[]> => this.ctx.store.read({ event: sub.def.name, after: sub.cursor, services: sub.services, keys: sub.keys, recipient: sub.recipient, now: this.ctx.clock.now(), limit, maxBytes })
+    ;(told === undefined ? read() : told.then(read)).then((events) => {
       this.reads--
       session.reservedBytes -= maxBytes
       sub.reading = false
@@ -484,7 +513,7 @@ export class Delivery {
    * walk over that name's removal runs when it changed. Counted for every subscription; told to a
    * client that asked ([CLI-GAP-3]), before the EVENTS frame this read makes.
    */
-  private checkGap (sub: Subscription, session: ClientSession): void {
+  private checkGap (sub: Subscription, session: ClientSession): Promise<void> | undefined {
     const store = this.ctx.store
     if (store.removalEpoch === undefined || store.gap === undefined) return
     const epoch = store.removalEpoch(sub.def.name)
@@ -494,10 +523,18 @@ export class Delivery {
     // expired events already told of (and purged since) are not told again
     const after = Math.max(sub.cursor, sub.gapFloor)
     const query = { event: sub.def.name, after, services: sub.services, recipient: sub.recipient }
-    let gap: Gap | null = epoch === sub.removalSeen ? null : store.gap({ ...query, sinceEpoch: sub.removalSeen })
+    const gap: Gap | null = epoch === sub.removalSeen ? null : store.gap({ ...query, sinceEpoch: sub.removalSeen })
     sub.removalSeen = epoch
     // [CLI-GAP-2] once per subscription start: expired events the purge has not deleted yet, which a read skips
-    const unpurged = first && sub.def.lifetimeMs !== null ? store.expiredUnpurged?.({ ...query, now: this.ctx.clock.now() }) ?? null : null
+    const found = first && sub.def.lifetimeMs !== null ? store.expiredUnpurged?.({ ...query, now: this.ctx.clock.now() }) ?? null : null
+    // [PG-ASYNC-1] a shared store answers later: the read waits for it, so the notice still comes first
+    if (isPromise(found)) return found.then((u) => { if (!sub.closed && !session.closed) this.tellGap(sub, session, gap, u, after) })
+    this.tellGap(sub, session, gap, found, after)
+  }
+
+  /** Adds the expired-unpurged events to a gap, counts it and tells it ([CLI-GAP-2], [CLI-GAP-3]). */
+  private tellGap (sub: Subscription, session: ClientSession, found: Gap | null, unpurged: ExpiredUnpurged | null, after: number): void {
+    let gap = found
     if (unpurged !== null) {
       gap = {
         event: sub.def.name,

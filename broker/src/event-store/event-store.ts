@@ -6,6 +6,17 @@ import type { Category, EventKeySpec, RaisedEvent, StoredEvent } from '@herald/p
 import type { Gap, GapQuery } from './removal-log.js'
 import type { GroupStore } from '../groups/group-store.js'
 
+/**
+ * [PG-ASYNC-1] A value, or a promise of it: what the store methods that a network store must read
+ * return. Callers await only a promise (`isPromise`), so a local store costs no extra turn.
+ */
+export type MaybePromise<T> = T | Promise<T>
+
+/** Whether a MaybePromise is a promise. */
+export function isPromise<T> (v: MaybePromise<T>): v is Promise<T> {
+  return typeof (v as { then?: unknown } | null)?.then === 'function'
+}
+
 /** What the store needs to know of an event name to bound its queues. */
 export interface QueueLimits {
   readonly category: Category
@@ -51,6 +62,12 @@ export interface AppendBatch {
    * counts from `receivedAt - age` ([STORE-EXPIRE-1]).
    */
   readonly receivedAt: number
+  /**
+   * [CLUSTER-INGEST-1] The store numbers the events itself, in the transaction, after its dedup
+   * record (the events' seqs are placeholders, increasing, and `handledUpTo` is ignored); the
+   * stored events carry the seqs given. Only for stores with `assignsSeqs`. Default false.
+   */
+  readonly assignSeqs?: boolean
 }
 
 /** What one append did. */
@@ -166,26 +183,52 @@ export interface ReadQuery {
  */
 export interface EventStore {
   append (batch: AppendBatch): Promise<AppendResult>
-  /** The highest seq handled for (service, instance), or 0. */
-  lastSeq (serviceId: string, instance: string): number
+  /**
+   * [CLUSTER-INGEST-1] True for a store that takes `AppendBatch.assignSeqs` (a store shared by
+   * several brokers, where no broker can number an instance alone).
+   */
+  readonly assignsSeqs?: boolean
+  /**
+   * The highest seq handled for (service, instance), or 0. A store shared by several brokers
+   * answers with a promise (a read of the dedup record); a caller awaits only a promise, so a
+   * local store's answer stays synchronous ([PG-ASYNC-1]).
+   */
+  lastSeq (serviceId: string, instance: string): MaybePromise<number>
   /** Stored, unexpired events of `query.event` after a position, in position order. */
   read (query: ReadQuery): Promise<StoredEvent[]>
-  /** The highest position ever assigned, or 0. */
+  /**
+   * The highest position ever assigned, or 0. For a store shared by several brokers: the highest
+   * this broker knows committed (its own commits and the doorbell of the others, [CLUSTER-FEED-1]),
+   * which may trail another broker's latest commit by the doorbell's delay; `freshHead` reads it.
+   */
   head (): number
+  /**
+   * [CLUSTER-RESET-1] The highest position committed by any broker, read from the shared storage.
+   * Only stores shared by several brokers have it; the broker asks it before telling a client its
+   * position is ahead of the head ([CLI-RESET-1]).
+   */
+  freshHead? (): Promise<number>
+  /**
+   * [CLUSTER-FEED-1] Stores shared by several brokers: `listener` is told every committed event,
+   * this broker's and the others', in position order, each once, as soon as this broker learns of
+   * it. A broker whose store has it delivers live events from it instead of from the results of its
+   * own appends. Set once, before the first append.
+   */
+  onCommitted? (listener: (events: readonly StoredEvent[]) => void): void
   /**
    * [CLI-START-3] The position of the first stored event (of any name) received at or after `time`
    * (broker clock, `receivedAt`), or null if none. Positions are assigned in arrival order, so this
    * is a search over positions: exact while the broker's clock never stepped back. Optional: without
    * it a subscription cannot start at a time.
    */
-  positionAt? (time: number): number | null
+  positionAt? (time: number): MaybePromise<number | null>
   /**
    * [CLI-START-4] The positions of the newest unexpired event of `query.event` per service, and per
    * key for a keyed event (within `query.keys` if given,
    * `query.services`, for `query.recipient`), in position order. Optional: without it a subscription
    * cannot start at the latest instances.
    */
-  latestPerService? (query: Omit<ReadQuery, 'limit' | 'maxBytes' | 'after'>): number[]
+  latestPerService? (query: Omit<ReadQuery, 'limit' | 'maxBytes' | 'after'>): MaybePromise<number[]>
   /** Number of events stored (expired but not yet purged ones included). */
   count (): number
   /** Deletes expired events; returns how many. */
@@ -223,7 +266,7 @@ export interface EventStore {
    * [CLI-GAP-2] The events of a subscription above `query.after` that expired and are not purged
    * yet (a read skips them): their count, highest position and services, or null if none.
    */
-  expiredUnpurged? (query: Omit<ReadQuery, 'limit' | 'maxBytes'>): ExpiredUnpurged | null
+  expiredUnpurged? (query: Omit<ReadQuery, 'limit' | 'maxBytes'>): MaybePromise<ExpiredUnpurged | null>
   /** Sets (or with null clears) the observer of commit latencies (for metrics; optional). */
   observeCommits? (observer: CommitObserver | null): void
 }

@@ -20,7 +20,7 @@ import { Category, ErrorCode, GUEST_PRINCIPAL, PayloadKind, isValidName, type Cl
 import type { PlainPrincipal } from '../auth/principal.js'
 import type { AppendResult, ArrivingEvent, EventStore } from '../event-store/event-store.js'
 import { keyVerdict } from '../uplink/key-verdict.js'
-import { DEDUP_KEY_DEFAULTS } from '../event-store/event-store.js'
+import { DEDUP_KEY_DEFAULTS, isPromise, type MaybePromise } from '../event-store/event-store.js'
 
 type Packet = Parameters<NonNullable<AedesOptions['authorizePublish']>>[1]
 type PublishDone = Parameters<NonNullable<AedesOptions['authorizePublish']>>[2]
@@ -167,7 +167,7 @@ export class PlainIngest {
   /** Connections with publishes held back, oldest first. */
   readonly #blocked = new Set<ConnState>()
   /** Per service: the last seq assigned in the ingest instance. */
-  readonly #seqs = new Map<string, number>()
+  readonly #seqs = new Map<string, MaybePromise<number>>()
   /** Bytes appended to the store and not committed yet, all connections. */
   #inStore = 0
   readonly #lastLogged = new Map<IngestRefusal, { at: number, skipped: number }>()
@@ -297,9 +297,23 @@ export class PlainIngest {
     let appended: Promise<AppendResult>
     try {
       // [PLAIN-INGEST-3] the next seq of the service's ingest instance; a failed commit leaves a gap, never a reuse
-      const seq = (this.#seqs.get(service.id) ?? this.#ctx.store.lastSeq(service.id, INGEST_INSTANCE)) + 1
-      this.#seqs.set(service.id, seq)
-      appended = this.#ctx.store.append({ serviceId: service.id, instance: INGEST_INSTANCE, events: [{ ...p.event, seq }], handledUpTo: seq, receivedAt: p.event.raisedAt })
+      const store = this.#ctx.store
+      const known = store.assignsSeqs === true ? null : this.#seqs.get(service.id) ?? store.lastSeq(service.id, INGEST_INSTANCE)
+      if (known === null) {
+        // [CLUSTER-INGEST-1] several brokers number this instance: the shared store does it in its transaction
+        appended = store.append({ serviceId: service.id, instance: INGEST_INSTANCE, events: [{ ...p.event, seq: 1 }], handledUpTo: 1, receivedAt: p.event.raisedAt, assignSeqs: true })
+      } else if (isPromise(known)) {
+        // [PG-ASYNC-1] a shared store reads the record first; publishes of the service meanwhile
+        // chain behind this one (#seqs holds the promise of the seq they continue from)
+        const next = known.then((last) => last + 1)
+        this.#seqs.set(service.id, next)
+        next.catch(() => { if (this.#seqs.get(service.id) === next) this.#seqs.delete(service.id) })
+        appended = next.then(async (seq) => await this.#ctx.store.append({ serviceId: service.id, instance: INGEST_INSTANCE, events: [{ ...p.event, seq }], handledUpTo: seq, receivedAt: p.event.raisedAt }))
+      } else {
+        const seq = known + 1
+        this.#seqs.set(service.id, seq)
+        appended = this.#ctx.store.append({ serviceId: service.id, instance: INGEST_INSTANCE, events: [{ ...p.event, seq }], handledUpTo: seq, receivedAt: p.event.raisedAt })
+      }
     } catch (err) {
       appended = Promise.reject(err instanceof Error ? err : new Error(String(err)))
     }

@@ -174,7 +174,7 @@ export function describeEventStoreConformance (name: string, factory: EventStore
       it('starts empty', async () => {
         expect(store.head()).toBe(0)
         expect(store.count()).toBe(0)
-        expect(store.lastSeq('svc', 'i1')).toBe(0)
+        expect(await store.lastSeq('svc', 'i1')).toBe(0)
         expect(await store.read(query('log'))).toEqual([])
       })
 
@@ -205,7 +205,7 @@ export function describeEventStoreConformance (name: string, factory: EventStore
 
         expect(store.head()).toBe(positions[4])
         expect(store.count()).toBe(events.length)
-        expect(store.lastSeq('svc', 'i1')).toBe(5)
+        expect(await store.lastSeq('svc', 'i1')).toBe(5)
       })
 
       it('stops a read once the events hold maxBytes of payload; a larger event comes alone', async () => {
@@ -237,7 +237,7 @@ export function describeEventStoreConformance (name: string, factory: EventStore
         await expect(store.append(batch('svc', 'i1', [ev(1, 'log'), bad]))).rejects.toMatchObject({ code: ErrorCode.UNKNOWN_EVENT })
         expect(store.count()).toBe(0)
         expect(store.head()).toBe(0)
-        expect(store.lastSeq('svc', 'i1')).toBe(0)
+        expect(await store.lastSeq('svc', 'i1')).toBe(0)
       })
 
       it('rejects a read of a private event without a recipient', async () => {
@@ -340,9 +340,9 @@ export function describeEventStoreConformance (name: string, factory: EventStore
         const r = await store.append(batch('svc', 'i2', evs(1, 3, 'log')))
         expect(seqsOf(r.stored)).toEqual([1, 2, 3])
         expect(r.duplicates).toBe(0)
-        expect(store.lastSeq('svc', 'i1')).toBe(3)
-        expect(store.lastSeq('svc', 'i2')).toBe(3)
-        expect(store.lastSeq('other', 'i1')).toBe(0)
+        expect(await store.lastSeq('svc', 'i1')).toBe(3)
+        expect(await store.lastSeq('svc', 'i2')).toBe(3)
+        expect(await store.lastSeq('other', 'i1')).toBe(0)
         const read = await store.read(query('log'))
         expect(read.map((e) => `${e.instance}-${e.seq}`)).toEqual(['i1-1', 'i1-2', 'i1-3', 'i2-1', 'i2-2', 'i2-3'])
       })
@@ -350,7 +350,7 @@ export function describeEventStoreConformance (name: string, factory: EventStore
       it('handledUpTo beyond the stored seqs makes later resends of those seqs duplicates', async () => {
         const r = await store.append(batch('svc', 'i1', evs(1, 2, 'log'), { handledUpTo: 5 }))
         expect(r.lastSeq).toBe(5)
-        expect(store.lastSeq('svc', 'i1')).toBe(5)
+        expect(await store.lastSeq('svc', 'i1')).toBe(5)
         const again = await store.append(batch('svc', 'i1', evs(3, 6, 'log')))
         expect(seqsOf(again.stored)).toEqual([6])
         expect(again.duplicates).toBe(3)
@@ -360,7 +360,7 @@ export function describeEventStoreConformance (name: string, factory: EventStore
       it('a batch with no events records handledUpTo', async () => {
         const r = await store.append(batch('svc', 'i1', [], { handledUpTo: 7 }))
         expect(r).toEqual({ stored: [], duplicates: 0, lastSeq: 7, expired: 0, nullsDropped: 0, refused: [] })
-        expect(store.lastSeq('svc', 'i1')).toBe(7)
+        expect(await store.lastSeq('svc', 'i1')).toBe(7)
         expect(store.head()).toBe(0)
         expect(store.count()).toBe(0)
       })
@@ -369,8 +369,8 @@ export function describeEventStoreConformance (name: string, factory: EventStore
         await store.append(batch('svc', 'i1', evs(1, 3, 'log'), { handledUpTo: 9 }))
         await store.append(batch('svc', 'i2', [], { handledUpTo: 4 }))
         const s = await reopen()
-        expect(s.lastSeq('svc', 'i1')).toBe(9)
-        expect(s.lastSeq('svc', 'i2')).toBe(4)
+        expect(await s.lastSeq('svc', 'i1')).toBe(9)
+        expect(await s.lastSeq('svc', 'i2')).toBe(4)
         const r = await s.append(batch('svc', 'i1', evs(8, 10, 'log')))
         expect(seqsOf(r.stored)).toEqual([10])
         expect(r.duplicates).toBe(2)
@@ -390,7 +390,7 @@ export function describeEventStoreConformance (name: string, factory: EventStore
         expect(seqsOf(again.stored)).toEqual([4, 5])
         expect(again.duplicates).toBe(1)
         expect(again.lastSeq).toBe(5)
-        expect(store.lastSeq('svc', 'i1')).toBe(5)
+        expect(await store.lastSeq('svc', 'i1')).toBe(5)
         expect(seqsOf(await store.read(query('log')))).toEqual([1, 2, 4, 5])
       })
 
@@ -429,7 +429,7 @@ export function describeEventStoreConformance (name: string, factory: EventStore
           expect(err).toBeInstanceOf(RequestError)
           expect((err as RequestError).code).toBe(ErrorCode.INVALID_ARGUMENT)
         }
-        expect(store.lastSeq('svc', 'i1')).toBe(0)
+        expect(await store.lastSeq('svc', 'i1')).toBe(0)
         expect((await store.append(batch('svc', 'i1', [keyed(1, 'log', 'x'.repeat(128))]))).stored.length).toBe(1)
       })
 
@@ -688,12 +688,12 @@ export function describeEventStoreConformance (name: string, factory: EventStore
         const r = await store.append(batch('svc', 'i1', evs(1, 3, 'blip'), { receivedAt: T0 }))
         await store.append(batch('other', 'i1', evs(1, 1, 'blip'), { receivedAt: T0 }))
         const q = { event: 'blip', services: new Set(['svc']), recipient: null }
-        expect(store.expiredUnpurged?.({ ...q, after: 0, now: T0 + life - 1 })).toBe(null)
-        expect(store.expiredUnpurged?.({ ...q, after: 0, now: T0 + life })).toEqual({ count: 3, upTo: (r.stored[2] as StoredEvent).position, services: ['svc'] })
-        expect(store.expiredUnpurged?.({ ...q, after: (r.stored[0] as StoredEvent).position, now: T0 + life })?.count).toBe(2)
-        expect(store.expiredUnpurged?.({ ...q, services: null, after: 0, now: T0 + life })?.count).toBe(4)
+        expect(await store.expiredUnpurged?.({ ...q, after: 0, now: T0 + life - 1 })).toBe(null)
+        expect(await store.expiredUnpurged?.({ ...q, after: 0, now: T0 + life })).toEqual({ count: 3, upTo: (r.stored[2] as StoredEvent).position, services: ['svc'] })
+        expect((await store.expiredUnpurged?.({ ...q, after: (r.stored[0] as StoredEvent).position, now: T0 + life }))?.count).toBe(2)
+        expect((await store.expiredUnpurged?.({ ...q, services: null, after: 0, now: T0 + life }))?.count).toBe(4)
         await store.purgeExpired(T0 + life)
-        expect(store.expiredUnpurged?.({ ...q, after: 0, now: T0 + life })).toBe(null)
+        expect(await store.expiredUnpurged?.({ ...q, after: 0, now: T0 + life })).toBe(null)
       })
     })
 
@@ -705,30 +705,30 @@ export function describeEventStoreConformance (name: string, factory: EventStore
         await store.append(batch('c', 'i1', evs(1, 1, 'blip'), { receivedAt: T0 - life }))
         const last = (r: AppendResult): number => (r.stored[r.stored.length - 1] as StoredEvent).position
         const q = { event: 'log', services: null, recipient: null, now: T0 }
-        expect(store.latestPerService?.(q)).toEqual([last(a), last(b)])
-        expect(store.latestPerService?.({ ...q, services: new Set(['b', 'x']) })).toEqual([last(b)])
-        expect(store.latestPerService?.({ ...q, event: 'blip' })).toEqual([]) // c's only event has expired
+        expect(await store.latestPerService?.(q)).toEqual([last(a), last(b)])
+        expect(await store.latestPerService?.({ ...q, services: new Set(['b', 'x']) })).toEqual([last(b)])
+        expect(await store.latestPerService?.({ ...q, event: 'blip' })).toEqual([]) // c's only event has expired
         const m = await store.append(batch('a', 'i1', [ev(4, 'msg', { recipient: 'alice/phone' }), ev(5, 'msg', { recipient: 'bob/pc' })]))
-        expect(store.latestPerService?.({ ...q, event: 'msg', recipient: 'alice/phone' })).toEqual([(m.stored[0] as StoredEvent).position])
+        expect(await store.latestPerService?.({ ...q, event: 'msg', recipient: 'alice/phone' })).toEqual([(m.stored[0] as StoredEvent).position])
       })
     })
 
     describe('[CLI-START-3] positionAt', () => {
       it('is the first position received at or after a time, whatever its name; null after the newest', async () => {
-        expect(store.positionAt?.(T0)).toBe(null)
+        expect(await store.positionAt?.(T0)).toBe(null)
         const early = await store.append(batch('a', 'i1', evs(1, 3, 'log'), { receivedAt: T0 }))
         const mid = await store.append(batch('a', 'i1', [ev(4, 'door')], { receivedAt: T0 + 100 }))
         const late = await store.append(batch('b', 'i1', evs(1, 2, 'log'), { receivedAt: T0 + 200 }))
         const pos = (r: AppendResult, i = 0): number => (r.stored[i] as StoredEvent).position
-        expect(store.positionAt?.(T0 - 1)).toBe(pos(early))
-        expect(store.positionAt?.(T0)).toBe(pos(early))
-        expect(store.positionAt?.(T0 + 1)).toBe(pos(mid))
-        expect(store.positionAt?.(T0 + 100)).toBe(pos(mid))
-        expect(store.positionAt?.(T0 + 150)).toBe(pos(late))
-        expect(store.positionAt?.(T0 + 201)).toBe(null)
+        expect(await store.positionAt?.(T0 - 1)).toBe(pos(early))
+        expect(await store.positionAt?.(T0)).toBe(pos(early))
+        expect(await store.positionAt?.(T0 + 1)).toBe(pos(mid))
+        expect(await store.positionAt?.(T0 + 100)).toBe(pos(mid))
+        expect(await store.positionAt?.(T0 + 150)).toBe(pos(late))
+        expect(await store.positionAt?.(T0 + 201)).toBe(null)
         // a deleted row is skipped: the next one answers
         await store.append(batch('a', 'i1', [ev(5, 'door')], { receivedAt: T0 + 300 }))
-        expect(store.positionAt?.(T0 + 50)).toBe(pos(late))
+        expect(await store.positionAt?.(T0 + 50)).toBe(pos(late))
       })
     })
 
@@ -856,7 +856,7 @@ export function describeEventStoreConformance (name: string, factory: EventStore
         expect(seqsOf(r.stored)).toEqual([2, 4])
         expect(r.expired).toBe(2)
         expect(r.lastSeq).toBe(5)
-        expect(store.lastSeq('svc', 'i1')).toBe(5)
+        expect(await store.lastSeq('svc', 'i1')).toBe(5)
         expect(store.count()).toBe(2)
         expect(store.head()).toBe(r.stored[1]!.position)
         expect(r.stored[1]!.position - r.stored[0]!.position).toBe(1) // no position spent on seq 3
@@ -870,7 +870,7 @@ export function describeEventStoreConformance (name: string, factory: EventStore
       it('a batch of nothing but expired events still records the dedup record', async () => {
         const r = await store.append(batch('svc', 'i1', [{ ...ev(1, 'temp'), age: limits('temp').lifetimeMs! }]))
         expect(r).toEqual({ stored: [], duplicates: 0, lastSeq: 1, expired: 1, nullsDropped: 0, refused: [] })
-        expect(store.lastSeq('svc', 'i1')).toBe(1)
+        expect(await store.lastSeq('svc', 'i1')).toBe(1)
         expect(store.head()).toBe(0)
       })
     })
@@ -1013,7 +1013,7 @@ export function describeEventStoreConformance (name: string, factory: EventStore
           store = await fixture.reopen()
           opened.push(store)
           expect(seqsOf(await store.read(query('log')))).toEqual([1, 2, 3])
-          expect(store.lastSeq('svc', 'i1')).toBe(3)
+          expect(await store.lastSeq('svc', 'i1')).toBe(3)
         }
       })
     })

@@ -5,7 +5,7 @@
  */
 import { isUtf8 } from 'node:buffer'
 import { decodeUp, encodeAck, ErrorCode, HeraldError, PayloadKind, RequestError, isValidName, GUEST_PRINCIPAL, type AckFrame, type Clock, type EventDefinition, type Logger, type Rejection, type ServiceDefinition, type Site, type StoredEvent, type UpEvent, type UpFrame } from '@herald/protocol'
-import type { AppendBatch, EventStore } from '../event-store/event-store.js'
+import { isPromise, type AppendBatch, type EventStore } from '../event-store/event-store.js'
 import { checkBatch } from '../event-store/event-store-rules.js'
 import { INGEST_INSTANCE } from '../plain/plain-ingest.js'
 import { keyVerdict } from './key-verdict.js'
@@ -63,6 +63,14 @@ function isRecipient (s: string | null): boolean {
 export class Uplink {
   /** Per (service, instance): the highest seq accepted into the store's queue (committed or not). */
   private readonly accepted = new Map<string, number>()
+  /**
+   * [PG-ASYNC-1] Frames waiting, per (service, instance), for a shared store to read the dedup
+   * record (lastSeq answered with a promise), in arrival order. Bounded by the frames a service
+   * sends before their ACK ([SVC-WINDOW-1]); handled in order once the record is read.
+   */
+  /** [PG-ASYNC-1] Per (service, instance): the highest seq this uplink saw committed (a shared store's ACKs of refusals). */
+  private readonly committed = new Map<string, number>()
+  private readonly parked = new Map<string, Array<[ServiceDefinition, UpFrame]>>()
   private readonly pendingAcks = new Map<string, PendingAck>()
   private ackScheduled = false
   readonly stats: UplinkStats = { frames: 0, stored: 0, duplicates: 0, rejected: 0, malformed: 0, outOfOrder: 0, expiredOnArrival: 0, nullsDropped: 0 }
@@ -118,14 +126,37 @@ export class Uplink {
       this.queueAck(service.id, { instance: frame.instance, acked: 0, rejections: [], error: { code: ErrorCode.MALFORMED_FRAME, message: `UP frame: the persistence instance "${INGEST_INSTANCE}" is reserved for plain-MQTT ingest [PLAIN-INGEST-3]` } })
       return
     }
+    this.handleFrame(service, frame, false)
+  }
+
+  /**
+   * Judges and appends one decoded frame. `refreshed`: the dedup record was just read from a shared
+   * store, so a frame that still continues beyond it is out of order ([CLUSTER-UPLINK-1]).
+   */
+  private handleFrame (service: ServiceDefinition, frame: UpFrame, refreshed: boolean): void {
     const key = `${service.id}\u0000${frame.instance}`
-    const accepted = this.accepted.get(key) ?? this.ctx.store.lastSeq(service.id, frame.instance)
+    const parked = this.parked.get(key)
+    if (parked !== undefined) {
+      parked.push([service, frame])
+      return
+    }
+    let accepted = this.accepted.get(key)
+    if (accepted === undefined || (frame.after > accepted && !refreshed)) {
+      // [CLUSTER-UPLINK-1] another broker may have stored beyond what this one knows: a shared store
+      // reads the dedup record (a promise), and the frames of this instance wait for it
+      const known = this.ctx.store.lastSeq(service.id, frame.instance)
+      if (isPromise(known)) {
+        this.park(key, service, frame, known)
+        return
+      }
+      accepted ??= known
+    }
     if (frame.after > accepted) {
       // [SVC-ORDER-1] an earlier frame of this instance is missing: refuse, tell the service where we are
       this.stats.outOfOrder++
       this.queueAck(service.id, {
         instance: frame.instance,
-        acked: this.ctx.store.lastSeq(service.id, frame.instance),
+        acked: this.committedSeq(service.id, frame.instance),
         rejections: [],
         error: { code: ErrorCode.OUT_OF_ORDER, message: `frame continues after seq ${frame.after}, but the broker has handled only up to ${accepted}` }
       })
@@ -134,7 +165,7 @@ export class Uplink {
     const judged = this.judge(service, frame, accepted)
     if (judged instanceof HeraldError) {
       this.stats.malformed++
-      this.queueAck(service.id, { instance: frame.instance, acked: this.ctx.store.lastSeq(service.id, frame.instance), rejections: [], error: { code: judged.code, message: judged.message } })
+      this.queueAck(service.id, { instance: frame.instance, acked: this.committedSeq(service.id, frame.instance), rejections: [], error: { code: judged.code, message: judged.message } })
       return
     }
     const { events, rejections, last, duplicates } = judged
@@ -147,7 +178,7 @@ export class Uplink {
     } catch (err) {
       this.stats.malformed++
       this.ctx.logger.warn({ service: service.id, instance: frame.instance, code: (err as HeraldError).code, message: (err as Error).message }, 'UP frame refused by the store\'s checks')
-      this.queueAck(service.id, { instance: frame.instance, acked: this.ctx.store.lastSeq(service.id, frame.instance), rejections: [], error: { code: ErrorCode.MALFORMED_FRAME, message: (err as Error).message } })
+      this.queueAck(service.id, { instance: frame.instance, acked: this.committedSeq(service.id, frame.instance), rejections: [], error: { code: ErrorCode.MALFORMED_FRAME, message: (err as Error).message } })
       return
     }
     this.stats.rejected += rejections.length
@@ -159,6 +190,7 @@ export class Uplink {
       this.stats.duplicates += result.duplicates
       this.stats.expiredOnArrival += result.expired
       this.stats.nullsDropped += result.nullsDropped
+      this.committed.set(key, result.lastSeq)
       if (result.refused.length > 0) {
         // [STORE-KEY-3] refused by the store (a new key past maxKeys): rejections like the uplink's own
         this.stats.rejected += result.refused.length
@@ -169,19 +201,62 @@ export class Uplink {
     }, (err: unknown) => {
       // [SVC-ORDER-2] nothing of this frame is stored: forget what was accepted after the last commit,
       // so the resent frames are accepted again
-      this.accepted.set(key, this.ctx.store.lastSeq(service.id, frame.instance))
+      const known = this.ctx.store.lastSeq(service.id, frame.instance)
+      if (isPromise(known)) {
+        known.catch(() => {})
+        this.accepted.delete(key) // read again from the shared store at the next frame
+      } else {
+        this.accepted.set(key, known)
+      }
       if (err instanceof RequestError) {
         // [SVC-MALFORMED-2] the store refused the batch itself (its limits differ from the site's):
         // the frame is answered as malformed and the connection stays; resending would not help
         this.stats.malformed++
         this.ctx.logger.error({ service: service.id, instance: frame.instance, code: err.code, message: err.message }, 'the event store refused a batch the uplink accepted')
-        this.queueAck(service.id, { instance: frame.instance, acked: this.ctx.store.lastSeq(service.id, frame.instance), rejections: [], error: { code: ErrorCode.MALFORMED_FRAME, message: err.message } })
+        this.queueAck(service.id, { instance: frame.instance, acked: this.committedSeq(service.id, frame.instance), rejections: [], error: { code: ErrorCode.MALFORMED_FRAME, message: err.message } })
         return
       }
       // a failure of the store itself: drop the connection so the service resends later
       this.ctx.logger.error({ service: service.id, err }, 'event store append failed')
       this.ctx.onStoreFailure(service.id, err)
     })
+  }
+
+  /** Holds the frames of (service, instance) until a shared store answered lastSeq, then handles them in order. */
+  private park (key: string, service: ServiceDefinition, frame: UpFrame, known: Promise<number>): void {
+    this.parked.set(key, [[service, frame]])
+    known.then((seq) => {
+      this.committed.set(key, Math.max(seq, this.committed.get(key) ?? 0))
+      // what this broker accepted and has not committed yet may be above the record
+      this.accepted.set(key, Math.max(seq, this.accepted.get(key) ?? 0))
+      const frames = this.parked.get(key) ?? []
+      this.parked.delete(key)
+      for (let i = 0; i < frames.length; i++) {
+        const [s, f] = frames[i]!
+        this.handleFrame(s, f, true)
+        // a later frame parked again (it continued beyond even the record): the rest wait behind it
+        const again = this.parked.get(key)
+        if (again !== undefined) {
+          again.push(...frames.slice(i + 1))
+          return
+        }
+      }
+    }, (err: unknown) => {
+      this.parked.delete(key)
+      this.ctx.logger.error({ service: service.id, err }, 'event store could not read the dedup record')
+      this.ctx.onStoreFailure(service.id, err)
+    })
+  }
+
+  /**
+   * The highest seq known committed for (service, instance), for the ACK of a refused frame: the
+   * store's record when it answers at once, else the last commit this uplink saw (never above the truth).
+   */
+  private committedSeq (serviceId: string, instance: string): number {
+    const known = this.ctx.store.lastSeq(serviceId, instance)
+    if (!isPromise(known)) return known
+    known.catch(() => {})
+    return this.committed.get(`${serviceId}\u0000${instance}`) ?? 0
   }
 
   /** Checks every event of a frame ([SVC-REJECT-1]); a broken sequence order rejects the whole frame. */

@@ -22,6 +22,12 @@ function gatewayUrl (v: string, all: string[] = []): string[] {
   return [...all, v]
 }
 
+/** A --store value ([PG-CLI-1]): a postgres:// URL, checked as the option is read. */
+function storeUrl (v: string): string {
+  if (!/^postgres(ql)?:\/\/./.test(v)) throw new InvalidArgumentError(`"${v}" is not a postgres:// URL (e.g. postgres://herald@db.example:5432/herald); without --store the events are in SQLite in --data`)
+  return v
+}
+
 async function readStdin (): Promise<string> {
   const chunks: Buffer[] = []
   for await (const c of process.stdin) chunks.push(c as Buffer)
@@ -30,7 +36,7 @@ async function readStdin (): Promise<string> {
 
 /** The options of `herald broker`, as parsed. */
 interface BrokerCommandOptions {
-  site: string, data: string, port?: number, wsPort?: number, wsDemoPage?: boolean, host: string, logLevel: string, logFormat: LogFormat,
+  site: string, data: string, store?: string, port?: number, wsPort?: number, wsDemoPage?: boolean, host: string, logLevel: string, logFormat: LogFormat,
   metricsPort?: number, metricsHost?: string, dashboard?: boolean, dashboardGateway?: string[],
   tlsCert?: string, tlsKey?: string, tlsCa?: string, tlsClientAuth?: boolean, insecure?: boolean,
   maxConnectionsPerAddress?: number, maxPendingConnectionsPerAddress?: number, maxGuestConnectionsPerAddress?: number, maxGuestConnections?: number
@@ -88,6 +94,7 @@ export function brokerCommand (): Command {
     .description('run a broker')
     .requiredOption('--site <file>', 'site structure file (YAML or JSON)')
     .requiredOption('--data <dir>', 'data directory for the event store (created if missing)')
+    .option('--store <url>', 'keep the events in PostgreSQL at this postgres:// URL instead of SQLite in --data; several brokers may share one (--data is still locked)', storeUrl)
     .option('--port <n>', 'TCP port (0: any free port; default 1883, 8883 with --tls-cert)', port)
     .option('--ws-port <n>', 'also serve MQTT over WebSocket on this port, path /mqtt (wss:// with --tls-cert; 0: any free port)', port)
     .option('--ws-demo-page', 'with --ws-port: also serve the demo page (the site\'s events live in a browser) at / on the WebSocket port')
@@ -138,7 +145,7 @@ export function brokerCommand (): Command {
         : demoPageHandler({ config: () => ({ events: [...(running?.broker.site ?? site).events.values()].filter((e) => e.category !== 'private').map((e) => e.name) }) })
       // the path, not the loaded site, so that SIGHUP can read it again ([SITE-RELOAD-1])
       const server = await startBrokerServer({
-        site: opts.site, dataDir: opts.data, port: opts.port ?? (tls !== undefined ? 8883 : 1883), host: opts.host, tls, insecure: opts.insecure, logger,
+        site: opts.site, dataDir: opts.data, storeUrl: opts.store, port: opts.port ?? (tls !== undefined ? 8883 : 1883), host: opts.host, tls, insecure: opts.insecure, logger,
         ...(opts.metricsPort !== undefined ? { metrics: { port: opts.metricsPort, host: opts.metricsHost } } : {}),
         ...(opts.dashboard === true ? { dashboard: { gateways: opts.dashboardGateway ?? [] } } : {}),
         ...(opts.wsPort !== undefined ? { webSocket: { port: opts.wsPort, ...(httpHandler !== undefined ? { httpHandler } : {}) } } : {}),
@@ -153,7 +160,7 @@ export function brokerCommand (): Command {
         throw err
       })
       running = server
-      logger.info({ url: server.url, ...(server.webSocketUrl !== null ? { webSocketUrl: server.webSocketUrl } : {}), site: opts.site, data: opts.data, stored: server.broker.store.count(), clientAuth: opts.tlsClientAuth === true }, 'broker listening')
+      logger.info({ url: server.url, ...(server.webSocketUrl !== null ? { webSocketUrl: server.webSocketUrl } : {}), site: opts.site, data: opts.data, ...(opts.store !== undefined ? { store: opts.store.replace(/:[^:@/]*@/, ':***@') } : {}), stored: server.broker.store.count(), clientAuth: opts.tlsClientAuth === true }, 'broker listening')
       if (!server.tls && opts.insecure === true && !isLoopbackHost(opts.host)) logger.warn({ host: opts.host }, 'plain MQTT on a non-loopback address (--insecure): credentials cross the network in the clear')
       // `kill -HUP <pid>`: a renewed certificate and a changed site file are taken up without a restart;
       // handled before the listening line, so that a SIGHUP sent once it is printed never kills the broker

@@ -9,13 +9,14 @@ import { Command, InvalidArgumentError, Option } from 'commander'
 import { ConfigError, ErrorCode, HeraldError, parseDuration, type Category, type JsonValue } from '@herald/protocol'
 import { isSecureUrl, readTlsClientFiles } from '@herald/node-runtime'
 import { MemoryServicePersistence, ServiceEndpoint, createSqliteServicePersistence } from '@herald/service-endpoint'
-import { brokerUrl } from './tail.js'
+import { brokerUrl, moreBrokerUrls } from './tail.js'
 
 export const SECRET_ENV = 'HERALD_SECRET'
 
 interface RaiseOptions {
   service: string
   url: string
+  moreUrl?: string[]
   category: Category
   lifetime?: number
   to?: string
@@ -62,6 +63,7 @@ export async function runRaise (event: string, payload: JsonValue | undefined, o
     : await createSqliteServicePersistence({ path: o.persistence })
   const endpoint = new ServiceEndpoint({
     url: o.url,
+    ...(o.moreUrl !== undefined ? { moreUrls: o.moreUrl } : {}),
     ...(tls !== undefined ? { tls } : {}),
     serviceId: o.service,
     secret,
@@ -111,6 +113,7 @@ export function raiseCommand (): Command {
     .argument('[payload]', 'the payload, JSON text (none with --null)', json)
     .requiredOption('--service <id>', 'the service that raises it (its secret in $HERALD_SECRET)')
     .option('--url <url>', 'broker URL (mqtts://host:8883 for TLS)', brokerUrl, 'mqtt://127.0.0.1:1883')
+    .option('--more-url <url>', 'another broker of the same cluster, tried in turn when one is gone (repeatable) [CLUSTER-URL-1]', moreBrokerUrls)
     .addOption(new Option('--category <category>', 'the event\'s category, as in the site').choices(['queueing', 'replacing', 'private']).default('queueing'))
     .option('--lifetime <duration>', 'queueing and private: not sent once this old, e.g. 1h', duration)
     .option('--to <client>', 'private: the recipient, <user>/<client>')

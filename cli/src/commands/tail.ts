@@ -20,6 +20,8 @@ import { defaultLogLevel } from './options.js'
 /** The options of `herald tail`, as parsed. */
 export interface TailOptions {
   readonly url: string
+  /** --more-url: other brokers of the cluster ([CLUSTER-URL-1]). */
+  readonly moreUrl?: string[]
   /** CA certificate file (PEM) the broker's certificate must chain to, for an mqtts:// URL. */
   readonly ca?: string
   /** Client certificate and key files (PEM), for a broker that requires one. */
@@ -182,6 +184,11 @@ function seconds (value: string): number {
 }
 
 /** A broker URL: `mqtt://host:port` (or another scheme MQTT.js connects with). */
+/** A repeatable --more-url value, checked like --url. */
+export function moreBrokerUrls (value: string, all: string[] = []): string[] {
+  return [...all, brokerUrl(value)]
+}
+
 export function brokerUrl (value: string): string {
   let url: URL
   try {
@@ -219,6 +226,7 @@ export function tailCommand (): Command {
     .description('print events as they arrive, with a live summary (a console client for operators)')
     .argument('<event...>', 'event names to watch (one subscription each)')
     .option('--url <url>', 'broker URL (mqtts://host:8883 for TLS)', brokerUrl, 'mqtt://127.0.0.1:1883')
+    .option('--more-url <url>', 'another broker of the same cluster, tried in turn when one is gone (repeatable) [CLUSTER-URL-1]', moreBrokerUrls)
     .option('--ca <file>', 'with mqtts://: CA certificate (PEM) the broker\'s certificate must be signed by (default: the system\'s root CAs)')
     .option('--cert <file>', 'with mqtts://: client certificate (PEM), for a broker that requires one')
     .option('--key <file>', 'with mqtts://: the private key of --cert (PEM)')
@@ -271,6 +279,7 @@ async function runTail (eventArgs: readonly string[], opts: TailOptions): Promis
   const positions = opts.positions === undefined ? undefined : new SqlitePositionStore({ database: opts.positions })
   const client = new ClientEndpoint({
     url: opts.url,
+    ...(opts.moreUrl !== undefined ? { moreUrls: opts.moreUrl } : {}),
     clientName,
     ...(tls !== undefined ? { tls } : {}),
     ...(user !== undefined ? { user } : {}),
