@@ -363,16 +363,14 @@ export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointE
     const tx = this.platform.transactions
     if (options.waitForAccess !== undefined && typeof options.waitForAccess !== 'boolean') throw new ConfigError('subscribe: option "waitForAccess" must be true or false')
     if (options.transaction !== undefined && tx === undefined) throw new ConfigError('subscribe: option "transaction" (transactional mode) needs the Node entry and a better-sqlite3 database')
+    const concurrency = checkConcurrency(options.concurrency)
+    // [CLI-CONC-4] what concurrency is refused with
+    if (concurrency > 1 && options.transaction !== undefined) throw new ConfigError('subscribe: option "concurrency" > 1 cannot be used with "transaction": a transactional handler is synchronous, so nothing would run at once (use one at a time, or a batch)')
+    if (concurrency > 1 && options.batch !== undefined) throw new ConfigError('subscribe: options "concurrency" > 1 and "batch" cannot be used together: a batch is handed over in position order as one unit')
     const positions = options.transaction === undefined || tx === undefined ? this.positions : tx.positions(options.transaction)
     const batch = options.batch === undefined ? null : checkBatch(options.batch, window)
-    const concurrency = checkConcurrency(options.concurrency)
     const sequenceOf = sequencer(options.sequence)
-    if (concurrency > 1) {
-      // [CLI-CONC-4] what concurrency is refused with
-      if (options.transaction !== undefined) throw new ConfigError('subscribe: option "concurrency" > 1 cannot be used with "transaction": a transactional handler is synchronous, so nothing would run at once (use one at a time, or a batch)')
-      if (batch !== null) throw new ConfigError('subscribe: options "concurrency" > 1 and "batch" cannot be used together: a batch is handed over in position order as one unit')
-      if (positions.settle === undefined) throw new ConfigError('subscribe: option "concurrency" > 1 needs a position store that records finished events (SQLite or memory); this one does not (IndexedDB)')
-    }
+    if (concurrency > 1 && positions.settle === undefined) throw new ConfigError('subscribe: option "concurrency" > 1 needs a position store that records finished events (SQLite or memory); this one does not (IndexedDB)')
     // a batch handler's single events (a retried dead letter, [CLI-DEAD-5]) are batches of one
     const one: EventHandler = batch === null ? handler as EventHandler : (e) => (handler as BatchHandler)([e])
     const sub = new ClientSubscription<Tx>(key, eventName, services, start, window, one, positions, options.transaction ?? null)
