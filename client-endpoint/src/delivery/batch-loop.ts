@@ -81,7 +81,7 @@ async function runBatch<Tx> (host: DeliveryHost<Tx>, sub: ClientSubscription<Tx>
     const r = host.reserve(sub, last)
     if (r !== undefined) await r
   }
-  let events: HeraldEvent[] = []
+  let events: HeraldEvent[]
   for (let attempt = 1; ; attempt++) {
     events = views(host, sub, items, attempt > 1 && !tx, crash)
     try {

@@ -5,7 +5,7 @@
  * started mark is the highest event started, so a crash redelivers, flagged, only events after the
  * mark that were not recorded finished, and skips none.
  */
-import { ConfigError } from '@herald/protocol'
+import { ConfigError, toHeraldError } from '@herald/protocol'
 import type { ClientSubscription, QueuedEvent } from '../client-subscription.js'
 import { toHeraldEvent, type HeraldEvent } from '../herald-event.js'
 import type { DeliveryHost, Write } from './delivery-host.js'
@@ -38,7 +38,12 @@ export async function concurrentLoop<Tx> (host: DeliveryHost<Tx>, sub: ClientSub
     const m = Math.max(highest, sub.crashStarted ?? 0)
     return m > low ? m : null
   }
-  const doneList = (): number[] => [...finished].sort((a, b) => a - b)
+  // what finished in this pass, and what an earlier run recorded finished that is still ahead
+  const doneList = (): number[] => {
+    const all = [...finished]
+    if (sub.doneBefore !== null) for (const p of sub.doneBefore) if (p > low && !finished.has(p)) all.push(p)
+    return all.sort((a, b) => a - b)
+  }
   const writeNow = (): Write => {
     dirty = false
     return settle(sub.key, low, mark(), doneList())
@@ -78,9 +83,10 @@ export async function concurrentLoop<Tx> (host: DeliveryHost<Tx>, sub: ClientSub
     const replay = sub.replayUntil !== null && p <= sub.replayUntil
     if (p > highest) highest = p
     const m = mark() ?? 0
-    if (m > marked) {
-      // [CLI-CONC-3] the started mark covers it before its handler runs
-      marked = m
+    if (m > marked || dirty) {
+      // [CLI-CONC-3] the started mark covers it before its handler runs; finished events not yet
+      // written go with it, so at most `concurrency` events are ever started and not recorded finished
+      marked = Math.max(marked, m)
       const w = writeNow()
       if (w !== undefined) await w
     }
@@ -157,5 +163,5 @@ export async function concurrentLoop<Tx> (host: DeliveryHost<Tx>, sub: ClientSub
     while (running > 0) await new Promise<void>((resolve) => { signal = resolve })
     if (dirty) host.track(writeNow())
   }
-  if (failure !== null) throw failure
+  if (failure !== null) throw toHeraldError(failure)
 }

@@ -277,3 +277,29 @@ describe('concurrent handlers (memory transport, manual clock)', () => {
     await c.ep.close()
   })
 })
+
+describe('concurrent handlers across several crashes', () => {
+  it('finished events recorded by an earlier run stay recorded while a later run has not reached them [CLI-CONC-3]', async () => {
+    const positions = new MemoryPositionStore()
+    positions.settle('log', 0, 6, [3, 5]) // an earlier run: 1, 2, 4, 6 may have started, 3 and 5 finished
+    const c = client(positions)
+    const running: Array<() => void> = []
+    const seen: number[] = []
+    await c.one({ concurrency: 1 }, (e) => { seen.push(e.position); return new Promise<void>((resolve) => { running.push(resolve) }) })
+    await c.deliver(at([1, 2, 3, 4, 5, 6]))
+    expect(seen).toEqual([1])
+    expect(positions.get('log')).toEqual({ position: 0, started: 6, done: [3, 5] })
+    running.shift()?.()
+    await flush()
+    c.clock.runDeferred()
+    expect(positions.get('log')).toEqual({ position: 1, started: 6, done: [3, 5] }) // a crash now still skips 3 and 5
+    for (let k = 0; k < 3; k++) {
+      running.shift()?.()
+      await flush()
+    }
+    c.clock.runDeferred()
+    expect(seen).toEqual([1, 2, 4, 6])
+    expect(positions.get('log')).toEqual({ position: 6, started: null })
+    await c.ep.close()
+  })
+})
