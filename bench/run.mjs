@@ -2,7 +2,7 @@
 //
 //   npm run bench                         build, then every scenario at full size
 //   npm run bench -- --quick              small sizes, for a quick check (targets not judged)
-//   npm run bench -- --only s1,s5         some scenarios (s1 .. s8)
+//   npm run bench -- --only s1,s5         some scenarios (s1 .. s9)
 //   npm run bench -- --cpu-prof           profile the Herald processes (bench/results/profiles/)
 //   npm run bench -- --no-save            do not write bench/results/<date>.json
 //
@@ -24,7 +24,7 @@ const { values: opts } = parseArgs({
     'no-save': { type: 'boolean', default: false }
   }
 })
-const SCENARIOS = ['s1', 's2', 's3', 's4', 's5', 's6', 's7', 's8']
+const SCENARIOS = ['s1', 's2', 's3', 's4', 's5', 's6', 's7', 's8', 's9']
 const only = opts.only === undefined ? SCENARIOS : opts.only.split(',').map((s) => s.trim())
 for (const s of only) {
   if (!SCENARIOS.includes(s)) {
@@ -35,8 +35,8 @@ for (const s of only) {
 
 /** Sizes of each scenario; quick runs are for checking the harness, not for judging targets. */
 const SIZE = opts.quick
-  ? { s1: 20_000, s1StopWait: 1000, s1Rate: 2000, s2: 2000, s3: 200, s4: 50_000, s5: 50_000, s6Clients: 100, s7Guests: 50, s7Subs: 100, minutes: 2 }
-  : { s1: 200_000, s1StopWait: 5000, s1Rate: 10_000, s2: 20_000, s3: 2000, s4: 1_000_000, s5: 300_000, s6Clients: 1000, s7Guests: 500, s7Subs: 1000, minutes: 6 }
+  ? { s1: 20_000, s1StopWait: 1000, s1Rate: 2000, s2: 2000, s3: 200, s4: 50_000, s5: 50_000, s6Clients: 100, s7Guests: 50, s7Subs: 100, s9: 20_000, minutes: 2 }
+  : { s1: 200_000, s1StopWait: 5000, s1Rate: 10_000, s2: 20_000, s3: 2000, s4: 1_000_000, s5: 300_000, s6Clients: 1000, s7Guests: 500, s7Subs: 1000, s9: 200_000, minutes: 6 }
 const FAN_OUT = 20
 const FAN_IN = 100
 /** Processes on each side of a many-endpoint scenario (the machine has few cores). */
@@ -169,6 +169,53 @@ async function s8 () {
   row(scen, 'ingest: latency p50, publish -> client endpoint', 'ms', 'lower', ingest.latency?.p50 ?? null, refs.mosquitto?.latency?.p50 ?? null, refs.aedes?.latency?.p50 ?? null)
   row(scen, 'ingest: latency p99, publish -> client endpoint', 'ms', 'lower', ingest.latency?.p99 ?? null, refs.mosquitto?.latency?.p99 ?? null, refs.aedes?.latency?.p99 ?? null)
   row(scen, 'ingest: broker CPU per event', 'µs', 'lower', ingest.cpuPerEvent.broker, null, null)
+}
+
+// Scenario 9 (issue 11 §5, §6): the client endpoint alone, draining a stored backlog, one event at a
+// time against batches ([CLI-BATCH-*]) and 8 concurrent handlers ([CLI-CONC-*]), in the same run on
+// the same stored events: each mode a fresh client process with its own positions file (default
+// durability), from its first handler call to its last, and its CPU per event.
+async function s9 () {
+  const n = SIZE.s9
+  const deadline = deadlineIn(SIZE.minutes * 2)
+  const ws = await heraldWorkspace(1)
+  const children = []
+  let broker = null
+  try {
+    broker = await startHerald({ site: ws.site, dataDir: join(ws.dir, 'data') }, deadline)
+    log(`s9: storing ${n} events`)
+    const [service] = serviceChildren({ url: broker.url, dir: ws.dir, services: 1, procs: 1, count: n, window: 10_000, maxUnacked: 4000 })
+    children.push(service)
+    await service.waitFor('ready', 'service ready', deadline)
+    service.send('go')
+    await service.waitFor('drained', `all ${n} events stored at the broker`, deadline)
+    const modes = [
+      { name: 'one at a time', prefix: 'one' },
+      { name: 'batch maxEvents 100', prefix: 'b100', batch: { maxEvents: 100, maxWaitMs: 50 } },
+      { name: 'batch maxEvents 500', prefix: 'b500', batch: { maxEvents: 500, maxWaitMs: 50 } },
+      { name: 'concurrency 8', prefix: 'c8', concurrency: 8 }
+    ]
+    const results = {}
+    for (const m of modes) {
+      log(`s9: client endpoint, ${m.name}`)
+      const [client] = clientChildren({ url: broker.url, dir: ws.dir, clients: 1, procs: 1, expect: n, prefix: m.prefix, batch: m.batch, concurrency: m.concurrency })
+      children.push(client)
+      await client.waitFor('ready', 'client subscribed', deadline)
+      const cpu0 = client.cpu()
+      const result = (await client.waitFor('result', `all ${n} events at the client`, deadline)).result
+      const cpu = client.cpu() - cpu0
+      await client.kill()
+      results[m.prefix] = { seconds: (result.last - result.first) / 1000, perSecond: n / ((result.last - result.first) / 1000), cpuPerEvent: Math.round(cpu * 1000 / n * 10) / 10, redelivered: result.redelivered }
+      row('client batches and concurrency', `client endpoint events/s, ${m.name}`, 'events/s', 'higher', results[m.prefix].perSecond, null, null)
+      row('client batches and concurrency', `client CPU per event, ${m.name}`, 'µs', 'lower', results[m.prefix].cpuPerEvent, null, null)
+    }
+    raw.s9 = { events: n, ...results }
+    return raw.s9
+  } finally {
+    await killEach(children)
+    if (broker !== null) await broker.child.kill()
+    await ws.dispose()
+  }
 }
 
 // Scenario 2: fan-out, 1 service -> 20 clients
@@ -428,7 +475,7 @@ if (mosq === null) {
   log('Mosquitto is not installed: its column stays empty. Install it with: sudo apt-get install mosquitto')
 }
 log(`Herald benchmark, ${opts.quick ? 'quick' : 'full'} run: ${only.join(', ')}`)
-const fns = { s1, s2, s3, s4, s5, s6, s7, s8 }
+const fns = { s1, s2, s3, s4, s5, s6, s7, s8, s9 }
 for (const s of only) {
   const t = nowMs()
   try {
