@@ -184,7 +184,8 @@ export interface ClientEndpointEvents {
   status: (status: ClientStatus) => void
   /**
    * A handler threw; the same event is retried after `retryInMs` ([CLI-RETRY-1]). With `maxAttempts`,
-   * the last failed attempt is reported as `deadLetter` instead ([CLI-DEAD-1]).
+   * the last failed attempt is reported as `deadLetter` instead ([CLI-DEAD-1]). A batch handler's
+   * failure is reported with the batch's first event ([CLI-BATCH-5]).
    */
   handlerError: (info: { key: string, event: HeraldEvent, error: unknown, attempt: number, retryInMs: number }) => void
   /**
