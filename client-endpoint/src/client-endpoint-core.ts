@@ -454,6 +454,7 @@ export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointE
     sub.committed = p
     sub.reserved = p
     sub.crashStarted = null
+    sub.doneBefore = null // [CLI-CONC-3] the commit cleared `done`
     if (sub.replayUntil <= p && sub.resetStart === null) sub.replayUntil = null // nothing to replay
     if (this.link.online) this.resubscribe(sub)
   }
@@ -509,6 +510,7 @@ export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointE
             sub.committed = 0
             sub.reserved = 0
             sub.crashStarted = null
+            sub.doneBefore = null
           } else if (recorded === null || sub.resetStart !== null) {
             // [CLI-REPLAY-1] a reset to a start the broker resolved is recorded like a first start
             sub.resetStart = null

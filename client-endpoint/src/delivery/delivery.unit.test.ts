@@ -303,3 +303,23 @@ describe('concurrent handlers across several crashes', () => {
     await c.ep.close()
   })
 })
+
+describe('a reset with concurrency', () => {
+  it('forgets the finished events an earlier run recorded: the replay delivers them [CLI-CONC-3] [CLI-REPLAY-1]', async () => {
+    const positions = new MemoryPositionStore()
+    positions.settle('log', 0, 3, [2, 3])
+    const c = client(positions)
+    const seen: Array<[number, boolean]> = []
+    const sub = await c.one({ concurrency: 2 }, (e) => { seen.push([e.position, e.replay]) })
+    await c.deliver(at([1])) // 2 and 3 not received yet when reset
+    c.clock.runDeferred()
+    expect(seen).toEqual([[1, false]])
+    expect(positions.get('log')).toEqual({ position: 1, started: 3, done: [2, 3] })
+    await sub.reset('all')
+    expect(positions.get('log')).toEqual({ position: 0, started: null })
+    await flush()
+    await c.deliver(at([1, 2, 3]))
+    expect(seen.slice(1).sort((x, y) => x[0] - y[0])).toEqual([[1, true], [2, false], [3, false]]) // replay: up to the position when reset ([CLI-REPLAY-2])
+    await c.ep.close()
+  })
+})
