@@ -14,7 +14,7 @@ import type { EventHandler } from '../client-subscription.js'
 import type { HeraldEvent } from '../herald-event.js'
 import { MemoryPositionStore } from '../positions/memory-position-store.js'
 import type { PositionStore } from '../positions/position-store.js'
-import type { BatchHandler } from './delivery-options.js'
+import { sequencer, type BatchHandler } from './delivery-options.js'
 
 async function flush (): Promise<void> {
   for (let i = 0; i < 50; i++) await Promise.resolve()
@@ -321,5 +321,33 @@ describe('a reset with concurrency', () => {
     await c.deliver(at([1, 2, 3]))
     expect(seen.slice(1).sort((x, y) => x[0] - y[0])).toEqual([[1, true], [2, false], [3, false]]) // replay: up to the position when reset ([CLI-REPLAY-2])
     await c.ep.close()
+  })
+})
+
+describe('subscribe() types and sequencing keys', () => {
+  it('a batch handler takes an array, a plain one an event: the other way round does not compile [CLI-BATCH-1]', () => {
+    const ep = client(new MemoryPositionStore()).ep
+    // checked by tsc (tsconfig.check.json), never run: a subscription would wait for a broker
+    const compileOnly = (): void => {
+      void ep.subscribe('log', { batch: { maxEvents: 2, maxWaitMs: 0 } }, (es: HeraldEvent[]) => { void es.length })
+      void ep.subscribe('log', {}, (e: HeraldEvent) => { void e.position })
+      // @ts-expect-error a handler of one event with `batch`
+      void ep.subscribe('log', { batch: { maxEvents: 2, maxWaitMs: 0 } }, (e: HeraldEvent) => { void e.position })
+      // @ts-expect-error a batch handler without `batch`
+      void ep.subscribe('log', {}, (es: HeraldEvent[]) => { void es.length })
+    }
+    expect(typeof compileOnly).toBe('function')
+  })
+
+  it("'key' sequences by the replacing key (the service without one), { field } by a payload field (the service without it) [CLI-CONC-2]", () => {
+    const keyOf = sequencer('key')
+    const fieldOf = sequencer({ field: 'device' })
+    const serviceOf = sequencer(undefined)
+    const keyed = { ...stored(1, 'd1', 'svc-a'), key: 'room-1' } as StoredEvent
+    expect([keyOf(keyed), keyOf(stored(2, 'd1', 'svc-a'))]).toEqual(['k:room-1', 's:svc-a'])
+    const noField = { ...stored(3), payload: utf8Encode(JSON.stringify({ n: 3 })) }
+    const notObject = { ...stored(4), payload: utf8Encode('[1,2]') }
+    expect([fieldOf(stored(1, 'd1')), fieldOf(stored(2, 'd2')), fieldOf(noField), fieldOf(notObject)]).toEqual(['f:d1', 'f:d2', 's:svc', 's:svc'])
+    expect(serviceOf(stored(1, 'd1', 'svc-b'))).toBe('svc-b')
   })
 })
