@@ -3,6 +3,7 @@
 // `durability`: the SqlitePositionStore mode, 'power-loss' (the default) or 'process-crash'.
 // `batch`: { maxEvents, maxWaitMs }, batch subscriptions ([CLI-BATCH-1]); `concurrency`: handlers at
 // once ([CLI-CONC-1]), sequenced by service. Neither: one event at a time (scenario 1's path).
+// `handlerWaitMs`: the handler waits that long (a timer, like an I/O call) before it returns.
 // Each client subscribes to `event`; prints {"ready"} when all are subscribed, then
 // {"result": {first, last, received, redelivered, latency}} once each handled `expect` events
 // (never, with expect 0: the clients stay connected until the process is killed).
@@ -46,6 +47,11 @@ await Promise.all(a.clients.map(async (c) => {
   }
   if (a.batch !== undefined) {
     await ep.subscribe(a.event, { start: a.start ?? 'all', batch: a.batch }, (events) => { for (const e of events) handle(e) })
+  } else if (a.handlerWaitMs !== undefined) {
+    await ep.subscribe(a.event, { start: a.start ?? 'all', concurrency: a.concurrency ?? 1 }, async (e) => {
+      await new Promise((resolve) => setTimeout(resolve, a.handlerWaitMs))
+      handle(e)
+    })
   } else if (a.concurrency !== undefined) {
     await ep.subscribe(a.event, { start: a.start ?? 'all', concurrency: a.concurrency }, async (e) => { handle(e) })
   } else {
