@@ -27,6 +27,9 @@ export async function concurrentLoop<Tx> (host: DeliveryHost<Tx>, sub: ClientSub
   let highest = 0 // the highest position started in this pass
   let marked = 0 // the started mark last written
   let dirty = false
+  // the last of the finished events an earlier run recorded: once the low-water mark passes it, they are done with
+  let doneBeforeMax = 0
+  if (sub.doneBefore !== null) for (const p of sub.doneBefore) if (p > doneBeforeMax) doneBeforeMax = p
   let failure: unknown = null
   let signal: (() => void) | null = null
   const notify = (): void => {
@@ -71,7 +74,7 @@ export async function concurrentLoop<Tx> (host: DeliveryHost<Tx>, sub: ClientSub
     if (!moved) return
     if (sub.crashStarted !== null && low >= sub.crashStarted) sub.crashStarted = null
     if (sub.replayUntil !== null && low >= sub.replayUntil) sub.replayUntil = null
-    if (sub.doneBefore !== null && low >= Math.max(...sub.doneBefore)) sub.doneBefore = null
+    if (sub.doneBefore !== null && low >= doneBeforeMax) sub.doneBefore = null
     host.committed(sub, low)
   }
 
