@@ -2,7 +2,7 @@
 //
 //   npm run bench                         build, then every scenario at full size
 //   npm run bench -- --quick              small sizes, for a quick check (targets not judged)
-//   npm run bench -- --only s1,s5         some scenarios (s1 .. s8, s10, s11)
+//   npm run bench -- --only s1,s5         some scenarios (s1 .. s11)
 //   npm run bench -- --cpu-prof           profile the Herald processes (bench/results/profiles/)
 //   npm run bench -- --no-save            do not write bench/results/<date>.json
 //
@@ -26,7 +26,7 @@ const { values: opts } = parseArgs({
     'no-save': { type: 'boolean', default: false }
   }
 })
-const SCENARIOS = ['s1', 's2', 's3', 's4', 's5', 's6', 's7', 's8', 's10', 's11']
+const SCENARIOS = ['s1', 's2', 's3', 's4', 's5', 's6', 's7', 's8', 's9', 's10', 's11']
 const only = opts.only === undefined ? SCENARIOS : opts.only.split(',').map((s) => s.trim())
 for (const s of only) {
   if (!SCENARIOS.includes(s)) {
@@ -37,8 +37,8 @@ for (const s of only) {
 
 /** Sizes of each scenario; quick runs are for checking the harness, not for judging targets. */
 const SIZE = opts.quick
-  ? { s11: 10_000, s1: 20_000, s1StopWait: 1000, s1Rate: 2000, s2: 2000, s3: 200, s4: 50_000, s5: 50_000, s6Clients: 100, s7Guests: 50, s7Subs: 100, s10: 2000, minutes: 2 }
-  : { s11: 100_000, s1: 200_000, s1StopWait: 5000, s1Rate: 10_000, s2: 20_000, s3: 2000, s4: 1_000_000, s5: 300_000, s6Clients: 1000, s7Guests: 500, s7Subs: 1000, s10: 10_000, minutes: 6 }
+  ? { s11: 10_000, s1: 20_000, s1StopWait: 1000, s1Rate: 2000, s2: 2000, s3: 200, s4: 50_000, s5: 50_000, s6Clients: 100, s7Guests: 50, s7Subs: 100, s10: 2000, s9: 20_000, s9Slow: 400, minutes: 2 }
+  : { s11: 100_000, s1: 200_000, s1StopWait: 5000, s1Rate: 10_000, s2: 20_000, s3: 2000, s4: 1_000_000, s5: 300_000, s6Clients: 1000, s7Guests: 500, s7Subs: 1000, s10: 10_000, s9: 200_000, s9Slow: 2000, minutes: 6 }
 const FAN_OUT = 20
 const FAN_IN = 100
 /** Processes on each side of a many-endpoint scenario (the machine has few cores). */
@@ -207,6 +207,63 @@ async function s8 () {
   row(scen, 'ingest: latency p50, publish -> client endpoint', 'ms', 'lower', ingest.latency?.p50 ?? null, refs.mosquitto?.latency?.p50 ?? null, refs.aedes?.latency?.p50 ?? null)
   row(scen, 'ingest: latency p99, publish -> client endpoint', 'ms', 'lower', ingest.latency?.p99 ?? null, refs.mosquitto?.latency?.p99 ?? null, refs.aedes?.latency?.p99 ?? null)
   row(scen, 'ingest: broker CPU per event', 'µs', 'lower', ingest.cpuPerEvent.broker, null, null)
+}
+
+// Scenario 9 (issue 11 §5, §6): the client endpoint alone, draining a stored backlog (8 services), one event at a time against batches ([CLI-BATCH-*]) and 8 concurrent handlers
+// sequenced by service ([CLI-CONC-*]), in the same run on the same stored events: each mode a fresh
+// client process with its own positions file (default durability), from its first handler call to
+// its last, and its CPU per event. Then the same with a handler that waits 2 ms (an I/O call), one
+// at a time against concurrency 8, over the first SIZE.s9Slow events (stored first, finely interleaved).
+async function s9 () {
+  const slow = SIZE.s9Slow
+  const n = SIZE.s9 + slow
+  const services = 8
+  if (slow % services !== 0 || SIZE.s9 % services !== 0) throw new BenchError(`s9: sizes ${SIZE.s9} and ${slow} must divide by ${services} services`)
+  const deadline = deadlineIn(SIZE.minutes * 2)
+  const ws = await heraldWorkspace(services * 2)
+  const children = []
+  let broker = null
+  try {
+    broker = await startHerald({ site: ws.site, dataDir: join(ws.dir, 'data') }, deadline)
+    // first the events of the slow-handler modes, 8 services with small windows so that they are
+    // stored finely interleaved (a service's frames hold at most its window); then the bulk
+    for (const [first, count, window] of [[0, slow / services, 16], [services, SIZE.s9 / services, 10_000]]) {
+      log(`s9: storing ${count * services} events from ${services} services (window ${window})`)
+      const sv = serviceChildren({ url: broker.url, dir: ws.dir, services, procs: 1, first, count, window, maxUnacked: 4000 })
+      children.push(...sv)
+      await Promise.all(sv.map((c) => c.waitFor('ready', 'services ready', deadline)))
+      for (const c of sv) c.send('go')
+      await Promise.all(sv.map((c) => c.waitFor('drained', `all ${count * services} events stored at the broker`, deadline)))
+    }
+    const modes = [
+      { name: 'one at a time', prefix: 'one', expect: n },
+      { name: 'batch maxEvents 100', prefix: 'b100', expect: n, batch: { maxEvents: 100, maxWaitMs: 50 } },
+      { name: 'batch maxEvents 500', prefix: 'b500', expect: n, batch: { maxEvents: 500, maxWaitMs: 50 } },
+      { name: 'concurrency 8', prefix: 'c8', expect: n, concurrency: 8 },
+      { name: `one at a time, handler waits 2 ms (${slow.toLocaleString('en')} events)`, prefix: 'slow1', expect: slow, handlerWaitMs: 2 },
+      { name: `concurrency 8, handler waits 2 ms (${slow.toLocaleString('en')} events)`, prefix: 'slow8', expect: slow, concurrency: 8, handlerWaitMs: 2 }
+    ]
+    const results = {}
+    for (const m of modes) {
+      log(`s9: client endpoint, ${m.name}`)
+      const [client] = clientChildren({ url: broker.url, dir: ws.dir, clients: 1, procs: 1, expect: m.expect, prefix: m.prefix, batch: m.batch, concurrency: m.concurrency, handlerWaitMs: m.handlerWaitMs })
+      children.push(client)
+      await client.waitFor('ready', 'client subscribed', deadline)
+      const cpu0 = client.cpu()
+      const result = (await client.waitFor('result', `${m.expect} events at the client`, deadline)).result
+      const cpu = client.cpu() - cpu0
+      await client.kill()
+      results[m.prefix] = { events: m.expect, seconds: (result.last - result.first) / 1000, perSecond: m.expect / ((result.last - result.first) / 1000), cpuPerEvent: Math.round(cpu * 1000 / m.expect * 10) / 10, redelivered: result.redelivered }
+      row('client batches and concurrency', `client endpoint events/s, ${m.name}`, 'events/s', 'higher', results[m.prefix].perSecond, null, null)
+      row('client batches and concurrency', `client CPU per event, ${m.name}`, 'µs', 'lower', results[m.prefix].cpuPerEvent, null, null)
+    }
+    raw.s9 = { events: n, services, ...results }
+    return raw.s9
+  } finally {
+    await killEach(children)
+    if (broker !== null) await broker.child.kill()
+    await ws.dispose()
+  }
 }
 
 // Scenario 10: consumer groups ([GROUP-*]): 8 services raise SIZE.s10 events each; a plain
@@ -488,7 +545,7 @@ if (mosq === null) {
   log('Mosquitto is not installed: its column stays empty. Install it with: sudo apt-get install mosquitto')
 }
 log(`Herald benchmark, ${opts.quick ? 'quick' : 'full'} run: ${only.join(', ')}`)
-const fns = { s1, s2, s3, s4, s5, s6, s7, s8, s10, s11 }
+const fns = { s1, s2, s3, s4, s5, s6, s7, s8, s9, s10, s11 }
 for (const s of only) {
   const t = nowMs()
   try {

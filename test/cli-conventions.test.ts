@@ -43,7 +43,7 @@ describe('herald command line', () => {
     [['sim', '--devices'], "option '--devices <list>' argument missing"],
     [['demo', '--rate'], "option '--rate"],
     // herald bench hands its options to bench/run.mjs, which names a scenario it does not have
-    [['bench', '--only', 's9'], 'unknown scenario "s9"']
+    [['bench', '--only', 's12'], 'unknown scenario "s12"']
   ])('herald %j is a usage error: exit 2 and one line saying what is wrong', (args, message) => {
     const r = herald(...args)
     expect(r.code).toBe(2)

@@ -79,7 +79,7 @@ export function serviceChildren ({ url, dir, services, procs, first = 0, count, 
  * Client processes for `clients` client endpoints, positions files in `dir`; `durability` is the
  * SqlitePositionStore mode (undefined: its default, 'power-loss').
  */
-export function clientChildren ({ url, dir, clients, procs, expect, guests = false, nodeArgs = [], prefix = 'app', durability }) {
+export function clientChildren ({ url, dir, clients, procs, expect, guests = false, nodeArgs = [], prefix = 'app', durability, batch, concurrency, handlerWaitMs }) {
   let next = 0
   return split(clients, procs).map((n, i) => nodeChild(`herald-client ${i}`, proc('herald-client.mjs'), {
     url,
@@ -92,7 +92,10 @@ export function clientChildren ({ url, dir, clients, procs, expect, guests = fal
     event: EVENT,
     expect,
     start: 'all',
-    durability
+    durability,
+    batch,
+    concurrency,
+    handlerWaitMs
   }, { nodeArgs }))
 }
 

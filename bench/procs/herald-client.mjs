@@ -1,6 +1,9 @@
 // Herald client endpoints (positions in SQLite files). argv[2] is JSON:
 //   { url, user, password, clients: [{ clientName, positions }], event, expect, start, durability }
 // `durability`: the SqlitePositionStore mode, 'power-loss' (the default) or 'process-crash'.
+// `batch`: { maxEvents, maxWaitMs }, batch subscriptions ([CLI-BATCH-1]); `concurrency`: handlers at
+// once ([CLI-CONC-1]), sequenced by service. Neither: one event at a time (scenario 1's path).
+// `handlerWaitMs`: the handler waits that long (a timer, like an I/O call) before it returns.
 // Each client subscribes to `event`; prints {"ready"} when all are subscribed, then
 // {"result": {first, last, received, redelivered, latency}} once each handled `expect` events
 // (never, with expect 0: the clients stay connected until the process is killed).
@@ -31,7 +34,7 @@ await Promise.all(a.clients.map(async (c) => {
   ep.on('error', (e) => { process.stderr.write(`${c.clientName} error ${e.code} ${e.message}\n`) })
   endpoints.push(ep)
   let n = 0
-  await ep.subscribe(a.event, { start: a.start ?? 'all' }, (e) => {
+  const handle = (e) => {
     const t = nowMs()
     first ??= t
     last = t
@@ -41,6 +44,18 @@ await Promise.all(a.clients.map(async (c) => {
     if (++n === a.expect && ++done === a.clients.length) {
       report({ result: { first, last, received, redelivered, latency: lat.summary() } })
     }
-  })
+  }
+  if (a.batch !== undefined) {
+    await ep.subscribe(a.event, { start: a.start ?? 'all', batch: a.batch }, (events) => { for (const e of events) handle(e) })
+  } else if (a.handlerWaitMs !== undefined) {
+    await ep.subscribe(a.event, { start: a.start ?? 'all', concurrency: a.concurrency ?? 1 }, async (e) => {
+      await new Promise((resolve) => setTimeout(resolve, a.handlerWaitMs))
+      handle(e)
+    })
+  } else if (a.concurrency !== undefined) {
+    await ep.subscribe(a.event, { start: a.start ?? 'all', concurrency: a.concurrency }, async (e) => { handle(e) })
+  } else {
+    await ep.subscribe(a.event, { start: a.start ?? 'all' }, handle)
+  }
 }))
 report({ ready: true })

@@ -14,6 +14,10 @@ import type { PositionStore } from './positions/position-store.js'
 import { attemptDelay, attemptPolicy, errorMessage, type BackoffPolicy } from './dead-letter-policy.js'
 import type { DeadLetter } from './positions/dead-letter-store.js'
 import { GroupMembers, type GroupSubscribeOptions, type GroupSubscription } from './group-subscription.js'
+import { checkBatch, checkConcurrency, sequencer, type BatchHandler, type BatchOptions, type SequencePolicy } from './delivery/delivery-options.js'
+import type { DeliveryHost } from './delivery/delivery-host.js'
+import { batchLoop } from './delivery/batch-loop.js'
+import { concurrentLoop } from './delivery/concurrent-loop.js'
 
 /** A position write: done when it returns, or when the promise resolves (an asynchronous store, e.g. IndexedDB). */
 type Write = void | Promise<void>
@@ -98,6 +102,19 @@ export interface SubscribeOptions<Tx = never> {
   readonly maxAttempts?: number
   /** Delays between the attempts of one event. Default: the endpoint's retryInitialMs, retryMaxMs, factor 2. */
   readonly backoff?: BackoffPolicy
+  /**
+   * [CLI-CONC-1] Handlers running at once, 1 (default) to 256, in order within a sequencing key
+   * (`sequence`). Refused with `transaction` and with `batch`, and with a position store without
+   * `settle` (IndexedDB).
+   */
+  readonly concurrency?: number
+  /** [CLI-CONC-2] What keeps order with `concurrency`: 'service' (default), 'key', or { field } of the payload. */
+  readonly sequence?: SequencePolicy
+}
+
+/** subscribe() options of a batch subscription ([CLI-BATCH-1]): the handler gets an array of events. */
+export interface BatchSubscribeOptions<Tx = never> extends SubscribeOptions<Tx> {
+  readonly batch: BatchOptions
 }
 
 /** Where a subscription without a position starts (SubscribeOptions.start). */
@@ -176,7 +193,8 @@ export interface ClientEndpointEvents {
   status: (status: ClientStatus) => void
   /**
    * A handler threw; the same event is retried after `retryInMs` ([CLI-RETRY-1]). With `maxAttempts`,
-   * the last failed attempt is reported as `deadLetter` instead ([CLI-DEAD-1]).
+   * the last failed attempt is reported as `deadLetter` instead ([CLI-DEAD-1]). A batch handler's
+   * failure is reported with the batch's first event ([CLI-BATCH-5]).
    */
   handlerError: (info: { key: string, event: HeraldEvent, error: unknown, attempt: number, retryInMs: number }) => void
   /**
@@ -356,16 +374,20 @@ export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointE
    * Subscribes to an event ([CLI-SUB-1]). Resolves once the broker accepted the subscription;
    * rejects with a typed error (UNKNOWN_EVENT, NOT_AUTHORIZED, BAD_CREDENTIALS, ...) otherwise.
    */
-  async subscribe (eventName: string, options: SubscribeOptions<Tx>, handler: EventHandler): Promise<Subscription>
+  subscribe (eventName: string, options: BatchSubscribeOptions<Tx>, handler: BatchHandler): Promise<Subscription>
+  subscribe (eventName: string, options: SubscribeOptions<Tx>, handler: EventHandler): Promise<Subscription>
   /** [GROUP-JOIN-1] Joins a consumer group (`options.group`): see GroupSubscribeOptions. */
-  async subscribe (eventName: string, options: GroupSubscribeOptions, handler: EventHandler): Promise<GroupSubscription>
-  async subscribe (eventName: string, options: SubscribeOptions<Tx> | GroupSubscribeOptions, handler: EventHandler): Promise<Subscription | GroupSubscription> {
+  subscribe (eventName: string, options: GroupSubscribeOptions, handler: EventHandler): Promise<GroupSubscription>
+  async subscribe (eventName: string, options: (SubscribeOptions<Tx> & { readonly batch?: BatchOptions }) | GroupSubscribeOptions, handler: EventHandler | BatchHandler): Promise<Subscription | GroupSubscription> {
     if (this.closed) throw new ClosedError('ClientEndpoint is closed')
-    if (options !== null && typeof options === 'object' && 'group' in options && options.group !== undefined) return await this.groups.subscribe(eventName, options, handler)
+    if (options !== null && typeof options === 'object' && 'group' in options && options.group !== undefined) {
+      if ('batch' in options && options.batch !== undefined) throw new ConfigError('subscribe: a consumer group member ("group") takes no "batch"')
+      return await this.groups.subscribe(eventName, options, handler as EventHandler)
+    }
     return await this.subscribeOne(eventName, options, handler)
   }
 
-  private async subscribeOne (eventName: string, options: SubscribeOptions<Tx>, handler: EventHandler): Promise<Subscription> {
+  private async subscribeOne (eventName: string, options: SubscribeOptions<Tx> & { readonly batch?: BatchOptions }, handler: EventHandler | BatchHandler): Promise<Subscription> {
     if (!isValidName(eventName)) throw new RequestError(ErrorCode.INVALID_ARGUMENT, `subscribe: ${JSON.stringify(eventName)} is not a valid event name`)
     if (typeof handler !== 'function') throw new ConfigError('subscribe: handler must be a function')
     const services = options.services === undefined ? null : [...options.services].sort()
@@ -381,13 +403,26 @@ export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointE
     const tx = this.platform.transactions
     if (options.waitForAccess !== undefined && typeof options.waitForAccess !== 'boolean') throw new ConfigError('subscribe: option "waitForAccess" must be true or false')
     if (options.transaction !== undefined && tx === undefined) throw new ConfigError('subscribe: option "transaction" (transactional mode) needs the Node entry and a better-sqlite3 database')
+    const concurrency = checkConcurrency(options.concurrency)
+    // [CLI-CONC-4] what concurrency is refused with
+    if (concurrency > 1 && options.transaction !== undefined) throw new ConfigError('subscribe: option "concurrency" > 1 cannot be used with "transaction": a transactional handler is synchronous, so nothing would run at once (use one at a time, or a batch)')
+    if (concurrency > 1 && options.batch !== undefined) throw new ConfigError('subscribe: options "concurrency" > 1 and "batch" cannot be used together: a batch is handed over in position order as one unit')
     const positions = options.transaction === undefined || tx === undefined ? this.positions : tx.positions(options.transaction)
-    const sub = new ClientSubscription<Tx>(key, eventName, services, start, window, handler, positions, options.transaction ?? null)
+    const batch = options.batch === undefined ? null : checkBatch(options.batch, window)
+    const sequenceOf = sequencer(options.sequence)
+    if (concurrency > 1 && positions.settle === undefined) throw new ConfigError('subscribe: option "concurrency" > 1 needs a position store that records finished events (SQLite or memory); this one does not (IndexedDB)')
+    // a batch handler's single events (a retried dead letter, [CLI-DEAD-5]) are batches of one
+    const one: EventHandler = batch === null ? handler as EventHandler : (e) => (handler as BatchHandler)([e])
+    const sub = new ClientSubscription<Tx>(key, eventName, services, start, window, one, positions, options.transaction ?? null)
     sub.keys = keys
     sub.attempts = attemptPolicy(options, { initialMs: this.opts.retryInitialMs, maxMs: this.opts.retryMaxMs }, positions.deadLetters)
+    if (batch !== null) sub.batch = { ...batch, handler: handler as BatchHandler }
+    sub.concurrency = concurrency
+    sub.sequenceOf = sequenceOf
     const recorded = positions.get(key)
     sub.committed = recorded?.position ?? 0
     sub.crashStarted = recorded?.started ?? null
+    if (recorded?.done !== undefined && recorded.done.length > 0) sub.doneBefore = new Set(recorded.done)
     sub.waitForAccess = options.waitForAccess === true
     if (positions.deadLetters?.list(key).some((l) => l.retry) === true) {
       // [CLI-DEAD-5] retried dead letters first (only then does subscribe() take a turn before registering)
@@ -423,7 +458,7 @@ export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointE
       get waitingForAccess () { return sub.waitingForAccess },
       unsubscribe: async () => {
         sub.closed = true
-        sub.stopRetryWait?.()
+        sub.stopWaits()
         if (sub.wireId !== 0) {
           this.link.send(this.reqTopic, encodeRequest({ op: 'unsub', sub: sub.wireId }))
           this.wire.delete(sub.wireId)
@@ -444,7 +479,7 @@ export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointE
       sub.wireId = 0
     }
     sub.clearQueue()
-    sub.stopRetryWait?.()
+    sub.stopWaits()
     await sub.idle()
     if (sub.closed) return
     // [CLI-REPLAY-2] where it was: events up to it are a replay (a second reset keeps the furthest)
@@ -459,6 +494,7 @@ export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointE
     sub.committed = p
     sub.reserved = p
     sub.crashStarted = null
+    sub.doneBefore = null // [CLI-CONC-3] the commit cleared `done`
     if (sub.replayUntil <= p && sub.resetStart === null) sub.replayUntil = null // nothing to replay
     if (this.link.online) this.resubscribe(sub)
   }
@@ -518,6 +554,7 @@ export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointE
             sub.committed = 0
             sub.reserved = 0
             sub.crashStarted = null
+            sub.doneBefore = null
           } else if (recorded === null || sub.resetStart !== null) {
             // [CLI-REPLAY-1] a reset to a start the broker resolved is recorded like a first start
             sub.resetStart = null
@@ -596,7 +633,10 @@ export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointE
 
   /** Runs the handler over the queue, one event at a time, in order ([CLI-ORDER-1]). */
   private process (sub: ClientSubscription<Tx>): void {
-    if (sub.processing) return
+    if (sub.processing) {
+      sub.wake?.() // [CLI-BATCH-3] a batch waiting to fill, or the concurrent loop waiting for events
+      return
+    }
     sub.processing = true
     void this.drain(sub)
   }
@@ -610,7 +650,7 @@ export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointE
    */
   private async drain (sub: ClientSubscription<Tx>): Promise<void> {
     try {
-      do await this.loop(sub)
+      do await (sub.batch !== null ? batchLoop(this.host(), sub) : sub.concurrency > 1 || sub.doneBefore !== null ? concurrentLoop(this.host(), sub) : this.loop(sub))
       while (sub.pending > 0 && !sub.closed && !this.closed)
     } catch (err) {
       this.reportError(err)
@@ -722,14 +762,13 @@ export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointE
    * application's database, one transaction). False: the store is full ([CLI-DEAD-4]) or the write
    * failed, and the subscription is stopped at the event, which stays to be delivered on the next start.
    */
-  private giveUp (sub: ClientSubscription<Tx>, e: StoredEvent, event: HeraldEvent, attempts: number, error: unknown): boolean {
+  private giveUp (sub: ClientSubscription<Tx>, e: StoredEvent, event: HeraldEvent, attempts: number, error: unknown, position = e.position, started: number | null = sub.crashStarted !== null && sub.crashStarted > e.position ? sub.crashStarted : null, done?: readonly number[]): boolean {
     const store = sub.positions.deadLetters
     if (store === undefined) throw new ConfigError('maxAttempts needs a position store that keeps dead letters')
-    const started = sub.crashStarted !== null && sub.crashStarted > e.position ? sub.crashStarted : null
     const message = errorMessage(error)
     let id: number
     try {
-      id = store.add({ key: sub.key, event: e, attempts, lastError: message, deadAt: this.clock.now(), age: event.age }, e.position, started)
+      id = store.add({ key: sub.key, event: e, attempts, lastError: message, deadAt: this.clock.now(), age: event.age }, position, started, done)
     } catch (err) {
       const stopped = toHeraldError(err)
       sub.closed = true
@@ -789,6 +828,55 @@ export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointE
     sub.positions.deadLetters?.failed(letter.id, message, this.clock.now())
     if (this.listenerCount('deadLetter') > 0) this.emit('deadLetter', { key: sub.key, id: letter.id, event, attempts: letter.attempts + 1, error: message, retried: true })
     else this.logger.warn({ key: sub.key, id: letter.id, err: message }, 'dead letter retried and failed again')
+  }
+
+  private deliveryHost: DeliveryHost<Tx> | null = null
+
+  /** What the batch and concurrent loops use of this endpoint ([CLI-BATCH-*], [CLI-CONC-*]). */
+  private host (): DeliveryHost<Tx> {
+    if (this.deliveryHost !== null) return this.deliveryHost
+    this.deliveryHost = {
+      clock: this.clock,
+      isClosed: () => this.closed,
+      committed: (sub, position) => {
+        sub.committed = position
+        this.scheduleAck(sub)
+      },
+      track: (w) => { this.track(w) },
+      reserve: (sub, last) => {
+        // [CLI-POS-5] as the one-at-a-time loop does, for the last event about to run
+        if (sub.positions.reserve === undefined || (last <= sub.reserved && this.clock.now() - sub.reservedAt < this.opts.positionSyncMs)) return undefined
+        const queued = sub.queue[sub.queue.length - 1]?.event.position ?? 0
+        const upTo = Math.max(last + sub.window - 1, queued, sub.crashStarted ?? 0)
+        const r = sub.positions.reserve(sub.key, upTo)
+        sub.reserved = upTo
+        sub.reservedAt = this.clock.now()
+        return r === undefined ? undefined : r
+      },
+      retryWait: async (sub, event, error, attempt) => {
+        const retryInMs = attemptDelay(attempt, sub.attempts ?? { maxAttempts: null, initialMs: this.opts.retryInitialMs, maxMs: this.opts.retryMaxMs, factor: 2 }, this.random)
+        sub.retries++
+        if (this.listenerCount('handlerError') > 0) this.emit('handlerError', { key: sub.key, event, error, attempt, retryInMs })
+        else this.logger.warn({ key: sub.key, position: event.position, err: error, attempt }, 'handler failed; retrying')
+        await new Promise<void>((resolve) => {
+          const stop = (): void => {
+            sub.stops.delete(stop)
+            t.cancel()
+            resolve()
+          }
+          const t = this.clock.setTimer(stop, retryInMs)
+          sub.stops.add(stop)
+        })
+        return !sub.closed && !this.closed
+      },
+      giveUp: (sub, e, event, attempts, error, position, started, done) => this.giveUp(sub, e, event, attempts, error, position, started, done),
+      runTransaction: (sub, fn) => {
+        const tx = this.platform.transactions
+        if (tx === undefined) throw new ConfigError('transactional mode needs the Node entry')
+        tx.run(sub.transaction as Tx, fn)
+      }
+    }
+    return this.deliveryHost
   }
 
   /** Events given up on to dead letters since the endpoint was made ([CLI-DEAD-1]). */
@@ -856,7 +944,7 @@ export class ClientEndpointCore<Tx = never> extends TypedEmitter<ClientEndpointE
     this.resubscribeTimers.clear()
     for (const sub of this.subs.values()) {
       sub.closed = true
-      sub.stopRetryWait?.()
+      sub.stopWaits()
       this.failSettle(sub, new ClosedError('ClientEndpoint closed'))
     }
     await this.link.close()

@@ -5,7 +5,7 @@
  */
 import type Database from 'better-sqlite3'
 import { checkBrokerConnection, mqttTransport, type TlsClientOptions } from '@herald/node-runtime'
-import { ClientEndpointCore, type ClientEndpointCoreOptions, type ClientEndpointPlatform, type SubscribeOptions as CoreSubscribeOptions } from './client-endpoint-core.js'
+import { ClientEndpointCore, type ClientEndpointCoreOptions, type ClientEndpointPlatform, type SubscribeOptions as CoreSubscribeOptions, type BatchSubscribeOptions as CoreBatchSubscribeOptions } from './client-endpoint-core.js'
 import { SqlitePositionStore } from './positions/sqlite-position-store.js'
 
 export { CLIENT_ENDPOINT_DEFAULTS, type ClientEndpointEvents, type ClientStatus, type GapInfo, type StartOption, type Subscription } from './client-endpoint-core.js'
@@ -23,6 +23,8 @@ export interface ClientEndpointOptions extends ClientEndpointCoreOptions {
  * database in which the position is committed too.
  */
 export type SubscribeOptions = CoreSubscribeOptions<Database.Database>
+/** Options of a batch subscription ([CLI-BATCH-1]): `batch` is required, the handler takes an array. */
+export type BatchSubscribeOptions = CoreBatchSubscribeOptions<Database.Database>
 
 function nodePlatform (options: ClientEndpointOptions): ClientEndpointPlatform<Database.Database> {
   return {

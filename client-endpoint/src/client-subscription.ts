@@ -3,6 +3,7 @@ import type { StartFrom, StoredEvent } from '@herald/protocol'
 import type { HeraldEvent } from './herald-event.js'
 import type { PositionStore } from './positions/position-store.js'
 import type { AttemptPolicy } from './dead-letter-policy.js'
+import type { BatchHandler } from './delivery/delivery-options.js'
 
 /** A handler: runs one event at a time per subscription, in order. Throwing means "retry this event". */
 export type EventHandler = (event: HeraldEvent) => void | Promise<void>
@@ -49,8 +50,19 @@ export class ClientSubscription<Tx = never> {
   replayUntil: number | null = null
   /** [CLI-REPLAY-1] A reset to a start the broker resolves ('new', 'latest', a time): sent with the next subscription, then cleared. */
   resetStart: StartFrom | null = null
+  /** [CLI-BATCH-1] subscribe() option `batch` and the batch handler (then `handler` hands it one event); null: one at a time. */
+  batch: { readonly maxEvents: number, readonly maxWaitMs: number, readonly handler: BatchHandler } | null = null
+  /** [CLI-CONC-1] subscribe() option `concurrency`, and the sequencing key of an event ([CLI-CONC-2]). */
+  concurrency = 1
+  sequenceOf: ((e: StoredEvent) => string) | null = null
+  /** [CLI-CONC-3] From an earlier run: events after the committed position already handled (not delivered again); null once passed. */
+  doneBefore: Set<number> | null = null
+  /** While a batch waits to fill ([CLI-BATCH-3]): called when an event is queued. */
+  wake: (() => void) | null = null
   /** While a failed handler waits for its retry: ends the wait now (close, unsubscribe). */
   stopRetryWait: (() => void) | null = null
+  /** The other waits of the batch and concurrent loops (a batch filling, concurrent retries); ended with the retry wait. */
+  readonly stops = new Set<() => void>()
   private idleWaiters: Array<() => void> = []
   settle: { resolve: () => void, reject: (err: Error) => void } | null = null
   /**
@@ -93,6 +105,12 @@ export class ClientSubscription<Tx = never> {
   clearQueue (): void {
     this.queue.length = 0
     this.queueHead = 0
+  }
+
+  /** Ends every wait now (close, unsubscribe, reset). */
+  stopWaits (): void {
+    this.stopRetryWait?.()
+    for (const stop of [...this.stops]) stop()
   }
 
   /** Resolves when no handler is running. */

@@ -1,5 +1,6 @@
-export { ClientEndpoint, CLIENT_ENDPOINT_DEFAULTS, type ClientEndpointOptions, type ClientEndpointEvents, type ClientStatus, type GapInfo, type StartOption, type SubscribeOptions, type Subscription } from './client-endpoint.js'
+export { ClientEndpoint, CLIENT_ENDPOINT_DEFAULTS, type ClientEndpointOptions, type ClientEndpointEvents, type ClientStatus, type GapInfo, type StartOption, type SubscribeOptions, type BatchSubscribeOptions, type Subscription } from './client-endpoint.js'
 export type { EventHandler } from './client-subscription.js'
+export { MAX_BATCH_EVENTS, MAX_BATCH_WAIT_MS, MAX_CONCURRENCY, type BatchOptions, type BatchHandler, type SequencePolicy } from './delivery/delivery-options.js'
 export type { HeraldEvent } from './herald-event.js'
 export type { PositionStore, SubscriptionPosition } from './positions/position-store.js'
 export { MemoryPositionStore, type MemoryPositionStoreOptions } from './positions/memory-position-store.js'

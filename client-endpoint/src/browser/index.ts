@@ -11,6 +11,7 @@ import type { BackoffPolicy } from '../dead-letter-policy.js'
 
 export { CLIENT_ENDPOINT_DEFAULTS, type ClientEndpointEvents, type ClientStatus, type GapInfo, type StartOption, type Subscription } from '../client-endpoint-core.js'
 export type { EventHandler } from '../client-subscription.js'
+export type { BatchOptions, BatchHandler, SequencePolicy } from '../delivery/delivery-options.js'
 export type { BackoffPolicy } from '../dead-letter-policy.js'
 export type { HeraldEvent } from '../herald-event.js'
 export type { PositionStore, SubscriptionPosition } from '../positions/position-store.js'

@@ -50,10 +50,11 @@ export interface DeadLetterStore {
   readonly maxDeadLetters: number
   /**
    * [CLI-DEAD-2] Records the dead letter and, in the same write, the subscription's position as
-   * `position` with `started` as the started mark (null: none). Returns its id. Full: throws
-   * PersistenceError CAPACITY_EXCEEDED and writes nothing.
+   * `position` with `started` as the started mark (null: none), and with `done` ([CLI-CONC-3]: the
+   * subscription's finished events above `position`, this one among them) when given. Returns its
+   * id. Full: throws PersistenceError CAPACITY_EXCEEDED and writes nothing.
    */
-  add (letter: NewDeadLetter, position: number, started: number | null): number
+  add (letter: NewDeadLetter, position: number, started: number | null, done?: readonly number[]): number
   /** Every dead letter (of one subscription key if given), oldest first. */
   list (key?: string): DeadLetter[]
   get (id: number): DeadLetter | null
@@ -83,15 +84,15 @@ export class MemoryDeadLetters implements DeadLetterStore {
   private readonly letters = new Map<number, DeadLetter>()
   private nextId = 1
 
-  constructor (maxDeadLetters: number | undefined, private readonly writePosition: (key: string, position: number, started: number | null) => void) {
+  constructor (maxDeadLetters: number | undefined, private readonly writePosition: (key: string, position: number, started: number | null, done?: readonly number[]) => void) {
     this.maxDeadLetters = checkMaxDeadLetters('MemoryPositionStore', maxDeadLetters)
   }
 
-  add (letter: NewDeadLetter, position: number, started: number | null): number {
+  add (letter: NewDeadLetter, position: number, started: number | null, done?: readonly number[]): number {
     if (this.letters.size >= this.maxDeadLetters) throw deadLettersFull(this.maxDeadLetters, letter)
     const id = this.nextId++
     this.letters.set(id, { ...letter, id, eventId: eventId(letter.event.instance, letter.event.seq), retry: false })
-    this.writePosition(letter.key, position, started)
+    this.writePosition(letter.key, position, started, done)
     return id
   }
 

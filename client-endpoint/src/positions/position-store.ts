@@ -16,6 +16,12 @@ export interface SubscriptionPosition {
    * one event whose handler was running; after a power loss, every event reserved ([CLI-POS-5]).
    */
   readonly started: number | null
+  /**
+   * [CLI-CONC-3] With `concurrency` > 1: events after `position` (up to `started`) whose handlers
+   * finished and were recorded, ascending; they are not delivered again. Absent or empty otherwise.
+   * At most the subscription's window of them.
+   */
+  readonly done?: readonly number[]
 }
 
 /**
@@ -50,6 +56,12 @@ export interface PositionStore {
    * a store without it is taken as one.
    */
   reserve? (key: string, upTo: number): void | Promise<void>
+  /**
+   * [CLI-CONC-3] Records `committed` as the position (a low-water mark), `started` as started (null:
+   * none) and `done`, ascending positions above `committed` whose handlers finished, in one write.
+   * `commit` and `advance` clear `done`. A store without it refuses `concurrency` > 1 (IndexedDB).
+   */
+  settle? (key: string, committed: number, started: number | null, done: readonly number[]): void | Promise<void>
   /** Whether records survive a restart. */
   readonly durable: boolean
   /**

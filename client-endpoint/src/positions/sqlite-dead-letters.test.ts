@@ -104,6 +104,33 @@ describe('SqliteDeadLetters', () => {
     }
   })
 
+  it('schema version 3 [CLI-DEAD-8] [CLI-CONC-3]: a version 2 file gets the done column, keeps its positions and dead letters, and records 3', async () => {
+    const dir = await tempDir()
+    try {
+      const file = join(dir.path, 'v2.db')
+      const o = new Database(file)
+      o.exec('CREATE TABLE herald_positions (key TEXT PRIMARY KEY, position INTEGER NOT NULL, started INTEGER, reserved INTEGER, reservations INTEGER) WITHOUT ROWID')
+      o.exec('CREATE TABLE herald_positions_boot (id INTEGER PRIMARY KEY CHECK (id = 1), boot TEXT NOT NULL)')
+      o.exec("INSERT INTO herald_positions_boot (id, boot) VALUES (1, 'b')")
+      o.exec('CREATE TABLE herald_positions_schema (id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL)')
+      o.exec('INSERT INTO herald_positions_schema (id, version) VALUES (1, 2)')
+      o.prepare('INSERT INTO herald_positions (key, position, started) VALUES (?, ?, ?)').run('log', 7, 9)
+      o.close()
+      const store = new SqlitePositionStore({ database: file, bootId: 'b' })
+      expect(store.get('log')).toEqual({ position: 7, started: 9 })
+      store.settle('log', 7, 9, [8])
+      expect(store.get('log')).toEqual({ position: 7, started: 9, done: [8] })
+      store.deadLetters.add(letter(10), 7, 10, [8, 10])
+      expect(store.get('log')).toEqual({ position: 7, started: 10, done: [8, 10] })
+      store.close()
+      const v = new Database(file)
+      expect(v.prepare('SELECT version FROM herald_positions_schema').pluck().get()).toBe(3)
+      v.close()
+    } finally {
+      await dir.remove()
+    }
+  })
+
   it('schema versions [CLI-DEAD-8]: a file from before dead letters is migrated to version 2; a newer one is refused; a file without positions has no dead letters', async () => {
     const dir = await tempDir()
     try {

@@ -11,9 +11,10 @@ import { checkMaxDeadLetters, deadLettersFull, type DeadLetter, type DeadLetterS
 
 /**
  * The schema of a SqlitePositionStore's tables ([CLI-DEAD-8]), recorded in `<table>_schema`: 1
- * positions and boot id (also the files from before the record); 2 dead letters in `<table>_dead`.
+ * positions and boot id (also the files from before the record); 2 dead letters in `<table>_dead`;
+ * 3 the `done` column of the positions table ([CLI-CONC-3]).
  */
-export const POSITIONS_SCHEMA_VERSION = 2
+export const POSITIONS_SCHEMA_VERSION = 3
 
 interface Row {
   id: number, key: string, attempts: number, last_error: string, dead_at: number, age: number, retry: number,
@@ -52,13 +53,13 @@ export class SqliteDeadLetters implements DeadLetterStore {
   private readonly markRetry: Database.Statement<[number]>
   private readonly remove: Database.Statement<[number]>
   private readonly markFailed: Database.Statement<[string, number, number, number]>
-  private readonly addTx: (letter: NewDeadLetter, position: number, started: number | null) => number
+  private readonly addTx: (letter: NewDeadLetter, position: number, started: number | null, done: readonly number[] | undefined) => number
 
   /**
    * `writePosition` is the position store's own write; it runs inside the same transaction (a
    * savepoint when the application's transaction is open).
    */
-  constructor (private readonly db: Database.Database, table: string, maxDeadLetters: number | undefined, writePosition: (key: string, position: number, started: number | null) => void) {
+  constructor (private readonly db: Database.Database, table: string, maxDeadLetters: number | undefined, writePosition: (key: string, position: number, started: number | null, done?: readonly number[]) => void) {
     this.maxDeadLetters = checkMaxDeadLetters('SqlitePositionStore', maxDeadLetters)
     const t = `${table}_dead`
     db.exec(`CREATE TABLE IF NOT EXISTS ${t} (id INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL, attempts INTEGER NOT NULL, last_error TEXT NOT NULL, dead_at INTEGER NOT NULL, age INTEGER NOT NULL, retry INTEGER NOT NULL DEFAULT 0,
@@ -73,7 +74,7 @@ export class SqliteDeadLetters implements DeadLetterStore {
     this.markRetry = db.prepare(`UPDATE ${t} SET retry = 1 WHERE id = ?`)
     this.remove = db.prepare(`DELETE FROM ${t} WHERE id = ?`)
     this.markFailed = db.prepare(`UPDATE ${t} SET retry = 0, attempts = attempts + 1, last_error = ?, age = age + max(0, ? - dead_at), dead_at = ? WHERE id = ?`)
-    this.addTx = db.transaction((letter: NewDeadLetter, position: number, started: number | null): number => {
+    this.addTx = db.transaction((letter: NewDeadLetter, position: number, started: number | null, done: readonly number[] | undefined): number => {
       if (this.count.get() as number >= this.maxDeadLetters) throw deadLettersFull(this.maxDeadLetters, letter)
       const e = letter.event
       const r = this.insert.run({
@@ -82,13 +83,13 @@ export class SqliteDeadLetters implements DeadLetterStore {
         raisedAt: e.raisedAt, receivedAt: e.receivedAt, uploadAge: e.uploadAge, expiresAt: e.expiresAt, isNull: e.isNull ? 1 : 0,
         recipient: e.recipient, payloadKind: e.payloadKind, payload: Buffer.from(e.payload.buffer, e.payload.byteOffset, e.payload.byteLength)
       })
-      writePosition(letter.key, position, started)
+      writePosition(letter.key, position, started, done)
       return Number(r.lastInsertRowid)
     })
   }
 
-  add (letter: NewDeadLetter, position: number, started: number | null): number {
-    return this.addTx(letter, position, started)
+  add (letter: NewDeadLetter, position: number, started: number | null, done?: readonly number[]): number {
+    return this.addTx(letter, position, started, done)
   }
 
   list (key?: string): DeadLetter[] {

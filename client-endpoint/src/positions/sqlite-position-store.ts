@@ -82,7 +82,8 @@ export class SqlitePositionStore implements PositionStore {
   readonly durability: PositionDurability
   private readonly db: Database.Database
   private readonly owned: boolean
-  private readonly getStmt: Database.Statement<[string], { position: number, started: number | null }>
+  private readonly getStmt: Database.Statement<[string], { position: number, started: number | null, done: string | null }>
+  private readonly settleStmt: Database.Statement<[string, number, number | null, string | null]>
   private readonly startStmt: Database.Statement<[string, number]>
   private readonly commitStmt: Database.Statement<[string, number]>
   private readonly advanceStmt: Database.Statement<[string, number, number]>
@@ -122,22 +123,27 @@ export class SqlitePositionStore implements PositionStore {
       const version = this.db.prepare(`SELECT version FROM ${table}_schema WHERE id = 1`).pluck().get() as number | undefined
       if (version !== undefined && version > POSITIONS_SCHEMA_VERSION) throw new PersistenceError(`the positions were written by a newer Herald (schema version ${version}; this one knows up to ${POSITIONS_SCHEMA_VERSION})`)
       // the migrations are idempotent, so a crash between them is harmless: version 1 (none
-      // recorded) the positions and boot tables, with the columns added since; version 2 dead letters
+      // recorded) the positions and boot tables, with the columns added since; version 2 dead letters;
+      // version 3 the `done` column ([CLI-CONC-3])
       this.db.exec(`CREATE TABLE IF NOT EXISTS ${table} (key TEXT PRIMARY KEY, position INTEGER NOT NULL, started INTEGER, reserved INTEGER, reservations INTEGER) WITHOUT ROWID`)
       const columns = (this.db.pragma(`table_info(${table})`) as Array<{ name: string }>).map((c) => c.name)
       if (!columns.includes('reserved')) this.db.exec(`ALTER TABLE ${table} ADD COLUMN reserved INTEGER`) // a file from before [CLI-POS-5]
       if (!columns.includes('reservations')) this.db.exec(`ALTER TABLE ${table} ADD COLUMN reservations INTEGER`) // a file from before [CLI-POS-6]
+      if (!columns.includes('done')) this.db.exec(`ALTER TABLE ${table} ADD COLUMN done TEXT`) // a file from before [CLI-CONC-3]
       this.db.exec(`CREATE TABLE IF NOT EXISTS ${table}_boot (id INTEGER PRIMARY KEY CHECK (id = 1), boot TEXT NOT NULL)`)
-      this.getStmt = this.db.prepare(`SELECT position, started FROM ${table} WHERE key = ?`)
+      this.getStmt = this.db.prepare(`SELECT position, started, done FROM ${table} WHERE key = ?`)
       this.startStmt = this.db.prepare(`INSERT INTO ${table} (key, position, started) VALUES (?, 0, ?) ON CONFLICT(key) DO UPDATE SET started = excluded.started`)
-      this.commitStmt = this.db.prepare(`INSERT INTO ${table} (key, position, started) VALUES (?, ?, NULL) ON CONFLICT(key) DO UPDATE SET position = excluded.position, started = NULL`)
-      this.advanceStmt = this.db.prepare(`INSERT INTO ${table} (key, position, started) VALUES (?, ?, ?) ON CONFLICT(key) DO UPDATE SET position = excluded.position, started = excluded.started`)
+      this.commitStmt = this.db.prepare(`INSERT INTO ${table} (key, position, started) VALUES (?, ?, NULL) ON CONFLICT(key) DO UPDATE SET position = excluded.position, started = NULL, done = NULL`)
+      this.advanceStmt = this.db.prepare(`INSERT INTO ${table} (key, position, started) VALUES (?, ?, ?) ON CONFLICT(key) DO UPDATE SET position = excluded.position, started = excluded.started, done = NULL`)
+      // [CLI-CONC-3] the finished events above the low-water mark, as comma-separated positions
+      this.settleStmt = this.db.prepare(`INSERT INTO ${table} (key, position, started, done) VALUES (?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET position = excluded.position, started = excluded.started, done = excluded.done`)
       // [CLI-POS-6] the count changes the row on every reservation: SQLite writes nothing (and so
       // syncs nothing) for an update that leaves the page as it was, e.g. the same reservation as
       // one a killed process wrote but had not synced yet
       this.reserveStmt = this.db.prepare(`INSERT INTO ${table} (key, position, reserved, reservations) VALUES (?, 0, ?, 1) ON CONFLICT(key) DO UPDATE SET reserved = excluded.reserved, reservations = coalesce(reservations, 0) + 1`)
-      this.deadLetters = new SqliteDeadLetters(this.db, table, options.maxDeadLetters, (key, position, started) => {
-        if (started === null) this.commitStmt.run(key, position)
+      this.deadLetters = new SqliteDeadLetters(this.db, table, options.maxDeadLetters, (key, position, started, done) => {
+        if (done !== undefined) this.settleStmt.run(key, position, started, done.length === 0 ? null : done.join(','))
+        else if (started === null) this.commitStmt.run(key, position)
         else this.advanceStmt.run(key, position, started)
       })
       if (version !== POSITIONS_SCHEMA_VERSION) this.db.prepare(`INSERT INTO ${table}_schema (id, version) VALUES (1, ?) ON CONFLICT(id) DO UPDATE SET version = excluded.version`).run(POSITIONS_SCHEMA_VERSION)
@@ -161,7 +167,14 @@ export class SqlitePositionStore implements PositionStore {
 
   get (key: string): SubscriptionPosition | null {
     const r = this.getStmt.get(key)
-    return r === undefined ? null : { position: r.position, started: r.started }
+    if (r === undefined) return null
+    if (r.done === null || r.done === '') return { position: r.position, started: r.started }
+    return { position: r.position, started: r.started, done: r.done.split(',').map(Number) }
+  }
+
+  /** [CLI-CONC-3] one write: the low-water position, the started mark and the finished events above it. */
+  settle (key: string, committed: number, started: number | null, done: readonly number[]): void {
+    this.settleStmt.run(key, committed, started, done.length === 0 ? null : done.join(','))
   }
 
   markStarted (key: string, position: number): void {

@@ -57,6 +57,30 @@ export function describePositionStoreConformance (name: string, factory: () => P
       expect(fx.store.get('a')).toEqual({ position: 4, started: null })
     })
 
+    it('[CLI-CONC-3] settle records the low-water position, started and the finished events above it in one write; commit and advance clear them; durable across reopen', async () => {
+      fx = await factory()
+      const settle = fx.store.settle?.bind(fx.store)
+      if (settle === undefined) {
+        expect(fx.store.durable === false || fx.store.reserve === undefined).toBe(true) // only a store that refuses concurrency lacks it (IndexedDB)
+        return
+      }
+      await settle('a', 4, 9, [6, 8])
+      expect(fx.store.get('a')).toEqual({ position: 4, started: 9, done: [6, 8] })
+      await settle('a', 9, null, [])
+      expect(fx.store.get('a')).toEqual({ position: 9, started: null })
+      await settle('b', 1, 5, [3])
+      if (fx.reopen !== undefined) {
+        const again = await fx.reopen()
+        fx = { ...fx, store: again }
+        expect(again.get('b')).toEqual({ position: 1, started: 5, done: [3] })
+      }
+      await fx.store.advance('b', 2, 5)
+      expect(fx.store.get('b')).toEqual({ position: 2, started: 5 })
+      await fx.store.settle?.('b', 2, 5, [4])
+      await fx.store.commit('b', 5)
+      expect(fx.store.get('b')).toEqual({ position: 5, started: null })
+    })
+
     it('keeps keys apart', async () => {
       fx = await factory()
       const keys = Array.from({ length: 50 }, (_, i) => `event-${i}?services=s${i}`)
