@@ -56,10 +56,9 @@ export function checkConcurrency (v: unknown): number {
 export function sequencer (policy: unknown): (e: StoredEvent) => string {
   if (policy === undefined || policy === 'service') return (e) => e.serviceId
   if (policy === 'key') {
-    return (e) => {
-      const k = (e as { readonly key?: string }).key // the replacing key ([CLI-KEY-*]), when the event has one
-      return k === undefined ? `s:${e.serviceId}` : `k:${k}`
-    }
+    // the replacing key ([CLI-KEY-*]), when the event has one; one key of several services is one
+    // sequence (the conservative choice: a device's events keep their order whichever service raised them)
+    return (e) => e.key === undefined ? `s:${e.serviceId}` : `k:${e.key}`
   }
   if (typeof policy === 'object' && policy !== null && typeof (policy as { field?: unknown }).field === 'string' && (policy as { field: string }).field.length > 0 && (policy as { field: string }).field.length <= 200) {
     const field = (policy as { field: string }).field
