@@ -6,7 +6,7 @@
 import { afterAll, describe, expect, it } from 'vitest'
 import pg from 'pg'
 import { Category, PayloadKind, PersistenceError, type RaisedEvent, type StoredEvent } from '@herald/protocol'
-import { createPostgresEventStore, type LimitsOf, type QueueLimits } from '@herald/broker'
+import { createPostgresEventStore, PG_SCHEMA_VERSION, type LimitsOf, type QueueLimits } from '@herald/broker'
 import { describeEventStoreConformance } from '@herald/broker/testing'
 import { startPostgres, type PostgresCluster } from './support/postgres.js'
 
@@ -45,10 +45,10 @@ describe('PostgresEventStore', () => {
     await a.close()
     const c = new pg.Client({ connectionString: url })
     await c.connect()
-    expect((await c.query<{ value: string }>("SELECT value FROM herald_meta WHERE key = 'schema'")).rows[0]?.value).toBe('1')
+    expect((await c.query<{ value: string }>("SELECT value FROM herald_meta WHERE key = 'schema'")).rows[0]?.value).toBe(String(PG_SCHEMA_VERSION))
     await c.query("UPDATE herald_meta SET value = 99 WHERE key = 'schema'")
     await c.end()
-    await expect(createPostgresEventStore({ url, limitsOf })).rejects.toThrow(/schema version 99; this broker reads version 1/)
+    await expect(createPostgresEventStore({ url, limitsOf })).rejects.toThrow(`schema version 99; this broker reads version ${PG_SCHEMA_VERSION}`)
     await expect(createPostgresEventStore({ url, limitsOf })).rejects.toBeInstanceOf(PersistenceError)
   })
 
@@ -78,9 +78,9 @@ describe('PostgresEventStore', () => {
     try {
       const key = "it's a \\ key; DROP TABLE herald_events; -- é\u{1F600}"
       const payload = new Uint8Array(256).map((_, i) => i)
-      const r = await s.append({ serviceId: 'svc', instance: 'i1', events: [{ ...ev(1), payload, key }], handledUpTo: 1, receivedAt: T0 })
+      const r = await s.append({ serviceId: 'svc', instance: 'i1', events: [{ ...ev(1), payload, dedupKey: key }], handledUpTo: 1, receivedAt: T0 })
       expect(r.stored).toHaveLength(1)
-      const again = await s.append({ serviceId: 'svc', instance: 'i1', events: [{ ...ev(2), key }], handledUpTo: 2, receivedAt: T0 })
+      const again = await s.append({ serviceId: 'svc', instance: 'i1', events: [{ ...ev(2), dedupKey: key }], handledUpTo: 2, receivedAt: T0 })
       expect([again.stored.length, again.duplicates]).toEqual([0, 1])
       const read = await s.read({ event: 'log', after: 0, services: null, recipient: null, now: T0, limit: 10 })
       expect(Array.from(read[0]!.payload)).toEqual(Array.from(payload))
