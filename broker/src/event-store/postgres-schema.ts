@@ -64,8 +64,9 @@ const MIGRATION_LOCK = 0x4865_7261
 /**
  * [PG-SCHEMA-1] Brings the database to PG_SCHEMA_VERSION in one transaction, under an advisory
  * lock (brokers starting together migrate once). [PG-SCHEMA-2] A newer version is refused.
+ * `target` (tests only) stops at an older version.
  */
-export async function migrate (client: ClientBase, where: string): Promise<{ from: number, to: number }> {
+export async function migrate (client: ClientBase, where: string, target = PG_SCHEMA_VERSION): Promise<{ from: number, to: number }> {
   await client.query('BEGIN')
   try {
     await client.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK])
@@ -75,11 +76,12 @@ export async function migrate (client: ClientBase, where: string): Promise<{ fro
     if (from > PG_SCHEMA_VERSION) {
       throw new PersistenceError(`event store: ${where} has schema version ${from}; this broker reads version ${PG_SCHEMA_VERSION} (upgrade the broker)`)
     }
-    for (let v = from; v < PG_SCHEMA_VERSION; v++) await client.query(MIGRATIONS[v]!)
+    const to = Math.max(from, Math.min(target, PG_SCHEMA_VERSION))
+    for (let v = from; v < to; v++) await client.query(MIGRATIONS[v]!)
     await client.query(`INSERT INTO herald_meta (key, value) VALUES ('schema', $1)
-      ON CONFLICT (key) DO UPDATE SET value = excluded.value`, [PG_SCHEMA_VERSION])
+      ON CONFLICT (key) DO UPDATE SET value = excluded.value`, [to])
     await client.query('COMMIT')
-    return { from, to: PG_SCHEMA_VERSION }
+    return { from, to }
   } catch (err) {
     await client.query('ROLLBACK').catch(() => {})
     throw err
