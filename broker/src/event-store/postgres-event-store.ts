@@ -670,7 +670,7 @@ export class PostgresEventStore implements EventStore {
       for (const [s, e, n] of rr[next++]!.rows as Array<[string, string, number]>) counts.set(seqKey(s, e), n)
       for (const pk of keyPairs.keys()) keyState.set(pk, new FlushKeys(counts.get(pk) ?? 0))
       const rows = new Map<number, [string, string, string, number]>()
-      for (const r of [...rr[next++]!.rows, ...rr[next++]!.rows] as Array<[string, string, string, number, number]>) rows.set(r[4], [r[0], r[1], r[2], r[3]])
+      for (const r of [...rr[next]!.rows, ...rr[next + 1]!.rows] as Array<[string, string, string, number, number]>) rows.set(r[4], [r[0], r[1], r[2], r[3]])
       // in position order: the order of their last store, as in the KeyTable of the SQLite store
       for (const [, [s, e, k, flags]] of [...rows].sort((a, b) => a[0] - b[0])) keyState.get(seqKey(s, e))!.keys.set(k, (flags & FLAG_NULL) !== 0)
     }
