@@ -536,6 +536,8 @@ export function describeEventStoreConformance (name: string, factory: EventStore
         expect(await held(store)).toEqual(['a:k1:1', 'a:k3:3', 'a:k2:5'])
         // another service has keys of its own
         expect((await store.append(batch('b', 'i1', [k(1, 'k4')]))).refused).toEqual([])
+        // the keys per event name, over services (for metrics), where the store counts them
+        if (store.keysByEvent !== undefined) expect(store.keysByEvent().get('thermo')).toBe(4)
       })
 
       it('[STORE-KEY-3] at maxKeys, a new key takes the place of the oldest null key', async () => {
@@ -545,6 +547,7 @@ export function describeEventStoreConformance (name: string, factory: EventStore
         expect(r.refused.map((x) => x.seq)).toEqual([8])
         expect(await held(store)).toEqual(['a:k2:2', 'a:k4:6', 'a:k5:7'])
         expect(store.count()).toBe(3)
+        if (store.keysByEvent !== undefined) expect(store.keysByEvent().get('thermo')).toBe(3)
       })
 
       it('[CLI-KEY-1] a read and the latest per service and key take a key filter', async () => {
