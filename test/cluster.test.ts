@@ -8,7 +8,8 @@
  *    them: every raised event exactly once to the transactional client, no unflagged duplicate to
  *    the other, its positions never go back;
  * 3. PostgreSQL stopped (immediate) mid-stream: no ACK while it is away, /readyz says so, and after
- *    it is back everything arrives exactly once.
+ *    it is back everything arrives exactly once;
+ * 4. keyed replacing events through two brokers ([PG-KEY-1]), and consumer groups refused ([PG-GROUP-1]).
  */
 import { existsSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
@@ -64,6 +65,44 @@ describe('brokers sharing one PostgreSQL', { timeout: 420_000 }, () => {
     await c2.subscribe('readings', { start: 'all' }, (e) => { late.push(e) })
     await waitFor(() => late.length >= 500, '500 events at the late client', 60_000)
     expect(late.map((e) => e.position)).toEqual(got.map((e) => e.position))
+  })
+
+  it('[PG-KEY-1] keyed events through broker A, read on broker B: a last value per key, a key filter, the key limit across brokers; [PG-GROUP-1] groups refused, typed', async () => {
+    h = await Harness.create()
+    pg = await startPostgres()
+    const site = await writeTestSite(h.dir)
+    const a = await broker(site, 'a', 0, pg.url())
+    const b = await broker(site, 'b', 0, pg.url())
+    const seen = (events: HeraldEvent[]): string[] => events.map((e) => `${e.key ?? '-'}=${e.isNull ? 'null' : String((e.payload as { c: number }).c)}`)
+    const onlyT2: HeraldEvent[] = []
+    await h.client(b.url, 'alice', 'only-t2').subscribe('thermostat', { start: 'all', keys: ['t2'] }, (e) => { onlyT2.push(e) })
+    const svcA = await h.service(a.url, 'svc-a')
+    await svcA.raise('thermostat', { device: 't1', c: 20 })
+    await svcA.raise('thermostat', { device: 't2', c: 21 })
+    await svcA.raise('thermostat', { device: 't1', c: 22 })
+    await svcA.raise('thermostat', { device: 't3', c: 23 })
+    await svcA.raiseNull('thermostat', { key: 't3' })
+    await svcA.drained()
+    // the same service through broker B (another instance): a fourth key is past maxKeys 3, so it
+    // takes the place of t3, whose stored instance is null; a fifth is refused
+    const rejected: string[] = []
+    const svcB = await h.service(b.url, 'svc-a', { memoryOnly: true })
+    svcB.on('rejected', (r) => { rejected.push(r.error.code) })
+    await svcB.raise('thermostat', { device: 't4', c: 24 })
+    await svcB.raise('thermostat', { device: 't5', c: 25 })
+    await svcB.drained()
+    await waitFor(() => rejected.length === 1, 'the KEY_LIMIT rejection', 30_000)
+    expect(rejected).toEqual(['KEY_LIMIT'])
+    const latest: HeraldEvent[] = []
+    await h.client(b.url, 'alice', 'latest').subscribe('thermostat', { start: 'latest' }, (e) => { latest.push(e) })
+    await waitFor(() => latest.length >= 3, 'the latest per key', 30_000)
+    expect(seen(latest)).toEqual(['t2=21', 't1=22', 't4=24'])
+    await waitFor(() => onlyT2.length >= 1, 'the t2 event', 30_000)
+    expect(seen(onlyT2)).toEqual(['t2=21'])
+    // [PG-GROUP-1] a consumer group on a PostgreSQL broker: refused with a typed error
+    const err = await h.client(a.url, 'alice', 'member').subscribe('readings', { group: 'billing' }, () => {}).catch((e: unknown) => e)
+    expect((err as { code?: string }).code).toBe('INVALID_ARGUMENT')
+    expect((err as Error).message).toMatch(/PG-GROUP-1/)
   })
 
   it('[CLUSTER-INGEST-1] plain-MQTT raises of one service through two brokers at once: every PUBACKed event stored, none counted a duplicate', async () => {

@@ -16,6 +16,7 @@ export type { EventStore, AppendBatch, AppendResult, ArrivingEvent, EventCounter
 export { DropReport, type DropDelta } from './drop-report.js'
 export { createSqliteEventStore, SqliteEventStore } from './event-store/sqlite-event-store.js'
 export { createPostgresEventStore, PostgresEventStore, POSTGRES_EVENT_STORE_DEFAULTS } from './event-store/postgres-event-store.js'
+export { PG_SCHEMA_VERSION, migrate as migratePostgresSchema } from './event-store/postgres-schema.js'
 export type { PostgresEventStoreOptions } from './event-store/postgres-event-store.js'
 export { MemoryEventStore } from './event-store/memory-event-store.js'
 export { diffSites, describeSiteChange, type SiteChange, type SiteChangeProblem, type SiteChangeReport } from './site/site-change.js'

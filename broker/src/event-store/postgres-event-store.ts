@@ -30,7 +30,7 @@ import pg from 'pg'
 import { CATEGORY_BY_CODE, CATEGORY_CODE, Category, ClosedError, ConfigError, ErrorCode, PersistenceError, RequestError, silentLogger, type Logger, type PayloadKind, type StoredEvent } from '@herald/protocol'
 import { DEDUP_KEY_DEFAULTS } from './event-store.js'
 import type { AppendBatch, AppendResult, CommitObserver, EventCounters, EventStore, ExpiredUnpurged, LimitsOf, QueueLimits, ReadQuery } from './event-store.js'
-import { capOf, checkBatch, checkMaxDedupKeys, countFor, expiresAtOf, NO_RECIPIENT, recipientKeyOf, snapshotCounters, storedFrom } from './event-store-rules.js'
+import { capOf, checkBatch, checkMaxDedupKeys, countFor, expiresAtOf, keyLimitRefusal, maxKeysOf, NO_RECIPIENT, recipientKeyOf, snapshotCounters, storedFrom } from './event-store-rules.js'
 import { RemovalLog, type Gap, type GapQuery, type RemovalReason } from './removal-log.js'
 import { migrate, PG_SCHEMA_VERSION } from './postgres-schema.js'
 
@@ -68,11 +68,11 @@ const FEED_CHUNK = 1000
 /** A statement that takes longer fails (ms): a hung database must not hold appends forever. */
 const QUERY_TIMEOUT_MS = 30_000
 const FLAG_NULL = 1
-const COLUMNS = 'position, service, instance, seq, event, category, recipient, raised_at, received_at, expires_at, flags, payload_kind, payload, upload_age'
+const COLUMNS = 'position, service, instance, seq, event, category, recipient, raised_at, received_at, expires_at, flags, payload_kind, payload, upload_age, rkey'
 
 type Row = [
   position: number, service: string, instance: string, seq: number, event: string, category: number, recipient: string,
-  raisedAt: number, receivedAt: number, expiresAt: number | null, flags: number, payloadKind: number, payload: Buffer, uploadAge: number
+  raisedAt: number, receivedAt: number, expiresAt: number | null, flags: number, payloadKind: number, payload: Buffer, uploadAge: number, rkey: string
 ]
 
 interface Pending {
@@ -102,8 +102,39 @@ const TYPES = {
   }
 }
 
-function queueKey (service: string, event: string, recipient: string): string {
-  return `${service}\u0000${event}\u0000${recipient}`
+/** Key of a queue: (service, event, recipient, replacing key), the key '' for unkeyed events ([STORE-KEY-1]). */
+function queueKey (service: string, event: string, recipient: string, rkey: string): string {
+  return `${service}\u0000${event}\u0000${recipient}\u0000${rkey}`
+}
+
+/**
+ * [STORE-KEY-3] What one flush knows of the keys of one keyed (service, event), read under the head
+ * lock: the key count (herald_keys), and, in position order, the stored instances of the flush's
+ * keys and the oldest null instances (2 per event of the flush, plus one: more than the flush can
+ * touch or evict, so the first null here is always the oldest null key of the whole table).
+ */
+class FlushKeys {
+  readonly keys = new Map<string, boolean>()
+  count: number
+  readonly before: number
+
+  constructor (count: number) {
+    this.count = this.before = count
+  }
+
+  set (key: string, isNull: boolean): void {
+    if (!this.keys.delete(key)) this.count++
+    this.keys.set(key, isNull)
+  }
+
+  delete (key: string): void {
+    if (this.keys.delete(key)) this.count--
+  }
+
+  oldestNull (): string | undefined {
+    for (const [key, isNull] of this.keys) if (isNull) return key
+    return undefined
+  }
 }
 
 function seqKey (service: string, instance: string): string {
@@ -265,12 +296,17 @@ export class PostgresEventStore implements EventStore {
   async read (query: ReadQuery): Promise<StoredEvent[]> {
     this.#checkOpen()
     const recipient = recipientKeyOf(query, this.#limitsOf)
-    if (query.limit === 0 || query.services?.size === 0) return []
+    if (query.limit === 0 || query.services?.size === 0 || query.keys?.size === 0) return []
     const args: unknown[] = [query.event, recipient, query.after, query.now, query.limit]
     let services = ''
     if (query.services !== null) {
       args.push([...query.services])
-      services = 'AND service = ANY($6::text[])'
+      services = `AND service = ANY($${args.length}::text[])`
+    }
+    if (query.keys != null) {
+      // [CLI-KEY-1]
+      args.push([...query.keys])
+      services += ` AND rkey = ANY($${args.length}::text[])`
     }
     const inner = `SELECT ${COLUMNS} FROM herald_events WHERE event = $1 AND recipient = $2 AND position > $3
       AND (expires_at IS NULL OR expires_at > $4) ${services} ORDER BY position LIMIT $5`
@@ -291,13 +327,15 @@ export class PostgresEventStore implements EventStore {
     this.#checkOpen()
     const recipient = recipientKeyOf({ ...query, after: 0, limit: 0 }, this.#limitsOf)
     try {
-      const r = await this.#pool.query<[string, number]>({
-        text: `SELECT service, max(position) FROM herald_events WHERE event = $1 AND recipient = $2
-          AND (expires_at IS NULL OR expires_at > $3) GROUP BY service`,
+      // [CLI-START-4] per service, and per key for a keyed event
+      const r = await this.#pool.query<[string, number, string]>({
+        text: `SELECT service, max(position), rkey FROM herald_events WHERE event = $1 AND recipient = $2
+          AND (expires_at IS NULL OR expires_at > $3) GROUP BY service, rkey`,
         values: [query.event, recipient, query.now],
         rowMode: 'array'
       })
-      return r.rows.filter(([s]) => query.services === null || query.services.has(s)).map(([, p]) => p).sort((a, b) => a - b)
+      return r.rows.filter(([s, , k]) => (query.services === null || query.services.has(s)) && (query.keys == null || query.keys.has(k)))
+        .map(([, p]) => p).sort((a, b) => a - b)
     } catch (err) {
       throw this.#failure(`reading the latest "${query.event}"`, err)
     }
@@ -335,8 +373,19 @@ export class PostgresEventStore implements EventStore {
     const out = new Map<string, number>()
     for (const [key, n] of this.#counts) {
       if (n <= 0) continue
-      const name = key.slice(key.indexOf('\u0000') + 1, key.lastIndexOf('\u0000'))
+      const name = key.split('\u0000')[1]!
       out.set(name, (out.get(name) ?? 0) + n)
+    }
+    return out
+  }
+
+  /** [STORE-KEY-3] Keys stored per keyed event name, as of the last commit or count refresh (metrics). */
+  keysByEvent (): Map<string, number> {
+    this.#checkOpen()
+    const out = new Map<string, number>()
+    for (const [key, n] of this.#counts) {
+      const [, name, , rkey] = key.split('\u0000')
+      if (n > 0 && rkey !== '') out.set(name!, (out.get(name!) ?? 0) + 1)
     }
     return out
   }
@@ -402,16 +451,16 @@ export class PostgresEventStore implements EventStore {
         await client.query("SELECT value FROM herald_meta WHERE key = 'head' FOR UPDATE")
         const r = await client.query<[string, string, string, number]>({
           text: `DELETE FROM herald_events WHERE position IN (SELECT position FROM herald_events WHERE expires_at <= $1 LIMIT ${PURGE_CHUNK})
-            RETURNING service, event, recipient, position`,
+            RETURNING service, event, recipient, position, rkey`,
           values: [now],
           rowMode: 'array'
         })
-        const perQueue = new Map<string, [string, string, string, number]>()
-        for (const [s, e, rc] of r.rows) {
-          const k = queueKey(s, e, rc)
+        const perQueue = new Map<string, [string, string, string, string, number]>()
+        for (const [s, e, rc, , rk] of r.rows as unknown as Array<[string, string, string, number, string]>) {
+          const k = queueKey(s, e, rc, rk)
           const q = perQueue.get(k)
-          if (q === undefined) perQueue.set(k, [s, e, rc, 1])
-          else q[3]++
+          if (q === undefined) perQueue.set(k, [s, e, rc, rk, 1])
+          else q[4]++
         }
         const counts = perQueue.size === 0 ? [] : await this.#subtractQueues(client, [...perQueue.values()])
         await client.query('COMMIT')
@@ -564,14 +613,23 @@ export class PostgresEventStore implements EventStore {
     const inst = new Map<string, [string, string]>()
     const keyed = new Map<string, [string, string, string]>()
     const replacing = new Map<string, [string, string, string]>()
+    // [STORE-KEY-3] keyed (service, event) pairs with their number of events, and the keys of the flush
+    const keyPairs = new Map<string, { service: string, event: string, events: number }>()
+    const rkeys = new Map<string, [string, string, string]>()
     for (const { batch, limits } of pending) {
       inst.set(seqKey(batch.serviceId, batch.instance), [batch.serviceId, batch.instance])
       for (let i = 0; i < batch.events.length; i++) {
         const e = batch.events[i]!
         if (e.dedupKey !== undefined) keyed.set(`${seqKey(batch.serviceId, batch.instance)}\u0000${e.dedupKey}`, [batch.serviceId, batch.instance, e.dedupKey])
-        if (limits[i]!.category === Category.replacing) {
+        if (e.key !== undefined) {
+          const pk = seqKey(batch.serviceId, e.name)
+          const kp = keyPairs.get(pk)
+          if (kp === undefined) keyPairs.set(pk, { service: batch.serviceId, event: e.name, events: 1 })
+          else kp.events++
+          rkeys.set(`${pk}\u0000${e.key}`, [batch.serviceId, e.name, e.key])
+        } else if (limits[i]!.category === Category.replacing) {
           const rc = e.recipient ?? NO_RECIPIENT
-          replacing.set(queueKey(batch.serviceId, e.name, rc), [batch.serviceId, e.name, rc])
+          replacing.set(queueKey(batch.serviceId, e.name, rc, ''), [batch.serviceId, e.name, rc])
         }
       }
     }
@@ -583,7 +641,17 @@ export class PostgresEventStore implements EventStore {
     if (keyed.size > 0) reads.push(`SELECT service, instance, key FROM herald_dedup_keys WHERE (service, instance, key) IN (VALUES ${tuples(keyed.values())})`)
     if (replacing.size > 0) {
       reads.push(`SELECT service, event, recipient FROM herald_events WHERE category = ${CATEGORY_CODE.replacing} AND (flags & ${FLAG_NULL}) <> 0
-        AND (service, event, recipient) IN (VALUES ${tuples(replacing.values())})`)
+        AND rkey = '' AND (service, event, recipient) IN (VALUES ${tuples(replacing.values())})`)
+    }
+    if (keyPairs.size > 0) {
+      // [STORE-KEY-1..3] read after the head lock: no other broker changes these keys until COMMIT
+      const pairs = [...keyPairs.values()]
+      reads.push(`SELECT service, event, count FROM herald_keys WHERE (service, event) IN (VALUES ${tuples(pairs.map((p) => [p.service, p.event]))})`,
+        `SELECT service, event, rkey, flags, position FROM herald_events WHERE recipient = '' AND rkey <> ''
+          AND (service, event, rkey) IN (VALUES ${tuples(rkeys.values())})`,
+        `SELECT n.service, n.event, n.rkey, n.flags, n.position FROM (VALUES ${pairs.map((p) => `(${lit(p.service)}, ${lit(p.event)}, ${2 * p.events + 1})`).join(', ')}) AS p(s, e, lim)
+          CROSS JOIN LATERAL (SELECT service, event, rkey, flags, position FROM herald_events
+            WHERE service = p.s AND event = p.e AND rkey <> '' AND (flags & ${FLAG_NULL}) <> 0 ORDER BY position LIMIT p.lim) AS n`)
     }
     const rr = await client.query({ text: reads.join(';\n'), rowMode: 'array' }) as unknown as Array<pg.QueryResult<unknown[]>>
     const from = Number(rr[1]!.rows[0]![0])
@@ -595,11 +663,21 @@ export class PostgresEventStore implements EventStore {
     const knownKeys = new Set<string>()
     if (keyed.size > 0) for (const [s, i, k] of rr[next++]!.rows as Array<[string, string, string]>) knownKeys.add(`${seqKey(s, i)}\u0000${k}`)
     const nulls = new Map<string, boolean>()
-    if (replacing.size > 0) for (const [s, e, rc] of rr[next]!.rows as Array<[string, string, string]>) nulls.set(queueKey(s, e, rc), true)
+    if (replacing.size > 0) for (const [s, e, rc] of rr[next++]!.rows as Array<[string, string, string]>) nulls.set(queueKey(s, e, rc, ''), true)
+    const keyState = new Map<string, FlushKeys>()
+    if (keyPairs.size > 0) {
+      const counts = new Map<string, number>()
+      for (const [s, e, n] of rr[next++]!.rows as Array<[string, string, number]>) counts.set(seqKey(s, e), n)
+      for (const pk of keyPairs.keys()) keyState.set(pk, new FlushKeys(counts.get(pk) ?? 0))
+      const rows = new Map<number, [string, string, string, number]>()
+      for (const r of [...rr[next]!.rows, ...rr[next + 1]!.rows] as Array<[string, string, string, number, number]>) rows.set(r[4], [r[0], r[1], r[2], r[3]])
+      // in position order: the order of their last store, as in the KeyTable of the SQLite store
+      for (const [, [s, e, k, flags]] of [...rows].sort((a, b) => a[0] - b[0])) keyState.get(seqKey(s, e))!.keys.set(k, (flags & FLAG_NULL) !== 0)
+    }
 
     // the same judgement as the SQLite store's #write, row by row
     const values: string[] = []
-    const queues = new Map<string, { service: string, event: string, recipient: string, cap: number, added: number, replacing: boolean }>()
+    const queues = new Map<string, { service: string, event: string, recipient: string, rkey: string, cap: number, added: number, replacing: boolean }>()
     const counted = new Map<string, EventCounters>()
     const addedKeys: string[] = []
     const keyTouched = new Map<string, [string, string]>()
@@ -617,6 +695,7 @@ export class PostgresEventStore implements EventStore {
       let duplicates = 0
       let expired = 0
       let nullsDropped = 0
+      const refused: Array<{ seq: number, code: string, message: string }> = []
       // [CLUSTER-INGEST-1] numbered here, under the lock of the dedup record
       const assign = batch.assignSeqs === true
       for (let i = 0; i < batch.events.length; i++) {
@@ -640,8 +719,37 @@ export class PostgresEventStore implements EventStore {
           continue
         }
         const recipient = e.recipient ?? NO_RECIPIENT
-        const qk = queueKey(serviceId, e.name, recipient)
-        if (e.category === Category.replacing) {
+        const rkey = e.key ?? ''
+        const qk = queueKey(serviceId, e.name, recipient, rkey)
+        if (e.key !== undefined) {
+          // [STORE-KEY-1..3] the same judgement as the SQLite store's, on the keys read under the head lock
+          const kp = keyState.get(seqKey(serviceId, e.name))!
+          if (!kp.keys.has(e.key)) {
+            if (e.isNull) { // [STORE-KEY-2] nothing stored for the key: nothing to clear
+              nullsDropped++
+              countFor(counted, e.name, 'nullsDropped')
+              continue
+            }
+            const max = maxKeysOf(lim)
+            if (kp.count >= max) {
+              const victim = kp.oldestNull()
+              if (victim === undefined) {
+                refused.push(keyLimitRefusal(e, serviceId, max))
+                continue
+              }
+              // the oldest null key makes room: its queue is emptied by the push-out below
+              const vq = queues.get(queueKey(serviceId, e.name, NO_RECIPIENT, victim))
+              if (vq === undefined) queues.set(queueKey(serviceId, e.name, NO_RECIPIENT, victim), { service: serviceId, event: e.name, recipient: NO_RECIPIENT, rkey: victim, cap: 0, added: 0, replacing: true })
+              else vq.cap = 0
+              kp.delete(victim)
+            }
+          } else if (e.isNull && kp.keys.get(e.key) === true) { // [STORE-REPLACE-2] per key
+            nullsDropped++
+            countFor(counted, e.name, 'nullsDropped')
+            continue
+          }
+          kp.set(e.key, e.isNull)
+        } else if (e.category === Category.replacing) {
           if (e.isNull && nulls.get(qk) === true) { // [STORE-REPLACE-2]
             nullsDropped++
             countFor(counted, e.name, 'nullsDropped')
@@ -652,14 +760,17 @@ export class PostgresEventStore implements EventStore {
         position++ // [STORE-POS-1] [PG-POS-1]
         const hex = Buffer.from(e.payload.buffer, e.payload.byteOffset, e.payload.byteLength).toString('hex')
         values.push(`(${position}, ${lit(serviceId)}, ${lit(instance)}, ${int(e.seq)}, ${lit(e.name)}, ${CATEGORY_CODE[e.category]}, ${lit(recipient)}, ` +
-          `${int(e.raisedAt)}, ${int(receivedAt)}, ${expiresAt === null ? 'NULL' : int(expiresAt)}, ${e.isNull ? FLAG_NULL : 0}, ${int(e.payloadKind)}, '\\x${hex}', ${int(e.age ?? 0)})`)
+          `${int(e.raisedAt)}, ${int(receivedAt)}, ${expiresAt === null ? 'NULL' : int(expiresAt)}, ${e.isNull ? FLAG_NULL : 0}, ${int(e.payloadKind)}, '\\x${hex}', ${int(e.age ?? 0)}, ${lit(rkey)})`)
         const q = queues.get(qk)
-        if (q === undefined) queues.set(qk, { service: serviceId, event: e.name, recipient, cap: capOf(lim), added: 1, replacing: e.category === Category.replacing })
-        else q.added++
+        if (q === undefined) queues.set(qk, { service: serviceId, event: e.name, recipient, rkey, cap: capOf(lim), added: 1, replacing: e.category === Category.replacing })
+        else {
+          q.added++
+          q.cap = capOf(lim) // a key evicted earlier in this flush and stored again keeps this one
+        }
         stored.push(storedFrom(e, e.payload, { position, serviceId, instance, receivedAt, expiresAt }))
       }
       sd.last = assign ? last : Math.max(last, batch.handledUpTo)
-      results.push({ stored, duplicates, lastSeq: sd.last, expired, nullsDropped, refused: [] })
+      results.push({ stored, duplicates, lastSeq: sd.last, expired, nullsDropped, refused })
     }
 
     const writes: string[] = []
@@ -668,19 +779,27 @@ export class PostgresEventStore implements EventStore {
     if (position > from) {
       writes.push(`INSERT INTO herald_events (${COLUMNS}) VALUES ${values.join(', ')}`)
       const ql = [...queues.values()]
-      writes.push(`INSERT INTO herald_queues (service, event, recipient, count) VALUES ${ql.map((q) => `(${lit(q.service)}, ${lit(q.event)}, ${lit(q.recipient)}, ${q.added})`).join(', ')}
-        ON CONFLICT (service, event, recipient) DO UPDATE SET count = herald_queues.count + excluded.count`)
-      // [STORE-REPLACE-1] [STORE-QUEUE-1] the oldest beyond each cap go, then the counts follow
-      const caps = `(VALUES ${ql.map((q) => `(${lit(q.service)}, ${lit(q.event)}, ${lit(q.recipient)}, ${q.cap})`).join(', ')}) AS c(s, e, r, cap)`
+      writes.push(`INSERT INTO herald_queues (service, event, recipient, rkey, count) VALUES ${ql.map((q) => `(${lit(q.service)}, ${lit(q.event)}, ${lit(q.recipient)}, ${lit(q.rkey)}, ${q.added})`).join(', ')}
+        ON CONFLICT (service, event, recipient, rkey) DO UPDATE SET count = herald_queues.count + excluded.count`)
+      // [STORE-REPLACE-1] [STORE-QUEUE-1] [STORE-KEY-3] the oldest beyond each cap go (all of an evicted key's), then the counts follow
+      const caps = `(VALUES ${ql.map((q) => `(${lit(q.service)}, ${lit(q.event)}, ${lit(q.recipient)}, ${lit(q.rkey)}, ${q.cap})`).join(', ')}) AS c(s, e, r, k, cap)`
+      const match = 'q.service = c.s AND q.event = c.e AND q.recipient = c.r AND q.rkey = c.k'
       deleted = writes.length
       writes.push(`DELETE FROM herald_events WHERE position IN (
-          SELECT x.position FROM herald_queues q JOIN ${caps} ON q.service = c.s AND q.event = c.e AND q.recipient = c.r AND q.count > c.cap
-          CROSS JOIN LATERAL (SELECT position FROM herald_events WHERE service = q.service AND event = q.event AND recipient = q.recipient
+          SELECT x.position FROM herald_queues q JOIN ${caps} ON ${match} AND q.count > c.cap
+          CROSS JOIN LATERAL (SELECT position FROM herald_events WHERE service = q.service AND event = q.event AND recipient = q.recipient AND rkey = q.rkey
             ORDER BY position LIMIT q.count - c.cap) AS x)
-        RETURNING position, service, event, recipient, expires_at`)
+        RETURNING position, service, event, recipient, expires_at, rkey`)
       trimmed = writes.length
       writes.push(`UPDATE herald_queues AS q SET count = least(q.count, c.cap) FROM ${caps}
-        WHERE q.service = c.s AND q.event = c.e AND q.recipient = c.r RETURNING q.service, q.event, q.recipient, q.count`)
+        WHERE ${match} RETURNING q.service, q.event, q.recipient, q.rkey, q.count`)
+      // an evicted key's queue row goes with it: herald_queues holds no more keys than maxKeys
+      if (ql.some((q) => q.cap === 0)) writes.push(`DELETE FROM herald_queues AS q USING ${caps} WHERE ${match} AND c.cap = 0 AND q.count = 0`)
+    }
+    const keyDeltas = [...keyPairs].map(([pk, p]) => ({ ...p, delta: keyState.get(pk)!.count - keyState.get(pk)!.before })).filter((p) => p.delta !== 0)
+    if (keyDeltas.length > 0) {
+      writes.push(`INSERT INTO herald_keys (service, event, count) VALUES ${keyDeltas.map((p) => `(${lit(p.service)}, ${lit(p.event)}, ${p.delta})`).join(', ')}
+        ON CONFLICT (service, event) DO UPDATE SET count = herald_keys.count + excluded.count`)
     }
     const changed = [...seqs.values()].filter((x) => x.last !== x.before)
     if (changed.length > 0) {
@@ -705,26 +824,26 @@ export class PostgresEventStore implements EventStore {
     const counts = new Map<string, number>()
     const removals: FlushOutcome['removals'] = []
     if (deleted >= 0) {
-      for (const [p, s, e, rc, expiresAt] of wl[deleted]!.rows as Array<[number, string, string, string, number | null]>) {
-        const q = queues.get(queueKey(s, e, rc))!
+      for (const [p, s, e, rc, expiresAt, rk] of wl[deleted]!.rows as Array<[number, string, string, string, number | null, string]>) {
+        const q = queues.get(queueKey(s, e, rc, rk))!
         const kind = expiresAt !== null && expiresAt <= now ? 'expired' : q.replacing ? 'replaced' : 'pushedOut'
         countFor(counted, e, kind)
         if (kind !== 'replaced') removals.push([s, e, rc, p, kind])
       }
-      for (const [s, e, rc, n] of wl[trimmed]!.rows as Array<[string, string, string, number]>) counts.set(queueKey(s, e, rc), n)
+      for (const [s, e, rc, rk, n] of wl[trimmed]!.rows as Array<[string, string, string, string, number]>) counts.set(queueKey(s, e, rc, rk), n)
     }
     return { results, from, to: position, queues: counts, counted, removals, writtenAt }
   }
 
   /** Subtracts removed rows from herald_queues; returns the counts left. */
-  async #subtractQueues (client: pg.ClientBase, gone: ReadonlyArray<[string, string, string, number]>): Promise<Array<[string, number]>> {
-    const r = await client.query<[string, string, string, number]>({
-      text: `UPDATE herald_queues AS q SET count = q.count - g.n FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) AS g(s, e, r, n)
-        WHERE q.service = g.s AND q.event = g.e AND q.recipient = g.r RETURNING q.service, q.event, q.recipient, q.count`,
-      values: [gone.map((x) => x[0]), gone.map((x) => x[1]), gone.map((x) => x[2]), gone.map((x) => x[3])],
+  async #subtractQueues (client: pg.ClientBase, gone: ReadonlyArray<[string, string, string, string, number]>): Promise<Array<[string, number]>> {
+    const r = await client.query<[string, string, string, string, number]>({
+      text: `UPDATE herald_queues AS q SET count = q.count - g.n FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[]) AS g(s, e, r, k, n)
+        WHERE q.service = g.s AND q.event = g.e AND q.recipient = g.r AND q.rkey = g.k RETURNING q.service, q.event, q.recipient, q.rkey, q.count`,
+      values: [gone.map((x) => x[0]), gone.map((x) => x[1]), gone.map((x) => x[2]), gone.map((x) => x[3]), gone.map((x) => x[4])],
       rowMode: 'array'
     })
-    return r.rows.map(([s, e, rc, n]) => [queueKey(s, e, rc), n])
+    return r.rows.map(([s, e, rc, rk, n]) => [queueKey(s, e, rc, rk), n])
   }
 
   #setCount (key: string, n: number): void {
@@ -734,10 +853,10 @@ export class PostgresEventStore implements EventStore {
   }
 
   async #loadCounts (): Promise<void> {
-    const r = await this.#pool.query<[string, string, string, number]>({ text: 'SELECT service, event, recipient, count FROM herald_queues WHERE count > 0', rowMode: 'array' })
+    const r = await this.#pool.query<[string, string, string, string, number]>({ text: 'SELECT service, event, recipient, rkey, count FROM herald_queues WHERE count > 0', rowMode: 'array' })
     const seen = new Set<string>()
-    for (const [s, e, rc, n] of r.rows) {
-      const k = queueKey(s, e, rc)
+    for (const [s, e, rc, rk, n] of r.rows) {
+      const k = queueKey(s, e, rc, rk)
       seen.add(k)
       this.#setCount(k, n)
     }
@@ -839,7 +958,7 @@ export class PostgresEventStore implements EventStore {
 }
 
 function toStored (r: Row): StoredEvent {
-  return {
+  const e: StoredEvent = {
     seq: r[3],
     name: r[4],
     category: CATEGORY_BY_CODE[r[5]] as Category,
@@ -855,4 +974,6 @@ function toStored (r: Row): StoredEvent {
     expiresAt: r[9],
     uploadAge: r[13]
   }
+  if (r[14] !== '') (e as { key?: string }).key = r[14]
+  return e
 }

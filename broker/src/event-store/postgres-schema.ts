@@ -7,8 +7,14 @@
  * - `herald_dedup(service, instance, last_seq)`: [STORE-DEDUP-1].
  * - `herald_dedup_keys(service, instance, key, seq)`: [STORE-DEDUP-2].
  * - `herald_events(position, ...)`: one row per stored event; `recipient` is '' for non-private events.
- * - `herald_queues(service, event, recipient, count)`: rows per queue, kept in the transactions that
- *   change them, so push-out deletes exactly the oldest extras without counting the queue.
+ * - `herald_queues(service, event, recipient, rkey, count)`: rows per queue, kept in the transactions
+ *   that change them, so push-out deletes exactly the oldest extras without counting the queue.
+ * - `herald_keys(service, event, count)`: [STORE-KEY-3] keys stored per (service, event) of a keyed
+ *   event, kept in the transactions that add or evict keys (under the head lock: exact across brokers).
+ *
+ * Versions: 1 the tables above without keys; 2 [STORE-KEY-1] `rkey` (the replacing key, '' for
+ * unkeyed events) on herald_events and herald_queues, the queue index with it, herald_keys, and a
+ * partial index of the null keyed instances (the oldest null key of [STORE-KEY-3]).
  */
 import type { ClientBase } from 'pg'
 import { PersistenceError } from '@herald/protocol'
@@ -35,7 +41,18 @@ const MIGRATIONS: readonly string[] = [
    CREATE TABLE herald_queues (
      service text NOT NULL, event text NOT NULL, recipient text NOT NULL, count bigint NOT NULL,
      PRIMARY KEY (service, event, recipient));
-   INSERT INTO herald_meta (key, value) VALUES ('head', 0) ON CONFLICT DO NOTHING;`
+   INSERT INTO herald_meta (key, value) VALUES ('head', 0) ON CONFLICT DO NOTHING;`,
+  // 1 -> 2: replacing keys ([STORE-KEY-1..3]); existing rows are unkeyed ('')
+  `ALTER TABLE herald_events ADD COLUMN rkey text NOT NULL DEFAULT '';
+   DROP INDEX herald_events_queue;
+   CREATE INDEX herald_events_queue ON herald_events (service, event, recipient, rkey, position);
+   CREATE INDEX herald_events_null_keys ON herald_events (service, event, position) WHERE rkey <> '' AND (flags & 1) <> 0;
+   ALTER TABLE herald_queues ADD COLUMN rkey text NOT NULL DEFAULT '';
+   ALTER TABLE herald_queues DROP CONSTRAINT herald_queues_pkey;
+   ALTER TABLE herald_queues ADD PRIMARY KEY (service, event, recipient, rkey);
+   CREATE TABLE herald_keys (
+     service text NOT NULL, event text NOT NULL, count bigint NOT NULL,
+     PRIMARY KEY (service, event));`
 ]
 
 /** The schema version this broker writes and reads. */
@@ -47,8 +64,9 @@ const MIGRATION_LOCK = 0x4865_7261
 /**
  * [PG-SCHEMA-1] Brings the database to PG_SCHEMA_VERSION in one transaction, under an advisory
  * lock (brokers starting together migrate once). [PG-SCHEMA-2] A newer version is refused.
+ * `target` (tests only) stops at an older version.
  */
-export async function migrate (client: ClientBase, where: string): Promise<{ from: number, to: number }> {
+export async function migrate (client: ClientBase, where: string, target = PG_SCHEMA_VERSION): Promise<{ from: number, to: number }> {
   await client.query('BEGIN')
   try {
     await client.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK])
@@ -58,11 +76,12 @@ export async function migrate (client: ClientBase, where: string): Promise<{ fro
     if (from > PG_SCHEMA_VERSION) {
       throw new PersistenceError(`event store: ${where} has schema version ${from}; this broker reads version ${PG_SCHEMA_VERSION} (upgrade the broker)`)
     }
-    for (let v = from; v < PG_SCHEMA_VERSION; v++) await client.query(MIGRATIONS[v]!)
+    const to = Math.max(from, Math.min(target, PG_SCHEMA_VERSION))
+    for (let v = from; v < to; v++) await client.query(MIGRATIONS[v]!)
     await client.query(`INSERT INTO herald_meta (key, value) VALUES ('schema', $1)
-      ON CONFLICT (key) DO UPDATE SET value = excluded.value`, [PG_SCHEMA_VERSION])
+      ON CONFLICT (key) DO UPDATE SET value = excluded.value`, [to])
     await client.query('COMMIT')
-    return { from, to: PG_SCHEMA_VERSION }
+    return { from, to }
   } catch (err) {
     await client.query('ROLLBACK').catch(() => {})
     throw err

@@ -99,7 +99,8 @@ export class Groups {
     const user = session.principal.user
     if (user === null) return fail(ErrorCode.NOT_AUTHORIZED, 'consumer groups are for authenticated users; a guest cannot join one')
     const store = this.ctx.store.groups
-    if (store === undefined) return fail(ErrorCode.INVALID_ARGUMENT, 'this broker\'s event store keeps no consumer groups')
+    // [PG-GROUP-1] a store without groups (the PostgreSQL one): refused, typed, before anything is kept
+    if (store === undefined) return fail(ErrorCode.INVALID_ARGUMENT, 'this broker\'s event store keeps no consumer groups (a broker on PostgreSQL has none, [PG-GROUP-1]): join through a broker on SQLite')
     if (!isValidName(req.group)) return fail(ErrorCode.INVALID_ARGUMENT, `group name ${JSON.stringify(req.group)} is not a valid name`)
     const def = site.events.get(req.event)
     if (def === undefined) return fail(ErrorCode.UNKNOWN_EVENT, `event "${req.event}" is not defined in the site`)
