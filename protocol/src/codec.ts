@@ -42,14 +42,15 @@ function flags (category: Category, isNull: boolean, kind: PayloadKind, key: str
   return CATEGORY_CODE[category] | (isNull ? 4 : 0) | (kind << 3) | (key === undefined ? 0 : FLAG_KEY)
 }
 
-function readFlags (r: BinaryReader): { category: Category, isNull: boolean, payloadKind: PayloadKind, keyed: boolean } {
+/**
+ * Reads and checks an event's flag byte; returns it (read its fields with the FLAG_ helpers below).
+ * A number, not an object: this runs once per event on both decode paths.
+ */
+function readFlags (r: BinaryReader): number {
   const f = r.u8('flags')
-  const category = CATEGORY_BY_CODE[f & 3]
-  const kind = (f >> 3) & 3
-  if (category === undefined || kind > 2 || f > 63) throw new ProtocolError(`invalid event flags ${f}`)
-  const keyed = (f & FLAG_KEY) !== 0
-  if (keyed && category !== 'replacing') throw new ProtocolError(`invalid event flags ${f}: only a replacing event has a key`)
-  return { category, isNull: (f & 4) !== 0, payloadKind: kind as PayloadKind, keyed }
+  if ((f & 3) === 3 || ((f >> 3) & 3) > 2 || f > 63) throw new ProtocolError(`invalid event flags ${f}`)
+  if ((f & FLAG_KEY) !== 0 && (f & 3) !== CATEGORY_CODE.replacing) throw new ProtocolError(`invalid event flags ${f}: only a replacing event has a key`)
+  return f
 }
 
 /** Reads the key of a keyed event ([FRAME-KEY-1]): 1 to 128 characters (checked again by the broker). */
@@ -164,7 +165,11 @@ export function decodeUp (buf: Uint8Array): UpFrame {
   for (let i = 0; i < n; i++) {
     const seq = r.varint('seq')
     const name = r.string('event name', MAX_STR)
-    const { category, isNull, payloadKind, keyed } = readFlags(r)
+    const f = readFlags(r)
+    const category = CATEGORY_BY_CODE[f & 3] as Category
+    const isNull = (f & 4) !== 0
+    const payloadKind = ((f >> 3) & 3) as PayloadKind
+    const keyed = (f & FLAG_KEY) !== 0
     const raisedAt = r.varint('raisedAt')
     const age = r.varint('age')
     const recipient = category === 'private' ? r.string('recipient', MAX_STR) : null
@@ -375,7 +380,11 @@ export function decodeEvents (buf: Uint8Array, nameOf: (sub: number) => string |
     const serviceId = r.string('serviceId', MAX_STR)
     const instance = r.string('instance', MAX_STR)
     const seq = r.varint('seq')
-    const { category, isNull, payloadKind, keyed } = readFlags(r)
+    const f = readFlags(r)
+    const category = CATEGORY_BY_CODE[f & 3] as Category
+    const isNull = (f & 4) !== 0
+    const payloadKind = ((f >> 3) & 3) as PayloadKind
+    const keyed = (f & FLAG_KEY) !== 0
     const raisedAt = r.varint('raisedAt')
     const receivedAt = r.varint('receivedAt')
     const exp = r.varint('expiresAt')
