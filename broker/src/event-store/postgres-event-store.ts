@@ -27,10 +27,11 @@
  * the head every `pollMs` catches a doorbell lost while the listening connection was down.
  */
 import pg from 'pg'
-import { CATEGORY_BY_CODE, CATEGORY_CODE, Category, ClosedError, ConfigError, ErrorCode, PersistenceError, RequestError, silentLogger, type Logger, type PayloadKind, type StoredEvent } from '@herald/protocol'
+import { CATEGORY_CODE, Category, ClosedError, ConfigError, ErrorCode, PersistenceError, RequestError, silentLogger, type Logger, type StoredEvent } from '@herald/protocol'
 import { DEDUP_KEY_DEFAULTS } from './event-store.js'
 import type { AppendBatch, AppendResult, CommitObserver, EventCounters, EventStore, ExpiredUnpurged, LimitsOf, QueueLimits, ReadQuery } from './event-store.js'
 import { capOf, checkBatch, checkMaxDedupKeys, countFor, expiresAtOf, keyLimitRefusal, maxKeysOf, NO_RECIPIENT, recipientKeyOf, snapshotCounters, storedFrom } from './event-store-rules.js'
+import { EVENT_COLUMNS, FLAG_NULL, toStored, type EventRow } from './event-row.js'
 import { RemovalLog, type Gap, type GapQuery, type RemovalReason } from './removal-log.js'
 import { migrate, PG_SCHEMA_VERSION } from './postgres-schema.js'
 
@@ -67,13 +68,8 @@ const PURGE_CHUNK = 10_000
 const FEED_CHUNK = 1000
 /** A statement that takes longer fails (ms): a hung database must not hold appends forever. */
 const QUERY_TIMEOUT_MS = 30_000
-const FLAG_NULL = 1
-const COLUMNS = 'position, service, instance, seq, event, category, recipient, raised_at, received_at, expires_at, flags, payload_kind, payload, upload_age, rkey'
-
-type Row = [
-  position: number, service: string, instance: string, seq: number, event: string, category: number, recipient: string,
-  raisedAt: number, receivedAt: number, expiresAt: number | null, flags: number, payloadKind: number, payload: Buffer, uploadAge: number, rkey: string
-]
+const COLUMNS = EVENT_COLUMNS
+type Row = EventRow
 
 interface Pending {
   readonly batch: AppendBatch
@@ -955,25 +951,4 @@ export class PostgresEventStore implements EventStore {
   #checkOpen (): void {
     if (this.#closed) throw new ClosedError('event store is closed')
   }
-}
-
-function toStored (r: Row): StoredEvent {
-  const e: StoredEvent = {
-    seq: r[3],
-    name: r[4],
-    category: CATEGORY_BY_CODE[r[5]] as Category,
-    raisedAt: r[7],
-    isNull: (r[10] & FLAG_NULL) !== 0,
-    recipient: r[6] === NO_RECIPIENT ? null : r[6],
-    payloadKind: r[11] as PayloadKind,
-    payload: r[12],
-    position: r[0],
-    serviceId: r[1],
-    instance: r[2],
-    receivedAt: r[8],
-    expiresAt: r[9],
-    uploadAge: r[13]
-  }
-  if (r[14] !== '') (e as { key?: string }).key = r[14]
-  return e
 }
