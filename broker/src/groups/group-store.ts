@@ -28,16 +28,8 @@ export interface GroupRecord {
   readonly rows: readonly SegmentRow[]
 }
 
-/** A write of one group: its identity (upserted) and some of its rows. */
-export interface GroupWrite {
-  readonly user: string
-  readonly group: string
-  readonly event: string
-  readonly services: readonly string[] | null
-  readonly segments: number
-  readonly lastUsed: number
-  readonly rows: readonly SegmentRow[]
-}
+/** A write of one group: its identity (upserted) and some of its rows, in the shape of a record. */
+export type GroupWrite = GroupRecord
 
 export interface GroupStore {
   /** The stored group, or null. */
