@@ -43,8 +43,9 @@ function flags (category: Category, isNull: boolean, kind: PayloadKind, key: str
 }
 
 /**
- * Reads and checks an event's flag byte; returns it (read its fields with the FLAG_ helpers below).
- * A number, not an object: this runs once per event on both decode paths.
+ * Reads and checks an event's flag byte (bits 0-1 category, 2 null, 3-4 payload kind, 5 key; as
+ * `flags` writes it) and returns it, read with the four functions below: a number, not an object,
+ * since this runs once per event on both decode paths.
  */
 function readFlags (r: BinaryReader): number {
   const f = r.u8('flags')
@@ -52,6 +53,11 @@ function readFlags (r: BinaryReader): number {
   if ((f & FLAG_KEY) !== 0 && (f & 3) !== CATEGORY_CODE.replacing) throw new ProtocolError(`invalid event flags ${f}: only a replacing event has a key`)
   return f
 }
+
+function categoryOf (f: number): Category { return CATEGORY_BY_CODE[f & 3] as Category }
+function isNullOf (f: number): boolean { return (f & 4) !== 0 }
+function payloadKindOf (f: number): PayloadKind { return ((f >> 3) & 3) as PayloadKind }
+function isKeyed (f: number): boolean { return (f & FLAG_KEY) !== 0 }
 
 /** Reads the key of a keyed event ([FRAME-KEY-1]): 1 to 128 characters (checked again by the broker). */
 function readKey (r: BinaryReader): string {
@@ -166,14 +172,13 @@ export function decodeUp (buf: Uint8Array): UpFrame {
     const seq = r.varint('seq')
     const name = r.string('event name', MAX_STR)
     const f = readFlags(r)
-    const category = CATEGORY_BY_CODE[f & 3] as Category
-    const isNull = (f & 4) !== 0
-    const payloadKind = ((f >> 3) & 3) as PayloadKind
-    const keyed = (f & FLAG_KEY) !== 0
+    const category = categoryOf(f)
+    const isNull = isNullOf(f)
+    const payloadKind = payloadKindOf(f)
     const raisedAt = r.varint('raisedAt')
     const age = r.varint('age')
     const recipient = category === 'private' ? r.string('recipient', MAX_STR) : null
-    const key = keyed ? readKey(r) : undefined
+    const key = isKeyed(f) ? readKey(r) : undefined
     const payload = r.bytes('payload', FRAME_LIMITS.maxPayloadBytes)
     events[i] = key === undefined
       ? { seq, name, category, isNull, payloadKind, raisedAt, age, recipient, payload }
@@ -381,16 +386,15 @@ export function decodeEvents (buf: Uint8Array, nameOf: (sub: number) => string |
     const instance = r.string('instance', MAX_STR)
     const seq = r.varint('seq')
     const f = readFlags(r)
-    const category = CATEGORY_BY_CODE[f & 3] as Category
-    const isNull = (f & 4) !== 0
-    const payloadKind = ((f >> 3) & 3) as PayloadKind
-    const keyed = (f & FLAG_KEY) !== 0
+    const category = categoryOf(f)
+    const isNull = isNullOf(f)
+    const payloadKind = payloadKindOf(f)
     const raisedAt = r.varint('raisedAt')
     const receivedAt = r.varint('receivedAt')
     const exp = r.varint('expiresAt')
     const uploadAge = r.varint('uploadAge')
     const recipient = category === 'private' ? r.string('recipient', MAX_STR) : null
-    const key = keyed ? readKey(r) : undefined
+    const key = isKeyed(f) ? readKey(r) : undefined
     const payload = r.bytes('payload', FRAME_LIMITS.maxPayloadBytes)
     const e: StoredEvent = { position, serviceId, instance, seq, name, category, isNull, payloadKind, raisedAt, receivedAt, expiresAt: exp === 0 ? null : exp, uploadAge, recipient, payload }
     events[i] = key === undefined ? e : { ...e, key }
