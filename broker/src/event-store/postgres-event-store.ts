@@ -31,7 +31,7 @@ import { CATEGORY_CODE, Category, ClosedError, ConfigError, ErrorCode, Persisten
 import { DEDUP_KEY_DEFAULTS } from './event-store.js'
 import type { AppendBatch, AppendResult, CommitObserver, EventCounters, EventStore, ExpiredUnpurged, LimitsOf, QueueLimits, ReadQuery } from './event-store.js'
 import { capOf, checkBatch, checkMaxDedupKeys, countFor, expiresAtOf, keyLimitRefusal, maxKeysOf, NO_RECIPIENT, recipientKeyOf, snapshotCounters, storedFrom } from './event-store-rules.js'
-import { EVENT_COLUMNS, FLAG_NULL, toStored, type EventRow } from './event-row.js'
+import { EVENT_COLUMNS as COLUMNS, FLAG_NULL, toStored, type EventRow as Row } from './event-row.js'
 import { RemovalLog, type Gap, type GapQuery, type RemovalReason } from './removal-log.js'
 import { migrate, PG_SCHEMA_VERSION } from './postgres-schema.js'
 
@@ -68,8 +68,6 @@ const PURGE_CHUNK = 10_000
 const FEED_CHUNK = 1000
 /** A statement that takes longer fails (ms): a hung database must not hold appends forever. */
 const QUERY_TIMEOUT_MS = 30_000
-const COLUMNS = EVENT_COLUMNS
-type Row = EventRow
 
 interface Pending {
   readonly batch: AppendBatch

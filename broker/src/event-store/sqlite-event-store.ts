@@ -35,7 +35,7 @@ import { WalCheckpointer, SqliteSynchronous } from '@herald/node-runtime'
 import { DEDUP_KEY_DEFAULTS } from './event-store.js'
 import type { AppendBatch, AppendResult, CommitObserver, EventCounters, EventStore, ExpiredUnpurged, LimitsOf, QueueLimits, ReadQuery } from './event-store.js'
 import { capOf, checkBatch, checkMaxDedupKeys, countFor, expiresAtOf, keyLimitRefusal, KeyTable, maxKeysOf, NO_RECIPIENT, recipientKeyOf, snapshotCounters, storedFrom } from './event-store-rules.js'
-import { EVENT_COLUMNS, FLAG_NULL, toStored, type EventRow } from './event-row.js'
+import { EVENT_COLUMNS as COLUMNS, FLAG_NULL, toStored, type EventRow as Row } from './event-row.js'
 import { RemovalLog, type Gap, type GapQuery, type RemovalReason } from './removal-log.js'
 import { SqliteGroupTables, type GroupChange } from '../groups/sqlite-group-tables.js'
 import type { GroupStore } from '../groups/group-store.js'
@@ -94,8 +94,6 @@ const RECENT_MAX_EVENTS = 20_000
 const RECENT_MAX_BYTES = 16 * 1024 * 1024
 /** Expired events deleted per transaction by purgeExpired; appends run between chunks. */
 const PURGE_CHUNK = 10_000
-const COLUMNS = EVENT_COLUMNS
-type Row = EventRow
 
 interface Pending {
   readonly batch: AppendBatch
